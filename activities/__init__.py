@@ -1,0 +1,1 @@
+"""Side effects, grouped by the system they touch; classes built once per worker with clients injected."""

@@ -1,0 +1,395 @@
+"""Conversations: start, list, read, send, edit, regenerate, archive (writes via the workflow)."""
+
+import base64
+import json
+import uuid
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query
+from sqlalchemy.ext.asyncio import AsyncSession
+from temporalio.client import (
+    WithStartWorkflowOperation,
+    WorkflowHandle,
+    WorkflowUpdateFailedError,
+)
+from temporalio.common import (
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+    WorkflowIDReusePolicy,
+)
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from api.deps import AppState, SessionDep, StateDep, TenantDep
+from api.errors import ApiError, from_update_failure
+from api.metrics import TURNS
+from api.schemas import (
+    BranchOut,
+    ConversationCreate,
+    ConversationCreated,
+    ConversationDetail,
+    ConversationOut,
+    ConversationPage,
+    EditIn,
+    MessageIn,
+    MessageOut,
+    TurnOut,
+    VersionIn,
+)
+from policies.conversation import Node, leaves, message_problem, path_to
+from store import crud
+from store.models import Conversation, Message
+from temporal.constants import KIND, PHASE, TENANT
+from workflows.conversation import (
+    Archive,
+    ConversationInput,
+    ConversationLimits,
+    ConversationWorkflow,
+    EditMessage,
+    Regenerate,
+    SendMessage,
+    StoredMessage,
+    TurnResult,
+    workflow_id,
+)
+
+router = APIRouter(prefix="/v1/conversations", tags=["conversations"])
+
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        max_length=200,
+        description="Repeat a request safely: the same key never applies the change twice.",
+    ),
+]
+
+
+# ---- routes ------------------------------------------------------------------------------
+
+
+@router.post("", status_code=201, response_model=ConversationCreated)
+async def create_conversation(
+    body: ConversationCreate,
+    state: StateDep,
+    session: SessionDep,
+    tenant: TenantDep,
+    idempotency_key: IdempotencyKey = None,
+) -> ConversationCreated:
+    """Start a conversation, optionally with its first message (answered in the response)."""
+    model = body.model or state.settings.conversation.default_model
+    if model not in state.routes:
+        raise ApiError(
+            422,
+            "UnknownModel",
+            f"model {model!r} is not served here; pick one of: {', '.join(sorted(state.routes))}",
+        )
+    if body.message is not None:
+        problem = message_problem(
+            body.message.content, body.message.role, state.settings.conversation.max_message_chars
+        )
+        if problem:
+            raise ApiError(422, "InvalidMessage", problem)
+    conversation_id = body.id or (
+        uuid.uuid5(uuid.NAMESPACE_URL, f"lcp:{tenant}:{idempotency_key}").hex
+        if idempotency_key
+        else uuid.uuid4().hex
+    )
+    if idempotency_key is None and await crud.get_conversation(
+        session, tenant=tenant, conversation_id=conversation_id
+    ):
+        raise ApiError(
+            409,
+            "ConversationExists",
+            f"conversation {conversation_id} already exists: send messages to "
+            f"/v1/conversations/{conversation_id}/messages, or pick another id",
+        )
+    limits = state.settings.conversation
+    start = WithStartWorkflowOperation(
+        ConversationWorkflow.run,
+        ConversationInput(
+            tenant=tenant,
+            conversation_id=conversation_id,
+            model=model,
+            system_prompt=body.system_prompt,
+            title=body.title,
+            params=body.params.model_dump(exclude_none=True),
+            limits=ConversationLimits(
+                max_message_chars=limits.max_message_chars,
+                max_turns_per_run=limits.max_turns_per_run,
+                keep_messages_on_continue=limits.keep_messages_on_continue,
+            ),
+        ),
+        id=workflow_id(tenant, conversation_id),
+        task_queue=limits.task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+        search_attributes=TypedSearchAttributes(
+            [
+                SearchAttributePair(TENANT, tenant),
+                SearchAttributePair(KIND, "conversation"),
+                SearchAttributePair(PHASE, "active"),
+            ]
+        ),
+    )
+    turn: TurnResult | None = None
+    try:
+        if body.message is not None:
+            turn = await state.temporal.execute_update_with_start_workflow(
+                ConversationWorkflow.send_message,
+                SendMessage(content=body.message.content, role=body.message.role),
+                start_workflow_operation=start,
+                id=idempotency_key,
+            )
+        else:
+            await state.temporal.execute_update_with_start_workflow(
+                ConversationWorkflow.open, start_workflow_operation=start, id=idempotency_key
+            )
+    except WorkflowUpdateFailedError as err:
+        raise from_update_failure(err) from err
+    except WorkflowAlreadyStartedError as err:
+        raise ApiError(
+            409,
+            "ConversationExists",
+            f"conversation id {conversation_id} was used before (it is archived): pick another id",
+        ) from err
+    except RPCError as err:
+        raise _temporal_unavailable(err) from err
+    row = await _fresh_conversation(session, tenant, conversation_id)
+    if turn is not None:
+        TURNS.labels("ok").inc()
+    return ConversationCreated(
+        conversation=_conversation_out(row), turn=_turn_out(turn) if turn else None
+    )
+
+
+@router.get("", response_model=ConversationPage)
+async def list_conversations(
+    session: SessionDep,
+    tenant: TenantDep,
+    limit: Annotated[int, Query(ge=1, le=200)] = 20,
+    cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
+) -> ConversationPage:
+    """Conversations, newest first, a page at a time."""
+    rows = await crud.list_conversations(
+        session, tenant=tenant, limit=limit + 1, before=_decode_cursor(cursor) if cursor else None
+    )
+    page, more = rows[:limit], len(rows) > limit
+    return ConversationPage(
+        data=[_conversation_out(row) for row in page],
+        next_cursor=_encode_cursor(page[-1]) if more else None,
+    )
+
+
+@router.get("/{conversation_id}", response_model=ConversationDetail)
+async def get_conversation(
+    conversation_id: str,
+    session: SessionDep,
+    tenant: TenantDep,
+    branch: Annotated[
+        str | None, Query(description="A message id: show the branch through it (default: active)")
+    ] = None,
+) -> ConversationDetail:
+    """The conversation with the messages of one branch, and the list of all branches."""
+    row = await _require(session, tenant, conversation_id)
+    messages = await crud.list_messages(session, conversation_id=conversation_id)
+    return _detail(row, messages, branch)
+
+
+@router.post("/{conversation_id}/messages", response_model=TurnOut)
+async def send_message(
+    conversation_id: str,
+    body: MessageIn,
+    state: StateDep,
+    session: SessionDep,
+    tenant: TenantDep,
+    idempotency_key: IdempotencyKey = None,
+) -> TurnOut:
+    """Send a user message; the model's reply is in the response and already stored."""
+    handle = await _writable_handle(state, session, tenant, conversation_id)
+    request = SendMessage(body.content, body.role, body.expected_version)
+    return _turn_out(
+        await _update(handle, ConversationWorkflow.send_message, request, idempotency_key)
+    )
+
+
+@router.post("/{conversation_id}/messages/{message_id}/edit", response_model=TurnOut)
+async def edit_message(
+    conversation_id: str,
+    message_id: str,
+    body: EditIn,
+    state: StateDep,
+    session: SessionDep,
+    tenant: TenantDep,
+    idempotency_key: IdempotencyKey = None,
+) -> TurnOut:
+    """Replace a user message on a new branch and get a fresh reply to it."""
+    handle = await _writable_handle(state, session, tenant, conversation_id)
+    request = EditMessage(message_id, body.content, body.expected_version)
+    return _turn_out(
+        await _update(handle, ConversationWorkflow.edit_message, request, idempotency_key)
+    )
+
+
+@router.post("/{conversation_id}/messages/{message_id}/regenerate", response_model=TurnOut)
+async def regenerate(
+    conversation_id: str,
+    message_id: str,
+    state: StateDep,
+    session: SessionDep,
+    tenant: TenantDep,
+    body: VersionIn | None = None,
+    idempotency_key: IdempotencyKey = None,
+) -> TurnOut:
+    """Ask again for an assistant reply; the new one becomes a new branch."""
+    handle = await _writable_handle(state, session, tenant, conversation_id)
+    request = Regenerate(message_id, body.expected_version if body else None)
+    return _turn_out(
+        await _update(handle, ConversationWorkflow.regenerate, request, idempotency_key)
+    )
+
+
+@router.post("/{conversation_id}/archive", response_model=ConversationOut)
+async def archive(
+    conversation_id: str,
+    state: StateDep,
+    session: SessionDep,
+    tenant: TenantDep,
+    body: VersionIn | None = None,
+    idempotency_key: IdempotencyKey = None,
+) -> ConversationOut:
+    """Close the conversation: it stays readable and takes no more messages."""
+    handle = await _writable_handle(state, session, tenant, conversation_id)
+    request = Archive(body.expected_version if body else None)
+    await _update(handle, ConversationWorkflow.archive, request, idempotency_key)
+    return _conversation_out(await _fresh_conversation(session, tenant, conversation_id))
+
+
+# ---- helpers -----------------------------------------------------------------------------
+
+
+async def _require(session: AsyncSession, tenant: str, conversation_id: str) -> Conversation:
+    row = await crud.get_conversation(session, tenant=tenant, conversation_id=conversation_id)
+    if row is None:
+        raise ApiError(
+            404,
+            "ConversationNotFound",
+            f"no conversation {conversation_id}: list yours with GET /v1/conversations",
+        )
+    return row
+
+
+async def _fresh_conversation(
+    session: AsyncSession, tenant: str, conversation_id: str
+) -> Conversation:
+    """Read the row as the workflow just left it (not from an older transaction's snapshot)."""
+    await session.rollback()
+    return await _require(session, tenant, conversation_id)
+
+
+async def _writable_handle(
+    state: AppState, session: AsyncSession, tenant: str, conversation_id: str
+) -> WorkflowHandle[Any, Any]:
+    row = await _require(session, tenant, conversation_id)
+    if row.status != "active":
+        raise ApiError(
+            409,
+            "ConversationClosed",
+            f"conversation {conversation_id} is {row.status}: it takes no more messages; "
+            "start a new conversation",
+        )
+    handle = state.temporal.get_workflow_handle(row.workflow_id)
+    await session.rollback()  # end the read transaction: the workflow writes next
+    return handle
+
+
+async def _update(handle: WorkflowHandle[Any, Any], update: Any, arg: Any, key: str | None) -> Any:
+    try:
+        result = await handle.execute_update(update, arg, id=key)
+    except WorkflowUpdateFailedError as err:
+        TURNS.labels("rejected").inc()
+        raise from_update_failure(err) from err
+    except RPCError as err:
+        if err.status == RPCStatusCode.NOT_FOUND:
+            raise ApiError(
+                409, "ConversationClosed", "this conversation is closed: start a new one"
+            ) from err
+        raise _temporal_unavailable(err) from err
+    TURNS.labels("ok").inc()
+    return result
+
+
+def _temporal_unavailable(err: RPCError) -> ApiError:
+    return ApiError(
+        503, "TemporalUnavailable", f"the workflow service did not answer ({err}); retry shortly"
+    )
+
+
+def _encode_cursor(row: Conversation) -> str:
+    raw = json.dumps([row.created_at.isoformat(), row.id]).encode()
+    return base64.urlsafe_b64encode(raw).decode()
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        created, ident = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+        return datetime.fromisoformat(created), str(ident)
+    except (ValueError, TypeError) as err:
+        raise ApiError(
+            422, "InvalidCursor", "cursor is not one this API issued: pass next_cursor as given"
+        ) from err
+
+
+def _conversation_out(row: Conversation) -> ConversationOut:
+    return ConversationOut.model_validate(row, from_attributes=True)
+
+
+def _message_out(message: StoredMessage | Message, variants: int | None = None) -> MessageOut:
+    out = MessageOut.model_validate(message, from_attributes=True)
+    if variants is not None:
+        out.variants = variants
+    return out
+
+
+def _turn_out(turn: TurnResult) -> TurnOut:
+    return TurnOut(
+        conversation_id=turn.conversation_id,
+        version=turn.version,
+        message=_message_out(turn.message),
+        reply=_message_out(turn.reply),
+    )
+
+
+def _detail(row: Conversation, messages: list[Message], branch: str | None) -> ConversationDetail:
+    by_id = {message.id: message for message in messages}
+    nodes = {message.id: Node(message.id, message.parent_id) for message in messages}
+    children: dict[str | None, list[Message]] = {}
+    for message in messages:
+        children.setdefault(message.parent_id, []).append(message)
+    if branch is not None and branch not in by_id:
+        raise ApiError(
+            404, "MessageNotFound", f"branch {branch!r} is not a message of this conversation"
+        )
+    tip = branch or row.active_leaf_id
+    while tip is not None and children.get(tip):  # follow the newest variant down to a leaf
+        tip = max(children[tip], key=lambda m: m.version).id
+    shown = path_to(tip, nodes)
+    branches = [
+        BranchOut(
+            leaf_id=leaf,
+            length=len(path_to(leaf, nodes)),
+            active=leaf == row.active_leaf_id,
+            updated_at=by_id[leaf].created_at,
+        )
+        for leaf in leaves(nodes.values())
+    ]
+    return ConversationDetail(
+        conversation=_conversation_out(row),
+        branch=tip,
+        messages=[
+            _message_out(by_id[message_id], len(children[by_id[message_id].parent_id]))
+            for message_id in shown
+        ],
+        branches=sorted(branches, key=lambda b: b.updated_at),
+    )

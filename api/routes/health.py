@@ -1,0 +1,43 @@
+"""Liveness, readiness (Temporal and the database answer) and Prometheus metrics."""
+
+import asyncio
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse, Response
+from sqlalchemy import text
+from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
+
+from api.deps import StateDep
+from api.metrics import metrics_response
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+async def readyz(state: StateDep) -> JSONResponse:
+    checks: dict[str, str] = {}
+    try:
+        await asyncio.wait_for(
+            state.temporal.workflow_service.get_system_info(GetSystemInfoRequest()), timeout=3
+        )
+        checks["temporal"] = "ok"
+    except Exception as err:  # noqa: BLE001 - any failure means "not ready", reported in the body
+        checks["temporal"] = f"unavailable: {err}"
+    try:
+        async with state.engine.connect() as connection:
+            await asyncio.wait_for(connection.execute(text("SELECT 1")), timeout=3)
+        checks["database"] = "ok"
+    except Exception as err:  # noqa: BLE001
+        checks["database"] = f"unavailable: {err}"
+    ready = all(value == "ok" for value in checks.values())
+    return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
+
+
+@router.get("/metrics", response_class=Response)
+async def metrics() -> Response:
+    return metrics_response()

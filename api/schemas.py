@@ -1,0 +1,115 @@
+"""Request and response bodies of the REST API."""
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+# SQLite hands timestamps back without their zone; every timestamp lcp stores is UTC.
+UtcDatetime = Annotated[
+    datetime, AfterValidator(lambda value: value if value.tzinfo else value.replace(tzinfo=UTC))
+]
+
+CONVERSATION_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class GenerationParams(Strict):
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, gt=0, le=1)
+    max_tokens: int | None = Field(default=None, ge=1, le=32_768)
+    seed: int | None = None
+
+
+class MessageIn(Strict):
+    content: str = Field(description="The user's message text.")
+    role: str = Field(default="user", description="Only 'user' messages are sent by clients.")
+    expected_version: int | None = Field(
+        default=None, description="Optimistic concurrency: the version you last read; 409 if stale."
+    )
+
+
+class ConversationCreate(Strict):
+    id: str | None = Field(
+        default=None,
+        pattern=CONVERSATION_ID_PATTERN,
+        description="Your own id for the conversation; generated when absent.",
+    )
+    title: str | None = Field(default=None, max_length=300)
+    model: str | None = Field(default=None, description="A model from the models policy.")
+    system_prompt: str | None = Field(default=None, max_length=100_000)
+    params: GenerationParams = GenerationParams()
+    message: MessageIn | None = Field(default=None, description="An optional first message.")
+
+
+class EditIn(Strict):
+    content: str
+    expected_version: int | None = None
+
+
+class VersionIn(Strict):
+    expected_version: int | None = None
+
+
+class MessageOut(BaseModel):
+    id: str
+    parent_id: str | None
+    role: str
+    content: str
+    version: int = Field(description="1 for the first variant at this point, 2 after an edit...")
+    seq: int
+    created_at: UtcDatetime
+    model: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    latency_ms: float | None = None
+    variants: int = Field(default=1, description="How many variants exist at this point.")
+
+
+class ConversationOut(BaseModel):
+    id: str
+    tenant: str
+    title: str | None
+    model: str
+    system_prompt: str | None
+    params: dict[str, Any]
+    status: str
+    version: int
+    message_count: int
+    summary: str | None
+    created_at: UtcDatetime
+    updated_at: UtcDatetime
+
+
+class BranchOut(BaseModel):
+    leaf_id: str
+    length: int
+    active: bool
+    updated_at: UtcDatetime
+
+
+class ConversationDetail(BaseModel):
+    conversation: ConversationOut
+    branch: str | None = Field(description="Leaf message id of the branch shown.")
+    messages: list[MessageOut]
+    branches: list[BranchOut]
+
+
+class TurnOut(BaseModel):
+    conversation_id: str
+    version: int
+    message: MessageOut
+    reply: MessageOut
+
+
+class ConversationCreated(BaseModel):
+    conversation: ConversationOut
+    turn: TurnOut | None = None
+
+
+class ConversationPage(BaseModel):
+    data: list[ConversationOut]
+    next_cursor: str | None

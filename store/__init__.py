@@ -1,0 +1,1 @@
+"""The SQL read model: SQLModel tables, the async engine, migrations and CRUD functions."""

@@ -1,0 +1,63 @@
+"""Read-model tables: conversations, their messages, and the domain events projected from workflows."""
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Column, DateTime, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+def _utc(**kwargs: Any) -> Any:
+    return Field(sa_column=Column(DateTime(timezone=True), **kwargs))
+
+
+class Conversation(SQLModel, table=True):
+    __tablename__ = "conversations"
+
+    id: str = Field(primary_key=True, max_length=128)
+    tenant: str = Field(index=True, max_length=128)
+    workflow_id: str = Field(max_length=300)
+    title: str | None = Field(default=None, max_length=300)
+    model: str = Field(max_length=200)
+    system_prompt: str | None = Field(default=None, sa_column=Column(Text))
+    params: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    status: str = Field(default="active", max_length=32)
+    version: int = 0
+    active_leaf_id: str | None = Field(default=None, max_length=64)
+    summary: str | None = Field(default=None, sa_column=Column(Text))
+    message_count: int = 0
+    created_at: datetime = _utc(nullable=False, index=True)
+    updated_at: datetime = _utc(nullable=False)
+
+
+class Message(SQLModel, table=True):
+    __tablename__ = "messages"
+
+    id: str = Field(primary_key=True, max_length=64)
+    conversation_id: str = Field(index=True, max_length=128)
+    tenant: str = Field(max_length=128)
+    parent_id: str | None = Field(default=None, max_length=64)
+    role: str = Field(max_length=32)
+    content: str = Field(sa_column=Column(Text, nullable=False))
+    version: int = 1
+    seq: int
+    model: str | None = Field(default=None, max_length=200)
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    latency_ms: float | None = None
+    created_at: datetime = _utc(nullable=False)
+
+
+class Event(SQLModel, table=True):
+    """One domain event, keyed by its stream (the workflow ID) and sequence number."""
+
+    __tablename__ = "events"
+    __table_args__ = (UniqueConstraint("stream", "seq", name="uq_events_stream_seq"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    stream: str = Field(index=True, max_length=300)
+    seq: int
+    tenant: str = Field(max_length=128)
+    type: str = Field(max_length=100)
+    payload: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    occurred_at: datetime = _utc(nullable=False)

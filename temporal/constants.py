@@ -1,0 +1,15 @@
+"""Task-queue names and search attributes shared by workflows, workers, the API and the dev server."""
+
+from temporalio.common import SearchAttributeKey
+
+CONVERSATIONS_QUEUE = "conversations"
+OPS_QUEUE = "ops"
+TASK_QUEUES = (CONVERSATIONS_QUEUE, OPS_QUEUE)
+
+TENANT = SearchAttributeKey.for_keyword("LcpTenant")
+KIND = SearchAttributeKey.for_keyword("LcpKind")
+SERVICE = SearchAttributeKey.for_keyword("LcpService")
+PHASE = SearchAttributeKey.for_keyword("LcpPhase")
+
+# name -> type, as `temporal server start-dev --search-attribute NAME=TYPE` wants them
+SEARCH_ATTRIBUTES = {key.name: "Keyword" for key in (TENANT, KIND, SERVICE, PHASE)}

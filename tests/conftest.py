@@ -1,0 +1,138 @@
+"""Shared test fixtures: a real Temporal dev server, the LLM simulator, SQLite and PostgreSQL."""
+
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+
+from lab.llm_simulator import create_app as create_simulator
+from settings import Settings, TemporalSettings
+from store.db import make_engine
+from store.migrate import upgrade
+from temporal.constants import KIND, PHASE, SERVICE, TENANT
+from temporal.devserver import DYNAMIC_CONFIG, temporal_binary
+from tests.http_server import free_port, serve_in_thread
+
+
+@pytest.fixture(scope="session")
+async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
+    extra = [arg for k, v in DYNAMIC_CONFIG.items() for arg in ("--dynamic-config-value", f"{k}={v}")]
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=temporal_binary(),
+        data_converter=pydantic_data_converter,
+        search_attributes=[TENANT, KIND, SERVICE, PHASE],
+        dev_server_extra_args=extra,
+    )
+    yield env
+    await env.shutdown()
+
+
+@pytest.fixture(scope="session")
+def client(temporal_env: WorkflowEnvironment) -> Client:
+    return temporal_env.client
+
+
+@pytest.fixture(scope="session")
+def simulator() -> Iterator[str]:
+    """Base URL (ending in /v1) of a real LLM simulator served over HTTP."""
+    with serve_in_thread(create_simulator()) as url:
+        yield f"{url}/v1"
+
+
+def _pg_bin(name: str) -> str | None:
+    found = shutil.which(name)
+    if found:
+        return found
+    candidates = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"))
+    return str(candidates[-1]) if candidates else None
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A throwaway PostgreSQL cluster on a free port (or LCP_TEST_POSTGRES_URL if set)."""
+    if url := os.environ.get("LCP_TEST_POSTGRES_URL"):
+        yield url
+        return
+    initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
+    if not (initdb and pg_ctl):
+        if os.environ.get("LCP_REQUIRE_POSTGRES"):
+            pytest.fail("PostgreSQL is required (LCP_REQUIRE_POSTGRES) but initdb/pg_ctl are missing")
+        pytest.skip("PostgreSQL is not installed: `make test` installs it")
+    data = Path(tempfile.mkdtemp(prefix="lcp-pg-"))
+    as_user: list[str] = []
+    if os.geteuid() == 0:  # postgres refuses to run as root
+        shutil.chown(data, "postgres")
+        as_user = ["runuser", "-u", "postgres", "--"]
+    port = free_port()
+    subprocess.run(
+        [*as_user, initdb, "-D", str(data / "db"), "-A", "trust", "-U", "lcp"],
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run(
+        [*as_user, pg_ctl, "-D", str(data / "db"), "-l", str(data / "log"), "-w", "start",
+         "-o", f"-p {port} -k {data} -c listen_addresses=127.0.0.1 -c fsync=off"],
+        check=True,
+        capture_output=True,
+    )
+    try:
+        yield f"postgresql+asyncpg://lcp@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run([*as_user, pg_ctl, "-D", str(data / "db"), "-m", "immediate", "stop"],
+                       capture_output=True)
+        shutil.rmtree(data, ignore_errors=True)
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgres"])
+def database_kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+async def database_url(
+    database_kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[str]:
+    """A migrated, empty database of each kind."""
+    if database_kind == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path / 'lcp.db'}"
+    else:
+        base = request.getfixturevalue("postgres_url")
+        url = await _fresh_postgres_database(base)
+    engine = make_engine(url)
+    await upgrade(engine)
+    await engine.dispose()
+    yield url
+
+
+async def _fresh_postgres_database(base_url: str) -> str:
+    import asyncpg
+
+    name = f"lcp_{int(time.time() * 1000)}_{os.getpid()}_{free_port()}"
+    raw = base_url.replace("postgresql+asyncpg", "postgresql")
+    connection = await asyncpg.connect(raw)
+    try:
+        await connection.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await connection.close()
+    return base_url.rsplit("/", 1)[0] + f"/{name}"
+
+
+@pytest.fixture
+def settings(
+    tmp_path: Path, database_url: str, simulator: str, temporal_env: WorkflowEnvironment
+) -> Settings:
+    config = temporal_env.client.service_client.config
+    return Settings(
+        home=tmp_path,
+        database_url=database_url,
+        llm_url=simulator,
+        temporal=TemporalSettings(address=config.target_host),
+    )

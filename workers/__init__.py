@@ -1,0 +1,1 @@
+"""Worker entry points: which workflows and activities run on which task queue, and shutdown."""

@@ -1,0 +1,62 @@
+"""Builds and runs lcp's Temporal workers, one per task queue, with graceful shutdown."""
+
+import asyncio
+import logging
+import signal
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import timedelta
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities.inference import InferenceActivities, load_routes
+from activities.store import StoreActivities
+from settings import Settings
+from store.db import make_engine, make_sessionmaker
+from temporal.client import connect
+from temporal.constants import CONVERSATIONS_QUEUE, TASK_QUEUES
+from workflows.conversation import ConversationWorkflow
+
+log = logging.getLogger(__name__)
+
+
+@asynccontextmanager
+async def conversation_worker(client: Client, settings: Settings) -> AsyncIterator[Worker]:
+    """A worker for conversation workflows and their activities, with clients built once."""
+    engine = make_engine(settings.resolved_database_url())
+    http = InferenceActivities.make_http_client()
+    inference = InferenceActivities(http, load_routes(settings.models_file, llm_url=settings.llm_url))
+    store = StoreActivities(make_sessionmaker(engine))
+    worker = Worker(
+        client,
+        task_queue=settings.conversation.task_queue,
+        workflows=[ConversationWorkflow],
+        activities=[inference.chat_completion, store.project_conversation],
+        graceful_shutdown_timeout=timedelta(seconds=10),
+        max_concurrent_activities=256,
+        max_concurrent_workflow_tasks=64,
+    )
+    try:
+        yield worker
+    finally:
+        await http.aclose()
+        await engine.dispose()
+
+
+async def run_worker(settings: Settings, task_queue: str) -> None:
+    """Run the worker for `task_queue` until SIGINT/SIGTERM, then finish in-flight tasks."""
+    if task_queue not in TASK_QUEUES:
+        raise ValueError(f"unknown task queue {task_queue!r}; known: {', '.join(TASK_QUEUES)}")
+    if task_queue != CONVERSATIONS_QUEUE:
+        raise ValueError(f"task queue {task_queue!r} has no workflows yet (ops work lands later)")
+    client = await connect(settings.temporal)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with conversation_worker(client, settings) as worker:
+        log.info("worker polling task queue %s at %s", task_queue, settings.temporal.address)
+        async with worker:
+            await stop.wait()
+            log.info("worker shutting down: finishing in-flight tasks")

@@ -1,0 +1,468 @@
+"""ConversationWorkflow: one durable conversation, its message tree, turns, branches and archive."""
+
+import asyncio
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any
+
+from temporalio import workflow
+from temporalio.exceptions import ActivityError, ApplicationError
+
+from policies.conversation import Node, message_problem, path_to
+from temporal.constants import PHASE
+from workflows import _options
+
+with workflow.unsafe.imports_passed_through():
+    from activities.inference import (
+        ChatCompletionInput,
+        ChatCompletionResult,
+        ChatMessage,
+        InferenceActivities,
+    )
+    from activities.store import (
+        ConversationRecord,
+        EventRecord,
+        MessageRecord,
+        ProjectionInput,
+        StoreActivities,
+    )
+
+SUMMARY_PROMPT = (
+    "Summarize the earlier part of this conversation in a few sentences. Keep every fact, name, "
+    "number and decision the user gave, and what was agreed; leave out pleasantries."
+)
+
+
+def workflow_id(tenant: str, conversation_id: str) -> str:
+    return f"conversation/{tenant}/{conversation_id}"
+
+
+@dataclass
+class ConversationLimits:
+    """Limits from settings, handed in through the input (workflows never read settings)."""
+
+    max_message_chars: int = 32_000
+    max_turns_per_run: int = 500
+    keep_messages_on_continue: int = 20
+
+
+@dataclass
+class StoredMessage:
+    id: str
+    parent_id: str | None
+    role: str
+    content: str
+    version: int
+    seq: int
+    created_at: datetime
+    model: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    latency_ms: float | None = None
+
+
+@dataclass
+class ConversationState:
+    """Everything a run carries; continue-as-new hands a compact copy to the next run."""
+
+    created_at: datetime
+    messages: dict[str, StoredMessage] = field(default_factory=dict)
+    active_leaf_id: str | None = None
+    version: int = 0
+    status: str = "active"
+    message_count: int = 0
+    next_seq: int = 1
+    next_event_seq: int = 1
+    summary: str | None = None
+    summarized_count: int = 0
+
+
+@dataclass
+class ConversationInput:
+    tenant: str
+    conversation_id: str
+    model: str
+    system_prompt: str | None = None
+    title: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    limits: ConversationLimits = field(default_factory=ConversationLimits)
+    state: ConversationState | None = None
+
+
+@dataclass
+class SendMessage:
+    content: str
+    role: str = "user"
+    expected_version: int | None = None
+
+
+@dataclass
+class EditMessage:
+    message_id: str
+    content: str
+    expected_version: int | None = None
+
+
+@dataclass
+class Regenerate:
+    message_id: str
+    expected_version: int | None = None
+
+
+@dataclass
+class Archive:
+    expected_version: int | None = None
+
+
+@dataclass
+class TurnResult:
+    conversation_id: str
+    version: int
+    message: StoredMessage
+    reply: StoredMessage
+
+
+@dataclass
+class ConversationStatus:
+    conversation_id: str
+    tenant: str
+    status: str
+    version: int
+    active_leaf_id: str | None
+    message_count: int
+    turns_this_run: int
+    summary: str | None
+
+
+def _reject(type_: str, message: str, **details: Any) -> ApplicationError:
+    return ApplicationError(message, details or None, type=type_, non_retryable=True)
+
+
+@workflow.defn(name="Conversation")
+class ConversationWorkflow:
+    @workflow.init
+    def __init__(self, input: ConversationInput) -> None:
+        self._input = input
+        self._state = input.state or ConversationState(created_at=workflow.now())
+        self._lock = asyncio.Lock()
+        self._turns_this_run = 0
+        self._new_events: list[EventRecord] = []
+        if input.state is None:
+            self._event("conversation.created", model=input.model, title=input.title)
+
+    @workflow.run
+    async def run(self, input: ConversationInput) -> ConversationStatus:
+        await workflow.wait_condition(
+            lambda: self._state.status == "archived" or self._should_continue()
+        )
+        if self._state.status != "archived":
+            async with self._lock:
+                await self._compact()
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        if self._state.status == "archived":
+            return self.status()
+        workflow.continue_as_new(replace(self._input, state=self._state))
+
+    # ---- queries ---------------------------------------------------------------------------
+
+    @workflow.query
+    def status(self) -> ConversationStatus:
+        return ConversationStatus(
+            conversation_id=self._input.conversation_id,
+            tenant=self._input.tenant,
+            status=self._state.status,
+            version=self._state.version,
+            active_leaf_id=self._state.active_leaf_id,
+            message_count=self._state.message_count,
+            turns_this_run=self._turns_this_run,
+            summary=self._state.summary,
+        )
+
+    # ---- updates ---------------------------------------------------------------------------
+
+    @workflow.update
+    async def open(self) -> ConversationStatus:
+        """Make sure the conversation is in the read model (used when it starts with no message)."""
+        async with self._lock:
+            if self._new_events:
+                await self._project([])
+        return self.status()
+
+    @workflow.update
+    async def send_message(self, request: SendMessage) -> TurnResult:
+        async with self._lock:
+            self._check_writable(request.expected_version)
+            user = self._new_message("user", request.content, self._state.active_leaf_id)
+            return await self._turn(user, reply_parent=user)
+
+    @send_message.validator
+    def _validate_send(self, request: SendMessage) -> None:
+        self._check_writable(request.expected_version)
+        self._check_content(request.content, request.role)
+
+    @workflow.update
+    async def edit_message(self, request: EditMessage) -> TurnResult:
+        async with self._lock:
+            self._check_writable(request.expected_version)
+            original = self._message(request.message_id, "user")
+            user = self._new_message("user", request.content, original.parent_id)
+            return await self._turn(user, reply_parent=user)
+
+    @edit_message.validator
+    def _validate_edit(self, request: EditMessage) -> None:
+        self._check_writable(request.expected_version)
+        self._message(request.message_id, "user")
+        self._check_content(request.content, "user")
+
+    @workflow.update
+    async def regenerate(self, request: Regenerate) -> TurnResult:
+        async with self._lock:
+            self._check_writable(request.expected_version)
+            old_reply = self._message(request.message_id, "assistant")
+            assert old_reply.parent_id is not None
+            return await self._turn(None, reply_parent=self._state.messages[old_reply.parent_id])
+
+    @regenerate.validator
+    def _validate_regenerate(self, request: Regenerate) -> None:
+        self._check_writable(request.expected_version)
+        reply = self._message(request.message_id, "assistant")
+        if reply.parent_id not in self._state.messages:
+            raise _reject(
+                "MessageNotEditable",
+                f"message {request.message_id} is from before this conversation was summarized; "
+                "only recent replies can be regenerated",
+            )
+
+    @workflow.update
+    async def archive(self, request: Archive) -> ConversationStatus:
+        async with self._lock:
+            self._check_writable(request.expected_version)
+            self._state.status = "archived"
+            self._state.version += 1
+            self._event("conversation.archived")
+            await self._project([])
+            workflow.upsert_search_attributes([PHASE.value_set("archived")])
+            return self.status()
+
+    @archive.validator
+    def _validate_archive(self, request: Archive) -> None:
+        self._check_writable(request.expected_version)
+
+    # ---- checks (run in validators, and again under the lock) ------------------------------
+
+    def _check_writable(self, expected_version: int | None) -> None:
+        if self._state.status != "active":
+            raise _reject(
+                "ConversationClosed",
+                f"conversation {self._input.conversation_id} is {self._state.status}: "
+                "it takes no more messages; start a new conversation",
+            )
+        if expected_version is not None and expected_version != self._state.version:
+            raise _reject(
+                "VersionConflict",
+                f"expected_version {expected_version} is stale: the conversation is at version "
+                f"{self._state.version}; reload it and retry with that version",
+                current_version=self._state.version,
+            )
+
+    def _check_content(self, content: str, role: str) -> None:
+        problem = message_problem(content, role, self._input.limits.max_message_chars)
+        if problem:
+            raise _reject("InvalidMessage", problem)
+
+    def _message(self, message_id: str, role: str) -> StoredMessage:
+        message = self._state.messages.get(message_id)
+        if message is None:
+            raise _reject(
+                "MessageNotFound",
+                f"message {message_id} is not in this conversation's recent messages "
+                "(ids come from GET /v1/conversations/{id})",
+            )
+        if message.role != role:
+            verb = "edited" if role == "user" else "regenerated"
+            raise _reject(
+                "InvalidMessage",
+                f"message {message_id} has role {message.role!r}: only {role!r} messages "
+                f"can be {verb}",
+            )
+        return message
+
+    # ---- the turn --------------------------------------------------------------------------
+
+    async def _turn(self, user: StoredMessage | None, *, reply_parent: StoredMessage) -> TurnResult:
+        """Ask the model for a reply to `reply_parent`'s branch, then record user message + reply."""
+        context = self._context(reply_parent.id, extra=user)
+        try:
+            completion: ChatCompletionResult = await workflow.execute_activity_method(
+                InferenceActivities.chat_completion,
+                ChatCompletionInput(
+                    model=self._input.model, messages=context, params=self._input.params
+                ),
+                **_options.INFERENCE,
+            )
+        except ActivityError as err:
+            cause = err.cause
+            reason = str(cause) if cause else str(err)
+            kind = cause.type if isinstance(cause, ApplicationError) and cause.type else "Unknown"
+            self._event("turn.failed", reason=reason, error_type=kind)
+            await self._project([])
+            raise _reject("InferenceFailed", f"the model could not answer: {reason}") from err
+
+        parent_id = user.id if user else reply_parent.id
+        reply = self._new_message("assistant", completion.content, parent_id)
+        before = (replace(self._state, messages=dict(self._state.messages)), list(self._new_events))
+        reply.model = completion.model
+        reply.prompt_tokens = completion.prompt_tokens
+        reply.completion_tokens = completion.completion_tokens
+        reply.latency_ms = completion.latency_ms
+        added = [user, reply] if user else [reply]
+        for message in added:
+            self._state.messages[message.id] = message
+            self._event("message.added", message_id=message.id, role=message.role)
+        self._state.active_leaf_id = reply.id
+        self._state.message_count += len(added)
+        self._state.version += 1
+        try:
+            await self._project(added)
+        except ActivityError as err:
+            # Nothing of this turn reached the read model: forget it here too, so both agree.
+            self._state, self._new_events = before
+            raise _reject(
+                "ReadModelUnavailable",
+                f"the reply could not be stored, so the turn was dropped: {err.cause or err}; "
+                "retry the message",
+            ) from err
+        self._turns_this_run += 1
+        return TurnResult(
+            conversation_id=self._input.conversation_id,
+            version=self._state.version,
+            message=user or reply_parent,
+            reply=reply,
+        )
+
+    def _new_message(self, role: str, content: str, parent_id: str | None) -> StoredMessage:
+        siblings = [m for m in self._state.messages.values() if m.parent_id == parent_id]
+        message = StoredMessage(
+            id=str(workflow.uuid4()),
+            parent_id=parent_id,
+            role=role,
+            content=content,
+            version=max((m.version for m in siblings), default=0) + 1,
+            seq=self._state.next_seq,
+            created_at=workflow.now(),
+        )
+        self._state.next_seq += 1
+        return message
+
+    def _context(self, leaf_id: str, extra: StoredMessage | None = None) -> list[ChatMessage]:
+        """What the model sees: system prompt, summary of older turns, then the branch to leaf."""
+        context: list[ChatMessage] = []
+        if self._input.system_prompt:
+            context.append(ChatMessage("system", self._input.system_prompt))
+        if self._state.summary:
+            context.append(
+                ChatMessage("system", f"Summary of the earlier conversation: {self._state.summary}")
+            )
+        nodes = {m.id: Node(m.id, m.parent_id) for m in self._state.messages.values()}
+        if extra is not None:
+            nodes[extra.id] = Node(extra.id, extra.parent_id)
+        for message_id in path_to(leaf_id, nodes):
+            message = self._state.messages.get(message_id) or extra
+            assert message is not None
+            context.append(ChatMessage(message.role, message.content))
+        return context
+
+    # ---- read model ------------------------------------------------------------------------
+
+    def _event(self, type_: str, **payload: Any) -> None:
+        self._new_events.append(
+            EventRecord(
+                stream=workflow.info().workflow_id,
+                seq=self._state.next_event_seq,
+                tenant=self._input.tenant,
+                type=type_,
+                occurred_at=workflow.now(),
+                payload=payload,
+            )
+        )
+        self._state.next_event_seq += 1
+
+    async def _project(self, messages: list[StoredMessage]) -> None:
+        """Write the conversation header, new messages and pending events to the read model."""
+        state, now = self._state, workflow.now()
+        tenant, conversation_id = self._input.tenant, self._input.conversation_id
+        batch = ProjectionInput(
+            conversation=ConversationRecord(
+                id=conversation_id,
+                tenant=tenant,
+                workflow_id=workflow.info().workflow_id,
+                model=self._input.model,
+                status=state.status,
+                version=state.version,
+                message_count=state.message_count,
+                created_at=state.created_at,
+                updated_at=now,
+                title=self._input.title,
+                system_prompt=self._input.system_prompt,
+                params=self._input.params,
+                active_leaf_id=state.active_leaf_id,
+                summary=state.summary,
+            ),
+            messages=[
+                MessageRecord(conversation_id=conversation_id, tenant=tenant, **vars(m))
+                for m in messages
+            ],
+            events=self._new_events,
+        )
+        await workflow.execute_local_activity_method(
+            StoreActivities.project_conversation, batch, **_options.PROJECTION
+        )
+        self._new_events = []
+
+    # ---- continue-as-new -------------------------------------------------------------------
+
+    def _should_continue(self) -> bool:
+        return (
+            workflow.info().is_continue_as_new_suggested()
+            or self._turns_this_run >= self._input.limits.max_turns_per_run
+        )
+
+    async def _compact(self) -> None:
+        """Keep the newest messages of the active branch; fold older ones into the summary."""
+        keep = self._input.limits.keep_messages_on_continue
+        nodes = {m.id: Node(m.id, m.parent_id) for m in self._state.messages.values()}
+        branch = path_to(self._state.active_leaf_id, nodes)
+        older, kept = branch[:-keep] if keep else branch, branch[-keep:] if keep else []
+        if older:
+            transcript = [self._state.messages[message_id] for message_id in older]
+            self._state.summary = await self._summarize(transcript)
+            self._state.summarized_count += len(older)
+        self._state.messages = {message_id: self._state.messages[message_id] for message_id in kept}
+        self._event(
+            "conversation.continued",
+            summarized_messages=self._state.summarized_count,
+            kept_messages=len(kept),
+        )
+        await self._project([])
+
+    async def _summarize(self, transcript: list[StoredMessage]) -> str | None:
+        previous = self._state.summary
+        lines = [f"{m.role}: {m.content}" for m in transcript]
+        if previous:
+            lines.insert(0, f"(summary of what came before) {previous}")
+        prompt = [
+            ChatMessage("system", SUMMARY_PROMPT),
+            ChatMessage("user", "\n".join(lines)),
+        ]
+        try:
+            result: ChatCompletionResult = await workflow.execute_activity_method(
+                InferenceActivities.chat_completion,
+                ChatCompletionInput(model=self._input.model, messages=prompt, params={}),
+                **_options.INFERENCE,
+            )
+            return result.content
+        except ActivityError as err:
+            # The transcript stays whole in the read model; the model just sees less context.
+            workflow.logger.warning("summary failed, keeping the previous one: %s", err)
+            self._event("summary.failed", reason=str(err.cause or err))
+            return previous
