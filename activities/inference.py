@@ -137,8 +137,7 @@ class InferenceActivities:
         status = response.status_code
         if 400 <= status < 500 and status not in RETRYABLE_CLIENT_ERRORS:
             raise ApplicationError(
-                f"{route.name} rejected the request (HTTP {status}): "
-                f"{_endpoint_message(response)}",
+                f"{route.name} rejected the request (HTTP {status}): {_endpoint_message(response)}",
                 type="EndpointRejected",
                 non_retryable=True,
             )

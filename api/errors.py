@@ -59,9 +59,7 @@ def install(app: FastAPI) -> None:
             error_body(
                 "InvalidRequest",
                 "the request is invalid: " + "; ".join(problems),
-                details=[
-                    {"field": p.split(":")[0], "problem": p.split(": ", 1)[1]} for p in problems
-                ],
+                details=[{"field": p.split(":")[0], "problem": p.split(": ", 1)[1]} for p in problems],
             ),
             status_code=422,
         )

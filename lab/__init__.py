@@ -1,1 +1,1 @@
-"""The lab: simulated parts (LLM endpoints, later a Kubernetes cluster) for running lcp on one machine."""  # noqa: E501
+"""The lab: simulated parts (LLM endpoints, later a Kubernetes cluster) for running lcp on one machine."""

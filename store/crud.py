@@ -38,15 +38,15 @@ async def project(
     )
     if messages:
         await session.execute(
-            _insert(session, Message.__table__).values(list(messages)).on_conflict_do_nothing(
-                index_elements=["id"]
-            )
+            _insert(session, Message.__table__)
+            .values(list(messages))
+            .on_conflict_do_nothing(index_elements=["id"])
         )
     if events:
         await session.execute(
-            _insert(session, Event.__table__).values(list(events)).on_conflict_do_nothing(
-                index_elements=["stream", "seq"]
-            )
+            _insert(session, Event.__table__)
+            .values(list(events))
+            .on_conflict_do_nothing(index_elements=["stream", "seq"])
         )
     await session.commit()
 

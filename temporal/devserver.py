@@ -28,9 +28,7 @@ def temporal_binary() -> str:
     return found
 
 
-def dev_server_args(
-    db_file: Path | None, port: int, ui_port: int | None, ip: str = "127.0.0.1"
-) -> list[str]:
+def dev_server_args(db_file: Path | None, port: int, ui_port: int | None, ip: str = "127.0.0.1") -> list[str]:
     """Arguments after the binary for `temporal server start-dev` with lcp's settings."""
     args = ["server", "start-dev", "--ip", ip, "--port", str(port), "--log-level", "warn"]
     args += ["--log-format", "text", "--ui-disable-news-fetch"]

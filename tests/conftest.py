@@ -78,16 +78,27 @@ def postgres_url() -> Iterator[str]:
         capture_output=True,
     )
     subprocess.run(
-        [*as_user, pg_ctl, "-D", str(data / "db"), "-l", str(data / "log"), "-w", "start",
-         "-o", f"-p {port} -k {data} -c listen_addresses=127.0.0.1 -c fsync=off"],
+        [
+            *as_user,
+            pg_ctl,
+            "-D",
+            str(data / "db"),
+            "-l",
+            str(data / "log"),
+            "-w",
+            "start",
+            "-o",
+            f"-p {port} -k {data} -c listen_addresses=127.0.0.1 -c fsync=off",
+        ],
         check=True,
         capture_output=True,
     )
     try:
         yield f"postgresql+asyncpg://lcp@127.0.0.1:{port}/postgres"
     finally:
-        subprocess.run([*as_user, pg_ctl, "-D", str(data / "db"), "-m", "immediate", "stop"],
-                       capture_output=True)
+        subprocess.run(
+            [*as_user, pg_ctl, "-D", str(data / "db"), "-m", "immediate", "stop"], capture_output=True
+        )
         shutil.rmtree(data, ignore_errors=True)
 
 

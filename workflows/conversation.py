@@ -152,9 +152,7 @@ class ConversationWorkflow:
 
     @workflow.run
     async def run(self, input: ConversationInput) -> ConversationStatus:
-        await workflow.wait_condition(
-            lambda: self._state.status == "archived" or self._should_continue()
-        )
+        await workflow.wait_condition(lambda: self._state.status == "archived" or self._should_continue())
         if self._state.status != "archived":
             async with self._lock:
                 await self._compact()
@@ -282,8 +280,7 @@ class ConversationWorkflow:
             verb = "edited" if role == "user" else "regenerated"
             raise _reject(
                 "InvalidMessage",
-                f"message {message_id} has role {message.role!r}: only {role!r} messages "
-                f"can be {verb}",
+                f"message {message_id} has role {message.role!r}: only {role!r} messages can be {verb}",
             )
         return message
 
@@ -295,9 +292,7 @@ class ConversationWorkflow:
         try:
             completion: ChatCompletionResult = await workflow.execute_activity_method(
                 InferenceActivities.chat_completion,
-                ChatCompletionInput(
-                    model=self._input.model, messages=context, params=self._input.params
-                ),
+                ChatCompletionInput(model=self._input.model, messages=context, params=self._input.params),
                 **_options.INFERENCE,
             )
         except ActivityError as err:
@@ -409,8 +404,7 @@ class ConversationWorkflow:
                 summary=state.summary,
             ),
             messages=[
-                MessageRecord(conversation_id=conversation_id, tenant=tenant, **vars(m))
-                for m in messages
+                MessageRecord(conversation_id=conversation_id, tenant=tenant, **vars(m)) for m in messages
             ],
             events=self._new_events,
         )

@@ -159,9 +159,7 @@ async def create_conversation(
     row = await _fresh_conversation(session, tenant, conversation_id)
     if turn is not None:
         TURNS.labels("ok").inc()
-    return ConversationCreated(
-        conversation=_conversation_out(row), turn=_turn_out(turn) if turn else None
-    )
+    return ConversationCreated(conversation=_conversation_out(row), turn=_turn_out(turn) if turn else None)
 
 
 @router.get("", response_model=ConversationPage)
@@ -209,9 +207,7 @@ async def send_message(
     """Send a user message; the model's reply is in the response and already stored."""
     handle = await _writable_handle(state, session, tenant, conversation_id)
     request = SendMessage(body.content, body.role, body.expected_version)
-    return _turn_out(
-        await _update(handle, ConversationWorkflow.send_message, request, idempotency_key)
-    )
+    return _turn_out(await _update(handle, ConversationWorkflow.send_message, request, idempotency_key))
 
 
 @router.post("/{conversation_id}/messages/{message_id}/edit", response_model=TurnOut)
@@ -227,9 +223,7 @@ async def edit_message(
     """Replace a user message on a new branch and get a fresh reply to it."""
     handle = await _writable_handle(state, session, tenant, conversation_id)
     request = EditMessage(message_id, body.content, body.expected_version)
-    return _turn_out(
-        await _update(handle, ConversationWorkflow.edit_message, request, idempotency_key)
-    )
+    return _turn_out(await _update(handle, ConversationWorkflow.edit_message, request, idempotency_key))
 
 
 @router.post("/{conversation_id}/messages/{message_id}/regenerate", response_model=TurnOut)
@@ -245,9 +239,7 @@ async def regenerate(
     """Ask again for an assistant reply; the new one becomes a new branch."""
     handle = await _writable_handle(state, session, tenant, conversation_id)
     request = Regenerate(message_id, body.expected_version if body else None)
-    return _turn_out(
-        await _update(handle, ConversationWorkflow.regenerate, request, idempotency_key)
-    )
+    return _turn_out(await _update(handle, ConversationWorkflow.regenerate, request, idempotency_key))
 
 
 @router.post("/{conversation_id}/archive", response_model=ConversationOut)
@@ -280,9 +272,7 @@ async def _require(session: AsyncSession, tenant: str, conversation_id: str) -> 
     return row
 
 
-async def _fresh_conversation(
-    session: AsyncSession, tenant: str, conversation_id: str
-) -> Conversation:
+async def _fresh_conversation(session: AsyncSession, tenant: str, conversation_id: str) -> Conversation:
     """Read the row as the workflow just left it (not from an older transaction's snapshot)."""
     await session.rollback()
     return await _require(session, tenant, conversation_id)
@@ -312,18 +302,14 @@ async def _update(handle: WorkflowHandle[Any, Any], update: Any, arg: Any, key: 
         raise from_update_failure(err) from err
     except RPCError as err:
         if err.status == RPCStatusCode.NOT_FOUND:
-            raise ApiError(
-                409, "ConversationClosed", "this conversation is closed: start a new one"
-            ) from err
+            raise ApiError(409, "ConversationClosed", "this conversation is closed: start a new one") from err
         raise _temporal_unavailable(err) from err
     TURNS.labels("ok").inc()
     return result
 
 
 def _temporal_unavailable(err: RPCError) -> ApiError:
-    return ApiError(
-        503, "TemporalUnavailable", f"the workflow service did not answer ({err}); retry shortly"
-    )
+    return ApiError(503, "TemporalUnavailable", f"the workflow service did not answer ({err}); retry shortly")
 
 
 def _encode_cursor(row: Conversation) -> str:
@@ -368,9 +354,7 @@ def _detail(row: Conversation, messages: list[Message], branch: str | None) -> C
     for message in messages:
         children.setdefault(message.parent_id, []).append(message)
     if branch is not None and branch not in by_id:
-        raise ApiError(
-            404, "MessageNotFound", f"branch {branch!r} is not a message of this conversation"
-        )
+        raise ApiError(404, "MessageNotFound", f"branch {branch!r} is not a message of this conversation")
     tip = branch or row.active_leaf_id
     while tip is not None and children.get(tip):  # follow the newest variant down to a leaf
         tip = max(children[tip], key=lambda m: m.version).id

@@ -1,0 +1,33 @@
+# Two commands on a fresh machine: `make dev` runs lcp on its embedded defaults, `make test` tests it.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: dev test install lint bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+dev: $(STAMP)
+	$(BIN)/lcp dev $(ARGS)
+
+test: $(STAMP)
+	bash tests/system-deps.sh
+	LCP_REQUIRE_POSTGRES=1 LCP_REQUIRE_CHROMIUM=1 $(BIN)/pytest -q $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy workflows policies
+
+bench: $(STAMP)
+	$(BIN)/lcp bench chat --json bench-chat.json
+
+clean:
+	rm -rf $(VENV) .lcp

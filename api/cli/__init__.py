@@ -1,0 +1,136 @@
+"""The `lcp` command line (Typer + rich): dev stack, API, workers, simulator, chat, benchmarks."""
+
+import asyncio
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from settings import Settings
+
+app = typer.Typer(
+    help="lcp: the control plane behind an AI chat platform.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+db_app = typer.Typer(help="The read-model database.", no_args_is_help=True)
+bench_app = typer.Typer(help="Benchmarks.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(bench_app, name="bench")
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _logging(level: str = "INFO") -> None:
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+@app.command()
+def dev(
+    home: Annotated[Path, typer.Option(help="State directory (databases, logs, dev.json).")] = Path(".lcp"),
+    host: Annotated[str, typer.Option(help="Address every service binds to.")] = "127.0.0.1",
+    api_port: Annotated[int, typer.Option(help="lcp API port.")] = 8000,
+    temporal_port: Annotated[int, typer.Option(help="Temporal frontend (gRPC) port.")] = 7233,
+    ui_port: Annotated[int, typer.Option(help="Temporal UI port.")] = 8233,
+    llm_port: Annotated[int, typer.Option(help="LLM simulator port.")] = 8400,
+) -> None:
+    """Run the whole embedded stack in the foreground: Temporal, worker, API, LLM simulator."""
+    from api.cli.dev import Ports, StackError, run_dev
+
+    try:
+        code = run_dev(
+            home,
+            Ports(host, api_port, temporal_port, ui_port, llm_port),
+            lambda line: console.print(line, soft_wrap=True, highlight=False),
+        )
+    except StackError as err:
+        err_console.print(f"lcp dev: {err}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    raise typer.Exit(code)
+
+
+@app.command()
+def api(
+    host: Annotated[str | None, typer.Option(help="Bind address (default: settings).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default: settings).")] = None,
+) -> None:
+    """Serve the lcp API (FastAPI under uvicorn)."""
+    import uvicorn
+
+    from api.app import create_app
+
+    settings = Settings()
+    _logging("WARNING")
+    uvicorn.run(
+        create_app(settings),
+        host=host or settings.api.host,
+        port=port or settings.api.port,
+        log_level="warning",
+        access_log=False,
+    )
+
+
+@app.command()
+def worker(
+    queue: Annotated[str, typer.Option(help="Task queue to serve: conversations.")] = "conversations",
+) -> None:
+    """Run a Temporal worker for one task queue until SIGINT/SIGTERM."""
+    from workers.main import run_worker
+
+    _logging()
+    try:
+        asyncio.run(run_worker(Settings(), queue))
+    except ValueError as err:
+        err_console.print(f"lcp worker: {err}", highlight=False)
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def sim(
+    host: Annotated[str, typer.Option()] = "127.0.0.1",
+    port: Annotated[int, typer.Option()] = 8400,
+) -> None:
+    """Serve the OpenAI-compatible LLM simulator (a simulation, not a real model)."""
+    from lab.llm_simulator import run
+
+    _logging("WARNING")
+    run(host, port, log_level="warning")
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Bring the read-model database to the newest schema."""
+    from store.db import make_engine
+    from store.migrate import upgrade
+
+    settings = Settings()
+
+    async def _run() -> None:
+        engine = make_engine(settings.resolved_database_url())
+        try:
+            await upgrade(engine)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(_run())
+    console.print(f"database at newest schema: {settings.resolved_database_url()}")
+
+
+def main() -> None:
+    sys.exit(app())
+
+
+@app.command()
+def chat(
+    api_url: Annotated[str | None, typer.Option("--api", help="API base URL (default: dev.json).")] = None,
+    model: Annotated[str | None, typer.Option(help="Model for a new conversation.")] = None,
+    conversation: Annotated[str | None, typer.Option(help="Continue this conversation id.")] = None,
+    home: Annotated[Path, typer.Option(help="State directory holding dev.json.")] = Path(".lcp"),
+) -> None:
+    """Chat with a model through the lcp API, in the terminal."""
+    from api.cli.chat import default_api_url, run_chat
+
+    run_chat(api_url or default_api_url(home), model, conversation)

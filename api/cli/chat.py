@@ -1,0 +1,108 @@
+"""`lcp chat`: a terminal chat against the lcp API, for a first look."""
+
+import json
+from pathlib import Path
+
+import httpx
+from rich.console import Console
+from rich.panel import Panel
+
+HELP = "commands: /new (new conversation)  /regen (new reply)  /history  /quit"
+
+
+def default_api_url(home: Path) -> str:
+    dev = home / "dev.json"
+    if dev.exists():
+        return str(json.loads(dev.read_text())["api"])
+    return "http://127.0.0.1:8000"
+
+
+def _error(response: httpx.Response) -> str:
+    try:
+        return str(response.json()["error"]["message"])
+    except (ValueError, KeyError, TypeError):
+        return f"HTTP {response.status_code}: {response.text[:200]}"
+
+
+class ChatSession:
+    def __init__(self, http: httpx.Client, console: Console, model: str | None) -> None:
+        self.http, self.console, self.model = http, console, model
+        self.conversation_id: str | None = None
+        self.last_reply_id: str | None = None
+
+    def send(self, text: str) -> None:
+        if self.conversation_id is None:
+            body: dict[str, object] = {"message": {"content": text}, "title": text[:60]}
+            if self.model:
+                body["model"] = self.model
+            response = self.http.post("/v1/conversations", json=body)
+            if response.status_code == 201:
+                self.conversation_id = response.json()["conversation"]["id"]
+                self._show_turn(response.json()["turn"])
+                return
+        else:
+            response = self.http.post(
+                f"/v1/conversations/{self.conversation_id}/messages", json={"content": text}
+            )
+            if response.status_code == 200:
+                self._show_turn(response.json())
+                return
+        self.console.print(f"[red]error:[/red] {_error(response)}", highlight=False)
+
+    def regenerate(self) -> None:
+        if not (self.conversation_id and self.last_reply_id):
+            self.console.print("nothing to regenerate yet")
+            return
+        response = self.http.post(
+            f"/v1/conversations/{self.conversation_id}/messages/{self.last_reply_id}/regenerate"
+        )
+        if response.status_code == 200:
+            self._show_turn(response.json())
+        else:
+            self.console.print(f"[red]error:[/red] {_error(response)}", highlight=False)
+
+    def history(self) -> None:
+        if not self.conversation_id:
+            self.console.print("no conversation yet")
+            return
+        detail = self.http.get(f"/v1/conversations/{self.conversation_id}").json()
+        for message in detail["messages"]:
+            style = "cyan" if message["role"] == "user" else "green"
+            self.console.print(f"[{style}]{message['role']}[/{style}]: {message['content']}")
+        self.console.print(f"[dim]{len(detail['branches'])} branch(es)[/dim]")
+
+    def _show_turn(self, turn: dict[str, object]) -> None:
+        reply = turn["reply"]
+        assert isinstance(reply, dict)
+        self.last_reply_id = reply["id"]
+        footer = (
+            f"{reply.get('model')} · {reply.get('completion_tokens')} tokens · "
+            f"{reply.get('latency_ms') or 0:.0f} ms · v{turn['version']}"
+        )
+        self.console.print(Panel(reply["content"], title="assistant", subtitle=footer))
+
+
+def run_chat(api_url: str, model: str | None, conversation_id: str | None) -> None:
+    console = Console()
+    with httpx.Client(base_url=api_url, timeout=300) as http:
+        session = ChatSession(http, console, model)
+        session.conversation_id = conversation_id
+        console.print(f"lcp chat → {api_url}   {HELP}", highlight=False)
+        while True:
+            try:
+                text = console.input("[bold cyan]you>[/bold cyan] ")
+            except (EOFError, KeyboardInterrupt):
+                console.print()
+                return
+            command = text.strip()
+            if command in ("/quit", "/exit"):
+                return
+            if command == "/new":
+                session.conversation_id = session.last_reply_id = None
+                console.print("new conversation")
+            elif command == "/regen":
+                session.regenerate()
+            elif command == "/history":
+                session.history()
+            elif command:
+                session.send(text)

@@ -1,0 +1,215 @@
+"""`lcp dev`: runs the whole embedded stack in the foreground and stops all of it on Ctrl-C."""
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from settings import Settings
+from store.db import make_engine
+from store.migrate import upgrade
+from temporal.devserver import start_dev_server
+
+STOP_GRACE_S = 10.0
+READY_TIMEOUT_S = 90.0
+
+
+class StackError(Exception):
+    """A problem the user can fix, said in one line."""
+
+
+@dataclass
+class Ports:
+    host: str
+    api: int
+    temporal: int
+    ui: int
+    llm: int
+
+    def urls(self) -> dict[str, str]:
+        base = f"http://{self.host}"
+        return {
+            "api": f"{base}:{self.api}",
+            "docs": f"{base}:{self.api}/docs",
+            "temporal": f"{self.host}:{self.temporal}",
+            "ui": f"{base}:{self.ui}",
+            "llm": f"{base}:{self.llm}/v1",
+        }
+
+
+def check_ports_free(ports: Ports) -> None:
+    for name, port, flag in (
+        ("API", ports.api, "--api-port"),
+        ("Temporal", ports.temporal, "--temporal-port"),
+        ("Temporal UI", ports.ui, "--ui-port"),
+        ("LLM simulator", ports.llm, "--llm-port"),
+    ):
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind((ports.host, port))
+            except OSError:
+                raise StackError(
+                    f"port {port} ({name}) is already in use on {ports.host}: "
+                    f"stop what uses it or pass {flag} PORT"
+                ) from None
+
+
+class Stack:
+    """The child processes of `lcp dev`, started in order and stopped in reverse."""
+
+    def __init__(self, home: Path, ports: Ports) -> None:
+        self.home, self.ports = home, ports
+        self.logs = home / "logs"
+        self.children: list[tuple[str, subprocess.Popen[bytes]]] = []
+
+    def _env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            LCP_HOME=str(self.home),
+            LCP_TEMPORAL__ADDRESS=f"{self.ports.host}:{self.ports.temporal}",
+            LCP_LLM_URL=self.ports.urls()["llm"],
+            LCP_API__HOST=self.ports.host,
+            LCP_API__PORT=str(self.ports.api),
+            PYTHONUNBUFFERED="1",
+        )
+        return env
+
+    def _spawn(self, name: str, *args: str) -> None:
+        log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - the child owns it
+        process = subprocess.Popen(
+            [sys.executable, "-m", "api.cli", *args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=self._env(),
+            start_new_session=True,  # Ctrl-C reaches `lcp dev`, which stops children in order
+        )
+        self.children.append((name, process))
+
+    def start(self) -> None:
+        self.logs.mkdir(parents=True, exist_ok=True)
+        temporal = start_dev_server(
+            self.home / "temporal.db",
+            self.ports.temporal,
+            self.ports.ui,
+            log_file=self.logs / "temporal.log",
+        )
+        self.children.append(("temporal", temporal))
+        self._spawn("llm-simulator", "sim", "--host", self.ports.host, "--port", str(self.ports.llm))
+        self._wait_tcp("temporal", self.ports.temporal)
+        settings = Settings(home=self.home)
+        asyncio.run(_migrate(settings.resolved_database_url()))
+        self._spawn("worker", "worker", "--queue", "conversations")
+        self._spawn("api", "api", "--host", self.ports.host, "--port", str(self.ports.api))
+        urls = self.ports.urls()
+        self._wait_http("llm-simulator", f"http://{self.ports.host}:{self.ports.llm}/healthz")
+        self._wait_http("temporal", urls["ui"])
+        self._wait_http("api", f"{urls['api']}/readyz")
+
+    def _check_alive(self) -> None:
+        for name, process in self.children:
+            if process.poll() is not None:
+                raise StackError(
+                    f"{name} exited with code {process.returncode} while starting: "
+                    f"see {self.logs / (name + '.log')}"
+                )
+
+    def _wait_tcp(self, name: str, port: int) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            self._check_alive()
+            try:
+                with socket.create_connection((self.ports.host, port), timeout=1):
+                    return
+            except OSError:
+                time.sleep(0.2)
+        raise StackError(f"{name} did not open port {port} in {READY_TIMEOUT_S:.0f} s")
+
+    def _wait_http(self, name: str, url: str) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            self._check_alive()
+            try:
+                if httpx.get(url, timeout=2).status_code < 400:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.25)
+        raise StackError(f"{name} did not answer at {url} in {READY_TIMEOUT_S:.0f} s")
+
+    def wait(self) -> str:
+        """Block until a signal asks us to stop (returns '') or a child dies (returns its name)."""
+        stop = {"asked": False}
+
+        def _ask(*_: object) -> None:
+            stop["asked"] = True
+
+        signal.signal(signal.SIGINT, _ask)
+        signal.signal(signal.SIGTERM, _ask)
+        while not stop["asked"]:
+            for name, process in self.children:
+                if process.poll() is not None:
+                    return name
+            time.sleep(0.2)
+        return ""
+
+    def stop(self) -> None:
+        for _, process in reversed(self.children):
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE_S
+        for _, process in reversed(self.children):
+            try:
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+async def _migrate(url: str) -> None:
+    engine = make_engine(url)
+    try:
+        await upgrade(engine)
+    finally:
+        await engine.dispose()
+
+
+def run_dev(home: Path, ports: Ports, echo: Callable[[str], None]) -> int:
+    """Start the stack, announce it, supervise it; returns the process exit code."""
+    home = home.resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    check_ports_free(ports)
+    stack = Stack(home, ports)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        stack.start()
+    except (StackError, KeyboardInterrupt) as err:
+        stack.stop()
+        if isinstance(err, KeyboardInterrupt):
+            return 130
+        raise
+    urls = stack.ports.urls()
+    info = {**urls}
+    (home / "dev.json").write_text(json.dumps(info, indent=2) + "\n")
+    echo(
+        f"lcp ready: api {urls['api']}  docs {urls['docs']}  temporal-ui {urls['ui']}  "
+        f"llm {urls['llm']} (simulated)  temporal {urls['temporal']}"
+    )
+    echo(f"state in {home}, logs in {stack.logs}; Ctrl-C stops everything")
+    died = stack.wait()
+    stack.stop()
+    if died:
+        echo(f"lcp dev: {died} stopped unexpectedly, so everything was stopped: see {stack.logs}")
+        return 1
+    echo("lcp dev: stopped")
+    return 0

@@ -1,0 +1,140 @@
+"""`lcp dev` as a user runs it: ready line, dev.json, Temporal UI, Ctrl-C, restart, busy port."""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.http_server import free_port
+
+READY_TIMEOUT_S = 120
+
+
+class DevStack:
+    def __init__(self, home: Path, ports: dict[str, int]) -> None:
+        self.home, self.ports = home, ports
+        self.process: subprocess.Popen[str] | None = None
+        self.lines: list[str] = []
+
+    def args(self) -> list[str]:
+        return [
+            sys.executable, "-m", "api.cli", "dev", "--home", str(self.home),
+            "--api-port", str(self.ports["api"]), "--temporal-port", str(self.ports["temporal"]),
+            "--ui-port", str(self.ports["ui"]), "--llm-port", str(self.ports["llm"]),
+        ]  # fmt: skip
+
+    def start(self) -> str:
+        """Start `lcp dev` and return its `lcp ready:` line."""
+        self.lines = []
+        self.process = subprocess.Popen(
+            self.args(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        ready = threading.Event()
+
+        def _read() -> None:
+            assert self.process and self.process.stdout
+            for line in self.process.stdout:
+                self.lines.append(line)
+                if line.startswith("lcp ready:"):
+                    ready.set()
+
+        threading.Thread(target=_read, daemon=True).start()
+        if not ready.wait(READY_TIMEOUT_S):
+            self.stop()
+            pytest.fail("lcp dev never printed `lcp ready:`; output:\n" + "".join(self.lines))
+        return next(line for line in self.lines if line.startswith("lcp ready:"))
+
+    def stop(self) -> int:
+        assert self.process is not None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+        return self.process.wait(timeout=60)
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[DevStack]:
+    ports = {name: free_port() for name in ("api", "temporal", "ui", "llm")}
+    dev = DevStack(tmp_path / "state", ports)
+    yield dev
+    if dev.process and dev.process.poll() is None:
+        dev.stop()
+
+
+def test_dev_runs_resumes_and_stops_cleanly(stack: DevStack, tmp_path: Path) -> None:
+    ready = stack.start()
+    info = json.loads((stack.home / "dev.json").read_text())
+    assert {"api", "temporal", "ui", "llm"} <= set(info)
+    for key in ("api", "ui", "llm"):
+        assert info[key] in ready
+
+    api = httpx.Client(base_url=info["api"], timeout=60)
+    created = api.post(
+        "/v1/conversations", json={"model": "sim-zero", "message": {"content": "remember me"}}
+    )
+    assert created.status_code == 201, created.text
+    conversation_id = created.json()["conversation"]["id"]
+    assert httpx.get(f"{info['llm']}/models").json()["data"][0]["owned_by"] == "lcp-simulator"
+
+    if shutil.which("chromium"):
+        _ui_lists_workflow(info["ui"], f"conversation/default/{conversation_id}", tmp_path)
+    elif os.environ.get("LCP_REQUIRE_CHROMIUM"):
+        pytest.fail("chromium is required (LCP_REQUIRE_CHROMIUM) to look at the Temporal UI")
+
+    # A second `lcp dev` on the same ports is refused in one clear line, not a traceback.
+    clash = subprocess.run(stack.args(), capture_output=True, text=True, timeout=60)
+    assert clash.returncode == 1
+    assert "already in use" in clash.stderr and "Traceback" not in clash.stderr
+    assert len(clash.stderr.strip().splitlines()) == 1
+
+    assert stack.stop() == 0
+    for name, port in stack.ports.items():
+        assert not _port_open(port), f"{name} still listening on {port} after Ctrl-C"
+
+    stack.start()  # same state dir: the conversation and its workflow are still there
+    api = httpx.Client(base_url=info["api"], timeout=60)
+    detail = api.get(f"/v1/conversations/{conversation_id}")
+    assert detail.status_code == 200
+    assert [m["content"] for m in detail.json()["messages"]][0] == "remember me"
+    follow_up = api.post(f"/v1/conversations/{conversation_id}/messages", json={"content": "again"})
+    assert follow_up.status_code == 200, follow_up.text
+    assert api.get(f"/v1/conversations/{conversation_id}").json()["conversation"]["message_count"] == 4
+    assert stack.stop() == 0
+
+
+def _ui_lists_workflow(ui_url: str, workflow_id: str, tmp_path: Path) -> None:
+    """Open the Temporal UI's workflow list in headless Chromium, as an admin would."""
+    url = f"{ui_url}/namespaces/default/workflows"
+    base = [
+        "chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--no-first-run", "--disable-sync",
+        f"--user-data-dir={tmp_path / 'chromium'}", "--virtual-time-budget=10000",
+        "--window-size=1400,900",
+    ]  # fmt: skip
+    deadline = time.monotonic() + 60
+    dom = ""
+    while time.monotonic() < deadline:  # visibility is eventually consistent: allow a few tries
+        dom = subprocess.run(
+            [*base, "--dump-dom", url], capture_output=True, text=True, timeout=90
+        ).stdout
+        if workflow_id in dom:
+            break
+        time.sleep(1)
+    assert workflow_id in dom, "the Temporal UI does not list the conversation workflow"
+    assert "Conversation" in dom  # the workflow type column
+    shot = Path(os.environ.get("LCP_SCREENSHOT_DIR", tmp_path)) / "temporal-ui-workflows.png"
+    subprocess.run([*base, f"--screenshot={shot}", url], capture_output=True, timeout=90)

@@ -1,0 +1,373 @@
+"""Tests of the LLM simulator over real HTTP (uvicorn in a thread, httpx and the openai client)."""
+
+import asyncio
+import json
+import math
+import statistics
+import time
+from collections.abc import Iterator
+
+import httpx
+import openai
+import pytest
+from openai.types.chat import ChatCompletionMessageParam
+from prometheus_client.parser import text_string_to_metric_families
+
+from lab.llm_simulator import DEFAULT_PROFILES, ModelProfile, create_app
+from tests.http_server import serve_in_thread
+
+ZERO = "sim-zero"
+
+
+@pytest.fixture
+def url() -> Iterator[str]:
+    with serve_in_thread(create_app(seed=7)) as base:
+        yield base
+
+
+@pytest.fixture
+def client(url: str) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=url, timeout=10) as http:
+        yield http
+
+
+def chat(client: httpx.Client, text: str, **extra: object) -> httpx.Response:
+    body = {"model": ZERO, "messages": [{"role": "user", "content": text}], **extra}
+    return client.post("/v1/chat/completions", json=body)
+
+
+def content_of(response: httpx.Response) -> str:
+    assert response.status_code == 200, response.text
+    return str(response.json()["choices"][0]["message"]["content"])
+
+
+def samples(metrics_text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(metrics_text)
+        for s in family.samples
+    }
+
+
+def test_default_profiles_follow_the_h200_measurements() -> None:
+    llama8b = DEFAULT_PROFILES["sim-llama-8b"]
+    assert llama8b.itl_s(1) == pytest.approx(0.005)
+    assert llama8b.itl_s(64) == pytest.approx(0.008)
+    assert llama8b.ttft_s(1024) == pytest.approx(0.020 + 1024 / 33_000)
+    assert DEFAULT_PROFILES["sim-llama-1b"].itl_s(1) < llama8b.itl_s(1) / 2
+    zero = DEFAULT_PROFILES[ZERO]
+    assert zero.ttft_s(10_000) == 0 and zero.itl_s(1000) == 0
+
+
+def test_replies_are_deterministic(client: httpx.Client) -> None:
+    first = chat(client, "Tell me about rivers.", seed=1)
+    second = chat(client, "Tell me about rivers.", seed=1)
+    assert first.status_code == 200
+    assert content_of(first) == content_of(second)
+    assert first.json()["id"] != second.json()["id"]
+    assert content_of(chat(client, "Tell me about rivers.", seed=2)) != content_of(first)
+    assert content_of(chat(client, "Tell me about lakes.", seed=1)) != content_of(first)
+    words = content_of(first).split()
+    assert 8 <= len(words) <= DEFAULT_PROFILES[ZERO].default_max_tokens
+    assert first.json()["usage"]["completion_tokens"] == len(words)
+
+
+def test_max_tokens_truncates_the_same_reply(client: httpx.Client) -> None:
+    full = chat(client, "Describe a garden.", seed=3).json()
+    short = chat(client, "Describe a garden.", seed=3, max_completion_tokens=5).json()
+    assert short["choices"][0]["finish_reason"] == "length"
+    assert short["usage"]["completion_tokens"] == 5
+    assert full["choices"][0]["message"]["content"].startswith(short["choices"][0]["message"]["content"])
+    old_name = chat(client, "Describe a garden.", seed=3, max_tokens=5).json()
+    assert old_name["choices"][0]["message"] == short["choices"][0]["message"]
+
+
+def test_echo_marker_returns_the_user_text(client: httpx.Client) -> None:
+    assert content_of(chat(client, "[echo] hello there,  world")) == "hello there,  world"
+
+
+def test_non_stream_response_shape_and_usage(client: httpx.Client) -> None:
+    messages = [
+        {"role": "system", "content": "You are terse."},
+        {"role": "user", "content": "[echo] one two three"},
+    ]
+    response = client.post("/v1/chat/completions", json={"model": ZERO, "messages": messages})
+    body = response.json()
+    assert response.status_code == 200
+    assert body["id"].startswith("chatcmpl-sim-")
+    assert body["object"] == "chat.completion"
+    assert body["model"] == ZERO
+    assert body["system_fingerprint"] == "lcp-simulator"
+    assert isinstance(body["created"], int)
+    assert body["choices"] == [
+        {
+            "index": 0,
+            "message": {"role": "assistant", "content": "one two three"},
+            "logprobs": None,
+            "finish_reason": "stop",
+        }
+    ]
+    # 3 + 4 words, plus 4 tokens of overhead per message; 3 words generated.
+    assert body["usage"] == {"prompt_tokens": 15, "completion_tokens": 3, "total_tokens": 18}
+
+
+def test_streaming_through_the_openai_client(url: str, client: httpx.Client) -> None:
+    messages: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Write about the sea."}]
+    expected = client.post(
+        "/v1/chat/completions", json={"model": ZERO, "messages": messages, "seed": 4}
+    ).json()
+    with openai.OpenAI(base_url=url + "/v1", api_key="x") as oai:
+        chunks = list(
+            oai.chat.completions.create(
+                model=ZERO,
+                messages=messages,
+                seed=4,
+                stream=True,
+                stream_options={"include_usage": True},
+            )
+        )
+    assert all(c.object == "chat.completion.chunk" and c.id == chunks[0].id for c in chunks)
+    assert chunks[0].choices[0].delta.role == "assistant"
+    pieces = [c.choices[0].delta.content or "" for c in chunks[1:-2]]
+    assert all(p and len(p.split()) == 1 for p in pieces)
+    assert all(p.startswith(" ") for p in pieces[1:])
+    assert "".join(pieces) == expected["choices"][0]["message"]["content"]
+    assert chunks[-2].choices[0].finish_reason == "stop"
+    assert chunks[-1].choices == []
+    usage = chunks[-1].usage
+    assert usage is not None
+    assert (usage.prompt_tokens, usage.completion_tokens, usage.total_tokens) == tuple(
+        expected["usage"].values()
+    )
+
+
+def test_raw_stream_is_server_sent_events(client: httpx.Client) -> None:
+    with client.stream(
+        "POST",
+        "/v1/chat/completions",
+        json={
+            "model": ZERO,
+            "messages": [{"role": "user", "content": "[echo] a b"}],
+            "stream": True,
+        },
+    ) as response:
+        assert response.headers["content-type"].startswith("text/event-stream")
+        raw = response.read().decode()
+    events = raw.split("\n\n")
+    assert events[-2:] == ["data: [DONE]", ""]
+    payloads = [json.loads(e.removeprefix("data: ")) for e in events[:-2]]
+    assert [p["choices"][0]["delta"] for p in payloads] == [
+        {"role": "assistant", "content": ""},
+        {"content": "a"},
+        {"content": " b"},
+        {},
+    ]
+    assert "usage" not in payloads[0]
+
+
+def test_unknown_model_is_a_404_naming_the_known_models(url: str, client: httpx.Client) -> None:
+    response = client.post(
+        "/v1/chat/completions",
+        json={"model": "gpt-9", "messages": [{"role": "user", "content": "hi"}]},
+    )
+    assert response.status_code == 404
+    error = response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert error["code"] == "model_not_found"
+    assert "gpt-9" in error["message"] and "sim-llama-8b" in error["message"]
+    with openai.OpenAI(base_url=url + "/v1", api_key="x", max_retries=0) as oai:
+        with pytest.raises(openai.NotFoundError):
+            oai.chat.completions.create(model="gpt-9", messages=[{"role": "user", "content": "x"}])
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"model": ZERO},
+        {"model": ZERO, "messages": "hello"},
+        {"model": ZERO, "messages": []},
+        {"model": ZERO, "messages": [{"role": "user"}]},
+        {"model": ZERO, "messages": [{"content": "hi"}]},
+        {"model": ZERO, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 0},
+        {"messages": [{"role": "user", "content": "hi"}]},
+        ["not", "an", "object"],
+    ],
+)
+def test_invalid_bodies_are_400(client: httpx.Client, body: object) -> None:
+    response = client.post("/v1/chat/completions", json=body)
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["type"] == "invalid_request_error" and error["message"]
+
+
+def test_invalid_json_is_400(client: httpx.Client) -> None:
+    response = client.post("/v1/chat/completions", content=b"{not json")
+    assert response.status_code == 400
+
+
+def test_unknown_parameters_are_ignored(client: httpx.Client) -> None:
+    response = chat(
+        client,
+        "[echo] fine",
+        temperature=0.2,
+        top_p=0.9,
+        n=1,
+        user="u1",
+        tools=[{"type": "function", "function": {"name": "f"}}],
+        frobnicate={"deep": [1, 2]},
+    )
+    assert content_of(response) == "fine"
+
+
+def test_fail_next_fails_exactly_n_requests(client: httpx.Client) -> None:
+    assert client.put("/admin/faults", json={"fail_next": 2}).status_code == 200
+    assert [chat(client, "hi").status_code for _ in range(3)] == [500, 500, 200]
+    client.put("/admin/faults", json={"fail_next": 1, "fail_next_status": 503})
+    failed = chat(client, "hi")
+    assert failed.status_code == 503
+    assert failed.json()["error"]["type"] == "server_error"
+    stats = client.get("/admin/stats").json()
+    assert stats["by_model"][ZERO] == {
+        "requests": 4,
+        "ok": 1,
+        "500": 2,
+        "429": 0,
+        "timeout": 0,
+        "client_error": 0,
+        "503": 1,
+    }
+
+
+def test_faults_can_target_one_model(client: httpx.Client) -> None:
+    client.put("/admin/faults", json={"model": "sim-llama-1b", "error_rate_500": 1.0})
+    assert chat(client, "hi").status_code == 200
+    other = {"model": "sim-llama-1b", "messages": [{"role": "user", "content": "[echo] x"}]}
+    assert client.post("/v1/chat/completions", json=other).status_code == 500
+
+
+def test_429_carries_retry_after(client: httpx.Client) -> None:
+    client.put("/admin/faults", json={"error_rate_429": 1.0})
+    response = chat(client, "hi")
+    assert response.status_code == 429
+    assert response.headers["retry-after"] == "1"
+    assert response.json()["error"]["type"] == "rate_limit_error"
+
+
+def test_error_rate_500_and_delete_resets(client: httpx.Client) -> None:
+    client.put("/admin/faults", json={"error_rate_500": 1.0})
+    assert client.get("/admin/faults").json()["faults"][0]["error_rate_500"] == 1.0
+    assert [chat(client, "hi").status_code for _ in range(3)] == [500, 500, 500]
+    assert client.delete("/admin/faults").status_code == 200
+    assert client.get("/admin/faults").json() == {"faults": []}
+    assert chat(client, "hi").status_code == 200
+
+
+def test_partial_error_rate_is_seeded() -> None:
+    def statuses() -> list[int]:
+        with serve_in_thread(create_app(seed=42)) as base, httpx.Client(base_url=base) as http:
+            http.put("/admin/faults", json={"error_rate_500": 0.5})
+            return [chat(http, "hi").status_code for _ in range(20)]
+
+    first = statuses()
+    assert first == statuses()
+    assert 500 in first and 200 in first
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"error_rate_500": 1.5},
+        {"timeout_rate": -0.1},
+        {"error_rate_500": 0.6, "error_rate_429": 0.6},
+        {"fail_next": -1},
+        {"fail_next_status": 200},
+        {"model": "gpt-9"},
+        {"error_rate": 0.5},
+    ],
+)
+def test_invalid_fault_settings_are_422(client: httpx.Client, body: dict[str, object]) -> None:
+    response = client.put("/admin/faults", json=body)
+    assert response.status_code == 422
+    assert response.json()["error"]["message"].startswith(("Invalid fault settings", "Unknown"))
+    assert client.get("/admin/faults").json() == {"faults": []}
+
+
+def test_timeout_fault_makes_the_client_time_out(client: httpx.Client, url: str) -> None:
+    client.put("/admin/faults", json={"timeout_rate": 1.0})
+    started = time.monotonic()
+    with httpx.Client(base_url=url, timeout=httpx.Timeout(5.0, read=0.5)) as impatient:
+        with pytest.raises(httpx.ReadTimeout):
+            chat(impatient, "hi")
+    assert time.monotonic() - started < 2
+    assert client.get("/admin/stats").json()["by_outcome"]["timeout"] == 1
+
+
+def test_models_and_health_say_simulated(client: httpx.Client, url: str) -> None:
+    assert client.get("/healthz").json() == {"status": "ok", "simulated": True}
+    listing = client.get("/v1/models").json()
+    assert listing["object"] == "list"
+    assert [m["id"] for m in listing["data"]] == list(DEFAULT_PROFILES)
+    for model in listing["data"]:
+        assert model["object"] == "model" and model["owned_by"] == "lcp-simulator"
+        assert "simulated" in model["description"]
+    with openai.OpenAI(base_url=url + "/v1", api_key="x") as oai:
+        assert [m.id for m in oai.models.list()] == list(DEFAULT_PROFILES)
+
+
+def test_metrics_use_vllm_names_and_count_requests(client: httpx.Client) -> None:
+    text = client.get("/metrics").text
+    for name in (
+        "vllm:num_requests_running",
+        "vllm:num_requests_waiting",
+        "vllm:time_to_first_token_seconds_bucket",
+        "vllm:e2e_request_latency_seconds_count",
+        "vllm:prompt_tokens_total",
+        "vllm:generation_tokens_total",
+        "vllm:request_success_total",
+    ):
+        assert f"\n{name}{{" in text, name
+    chat(client, "[echo] one two three")
+    chat(client, "[echo] four five", max_tokens=1)
+    values = samples(client.get("/metrics").text)
+    zero = frozenset({("model_name", ZERO)})
+    assert values[("vllm:request_success_total", zero | {("finished_reason", "stop")})] == 1
+    assert values[("vllm:request_success_total", zero | {("finished_reason", "length")})] == 1
+    assert values[("vllm:generation_tokens_total", zero)] == 4
+    assert values[("vllm:prompt_tokens_total", zero)] == (4 + 4) + (3 + 4)
+    assert values[("vllm:e2e_request_latency_seconds_count", zero)] == 2
+    assert values[("vllm:num_requests_running", zero)] == 0
+
+
+def test_apps_in_one_process_are_independent(client: httpx.Client) -> None:
+    client.put("/admin/faults", json={"error_rate_500": 1.0})
+    with serve_in_thread(create_app()) as other, httpx.Client(base_url=other) as http:
+        assert chat(http, "hi").status_code == 200
+        assert http.get("/admin/stats").json()["by_outcome"]["ok"] == 1
+    assert chat(client, "hi").status_code == 500
+
+
+async def test_latency_grows_when_requests_exceed_concurrency() -> None:
+    slow = ModelProfile(
+        name="slow",
+        ttft_base_ms=0,
+        prefill_tokens_per_s=math.inf,
+        itl_ms=10,
+        itl_growth=0,
+        max_concurrency=2,
+        default_max_tokens=16,
+    )
+    body = {"model": "slow", "messages": [{"role": "user", "content": "[echo] a b c d e"}]}
+
+    async def timed(http: httpx.AsyncClient) -> float:
+        started = time.monotonic()
+        response = await http.post("/v1/chat/completions", json=body)
+        assert response.status_code == 200
+        return time.monotonic() - started
+
+    with serve_in_thread(create_app({"slow": slow})) as base:
+        async with httpx.AsyncClient(base_url=base, timeout=10) as http:
+            alone = statistics.median([await timed(http) for _ in range(3)])
+            loaded = statistics.median(await asyncio.gather(*(timed(http) for _ in range(8))))
+    # 4 tokens x 10 ms alone; 8 requests through 2 slots queue in 4 waves (median ~2.5x).
+    assert alone >= 0.035
+    assert loaded / alone > 1.8
