@@ -1,5 +1,7 @@
 """Projects conversation workflow events into the SQL read model, idempotently."""
 
+import asyncio
+import contextlib
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
@@ -63,12 +65,15 @@ class ProjectionInput:
 
 
 class StoreActivities:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], single_writer: bool = False) -> None:
         self._sessions = sessions
+        # SQLite takes one writer at a time; queueing writers here avoids its busy-wait backoff,
+        # which otherwise puts second-long tails on concurrent turns.
+        self._write_lock = asyncio.Lock() if single_writer else contextlib.nullcontext()
 
     @activity.defn(name="store.project_conversation")
     async def project_conversation(self, batch: ProjectionInput) -> None:
-        async with self._sessions() as session:
+        async with self._write_lock, self._sessions() as session:
             await crud.project(
                 session,
                 conversation=asdict(batch.conversation),

@@ -27,7 +27,7 @@ async def conversation_worker(client: Client, settings: Settings) -> AsyncIterat
     engine = make_engine(settings.resolved_database_url())
     http = InferenceActivities.make_http_client()
     inference = InferenceActivities(http, load_routes(settings.models_file, llm_url=settings.llm_url))
-    store = StoreActivities(make_sessionmaker(engine))
+    store = StoreActivities(make_sessionmaker(engine), single_writer=engine.dialect.name == "sqlite")
     worker = Worker(
         client,
         task_queue=settings.conversation.task_queue,

@@ -134,3 +134,35 @@ def chat(
     from api.cli.chat import default_api_url, run_chat
 
     run_chat(api_url or default_api_url(home), model, conversation)
+
+
+@bench_app.command("chat")
+def bench_chat(
+    json_file: Annotated[Path | None, typer.Option("--json", help="Write the results here.")] = None,
+    turns: Annotated[int, typer.Option(help="Sequential turns (and total concurrent turns).")] = 200,
+    concurrency: Annotated[int, typer.Option(help="Conversations at once.")] = 16,
+    warmup: Annotated[int, typer.Option(help="Warm-up turns, not counted.")] = 20,
+) -> None:
+    """Chat-turn latency and throughput: lcp through its HTTP API vs the bare Temporal floor."""
+    from rich.table import Table
+
+    from api.cli.bench import run_bench, write_json
+
+    console.print("lcp bench chat: starting a dev server, simulator (zero latency), worker and API…")
+    result = run_bench(turns, concurrency, warmup)
+    table = Table(title=f"chat turn, {result['machine']['cpus']} CPUs ({result['machine']['cpu']})")
+    for column in ("", "phase", "p50 ms", "p95 ms", "p99 ms", "turns/s"):
+        table.add_column(column)
+    for name in ("floor", "lcp"):
+        for phase, row in result[name].items():
+            if "p50_ms" not in row:
+                continue
+            table.add_row(name, phase, *(str(row[k]) for k in ("p50_ms", "p95_ms", "p99_ms", "turns_per_s")))
+    console.print(table)
+    for name in ("floor", "lcp"):
+        console.print(f"{name} CPU ms per concurrent turn:", result[name]["cpu_ms_per_concurrent_turn"])
+    console.print("ratios lcp/floor:", result["ratios"])
+    console.print("goals:", result["goals"])
+    if json_file:
+        write_json(result, json_file)
+        console.print(f"written to {json_file}")

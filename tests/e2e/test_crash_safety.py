@@ -1,0 +1,184 @@
+"""Crash safety: SIGKILL the worker mid-reply, restart the Temporal dev server mid-conversation."""
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from api.app import create_app
+from settings import Settings, TemporalSettings
+from store import crud
+from store.db import make_engine, make_sessionmaker
+from temporal.devserver import start_dev_server
+from tests.http_server import free_port, serve_in_thread
+
+
+@dataclass
+class Cluster:
+    """A dev server persisted to a file, a worker process, and the API, all restartable."""
+
+    tmp: Path
+    settings: Settings
+    port: int
+    simulator_root: str
+    temporal: subprocess.Popen[bytes] | None = None
+    worker: subprocess.Popen[bytes] | None = None
+
+    def start_temporal(self) -> None:
+        self.temporal = start_dev_server(
+            self.tmp / "temporal.db", self.port, None, log_file=self.tmp / "temporal.log"
+        )
+        _wait_port(self.port)
+
+    def stop_temporal(self) -> None:
+        assert self.temporal is not None
+        self.temporal.send_signal(signal.SIGTERM)
+        self.temporal.wait(timeout=30)
+
+    def start_worker(self) -> None:
+        env = dict(
+            os.environ,
+            LCP_HOME=str(self.settings.home),
+            LCP_DATABASE_URL=self.settings.database_url,
+            LCP_TEMPORAL__ADDRESS=self.settings.temporal.address,
+            LCP_LLM_URL=self.settings.llm_url,
+        )
+        log = open(self.tmp / "worker.log", "ab")  # noqa: SIM115
+        self.worker = subprocess.Popen(
+            [sys.executable, "-m", "api.cli", "worker", "--queue", "conversations"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def kill_worker(self) -> None:
+        assert self.worker is not None
+        self.worker.send_signal(signal.SIGKILL)
+        self.worker.wait(timeout=10)
+
+    def stop_all(self) -> None:
+        for process in (self.worker, self.temporal):
+            if process is not None and process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+
+
+def _wait_port(port: int, timeout: float = 60) -> None:
+    import socket
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.2)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, simulator: str) -> Iterator[Cluster]:
+    port = free_port()
+    settings = Settings(
+        home=tmp_path,
+        database_url=f"sqlite+aiosqlite:///{tmp_path / 'lcp.db'}",
+        llm_url=simulator,
+        temporal=TemporalSettings(address=f"127.0.0.1:{port}"),
+    )
+    cluster = Cluster(tmp_path, settings, port, simulator.removesuffix("/v1"))
+    cluster.start_temporal()
+    cluster.start_worker()
+    yield cluster
+    cluster.stop_all()
+    httpx.delete(f"{cluster.simulator_root}/admin/faults")
+
+
+@pytest.fixture
+async def api(cluster: Cluster) -> AsyncIterator[httpx.AsyncClient]:
+    with serve_in_thread(create_app(cluster.settings)) as url:
+        async with httpx.AsyncClient(base_url=url, timeout=120) as http:
+            yield http
+
+
+async def _stored_messages(settings: Settings, conversation_id: str) -> list[tuple[str, str]]:
+    engine = make_engine(settings.database_url)
+    try:
+        async with make_sessionmaker(engine)() as session:
+            rows = await crud.list_messages(session, conversation_id=conversation_id)
+            return [(row.role, row.content) for row in rows]
+    finally:
+        await engine.dispose()
+
+
+async def _in_flight(simulator_root: str, before: int) -> None:
+    """Wait until the simulator has received one more request than `before`."""
+    async with httpx.AsyncClient() as http:
+        for _ in range(300):
+            stats = (await http.get(f"{simulator_root}/admin/stats")).json()
+            if stats["requests"] > before:
+                return
+            await asyncio.sleep(0.05)
+    raise AssertionError("the inference request never reached the simulator")
+
+
+async def test_worker_killed_mid_reply_loses_nothing_and_duplicates_nothing(
+    cluster: Cluster, api: httpx.AsyncClient
+) -> None:
+    created = await api.post("/v1/conversations", json={"model": "sim-zero", "message": {"content": "hi"}})
+    assert created.status_code == 201, created.text
+    conversation_id = created.json()["conversation"]["id"]
+
+    async with httpx.AsyncClient() as http:
+        before = (await http.get(f"{cluster.simulator_root}/admin/stats")).json()["requests"]
+        await http.put(f"{cluster.simulator_root}/admin/faults", json={"latency_ms": 4000})
+    turn = asyncio.create_task(
+        api.post(f"/v1/conversations/{conversation_id}/messages", json={"content": "[echo] survive this"})
+    )
+    await _in_flight(cluster.simulator_root, before)
+    cluster.kill_worker()  # the reply is being generated right now
+    async with httpx.AsyncClient() as http:
+        await http.delete(f"{cluster.simulator_root}/admin/faults")
+    cluster.start_worker()
+
+    response = await turn
+    assert response.status_code == 200, response.text
+    assert response.json()["reply"]["content"] == "survive this"
+    messages = await _stored_messages(cluster.settings, conversation_id)
+    assert messages.count(("user", "[echo] survive this")) == 1
+    assert messages.count(("assistant", "survive this")) == 1
+    assert len(messages) == 4
+
+
+async def test_temporal_restart_mid_conversation_loses_nothing(
+    cluster: Cluster, api: httpx.AsyncClient
+) -> None:
+    created = await api.post(
+        "/v1/conversations", json={"model": "sim-zero", "message": {"content": "[echo] one"}}
+    )
+    assert created.status_code == 201, created.text
+    conversation_id = created.json()["conversation"]["id"]
+
+    cluster.stop_temporal()
+    cluster.start_temporal()  # same database file
+
+    for attempt in range(60):  # the API and worker reconnect on their own
+        response = await api.post(
+            f"/v1/conversations/{conversation_id}/messages", json={"content": "[echo] two"}
+        )
+        if response.status_code != 503:
+            break
+        await asyncio.sleep(0.5)
+    assert response.status_code == 200, response.text
+    detail = (await api.get(f"/v1/conversations/{conversation_id}")).json()
+    assert [m["content"] for m in detail["messages"]] == ["[echo] one", "one", "[echo] two", "two"]
+    assert attempt < 59
