@@ -2,7 +2,6 @@
 
 import asyncio
 import logging
-import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -18,7 +17,9 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="The read-model database.", no_args_is_help=True)
 bench_app = typer.Typer(help="Benchmarks.", no_args_is_help=True)
+temporal_app = typer.Typer(help="The Temporal cluster lcp runs on.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+app.add_typer(temporal_app, name="temporal")
 app.add_typer(bench_app, name="bench")
 console = Console()
 err_console = Console(stderr=True)
@@ -119,8 +120,20 @@ def db_upgrade() -> None:
     console.print(f"database at newest schema: {settings.resolved_database_url()}")
 
 
-def main() -> None:
-    sys.exit(app())
+@temporal_app.command("setup")
+def temporal_setup() -> None:
+    """Register lcp's search attributes on the configured cluster (once per namespace)."""
+    from temporal.client import connect
+    from temporal.setup import ensure_search_attributes
+
+    settings = Settings()
+
+    async def _run() -> list[str]:
+        return await ensure_search_attributes(await connect(settings.temporal))
+
+    added = asyncio.run(_run())
+    where = f"{settings.temporal.address}/{settings.temporal.namespace}"
+    console.print(f"search attributes added on {where}: {', '.join(added)}" if added else f"{where}: ready")
 
 
 @app.command()

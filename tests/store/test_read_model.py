@@ -1,0 +1,225 @@
+"""The SQL read model on SQLite and PostgreSQL: migrations, idempotent projection, paging."""
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import func, select, text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from activities.store import (
+    ConversationRecord,
+    EventRecord,
+    MessageRecord,
+    ProjectionInput,
+    StoreActivities,
+)
+from store import crud
+from store.db import make_engine, make_sessionmaker
+from store.migrate import current_tables, upgrade
+from store.models import Conversation, Event, Message
+
+T0 = datetime(2026, 11, 26, 12, 0, 0, tzinfo=UTC)
+TENANT = "default"
+
+
+@pytest.fixture
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = make_engine(database_url)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture
+def sessions(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return make_sessionmaker(engine)
+
+
+def conversation(
+    conversation_id: str = "c1",
+    *,
+    version: int = 1,
+    message_count: int = 2,
+    created_at: datetime = T0,
+    status: str = "active",
+    summary: str | None = None,
+) -> ConversationRecord:
+    return ConversationRecord(
+        id=conversation_id,
+        tenant=TENANT,
+        workflow_id=f"conversation/{TENANT}/{conversation_id}",
+        model="sim-zero",
+        status=status,
+        version=version,
+        message_count=message_count,
+        created_at=created_at,
+        updated_at=created_at + timedelta(seconds=version),
+        title="a title",
+        params={"temperature": 0.5},
+        active_leaf_id=f"{conversation_id}-m{message_count}",
+        summary=summary,
+    )
+
+
+def message(conversation_id: str, seq: int, parent_id: str | None) -> MessageRecord:
+    return MessageRecord(
+        id=f"{conversation_id}-m{seq}",
+        conversation_id=conversation_id,
+        tenant=TENANT,
+        parent_id=parent_id,
+        role="user" if seq % 2 else "assistant",
+        content=f"message {seq}",
+        version=1,
+        seq=seq,
+        created_at=T0 + timedelta(seconds=seq),
+        model=None if seq % 2 else "sim-zero",
+    )
+
+
+def event(conversation_id: str, seq: int, type_: str) -> EventRecord:
+    return EventRecord(
+        stream=f"conversation/{TENANT}/{conversation_id}",
+        seq=seq,
+        tenant=TENANT,
+        type=type_,
+        occurred_at=T0 + timedelta(seconds=seq),
+        payload={"n": seq},
+    )
+
+
+def first_turn(conversation_id: str = "c1") -> ProjectionInput:
+    return ProjectionInput(
+        conversation=conversation(conversation_id),
+        messages=[message(conversation_id, 1, None), message(conversation_id, 2, f"{conversation_id}-m1")],
+        events=[
+            event(conversation_id, 1, "conversation.created"),
+            event(conversation_id, 2, "message.added"),
+            event(conversation_id, 3, "message.added"),
+        ],
+    )
+
+
+async def count(sessions: async_sessionmaker[AsyncSession], model: type) -> int:
+    async with sessions() as session:
+        return int((await session.execute(select(func.count()).select_from(model))).scalar_one())
+
+
+async def test_migrations_create_the_tables(engine: AsyncEngine) -> None:
+    tables = await current_tables(engine)
+    assert {"conversations", "messages", "events", "alembic_version"} <= tables
+
+
+async def test_upgrading_twice_is_harmless(
+    engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    await StoreActivities(sessions).project_conversation(first_turn())
+    before = await current_tables(engine)
+
+    await upgrade(engine)  # the database_url fixture already ran it once
+    await upgrade(engine)
+
+    assert await current_tables(engine) == before
+    async with engine.connect() as connection:
+        revision = (await connection.execute(text("SELECT version_num FROM alembic_version"))).all()
+    assert revision == [("0001",)]
+    assert await count(sessions, Conversation) == 1
+    assert await count(sessions, Message) == 2
+    assert await count(sessions, Event) == 3
+
+
+async def test_a_retried_projection_never_duplicates(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    store = StoreActivities(sessions)
+    batch = first_turn()
+
+    await store.project_conversation(batch)
+    await store.project_conversation(batch)  # the activity retried after a lost ack
+
+    assert await count(sessions, Conversation) == 1
+    assert await count(sessions, Message) == 2
+    assert await count(sessions, Event) == 3
+    async with sessions() as session:
+        messages = await crud.list_messages(session, conversation_id="c1")
+        events = await crud.list_events(session, stream="conversation/default/c1")
+        row = await crud.get_conversation(session, tenant=TENANT, conversation_id="c1")
+    assert [m.id for m in messages] == ["c1-m1", "c1-m2"]
+    assert [m.content for m in messages] == ["message 1", "message 2"]
+    assert [(e.seq, e.type) for e in events] == [
+        (1, "conversation.created"),
+        (2, "message.added"),
+        (3, "message.added"),
+    ]
+    assert row is not None
+    assert (row.version, row.message_count, row.params) == (1, 2, {"temperature": 0.5})
+
+
+async def test_the_conversation_row_never_goes_backwards(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    store = StoreActivities(sessions)
+    newer = ProjectionInput(
+        conversation=conversation(version=3, message_count=6, summary="the newest summary")
+    )
+    older = ProjectionInput(conversation=conversation(version=2, message_count=4))
+
+    await store.project_conversation(newer)
+    await store.project_conversation(older)  # a late, older batch arrives afterwards
+
+    async with sessions() as session:
+        row = await crud.get_conversation(session, tenant=TENANT, conversation_id="c1")
+    assert row is not None
+    assert (row.version, row.message_count, row.summary) == (3, 6, "the newest summary")
+    assert row.active_leaf_id == "c1-m6"
+
+    # The same version again (a retry) and a newer one both apply.
+    await store.project_conversation(
+        ProjectionInput(conversation=conversation(version=4, status="archived", message_count=6))
+    )
+    async with sessions() as session:
+        row = await crud.get_conversation(session, tenant=TENANT, conversation_id="c1")
+    assert row is not None
+    assert (row.version, row.status) == (4, "archived")
+
+
+async def test_get_conversation_is_scoped_to_the_tenant(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    await StoreActivities(sessions).project_conversation(first_turn())
+    async with sessions() as session:
+        assert await crud.get_conversation(session, tenant=TENANT, conversation_id="c1")
+        assert await crud.get_conversation(session, tenant="other", conversation_id="c1") is None
+        assert await crud.get_conversation(session, tenant=TENANT, conversation_id="nope") is None
+
+
+async def test_list_conversations_pages_newest_first(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    store = StoreActivities(sessions)
+    # c0..c4 a minute apart, plus two (t1, t2) created at the very same instant as c2.
+    for i in range(5):
+        await store.project_conversation(
+            ProjectionInput(conversation=conversation(f"c{i}", created_at=T0 + timedelta(minutes=i)))
+        )
+    for name in ("t1", "t2"):
+        await store.project_conversation(
+            ProjectionInput(conversation=conversation(name, created_at=T0 + timedelta(minutes=2)))
+        )
+    other = conversation("x9", created_at=T0 + timedelta(minutes=9))
+    other.tenant = "other"
+    await store.project_conversation(ProjectionInput(conversation=other))
+
+    expected = ["c4", "c3", "t2", "t1", "c2", "c1", "c0"]
+    seen: list[str] = []
+    before = None
+    async with sessions() as session:
+        for _ in range(10):
+            page = await crud.list_conversations(session, tenant=TENANT, limit=2, before=before)
+            if not page:
+                break
+            assert len(page) <= 2
+            seen.extend(row.id for row in page)
+            before = (page[-1].created_at, page[-1].id)
+        everything = await crud.list_conversations(session, tenant=TENANT, limit=100)
+    assert seen == expected
+    assert [row.id for row in everything] == expected
