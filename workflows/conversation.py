@@ -27,6 +27,7 @@ with workflow.unsafe.imports_passed_through():
         StoreActivities,
     )
 
+RECENT_TURNS_KEPT = 16
 SUMMARY_PROMPT = (
     "Summarize the earlier part of this conversation in a few sentences. Keep every fact, name, "
     "number and decision the user gave, and what was agreed; leave out pleasantries."
@@ -75,6 +76,9 @@ class ConversationState:
     next_event_seq: int = 1
     summary: str | None = None
     summarized_count: int = 0
+    # Results of the latest turns by update id (the client's Idempotency-Key): Temporal dedupes
+    # update ids within a run only, so a retry that lands after continue-as-new is answered here.
+    recent_turns: dict[str, "TurnResult"] = field(default_factory=dict)
 
 
 @dataclass
@@ -120,6 +124,8 @@ class TurnResult:
     version: int
     message: StoredMessage
     reply: StoredMessage
+    message_variants: int = 1
+    reply_variants: int = 1
 
 
 @dataclass
@@ -188,6 +194,8 @@ class ConversationWorkflow:
 
     @workflow.update
     async def send_message(self, request: SendMessage) -> TurnResult:
+        if done := self._already_done():
+            return done
         async with self._lock:
             self._check_writable(request.expected_version)
             user = self._new_message("user", request.content, self._state.active_leaf_id)
@@ -195,11 +203,15 @@ class ConversationWorkflow:
 
     @send_message.validator
     def _validate_send(self, request: SendMessage) -> None:
+        if self._already_done():
+            return
         self._check_writable(request.expected_version)
         self._check_content(request.content, request.role)
 
     @workflow.update
     async def edit_message(self, request: EditMessage) -> TurnResult:
+        if done := self._already_done():
+            return done
         async with self._lock:
             self._check_writable(request.expected_version)
             original = self._message(request.message_id, "user")
@@ -208,12 +220,16 @@ class ConversationWorkflow:
 
     @edit_message.validator
     def _validate_edit(self, request: EditMessage) -> None:
+        if self._already_done():
+            return
         self._check_writable(request.expected_version)
         self._message(request.message_id, "user")
         self._check_content(request.content, "user")
 
     @workflow.update
     async def regenerate(self, request: Regenerate) -> TurnResult:
+        if done := self._already_done():
+            return done
         async with self._lock:
             self._check_writable(request.expected_version)
             old_reply = self._message(request.message_id, "assistant")
@@ -222,6 +238,8 @@ class ConversationWorkflow:
 
     @regenerate.validator
     def _validate_regenerate(self, request: Regenerate) -> None:
+        if self._already_done():
+            return
         self._check_writable(request.expected_version)
         reply = self._message(request.message_id, "assistant")
         if reply.parent_id not in self._state.messages:
@@ -247,6 +265,19 @@ class ConversationWorkflow:
         self._check_writable(request.expected_version)
 
     # ---- checks (run in validators, and again under the lock) ------------------------------
+
+    def _already_done(self) -> TurnResult | None:
+        """The result of this very update if an earlier run already applied it (see recent_turns)."""
+        info = workflow.current_update_info()
+        return self._state.recent_turns.get(info.id) if info else None
+
+    def _remember(self, result: TurnResult) -> None:
+        info = workflow.current_update_info()
+        if info is None:
+            return
+        self._state.recent_turns[info.id] = result
+        while len(self._state.recent_turns) > RECENT_TURNS_KEPT:
+            del self._state.recent_turns[next(iter(self._state.recent_turns))]
 
     def _check_writable(self, expected_version: int | None) -> None:
         if self._state.status != "active":
@@ -301,7 +332,11 @@ class ConversationWorkflow:
             kind = cause.type if isinstance(cause, ApplicationError) and cause.type else "Unknown"
             self._event("turn.failed", reason=reason, error_type=kind)
             await self._project([])
-            raise _reject("InferenceFailed", f"the model could not answer: {reason}") from err
+            raise _reject(
+                "InferenceFailed",
+                f"the model could not answer: {reason}; send the message again "
+                "(with a new Idempotency-Key if you use them)",
+            ) from err
 
         parent_id = user.id if user else reply_parent.id
         reply = self._new_message("assistant", completion.content, parent_id)
@@ -328,12 +363,21 @@ class ConversationWorkflow:
                 "retry the message",
             ) from err
         self._turns_this_run += 1
-        return TurnResult(
+        shown = user or reply_parent
+        result = TurnResult(
             conversation_id=self._input.conversation_id,
             version=self._state.version,
-            message=user or reply_parent,
+            message=shown,
             reply=reply,
+            message_variants=self._variants(shown),
+            reply_variants=self._variants(reply),
         )
+        self._remember(result)
+        return result
+
+    def _variants(self, message: StoredMessage) -> int:
+        """How many variants exist where `message` stands (versions count 1, 2, ... there)."""
+        return max(m.version for m in self._state.messages.values() if m.parent_id == message.parent_id)
 
     def _new_message(self, role: str, content: str, parent_id: str | None) -> StoredMessage:
         siblings = [m for m in self._state.messages.values() if m.parent_id == parent_id]

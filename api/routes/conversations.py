@@ -147,7 +147,9 @@ async def create_conversation(
                 ConversationWorkflow.open, start_workflow_operation=start, id=idempotency_key
             )
     except WorkflowUpdateFailedError as err:
-        raise from_update_failure(err) from err
+        failure = from_update_failure(err)
+        failure.extra["conversation_id"] = conversation_id  # it exists now: retry into it
+        raise failure from err
     except WorkflowAlreadyStartedError as err:
         raise ApiError(
             409,
@@ -342,8 +344,8 @@ def _turn_out(turn: TurnResult) -> TurnOut:
     return TurnOut(
         conversation_id=turn.conversation_id,
         version=turn.version,
-        message=_message_out(turn.message),
-        reply=_message_out(turn.reply),
+        message=_message_out(turn.message, turn.message_variants),
+        reply=_message_out(turn.reply, turn.reply_variants),
     )
 
 

@@ -328,12 +328,6 @@ async def test_editing_a_reply_or_unknown_message_is_rejected(api: httpx.AsyncCl
     assert (await detail(api, conversation_id))["conversation"]["version"] == 1
 
 
-@pytest.mark.xfail(
-    reason="BUG: the edit response says variants=1 for the edited message (version 2) while GET "
-    "says variants=2: api/routes/conversations.py _turn_out() calls _message_out() without "
-    "variants, so MessageOut.variants falls back to its default of 1",
-    strict=True,
-)
 @sqlite_only
 async def test_edit_response_counts_the_variants(api: httpx.AsyncClient) -> None:
     turn = (await create(api))["turn"]
@@ -463,14 +457,6 @@ async def _wait_for_new_run(client: Client, conversation_id: str, message_count:
     raise AssertionError(f"conversation never continued as new: {status}")
 
 
-@pytest.mark.xfail(
-    reason="BUG: an Idempotency-Key retried after the conversation continued as new applies the "
-    "message a second time: the key is only the Temporal update id "
-    "(api/routes/conversations.py _update -> execute_update(id=key)), which the server "
-    "deduplicates within one run only, and ConversationWorkflow carries no record of handled "
-    "update ids across continue-as-new",
-    strict=True,
-)
 @sqlite_only
 async def test_idempotency_key_survives_continue_as_new(
     one_turn_per_run: Settings, api: httpx.AsyncClient, client: Client
@@ -532,6 +518,26 @@ async def test_a_rejected_inference_request_is_502_and_stores_nothing(
     assert response.json()["message"]["parent_id"] == shown["messages"][-1]["id"]
     shown = await detail(api, conversation_id)
     assert len(shown["messages"]) == 4
+
+
+@sqlite_only
+async def test_a_failed_first_message_names_the_conversation_to_retry_into(
+    api: httpx.AsyncClient, faults: SetFaults
+) -> None:
+    await faults(fail_next=1, fail_next_status=400)
+    response = await api.post(
+        "/v1/conversations", json={"model": "sim-zero", "message": {"content": "first try"}}
+    )
+    err = error(response, 502, "InferenceFailed")
+    conversation_id = err["conversation_id"]
+    assert (await detail(api, conversation_id))["messages"] == []
+
+    retry = await send(api, conversation_id, "[echo] second try")
+    assert retry.status_code == 200, retry.text
+    assert [m["content"] for m in (await detail(api, conversation_id))["messages"]] == [
+        "[echo] second try",
+        "second try",
+    ]
 
 
 # ---- operations endpoints ----------------------------------------------------------------
