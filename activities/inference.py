@@ -105,9 +105,10 @@ class InferenceActivities:
             heartbeat.cancel()
 
     async def _heartbeat(self) -> None:
+        # Only calls that take a while heartbeat: a fast reply costs no extra round trip.
         while True:
-            activity.heartbeat()
             await asyncio.sleep(HEARTBEAT_EVERY_S)
+            activity.heartbeat()
 
     async def _call(self, route: ModelRoute, request: ChatCompletionInput) -> ChatCompletionResult:
         body: dict[str, Any] = {

@@ -1,19 +1,36 @@
 """Reads and idempotent writes of the read model; every function takes keyword arguments."""
 
+import functools
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import Table, and_, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from store.models import Conversation, Event, Message
 
 
-def _insert(session: AsyncSession, table: Any) -> Any:
-    dialect = session.bind.dialect.name if session.bind else "sqlite"
-    return (postgresql if dialect == "postgresql" else sqlite).insert(table)
+def _table(model: type) -> Table:
+    return model.__table__  # type: ignore[attr-defined,no-any-return]
+
+
+@functools.cache
+def _statements(dialect: str) -> tuple[Any, Any, Any]:
+    """Parameterized upserts, built once per dialect so SQLAlchemy caches their compiled form."""
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    table = _table(Conversation)
+    upsert = insert(table)
+    conversation = upsert.on_conflict_do_update(
+        index_elements=["id"],
+        set_={c.name: upsert.excluded[c.name] for c in table.columns if c.name not in ("id", "created_at")},
+        where=table.c.version <= upsert.excluded.version,
+    )
+    messages = insert(_table(Message)).on_conflict_do_nothing(index_elements=["id"])
+    events = insert(_table(Event)).on_conflict_do_nothing(index_elements=["stream", "seq"])
+    return conversation, messages, events
 
 
 async def project(
@@ -28,26 +45,12 @@ async def project(
     Messages are keyed by id and events by (stream, seq), so a retried activity inserts nothing
     twice; the conversation row only moves forward (an older version never overwrites a newer).
     """
-    table = Conversation.__table__
-    insert = _insert(session, table).values(**conversation)
-    changes = {key: insert.excluded[key] for key in conversation if key not in ("id", "created_at")}
-    await session.execute(
-        insert.on_conflict_do_update(
-            index_elements=["id"], set_=changes, where=table.c.version <= insert.excluded.version
-        )
-    )
+    upsert_conversation, insert_messages, insert_events = _statements(session.get_bind().dialect.name)
+    await session.execute(upsert_conversation, conversation)
     if messages:
-        await session.execute(
-            _insert(session, Message.__table__)
-            .values(list(messages))
-            .on_conflict_do_nothing(index_elements=["id"])
-        )
+        await session.execute(insert_messages, list(messages))
     if events:
-        await session.execute(
-            _insert(session, Event.__table__)
-            .values(list(events))
-            .on_conflict_do_nothing(index_elements=["stream", "seq"])
-        )
+        await session.execute(insert_events, list(events))
     await session.commit()
 
 
@@ -66,24 +69,24 @@ async def list_conversations(
     before: tuple[datetime, str] | None = None,
 ) -> list[Conversation]:
     """Newest first; `before` is the (created_at, id) of the last row of the previous page."""
-    query = select(Conversation).where(Conversation.tenant == tenant)
+    query = select(Conversation).where(col(Conversation.tenant) == tenant)
     if before is not None:
         created, ident = before
         query = query.where(
             or_(
-                Conversation.created_at < created,
-                and_(Conversation.created_at == created, Conversation.id < ident),
+                col(Conversation.created_at) < created,
+                and_(col(Conversation.created_at) == created, col(Conversation.id) < ident),
             )
         )
-    query = query.order_by(Conversation.created_at.desc(), Conversation.id.desc()).limit(limit)
+    query = query.order_by(col(Conversation.created_at).desc(), col(Conversation.id).desc()).limit(limit)
     return list((await session.execute(query)).scalars())
 
 
 async def list_messages(session: AsyncSession, *, conversation_id: str) -> list[Message]:
-    query = select(Message).where(Message.conversation_id == conversation_id).order_by(Message.seq)
+    query = select(Message).where(col(Message.conversation_id) == conversation_id).order_by(col(Message.seq))
     return list((await session.execute(query)).scalars())
 
 
 async def list_events(session: AsyncSession, *, stream: str) -> list[Event]:
-    query = select(Event).where(Event.stream == stream).order_by(Event.seq)
+    query = select(Event).where(col(Event.stream) == stream).order_by(col(Event.seq))
     return list((await session.execute(query)).scalars())

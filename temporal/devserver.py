@@ -14,6 +14,8 @@ DYNAMIC_CONFIG = {
     "history.timerProcessorMaxPollRPS": "1000",
     "history.visibilityProcessorMaxPollRPS": "1000",
     "frontend.workerHeartbeatsEnabled": "false",
+    # The worker that schedules an activity gets it back in the same round trip.
+    "system.enableActivityEagerExecution": "true",
 }
 
 

@@ -154,7 +154,10 @@ def bench_chat(
     json_file: Annotated[Path | None, typer.Option("--json", help="Write the results here.")] = None,
     turns: Annotated[int, typer.Option(help="Sequential turns (and total concurrent turns).")] = 200,
     concurrency: Annotated[int, typer.Option(help="Conversations at once.")] = 16,
-    warmup: Annotated[int, typer.Option(help="Warm-up turns, not counted.")] = 20,
+    warmup: Annotated[int, typer.Option(help="Warm-up turns, not counted.")] = 32,
+    turns_per_conversation: Annotated[
+        int, typer.Option(help="Each client moves to a new conversation after this many turns.")
+    ] = 10,
 ) -> None:
     """Chat-turn latency and throughput: lcp through its HTTP API vs the bare Temporal floor."""
     from rich.table import Table
@@ -162,7 +165,7 @@ def bench_chat(
     from api.cli.bench import run_bench, write_json
 
     console.print("lcp bench chat: starting a dev server, simulator (zero latency), worker and API…")
-    result = run_bench(turns, concurrency, warmup)
+    result = run_bench(turns, concurrency, warmup, turns_per_conversation)
     table = Table(title=f"chat turn, {result['machine']['cpus']} CPUs ({result['machine']['cpu']})")
     for column in ("", "phase", "p50 ms", "p95 ms", "p99 ms", "turns/s"):
         table.add_column(column)

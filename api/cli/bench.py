@@ -68,26 +68,46 @@ def summarize(latencies_s: list[float], wall_s: float) -> dict[str, float]:
     }
 
 
-async def _measure(
-    turn_fns: list[Callable[[], Awaitable[None]]], turns_each: int
-) -> tuple[list[float], float]:
-    """Run `turns_each` sequential turns on each conversation, all conversations at once."""
+class Lane:
+    """One client in a loop of turns; it moves to a fresh conversation every `length` turns
+    (the move is not timed), so turns measure conversations of a realistic length."""
+
+    def __init__(
+        self, start: Callable[[], Awaitable[Any]], turn: Callable[[Any], Awaitable[None]], length: int
+    ):
+        self._start, self._turn, self._length = start, turn, length
+        self._conversation: Any = None
+        self._turns = 0
+
+    async def prepare(self) -> None:
+        if self._conversation is None or self._turns >= self._length:
+            self._conversation, self._turns = await self._start(), 0
+
+    async def turn(self) -> None:
+        await self._turn(self._conversation)
+        self._turns += 1
+
+
+async def _measure(lanes: list[Lane], turns_each: int) -> tuple[list[float], float]:
+    """Run `turns_each` sequential turns in each lane, all lanes at once."""
     latencies: list[float] = []
 
-    async def _one(turn: Callable[[], Awaitable[None]]) -> None:
+    async def _one(lane: Lane) -> None:
         for _ in range(turns_each):
+            await lane.prepare()
             started = time.perf_counter()
-            await turn()
+            await lane.turn()
             latencies.append(time.perf_counter() - started)
 
     started = time.perf_counter()
-    await asyncio.gather(*(_one(turn) for turn in turn_fns))
+    await asyncio.gather(*(_one(lane) for lane in lanes))
     return latencies, time.perf_counter() - started
 
 
 class Bench:
-    def __init__(self, work: Path, turns: int, concurrency: int, warmup: int) -> None:
+    def __init__(self, work: Path, turns: int, concurrency: int, warmup: int, length: int) -> None:
         self.work, self.turns, self.concurrency, self.warmup = work, turns, concurrency, warmup
+        self.length = length
         self.processes: list[subprocess.Popen[bytes] | multiprocessing.Process] = []
         self.names: list[str] = []
         self.temporal_port, self.api_port, self.llm_port = _free_port(), _free_port(), _free_port()
@@ -145,21 +165,19 @@ class Bench:
 
     async def floor(self) -> dict[str, Any]:
         client = await Client.connect(self.address)
-        handles = []
-        for _ in range(self.concurrency):
-            handles.append(
-                await client.start_workflow(
-                    BenchFloorWorkflow.run, id=f"bench-floor/{uuid.uuid4().hex}", task_queue=FLOOR_QUEUE
-                )
+        handles: list[Any] = []
+
+        async def start() -> Any:
+            handle = await client.start_workflow(
+                BenchFloorWorkflow.run, id=f"bench-floor/{uuid.uuid4().hex}", task_queue=FLOOR_QUEUE
             )
+            handles.append(handle)
+            return handle
 
-        def turn_fn(handle: Any) -> Callable[[], Awaitable[None]]:
-            async def _turn() -> None:
-                await handle.execute_update(BenchFloorWorkflow.turn, "x")
+        async def turn(handle: Any) -> None:
+            await handle.execute_update(BenchFloorWorkflow.turn, "x")
 
-            return _turn
-
-        result = await self._phases([turn_fn(handle) for handle in handles])
+        result = await self._phases([Lane(start, turn, self.length) for _ in range(self.concurrency)])
         for handle in handles:
             await handle.signal(BenchFloorWorkflow.finish)
         return result
@@ -169,33 +187,30 @@ class Bench:
         async with httpx.AsyncClient(
             base_url=f"http://127.0.0.1:{self.api_port}", timeout=60, limits=limits
         ) as http:
-            conversation_ids = []
-            for _ in range(self.concurrency):
+
+            async def start() -> str:
                 response = await http.post("/v1/conversations", json={"model": "sim-zero"})
                 response.raise_for_status()
-                conversation_ids.append(response.json()["conversation"]["id"])
+                return str(response.json()["conversation"]["id"])
 
-            def turn_fn(conversation_id: str) -> Callable[[], Awaitable[None]]:
-                async def _turn() -> None:
-                    response = await http.post(
-                        f"/v1/conversations/{conversation_id}/messages",
-                        json={"content": "benchmark turn: say something short"},
-                    )
-                    response.raise_for_status()
+            async def turn(conversation_id: str) -> None:
+                response = await http.post(
+                    f"/v1/conversations/{conversation_id}/messages",
+                    json={"content": "benchmark turn: say something short"},
+                )
+                response.raise_for_status()
 
-                return _turn
-
-            return await self._phases([turn_fn(cid) for cid in conversation_ids])
+            return await self._phases([Lane(start, turn, self.length) for _ in range(self.concurrency)])
 
     def _cpu(self) -> dict[str, float]:
         pids = {name: p.pid for name, p in zip(self.names, self.processes, strict=True) if p.pid}
         return {name: cpu_seconds(pid) for name, pid in {**pids, "bench-client": os.getpid()}.items()}
 
-    async def _phases(self, turns: list[Callable[[], Awaitable[None]]]) -> dict[str, Any]:
-        await _measure(turns[:1], self.warmup)
-        sequential, wall = await _measure(turns[:1], self.turns)
+    async def _phases(self, lanes: list[Lane]) -> dict[str, Any]:
+        await _measure(lanes, max(1, self.warmup // self.concurrency))
+        sequential, wall = await _measure(lanes[:1], self.turns)
         cpu_before = self._cpu()
-        concurrent, wall_c = await _measure(turns, max(1, self.turns // self.concurrency))
+        concurrent, wall_c = await _measure(lanes, max(1, self.turns // self.concurrency))
         cpu_after = self._cpu()
         per_turn = {
             name: round((cpu_after[name] - cpu_before[name]) / len(concurrent) * 1000, 2)
@@ -228,9 +243,9 @@ def machine() -> dict[str, Any]:
     }
 
 
-def run_bench(turns: int, concurrency: int, warmup: int) -> dict[str, Any]:
+def run_bench(turns: int, concurrency: int, warmup: int, length: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="lcp-bench-") as tmp:
-        bench = Bench(Path(tmp), turns, concurrency, warmup)
+        bench = Bench(Path(tmp), turns, concurrency, warmup, length)
         bench.start()
         try:
             floor = asyncio.run(bench.floor())
@@ -240,6 +255,7 @@ def run_bench(turns: int, concurrency: int, warmup: int) -> dict[str, Any]:
     key = f"concurrent_{concurrency}"
     return {
         "machine": machine(),
+        "settings": {"turns": turns, "concurrency": concurrency, "turns_per_conversation": length},
         "floor": floor,
         "lcp": lcp,
         "ratios": {

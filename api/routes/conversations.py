@@ -10,7 +10,6 @@ from fastapi import APIRouter, Header, Query
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.client import (
     WithStartWorkflowOperation,
-    WorkflowHandle,
     WorkflowUpdateFailedError,
 )
 from temporalio.common import (
@@ -207,9 +206,9 @@ async def send_message(
     idempotency_key: IdempotencyKey = None,
 ) -> TurnOut:
     """Send a user message; the model's reply is in the response and already stored."""
-    handle = await _writable_handle(state, session, tenant, conversation_id)
     request = SendMessage(body.content, body.role, body.expected_version)
-    return _turn_out(await _update(handle, ConversationWorkflow.send_message, request, idempotency_key))
+    update = ConversationWorkflow.send_message
+    return _turn_out(await _update(state, session, tenant, conversation_id, update, request, idempotency_key))
 
 
 @router.post("/{conversation_id}/messages/{message_id}/edit", response_model=TurnOut)
@@ -223,9 +222,9 @@ async def edit_message(
     idempotency_key: IdempotencyKey = None,
 ) -> TurnOut:
     """Replace a user message on a new branch and get a fresh reply to it."""
-    handle = await _writable_handle(state, session, tenant, conversation_id)
     request = EditMessage(message_id, body.content, body.expected_version)
-    return _turn_out(await _update(handle, ConversationWorkflow.edit_message, request, idempotency_key))
+    update = ConversationWorkflow.edit_message
+    return _turn_out(await _update(state, session, tenant, conversation_id, update, request, idempotency_key))
 
 
 @router.post("/{conversation_id}/messages/{message_id}/regenerate", response_model=TurnOut)
@@ -239,9 +238,9 @@ async def regenerate(
     idempotency_key: IdempotencyKey = None,
 ) -> TurnOut:
     """Ask again for an assistant reply; the new one becomes a new branch."""
-    handle = await _writable_handle(state, session, tenant, conversation_id)
     request = Regenerate(message_id, body.expected_version if body else None)
-    return _turn_out(await _update(handle, ConversationWorkflow.regenerate, request, idempotency_key))
+    update = ConversationWorkflow.regenerate
+    return _turn_out(await _update(state, session, tenant, conversation_id, update, request, idempotency_key))
 
 
 @router.post("/{conversation_id}/archive", response_model=ConversationOut)
@@ -254,9 +253,10 @@ async def archive(
     idempotency_key: IdempotencyKey = None,
 ) -> ConversationOut:
     """Close the conversation: it stays readable and takes no more messages."""
-    handle = await _writable_handle(state, session, tenant, conversation_id)
     request = Archive(body.expected_version if body else None)
-    await _update(handle, ConversationWorkflow.archive, request, idempotency_key)
+    await _update(
+        state, session, tenant, conversation_id, ConversationWorkflow.archive, request, idempotency_key
+    )
     return _conversation_out(await _fresh_conversation(session, tenant, conversation_id))
 
 
@@ -280,32 +280,33 @@ async def _fresh_conversation(session: AsyncSession, tenant: str, conversation_i
     return await _require(session, tenant, conversation_id)
 
 
-async def _writable_handle(
-    state: AppState, session: AsyncSession, tenant: str, conversation_id: str
-) -> WorkflowHandle[Any, Any]:
-    row = await _require(session, tenant, conversation_id)
-    if row.status != "active":
-        raise ApiError(
-            409,
-            "ConversationClosed",
-            f"conversation {conversation_id} is {row.status}: it takes no more messages; "
-            "start a new conversation",
-        )
-    handle = state.temporal.get_workflow_handle(row.workflow_id)
-    await session.rollback()  # end the read transaction: the workflow writes next
-    return handle
-
-
-async def _update(handle: WorkflowHandle[Any, Any], update: Any, arg: Any, key: str | None) -> Any:
+async def _update(
+    state: AppState,
+    session: AsyncSession,
+    tenant: str,
+    conversation_id: str,
+    update: Any,
+    arg: Any,
+    key: str | None,
+) -> Any:
+    """Apply a change through the conversation's workflow (its ID names the tenant, so a tenant
+    can only ever reach its own conversations); the SQL read happens only on the error path."""
+    handle = state.temporal.get_workflow_handle(workflow_id(tenant, conversation_id))
     try:
         result = await handle.execute_update(update, arg, id=key)
     except WorkflowUpdateFailedError as err:
         TURNS.labels("rejected").inc()
         raise from_update_failure(err) from err
     except RPCError as err:
-        if err.status == RPCStatusCode.NOT_FOUND:
-            raise ApiError(409, "ConversationClosed", "this conversation is closed: start a new one") from err
-        raise _temporal_unavailable(err) from err
+        if err.status != RPCStatusCode.NOT_FOUND:
+            raise _temporal_unavailable(err) from err
+        row = await _require(session, tenant, conversation_id)  # 404 when it never existed
+        raise ApiError(
+            409,
+            "ConversationClosed",
+            f"conversation {conversation_id} is {row.status}: it takes no more messages; "
+            "start a new conversation",
+        ) from err
     TURNS.labels("ok").inc()
     return result
 

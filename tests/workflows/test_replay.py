@@ -12,10 +12,12 @@ from workflows.conversation import ConversationWorkflow
 HISTORIES = sorted((Path(__file__).parent / "histories").glob("conversation_*.json"))
 
 
-@pytest.mark.parametrize("path", HISTORIES, ids=[path.stem for path in HISTORIES])
-async def test_saved_history_replays(path: Path) -> None:
+@pytest.mark.parametrize(
+    "history_json", [path.read_text() for path in HISTORIES], ids=[path.stem for path in HISTORIES]
+)
+async def test_saved_history_replays(history_json: str) -> None:
     """Sent, edited, regenerated and archived (conversation_v1): replays without nondeterminism."""
-    history = WorkflowHistory.from_json("conversation/default/replay-sample", path.read_text())
+    history = WorkflowHistory.from_json("conversation/default/replay-sample", history_json)
     replayer = Replayer(workflows=[ConversationWorkflow], data_converter=pydantic_data_converter)
     await replayer.replay_workflow(history)  # raises on nondeterminism
 
