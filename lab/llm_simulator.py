@@ -297,11 +297,12 @@ def reply_pieces(req: ChatRequest, profile: ModelProfile) -> tuple[list[str], st
 
 
 def _generated_text(req: ChatRequest, natural_max_words: int) -> str:
-    """Sentences of ordinary words, a pure function of (model, messages, seed)."""
+    """Sentences of ordinary words: a pure function of (model, messages, seed) when a seed is
+    given; without one, each request samples anew, as a real model at temperature > 0 does."""
     key = {
         "model": req.model,
         "messages": [m.model_dump(mode="json") for m in req.messages],
-        "seed": req.seed,
+        "seed": req.seed if req.seed is not None else random.getrandbits(64),
     }
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).digest()
     rng = random.Random(int.from_bytes(digest[:8], "big"))

@@ -354,6 +354,7 @@ async def test_regenerate_a_reply(api: httpx.AsyncClient) -> None:
     reply = regenerated["reply"]
     assert reply["id"] != old_reply["id"]
     assert (reply["role"], reply["parent_id"], reply["version"]) == ("assistant", user["id"], 2)
+    assert reply["content"] != old_reply["content"]  # asked again, the model answers anew
 
     shown = await detail(api, conversation_id)
     assert shown["branch"] == reply["id"]

@@ -72,6 +72,11 @@ def test_replies_are_deterministic(client: httpx.Client) -> None:
     assert first.json()["usage"]["completion_tokens"] == len(words)
 
 
+def test_without_a_seed_each_request_samples_anew(client: httpx.Client) -> None:
+    replies = {content_of(chat(client, "Tell me about rivers.")) for _ in range(3)}
+    assert len(replies) == 3
+
+
 def test_max_tokens_truncates_the_same_reply(client: httpx.Client) -> None:
     full = chat(client, "Describe a garden.", seed=3).json()
     short = chat(client, "Describe a garden.", seed=3, max_completion_tokens=5).json()
