@@ -95,15 +95,6 @@ async def create_conversation(
         if idempotency_key
         else uuid.uuid4().hex
     )
-    if idempotency_key is None and await crud.get_conversation(
-        session, tenant=tenant, conversation_id=conversation_id
-    ):
-        raise ApiError(
-            409,
-            "ConversationExists",
-            f"conversation {conversation_id} already exists: send messages to "
-            f"/v1/conversations/{conversation_id}/messages, or pick another id",
-        )
     limits = state.settings.conversation
     start = WithStartWorkflowOperation(
         ConversationWorkflow.run,
@@ -122,7 +113,11 @@ async def create_conversation(
         ),
         id=workflow_id(tenant, conversation_id),
         task_queue=limits.task_queue,
-        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        # A repeated request (same Idempotency-Key) joins the conversation it started before;
+        # any other request for a taken id is refused.
+        id_conflict_policy=(
+            WorkflowIDConflictPolicy.USE_EXISTING if idempotency_key else WorkflowIDConflictPolicy.FAIL
+        ),
         id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
         search_attributes=TypedSearchAttributes(
             [
@@ -153,7 +148,8 @@ async def create_conversation(
         raise ApiError(
             409,
             "ConversationExists",
-            f"conversation id {conversation_id} was used before (it is archived): pick another id",
+            f"conversation {conversation_id} already exists: send messages to "
+            f"/v1/conversations/{conversation_id}/messages, or pick another id",
         ) from err
     except RPCError as err:
         raise _temporal_unavailable(err) from err
