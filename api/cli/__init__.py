@@ -79,11 +79,13 @@ def worker(
     queue: Annotated[str, typer.Option(help="Task queue to serve: conversations.")] = "conversations",
 ) -> None:
     """Run a Temporal worker for one task queue until SIGINT/SIGTERM."""
+    import uvloop
+
     from workers.main import run_worker
 
     _logging()
     try:
-        asyncio.run(run_worker(Settings(), queue))
+        uvloop.run(run_worker(Settings(), queue))
     except ValueError as err:
         err_console.print(f"lcp worker: {err}", highlight=False)
         raise typer.Exit(2) from None
