@@ -227,3 +227,35 @@ async def test_concurrent_sends_with_the_same_version_apply_once(client: Client,
     assert all(isinstance(e.cause, ApplicationError) and e.cause.type == "VersionConflict" for e in lost)
     status = await handle.query(ConversationWorkflow.status)
     assert (status.version, status.message_count) == (2, 4)
+
+
+@sqlite_only
+async def test_continues_as_new_when_the_server_suggests_it(settings: Settings) -> None:
+    """A dev server that suggests continue-as-new after 30 history events (the default is
+    thousands): the conversation moves to a new run on the server's word alone."""
+    from temporalio.contrib.pydantic import pydantic_data_converter
+    from temporalio.testing import WorkflowEnvironment
+
+    from temporal.constants import KIND, PHASE, SERVICE
+    from temporal.constants import TENANT as TENANT_ATTRIBUTE
+    from temporal.devserver import temporal_binary
+
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=temporal_binary(),
+        data_converter=pydantic_data_converter,
+        search_attributes=[TENANT_ATTRIBUTE, KIND, SERVICE, PHASE],
+        dev_server_extra_args=["--dynamic-config-value", "limit.historyCount.suggestContinueAsNew=30"],
+    )
+    try:
+        settings.conversation.task_queue = f"wf-suggest-{uuid.uuid4().hex[:8]}"
+        async with conversation_worker(env.client, settings) as running, running:
+            conversation_id, first_run, _ = await start(env.client, settings, "[echo] 1")
+            handle = env.client.get_workflow_handle(workflow_id(TENANT, conversation_id))
+            for n in range(2, 7):
+                await handle.execute_update(ConversationWorkflow.send_message, SendMessage(f"[echo] {n}"))
+            status = await handle.query(ConversationWorkflow.status)
+            assert (await handle.describe()).run_id != first_run
+            assert status.message_count == 12 and status.version == 6
+            assert status.turns_this_run < 6  # the limit of 500 turns never came into it
+    finally:
+        await env.shutdown()
