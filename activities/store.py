@@ -32,9 +32,9 @@ class ConversationRecord:
 
 @dataclass
 class MessageRecord:
+    """One message, as the conversation workflow keeps it and the read model stores it."""
+
     id: str
-    conversation_id: str
-    tenant: str
     parent_id: str | None
     role: str
     content: str
@@ -77,6 +77,13 @@ class StoreActivities:
             await crud.project(
                 session,
                 conversation=asdict(batch.conversation),
-                messages=[asdict(message) for message in batch.messages],
+                messages=[
+                    {
+                        **asdict(message),
+                        "conversation_id": batch.conversation.id,
+                        "tenant": batch.conversation.tenant,
+                    }
+                    for message in batch.messages
+                ],
                 events=[asdict(event) for event in batch.events],
             )

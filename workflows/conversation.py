@@ -48,26 +48,11 @@ class ConversationLimits:
 
 
 @dataclass
-class StoredMessage:
-    id: str
-    parent_id: str | None
-    role: str
-    content: str
-    version: int
-    seq: int
-    created_at: datetime
-    model: str | None = None
-    prompt_tokens: int | None = None
-    completion_tokens: int | None = None
-    latency_ms: float | None = None
-
-
-@dataclass
 class ConversationState:
     """Everything a run carries; continue-as-new hands a compact copy to the next run."""
 
     created_at: datetime
-    messages: dict[str, StoredMessage] = field(default_factory=dict)
+    messages: dict[str, MessageRecord] = field(default_factory=dict)
     active_leaf_id: str | None = None
     version: int = 0
     status: str = "active"
@@ -122,8 +107,8 @@ class Archive:
 class TurnResult:
     conversation_id: str
     version: int
-    message: StoredMessage
-    reply: StoredMessage
+    message: MessageRecord
+    reply: MessageRecord
     message_variants: int = 1
     reply_variants: int = 1
 
@@ -299,7 +284,7 @@ class ConversationWorkflow:
         if problem:
             raise _reject("InvalidMessage", problem)
 
-    def _message(self, message_id: str, role: str) -> StoredMessage:
+    def _message(self, message_id: str, role: str) -> MessageRecord:
         message = self._state.messages.get(message_id)
         if message is None:
             raise _reject(
@@ -317,7 +302,7 @@ class ConversationWorkflow:
 
     # ---- the turn --------------------------------------------------------------------------
 
-    async def _turn(self, user: StoredMessage | None, *, reply_parent: StoredMessage) -> TurnResult:
+    async def _turn(self, user: MessageRecord | None, *, reply_parent: MessageRecord) -> TurnResult:
         """Ask the model for a reply to `reply_parent`'s branch, then record user message + reply."""
         context = self._context(reply_parent.id, extra=user)
         try:
@@ -375,13 +360,13 @@ class ConversationWorkflow:
         self._remember(result)
         return result
 
-    def _variants(self, message: StoredMessage) -> int:
+    def _variants(self, message: MessageRecord) -> int:
         """How many variants exist where `message` stands (versions count 1, 2, ... there)."""
         return max(m.version for m in self._state.messages.values() if m.parent_id == message.parent_id)
 
-    def _new_message(self, role: str, content: str, parent_id: str | None) -> StoredMessage:
+    def _new_message(self, role: str, content: str, parent_id: str | None) -> MessageRecord:
         siblings = [m for m in self._state.messages.values() if m.parent_id == parent_id]
-        message = StoredMessage(
+        message = MessageRecord(
             id=str(workflow.uuid4()),
             parent_id=parent_id,
             role=role,
@@ -393,7 +378,7 @@ class ConversationWorkflow:
         self._state.next_seq += 1
         return message
 
-    def _context(self, leaf_id: str, extra: StoredMessage | None = None) -> list[ChatMessage]:
+    def _context(self, leaf_id: str, extra: MessageRecord | None = None) -> list[ChatMessage]:
         """What the model sees: system prompt, summary of older turns, then the branch to leaf."""
         context: list[ChatMessage] = []
         if self._input.system_prompt:
@@ -426,30 +411,27 @@ class ConversationWorkflow:
         )
         self._state.next_event_seq += 1
 
-    async def _project(self, messages: list[StoredMessage]) -> None:
+    async def _project(self, messages: list[MessageRecord]) -> None:
         """Write the conversation header, new messages and pending events to the read model."""
-        state, now = self._state, workflow.now()
-        tenant, conversation_id = self._input.tenant, self._input.conversation_id
+        state = self._state
         batch = ProjectionInput(
             conversation=ConversationRecord(
-                id=conversation_id,
-                tenant=tenant,
+                id=self._input.conversation_id,
+                tenant=self._input.tenant,
                 workflow_id=workflow.info().workflow_id,
                 model=self._input.model,
                 status=state.status,
                 version=state.version,
                 message_count=state.message_count,
                 created_at=state.created_at,
-                updated_at=now,
+                updated_at=workflow.now(),
                 title=self._input.title,
                 system_prompt=self._input.system_prompt,
                 params=self._input.params,
                 active_leaf_id=state.active_leaf_id,
                 summary=state.summary,
             ),
-            messages=[
-                MessageRecord(conversation_id=conversation_id, tenant=tenant, **vars(m)) for m in messages
-            ],
+            messages=messages,
             events=self._new_events,
         )
         await workflow.execute_local_activity_method(
@@ -483,7 +465,7 @@ class ConversationWorkflow:
         )
         await self._project([])
 
-    async def _summarize(self, transcript: list[StoredMessage]) -> str | None:
+    async def _summarize(self, transcript: list[MessageRecord]) -> str | None:
         previous = self._state.summary
         lines = [f"{m.role}: {m.content}" for m in transcript]
         if previous:

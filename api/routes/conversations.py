@@ -21,6 +21,7 @@ from temporalio.common import (
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from activities.store import MessageRecord
 from api.deps import AppState, SessionDep, StateDep, TenantDep
 from api.errors import ApiError, from_update_failure
 from api.metrics import TURNS
@@ -49,7 +50,6 @@ from workflows.conversation import (
     EditMessage,
     Regenerate,
     SendMessage,
-    StoredMessage,
     TurnResult,
     workflow_id,
 )
@@ -330,7 +330,7 @@ def _conversation_out(row: Conversation) -> ConversationOut:
     return ConversationOut.model_validate(row, from_attributes=True)
 
 
-def _message_out(message: StoredMessage | Message, variants: int | None = None) -> MessageOut:
+def _message_out(message: MessageRecord | Message, variants: int | None = None) -> MessageOut:
     out = MessageOut.model_validate(message, from_attributes=True)
     if variants is not None:
         out.variants = variants

@@ -64,8 +64,6 @@ def conversation(
 def message(conversation_id: str, seq: int, parent_id: str | None) -> MessageRecord:
     return MessageRecord(
         id=f"{conversation_id}-m{seq}",
-        conversation_id=conversation_id,
-        tenant=TENANT,
         parent_id=parent_id,
         role="user" if seq % 2 else "assistant",
         content=f"message {seq}",
