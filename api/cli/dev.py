@@ -176,6 +176,10 @@ class Stack:
                 process.wait()
 
 
+def _interrupt(*_: object) -> None:
+    raise KeyboardInterrupt
+
+
 async def _migrate(url: str) -> None:
     engine = make_engine(url)
     try:
@@ -190,7 +194,8 @@ def run_dev(home: Path, ports: Ports, echo: Callable[[str], None]) -> int:
     home.mkdir(parents=True, exist_ok=True)
     check_ports_free(ports)
     stack = Stack(home, ports)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    for sig in (signal.SIGINT, signal.SIGTERM):  # stopped while starting: stop what started
+        signal.signal(sig, _interrupt)
     try:
         stack.start()
     except (StackError, KeyboardInterrupt) as err:

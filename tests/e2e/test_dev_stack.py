@@ -54,10 +54,10 @@ class DevStack:
             pytest.fail("lcp dev never printed `lcp ready:`; output:\n" + "".join(self.lines))
         return next(line for line in self.lines if line.startswith("lcp ready:"))
 
-    def stop(self) -> int:
+    def stop(self, sig: signal.Signals = signal.SIGINT) -> int:
         assert self.process is not None
         if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
+            self.process.send_signal(sig)
         return self.process.wait(timeout=60)
 
 
@@ -111,7 +111,9 @@ def test_dev_runs_resumes_and_stops_cleanly(stack: DevStack, tmp_path: Path) -> 
     follow_up = api.post(f"/v1/conversations/{conversation_id}/messages", json={"content": "again"})
     assert follow_up.status_code == 200, follow_up.text
     assert api.get(f"/v1/conversations/{conversation_id}").json()["conversation"]["message_count"] == 4
-    assert stack.stop() == 0
+    assert stack.stop(signal.SIGTERM) == 0
+    for name, port in stack.ports.items():
+        assert not _port_open(port), f"{name} still listening on {port} after SIGTERM"
 
 
 def _ui_lists_workflow(ui_url: str, workflow_id: str, tmp_path: Path) -> None:
