@@ -4,6 +4,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 
 from activities.inference import load_routes
 from api import errors
@@ -40,7 +41,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             await engine.dispose()
 
-    app = FastAPI(title="lcp", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    # /docs and /redoc serve their assets from the package, not a CDN: they work offline.
+    app = FastAPIOffline(title="lcp", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
     app.add_middleware(MetricsMiddleware)
     errors.install(app)
     app.include_router(health.router)

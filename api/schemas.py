@@ -13,6 +13,28 @@ UtcDatetime = Annotated[
 CONVERSATION_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
 
 
+class ErrorDetail(BaseModel):
+    type: str = Field(description="What kind of error, e.g. InvalidMessage, VersionConflict.")
+    message: str = Field(description="What was wrong and how to fix it.")
+    model_config = ConfigDict(extra="allow")
+
+
+class ErrorOut(BaseModel):
+    error: ErrorDetail
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorOut, "description": description}
+    for status, description in {
+        404: "No such conversation or message.",
+        409: "Stale expected_version (with current_version), archived conversation, or taken id.",
+        422: "Invalid input: the message says which field and why.",
+        502: "The model endpoint rejected the request or could not answer.",
+        503: "Temporal or the read model is unavailable; retry shortly.",
+    }.items()
+}
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

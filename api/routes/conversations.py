@@ -1,6 +1,7 @@
 """Conversations: start, list, read, send, edit, regenerate, archive (writes via the workflow)."""
 
 import base64
+import contextlib
 import json
 import uuid
 from datetime import datetime
@@ -26,6 +27,7 @@ from api.deps import AppState, SessionDep, StateDep, TenantDep
 from api.errors import ApiError, from_update_failure
 from api.metrics import TURNS
 from api.schemas import (
+    ERROR_RESPONSES,
     BranchOut,
     ConversationCreate,
     ConversationCreated,
@@ -54,7 +56,7 @@ from workflows.conversation import (
     workflow_id,
 )
 
-router = APIRouter(prefix="/v1/conversations", tags=["conversations"])
+router = APIRouter(prefix="/v1/conversations", tags=["conversations"], responses=ERROR_RESPONSES)
 
 IdempotencyKey = Annotated[
     str | None,
@@ -134,25 +136,29 @@ async def create_conversation(
                 ConversationWorkflow.send_message,
                 SendMessage(content=body.message.content, role=body.message.role),
                 start_workflow_operation=start,
-                id=idempotency_key,
+                id=_update_id("create-send_message", idempotency_key),
             )
         else:
             await state.temporal.execute_update_with_start_workflow(
-                ConversationWorkflow.open, start_workflow_operation=start, id=idempotency_key
+                ConversationWorkflow.open,
+                start_workflow_operation=start,
+                id=_update_id("create-open", idempotency_key),
             )
     except WorkflowUpdateFailedError as err:
         failure = from_update_failure(err)
         failure.extra["conversation_id"] = conversation_id  # it exists now: retry into it
         raise failure from err
-    except WorkflowAlreadyStartedError as err:
+    except (WorkflowAlreadyStartedError, RPCError) as err:
+        with contextlib.suppress(Exception):
+            await start.workflow_handle()  # collect the start's own failure, already reported here
+        if isinstance(err, RPCError) and err.status != RPCStatusCode.ALREADY_EXISTS:
+            raise _temporal_unavailable(err) from err
         raise ApiError(
             409,
             "ConversationExists",
             f"conversation {conversation_id} already exists: send messages to "
             f"/v1/conversations/{conversation_id}/messages, or pick another id",
         ) from err
-    except RPCError as err:
-        raise _temporal_unavailable(err) from err
     row = await _fresh_conversation(session, tenant, conversation_id)
     if turn is not None:
         TURNS.labels("ok").inc()
@@ -289,7 +295,7 @@ async def _update(
     can only ever reach its own conversations); the SQL read happens only on the error path."""
     handle = state.temporal.get_workflow_handle(workflow_id(tenant, conversation_id))
     try:
-        result = await handle.execute_update(update, arg, id=key)
+        result = await handle.execute_update(update, arg, id=_update_id(update.__name__, key))
     except WorkflowUpdateFailedError as err:
         TURNS.labels("rejected").inc()
         raise from_update_failure(err) from err
@@ -305,6 +311,13 @@ async def _update(
         ) from err
     TURNS.labels("ok").inc()
     return result
+
+
+def _update_id(update_name: str, key: str | None) -> str | None:
+    """The Temporal update ID for a client's Idempotency-Key, per route and kind of change: a
+    key reused for another kind of change (create, then send, then archive) is a new request;
+    the same request again is a replay of the first answer."""
+    return f"{update_name}:{key}" if key else None
 
 
 def _temporal_unavailable(err: RPCError) -> ApiError:

@@ -3,6 +3,7 @@
 import asyncio
 import base64
 import json
+import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -447,6 +448,42 @@ async def test_create_with_a_taken_id_is_409(api: httpx.AsyncClient) -> None:
     assert len((await detail(api, conversation_id))["messages"]) == 2
 
 
+@sqlite_only
+async def test_the_id_of_an_archived_conversation_is_taken_for_good(api: httpx.AsyncClient) -> None:
+    conversation_id = f"gone-{uuid.uuid4().hex[:8]}"
+    await create(api, id=conversation_id)
+    assert (await api.post(f"/v1/conversations/{conversation_id}/archive")).status_code == 200
+    for headers in ({}, {"Idempotency-Key": f"k-{uuid.uuid4().hex}"}):
+        response = await api.post(
+            "/v1/conversations", json={"id": conversation_id, "model": "sim-zero"}, headers=headers
+        )
+        assert conversation_id in error(response, 409, "ConversationExists")["message"]
+
+
+@sqlite_only
+async def test_one_idempotency_key_for_different_changes_applies_each(api: httpx.AsyncClient) -> None:
+    """A client that reuses a key across kinds of change gets each change, never a 500."""
+    headers = {"Idempotency-Key": f"k-{uuid.uuid4().hex}"}
+    created = await api.post(
+        "/v1/conversations", json={"model": "sim-zero", "message": {"content": "one"}}, headers=headers
+    )
+    assert created.status_code == 201, created.text
+    conversation_id = created.json()["conversation"]["id"]
+    base = f"/v1/conversations/{conversation_id}"
+
+    sent = await api.post(f"{base}/messages", json={"content": "two"}, headers=headers)
+    assert sent.status_code == 200, sent.text
+    reply_id = sent.json()["reply"]["id"]
+    regenerated = await api.post(f"{base}/messages/{reply_id}/regenerate", headers=headers)
+    assert regenerated.status_code == 200, regenerated.text
+    edited = await api.post(
+        f"{base}/messages/{sent.json()['message']['id']}/edit", json={"content": "2"}, headers=headers
+    )
+    assert edited.status_code == 200, edited.text
+    assert (await api.post(f"{base}/archive", headers=headers)).status_code == 200
+    assert (await detail(api, conversation_id))["conversation"]["version"] == 5
+
+
 async def _wait_for_new_run(client: Client, conversation_id: str, message_count: int) -> None:
     """Wait until the conversation has continued as new with `message_count` messages."""
     handle = client.get_workflow_handle(workflow_id("default", conversation_id))
@@ -562,6 +599,9 @@ async def test_health_readiness_metrics_docs_and_unknown_routes(api: httpx.Async
     docs = await api.get("/docs")
     assert docs.status_code == 200
     assert "text/html" in docs.headers["content-type"]
+    assert "cdn" not in docs.text  # served from the package: the docs work on offline machines
+    for asset in re.findall(r'(?:src|href)="(/static[^"]+)"', docs.text):
+        assert (await api.get(asset)).status_code == 200, asset
     openapi = await api.get("/openapi.json")
     assert "/v1/conversations" in openapi.json()["paths"]
 
