@@ -600,7 +600,9 @@ async def test_health_readiness_metrics_docs_and_unknown_routes(api: httpx.Async
     assert docs.status_code == 200
     assert "text/html" in docs.headers["content-type"]
     assert "cdn" not in docs.text  # served from the package: the docs work on offline machines
-    for asset in re.findall(r'(?:src|href)="(/static[^"]+)"', docs.text):
+    assets = re.findall(r'(?:src|href)="(/static[^"]+)"', docs.text)
+    assert any(asset.endswith("swagger-ui-bundle.js") for asset in assets)
+    for asset in assets:
         assert (await api.get(asset)).status_code == 200, asset
     openapi = await api.get("/openapi.json")
     assert "/v1/conversations" in openapi.json()["paths"]
