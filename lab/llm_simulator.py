@@ -237,6 +237,7 @@ class _Simulator:
     created: int = field(default_factory=lambda: int(time.time()))
     faults: dict[str | None, FaultConfig] = field(default_factory=dict)
     outcomes: dict[str, Counter[str]] = field(default_factory=dict)
+    received: int = 0  # chat requests that arrived, counted before any simulated delay
 
     def count(self, model: object, outcome: str) -> None:
         key = model if isinstance(model, str) and model in self.models else "(unknown model)"
@@ -250,6 +251,7 @@ class _Simulator:
             by_model[model].update(counts)
             by_outcome.update(counts)
         return {
+            "received": self.received,
             "requests": sum(by_outcome.values()),
             "by_outcome": dict(by_outcome),
             "by_model": by_model,
@@ -480,6 +482,7 @@ def create_app(profiles: dict[str, ModelProfile] | None = None, *, seed: int | N
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:
+        sim.received += 1
         try:
             body = await request.json()
         except ValueError:

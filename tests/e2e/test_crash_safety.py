@@ -23,7 +23,7 @@ from tests.http_server import free_port, serve_in_thread
 
 @dataclass
 class Cluster:
-    """A dev server persisted to a file, a worker process, and the API, all restartable."""
+    """A dev server persisted to a file, worker and API processes, all restartable."""
 
     tmp: Path
     settings: Settings
@@ -31,6 +31,8 @@ class Cluster:
     simulator_root: str
     temporal: subprocess.Popen[bytes] | None = None
     worker: subprocess.Popen[bytes] | None = None
+    api: subprocess.Popen[bytes] | None = None
+    api_port: int = 0
 
     def start_temporal(self) -> None:
         self.temporal = start_dev_server(
@@ -43,7 +45,7 @@ class Cluster:
         self.temporal.send_signal(signal.SIGTERM)
         self.temporal.wait(timeout=30)
 
-    def start_worker(self) -> None:
+    def _spawn(self, name: str, *args: str) -> subprocess.Popen[bytes]:
         env = dict(
             os.environ,
             LCP_HOME=str(self.settings.home),
@@ -51,21 +53,32 @@ class Cluster:
             LCP_TEMPORAL__ADDRESS=self.settings.temporal.address,
             LCP_LLM_URL=self.settings.llm_url,
         )
-        log = open(self.tmp / "worker.log", "ab")  # noqa: SIM115
-        self.worker = subprocess.Popen(
-            [sys.executable, "-m", "api.cli", "worker", "--queue", "conversations"],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
+        log = open(self.tmp / f"{name}.log", "ab")  # noqa: SIM115
+        return subprocess.Popen(
+            [sys.executable, "-m", "api.cli", *args], env=env, stdout=log, stderr=subprocess.STDOUT
         )
+
+    def start_worker(self) -> None:
+        self.worker = self._spawn("worker", "worker", "--queue", "conversations")
 
     def kill_worker(self) -> None:
         assert self.worker is not None
         self.worker.send_signal(signal.SIGKILL)
         self.worker.wait(timeout=10)
 
+    def start_api(self) -> str:
+        self.api_port = self.api_port or free_port()
+        self.api = self._spawn("api", "api", "--port", str(self.api_port))
+        _wait_port(self.api_port)
+        return f"http://127.0.0.1:{self.api_port}"
+
+    def kill_api(self) -> None:
+        assert self.api is not None
+        self.api.send_signal(signal.SIGKILL)
+        self.api.wait(timeout=10)
+
     def stop_all(self) -> None:
-        for process in (self.worker, self.temporal):
+        for process in (self.api, self.worker, self.temporal):
             if process is not None and process.poll() is None:
                 process.terminate()
                 try:
@@ -121,11 +134,12 @@ async def _stored_messages(settings: Settings, conversation_id: str) -> list[tup
 
 
 async def _in_flight(simulator_root: str, before: int) -> None:
-    """Wait until the simulator has received one more request than `before`."""
+    """Wait until the simulator has received one more request than `before` (it then holds it
+    for the injected latency, so the caller acts while the reply is being generated)."""
     async with httpx.AsyncClient() as http:
         for _ in range(300):
             stats = (await http.get(f"{simulator_root}/admin/stats")).json()
-            if stats["requests"] > before:
+            if stats["received"] > before:
                 return
             await asyncio.sleep(0.05)
     raise AssertionError("the inference request never reached the simulator")
@@ -139,7 +153,7 @@ async def test_worker_killed_mid_reply_loses_nothing_and_duplicates_nothing(
     conversation_id = created.json()["conversation"]["id"]
 
     async with httpx.AsyncClient() as http:
-        before = (await http.get(f"{cluster.simulator_root}/admin/stats")).json()["requests"]
+        before = (await http.get(f"{cluster.simulator_root}/admin/stats")).json()["received"]
         await http.put(f"{cluster.simulator_root}/admin/faults", json={"latency_ms": 4000})
     turn = asyncio.create_task(
         api.post(f"/v1/conversations/{conversation_id}/messages", json={"content": "[echo] survive this"})
@@ -181,3 +195,39 @@ async def test_temporal_restart_mid_conversation_loses_nothing(
     assert response.status_code == 200, response.text
     detail = (await api.get(f"/v1/conversations/{conversation_id}")).json()
     assert [m["content"] for m in detail["messages"]] == ["[echo] one", "one", "[echo] two", "two"]
+
+
+async def test_api_killed_mid_request_then_retried_with_the_same_key_applies_once(
+    cluster: Cluster,
+) -> None:
+    url = cluster.start_api()
+    async with httpx.AsyncClient(base_url=url, timeout=60) as http:
+        created = await http.post(
+            "/v1/conversations", json={"model": "sim-zero", "message": {"content": "[echo] hi"}}
+        )
+        assert created.status_code == 201, created.text
+    conversation_id = created.json()["conversation"]["id"]
+    path = f"/v1/conversations/{conversation_id}/messages"
+    body, headers = {"content": "[echo] exactly once"}, {"Idempotency-Key": "retry-me"}
+
+    async with httpx.AsyncClient() as admin:
+        before = (await admin.get(f"{cluster.simulator_root}/admin/stats")).json()["received"]
+        await admin.put(f"{cluster.simulator_root}/admin/faults", json={"latency_ms": 1500})
+    async with httpx.AsyncClient(base_url=url, timeout=60) as http:
+        request = asyncio.create_task(http.post(path, json=body, headers=headers))
+        await _in_flight(cluster.simulator_root, before)
+        cluster.kill_api()  # the turn goes on inside Temporal; the client sees a dropped connection
+        with pytest.raises(httpx.TransportError):
+            await request
+
+    cluster.start_api()
+    async with httpx.AsyncClient(base_url=url, timeout=60) as http:
+        retried = await http.post(path, json=body, headers=headers)
+        assert retried.status_code == 200, retried.text
+        assert retried.json()["reply"]["content"] == "exactly once"
+        again = await http.post(path, json=body, headers=headers)
+        assert again.json()["reply"]["id"] == retried.json()["reply"]["id"]
+    messages = await _stored_messages(cluster.settings, conversation_id)
+    assert messages.count(("user", "[echo] exactly once")) == 1
+    assert messages.count(("assistant", "exactly once")) == 1
+    assert len(messages) == 4
