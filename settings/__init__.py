@@ -5,6 +5,8 @@ from pathlib import Path
 from pydantic import AliasChoices, BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from temporal.constants import CONVERSATIONS_QUEUE
+
 
 class TemporalSettings(BaseModel):
     """Where Temporal is: the embedded dev server by default, or a real cluster / Temporal Cloud."""
@@ -29,7 +31,7 @@ class ConversationSettings(BaseModel):
     max_turns_per_run: int = 500
     keep_messages_on_continue: int = 20
     default_model: str = "sim-llama-8b"
-    task_queue: str = "conversations"
+    task_queue: str = CONVERSATIONS_QUEUE
 
 
 class Settings(BaseSettings):

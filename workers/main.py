@@ -56,7 +56,8 @@ async def run_worker(settings: Settings, task_queue: str) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     async with conversation_worker(client, settings) as worker:
-        log.info("worker polling task queue %s at %s", task_queue, settings.temporal.address)
+        queue = settings.conversation.task_queue
+        log.info("worker polling task queue %s at %s", queue, settings.temporal.address)
         async with worker:
             await stop.wait()
             log.info("worker shutting down: finishing in-flight tasks")
