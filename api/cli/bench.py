@@ -7,7 +7,6 @@ import os
 import platform
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -20,6 +19,7 @@ import httpx
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from api.cli.dev import lcp_env, spawn_lcp
 from temporal.devserver import DYNAMIC_CONFIG, start_dev_server
 from workflows.bench_floor import BenchFloorWorkflow, noop
 
@@ -118,13 +118,11 @@ class Bench:
             start_dev_server(None, self.temporal_port, None, log_file=self.work / "temporal.log")
         )
         self.names.append("temporal")
-        env = dict(
-            os.environ,
-            LCP_HOME=str(self.work),
-            LCP_TEMPORAL__ADDRESS=self.address,
-            LCP_LLM_URL=f"http://127.0.0.1:{self.llm_port}/v1",
-            LCP_DATABASE_URL=os.environ.get("DATABASE_URL", "")
-            or f"sqlite+aiosqlite:///{self.work / 'lcp.db'}",
+        env = lcp_env(
+            self.work,
+            self.address,
+            f"http://127.0.0.1:{self.llm_port}/v1",
+            LCP_DATABASE_URL=f"sqlite+aiosqlite:///{self.work / 'lcp.db'}",
         )
         for name, args in (
             ("llm", ["sim", "--port", str(self.llm_port)]),
@@ -132,12 +130,7 @@ class Bench:
             ("api", ["api", "--port", str(self.api_port)]),
         ):
             self.names.append(name)
-            log = open(self.work / f"{name}.log", "ab")  # noqa: SIM115
-            self.processes.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", "api.cli", *args], env=env, stdout=log, stderr=subprocess.STDOUT
-                )
-            )
+            self.processes.append(spawn_lcp(args, env, self.work / f"{name}.log"))
         floor = multiprocessing.get_context("spawn").Process(
             target=_floor_worker, args=(self.address,), daemon=True
         )

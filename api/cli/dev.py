@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,6 +64,31 @@ def check_ports_free(ports: Ports) -> None:
                 ) from None
 
 
+def lcp_env(home: Path, temporal: str, llm_url: str, **extra: str) -> dict[str, str]:
+    """The environment that points an lcp child process at one stack."""
+    return {
+        **os.environ,
+        "LCP_HOME": str(home),
+        "LCP_TEMPORAL__ADDRESS": temporal,
+        "LCP_LLM_URL": llm_url,
+        "PYTHONUNBUFFERED": "1",
+        **extra,
+    }
+
+
+def spawn_lcp(args: Sequence[str], env: dict[str, str], log_file: Path) -> subprocess.Popen[bytes]:
+    """Start `lcp ARGS` as a child process, its output appended to `log_file`."""
+    log = open(log_file, "ab")  # noqa: SIM115 - the child owns it
+    return subprocess.Popen(
+        [sys.executable, "-m", "api.cli", *args],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        env=env,
+        start_new_session=True,  # Ctrl-C reaches the parent, which stops children in order
+    )
+
+
 class Stack:
     """The child processes of `lcp dev`, started in order and stopped in reverse."""
 
@@ -72,29 +97,15 @@ class Stack:
         self.logs = home / "logs"
         self.children: list[tuple[str, subprocess.Popen[bytes]]] = []
 
-    def _env(self) -> dict[str, str]:
-        env = dict(os.environ)
-        env.update(
-            LCP_HOME=str(self.home),
-            LCP_TEMPORAL__ADDRESS=f"{self.ports.host}:{self.ports.temporal}",
-            LCP_LLM_URL=self.ports.urls()["llm"],
+    def _spawn(self, name: str, *args: str) -> None:
+        env = lcp_env(
+            self.home,
+            f"{self.ports.host}:{self.ports.temporal}",
+            self.ports.urls()["llm"],
             LCP_API__HOST=self.ports.host,
             LCP_API__PORT=str(self.ports.api),
-            PYTHONUNBUFFERED="1",
         )
-        return env
-
-    def _spawn(self, name: str, *args: str) -> None:
-        log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - the child owns it
-        process = subprocess.Popen(
-            [sys.executable, "-m", "api.cli", *args],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=self._env(),
-            start_new_session=True,  # Ctrl-C reaches `lcp dev`, which stops children in order
-        )
-        self.children.append((name, process))
+        self.children.append((name, spawn_lcp(args, env, self.logs / f"{name}.log")))
 
     def start(self) -> None:
         self.logs.mkdir(parents=True, exist_ok=True)

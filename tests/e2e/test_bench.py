@@ -1,0 +1,26 @@
+"""`lcp bench chat` runs end to end and reports both sides (shape only: no timing assertions)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+
+def test_bench_chat_reports_floor_and_lcp(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    args = ["bench", "chat", "--turns", "16", "--concurrency", "4", "--warmup", "4"]
+    subprocess.run(
+        [sys.executable, "-m", "api.cli", *args, "--json", str(out)], check=True, timeout=300,
+        capture_output=True,
+    )  # fmt: skip
+    result = json.loads(out.read_text())
+    for side in ("floor", "lcp"):
+        assert result[side]["sequential"]["turns"] == 16
+        assert result[side]["concurrent_4"]["turns"] == 16
+        assert result[side]["sequential"]["p50_ms"] <= result[side]["sequential"]["p99_ms"]
+    assert {"temporal", "worker", "api", "llm"} <= set(result["lcp"]["cpu_ms_per_concurrent_turn"])
+    assert {"temporal", "floor-worker"} <= set(result["floor"]["cpu_ms_per_concurrent_turn"])
+    assert set(result["ratios"]) == {
+        "sequential_p50", "sequential_p99", "concurrent_4_p99", "concurrent_4_throughput"
+    }  # fmt: skip
+    assert result["machine"]["temporal_bin"] and result["settings"]["turns_per_conversation"] == 10
