@@ -17,6 +17,7 @@ class TemporalSettings(BaseModel):
     tls_key: Path | None = None
     tls_ca: Path | None = None
     api_key: str | None = None
+    connect_timeout_s: float = 15.0
 
 
 class ApiSettings(BaseModel):

@@ -62,9 +62,15 @@ def api(
     import uvicorn
 
     from api.app import create_app
+    from temporal.client import TemporalUnreachable, connect
 
     settings = Settings()
     _logging("WARNING")
+    try:  # say so in one line when Temporal is not there, rather than in a startup traceback
+        asyncio.run(connect(settings.temporal))
+    except TemporalUnreachable as err:
+        err_console.print(f"lcp api: {err}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
     uvicorn.run(
         create_app(settings),
         host=host or settings.api.host,
@@ -84,11 +90,13 @@ def worker(
     from workers.main import run_worker
 
     _logging()
+    from temporal.client import TemporalUnreachable
+
     try:
         uvloop.run(run_worker(Settings(), queue))
-    except ValueError as err:
-        err_console.print(f"lcp worker: {err}", highlight=False)
-        raise typer.Exit(2) from None
+    except (ValueError, TemporalUnreachable) as err:
+        err_console.print(f"lcp worker: {err}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2 if isinstance(err, ValueError) else 1) from None
 
 
 @app.command()
