@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 
 from settings import Settings
@@ -25,6 +26,18 @@ console = Console()
 err_console = Console(stderr=True)
 
 
+def _settings(command: str) -> Settings:
+    """Settings from the environment and .env, or one clear line and exit 1 when one is wrong."""
+    try:
+        return Settings()
+    except ValidationError as err:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}" for e in err.errors()
+        )
+        err_console.print(f"lcp {command}: invalid settings: {problems}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+
+
 def _logging(level: str = "INFO") -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
@@ -41,6 +54,7 @@ def dev(
     """Run the whole embedded stack in the foreground: Temporal, worker, API, LLM simulator."""
     from api.cli.dev import Ports, StackError, run_dev
 
+    _settings("dev")  # a wrong setting is one clear line before anything starts
     try:
         code = run_dev(
             home,
@@ -64,7 +78,7 @@ def api(
     from api.app import create_app
     from temporal.client import TemporalUnreachable, connect
 
-    settings = Settings()
+    settings = _settings("api")
     _logging("WARNING")
     try:  # say so in one line when Temporal is not there, rather than in a startup traceback
         asyncio.run(connect(settings.temporal))
@@ -93,7 +107,7 @@ def worker(
     from temporal.client import TemporalUnreachable
 
     try:
-        uvloop.run(run_worker(Settings(), queue))
+        uvloop.run(run_worker(_settings("worker"), queue))
     except (ValueError, TemporalUnreachable) as err:
         err_console.print(f"lcp worker: {err}", highlight=False, soft_wrap=True)
         raise typer.Exit(2 if isinstance(err, ValueError) else 1) from None
@@ -117,7 +131,7 @@ def db_upgrade() -> None:
     from store.db import make_engine
     from store.migrate import upgrade
 
-    settings = Settings()
+    settings = _settings("db upgrade")
 
     async def _run() -> None:
         engine = make_engine(settings.resolved_database_url())
@@ -136,7 +150,7 @@ def temporal_setup() -> None:
     from temporal.client import connect
     from temporal.setup import ensure_search_attributes
 
-    settings = Settings()
+    settings = _settings("temporal setup")
 
     async def _run() -> list[str]:
         return await ensure_search_attributes(await connect(settings.temporal))

@@ -34,3 +34,21 @@ def test_env_vars_and_dotenv(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) ->
     assert settings.temporal.namespace == "chat"
     assert settings.conversation.max_message_chars == 99
     assert settings.resolved_database_url() == "postgresql+asyncpg://lcp@db/lcp"
+
+
+@pytest.mark.parametrize(
+    ("given", "used"),
+    [
+        ("postgres://u:p@db/lcp", "postgresql+asyncpg://u:p@db/lcp"),
+        ("postgresql://u@db/lcp", "postgresql+asyncpg://u@db/lcp"),
+        ("postgresql+asyncpg://u@db/lcp", "postgresql+asyncpg://u@db/lcp"),
+        ("sqlite+aiosqlite:////tmp/x.db", "sqlite+aiosqlite:////tmp/x.db"),
+    ],
+)
+def test_database_urls_use_the_async_drivers(given: str, used: str) -> None:
+    assert Settings(database_url=given).resolved_database_url() == used
+
+
+def test_an_unsupported_database_url_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="DATABASE_URL must be postgresql://"):
+        Settings(database_url="mysql://u@db/lcp")
