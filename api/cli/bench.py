@@ -170,7 +170,8 @@ class Bench:
         async def turn(handle: Any) -> None:
             await handle.execute_update(BenchFloorWorkflow.turn, "x")
 
-        result = await self._phases([Lane(start, turn, self.length) for _ in range(self.concurrency)])
+        lanes = [Lane(start, turn, self.length) for _ in range(self.concurrency)]
+        result = await self._phases(lanes, ("temporal", "floor-worker"))
         for handle in handles:
             await handle.signal(BenchFloorWorkflow.finish)
         return result
@@ -193,13 +194,15 @@ class Bench:
                 )
                 response.raise_for_status()
 
-            return await self._phases([Lane(start, turn, self.length) for _ in range(self.concurrency)])
+            lanes = [Lane(start, turn, self.length) for _ in range(self.concurrency)]
+            return await self._phases(lanes, ("temporal", "llm", "worker", "api"))
 
     def _cpu(self) -> dict[str, float]:
         pids = {name: p.pid for name, p in zip(self.names, self.processes, strict=True) if p.pid}
         return {name: cpu_seconds(pid) for name, pid in {**pids, "bench-client": os.getpid()}.items()}
 
-    async def _phases(self, lanes: list[Lane]) -> dict[str, Any]:
+    async def _phases(self, lanes: list[Lane], processes: tuple[str, ...]) -> dict[str, Any]:
+        """Warm up, then time sequential and concurrent turns; CPU is counted for `processes`."""
         await _measure(lanes, max(1, self.warmup // self.concurrency))
         sequential, wall = await _measure(lanes[:1], self.turns)
         cpu_before = self._cpu()
@@ -207,8 +210,7 @@ class Bench:
         cpu_after = self._cpu()
         per_turn = {
             name: round((cpu_after[name] - cpu_before[name]) / len(concurrent) * 1000, 2)
-            for name in cpu_after
-            if cpu_after[name] - cpu_before[name] > 0
+            for name in (*processes, "bench-client")
         }
         return {
             "sequential": summarize(sequential, wall),
