@@ -81,7 +81,10 @@ class Lane:
 
     async def prepare(self) -> None:
         if self._conversation is None or self._turns >= self._length:
-            self._conversation, self._turns = await self._start(), 0
+            await self.fresh()
+
+    async def fresh(self) -> None:
+        self._conversation, self._turns = await self._start(), 0
 
     async def turn(self) -> None:
         await self._turn(self._conversation)
@@ -205,8 +208,11 @@ class Bench:
         """Warm up, then time sequential and concurrent turns; CPU is counted for `processes`."""
         await _measure(lanes, max(1, self.warmup // self.concurrency))
         sequential, wall = await _measure(lanes[:1], self.turns)
+        # Concurrent turns run on conversations started beforehand, so the throughput and CPU
+        # figures are those of turns alone (starting a conversation is another operation).
+        await asyncio.gather(*(lane.fresh() for lane in lanes))
         cpu_before = self._cpu()
-        concurrent, wall_c = await _measure(lanes, max(1, self.turns // self.concurrency))
+        concurrent, wall_c = await _measure(lanes, max(1, min(self.turns // self.concurrency, self.length)))
         cpu_after = self._cpu()
         per_turn = {
             name: round((cpu_after[name] - cpu_before[name]) / len(concurrent) * 1000, 2)
