@@ -1,6 +1,8 @@
 """Prometheus metrics of the API: requests by route, method and status, and their latency."""
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
@@ -13,7 +15,25 @@ LATENCY = Histogram(
     ["route", "method"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
 )
-TURNS = Counter("lcp_conversation_turns_total", "Conversation turns through the API", ["outcome"])
+CHANGES = Counter(
+    "lcp_conversation_changes_total",
+    "Changes to conversations through the API (create, send_message, edit_message, ...), "
+    "by outcome: ok or the error type",
+    ["change", "outcome"],
+)
+
+
+@contextmanager
+def counted_change(change: str) -> Iterator[None]:
+    """Count one change by its outcome; an error answer (ApiError) counts under its type."""
+    from api.errors import ApiError
+
+    try:
+        yield
+    except ApiError as err:
+        CHANGES.labels(change, err.type).inc()
+        raise
+    CHANGES.labels(change, "ok").inc()
 
 
 class MetricsMiddleware:

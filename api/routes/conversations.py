@@ -25,7 +25,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from activities.store import MessageRecord
 from api.deps import AppState, SessionDep, StateDep, TenantDep
 from api.errors import ApiError, from_update_failure
-from api.metrics import TURNS
+from api.metrics import counted_change
 from api.schemas import (
     ERROR_RESPONSES,
     BranchOut,
@@ -130,38 +130,37 @@ async def create_conversation(
         ),
     )
     turn: TurnResult | None = None
-    try:
-        if body.message is not None:
-            turn = await state.temporal.execute_update_with_start_workflow(
-                ConversationWorkflow.send_message,
-                SendMessage(content=body.message.content, role=body.message.role),
-                start_workflow_operation=start,
-                id=_update_id("create-send_message", idempotency_key),
-            )
-        else:
-            await state.temporal.execute_update_with_start_workflow(
-                ConversationWorkflow.open,
-                start_workflow_operation=start,
-                id=_update_id("create-open", idempotency_key),
-            )
-    except WorkflowUpdateFailedError as err:
-        failure = from_update_failure(err)
-        failure.extra["conversation_id"] = conversation_id  # it exists now: retry into it
-        raise failure from err
-    except (WorkflowAlreadyStartedError, RPCError) as err:
-        with contextlib.suppress(Exception):
-            await start.workflow_handle()  # collect the start's own failure, already reported here
-        if isinstance(err, RPCError) and err.status != RPCStatusCode.ALREADY_EXISTS:
-            raise _temporal_unavailable(err) from err
-        raise ApiError(
-            409,
-            "ConversationExists",
-            f"conversation {conversation_id} already exists: send messages to "
-            f"/v1/conversations/{conversation_id}/messages, or pick another id",
-        ) from err
+    with counted_change("create"):
+        try:
+            if body.message is not None:
+                turn = await state.temporal.execute_update_with_start_workflow(
+                    ConversationWorkflow.send_message,
+                    SendMessage(content=body.message.content, role=body.message.role),
+                    start_workflow_operation=start,
+                    id=_update_id("create-send_message", idempotency_key),
+                )
+            else:
+                await state.temporal.execute_update_with_start_workflow(
+                    ConversationWorkflow.open,
+                    start_workflow_operation=start,
+                    id=_update_id("create-open", idempotency_key),
+                )
+        except WorkflowUpdateFailedError as err:
+            failure = from_update_failure(err)
+            failure.extra["conversation_id"] = conversation_id  # it exists now: retry into it
+            raise failure from err
+        except (WorkflowAlreadyStartedError, RPCError) as err:
+            with contextlib.suppress(Exception):
+                await start.workflow_handle()  # collect the start's own failure, reported here
+            if isinstance(err, RPCError) and err.status != RPCStatusCode.ALREADY_EXISTS:
+                raise _temporal_unavailable(err) from err
+            raise ApiError(
+                409,
+                "ConversationExists",
+                f"conversation {conversation_id} already exists: send messages to "
+                f"/v1/conversations/{conversation_id}/messages, or pick another id",
+            ) from err
     row = await _fresh_conversation(session, tenant, conversation_id)
-    if turn is not None:
-        TURNS.labels("ok").inc()
     return ConversationCreated(conversation=_conversation_out(row), turn=_turn_out(turn) if turn else None)
 
 
@@ -294,23 +293,21 @@ async def _update(
     """Apply a change through the conversation's workflow (its ID names the tenant, so a tenant
     can only ever reach its own conversations); the SQL read happens only on the error path."""
     handle = state.temporal.get_workflow_handle(workflow_id(tenant, conversation_id))
-    try:
-        result = await handle.execute_update(update, arg, id=_update_id(update.__name__, key))
-    except WorkflowUpdateFailedError as err:
-        TURNS.labels("rejected").inc()
-        raise from_update_failure(err) from err
-    except RPCError as err:
-        if err.status != RPCStatusCode.NOT_FOUND:
-            raise _temporal_unavailable(err) from err
-        row = await _require(session, tenant, conversation_id)  # 404 when it never existed
-        raise ApiError(
-            409,
-            "ConversationClosed",
-            f"conversation {conversation_id} is {row.status}: it takes no more messages; "
-            "start a new conversation",
-        ) from err
-    TURNS.labels("ok").inc()
-    return result
+    with counted_change(update.__name__):
+        try:
+            return await handle.execute_update(update, arg, id=_update_id(update.__name__, key))
+        except WorkflowUpdateFailedError as err:
+            raise from_update_failure(err) from err
+        except RPCError as err:
+            if err.status != RPCStatusCode.NOT_FOUND:
+                raise _temporal_unavailable(err) from err
+            row = await _require(session, tenant, conversation_id)  # 404 when it never existed
+            raise ApiError(
+                409,
+                "ConversationClosed",
+                f"conversation {conversation_id} is {row.status}: it takes no more messages; "
+                "start a new conversation",
+            ) from err
 
 
 def _update_id(update_name: str, key: str | None) -> str | None:

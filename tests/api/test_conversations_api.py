@@ -611,3 +611,20 @@ async def test_health_readiness_metrics_docs_and_unknown_routes(api: httpx.Async
     assert "/docs" in error(missing, 404, "HTTPError")["message"]
     wrong_method = await api.delete("/v1/conversations")
     error(wrong_method, 405, "HTTPError")
+
+
+@sqlite_only
+async def test_metrics_count_changes_by_kind_and_outcome(api: httpx.AsyncClient) -> None:
+    conversation_id = (await create(api))["conversation"]["id"]
+    assert (await send(api, conversation_id, "fine")).status_code == 200
+    error(await send(api, conversation_id, "   "), 422, "InvalidMessage")
+    assert (await api.post(f"/v1/conversations/{conversation_id}/archive")).status_code == 200
+
+    metrics = (await api.get("/metrics")).text
+    for change, outcome in [
+        ("create", "ok"),
+        ("send_message", "ok"),
+        ("send_message", "InvalidMessage"),
+        ("archive", "ok"),
+    ]:
+        assert f'lcp_conversation_changes_total{{change="{change}",outcome="{outcome}"}}' in metrics
