@@ -7,6 +7,8 @@ from alembic.config import Config
 from sqlalchemy import Connection, inspect
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from store.db import make_engine
+
 MIGRATIONS = Path(__file__).with_name("migrations")
 
 
@@ -20,6 +22,15 @@ def _config(connection: Connection) -> Config:
 async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
     async with engine.begin() as connection:
         await connection.run_sync(lambda sync: command.upgrade(_config(sync), revision))
+
+
+async def upgrade_database(url: str) -> None:
+    """Migrate the database at `url` with an engine of its own (for commands and tests)."""
+    engine = make_engine(url)
+    try:
+        await upgrade(engine)
+    finally:
+        await engine.dispose()
 
 
 async def current_tables(engine: AsyncEngine) -> set[str]:

@@ -15,8 +15,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from lab.llm_simulator import create_app as create_simulator
 from settings import Settings, TemporalSettings
-from store.db import make_engine
-from store.migrate import upgrade
+from store.migrate import upgrade_database
 from temporal.constants import KIND, PHASE, SERVICE, TENANT
 from temporal.devserver import DYNAMIC_CONFIG, temporal_binary
 from tests.http_server import free_port, serve_in_thread
@@ -117,9 +116,7 @@ async def database_url(
     else:
         base = request.getfixturevalue("postgres_url")
         url = await _fresh_postgres_database(base)
-    engine = make_engine(url)
-    await upgrade(engine)
-    await engine.dispose()
+    await upgrade_database(url)
     yield url
 
 

@@ -101,11 +101,10 @@ def worker(
     """Run a Temporal worker for one task queue until SIGINT/SIGTERM."""
     import uvloop
 
+    from temporal.client import TemporalUnreachable
     from workers.main import run_worker
 
     _logging()
-    from temporal.client import TemporalUnreachable
-
     try:
         uvloop.run(run_worker(_settings("worker"), queue))
     except (ValueError, TemporalUnreachable) as err:
@@ -128,19 +127,10 @@ def sim(
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Bring the read-model database to the newest schema."""
-    from store.db import make_engine
-    from store.migrate import upgrade
+    from store.migrate import upgrade_database
 
     settings = _settings("db upgrade")
-
-    async def _run() -> None:
-        engine = make_engine(settings.resolved_database_url())
-        try:
-            await upgrade(engine)
-        finally:
-            await engine.dispose()
-
-    asyncio.run(_run())
+    asyncio.run(upgrade_database(settings.resolved_database_url()))
     console.print(f"database at newest schema: {settings.resolved_database_url()}")
 
 

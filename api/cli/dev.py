@@ -15,8 +15,7 @@ from pathlib import Path
 import httpx
 
 from settings import Settings
-from store.db import make_engine
-from store.migrate import upgrade
+from store.migrate import upgrade_database
 from temporal.devserver import start_dev_server
 
 STOP_GRACE_S = 10.0
@@ -119,7 +118,7 @@ class Stack:
         self._spawn("llm-simulator", "sim", "--host", self.ports.host, "--port", str(self.ports.llm))
         self._wait_tcp("temporal", self.ports.temporal)
         settings = Settings(home=self.home)
-        asyncio.run(_migrate(settings.resolved_database_url()))
+        asyncio.run(upgrade_database(settings.resolved_database_url()))
         self._spawn("worker", "worker", "--queue", "conversations")
         self._spawn("api", "api", "--host", self.ports.host, "--port", str(self.ports.api))
         urls = self.ports.urls()
@@ -189,14 +188,6 @@ class Stack:
 
 def _interrupt(*_: object) -> None:
     raise KeyboardInterrupt
-
-
-async def _migrate(url: str) -> None:
-    engine = make_engine(url)
-    try:
-        await upgrade(engine)
-    finally:
-        await engine.dispose()
 
 
 def run_dev(home: Path, ports: Ports, echo: Callable[[str], None]) -> int:
