@@ -10,7 +10,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from store.models import Conversation, Event, Message
+from store.models import ApiKey, Conversation, Event, Message
 
 
 def _table(model: type) -> Table:
@@ -24,8 +24,12 @@ def _statements(dialect: str) -> tuple[Any, Any, Any]:
     table = _table(Conversation)
     upsert = insert(table)
     conversation = upsert.on_conflict_do_update(
-        index_elements=["id"],
-        set_={c.name: upsert.excluded[c.name] for c in table.columns if c.name not in ("id", "created_at")},
+        index_elements=["tenant", "id"],
+        set_={
+            c.name: upsert.excluded[c.name]
+            for c in table.columns
+            if c.name not in ("tenant", "id", "created_at")
+        },
         where=table.c.version <= upsert.excluded.version,
     )
     messages = insert(_table(Message)).on_conflict_do_nothing(index_elements=["id"])
@@ -57,8 +61,7 @@ async def project(
 async def get_conversation(
     session: AsyncSession, *, tenant: str, conversation_id: str
 ) -> Conversation | None:
-    row = await session.get(Conversation, conversation_id, populate_existing=True)
-    return row if row is not None and row.tenant == tenant else None
+    return await session.get(Conversation, {"tenant": tenant, "id": conversation_id}, populate_existing=True)
 
 
 async def list_conversations(
@@ -82,11 +85,43 @@ async def list_conversations(
     return list((await session.execute(query)).scalars())
 
 
-async def list_messages(session: AsyncSession, *, conversation_id: str) -> list[Message]:
-    query = select(Message).where(col(Message.conversation_id) == conversation_id).order_by(col(Message.seq))
+async def list_messages(session: AsyncSession, *, tenant: str, conversation_id: str) -> list[Message]:
+    query = (
+        select(Message)
+        .where(col(Message.tenant) == tenant, col(Message.conversation_id) == conversation_id)
+        .order_by(col(Message.seq))
+    )
     return list((await session.execute(query)).scalars())
 
 
 async def list_events(session: AsyncSession, *, stream: str) -> list[Event]:
     query = select(Event).where(col(Event.stream) == stream).order_by(col(Event.seq))
     return list((await session.execute(query)).scalars())
+
+
+async def add_api_key(session: AsyncSession, *, key: ApiKey) -> ApiKey:
+    session.add(key)
+    await session.commit()
+    await session.refresh(key)
+    return key
+
+
+async def get_api_key(session: AsyncSession, *, key_id: str) -> ApiKey | None:
+    return await session.get(ApiKey, key_id, populate_existing=True)
+
+
+async def list_api_keys(session: AsyncSession, *, tenant: str | None = None) -> list[ApiKey]:
+    query = select(ApiKey).order_by(col(ApiKey.created_at))
+    if tenant is not None:
+        query = query.where(col(ApiKey.tenant) == tenant)
+    return list((await session.execute(query)).scalars())
+
+
+async def revoke_api_key(session: AsyncSession, *, key_id: str, at: datetime) -> ApiKey | None:
+    """Mark the key revoked (once: a second revoke keeps the first time); None if there is no such key."""
+    key = await get_api_key(session, key_id=key_id)
+    if key is not None and key.revoked_at is None:
+        key.revoked_at = at
+        await session.commit()
+        await session.refresh(key)
+    return key

@@ -3,7 +3,7 @@
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, DateTime, Text, UniqueConstraint
+from sqlalchemy import JSON, Column, DateTime, Index, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -14,8 +14,9 @@ def _utc(**kwargs: Any) -> Any:
 class Conversation(SQLModel, table=True):
     __tablename__ = "conversations"
 
+    # Conversation ids are the client's to choose, so they are unique only within a tenant.
+    tenant: str = Field(primary_key=True, max_length=128)
     id: str = Field(primary_key=True, max_length=128)
-    tenant: str = Field(index=True, max_length=128)
     workflow_id: str = Field(max_length=300)
     title: str | None = Field(default=None, max_length=300)
     model: str = Field(max_length=200)
@@ -33,8 +34,10 @@ class Conversation(SQLModel, table=True):
 class Message(SQLModel, table=True):
     __tablename__ = "messages"
 
+    __table_args__ = (Index("ix_messages_tenant_conversation", "tenant", "conversation_id"),)
+
     id: str = Field(primary_key=True, max_length=64)
-    conversation_id: str = Field(index=True, max_length=128)
+    conversation_id: str = Field(max_length=128)
     tenant: str = Field(max_length=128)
     parent_id: str | None = Field(default=None, max_length=64)
     role: str = Field(max_length=32)
@@ -61,3 +64,19 @@ class Event(SQLModel, table=True):
     type: str = Field(max_length=100)
     payload: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     occurred_at: datetime = _utc(nullable=False)
+
+
+class ApiKey(SQLModel, table=True):
+    """An API key: only its SHA-256 is stored; the key itself is shown once, when it is created."""
+
+    __tablename__ = "api_keys"
+
+    id: str = Field(primary_key=True, max_length=32)
+    tenant: str = Field(index=True, max_length=128)
+    name: str = Field(max_length=200)
+    roles: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    key_hash: str = Field(max_length=64, unique=True)
+    requests_per_minute: int | None = None
+    tokens_per_minute: int | None = None
+    created_at: datetime = _utc(nullable=False)
+    revoked_at: datetime | None = _utc(nullable=True)

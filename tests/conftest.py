@@ -107,17 +107,18 @@ def database_kind(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-async def database_url(
-    database_kind: str, tmp_path: Path, request: pytest.FixtureRequest
-) -> AsyncIterator[str]:
-    """A migrated, empty database of each kind."""
+async def blank_database_url(database_kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    """An empty database of each kind, with no tables yet."""
     if database_kind == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path / 'lcp.db'}"
-    else:
-        base = request.getfixturevalue("postgres_url")
-        url = await _fresh_postgres_database(base)
-    await upgrade_database(url)
-    yield url
+        return f"sqlite+aiosqlite:///{tmp_path / 'lcp.db'}"
+    return await _fresh_postgres_database(request.getfixturevalue("postgres_url"))
+
+
+@pytest.fixture
+async def database_url(blank_database_url: str) -> str:
+    """A database of each kind at the newest schema, with no rows."""
+    await upgrade_database(blank_database_url)
+    return blank_database_url
 
 
 async def _fresh_postgres_database(base_url: str) -> str:

@@ -1,6 +1,7 @@
 """The SQL read model on SQLite and PostgreSQL: migrations, idempotent projection, paging."""
 
 from collections.abc import AsyncIterator
+from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -107,6 +108,49 @@ async def test_migrations_create_the_tables(engine: AsyncEngine) -> None:
     assert {"conversations", "messages", "events", "alembic_version"} <= tables
 
 
+async def test_upgrade_from_the_first_schema_keeps_every_row(blank_database_url: str) -> None:
+    engine = make_engine(blank_database_url)
+    try:
+        await upgrade(engine, "0001")
+        batch = first_turn()
+        async with engine.begin() as connection:  # rows as the 0001 schema held them
+            await connection.execute(Conversation.__table__.insert(), [asdict(batch.conversation)])
+            await connection.execute(
+                Message.__table__.insert(),
+                [{**asdict(m), "conversation_id": "c1", "tenant": TENANT} for m in batch.messages],
+            )
+            await connection.execute(Event.__table__.insert(), [asdict(e) for e in batch.events])
+        await upgrade(engine)
+        sessions = make_sessionmaker(engine)
+        assert await count(sessions, Message) == 2 and await count(sessions, Event) == 3
+        async with sessions() as session:
+            row = await crud.get_conversation(session, tenant=TENANT, conversation_id="c1")
+            messages = await crud.list_messages(session, tenant=TENANT, conversation_id="c1")
+        assert row is not None and row.title == "a title" and row.params == {"temperature": 0.5}
+        assert [m.role for m in messages] == ["user", "assistant"]
+    finally:
+        await engine.dispose()
+
+
+async def test_conversation_ids_are_per_tenant(sessions: async_sessionmaker[AsyncSession]) -> None:
+    store = StoreActivities(sessions)
+    await store.project_conversation(first_turn())
+    theirs = first_turn()
+    theirs.conversation.tenant = "other"
+    theirs.conversation.title = "their title"
+    for message in theirs.messages:
+        message.id += "-other"
+    theirs.events = []
+    await store.project_conversation(theirs)
+    async with sessions() as session:
+        mine = await crud.get_conversation(session, tenant=TENANT, conversation_id="c1")
+        other = await crud.get_conversation(session, tenant="other", conversation_id="c1")
+        my_messages = await crud.list_messages(session, tenant=TENANT, conversation_id="c1")
+    assert mine is not None and mine.title == "a title"  # not overwritten by the other tenant's c1
+    assert other is not None and other.title == "their title"
+    assert len(my_messages) == 2
+
+
 async def test_upgrading_twice_is_harmless(
     engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession]
 ) -> None:
@@ -119,7 +163,7 @@ async def test_upgrading_twice_is_harmless(
     assert await current_tables(engine) == before
     async with engine.connect() as connection:
         revision = (await connection.execute(text("SELECT version_num FROM alembic_version"))).all()
-    assert revision == [("0001",)]
+    assert revision == [("0002",)]
     assert await count(sessions, Conversation) == 1
     assert await count(sessions, Message) == 2
     assert await count(sessions, Event) == 3
@@ -138,7 +182,7 @@ async def test_a_retried_projection_never_duplicates(
     assert await count(sessions, Message) == 2
     assert await count(sessions, Event) == 3
     async with sessions() as session:
-        messages = await crud.list_messages(session, conversation_id="c1")
+        messages = await crud.list_messages(session, tenant=TENANT, conversation_id="c1")
         events = await crud.list_events(session, stream="conversation/default/c1")
         row = await crud.get_conversation(session, tenant=TENANT, conversation_id="c1")
     assert [m.id for m in messages] == ["c1-m1", "c1-m2"]
