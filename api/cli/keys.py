@@ -1,0 +1,76 @@
+"""`lcp keys`: API keys straight in the read-model database (no admin key needed to mint the first)."""
+
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from api.keys import create_key, hash_key, key_id_of
+from store import crud
+from store.db import make_engine, make_sessionmaker
+from store.migrate import upgrade
+from store.models import ApiKey
+
+DEV_KEY_FILE = "dev-admin.key"
+
+
+@asynccontextmanager
+async def _session(database_url: str) -> AsyncIterator[AsyncSession]:
+    engine = make_engine(database_url)
+    try:
+        await upgrade(engine)
+        async with make_sessionmaker(engine)() as session:
+            yield session
+    finally:
+        await engine.dispose()
+
+
+async def mint(
+    database_url: str,
+    *,
+    tenant: str,
+    name: str,
+    roles: list[str],
+    requests_per_minute: int | None = None,
+    tokens_per_minute: int | None = None,
+) -> tuple[ApiKey, str]:
+    async with _session(database_url) as session:
+        return await create_key(
+            session,
+            tenant=tenant,
+            name=name,
+            roles=roles,
+            requests_per_minute=requests_per_minute,
+            tokens_per_minute=tokens_per_minute,
+        )
+
+
+async def list_keys(database_url: str, tenant: str | None) -> list[ApiKey]:
+    async with _session(database_url) as session:
+        return await crud.list_api_keys(session, tenant=tenant)
+
+
+async def revoke(database_url: str, key_id: str) -> ApiKey | None:
+    async with _session(database_url) as session:
+        return await crud.revoke_api_key(session, key_id=key_id, at=datetime.now(UTC))
+
+
+async def dev_admin_key(database_url: str, home: Path) -> str:
+    """The `lcp dev` admin key of the default tenant: minted on first start, kept (mode 0600) in the
+    state dir so later starts reuse it, and minted again if it was revoked."""
+    path = home / DEV_KEY_FILE
+    if path.exists():
+        key = path.read_text().strip()
+        key_id = key_id_of(key)
+        if key_id:
+            async with _session(database_url) as session:
+                row = await crud.get_api_key(session, key_id=key_id)
+            if row is not None and row.revoked_at is None and row.key_hash == hash_key(key):
+                return key
+    _, key = await mint(database_url, tenant="default", name="lcp dev admin", roles=["admin"])
+    path.write_text(key + "\n")
+    os.chmod(path, 0o600)
+    return key

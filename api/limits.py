@@ -1,0 +1,70 @@
+"""Per-key and per-tenant request and token limits, kept in this API process's memory."""
+
+import time
+from dataclasses import dataclass
+
+from api.errors import ApiError
+from policies.access import Principal
+from policies.limits import Bucket, retry_after_s
+from settings import LimitSettings, RateLimit
+
+
+@dataclass(frozen=True)
+class _Limit:
+    scope: str  # "key" or "tenant"
+    name: str  # the key id / subject, or the tenant
+    unit: str  # "requests" or "tokens"
+    per_minute: int
+
+
+class RateLimiter:
+    """Token buckets per (scope, name, unit). Each API process counts on its own, so N replicas
+    allow up to N times the limit; limits are meant as guard rails, not billing."""
+
+    def __init__(self, settings: LimitSettings) -> None:
+        self._settings = settings
+        self._buckets: dict[tuple[str, str, str], Bucket] = {}
+
+    def _limits(self, principal: Principal, unit: str) -> list[_Limit]:
+        tenant = self._settings.tenants.get(principal.tenant, self._settings.per_tenant)
+        key = RateLimit(
+            requests_per_minute=principal.requests_per_minute or self._settings.per_key.requests_per_minute,
+            tokens_per_minute=principal.tokens_per_minute or self._settings.per_key.tokens_per_minute,
+        )
+        limits = []
+        for scope, name, config in (("key", principal.subject, key), ("tenant", principal.tenant, tenant)):
+            per_minute = config.requests_per_minute if unit == "requests" else config.tokens_per_minute
+            if per_minute:
+                limits.append(_Limit(scope, name, unit, per_minute))
+        return limits
+
+    def _bucket(self, limit: _Limit, now: float) -> Bucket:
+        bucket = self._buckets.get((limit.scope, limit.name, limit.unit))
+        if bucket is None or bucket.capacity != limit.per_minute:
+            bucket = self._buckets[(limit.scope, limit.name, limit.unit)] = Bucket.full(limit.per_minute, now)
+        return bucket
+
+    def admit(self, principal: Principal) -> None:
+        """Count one request, or refuse it with 429 and Retry-After when a limit is spent
+        (a token budget in debt from earlier replies refuses new requests until it refills)."""
+        now = time.monotonic()
+        checks = [(limit, 1.0) for limit in self._limits(principal, "requests")]
+        checks += [(limit, 1.0) for limit in self._limits(principal, "tokens")]
+        for limit, cost in checks:
+            wait = self._bucket(limit, now).wait_s(cost, now)
+            if wait > 0:
+                seconds = retry_after_s(wait)
+                raise ApiError(
+                    429,
+                    "RateLimited",
+                    f"{limit.scope} limit of {limit.per_minute} {limit.unit}/minute reached; "
+                    f"retry in {seconds} s",
+                    headers={"Retry-After": str(seconds)},
+                )
+        for limit in self._limits(principal, "requests"):
+            self._bucket(limit, now).take(1, now)
+
+    def charge_tokens(self, principal: Principal, tokens: int) -> None:
+        now = time.monotonic()
+        for limit in self._limits(principal, "tokens"):
+            self._bucket(limit, now).take(tokens, now)
