@@ -1,24 +1,44 @@
 """The FastAPI application: clients built once in the lifespan, routers, error handlers."""
 
+import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
-from activities.inference import load_routes
+from activities.gateway import Gateway, load_routes, make_http_client
+from activities.token_relay import MemoryRelay, PostgresRelay, TokenRelay, asyncpg_dsn
 from api import errors
+from api.auth import Authenticator
 from api.deps import AppState
+from api.limits import RateLimiter
 from api.metrics import MetricsMiddleware
-from api.routes import conversations, health
+from api.oidc import OidcVerifier
+from api.routes import chat, conversations, health, keys
 from settings import Settings
 from store.db import make_engine, make_sessionmaker
 from store.migrate import upgrade
 from temporal.client import connect
+from workers.main import conversation_worker
+
+log = logging.getLogger(__name__)
 
 DESCRIPTION = """lcp: the control plane behind an AI chat platform. Conversations are durable
-Temporal workflows; reads come from the SQL read model. Errors always carry
-`{"error": {"type", "message"}}` saying what was wrong and how to fix it."""
+Temporal workflows; reads come from the SQL read model. `/v1/chat/completions` and `/v1/models`
+speak OpenAI's API. Every route but the health checks needs `Authorization: Bearer <API key or
+OIDC token>`. Errors always carry `{"error": {"type", "message"}}` saying what was wrong and how
+to fix it."""
+
+
+def make_relay(settings: Settings) -> TokenRelay:
+    dsn = asyncpg_dsn(settings.resolved_database_url())
+    choice = settings.api.token_relay
+    if choice == "postgres" or (choice == "auto" and dsn):
+        if dsn is None:
+            raise ValueError("LCP_API__TOKEN_RELAY=postgres needs DATABASE_URL to point at PostgreSQL")
+        return PostgresRelay(dsn)
+    return MemoryRelay()
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -26,25 +46,44 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = make_engine(settings.resolved_database_url())
-        await upgrade(engine)
-        temporal = await connect(settings.temporal)
-        app.state.lcp = AppState(
-            settings=settings,
-            temporal=temporal,
-            engine=engine,
-            sessions=make_sessionmaker(engine),
-            routes=load_routes(settings.models_file, llm_url=settings.llm_url),
-        )
-        try:
+        async with AsyncExitStack() as stack:
+            engine = make_engine(settings.resolved_database_url())
+            stack.push_async_callback(engine.dispose)
+            await upgrade(engine)
+            temporal = await connect(settings.temporal)
+            http = await stack.enter_async_context(make_http_client())
+            sessions = make_sessionmaker(engine)
+            relay = make_relay(settings)
+            if isinstance(relay, PostgresRelay):
+                await relay.listen()
+                stack.push_async_callback(relay.close)
+            if settings.api.with_worker:
+                worker = await stack.enter_async_context(conversation_worker(temporal, settings, relay))
+                await stack.enter_async_context(worker)
+            elif isinstance(relay, MemoryRelay):
+                log.warning(
+                    "streamed replies arrive whole at the end: no worker runs in this process and the "
+                    "read model is not PostgreSQL (see LCP_API__WITH_WORKER, LCP_API__TOKEN_RELAY)"
+                )
+            oidc = OidcVerifier(settings.oidc, http) if settings.oidc.issuer else None
+            app.state.lcp = AppState(
+                settings=settings,
+                temporal=temporal,
+                engine=engine,
+                sessions=sessions,
+                auth=Authenticator(sessions, oidc),
+                limiter=RateLimiter(settings.limits),
+                gateway=Gateway(http, load_routes(settings.models_file, llm_url=settings.llm_url)),
+                relay=relay,
+            )
             yield
-        finally:
-            await engine.dispose()
 
     # /docs and /redoc serve their assets from the package, not a CDN: they work offline.
     app = FastAPIOffline(title="lcp", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
     app.add_middleware(MetricsMiddleware)
     errors.install(app)
     app.include_router(health.router)
+    app.include_router(chat.router)
     app.include_router(conversations.router)
+    app.include_router(keys.router)
     return app

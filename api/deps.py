@@ -8,10 +8,11 @@ from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from temporalio.client import Client
 
-from policies.models import ModelRoute
+from activities.gateway import Gateway
+from activities.token_relay import TokenRelay
+from api.auth import Authenticator
+from api.limits import RateLimiter
 from settings import Settings
-
-DEFAULT_TENANT = "default"
 
 
 @dataclass
@@ -20,7 +21,10 @@ class AppState:
     temporal: Client
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
-    routes: dict[str, ModelRoute]
+    auth: Authenticator
+    limiter: RateLimiter
+    gateway: Gateway
+    relay: TokenRelay
 
 
 def _state(request: Request) -> AppState:
@@ -32,11 +36,5 @@ async def _session(request: Request) -> AsyncIterator[AsyncSession]:
         yield session
 
 
-def _tenant() -> str:
-    # A single tenant until identity lands; every route already carries it.
-    return DEFAULT_TENANT
-
-
 StateDep = Annotated[AppState, Depends(_state)]
 SessionDep = Annotated[AsyncSession, Depends(_session)]
-TenantDep = Annotated[str, Depends(_tenant)]

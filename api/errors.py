@@ -1,5 +1,6 @@
 """API errors as answers: every 4xx/5xx body says what was wrong and how to fix it."""
 
+import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -8,6 +9,8 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
+
+log = logging.getLogger(__name__)
 
 # ApplicationError types raised by workflows (update validators and handlers) -> HTTP status.
 WORKFLOW_ERROR_STATUS = {
@@ -22,13 +25,54 @@ WORKFLOW_ERROR_STATUS = {
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, type_: str, message: str, **extra: Any) -> None:
+    def __init__(
+        self, status: int, type_: str, message: str, headers: dict[str, str] | None = None, **extra: Any
+    ) -> None:
         super().__init__(message)
         self.status, self.type, self.message, self.extra = status, type_, message, extra
+        self.headers = headers
+
+
+# The OpenAI-compatible routes answer errors in OpenAI's shape, which its SDKs parse.
+OPENAI_PATHS = ("/v1/chat/completions", "/v1/models")
+OPENAI_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    409: "conflict_error",
+    422: "invalid_request_error",
+    429: "rate_limit_error",
+}
 
 
 def error_body(type_: str, message: str, **extra: Any) -> dict[str, Any]:
     return {"error": {"type": type_, "message": message, **extra}}
+
+
+def openai_error_body(status: int, type_: str, message: str, param: str | None = None) -> dict[str, Any]:
+    """OpenAI's error object: `type` is its category, `code` says exactly what happened."""
+    category = OPENAI_ERROR_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
+    return {"error": {"message": message, "type": category, "param": param, "code": type_}}
+
+
+def _is_openai(request: Request) -> bool:
+    return request.url.path.startswith(OPENAI_PATHS)
+
+
+def _respond(
+    request: Request,
+    status: int,
+    type_: str,
+    message: str,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> JSONResponse:
+    if _is_openai(request):
+        body = openai_error_body(status, type_, message, extra.get("param"))
+    else:
+        body = error_body(type_, message, **extra)
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 def from_update_failure(err: WorkflowUpdateFailedError) -> ApiError:
@@ -49,26 +93,37 @@ def _describe(error: dict[str, Any]) -> str:
 
 def install(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
-    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
-        return JSONResponse(error_body(exc.type, exc.message, **exc.extra), status_code=exc.status)
+    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return _respond(request, exc.status, exc.type, exc.message, exc.headers, **exc.extra)
 
     @app.exception_handler(RequestValidationError)
-    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         problems = [_describe(error) for error in exc.errors()]
-        return JSONResponse(
-            error_body(
-                "InvalidRequest",
-                "the request is invalid: " + "; ".join(problems),
-                details=[{"field": p.split(":")[0], "problem": p.split(": ", 1)[1]} for p in problems],
-            ),
-            status_code=422,
+        split = [problem.split(": ", 1) for problem in problems]
+        return _respond(
+            request,
+            400 if _is_openai(request) else 422,  # OpenAI answers malformed requests with 400
+            "InvalidRequest",
+            "the request is invalid: " + "; ".join(problems),
+            details=[{"field": field, "problem": problem} for field, problem in split],
+            param=split[0][0] if split else None,
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return _respond(
+            request,
+            500,
+            "InternalError",
+            "lcp failed unexpectedly on this request (it is logged); retry, and report it if it persists",
         )
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         message = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
         if exc.status_code == 404 and message == "Not Found":
             message = "no such route: see /docs for the API"
         if exc.status_code == 405:
             message = "method not allowed on this route: see /docs for the API"
-        return JSONResponse(error_body("HTTPError", message), status_code=exc.status_code)
+        return _respond(request, exc.status_code, "HTTPError", message)

@@ -64,3 +64,13 @@ class MetricsMiddleware:
 
 def metrics_response() -> Response:
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+COMPLETIONS = Counter(
+    "lcp_chat_completions_total",
+    "OpenAI-compatible chat completions by mode (durable or one-shot), streaming, model and outcome",
+    ["mode", "stream", "model", "outcome"],
+)
+TOKENS = Counter(
+    "lcp_tokens_total", "Tokens through the gateway by tenant, model and kind", ["tenant", "model", "kind"]
+)

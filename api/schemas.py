@@ -1,7 +1,7 @@
 """Request and response bodies of the REST API."""
 
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
@@ -26,9 +26,12 @@ class ErrorOut(BaseModel):
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorOut, "description": description}
     for status, description in {
+        401: "Missing, unknown, revoked or expired credentials.",
+        403: "The credentials lack the role this route needs.",
         404: "No such conversation or message.",
         409: "Stale expected_version (with current_version), archived conversation, or taken id.",
         422: "Invalid input: the message says which field and why.",
+        429: "A per-key or per-tenant limit is spent: retry after Retry-After seconds.",
         502: "The model endpoint rejected the request or could not answer.",
         503: "Temporal or the read model is unavailable; retry shortly.",
     }.items()
@@ -135,3 +138,37 @@ class ConversationCreated(BaseModel):
 class ConversationPage(BaseModel):
     data: list[ConversationOut]
     next_cursor: str | None
+
+
+MAX_REQUESTS_PER_MINUTE = 10**9
+MAX_TOKENS_PER_MINUTE = 2 * 10**9  # the column is a 32-bit integer on PostgreSQL
+
+
+class KeyCreate(Strict):
+    name: str = Field(min_length=1, max_length=200, description="What the key is for, e.g. 'librechat'.")
+    roles: list[Literal["client", "sre", "admin"]] = Field(default=["client"], min_length=1)
+    requests_per_minute: int | None = Field(
+        default=None, ge=1, le=MAX_REQUESTS_PER_MINUTE, description="Empty: the default limit."
+    )
+    tokens_per_minute: int | None = Field(
+        default=None, ge=1, le=MAX_TOKENS_PER_MINUTE, description="Empty: the default limit."
+    )
+
+
+class KeyOut(BaseModel):
+    id: str
+    tenant: str
+    name: str
+    roles: list[str]
+    requests_per_minute: int | None
+    tokens_per_minute: int | None
+    created_at: UtcDatetime
+    revoked_at: UtcDatetime | None
+
+
+class KeyCreated(KeyOut):
+    key: str = Field(description="The API key itself. It is shown only now: store it safely.")
+
+
+class KeyList(BaseModel):
+    data: list[KeyOut]

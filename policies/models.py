@@ -18,6 +18,11 @@ class ModelRoute:
     upstream_model: str
     api_key: str | None = None
     timeout_s: float = 60.0
+    tenants: tuple[str, ...] | None = None  # who may use it; None: every tenant
+    owned_by: str = "lcp"
+
+    def serves(self, tenant: str) -> bool:
+        return self.tenants is None or tenant in self.tenants
 
 
 class ModelsPolicyError(ValueError):
@@ -43,6 +48,11 @@ def parse_routes(document: Any) -> dict[str, ModelRoute]:
         if missing:
             raise ModelsPolicyError(f"{where} is missing {', '.join(missing)}")
         name = str(entry["name"])
+        tenants = entry.get("tenants")
+        if tenants is not None and not (
+            isinstance(tenants, list) and all(isinstance(t, str) and t for t in tenants)
+        ):
+            raise ModelsPolicyError(f"{where}: tenants must be a list of tenant names")
         if name in routes:
             raise ModelsPolicyError(f"{where}: model {name!r} is listed twice")
         routes[name] = ModelRoute(
@@ -51,5 +61,7 @@ def parse_routes(document: Any) -> dict[str, ModelRoute]:
             upstream_model=str(entry.get("upstream_model") or name),
             api_key=str(entry["api_key"]) if entry.get("api_key") else None,
             timeout_s=float(entry.get("timeout_s", 60)),
+            tenants=tuple(tenants) if tenants is not None else None,
+            owned_by=str(entry.get("owned_by") or "lcp"),
         )
     return routes

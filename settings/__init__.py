@@ -1,6 +1,7 @@
 """lcp's settings: one pydantic-settings class with nested groups, read from env vars and `.env`."""
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -23,6 +24,14 @@ class TemporalSettings(BaseModel):
 class ApiSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = 8000
+    with_worker: bool = Field(
+        default=False, description="Also run the conversation worker in the API process (as `lcp dev` does)."
+    )
+    token_relay: Literal["auto", "memory", "postgres"] = Field(
+        default="auto",
+        description="How streamed tokens reach the API: postgres (LISTEN/NOTIFY, any process layout) "
+        "or memory (API and worker in one process); auto picks postgres when the read model is on it.",
+    )
 
 
 class ConversationSettings(BaseModel):
@@ -33,6 +42,50 @@ class ConversationSettings(BaseModel):
     keep_messages_on_continue: int = 20
     default_model: str = "sim-llama-8b"
     task_queue: str = CONVERSATIONS_QUEUE
+
+
+class OidcSettings(BaseModel):
+    """Bearer JWTs from an OpenID Connect issuer (e.g. a Keycloak realm); off while `issuer` is empty."""
+
+    issuer: str = ""
+    audience: str = ""
+    jwks_url: str = Field(
+        default="", description="Empty: read jwks_uri from the issuer's discovery document."
+    )
+    tenant_claim: str = Field(default="tenant", description="Dotted path of the claim naming the tenant.")
+    roles_claim: str = Field(default="realm_access.roles", description="Dotted path of the roles list.")
+    role_map: dict[str, str] = Field(
+        default_factory=dict, description="Issuer role -> lcp role; roles named like lcp's map to themselves."
+    )
+    default_tenant: str = Field(default="", description="Tenant for tokens without the tenant claim.")
+    algorithms: list[str] = ["RS256", "ES256", "PS256"]
+    leeway_s: float = 30.0
+    jwks_cache_s: float = 3600.0
+    jwks_refresh_min_s: float = Field(
+        default=5.0, description="Least time between two JWKS fetches caused by an unknown kid."
+    )
+
+
+class RateLimit(BaseModel):
+    """Requests and tokens per minute; None means unlimited."""
+
+    requests_per_minute: int | None = None
+    tokens_per_minute: int | None = None
+
+
+class KeyLimit(RateLimit):
+    """Defaults for keys that carry no limits of their own."""
+
+    requests_per_minute: int | None = 1200
+    tokens_per_minute: int | None = 1_000_000
+
+
+class LimitSettings(BaseModel):
+    """Default limits per API key and per tenant, and per-tenant overrides (keys may carry their own)."""
+
+    per_key: KeyLimit = KeyLimit()
+    per_tenant: RateLimit = RateLimit()
+    tenants: dict[str, RateLimit] = Field(default_factory=dict)
 
 
 class Settings(BaseSettings):
@@ -56,6 +109,8 @@ class Settings(BaseSettings):
     temporal: TemporalSettings = TemporalSettings()
     api: ApiSettings = ApiSettings()
     conversation: ConversationSettings = ConversationSettings()
+    oidc: OidcSettings = OidcSettings()
+    limits: LimitSettings = LimitSettings()
 
     @field_validator("database_url")
     @classmethod

@@ -10,8 +10,10 @@ from datetime import timedelta
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from activities.inference import InferenceActivities, load_routes
+from activities.gateway import Gateway, load_routes, make_http_client
+from activities.inference import InferenceActivities
 from activities.store import StoreActivities
+from activities.token_relay import TokenRelay
 from settings import Settings
 from store.db import make_engine, make_sessionmaker
 from temporal.client import connect
@@ -22,11 +24,15 @@ log = logging.getLogger(__name__)
 
 
 @asynccontextmanager
-async def conversation_worker(client: Client, settings: Settings) -> AsyncIterator[Worker]:
-    """A worker for conversation workflows and their activities, with clients built once."""
+async def conversation_worker(
+    client: Client, settings: Settings, relay: TokenRelay | None = None
+) -> AsyncIterator[Worker]:
+    """A worker for conversation workflows and their activities, with clients built once;
+    `relay` carries streamed replies' tokens to the API."""
     engine = make_engine(settings.resolved_database_url())
-    http = InferenceActivities.make_http_client()
-    inference = InferenceActivities(http, load_routes(settings.models_file, llm_url=settings.llm_url))
+    http = make_http_client()
+    gateway = Gateway(http, load_routes(settings.models_file, llm_url=settings.llm_url))
+    inference = InferenceActivities(gateway, relay)
     store = StoreActivities(make_sessionmaker(engine), single_writer=engine.dialect.name == "sqlite")
     worker = Worker(
         client,

@@ -1,6 +1,7 @@
 """ConversationWorkflow: one durable conversation, its message tree, turns, branches and archive."""
 
 import asyncio
+import functools
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -8,7 +9,7 @@ from typing import Any
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
 
-from policies.conversation import Node, message_problem, path_to
+from policies.conversation import Node, Recorded, Said, match_history, message_problem, path_to
 from temporal.constants import PHASE
 from workflows import _options
 
@@ -96,6 +97,18 @@ class EditMessage:
 class Regenerate:
     message_id: str
     expected_version: int | None = None
+
+
+@dataclass
+class ChatTurn:
+    """A turn as OpenAI-style clients send it: the whole dialogue so far (system prompts left out),
+    ending with the new user message. What the conversation already holds is recognised; only the
+    rest is added."""
+
+    history: list[ChatMessage]
+    model: str | None = None  # this turn's model, when the client switches models mid-conversation
+    params: dict[str, Any] = field(default_factory=dict)
+    stream_channel: str | None = None
 
 
 @dataclass
@@ -192,6 +205,48 @@ class ConversationWorkflow:
             return
         self._check_writable(request.expected_version)
         self._check_content(request.content, request.role)
+
+    @workflow.update
+    async def chat(self, request: ChatTurn) -> TurnResult:
+        if done := self._already_done():
+            return done
+        async with self._lock:
+            self._check_writable(None)
+            said = [Said(m.role, m.content) for m in request.history]
+            recorded = {
+                m.id: Recorded(m.id, m.parent_id, m.role, m.content, m.seq)
+                for m in self._state.messages.values()
+            }
+            anchor_id, matched = match_history(said, recorded)
+            turn = functools.partial(
+                self._turn, model=request.model, params=request.params, stream_channel=request.stream_channel
+            )
+            if matched == len(said):  # the user message is already here: answer it again
+                assert anchor_id is not None
+                return await turn(None, reply_parent=self._state.messages[anchor_id])
+            imported: list[MessageRecord] = []
+            parent_id = anchor_id
+            for message in request.history[matched:-1]:  # what the client has and we do not
+                imported.append(self._new_message(message.role, message.content, parent_id, pending=imported))
+                parent_id = imported[-1].id
+            user = self._new_message("user", request.history[-1].content, parent_id, pending=imported)
+            return await turn(user, reply_parent=user, imported=imported)
+
+    @chat.validator
+    def _validate_chat(self, request: ChatTurn) -> None:
+        if self._already_done():
+            return
+        self._check_writable(None)
+        if not request.history or request.history[-1].role != "user":
+            raise _reject("InvalidMessage", "the last message must be the user's new message")
+        roles = {m.role for m in request.history} - {"user", "assistant"}
+        if roles:
+            raise _reject(
+                "InvalidMessage",
+                f"unsupported message role(s) {', '.join(sorted(roles))}: send user and assistant "
+                "messages (system prompts are the conversation's own)",
+            )
+        self._check_content(request.history[-1].content, "user")
 
     @workflow.update
     async def edit_message(self, request: EditMessage) -> TurnResult:
@@ -302,13 +357,29 @@ class ConversationWorkflow:
 
     # ---- the turn --------------------------------------------------------------------------
 
-    async def _turn(self, user: MessageRecord | None, *, reply_parent: MessageRecord) -> TurnResult:
-        """Ask the model for a reply to `reply_parent`'s branch, then record user message + reply."""
-        context = self._context(reply_parent.id, extra=user)
+    async def _turn(
+        self,
+        user: MessageRecord | None,
+        *,
+        reply_parent: MessageRecord,
+        imported: list[MessageRecord] | None = None,
+        model: str | None = None,
+        params: dict[str, Any] | None = None,
+        stream_channel: str | None = None,
+    ) -> TurnResult:
+        """Ask the model for a reply to `reply_parent`'s branch, then record the imported messages,
+        the user message and the reply."""
+        new = [*(imported or []), *([user] if user else [])]
+        context = self._context(reply_parent.id, extra=new)
         try:
             completion: ChatCompletionResult = await workflow.execute_activity_method(
                 InferenceActivities.chat_completion,
-                ChatCompletionInput(model=self._input.model, messages=context, params=self._input.params),
+                ChatCompletionInput(
+                    model=model or self._input.model,
+                    messages=context,
+                    params={**self._input.params, **(params or {})},
+                    stream_channel=stream_channel,
+                ),
                 **_options.INFERENCE,
             )
         except ActivityError as err:
@@ -330,7 +401,7 @@ class ConversationWorkflow:
         reply.prompt_tokens = completion.prompt_tokens
         reply.completion_tokens = completion.completion_tokens
         reply.latency_ms = completion.latency_ms
-        added = [user, reply] if user else [reply]
+        added = [*new, reply]
         for message in added:
             self._state.messages[message.id] = message
             self._event("message.added", message_id=message.id, role=message.role)
@@ -364,8 +435,12 @@ class ConversationWorkflow:
         """How many variants exist where `message` stands (versions count 1, 2, ... there)."""
         return max(m.version for m in self._state.messages.values() if m.parent_id == message.parent_id)
 
-    def _new_message(self, role: str, content: str, parent_id: str | None) -> MessageRecord:
-        siblings = [m for m in self._state.messages.values() if m.parent_id == parent_id]
+    def _new_message(
+        self, role: str, content: str, parent_id: str | None, pending: list[MessageRecord] | None = None
+    ) -> MessageRecord:
+        """A message with the next seq; `pending` are messages of this turn not in the state yet."""
+        known = [*self._state.messages.values(), *(pending or [])]
+        siblings = [m for m in known if m.parent_id == parent_id]
         message = MessageRecord(
             id=str(workflow.uuid4()),
             parent_id=parent_id,
@@ -378,7 +453,7 @@ class ConversationWorkflow:
         self._state.next_seq += 1
         return message
 
-    def _context(self, leaf_id: str, extra: MessageRecord | None = None) -> list[ChatMessage]:
+    def _context(self, leaf_id: str, extra: list[MessageRecord]) -> list[ChatMessage]:
         """What the model sees: system prompt, summary of older turns, then the branch to leaf."""
         context: list[ChatMessage] = []
         if self._input.system_prompt:
@@ -387,13 +462,10 @@ class ConversationWorkflow:
             context.append(
                 ChatMessage("system", f"Summary of the earlier conversation: {self._state.summary}")
             )
-        nodes = {m.id: Node(m.id, m.parent_id) for m in self._state.messages.values()}
-        if extra is not None:
-            nodes[extra.id] = Node(extra.id, extra.parent_id)
+        known = {**self._state.messages, **{m.id: m for m in extra}}
+        nodes = {m.id: Node(m.id, m.parent_id) for m in known.values()}
         for message_id in path_to(leaf_id, nodes):
-            message = self._state.messages.get(message_id) or extra
-            assert message is not None
-            context.append(ChatMessage(message.role, message.content))
+            context.append(ChatMessage(known[message_id].role, known[message_id].content))
         return context
 
     # ---- read model ------------------------------------------------------------------------

@@ -17,9 +17,11 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 db_app = typer.Typer(help="The read-model database.", no_args_is_help=True)
+keys_app = typer.Typer(help="API keys (written straight to the read-model database).", no_args_is_help=True)
 bench_app = typer.Typer(help="Benchmarks.", no_args_is_help=True)
 temporal_app = typer.Typer(help="The Temporal cluster lcp runs on.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+app.add_typer(keys_app, name="keys")
 app.add_typer(temporal_app, name="temporal")
 app.add_typer(bench_app, name="bench")
 console = Console()
@@ -71,6 +73,9 @@ def dev(
 def api(
     host: Annotated[str | None, typer.Option(help="Bind address (default: settings).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default: settings).")] = None,
+    with_worker: Annotated[
+        bool, typer.Option("--worker", help="Also run the conversation worker in this process.")
+    ] = False,
 ) -> None:
     """Serve the lcp API (FastAPI under uvicorn)."""
     import uvicorn
@@ -79,6 +84,7 @@ def api(
     from temporal.client import TemporalUnreachable, connect
 
     settings = _settings("api")
+    settings.api.with_worker = settings.api.with_worker or with_worker
     _logging("WARNING")
     try:  # say so in one line when Temporal is not there, rather than in a startup traceback
         asyncio.run(connect(settings.temporal))
@@ -134,6 +140,77 @@ def db_upgrade() -> None:
     console.print(f"database at newest schema: {settings.resolved_database_url()}")
 
 
+@keys_app.command("create")
+def keys_create(
+    tenant: Annotated[str, typer.Option(help="Tenant the key acts in.")],
+    name: Annotated[str, typer.Option(help="What the key is for, e.g. librechat.")],
+    role: Annotated[list[str], typer.Option(help="client, sre or admin; repeat for several.")] = ["client"],  # noqa: B006
+    rpm: Annotated[int | None, typer.Option(help="Requests/minute for this key (default: settings).")] = None,
+    tpm: Annotated[int | None, typer.Option(help="Tokens/minute for this key (default: settings).")] = None,
+) -> None:
+    """Mint an API key. It is printed once; only its hash is stored."""
+    from api.cli.keys import mint
+    from api.keys import InvalidKeySpec
+
+    settings = _settings("keys create")
+    try:
+        row, key = asyncio.run(
+            mint(
+                settings.resolved_database_url(),
+                tenant=tenant,
+                name=name,
+                roles=role,
+                requests_per_minute=rpm,
+                tokens_per_minute=tpm,
+            )
+        )
+    except InvalidKeySpec as err:
+        err_console.print(f"lcp keys create: {err}", highlight=False)
+        raise typer.Exit(2) from None
+    err_console.print(
+        f"key {row.id} for tenant {row.tenant} ({', '.join(row.roles)}); shown once, store it now:",
+        highlight=False,
+    )
+    print(key)  # alone on stdout, so `KEY=$(lcp keys create ...)` works
+
+
+@keys_app.command("list")
+def keys_list(tenant: Annotated[str | None, typer.Option(help="Only this tenant's keys.")] = None) -> None:
+    """List keys (never the keys themselves)."""
+    from rich.table import Table
+
+    from api.cli.keys import list_keys
+
+    rows = asyncio.run(list_keys(_settings("keys list").resolved_database_url(), tenant))
+    table = Table()
+    for column in ("id", "tenant", "name", "roles", "rpm", "tpm", "created", "revoked"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(
+            row.id,
+            row.tenant,
+            row.name,
+            ",".join(row.roles),
+            str(row.requests_per_minute or "default"),
+            str(row.tokens_per_minute or "default"),
+            f"{row.created_at:%Y-%m-%d %H:%M}",
+            f"{row.revoked_at:%Y-%m-%d %H:%M}" if row.revoked_at else "",
+        )
+    console.print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key's id (from `lcp keys list`).")]) -> None:
+    """Revoke a key: refused at once by new API processes, within 10 s by running ones."""
+    from api.cli.keys import revoke
+
+    row = asyncio.run(revoke(_settings("keys revoke").resolved_database_url(), key_id))
+    if row is None:
+        err_console.print(f"lcp keys revoke: no key {key_id}: see `lcp keys list`", highlight=False)
+        raise typer.Exit(1)
+    console.print(f"key {row.id} ({row.tenant}/{row.name}) revoked at {row.revoked_at:%Y-%m-%d %H:%M:%S}")
+
+
 @temporal_app.command("setup")
 def temporal_setup() -> None:
     """Register lcp's search attributes on the configured cluster (once per namespace)."""
@@ -156,11 +233,21 @@ def chat(
     model: Annotated[str | None, typer.Option(help="Model for a new conversation.")] = None,
     conversation: Annotated[str | None, typer.Option(help="Continue this conversation id.")] = None,
     home: Annotated[Path, typer.Option(help="State directory holding dev.json.")] = Path(".lcp"),
+    api_key: Annotated[
+        str | None,
+        typer.Option(envvar="LCP_API_KEY", help="API key (default: dev.json's).", show_default=False),
+    ] = None,
 ) -> None:
     """Chat with a model through the lcp API, in the terminal."""
-    from api.cli.chat import default_api_url, run_chat
+    from api.cli.chat import dev_info, run_chat
 
-    run_chat(api_url or default_api_url(home), model, conversation)
+    dev = dev_info(home)
+    run_chat(
+        api_url or dev.get("api", "http://127.0.0.1:8000"),
+        api_key or dev.get("api_key", ""),
+        model,
+        conversation,
+    )
 
 
 @bench_app.command("chat")

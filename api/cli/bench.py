@@ -20,6 +20,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from api.cli.dev import lcp_env, spawn_lcp
+from api.cli.keys import mint
 from temporal.devserver import DYNAMIC_CONFIG, start_dev_server
 from workflows.bench_floor import BenchFloorWorkflow, noop
 
@@ -107,6 +108,19 @@ async def _measure(lanes: list[Lane], turns_each: int) -> tuple[list[float], flo
     return latencies, time.perf_counter() - started
 
 
+async def bench_key(database_url: str) -> str:
+    """A client key whose limits a benchmark never reaches."""
+    _, key = await mint(
+        database_url,
+        tenant="bench",
+        name="benchmark",
+        roles=["client"],
+        requests_per_minute=10**9,
+        tokens_per_minute=2 * 10**9,
+    )
+    return key
+
+
 class Bench:
     def __init__(self, work: Path, turns: int, concurrency: int, warmup: int, length: int) -> None:
         self.work, self.turns, self.concurrency, self.warmup = work, turns, concurrency, warmup
@@ -121,12 +135,11 @@ class Bench:
             start_dev_server(None, self.temporal_port, None, log_file=self.work / "temporal.log")
         )
         self.names.append("temporal")
+        database_url = f"sqlite+aiosqlite:///{self.work / 'lcp.db'}"
         env = lcp_env(
-            self.work,
-            self.address,
-            f"http://127.0.0.1:{self.llm_port}/v1",
-            LCP_DATABASE_URL=f"sqlite+aiosqlite:///{self.work / 'lcp.db'}",
+            self.work, self.address, f"http://127.0.0.1:{self.llm_port}/v1", LCP_DATABASE_URL=database_url
         )
+        self.api_key = asyncio.run(bench_key(database_url))
         for name, args in (
             ("llm", ["sim", "--port", str(self.llm_port)]),
             ("worker", ["worker", "--queue", "conversations"]),
@@ -182,7 +195,10 @@ class Bench:
     async def lcp(self) -> dict[str, Any]:
         limits = httpx.Limits(max_connections=self.concurrency * 2)
         async with httpx.AsyncClient(
-            base_url=f"http://127.0.0.1:{self.api_port}", timeout=60, limits=limits
+            base_url=f"http://127.0.0.1:{self.api_port}",
+            timeout=60,
+            limits=limits,
+            headers={"Authorization": f"Bearer {self.api_key}"},
         ) as http:
 
             async def start() -> str:

@@ -10,11 +10,10 @@ from rich.panel import Panel
 HELP = "commands: /new (new conversation)  /regen (new reply)  /history  /quit"
 
 
-def default_api_url(home: Path) -> str:
+def dev_info(home: Path) -> dict[str, str]:
+    """What `lcp dev` wrote to dev.json (API URL, admin key...), or nothing."""
     dev = home / "dev.json"
-    if dev.exists():
-        return str(json.loads(dev.read_text())["api"])
-    return "http://127.0.0.1:8000"
+    return dict(json.loads(dev.read_text())) if dev.exists() else {}
 
 
 def _error(response: httpx.Response) -> str:
@@ -82,9 +81,10 @@ class ChatSession:
         self.console.print(Panel(reply["content"], title="assistant", subtitle=footer))
 
 
-def run_chat(api_url: str, model: str | None, conversation_id: str | None) -> None:
+def run_chat(api_url: str, api_key: str, model: str | None, conversation_id: str | None) -> None:
     console = Console()
-    with httpx.Client(base_url=api_url, timeout=300) as http:
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    with httpx.Client(base_url=api_url, timeout=300, headers=headers) as http:
         session = ChatSession(http, console, model)
         session.conversation_id = conversation_id
         console.print(f"lcp chat → {api_url}   {HELP}", highlight=False)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 
+from api.cli.keys import dev_admin_key
 from settings import Settings
 from store.migrate import upgrade_database
 from temporal.devserver import start_dev_server
@@ -95,6 +96,7 @@ class Stack:
         self.home, self.ports = home, ports
         self.logs = home / "logs"
         self.children: list[tuple[str, subprocess.Popen[bytes]]] = []
+        self.api_key = ""
 
     def _spawn(self, name: str, *args: str) -> None:
         env = lcp_env(
@@ -117,10 +119,12 @@ class Stack:
         self.children.append(("temporal", temporal))
         self._spawn("llm-simulator", "sim", "--host", self.ports.host, "--port", str(self.ports.llm))
         self._wait_tcp("temporal", self.ports.temporal)
-        settings = Settings(home=self.home)
-        asyncio.run(upgrade_database(settings.resolved_database_url()))
-        self._spawn("worker", "worker", "--queue", "conversations")
-        self._spawn("api", "api", "--host", self.ports.host, "--port", str(self.ports.api))
+        database_url = Settings(home=self.home).resolved_database_url()
+        asyncio.run(upgrade_database(database_url))
+        self.api_key = asyncio.run(dev_admin_key(database_url, self.home))
+        # The conversation worker runs inside the API process, so streamed replies reach the
+        # client through memory (a separate worker needs PostgreSQL's LISTEN/NOTIFY for that).
+        self._spawn("api", "api", "--worker", "--host", self.ports.host, "--port", str(self.ports.api))
         urls = self.ports.urls()
         self._wait_http("llm-simulator", f"http://{self.ports.host}:{self.ports.llm}/healthz")
         self._wait_http("temporal", urls["ui"])
@@ -206,13 +210,16 @@ def run_dev(home: Path, ports: Ports, echo: Callable[[str], None]) -> int:
             return 130
         raise
     urls = stack.ports.urls()
-    info = {**urls}
-    (home / "dev.json").write_text(json.dumps(info, indent=2) + "\n")
+    info = {**urls, "api_key": stack.api_key}
+    dev_json = home / "dev.json"
+    dev_json.write_text(json.dumps(info, indent=2) + "\n")
+    dev_json.chmod(0o600)  # it holds the admin key
     echo(
         f"lcp ready: api {urls['api']}  docs {urls['docs']}  temporal-ui {urls['ui']}  "
         f"llm {urls['llm']} (simulated)  temporal {urls['temporal']}"
     )
-    echo(f"state in {home}, logs in {stack.logs}; Ctrl-C stops everything")
+    echo(f"admin API key (tenant default) in {dev_json}; state in {home}, logs in {stack.logs}")
+    echo("Ctrl-C stops everything")
     died = stack.wait()
     stack.stop()
     if died:

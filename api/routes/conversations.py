@@ -9,21 +9,14 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query
 from sqlalchemy.ext.asyncio import AsyncSession
-from temporalio.client import (
-    WithStartWorkflowOperation,
-    WorkflowUpdateFailedError,
-)
-from temporalio.common import (
-    SearchAttributePair,
-    TypedSearchAttributes,
-    WorkflowIDConflictPolicy,
-    WorkflowIDReusePolicy,
-)
+from temporalio.client import WorkflowUpdateFailedError
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.store import MessageRecord
-from api.deps import AppState, SessionDep, StateDep, TenantDep
+from api.auth import ClientDep
+from api.conversation_calls import conversation_closed, start_operation, temporal_unavailable, update_id
+from api.deps import AppState, SessionDep, StateDep
 from api.errors import ApiError, from_update_failure
 from api.metrics import counted_change
 from api.schemas import (
@@ -43,11 +36,8 @@ from api.schemas import (
 from policies.conversation import Node, leaves, message_problem, path_to
 from store import crud
 from store.models import Conversation, Message
-from temporal.constants import KIND, PHASE, TENANT
 from workflows.conversation import (
     Archive,
-    ConversationInput,
-    ConversationLimits,
     ConversationWorkflow,
     EditMessage,
     Regenerate,
@@ -75,16 +65,17 @@ async def create_conversation(
     body: ConversationCreate,
     state: StateDep,
     session: SessionDep,
-    tenant: TenantDep,
+    caller: ClientDep,
     idempotency_key: IdempotencyKey = None,
 ) -> ConversationCreated:
     """Start a conversation, optionally with its first message (answered in the response)."""
+    tenant = caller.tenant
     model = body.model or state.settings.conversation.default_model
-    if model not in state.routes:
+    if model not in state.gateway.routes:
         raise ApiError(
             422,
             "UnknownModel",
-            f"model {model!r} is not served here; pick one of: {', '.join(sorted(state.routes))}",
+            f"model {model!r} is not served here; pick one of: {', '.join(sorted(state.gateway.routes))}",
         )
     if body.message is not None:
         problem = message_problem(
@@ -97,37 +88,17 @@ async def create_conversation(
         if idempotency_key
         else uuid.uuid4().hex
     )
-    limits = state.settings.conversation
-    start = WithStartWorkflowOperation(
-        ConversationWorkflow.run,
-        ConversationInput(
-            tenant=tenant,
-            conversation_id=conversation_id,
-            model=model,
-            system_prompt=body.system_prompt,
-            title=body.title,
-            params=body.params.model_dump(exclude_none=True),
-            limits=ConversationLimits(
-                max_message_chars=limits.max_message_chars,
-                max_turns_per_run=limits.max_turns_per_run,
-                keep_messages_on_continue=limits.keep_messages_on_continue,
-            ),
-        ),
-        id=workflow_id(tenant, conversation_id),
-        task_queue=limits.task_queue,
-        # A repeated request (same Idempotency-Key) joins the conversation it started before;
-        # any other request for a taken id is refused.
-        id_conflict_policy=(
-            WorkflowIDConflictPolicy.USE_EXISTING if idempotency_key else WorkflowIDConflictPolicy.FAIL
-        ),
-        id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-        search_attributes=TypedSearchAttributes(
-            [
-                SearchAttributePair(TENANT, tenant),
-                SearchAttributePair(KIND, "conversation"),
-                SearchAttributePair(PHASE, "active"),
-            ]
-        ),
+    # A repeated request (same Idempotency-Key) joins the conversation it started before;
+    # any other request for a taken id is refused.
+    start = start_operation(
+        state.settings.conversation,
+        tenant=tenant,
+        conversation_id=conversation_id,
+        model=model,
+        join_existing=idempotency_key is not None,
+        system_prompt=body.system_prompt,
+        title=body.title,
+        params=body.params.model_dump(exclude_none=True),
     )
     turn: TurnResult | None = None
     with counted_change("create"):
@@ -137,13 +108,13 @@ async def create_conversation(
                     ConversationWorkflow.send_message,
                     SendMessage(content=body.message.content, role=body.message.role),
                     start_workflow_operation=start,
-                    id=_update_id("create-send_message", idempotency_key),
+                    id=update_id("create-send_message", idempotency_key),
                 )
             else:
                 await state.temporal.execute_update_with_start_workflow(
                     ConversationWorkflow.open,
                     start_workflow_operation=start,
-                    id=_update_id("create-open", idempotency_key),
+                    id=update_id("create-open", idempotency_key),
                 )
         except WorkflowUpdateFailedError as err:
             failure = from_update_failure(err)
@@ -153,7 +124,7 @@ async def create_conversation(
             with contextlib.suppress(Exception):
                 await start.workflow_handle()  # collect the start's own failure, reported here
             if isinstance(err, RPCError) and err.status != RPCStatusCode.ALREADY_EXISTS:
-                raise _temporal_unavailable(err) from err
+                raise temporal_unavailable(err) from err
             raise ApiError(
                 409,
                 "ConversationExists",
@@ -167,11 +138,12 @@ async def create_conversation(
 @router.get("", response_model=ConversationPage)
 async def list_conversations(
     session: SessionDep,
-    tenant: TenantDep,
+    caller: ClientDep,
     limit: Annotated[int, Query(ge=1, le=200)] = 20,
     cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
 ) -> ConversationPage:
     """Conversations, newest first, a page at a time."""
+    tenant = caller.tenant
     rows = await crud.list_conversations(
         session, tenant=tenant, limit=limit + 1, before=_decode_cursor(cursor) if cursor else None
     )
@@ -186,14 +158,15 @@ async def list_conversations(
 async def get_conversation(
     conversation_id: str,
     session: SessionDep,
-    tenant: TenantDep,
+    caller: ClientDep,
     branch: Annotated[
         str | None, Query(description="A message id: show the branch through it (default: active)")
     ] = None,
 ) -> ConversationDetail:
     """The conversation with the messages of one branch, and the list of all branches."""
+    tenant = caller.tenant
     row = await _require(session, tenant, conversation_id)
-    messages = await crud.list_messages(session, conversation_id=conversation_id)
+    messages = await crud.list_messages(session, tenant=tenant, conversation_id=conversation_id)
     return _detail(row, messages, branch)
 
 
@@ -203,10 +176,11 @@ async def send_message(
     body: MessageIn,
     state: StateDep,
     session: SessionDep,
-    tenant: TenantDep,
+    caller: ClientDep,
     idempotency_key: IdempotencyKey = None,
 ) -> TurnOut:
     """Send a user message; the model's reply is in the response and already stored."""
+    tenant = caller.tenant
     request = SendMessage(body.content, body.role, body.expected_version)
     update = ConversationWorkflow.send_message
     return _turn_out(await _update(state, session, tenant, conversation_id, update, request, idempotency_key))
@@ -219,10 +193,11 @@ async def edit_message(
     body: EditIn,
     state: StateDep,
     session: SessionDep,
-    tenant: TenantDep,
+    caller: ClientDep,
     idempotency_key: IdempotencyKey = None,
 ) -> TurnOut:
     """Replace a user message on a new branch and get a fresh reply to it."""
+    tenant = caller.tenant
     request = EditMessage(message_id, body.content, body.expected_version)
     update = ConversationWorkflow.edit_message
     return _turn_out(await _update(state, session, tenant, conversation_id, update, request, idempotency_key))
@@ -234,11 +209,12 @@ async def regenerate(
     message_id: str,
     state: StateDep,
     session: SessionDep,
-    tenant: TenantDep,
+    caller: ClientDep,
     body: VersionIn | None = None,
     idempotency_key: IdempotencyKey = None,
 ) -> TurnOut:
     """Ask again for an assistant reply; the new one becomes a new branch."""
+    tenant = caller.tenant
     request = Regenerate(message_id, body.expected_version if body else None)
     update = ConversationWorkflow.regenerate
     return _turn_out(await _update(state, session, tenant, conversation_id, update, request, idempotency_key))
@@ -249,11 +225,12 @@ async def archive(
     conversation_id: str,
     state: StateDep,
     session: SessionDep,
-    tenant: TenantDep,
+    caller: ClientDep,
     body: VersionIn | None = None,
     idempotency_key: IdempotencyKey = None,
 ) -> ConversationOut:
     """Close the conversation: it stays readable and takes no more messages."""
+    tenant = caller.tenant
     request = Archive(body.expected_version if body else None)
     await _update(
         state, session, tenant, conversation_id, ConversationWorkflow.archive, request, idempotency_key
@@ -295,30 +272,14 @@ async def _update(
     handle = state.temporal.get_workflow_handle(workflow_id(tenant, conversation_id))
     with counted_change(update.__name__):
         try:
-            return await handle.execute_update(update, arg, id=_update_id(update.__name__, key))
+            return await handle.execute_update(update, arg, id=update_id(update.__name__, key))
         except WorkflowUpdateFailedError as err:
             raise from_update_failure(err) from err
         except RPCError as err:
             if err.status != RPCStatusCode.NOT_FOUND:
-                raise _temporal_unavailable(err) from err
+                raise temporal_unavailable(err) from err
             row = await _require(session, tenant, conversation_id)  # 404 when it never existed
-            raise ApiError(
-                409,
-                "ConversationClosed",
-                f"conversation {conversation_id} is {row.status}: it takes no more messages; "
-                "start a new conversation",
-            ) from err
-
-
-def _update_id(update_name: str, key: str | None) -> str | None:
-    """The Temporal update ID for a client's Idempotency-Key, per route and kind of change: a
-    key reused for another kind of change (create, then send, then archive) is a new request;
-    the same request again is a replay of the first answer."""
-    return f"{update_name}:{key}" if key else None
-
-
-def _temporal_unavailable(err: RPCError) -> ApiError:
-    return ApiError(503, "TemporalUnavailable", f"the workflow service did not answer ({err}); retry shortly")
+            raise conversation_closed(conversation_id, row.status) from err
 
 
 def _encode_cursor(row: Conversation) -> str:

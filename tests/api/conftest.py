@@ -1,22 +1,44 @@
-"""The API under test: a real uvicorn server, a real worker and dev server, reached over HTTP."""
+"""The API under test: a real uvicorn server running the conversation worker in-process, a real
+dev server and simulator, reached over HTTP with API keys minted in the test's database."""
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import httpx
 import pytest
-from temporalio.client import Client
 
 from api.app import create_app
+from api.cli.keys import mint
 from settings import Settings
 from tests.http_server import serve_in_thread
-from workers.main import conversation_worker
+
+MintKey = Callable[..., Awaitable[str]]
 
 
 @pytest.fixture
-async def api(settings: Settings, client: Client) -> AsyncIterator[httpx.AsyncClient]:
+def mint_key(settings: Settings) -> MintKey:
+    """Mint a key: `await mint_key(tenant="acme", roles=["client"])` returns the key itself."""
+
+    async def _mint(tenant: str = "default", roles: tuple[str, ...] = ("client",), **limits: int) -> str:
+        _, key = await mint(
+            settings.resolved_database_url(), tenant=tenant, name="test", roles=list(roles), **limits
+        )
+        return key
+
+    return _mint
+
+
+@pytest.fixture
+async def api_url(settings: Settings) -> AsyncIterator[str]:
     settings.conversation.task_queue = f"conversations-{uuid.uuid4().hex[:8]}"
-    async with conversation_worker(client, settings) as worker, worker:
-        with serve_in_thread(create_app(settings)) as url:
-            async with httpx.AsyncClient(base_url=url, timeout=60) as http:
-                yield http
+    settings.api.with_worker = True
+    with serve_in_thread(create_app(settings)) as url:
+        yield url
+
+
+@pytest.fixture
+async def api(api_url: str, mint_key: MintKey) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of the default tenant with the `client` role."""
+    headers = {"Authorization": f"Bearer {await mint_key()}"}
+    async with httpx.AsyncClient(base_url=api_url, timeout=60, headers=headers) as http:
+        yield http

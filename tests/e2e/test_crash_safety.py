@@ -7,13 +7,14 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 import pytest
 
 from api.app import create_app
+from api.cli.keys import mint
 from settings import Settings, TemporalSettings
 from store import crud
 from store.db import make_engine, make_sessionmaker
@@ -33,6 +34,7 @@ class Cluster:
     worker: subprocess.Popen[bytes] | None = None
     api: subprocess.Popen[bytes] | None = None
     api_port: int = 0
+    auth: dict[str, str] = field(default_factory=dict)
 
     def start_temporal(self) -> None:
         self.temporal = start_dev_server(
@@ -109,6 +111,8 @@ def cluster(tmp_path: Path, simulator: str) -> Iterator[Cluster]:
         temporal=TemporalSettings(address=f"127.0.0.1:{port}"),
     )
     cluster = Cluster(tmp_path, settings, port, simulator.removesuffix("/v1"))
+    _, key = asyncio.run(mint(settings.database_url, tenant="default", name="crash", roles=["client"]))
+    cluster.auth = {"Authorization": f"Bearer {key}"}
     cluster.start_temporal()
     cluster.start_worker()
     yield cluster
@@ -119,7 +123,7 @@ def cluster(tmp_path: Path, simulator: str) -> Iterator[Cluster]:
 @pytest.fixture
 async def api(cluster: Cluster) -> AsyncIterator[httpx.AsyncClient]:
     with serve_in_thread(create_app(cluster.settings)) as url:
-        async with httpx.AsyncClient(base_url=url, timeout=120) as http:
+        async with httpx.AsyncClient(base_url=url, timeout=120, headers=cluster.auth) as http:
             yield http
 
 
@@ -127,7 +131,7 @@ async def _stored_messages(settings: Settings, conversation_id: str) -> list[tup
     engine = make_engine(settings.database_url)
     try:
         async with make_sessionmaker(engine)() as session:
-            rows = await crud.list_messages(session, conversation_id=conversation_id)
+            rows = await crud.list_messages(session, tenant="default", conversation_id=conversation_id)
             return [(row.role, row.content) for row in rows]
     finally:
         await engine.dispose()
@@ -201,7 +205,7 @@ async def test_api_killed_mid_request_then_retried_with_the_same_key_applies_onc
     cluster: Cluster,
 ) -> None:
     url = cluster.start_api()
-    async with httpx.AsyncClient(base_url=url, timeout=60) as http:
+    async with httpx.AsyncClient(base_url=url, timeout=60, headers=cluster.auth) as http:
         created = await http.post(
             "/v1/conversations", json={"model": "sim-zero", "message": {"content": "[echo] hi"}}
         )
@@ -213,7 +217,7 @@ async def test_api_killed_mid_request_then_retried_with_the_same_key_applies_onc
     async with httpx.AsyncClient() as admin:
         before = (await admin.get(f"{cluster.simulator_root}/admin/stats")).json()["received"]
         await admin.put(f"{cluster.simulator_root}/admin/faults", json={"latency_ms": 1500})
-    async with httpx.AsyncClient(base_url=url, timeout=60) as http:
+    async with httpx.AsyncClient(base_url=url, timeout=60, headers=cluster.auth) as http:
         request = asyncio.create_task(http.post(path, json=body, headers=headers))
         await _in_flight(cluster.simulator_root, before)
         cluster.kill_api()  # the turn goes on inside Temporal; the client sees a dropped connection
@@ -221,7 +225,7 @@ async def test_api_killed_mid_request_then_retried_with_the_same_key_applies_onc
             await request
 
     cluster.start_api()
-    async with httpx.AsyncClient(base_url=url, timeout=60) as http:
+    async with httpx.AsyncClient(base_url=url, timeout=60, headers=cluster.auth) as http:
         retried = await http.post(path, json=body, headers=headers)
         assert retried.status_code == 200, retried.text
         assert retried.json()["reply"]["content"] == "exactly once"

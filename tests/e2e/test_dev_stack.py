@@ -78,11 +78,15 @@ def stack(tmp_path: Path) -> Iterator[DevStack]:
 def test_dev_runs_resumes_and_stops_cleanly(stack: DevStack, tmp_path: Path) -> None:
     ready = stack.start()
     info = json.loads((stack.home / "dev.json").read_text())
-    assert {"api", "temporal", "ui", "llm"} <= set(info)
+    assert {"api", "temporal", "ui", "llm", "api_key"} <= set(info)
     for key in ("api", "ui", "llm"):
         assert info[key] in ready
+    assert info["api_key"] not in ready  # the key is in dev.json (mode 0600), not on the screen
+    assert (stack.home / "dev.json").stat().st_mode & 0o777 == 0o600
 
-    api = httpx.Client(base_url=info["api"], timeout=60)
+    auth = {"Authorization": f"Bearer {info['api_key']}"}
+    assert httpx.get(f"{info['api']}/v1/conversations").status_code == 401
+    api = httpx.Client(base_url=info["api"], timeout=60, headers=auth)
     created = api.post("/v1/conversations", json={"model": "sim-zero", "message": {"content": "remember me"}})
     assert created.status_code == 201, created.text
     conversation_id = created.json()["conversation"]["id"]
@@ -104,7 +108,8 @@ def test_dev_runs_resumes_and_stops_cleanly(stack: DevStack, tmp_path: Path) -> 
         assert not _port_open(port), f"{name} still listening on {port} after Ctrl-C"
 
     stack.start()  # same state dir: the conversation and its workflow are still there
-    api = httpx.Client(base_url=info["api"], timeout=60)
+    assert json.loads((stack.home / "dev.json").read_text())["api_key"] == info["api_key"]  # same key
+    api = httpx.Client(base_url=info["api"], timeout=60, headers=auth)
     detail = api.get(f"/v1/conversations/{conversation_id}")
     assert detail.status_code == 200
     assert [m["content"] for m in detail.json()["messages"]][0] == "remember me"

@@ -8,6 +8,7 @@ import pytest
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
+from activities.gateway import Gateway, make_http_client
 from activities.inference import ChatCompletionInput, ChatMessage, InferenceActivities
 from policies.models import ModelRoute
 
@@ -20,8 +21,8 @@ async def inference(simulator: str) -> AsyncIterator[InferenceActivities]:
         "missing-upstream": ModelRoute("missing-upstream", simulator, "no-such-model"),
         "nobody-home": ModelRoute("nobody-home", "http://127.0.0.1:9/v1", "x"),
     }
-    async with InferenceActivities.make_http_client() as http:
-        yield InferenceActivities(http, routes)
+    async with make_http_client() as http:
+        yield InferenceActivities(Gateway(http, routes))
 
 
 @pytest.fixture

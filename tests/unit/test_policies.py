@@ -2,8 +2,8 @@
 
 import pytest
 
-from activities.inference import load_routes
-from policies.conversation import Node, leaves, message_problem, path_to
+from activities.gateway import load_routes
+from policies.conversation import Node, Recorded, Said, leaves, match_history, message_problem, path_to
 from policies.models import DEFAULT_POLICY_FILE, ModelsPolicyError, expand_env, parse_routes
 
 
@@ -79,3 +79,46 @@ def test_default_models_policy_points_at_the_simulator() -> None:
     assert {"sim-llama-8b", "sim-llama-1b", "sim-zero"} <= set(routes)
     assert routes["sim-zero"].base_url == "http://127.0.0.1:9999/v1"
     assert routes["sim-zero"].upstream_model == "sim-zero"
+
+
+def _tree(*rows: tuple[str, str | None, str, str]) -> dict[str, Recorded]:
+    return {
+        id_: Recorded(id_, parent, role, content, seq)
+        for seq, (id_, parent, role, content) in enumerate(rows)
+    }
+
+
+U, A = "user", "assistant"
+
+
+def test_history_matches_the_branch_it_repeats() -> None:
+    recorded = _tree(
+        ("u1", None, U, "hi"), ("a1", "u1", A, "hello"), ("u2", "a1", U, "more"), ("a2", "u2", A, "ok")
+    )
+    history = [Said(U, "hi"), Said(A, "hello"), Said(U, "more"), Said(A, "ok"), Said(U, "new")]
+    assert match_history(history, recorded) == ("a2", 4)
+    assert match_history([Said(U, "hi")], recorded) == ("u1", 1)  # a regenerate of the first turn
+    assert match_history([Said(U, "other")], recorded) == (None, 0)
+    assert match_history([], recorded) == (None, 0)
+
+
+def test_history_diverging_midway_is_an_edit_there() -> None:
+    recorded = _tree(
+        ("u1", None, U, "hi"), ("a1", "u1", A, "hello"), ("u2", "a1", U, "more"), ("a2", "u2", A, "ok")
+    )
+    history = [Said(U, "hi"), Said(A, "hello"), Said(U, "changed")]
+    assert match_history(history, recorded) == ("a1", 2)
+
+
+def test_history_follows_the_newest_of_identical_variants() -> None:
+    # a1 was regenerated to the same text: the walk takes the newest variant (higher seq)
+    recorded = _tree(("u1", None, U, "hi"), ("a1", "u1", A, "same"), ("a1b", "u1", A, "same"))
+    assert match_history([Said(U, "hi"), Said(A, "same")], recorded) == ("a1b", 2)
+
+
+def test_history_after_compaction_matches_from_the_remaining_messages() -> None:
+    # u1/a1 were summarized away; u2 (parent a1) is now a root of the state
+    recorded = _tree(("u2", "a1", U, "more"), ("a2", "u2", A, "ok"))
+    history = [Said(U, "hi"), Said(A, "hello"), Said(U, "more"), Said(A, "ok"), Said(U, "next")]
+    assert match_history(history, recorded) == ("a2", 4)
+    assert match_history([Said(U, "unrelated")], recorded) == (None, 0)

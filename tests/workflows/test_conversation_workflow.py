@@ -185,7 +185,7 @@ async def test_continue_as_new_keeps_the_conversation_whole(
     assert after.message.parent_id == turns[-1].reply.id
 
     async with sessions() as session:
-        messages = await crud.list_messages(session, conversation_id=conversation_id)
+        messages = await crud.list_messages(session, tenant=TENANT, conversation_id=conversation_id)
         events = await crud.list_events(session, stream=workflow_id(TENANT, conversation_id))
         row = await crud.get_conversation(session, tenant=TENANT, conversation_id=conversation_id)
     ids = [m.id for m in messages]

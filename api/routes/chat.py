@@ -1,0 +1,436 @@
+"""OpenAI-compatible chat completions and models: one-shot through the gateway, or durable (with a
+conversation ID) through the tenant's ConversationWorkflow; whole or streamed as server-sent events."""
+
+import asyncio
+import contextlib
+import json
+import re
+import time
+import uuid
+from collections.abc import AsyncGenerator, AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header
+from fastapi.responses import JSONResponse, StreamingResponse
+from temporalio.client import WorkflowUpdateFailedError, WorkflowUpdateHandle, WorkflowUpdateStage
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from activities.gateway import (
+    ChatCompletionResult,
+    ChatMessage,
+    InferenceFailure,
+    estimate_prompt_tokens,
+    estimate_tokens,
+)
+from activities.token_relay import Delta
+from api.auth import ClientDep
+from api.conversation_calls import conversation_closed, start_operation, temporal_unavailable, update_id
+from api.deps import AppState, StateDep
+from api.errors import ApiError, from_update_failure, openai_error_body
+from api.metrics import COMPLETIONS, TOKENS
+from api.openai_schemas import ChatCompletion, ChatCompletionRequest, Model, ModelList
+from api.schemas import CONVERSATION_ID_PATTERN
+from policies.access import Principal
+from policies.conversation import is_side_request
+from workflows.conversation import ChatTurn, ConversationWorkflow, TurnResult
+
+router = APIRouter(prefix="/v1", tags=["openai"])
+
+MODELS_CREATED = int(time.time())  # the models policy has no dates; this is when it was loaded
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+_CONVERSATION_ID = re.compile(CONVERSATION_ID_PATTERN)
+ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"description": description}
+    for status, description in {
+        400: "Malformed request (OpenAI error object).",
+        401: "Missing or invalid credentials.",
+        404: "Model not served to your tenant.",
+        409: "The conversation is archived.",
+        429: "A limit is spent, or the model endpoint is busy: see Retry-After.",
+        502: "The model endpoint failed.",
+    }.items()
+}
+
+
+@router.get("/models", response_model=ModelList)
+async def list_models(state: StateDep, caller: ClientDep) -> ModelList:
+    """The models your tenant may use, in OpenAI's list shape."""
+    return ModelList(
+        data=[
+            Model(id=name, created=MODELS_CREATED, owned_by=route.owned_by)
+            for name, route in sorted(state.gateway.routes.items())
+            if route.serves(caller.tenant)
+        ]
+    )
+
+
+ConversationIdHeader = Annotated[
+    str | None,
+    Header(
+        alias="X-Conversation-Id",
+        max_length=100,
+        description="Makes the turn durable: it is recorded in this conversation of your tenant.",
+    ),
+]
+IdempotencyKey = Annotated[str | None, Header(max_length=200)]
+
+
+@router.post("/chat/completions", response_model=ChatCompletion, responses=ERRORS)
+async def chat_completions(
+    body: ChatCompletionRequest,
+    state: StateDep,
+    caller: ClientDep,
+    x_conversation_id: ConversationIdHeader = None,
+    idempotency_key: IdempotencyKey = None,
+) -> Any:
+    """OpenAI's chat completion, whole or streamed (`stream: true`). With a conversation ID (header
+    `X-Conversation-Id` or `metadata.conversation_id`) the turn is durable: the messages lcp already
+    recorded are recognised, the new user message and the reply are recorded exactly once."""
+    route = state.gateway.routes.get(body.model)
+    if route is None or not route.serves(caller.tenant):
+        raise ApiError(
+            404,
+            "model_not_found",
+            f"model {body.model!r} is not served to your tenant: GET /v1/models lists the ones that are",
+            param="model",
+        )
+    conversation_id = _given(x_conversation_id) or _given(_metadata_conversation_id(body))
+    messages = _messages(body)
+    if conversation_id and not is_side_request([(m.role, m.content) for m in messages], body.stream):
+        return await _durable(state, caller, body, conversation_id, messages, idempotency_key)
+    # Without a conversation, or for a title request, the reply is not kept.
+    return await _one_shot(state, caller, body, messages)
+
+
+# ---- one-shot ------------------------------------------------------------------------------
+
+
+async def _one_shot(
+    state: AppState, caller: Principal, body: ChatCompletionRequest, messages: list[ChatMessage]
+) -> Any:
+    if not body.stream:
+        try:
+            result = await state.gateway.complete(body.model, messages, body.params())
+        except InferenceFailure as err:
+            COMPLETIONS.labels("one-shot", "false", body.model, err.type or "error").inc()
+            raise _gateway_error(err) from err
+        _meter(state, caller, body.model, result.prompt_tokens, result.completion_tokens)
+        COMPLETIONS.labels("one-shot", "false", body.model, "ok").inc()
+        completion_id = f"chatcmpl-{uuid.uuid4().hex}"
+        return JSONResponse(
+            _completion(completion_id, result.model, result.content, result, result.finish_reason)
+        )
+
+    stream = state.gateway.stream(body.model, messages, body.params())
+    try:
+        first = await anext(stream)  # endpoint errors before the first token are HTTP errors
+    except InferenceFailure as err:
+        COMPLETIONS.labels("one-shot", "true", body.model, err.type or "error").inc()
+        raise _gateway_error(err) from err
+    return StreamingResponse(
+        _one_shot_events(state, caller, body, messages, first, stream),
+        media_type="text/event-stream",
+        headers={**SSE_HEADERS, "X-Lcp-Mode": "one-shot"},
+    )
+
+
+async def _one_shot_events(
+    state: AppState,
+    caller: Principal,
+    body: ChatCompletionRequest,
+    messages: list[ChatMessage],
+    first: str | ChatCompletionResult,
+    stream: AsyncGenerator[str | ChatCompletionResult, None],
+) -> AsyncIterator[str]:
+    chunk = _Chunks(f"chatcmpl-{uuid.uuid4().hex}", body.model)
+    sent: list[str] = []
+    outcome = "disconnected"
+    try:
+        yield chunk.delta({"role": "assistant", "content": ""})
+        item = first
+        while True:
+            if isinstance(item, ChatCompletionResult):
+                yield chunk.finish(item.finish_reason)
+                if body.stream_options and body.stream_options.include_usage:
+                    yield chunk.usage(item.prompt_tokens, item.completion_tokens)
+                yield chunk.done()
+                _meter(state, caller, body.model, item.prompt_tokens, item.completion_tokens)
+                outcome = "ok"
+                return
+            sent.append(item)
+            yield chunk.delta({"content": item})
+            item = await anext(stream)
+    except InferenceFailure as err:
+        outcome = err.type or "error"
+        yield _sse(openai_error_body(err.status, err.type or "EndpointError", str(err.message)))
+        yield chunk.done()
+    finally:
+        await stream.aclose()  # a client that went away stops the endpoint's generation too
+        if outcome != "ok":  # what was generated before the end is still metered
+            _meter(
+                state, caller, body.model, estimate_prompt_tokens(messages), estimate_tokens("".join(sent))
+            )
+        COMPLETIONS.labels("one-shot", "true", body.model, outcome).inc()
+
+
+# ---- durable -------------------------------------------------------------------------------
+
+
+async def _durable(
+    state: AppState,
+    caller: Principal,
+    body: ChatCompletionRequest,
+    conversation_id: str,
+    messages: list[ChatMessage],
+    idempotency_key: str | None,
+) -> Any:
+    if not _CONVERSATION_ID.match(conversation_id):
+        raise ApiError(
+            400,
+            "InvalidConversationId",
+            "the conversation id must be 1-100 letters, digits, '_', '.' or '-', starting with a "
+            "letter or digit",
+            param="X-Conversation-Id",
+        )
+    if unsupported := sorted({m.role for m in messages} - {"system", "user", "assistant"}):
+        raise ApiError(
+            400,
+            "InvalidMessage",
+            f"durable conversations take user, assistant and system messages, not {', '.join(unsupported)}",
+            param="messages",
+        )
+    system = "\n\n".join(m.content for m in messages if m.role == "system") or None
+    start = start_operation(
+        state.settings.conversation,
+        tenant=caller.tenant,
+        conversation_id=conversation_id,
+        model=body.model,
+        join_existing=True,  # every turn may be the first: start the conversation or join it
+        system_prompt=system,
+        params=body.params(),
+    )
+    channel = uuid.uuid4().hex if body.stream else None
+    turn = ChatTurn(
+        history=[m for m in messages if m.role != "system"],
+        model=body.model,
+        params=body.params(),
+        stream_channel=channel,
+    )
+    key = update_id("chat", idempotency_key)
+    headers = {"X-Conversation-Id": conversation_id, "X-Lcp-Mode": "durable"}
+    if channel is None:
+        async with _conversation_errors(state, start, conversation_id, body.model, "false"):
+            result: TurnResult = await state.temporal.execute_update_with_start_workflow(
+                ConversationWorkflow.chat, turn, start_workflow_operation=start, id=key
+            )
+        reply = result.reply
+        _meter(state, caller, body.model, reply.prompt_tokens or 0, reply.completion_tokens or 0)
+        COMPLETIONS.labels("durable", "false", body.model, "ok").inc()
+        content = _completion(f"chatcmpl-{reply.id}", reply.model or body.model, reply.content, reply, "stop")
+        return JSONResponse(content, headers={**headers, "X-Message-Id": reply.id})
+
+    subscription = state.relay.subscribe(channel)
+    queue = await subscription.__aenter__()
+    try:
+        async with _conversation_errors(state, start, conversation_id, body.model, "true"):
+            handle = await state.temporal.start_update_with_start_workflow(
+                ConversationWorkflow.chat,
+                turn,
+                start_workflow_operation=start,
+                id=key,
+                wait_for_stage=WorkflowUpdateStage.ACCEPTED,  # refusals are HTTP errors, not SSE
+            )
+    except BaseException:
+        await subscription.__aexit__(None, None, None)
+        raise
+    return StreamingResponse(
+        _durable_events(state, caller, body, conversation_id, handle, queue, subscription),
+        media_type="text/event-stream",
+        headers={**SSE_HEADERS, **headers},
+    )
+
+
+async def _durable_events(
+    state: AppState,
+    caller: Principal,
+    body: ChatCompletionRequest,
+    conversation_id: str,
+    handle: WorkflowUpdateHandle[TurnResult],
+    queue: "asyncio.Queue[Delta]",
+    subscription: contextlib.AbstractAsyncContextManager[Any],
+) -> AsyncIterator[str]:
+    """Relay the reply's tokens while the workflow's turn runs; the recorded reply is the truth,
+    so whatever the relay did not bring is sent from it at the end. A client that goes away does
+    not stop the turn: the reply is recorded whole either way."""
+    chunk = _Chunks(f"chatcmpl-{uuid.uuid4().hex}", body.model)
+    result = asyncio.ensure_future(handle.result())
+    sent: list[str] = []
+    attempt: int | None = None
+    outcome = "disconnected"
+
+    def take(delta: Delta) -> str | None:
+        nonlocal attempt
+        attempt = delta.attempt if attempt is None else attempt
+        if delta.attempt != attempt:  # a retried call after a failure: its text is checked at the end
+            return None
+        sent.append(delta.text)
+        return chunk.delta({"content": delta.text})
+
+    try:
+        yield chunk.delta({"role": "assistant", "content": ""})
+        while not result.done():
+            waiting = asyncio.ensure_future(queue.get())
+            await asyncio.wait({waiting, result}, return_when=asyncio.FIRST_COMPLETED)
+            if waiting.done():
+                if event := take(waiting.result()):
+                    yield event
+            else:
+                waiting.cancel()
+        while not queue.empty():
+            if event := take(queue.get_nowait()):
+                yield event
+        try:
+            turn: TurnResult = result.result()
+        except WorkflowUpdateFailedError as err:
+            failure = from_update_failure(err)
+            outcome = failure.type
+            yield _sse(openai_error_body(failure.status, failure.type, failure.message))
+            yield chunk.done()
+            return
+        reply, streamed = turn.reply, "".join(sent)
+        if not reply.content.startswith(streamed):
+            outcome = "ReplyDiverged"
+            message = (
+                "the model call was retried after a failure and the recorded reply differs from what "
+                f"was streamed: read it with GET /v1/conversations/{conversation_id}"
+            )
+            yield _sse(openai_error_body(502, "ReplyDiverged", message))
+            yield chunk.done()
+            return
+        if rest := reply.content[len(streamed) :]:
+            yield chunk.delta({"content": rest})
+        yield chunk.finish("stop")
+        if body.stream_options and body.stream_options.include_usage:
+            yield chunk.usage(reply.prompt_tokens or 0, reply.completion_tokens or 0)
+        yield chunk.done()
+        _meter(state, caller, body.model, reply.prompt_tokens or 0, reply.completion_tokens or 0)
+        outcome = "ok"
+    finally:
+        result.cancel()  # stops waiting here; the turn itself goes on in the workflow
+        await subscription.__aexit__(None, None, None)
+        COMPLETIONS.labels("durable", "true", body.model, outcome).inc()
+
+
+@contextlib.asynccontextmanager
+async def _conversation_errors(
+    state: AppState, start: Any, conversation_id: str, model: str, stream: str
+) -> AsyncIterator[None]:
+    """Temporal's answers to a durable turn, as API errors."""
+    try:
+        yield
+    except WorkflowUpdateFailedError as err:
+        failure = from_update_failure(err)
+        COMPLETIONS.labels("durable", stream, model, failure.type).inc()
+        raise failure from err
+    except (WorkflowAlreadyStartedError, RPCError) as err:
+        with contextlib.suppress(Exception):
+            await start.workflow_handle()  # collect the start's own failure, reported here
+        COMPLETIONS.labels("durable", stream, model, "ConversationClosed").inc()
+        if isinstance(err, RPCError) and err.status != RPCStatusCode.ALREADY_EXISTS:
+            raise temporal_unavailable(err) from err
+        raise conversation_closed(conversation_id) from err
+
+
+# ---- shapes --------------------------------------------------------------------------------
+
+
+def _given(conversation_id: str | None) -> str | None:
+    """A conversation id, unless it is empty or a placeholder an older LibreChat left unfilled."""
+    return conversation_id if conversation_id and "{{" not in conversation_id else None
+
+
+def _metadata_conversation_id(body: ChatCompletionRequest) -> str | None:
+    value = (body.metadata or {}).get("conversation_id")
+    return str(value) if value else None
+
+
+def _messages(body: ChatCompletionRequest) -> list[ChatMessage]:
+    converted = []
+    for index, message in enumerate(body.messages):
+        if isinstance(message.content, list) and any(part.type != "text" for part in message.content):
+            raise ApiError(
+                400, "UnsupportedContent", "only text content parts are supported", param=f"messages.{index}"
+            )
+        role = "system" if message.role == "developer" else message.role
+        converted.append(ChatMessage(role, message.text()))
+    return converted
+
+
+def _meter(state: AppState, caller: Principal, model: str, prompt: int, completion: int) -> None:
+    state.limiter.charge_tokens(caller, prompt + completion)
+    TOKENS.labels(caller.tenant, model, "prompt").inc(prompt)
+    TOKENS.labels(caller.tenant, model, "completion").inc(completion)
+
+
+def _gateway_error(err: InferenceFailure) -> ApiError:
+    headers = {"Retry-After": str(max(1, int(err.retry_after.total_seconds())))} if err.retry_after else None
+    return ApiError(err.status, err.type or "EndpointError", str(err.message), headers=headers)
+
+
+def _completion(
+    completion_id: str, model: str, content: str, usage: Any, finish_reason: str
+) -> dict[str, Any]:
+    prompt, completion = usage.prompt_tokens or 0, usage.completion_tokens or 0
+    return {
+        "id": completion_id,
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": content},
+                "finish_reason": finish_reason,
+                "logprobs": None,
+            }
+        ],
+        "usage": {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+        },
+    }
+
+
+def _sse(data: dict[str, Any]) -> str:
+    return f"data: {json.dumps(data, separators=(',', ':'))}\n\n"
+
+
+class _Chunks:
+    """OpenAI's `chat.completion.chunk` events of one streamed reply."""
+
+    def __init__(self, completion_id: str, model: str) -> None:
+        self._base = {"id": completion_id, "object": "chat.completion.chunk", "created": int(time.time())}
+        self._model = model
+
+    def delta(self, delta: dict[str, Any]) -> str:
+        return self._event([{"index": 0, "delta": delta, "finish_reason": None, "logprobs": None}])
+
+    def finish(self, reason: str) -> str:
+        return self._event([{"index": 0, "delta": {}, "finish_reason": reason, "logprobs": None}])
+
+    def usage(self, prompt: int, completion: int) -> str:
+        totals = {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+        }
+        return self._event([], usage=totals)
+
+    def _event(self, choices: list[dict[str, Any]], **extra: Any) -> str:
+        return _sse({**self._base, "model": self._model, "choices": choices, **extra})
+
+    @staticmethod
+    def done() -> str:
+        return "data: [DONE]\n\n"

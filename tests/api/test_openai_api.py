@@ -1,0 +1,426 @@
+"""The OpenAI-compatible surface driven by the official `openai` package: models, one-shot and durable
+turns, streaming, errors as the SDK's exception types, tenants, roles and limits."""
+
+import asyncio
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from api.app import create_app
+from settings import Settings
+from tests.api.conftest import MintKey
+from tests.http_server import serve_in_thread
+
+LONG_REPLY = "[echo] " + " ".join(f"word{i}" for i in range(300))  # ~300 tokens, 1-3 s on sim-llama-8b
+
+MODELS = """
+default_model: sim-zero
+models:
+  - name: sim-zero
+    base_url: {llm}
+  - name: sim-llama-8b
+    base_url: {llm}
+  - name: acme-only
+    base_url: {llm}
+    upstream_model: sim-zero
+    tenants: [acme]
+"""
+
+
+@pytest.fixture
+async def api_url(settings: Settings, tmp_path: Path) -> AsyncIterator[str]:
+    """The API with a models policy where one model serves tenant `acme` only."""
+    policy = tmp_path / "models.yaml"
+    policy.write_text(MODELS.format(llm=settings.llm_url))
+    settings.models_file = policy
+    settings.conversation.task_queue = f"conversations-{uuid.uuid4().hex[:8]}"
+    settings.api.with_worker = True
+    with serve_in_thread(create_app(settings)) as url:
+        yield url
+
+
+@pytest.fixture
+async def key(mint_key: MintKey) -> str:
+    return await mint_key()
+
+
+@pytest.fixture
+def sdk(api_url: str, key: str) -> openai.AsyncOpenAI:
+    return openai.AsyncOpenAI(base_url=f"{api_url}/v1", api_key=key, max_retries=0)
+
+
+async def _conversation(api_url: str, key: str, conversation_id: str) -> httpx.Response:
+    async with httpx.AsyncClient(base_url=api_url, headers={"Authorization": f"Bearer {key}"}) as http:
+        return await http.get(f"/v1/conversations/{conversation_id}")
+
+
+def _durable(conversation_id: str) -> dict[str, dict[str, str]]:
+    return {"extra_headers": {"X-Conversation-Id": conversation_id}}
+
+
+# ---- models and one-shot -------------------------------------------------------------------
+
+
+async def test_models_lists_what_the_tenant_may_use(api_url: str, mint_key: MintKey) -> None:
+    default = openai.AsyncOpenAI(base_url=f"{api_url}/v1", api_key=await mint_key())
+    acme = openai.AsyncOpenAI(base_url=f"{api_url}/v1", api_key=await mint_key(tenant="acme"))
+    assert [m.id for m in (await default.models.list()).data] == ["sim-llama-8b", "sim-zero"]
+    assert [m.id for m in (await acme.models.list()).data] == ["acme-only", "sim-llama-8b", "sim-zero"]
+    with pytest.raises(openai.NotFoundError) as err:
+        await default.chat.completions.create(model="acme-only", messages=[{"role": "user", "content": "x"}])
+    assert err.value.code == "model_not_found" and "GET /v1/models" in err.value.message
+    reply = await acme.chat.completions.create(
+        model="acme-only", messages=[{"role": "user", "content": "[echo] for acme"}]
+    )
+    assert reply.choices[0].message.content == "for acme"
+
+
+def test_one_shot_with_the_sync_client(api_url: str, key: str) -> None:
+    sdk = openai.OpenAI(base_url=f"{api_url}/v1", api_key=key, max_retries=0)
+    reply = sdk.chat.completions.create(
+        model="sim-zero",
+        messages=[{"role": "system", "content": "be brief"}, {"role": "user", "content": "[echo] two words"}],
+        user="librechat-user-1",  # LibreChat sends these; unknown ones are ignored, not refused
+        extra_body={"logit_bias": {}, "some_future_param": True},
+    )
+    assert reply.object == "chat.completion" and reply.model == "sim-zero"
+    assert reply.choices[0].message.content == "two words"
+    assert reply.choices[0].finish_reason == "stop"
+    assert reply.usage is not None and reply.usage.completion_tokens == 2
+    assert reply.usage.total_tokens == reply.usage.prompt_tokens + 2
+
+
+async def test_one_shot_stream_with_usage(sdk: openai.AsyncOpenAI) -> None:
+    stream = await sdk.chat.completions.create(
+        model="sim-llama-8b",
+        messages=[{"role": "user", "content": "[echo] one two three four"}],
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = [chunk async for chunk in stream]
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "one two three four"
+    assert len([c for c in chunks if c.choices and c.choices[0].delta.content]) >= 2  # token by token
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 4
+    finish = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert finish == ["stop"]
+
+
+async def test_stream_without_include_usage_has_no_usage_chunk(sdk: openai.AsyncOpenAI) -> None:
+    stream = await sdk.chat.completions.create(
+        model="sim-zero", messages=[{"role": "user", "content": "[echo] hi"}], stream=True
+    )
+    assert all(chunk.usage is None for chunk in [c async for c in stream])
+
+
+# ---- errors as the SDK's types -------------------------------------------------------------
+
+
+async def test_errors_surface_as_sdk_exceptions(api_url: str, sdk: openai.AsyncOpenAI) -> None:
+    bad_key = openai.AsyncOpenAI(base_url=f"{api_url}/v1", api_key="lcp_nope_notakey", max_retries=0)
+    with pytest.raises(openai.AuthenticationError) as auth:
+        await bad_key.models.list()
+    assert "not valid" in auth.value.message and "notakey" not in str(auth.value.body)
+
+    with pytest.raises(openai.BadRequestError) as bad:
+        await sdk.chat.completions.create(model="sim-zero", messages=[])
+    assert bad.value.body["param"] == "messages" and bad.value.body["type"] == "invalid_request_error"
+
+    with pytest.raises(openai.BadRequestError):
+        await sdk.chat.completions.create(
+            model="sim-zero", messages=[{"role": "user", "content": "x"}], temperature=7
+        )
+    with pytest.raises(openai.NotFoundError):
+        await sdk.chat.completions.create(model="gpt-7", messages=[{"role": "user", "content": "x"}])
+
+
+async def test_endpoint_failure_is_a_server_error_and_busy_is_a_rate_limit(
+    sdk: openai.AsyncOpenAI, simulator: str
+) -> None:
+    admin = simulator.removesuffix("/v1")
+    async with httpx.AsyncClient(base_url=admin) as http:
+        try:
+            await http.put("/admin/faults", json={"error_rate_500": 1.0})
+            with pytest.raises(openai.InternalServerError) as err:
+                await sdk.chat.completions.create(
+                    model="sim-zero", messages=[{"role": "user", "content": "x"}]
+                )
+            assert err.value.status_code == 502 and err.value.body["code"] == "EndpointError"
+            await http.put("/admin/faults", json={"error_rate_429": 1.0})
+            with pytest.raises(openai.RateLimitError):
+                await sdk.chat.completions.create(
+                    model="sim-zero", messages=[{"role": "user", "content": "x"}]
+                )
+        finally:
+            await http.delete("/admin/faults")
+
+
+# ---- durable conversations ------------------------------------------------------------------
+
+
+async def test_durable_turns_record_only_what_is_new(api_url: str, key: str, sdk: openai.AsyncOpenAI) -> None:
+    conversation_id = uuid.uuid4().hex
+    history = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "[echo] first"}]
+    first = await sdk.chat.completions.create(model="sim-zero", messages=history, **_durable(conversation_id))
+    assert first.choices[0].message.content == "first"
+    # LibreChat re-sends the whole history with each new message
+    history += [{"role": "assistant", "content": "first"}, {"role": "user", "content": "[echo] second"}]
+    second = await sdk.chat.completions.with_raw_response.create(
+        model="sim-zero", messages=history, **_durable(conversation_id)
+    )
+    assert second.headers["x-conversation-id"] == conversation_id
+    assert second.parse().choices[0].message.content == "second"
+
+    detail = (await _conversation(api_url, key, conversation_id)).json()
+    assert [(m["role"], m["content"]) for m in detail["messages"]] == [
+        ("user", "[echo] first"),
+        ("assistant", "first"),
+        ("user", "[echo] second"),
+        ("assistant", "second"),
+    ]
+    assert detail["conversation"]["system_prompt"] == "You are terse."
+    assert second.headers["x-message-id"] == detail["messages"][-1]["id"]
+
+
+async def test_durable_turn_from_metadata_and_edits_become_branches(
+    api_url: str, key: str, sdk: openai.AsyncOpenAI
+) -> None:
+    conversation_id = uuid.uuid4().hex
+    meta = {"metadata": {"conversation_id": conversation_id}}
+    await sdk.chat.completions.create(
+        model="sim-zero", messages=[{"role": "user", "content": "[echo] a"}], extra_body=meta
+    )
+    await sdk.chat.completions.create(
+        model="sim-zero",
+        messages=[
+            {"role": "user", "content": "[echo] a"},
+            {"role": "assistant", "content": "a"},
+            {"role": "user", "content": "[echo] b"},
+        ],
+        extra_body=meta,
+    )
+    # the user edits their second message in the client: same prefix, different last message
+    await sdk.chat.completions.create(
+        model="sim-zero",
+        messages=[
+            {"role": "user", "content": "[echo] a"},
+            {"role": "assistant", "content": "a"},
+            {"role": "user", "content": "[echo] b, edited"},
+        ],
+        extra_body=meta,
+    )
+    detail = (await _conversation(api_url, key, conversation_id)).json()
+    assert [m["content"] for m in detail["messages"]] == ["[echo] a", "a", "[echo] b, edited", "b, edited"]
+    assert len(detail["branches"]) == 2
+    assert detail["conversation"]["message_count"] == 6
+
+
+async def test_same_idempotency_key_records_the_turn_once(
+    api_url: str, key: str, sdk: openai.AsyncOpenAI
+) -> None:
+    conversation_id = uuid.uuid4().hex
+    options = {"extra_headers": {"X-Conversation-Id": conversation_id, "Idempotency-Key": "turn-1"}}
+    messages = [{"role": "user", "content": "hello there"}]
+    first = await sdk.chat.completions.create(model="sim-zero", messages=messages, **options)
+    again = await sdk.chat.completions.create(model="sim-zero", messages=messages, **options)
+    assert again.choices[0].message.content == first.choices[0].message.content
+    assert again.id == first.id
+    detail = (await _conversation(api_url, key, conversation_id)).json()
+    assert detail["conversation"]["message_count"] == 2
+
+
+async def test_title_requests_are_answered_but_not_recorded(
+    api_url: str, key: str, sdk: openai.AsyncOpenAI
+) -> None:
+    conversation_id = uuid.uuid4().hex
+    older = [{"role": "system", "content": "Please generate a title for this conversation ||>Title:"}]
+    newer = [
+        {
+            "role": "user",
+            "content": "Provide a concise, 5-word-or-less title for the conversation, using title case "
+            "conventions. Only return the title itself.\n\nConversation:\nUser: Hello!\nAI: Hi!",
+        }
+    ]
+    for messages in (older, newer):
+        reply = await sdk.chat.completions.create(
+            model="sim-zero", messages=messages, max_tokens=16, **_durable(conversation_id)
+        )
+        assert reply.choices[0].message.content
+    assert (await _conversation(api_url, key, conversation_id)).status_code == 404
+
+
+async def test_durable_stream_reaches_the_client_before_the_reply_is_recorded(
+    api_url: str, key: str, sdk: openai.AsyncOpenAI
+) -> None:
+    conversation_id = uuid.uuid4().hex
+    stream = await sdk.chat.completions.create(
+        model="sim-llama-8b",
+        messages=[{"role": "user", "content": LONG_REPLY}],
+        stream=True,
+        stream_options={"include_usage": True},
+        **_durable(conversation_id),
+    )
+    parts: list[str] = []
+    recorded_when_first_token_came: int | None = None
+    usage = None
+    async for chunk in stream:
+        if chunk.usage:
+            usage = chunk.usage
+        if chunk.choices and chunk.choices[0].delta.content:
+            if recorded_when_first_token_came is None:
+                recorded_when_first_token_came = (
+                    await _conversation(api_url, key, conversation_id)
+                ).status_code
+            parts.append(chunk.choices[0].delta.content)
+    assert recorded_when_first_token_came == 404  # the model was still generating: nothing stored yet
+    assert len(parts) > 10
+    detail = (await _conversation(api_url, key, conversation_id)).json()
+    reply = detail["messages"][-1]
+    assert reply["role"] == "assistant" and reply["content"] == "".join(parts)
+    assert usage is not None and usage.completion_tokens == 300 == reply["completion_tokens"]
+
+
+async def test_client_leaving_mid_stream_still_records_the_whole_reply_once(api_url: str, key: str) -> None:
+    conversation_id = uuid.uuid4().hex
+    body = {"model": "sim-llama-8b", "stream": True, "messages": [{"role": "user", "content": LONG_REPLY}]}
+    headers = {"Authorization": f"Bearer {key}", "X-Conversation-Id": conversation_id}
+    async with httpx.AsyncClient(base_url=api_url, timeout=30) as http:
+        async with http.stream("POST", "/v1/chat/completions", json=body, headers=headers) as response:
+            assert response.status_code == 200
+            async for line in response.aiter_lines():
+                if '"content":"' in line and '"content":""' not in line:
+                    break  # the first token arrived: hang up
+    for _ in range(200):
+        found = await _conversation(api_url, key, conversation_id)
+        if found.status_code == 200 and found.json()["conversation"]["message_count"] == 2:
+            break
+        await asyncio.sleep(0.1)
+    messages = found.json()["messages"]
+    assert [m["role"] for m in messages] == ["user", "assistant"]
+    assert messages[1]["content"] == LONG_REPLY.removeprefix("[echo] ")
+    await asyncio.sleep(0.5)  # nothing more arrives later
+    assert (await _conversation(api_url, key, conversation_id)).json()["conversation"]["message_count"] == 2
+
+
+async def test_archived_conversation_refuses_turns_with_409(
+    api_url: str, key: str, sdk: openai.AsyncOpenAI
+) -> None:
+    conversation_id = uuid.uuid4().hex
+    await sdk.chat.completions.create(
+        model="sim-zero", messages=[{"role": "user", "content": "hi"}], **_durable(conversation_id)
+    )
+    async with httpx.AsyncClient(base_url=api_url, headers={"Authorization": f"Bearer {key}"}) as http:
+        assert (await http.post(f"/v1/conversations/{conversation_id}/archive")).status_code == 200
+    with pytest.raises(openai.ConflictError) as err:
+        await sdk.chat.completions.create(
+            model="sim-zero", messages=[{"role": "user", "content": "hi again"}], **_durable(conversation_id)
+        )
+    assert err.value.body["code"] == "ConversationClosed"
+
+
+# ---- tenants, roles, keys, limits, secrets ---------------------------------------------------
+
+
+async def test_tenants_never_see_each_other(api_url: str, key: str, mint_key: MintKey) -> None:
+    conversation_id = uuid.uuid4().hex
+    other_key = await mint_key(tenant="other")
+    mine = openai.AsyncOpenAI(base_url=f"{api_url}/v1", api_key=key)
+    theirs = openai.AsyncOpenAI(base_url=f"{api_url}/v1", api_key=other_key)
+    await mine.chat.completions.create(
+        model="sim-zero", messages=[{"role": "user", "content": "[echo] mine"}], **_durable(conversation_id)
+    )
+    assert (await _conversation(api_url, other_key, conversation_id)).status_code == 404
+    async with httpx.AsyncClient(base_url=api_url, headers={"Authorization": f"Bearer {other_key}"}) as http:
+        listed = (await http.get("/v1/conversations")).json()["data"]
+        assert conversation_id not in [c["id"] for c in listed]
+        sent = await http.post(f"/v1/conversations/{conversation_id}/messages", json={"content": "hi"})
+        assert sent.status_code == 404
+    # the same id in the other tenant is another conversation
+    await theirs.chat.completions.create(
+        model="sim-zero", messages=[{"role": "user", "content": "[echo] theirs"}], **_durable(conversation_id)
+    )
+    mine_now = (await _conversation(api_url, key, conversation_id)).json()
+    assert [m["content"] for m in mine_now["messages"]] == ["[echo] mine", "mine"]
+
+
+async def test_routes_check_roles(api_url: str, mint_key: MintKey) -> None:
+    sre = {"Authorization": f"Bearer {await mint_key(roles=('sre',))}"}
+    client = {"Authorization": f"Bearer {await mint_key(roles=('client',))}"}
+    async with httpx.AsyncClient(base_url=api_url) as http:
+        refused = await http.post(
+            "/v1/chat/completions",
+            json={"model": "sim-zero", "messages": [{"role": "user", "content": "x"}]},
+            headers=sre,
+        )
+        assert refused.status_code == 403 and "'client' role" in refused.json()["error"]["message"]
+        assert (await http.get("/v1/conversations", headers=sre)).status_code == 403
+        assert (await http.get("/v1/admin/keys", headers=client)).status_code == 403
+        assert (await http.get("/v1/conversations")).status_code == 401
+        assert (await http.get("/v1/conversations")).headers["www-authenticate"] == "Bearer"
+        assert (await http.get("/healthz")).status_code == 200  # health checks need no key
+
+
+async def test_admin_creates_lists_and_revokes_keys(api_url: str, mint_key: MintKey) -> None:
+    admin = {"Authorization": f"Bearer {await mint_key(tenant='acme', roles=('admin',))}"}
+    async with httpx.AsyncClient(base_url=api_url, headers=admin) as http:
+        created = await http.post("/v1/admin/keys", json={"name": "librechat", "roles": ["client"]})
+        assert created.status_code == 201
+        new = created.json()
+        assert new["tenant"] == "acme" and new["key"].startswith("lcp_")
+        listed = (await http.get("/v1/admin/keys")).json()["data"]
+        assert new["id"] in [k["id"] for k in listed]
+        assert all("key" not in k and "key_hash" not in k for k in listed)  # shown once, never again
+        use = {"Authorization": f"Bearer {new['key']}"}
+        assert (await http.get("/v1/models", headers=use)).status_code == 200
+        revoked = await http.delete(f"/v1/admin/keys/{new['id']}")
+        assert revoked.status_code == 200 and revoked.json()["revoked_at"]
+        assert (await http.get("/v1/models", headers=use)).status_code == 401
+        bad_role = await http.post("/v1/admin/keys", json={"name": "x", "roles": ["root"]})
+        assert bad_role.status_code == 422 and "roles" in bad_role.json()["error"]["message"]
+
+    other_admin = {"Authorization": f"Bearer {await mint_key(tenant='other', roles=('admin',))}"}
+    async with httpx.AsyncClient(base_url=api_url, headers=other_admin) as http:
+        assert (await http.delete(f"/v1/admin/keys/{new['id']}")).status_code == 404  # not theirs
+
+
+async def test_request_limit_answers_429_with_retry_after(api_url: str, mint_key: MintKey) -> None:
+    sdk = openai.AsyncOpenAI(
+        base_url=f"{api_url}/v1", api_key=await mint_key(requests_per_minute=2), max_retries=0
+    )
+    await sdk.models.list()
+    await sdk.models.list()
+    with pytest.raises(openai.RateLimitError) as err:
+        await sdk.models.list()
+    assert int(err.value.response.headers["retry-after"]) >= 1
+    assert "2 requests/minute" in err.value.message
+
+
+async def test_token_limit_answers_429_once_spent(api_url: str, mint_key: MintKey) -> None:
+    sdk = openai.AsyncOpenAI(
+        base_url=f"{api_url}/v1", api_key=await mint_key(tokens_per_minute=50), max_retries=0
+    )
+    await sdk.chat.completions.create(model="sim-zero", messages=[{"role": "user", "content": LONG_REPLY}])
+    with pytest.raises(openai.RateLimitError) as err:
+        await sdk.chat.completions.create(model="sim-zero", messages=[{"role": "user", "content": "x"}])
+    assert "tokens/minute" in err.value.message and err.value.response.headers["retry-after"]
+
+
+async def test_no_secret_reaches_logs_or_error_bodies(
+    api_url: str, key: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    sdk = openai.AsyncOpenAI(base_url=f"{api_url}/v1", api_key=key, max_retries=0)
+    await sdk.chat.completions.create(model="sim-zero", messages=[{"role": "user", "content": "hi"}])
+    forged = key[:-4] + "AAAA"
+    async with httpx.AsyncClient(base_url=api_url) as http:
+        refused = await http.get("/v1/models", headers={"Authorization": f"Bearer {forged}"})
+        malformed = await http.get("/v1/models", headers={"Authorization": "Bearer a.b.c"})
+    secret = key.split("_", 2)[2]
+    assert refused.status_code == 401 and malformed.status_code == 401
+    for text in (refused.text, malformed.text, caplog.text):
+        assert secret not in text and forged.split("_", 2)[2] not in text
