@@ -10,6 +10,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from settings import Settings
+
 log = logging.getLogger(__name__)
 
 PG_CHANNEL = "lcp_tokens"
@@ -110,3 +112,15 @@ def asyncpg_dsn(database_url: str) -> str | None:
     """The plain PostgreSQL DSN behind an SQLAlchemy URL, or None when the read model is not PostgreSQL."""
     prefix = "postgresql+asyncpg://"
     return "postgresql://" + database_url.removeprefix(prefix) if database_url.startswith(prefix) else None
+
+
+def make_relay(settings: Settings) -> MemoryRelay | PostgresRelay:
+    """The relay the settings ask for: PostgreSQL's when the read model is there (or it is asked
+    for), else memory, which works only when the API runs the worker in its own process."""
+    dsn = asyncpg_dsn(settings.resolved_database_url())
+    choice = settings.api.token_relay
+    if choice == "postgres" or (choice == "auto" and dsn):
+        if dsn is None:
+            raise ValueError("LCP_API__TOKEN_RELAY=postgres needs DATABASE_URL to point at PostgreSQL")
+        return PostgresRelay(dsn)
+    return MemoryRelay()

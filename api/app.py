@@ -8,7 +8,7 @@ from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
 from activities.gateway import Gateway, load_routes, make_http_client
-from activities.token_relay import MemoryRelay, PostgresRelay, TokenRelay, asyncpg_dsn
+from activities.token_relay import MemoryRelay, PostgresRelay, make_relay
 from api import errors
 from api.auth import Authenticator
 from api.deps import AppState
@@ -29,16 +29,6 @@ Temporal workflows; reads come from the SQL read model. `/v1/chat/completions` a
 speak OpenAI's API. Every route but the health checks needs `Authorization: Bearer <API key or
 OIDC token>`. Errors always carry `{"error": {"type", "message"}}` saying what was wrong and how
 to fix it."""
-
-
-def make_relay(settings: Settings) -> TokenRelay:
-    dsn = asyncpg_dsn(settings.resolved_database_url())
-    choice = settings.api.token_relay
-    if choice == "postgres" or (choice == "auto" and dsn):
-        if dsn is None:
-            raise ValueError("LCP_API__TOKEN_RELAY=postgres needs DATABASE_URL to point at PostgreSQL")
-        return PostgresRelay(dsn)
-    return MemoryRelay()
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

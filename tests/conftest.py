@@ -111,7 +111,7 @@ async def blank_database_url(database_kind: str, tmp_path: Path, request: pytest
     """An empty database of each kind, with no tables yet."""
     if database_kind == "sqlite":
         return f"sqlite+aiosqlite:///{tmp_path / 'lcp.db'}"
-    return await _fresh_postgres_database(request.getfixturevalue("postgres_url"))
+    return await fresh_postgres_database(request.getfixturevalue("postgres_url"))
 
 
 @pytest.fixture
@@ -121,7 +121,8 @@ async def database_url(blank_database_url: str) -> str:
     return blank_database_url
 
 
-async def _fresh_postgres_database(base_url: str) -> str:
+async def fresh_postgres_database(base_url: str) -> str:
+    """A new, empty database on the PostgreSQL server at `base_url`."""
     import asyncpg
 
     name = f"lcp_{int(time.time() * 1000)}_{os.getpid()}_{free_port()}"

@@ -13,7 +13,7 @@ from temporalio.worker import Worker
 from activities.gateway import Gateway, load_routes, make_http_client
 from activities.inference import InferenceActivities
 from activities.store import StoreActivities
-from activities.token_relay import TokenRelay
+from activities.token_relay import PostgresRelay, TokenRelay, make_relay
 from settings import Settings
 from store.db import make_engine, make_sessionmaker
 from temporal.client import connect
@@ -61,9 +61,15 @@ async def run_worker(settings: Settings, task_queue: str) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with conversation_worker(client, settings) as worker:
+    # A worker of its own publishes streamed tokens only through PostgreSQL (the API listens there).
+    relay = make_relay(settings)
+    async with conversation_worker(
+        client, settings, relay if isinstance(relay, PostgresRelay) else None
+    ) as worker:
         queue = settings.conversation.task_queue
         log.info("worker polling task queue %s at %s", queue, settings.temporal.address)
         async with worker:
             await stop.wait()
             log.info("worker shutting down: finishing in-flight tasks")
+    if isinstance(relay, PostgresRelay):
+        await relay.close()

@@ -118,9 +118,8 @@ async def _one_shot(
         _meter(state, caller, body.model, result.prompt_tokens, result.completion_tokens)
         COMPLETIONS.labels("one-shot", "false", body.model, "ok").inc()
         completion_id = f"chatcmpl-{uuid.uuid4().hex}"
-        return JSONResponse(
-            _completion(completion_id, result.model, result.content, result, result.finish_reason)
-        )
+        content = _completion(completion_id, result.model, result.content, result, result.finish_reason)
+        return JSONResponse(content, headers={"X-Lcp-Mode": "one-shot"})
 
     stream = state.gateway.stream(body.model, messages, body.params())
     try:

@@ -1,6 +1,7 @@
 """Crash safety: SIGKILL the worker mid-reply, restart the Temporal dev server mid-conversation."""
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -19,6 +20,7 @@ from settings import Settings, TemporalSettings
 from store import crud
 from store.db import make_engine, make_sessionmaker
 from temporal.devserver import start_dev_server
+from tests.conftest import fresh_postgres_database
 from tests.http_server import free_port, serve_in_thread
 
 
@@ -101,12 +103,11 @@ def _wait_port(port: int, timeout: float = 60) -> None:
     raise RuntimeError(f"nothing listens on {port}")
 
 
-@pytest.fixture
-def cluster(tmp_path: Path, simulator: str) -> Iterator[Cluster]:
+def _cluster(tmp_path: Path, simulator: str, database_url: str) -> Cluster:
     port = free_port()
     settings = Settings(
         home=tmp_path,
-        database_url=f"sqlite+aiosqlite:///{tmp_path / 'lcp.db'}",
+        database_url=database_url,
         llm_url=simulator,
         temporal=TemporalSettings(address=f"127.0.0.1:{port}"),
     )
@@ -115,9 +116,24 @@ def cluster(tmp_path: Path, simulator: str) -> Iterator[Cluster]:
     cluster.auth = {"Authorization": f"Bearer {key}"}
     cluster.start_temporal()
     cluster.start_worker()
+    return cluster
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, simulator: str) -> Iterator[Cluster]:
+    cluster = _cluster(tmp_path, simulator, f"sqlite+aiosqlite:///{tmp_path / 'lcp.db'}")
     yield cluster
     cluster.stop_all()
     httpx.delete(f"{cluster.simulator_root}/admin/faults")
+
+
+@pytest.fixture
+def pg_cluster(tmp_path: Path, simulator: str, postgres_url: str) -> Iterator[Cluster]:
+    """API and worker in separate processes on PostgreSQL: streamed tokens cross over LISTEN/NOTIFY."""
+    database_url = asyncio.run(fresh_postgres_database(postgres_url))
+    cluster = _cluster(tmp_path, simulator, database_url)
+    yield cluster
+    cluster.stop_all()
 
 
 @pytest.fixture
@@ -235,3 +251,38 @@ async def test_api_killed_mid_request_then_retried_with_the_same_key_applies_onc
     assert messages.count(("user", "[echo] exactly once")) == 1
     assert messages.count(("assistant", "exactly once")) == 1
     assert len(messages) == 4
+
+
+async def test_worker_killed_mid_stream_the_client_still_gets_the_reply_once(pg_cluster: Cluster) -> None:
+    cluster = pg_cluster
+    conversation_id = "streamed-through-a-crash"
+    words = [f"w{i}" for i in range(400)]
+    body = {
+        "model": "sim-llama-8b",
+        "stream": True,
+        "messages": [{"role": "user", "content": "[echo] " + " ".join(words)}],
+    }
+    headers = {**cluster.auth, "X-Conversation-Id": conversation_id}
+    texts: list[str] = []
+    killed = False
+    stats = f"{cluster.simulator_root}/admin/stats"
+    before = httpx.get(stats).json()["received"]
+    with serve_in_thread(create_app(cluster.settings)) as url:
+        async with httpx.AsyncClient(base_url=url, timeout=120) as http:
+            async with http.stream("POST", "/v1/chat/completions", json=body, headers=headers) as response:
+                assert response.status_code == 200
+                async for line in response.aiter_lines():
+                    if not line.startswith("data: {"):
+                        continue
+                    chunk = json.loads(line.removeprefix("data: "))
+                    assert "error" not in chunk, chunk
+                    texts.append(chunk["choices"][0]["delta"].get("content") or "")
+                    if "".join(texts).strip() and not killed:
+                        cluster.kill_worker()  # tokens are flowing: the worker dies mid-reply
+                        cluster.start_worker()
+                        killed = True
+    assert killed
+    assert httpx.get(stats).json()["received"] == before + 2  # killed mid-reply: the call ran again
+    assert "".join(texts) == " ".join(words)  # what was streamed, then the rest from the record
+    messages = await _stored_messages(cluster.settings, conversation_id)
+    assert messages == [("user", body["messages"][0]["content"]), ("assistant", " ".join(words))]
