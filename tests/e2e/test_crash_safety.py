@@ -266,9 +266,9 @@ async def test_worker_killed_mid_stream_the_client_still_gets_the_reply_once(pg_
     texts: list[str] = []
     killed = False
     stats = f"{cluster.simulator_root}/admin/stats"
-    before = httpx.get(stats).json()["received"]
     with serve_in_thread(create_app(cluster.settings)) as url:
         async with httpx.AsyncClient(base_url=url, timeout=120) as http:
+            before = (await http.get(stats)).json()["received"]
             async with http.stream("POST", "/v1/chat/completions", json=body, headers=headers) as response:
                 assert response.status_code == 200
                 async for line in response.aiter_lines():
@@ -281,8 +281,9 @@ async def test_worker_killed_mid_stream_the_client_still_gets_the_reply_once(pg_
                         cluster.kill_worker()  # tokens are flowing: the worker dies mid-reply
                         cluster.start_worker()
                         killed = True
+            after = (await http.get(stats)).json()["received"]
     assert killed
-    assert httpx.get(stats).json()["received"] == before + 2  # killed mid-reply: the call ran again
+    assert after == before + 2  # killed mid-reply: the call ran again
     assert "".join(texts) == " ".join(words)  # what was streamed, then the rest from the record
     messages = await _stored_messages(cluster.settings, conversation_id)
     assert messages == [("user", body["messages"][0]["content"]), ("assistant", " ".join(words))]
