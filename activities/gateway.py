@@ -214,7 +214,7 @@ class Gateway:
                     continue
                 data = line[5:].strip()
                 if data == "[DONE]":
-                    break
+                    continue  # read on to the end of the body, so the connection can be reused
                 chunk = json.loads(data)
                 usage = chunk.get("usage") or usage
                 for choice in chunk.get("choices") or []:

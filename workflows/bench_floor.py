@@ -29,3 +29,26 @@ class BenchFloorWorkflow:
     @workflow.signal
     def finish(self) -> None:
         self._done = True
+
+
+@workflow.defn(name="BenchTokenSink")
+class BenchTokenSinkWorkflow:
+    """The design lcp did not take, measured by `lcp bench stream`: a turn's tokens reaching the
+    workflow as one signal per batch."""
+
+    def __init__(self) -> None:
+        self._received = 0
+        self._done = False
+
+    @workflow.run
+    async def run(self) -> int:
+        await workflow.wait_condition(lambda: self._done)
+        return self._received
+
+    @workflow.signal
+    def tokens(self, text: str) -> None:
+        self._received += len(text)
+
+    @workflow.signal
+    def finish(self) -> None:
+        self._done = True

@@ -283,3 +283,66 @@ def bench_chat(
     if json_file:
         write_json(result, json_file)
         console.print(f"written to {json_file}")
+
+
+@bench_app.command("gateway")
+def bench_gateway(
+    json_file: Annotated[Path | None, typer.Option("--json", help="Write the results here.")] = None,
+    requests: Annotated[
+        int, typer.Option(help="Sequential requests per target (each whole, and again streamed).")
+    ] = 300,
+    concurrency: Annotated[int, typer.Option(help="Requests in flight for the throughput figure.")] = 32,
+    throughput_requests: Annotated[int, typer.Option(help="Requests per target for throughput.")] = 2000,
+    warmup: Annotated[int, typer.Option(help="Warm-up requests per target, not counted.")] = 50,
+    no_litellm: Annotated[bool, typer.Option("--no-litellm", help="Leave LiteLLM out.")] = False,
+    litellm_python: Annotated[
+        Path | None,
+        typer.Option(help="Python that has litellm[proxy] (default: a virtualenv in ~/.cache/lcp)."),
+    ] = None,
+) -> None:
+    """One-shot gateway overhead: the simulator called directly, through lcp and through LiteLLM."""
+    from api.cli.bench import write_json
+    from api.cli.bench_gateway import BenchError, Plan, run_gateway_bench, tables
+
+    plan = Plan(requests, concurrency, throughput_requests, warmup)
+    try:
+        result = run_gateway_bench(
+            plan,
+            with_litellm=not no_litellm,
+            litellm_python_path=litellm_python,
+            echo=lambda line: console.print(f"lcp bench gateway: {line}", highlight=False),
+        )
+    except BenchError as err:
+        err_console.print(f"lcp bench gateway: {err}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    console.print(*tables(result))
+    for name in ("direct", "lcp", "litellm"):
+        if name in result:
+            console.print(f"{name}: CPU ms per request under load", result[name]["cpu_ms_per_request"])
+    console.print("added latency (ms):", result["added"])
+    console.print("ratios:", result["ratios"])
+    console.print("goals:", result["goals"] or "(LiteLLM left out: none to check)")
+    if json_file:
+        write_json(result, json_file)
+        console.print(f"written to {json_file}")
+
+
+@bench_app.command("stream")
+def bench_stream(
+    json_file: Annotated[Path | None, typer.Option("--json", help="Write the results here.")] = None,
+    turns: Annotated[int, typer.Option(help="Durable streamed turns, each in a new conversation.")] = 20,
+    model: Annotated[
+        str, typer.Option(help="Simulator model (with realistic token pacing).")
+    ] = "sim-llama-8b",
+) -> None:
+    """Durable streaming: lcp's token relay against the same token batches sent as workflow signals."""
+    from api.cli.bench import write_json
+    from api.cli.bench_stream import run
+
+    console.print("lcp bench stream: starting a dev server, simulator and API (with its worker)…")
+    result = asyncio.run(run(turns, model))
+    console.print("relay (what lcp does):", result["relay"])
+    console.print("signals (the alternative, on top of the turn):", result["signals"])
+    if json_file:
+        write_json(result, json_file)
+        console.print(f"written to {json_file}")

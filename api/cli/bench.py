@@ -27,7 +27,7 @@ from workflows.bench_floor import BenchFloorWorkflow, noop
 FLOOR_QUEUE = "bench-floor"
 
 
-def _free_port() -> int:
+def free_port() -> int:
     import socket
 
     with socket.socket() as sock:
@@ -127,7 +127,7 @@ class Bench:
         self.length = length
         self.processes: list[subprocess.Popen[bytes] | multiprocessing.Process] = []
         self.names: list[str] = []
-        self.temporal_port, self.api_port, self.llm_port = _free_port(), _free_port(), _free_port()
+        self.temporal_port, self.api_port, self.llm_port = free_port(), free_port(), free_port()
         self.address = f"127.0.0.1:{self.temporal_port}"
 
     def start(self) -> None:

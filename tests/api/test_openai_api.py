@@ -424,3 +424,29 @@ async def test_no_secret_reaches_logs_or_error_bodies(
     assert refused.status_code == 401 and malformed.status_code == 401
     for text in (refused.text, malformed.text, caplog.text):
         assert secret not in text and forged.split("_", 2)[2] not in text
+
+
+async def test_one_shot_is_metered_and_counted_but_not_kept(
+    api_url: str, key: str, sdk: openai.AsyncOpenAI
+) -> None:
+    def sample(text: str, name: str, **labels: str) -> float:
+        for line in text.splitlines():
+            if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
+                return float(line.rsplit(" ", 1)[1])
+        return 0.0
+
+    async with httpx.AsyncClient(base_url=api_url, headers={"Authorization": f"Bearer {key}"}) as http:
+        before = (await http.get("/metrics")).text
+        await sdk.chat.completions.create(
+            model="sim-zero", messages=[{"role": "user", "content": "[echo] a b c"}]
+        )
+        after = (await http.get("/metrics")).text
+        listed = (await http.get("/v1/conversations")).json()["data"]
+    tokens = {"tenant": "default", "model": "sim-zero", "kind": "completion"}
+    assert sample(after, "lcp_tokens_total", **tokens) - sample(before, "lcp_tokens_total", **tokens) == 3
+    counted = {"mode": "one-shot", "stream": "false", "model": "sim-zero", "outcome": "ok"}
+    assert (
+        sample(after, "lcp_chat_completions_total", **counted)
+        == sample(before, "lcp_chat_completions_total", **counted) + 1
+    )
+    assert listed == []  # nothing recorded

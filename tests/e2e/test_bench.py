@@ -29,3 +29,17 @@ def test_bench_chat_reports_floor_and_lcp(tmp_path: Path) -> None:
         "sequential_p50", "sequential_p99", "concurrent_4_p99", "concurrent_4_throughput"
     }  # fmt: skip
     assert result["machine"]["temporal_bin"] and result["settings"]["turns_per_conversation"] == 10
+
+
+def test_bench_stream_measures_the_relay_and_the_signal_alternative(tmp_path: Path) -> None:
+    out = tmp_path / "stream.json"
+    subprocess.run(
+        [sys.executable, "-m", "api.cli", "bench", "stream", "--turns", "2", "--json", str(out)],
+        check=True, timeout=300, capture_output=True,
+    )  # fmt: skip
+    result = json.loads(out.read_text())
+    relay, signals = result["relay"], result["signals"]
+    assert relay["batches_per_turn_p50"] > 1  # tokens arrived in several pieces, not whole at the end
+    assert signals["signals_per_turn_p50"] == relay["batches_per_turn_p50"]
+    assert signals["history_events_for_the_signals_p50"] > signals["signals_per_turn_p50"]
+    assert relay["history_events_per_turn_p50"] > 0
