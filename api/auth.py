@@ -5,6 +5,7 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from api.errors import ApiError
@@ -16,6 +17,8 @@ from store import crud
 KEY_CACHE_S = 10.0  # a revoked key stops working in other API processes within this time
 KEY_CACHE_MAX = 10_000
 CHALLENGE = {"WWW-Authenticate": "Bearer"}
+# Declares the scheme in the OpenAPI spec (the Authorize button in /docs); checking is ours.
+BEARER = HTTPBearer(auto_error=False, description="An lcp API key (lcp_...) or an OIDC access token.")
 
 
 def _unauthorized(message: str) -> ApiError:
@@ -91,10 +94,12 @@ class Authenticator:
             raise ApiError(503, "IdentityProviderUnavailable", f"cannot check the token now: {err}") from None
 
 
-def require(role: str) -> Callable[[Request], Awaitable[Principal]]:
+def require(role: str) -> Callable[..., Awaitable[Principal]]:
     """A dependency that authenticates the caller, checks `role` and counts the request."""
 
-    async def principal(request: Request) -> Principal:
+    async def principal(
+        request: Request, _: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)]
+    ) -> Principal:
         state = request.app.state.lcp
         caller: Principal = await state.auth.authenticate(request.headers.get("authorization"))
         if not permits(caller.roles, role):
