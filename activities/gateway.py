@@ -1,10 +1,11 @@
 """The inference gateway: calls OpenAI-compatible endpoints (the simulator, vLLM, OpenAI, ...) with httpx,
 whole or streamed, and classes every failure. Used by the inference activity and the one-shot API path."""
 
+import contextlib
 import json
 import os
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -102,6 +103,22 @@ def _retry_after(response: httpx.Response) -> timedelta | None:
         return None
 
 
+def _transport_failure(route: ModelRoute, err: Exception, timed_out: str, broken: str) -> InferenceFailure:
+    if isinstance(err, httpx.TimeoutException):
+        return InferenceFailure(
+            f"{route.name}: {timed_out} ({type(err).__name__})", type="EndpointTimeout", status=504
+        )
+    return InferenceFailure(f"{route.name}: {broken} ({err})", type="EndpointUnavailable", status=502)
+
+
+@contextlib.contextmanager
+def _transport_errors(route: ModelRoute, timed_out: str, broken: str) -> Iterator[None]:
+    try:
+        yield
+    except (httpx.TimeoutException, httpx.TransportError) as err:
+        raise _transport_failure(route, err, timed_out, broken) from err
+
+
 class Gateway:
     def __init__(self, http: httpx.AsyncClient, routes: dict[str, ModelRoute]) -> None:
         self._http = http
@@ -140,16 +157,8 @@ class Gateway:
         )
 
     async def _send(self, route: ModelRoute, request: httpx.Request, stream: bool) -> httpx.Response:
-        try:
+        with _transport_errors(route, "endpoint timed out", "endpoint unreachable"):
             response = await self._http.send(request, stream=stream)
-        except httpx.TimeoutException as err:
-            raise InferenceFailure(
-                f"{route.name}: endpoint timed out ({type(err).__name__})", type="EndpointTimeout", status=504
-            ) from err
-        except httpx.TransportError as err:
-            raise InferenceFailure(
-                f"{route.name}: endpoint unreachable ({err})", type="EndpointUnavailable", status=502
-            ) from err
         if response.status_code >= 400:
             body = await response.aread()
             await response.aclose()
@@ -223,14 +232,8 @@ class Gateway:
                         parts.append(delta)
                         yield delta
                     finish_reason = choice.get("finish_reason") or finish_reason
-        except httpx.TimeoutException as err:
-            raise InferenceFailure(
-                f"{route.name}: stream stalled ({type(err).__name__})", type="EndpointTimeout", status=504
-            ) from err
-        except httpx.TransportError as err:
-            raise InferenceFailure(
-                f"{route.name}: stream broke off ({err})", type="EndpointUnavailable", status=502
-            ) from err
+        except (httpx.TimeoutException, httpx.TransportError) as err:
+            raise _transport_failure(route, err, "stream stalled", "stream broke off") from err
         except (ValueError, AttributeError, TypeError) as err:
             raise self._malformed(route, err) from err
         finally:

@@ -5,6 +5,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -28,24 +29,10 @@ async def _session(database_url: str) -> AsyncIterator[AsyncSession]:
         await engine.dispose()
 
 
-async def mint(
-    database_url: str,
-    *,
-    tenant: str,
-    name: str,
-    roles: list[str],
-    requests_per_minute: int | None = None,
-    tokens_per_minute: int | None = None,
-) -> tuple[ApiKey, str]:
+async def mint(database_url: str, **spec: Any) -> tuple[ApiKey, str]:
+    """`api.keys.create_key` on the database at `database_url` (same keyword arguments)."""
     async with _session(database_url) as session:
-        return await create_key(
-            session,
-            tenant=tenant,
-            name=name,
-            roles=roles,
-            requests_per_minute=requests_per_minute,
-            tokens_per_minute=tokens_per_minute,
-        )
+        return await create_key(session, **spec)
 
 
 async def list_keys(database_url: str, tenant: str | None) -> list[ApiKey]:
