@@ -71,11 +71,12 @@ async def create_conversation(
     """Start a conversation, optionally with its first message (answered in the response)."""
     tenant = caller.tenant
     model = body.model or state.settings.conversation.default_model
-    if model not in state.gateway.routes:
+    served = sorted(name for name, route in state.gateway.routes.items() if route.serves(tenant))
+    if model not in served:
         raise ApiError(
             422,
             "UnknownModel",
-            f"model {model!r} is not served here; pick one of: {', '.join(sorted(state.gateway.routes))}",
+            f"model {model!r} is not served to your tenant; pick one of: {', '.join(served)}",
         )
     if body.message is not None:
         problem = message_problem(

@@ -78,6 +78,13 @@ async def test_models_lists_what_the_tenant_may_use(api_url: str, mint_key: Mint
         model="acme-only", messages=[{"role": "user", "content": "[echo] for acme"}]
     )
     assert reply.choices[0].message.content == "for acme"
+    async with httpx.AsyncClient(
+        base_url=api_url, headers={"Authorization": f"Bearer {default.api_key}"}
+    ) as http:
+        refused = await http.post("/v1/conversations", json={"model": "acme-only"})
+        assert (
+            refused.status_code == 422 and "not served to your tenant" in refused.json()["error"]["message"]
+        )
 
 
 def test_one_shot_with_the_sync_client(api_url: str, key: str) -> None:
