@@ -12,7 +12,7 @@ import openai
 import pytest
 
 from api.app import create_app
-from settings import Settings
+from settings import RateLimit, Settings
 from tests.api.conftest import MintKey
 from tests.http_server import serve_in_thread
 
@@ -457,3 +457,19 @@ async def test_one_shot_is_metered_and_counted_but_not_kept(
         == sample(before, "lcp_chat_completions_total", **counted) + 1
     )
     assert listed == []  # nothing recorded
+
+
+async def test_tenant_limit_spans_its_keys(settings: Settings, api_url: str, mint_key: MintKey) -> None:
+    # as LCP_LIMITS__TENANTS='{"t3": {"requests_per_minute": 3}}' would (the app reads this object)
+    settings.limits.tenants["t3"] = RateLimit(requests_per_minute=3)
+    first, second = await mint_key(tenant="t3"), await mint_key(tenant="t3")
+    async with httpx.AsyncClient(base_url=api_url) as http:
+        codes = [
+            (await http.get("/v1/models", headers={"Authorization": f"Bearer {key}"})).status_code
+            for key in (first, second, first, second)
+        ]
+        other = await http.get(
+            "/v1/models", headers={"Authorization": f"Bearer {await mint_key(tenant='t4')}"}
+        )
+    assert codes == [200, 200, 200, 429]
+    assert other.status_code == 200  # another tenant is not affected
