@@ -17,6 +17,8 @@ log = logging.getLogger(__name__)
 PG_CHANNEL = "lcp_tokens"
 PG_PAYLOAD_MAX = 7000  # PostgreSQL refuses NOTIFY payloads of 8000 bytes or more
 QUEUE_MAX = 4096
+RECONNECT_EVERY_S = 1.0
+PUBLISH_CONNECT_TIMEOUT_S = 2.0
 
 
 @dataclass
@@ -74,13 +76,30 @@ class PostgresRelay(_Subscribers):
         self._listener: Any = None  # asyncpg connections (asyncpg ships no type hints)
         self._publisher: Any = None
         self._publish_lock = asyncio.Lock()
+        self._closing = False
+        self._reconnecting: asyncio.Task[None] | None = None
 
     async def listen(self) -> None:
         import asyncpg
 
         connection = await asyncpg.connect(self._dsn)
         await connection.add_listener(PG_CHANNEL, self._on_notify)
+        connection.add_termination_listener(self._on_lost)
         self._listener = connection
+
+    def _on_lost(self, _connection: object) -> None:
+        if not self._closing:
+            log.warning("token relay: lost the LISTEN connection to PostgreSQL; reconnecting")
+            self._reconnecting = asyncio.get_running_loop().create_task(self._reconnect())
+
+    async def _reconnect(self) -> None:
+        while not self._closing:
+            try:
+                await self.listen()
+                log.warning("token relay: listening again")
+                return
+            except Exception:  # any failure (server down, auth, DNS): wait and try again
+                await asyncio.sleep(RECONNECT_EVERY_S)
 
     def _on_notify(self, _connection: object, _pid: int, _channel: str, payload: str) -> None:
         try:
@@ -90,18 +109,27 @@ class PostgresRelay(_Subscribers):
             log.warning("ignoring a malformed token notification")
 
     async def publish(self, delta: Delta) -> None:
+        """Best effort: a relay that fails loses tokens on the way (the API sends them from the
+        recorded reply at the end), never the inference call."""
         import asyncpg
 
         async with self._publish_lock:
-            if self._publisher is None:
-                self._publisher = await asyncpg.connect(self._dsn)
-            text = delta.text
-            while text:  # split so that every payload stays under PostgreSQL's limit
-                piece, text = text[: PG_PAYLOAD_MAX // 4], text[PG_PAYLOAD_MAX // 4 :]
-                payload = json.dumps({"c": delta.channel, "a": delta.attempt, "t": piece})
-                await self._publisher.execute("SELECT pg_notify($1, $2)", PG_CHANNEL, payload)
+            try:
+                if self._publisher is None or self._publisher.is_closed():
+                    self._publisher = await asyncpg.connect(self._dsn, timeout=PUBLISH_CONNECT_TIMEOUT_S)
+                text = delta.text
+                while text:  # split so that every payload stays under PostgreSQL's limit
+                    piece, text = text[: PG_PAYLOAD_MAX // 4], text[PG_PAYLOAD_MAX // 4 :]
+                    payload = json.dumps({"c": delta.channel, "a": delta.attempt, "t": piece})
+                    await self._publisher.execute("SELECT pg_notify($1, $2)", PG_CHANNEL, payload)
+            except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as err:
+                log.warning("token relay: could not publish (%s); the reply still arrives whole", err)
+                self._publisher = None
 
     async def close(self) -> None:
+        self._closing = True
+        if self._reconnecting is not None:
+            self._reconnecting.cancel()
         for connection in (self._listener, self._publisher):
             if connection is not None:
                 with contextlib.suppress(Exception):
