@@ -259,6 +259,9 @@ def bench_chat(
     turns_per_conversation: Annotated[
         int, typer.Option(help="Each client moves to a new conversation after this many turns.")
     ] = 10,
+    combined: Annotated[
+        bool, typer.Option("--combined", help="Run the worker inside the API process, as `lcp dev` does.")
+    ] = False,
 ) -> None:
     """Chat-turn latency and throughput: lcp through its HTTP API vs the bare Temporal floor."""
     from rich.table import Table
@@ -266,7 +269,7 @@ def bench_chat(
     from api.cli.bench import run_bench, write_json
 
     console.print("lcp bench chat: starting a dev server, simulator (zero latency), worker and API…")
-    result = run_bench(turns, concurrency, warmup, turns_per_conversation)
+    result = run_bench(turns, concurrency, warmup, turns_per_conversation, combined)
     table = Table(title=f"chat turn, {result['machine']['cpus']} CPUs ({result['machine']['cpu']})")
     for column in ("", "phase", "p50 ms", "p95 ms", "p99 ms", "turns/s"):
         table.add_column(column)

@@ -122,9 +122,12 @@ async def bench_key(database_url: str) -> str:
 
 
 class Bench:
-    def __init__(self, work: Path, turns: int, concurrency: int, warmup: int, length: int) -> None:
+    def __init__(
+        self, work: Path, turns: int, concurrency: int, warmup: int, length: int, combined: bool = False
+    ) -> None:
         self.work, self.turns, self.concurrency, self.warmup = work, turns, concurrency, warmup
         self.length = length
+        self.combined = combined  # the worker inside the API process, as `lcp dev` runs it
         self.processes: list[subprocess.Popen[bytes] | multiprocessing.Process] = []
         self.names: list[str] = []
         self.temporal_port, self.api_port, self.llm_port = free_port(), free_port(), free_port()
@@ -140,11 +143,13 @@ class Bench:
             self.work, self.address, f"http://127.0.0.1:{self.llm_port}/v1", LCP_DATABASE_URL=database_url
         )
         self.api_key = asyncio.run(bench_key(database_url))
-        for name, args in (
-            ("llm", ["sim", "--port", str(self.llm_port)]),
-            ("worker", ["worker", "--queue", "conversations"]),
-            ("api", ["api", "--port", str(self.api_port)]),
-        ):
+        api = ["api", "--port", str(self.api_port)]
+        processes = [("llm", ["sim", "--port", str(self.llm_port)])]
+        if self.combined:
+            processes.append(("api+worker", [*api, "--worker"]))
+        else:
+            processes += [("worker", ["worker", "--queue", "conversations"]), ("api", api)]
+        for name, args in processes:
             self.names.append(name)
             self.processes.append(spawn_lcp(args, env, self.work / f"{name}.log"))
         floor = multiprocessing.get_context("spawn").Process(
@@ -214,7 +219,8 @@ class Bench:
                 response.raise_for_status()
 
             lanes = [Lane(start, turn, self.length) for _ in range(self.concurrency)]
-            return await self._phases(lanes, ("temporal", "llm", "worker", "api"))
+            servers = ("api+worker",) if self.combined else ("worker", "api")
+            return await self._phases(lanes, ("temporal", "llm", *servers))
 
     def _cpu(self) -> dict[str, float]:
         pids = {name: p.pid for name, p in zip(self.names, self.processes, strict=True) if p.pid}
@@ -260,9 +266,11 @@ def machine() -> dict[str, Any]:
     }
 
 
-def run_bench(turns: int, concurrency: int, warmup: int, length: int) -> dict[str, Any]:
+def run_bench(
+    turns: int, concurrency: int, warmup: int, length: int, combined: bool = False
+) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="lcp-bench-") as tmp:
-        bench = Bench(Path(tmp), turns, concurrency, warmup, length)
+        bench = Bench(Path(tmp), turns, concurrency, warmup, length, combined)
         bench.start()
         try:
             floor = asyncio.run(bench.floor())
@@ -272,7 +280,12 @@ def run_bench(turns: int, concurrency: int, warmup: int, length: int) -> dict[st
     key = f"concurrent_{concurrency}"
     return {
         "machine": machine(),
-        "settings": {"turns": turns, "concurrency": concurrency, "turns_per_conversation": length},
+        "settings": {
+            "turns": turns,
+            "concurrency": concurrency,
+            "turns_per_conversation": length,
+            "lcp_layout": "api and worker in one process" if combined else "api and worker apart",
+        },
         "floor": floor,
         "lcp": lcp,
         "ratios": {

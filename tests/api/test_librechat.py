@@ -70,6 +70,19 @@ async def test_librechat_conversation(librechat: httpx.AsyncClient) -> None:
             },
         )
         assert title.status_code == 200 and title.json()["choices"][0]["message"]["content"]
+        older_title = await http.post(  # LibreChat up to v0.7.8: one system message
+            "/chat/completions",
+            headers={"X-Conversation-Id": conversation_id},
+            json={
+                "model": "sim-zero",
+                "temperature": 0.2,
+                "presence_penalty": 0,
+                "frequency_penalty": 0,
+                "max_tokens": 16,
+                "messages": [{"role": "system", "content": "Please generate a title ... ||>Title:"}],
+            },
+        )
+        assert older_title.status_code == 200 and older_title.headers["x-lcp-mode"] == "one-shot"
 
         history += [{"role": "assistant", "content": "Hello!"}, {"role": "user", "content": "[echo] More."}]
         assert await _turn(http, conversation_id, history) == "More."

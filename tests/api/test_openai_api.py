@@ -101,6 +101,19 @@ def test_one_shot_with_the_sync_client(api_url: str, key: str) -> None:
     assert reply.usage is not None and reply.usage.completion_tokens == 2
     assert reply.usage.total_tokens == reply.usage.prompt_tokens + 2
 
+    conversation_id = uuid.uuid4().hex  # the sync client streaming a durable turn
+    stream = sdk.chat.completions.create(
+        model="sim-zero",
+        messages=[{"role": "user", "content": "[echo] sync stream"}],
+        stream=True,
+        extra_headers={"X-Conversation-Id": conversation_id},
+    )
+    assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == "sync stream"
+    recorded = httpx.get(
+        f"{api_url}/v1/conversations/{conversation_id}", headers={"Authorization": f"Bearer {key}"}
+    )
+    assert [m["content"] for m in recorded.json()["messages"]] == ["[echo] sync stream", "sync stream"]
+
 
 async def test_one_shot_stream_with_usage(sdk: openai.AsyncOpenAI) -> None:
     stream = await sdk.chat.completions.create(
