@@ -1,5 +1,6 @@
 """Who is calling: API keys and OIDC bearer tokens become a Principal; each route names the role it needs."""
 
+import hmac
 import time
 from collections.abc import Awaitable, Callable
 from typing import Annotated
@@ -65,7 +66,7 @@ class Authenticator:
         assert key_id is not None
         async with self._sessions() as session:
             row = await crud.get_api_key(session, key_id=key_id)
-        if row is None or row.revoked_at is not None or row.key_hash != hash_key(key):
+        if row is None or row.revoked_at is not None or not hmac.compare_digest(row.key_hash, hash_key(key)):
             return None
         return Principal(
             subject=f"key:{row.id}",
