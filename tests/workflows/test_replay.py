@@ -16,7 +16,8 @@ HISTORIES = sorted((Path(__file__).parent / "histories").glob("conversation_*.js
     "history_json", [path.read_text() for path in HISTORIES], ids=[path.stem for path in HISTORIES]
 )
 async def test_saved_history_replays(history_json: str) -> None:
-    """Sent, edited, regenerated and archived (conversation_v1): replays without nondeterminism."""
+    """conversation_v1: sent, edited, regenerated, archived; conversation_v2_chat: OpenAI-style turns
+    (re-sent history, a streamed one, a regenerate, an edited reply), archived. Replays cleanly."""
     history = WorkflowHistory.from_json("conversation/default/replay-sample", history_json)
     replayer = Replayer(workflows=[ConversationWorkflow], data_converter=pydantic_data_converter)
     await replayer.replay_workflow(history)  # raises on nondeterminism
