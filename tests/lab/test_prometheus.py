@@ -1,6 +1,5 @@
 """A real Prometheus, started by lab.prometheus, scraping a tiny exporter and queried through PromQL."""
 
-import os
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -31,7 +30,6 @@ from lab.prometheus import (
     PromQLError,
     ScrapeTarget,
     StaleData,
-    prometheus_binary,
     prometheus_url,
     reload,
     render_config,
@@ -93,18 +91,6 @@ def eventually(check: Callable[[], T], timeout_s: float = 60.0) -> T:
             if time.monotonic() > deadline:
                 raise AssertionError(f"still failing after {timeout_s}s: {exc!r}") from exc
         time.sleep(0.2)
-
-
-@pytest.fixture(scope="module")
-def prometheus_bin() -> str:
-    try:
-        return prometheus_binary()
-    except FileNotFoundError:
-        if os.environ.get("LCP_REQUIRE_PROMETHEUS"):
-            pytest.fail(
-                "Prometheus is required (LCP_REQUIRE_PROMETHEUS) but the `prometheus` binary is missing"
-            )
-        pytest.skip("Prometheus is not installed: `make test` installs it")
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,160 @@
+"""`lcp lab serve`: the simulated cluster in one process — the Kubernetes API, its controllers and the
+workload simulator — seeded with a demo service. A simulation: everything it makes says so."""
+
+import asyncio
+import logging
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+
+import uvicorn
+from kubernetes import client, config
+
+from lab.cluster_view import VERSION_LABEL, KubernetesClusterView
+from lab.controllers import ControllerManager, default_controllers
+from lab.kube import SIMULATED_LABEL, LabKubernetes
+from lab.traces import Constant, Replay, TrafficSource
+from lab.workload import ServiceSpec, Workload, create_app
+
+log = logging.getLogger(__name__)
+
+DEMO_NAMESPACE = "lab"
+DEMO_SERVICE = "chat-api"
+NAME_LABEL = "app.kubernetes.io/name"
+# The shared traffic traces sit beside the repository; the lab replays the conversation trace when
+# it is there (one trace minute per 10 s, its busiest minute at 40 requests/s), else a constant rate.
+DEFAULT_TRACE = Path(__file__).resolve().parents[1].parent / (
+    "shared/data/traces/azure_llm_2023/AzureLLMInferenceTrace_conv.csv"
+)
+
+
+@dataclass
+class LabOptions:
+    home: Path
+    host: str = "127.0.0.1"
+    kube_port: int = 8600
+    workload_port: int = 8601
+    pod_startup_delay_s: float = 3.0
+    trace: Path | None = None  # None: DEFAULT_TRACE when present, else a constant 20 requests/s
+    demo: bool = True
+
+
+def demo_objects(version: str = "v1", replicas: int = 4) -> tuple[dict, dict, dict]:  # type: ignore[type-arg]
+    """The demo service: a namespace, a Service and its stable Deployment."""
+    labels = {NAME_LABEL: DEMO_SERVICE, SIMULATED_LABEL: "true"}
+    namespace = {"metadata": {"name": DEMO_NAMESPACE, "labels": {SIMULATED_LABEL: "true"}}}
+    service = {
+        "metadata": {"name": DEMO_SERVICE, "namespace": DEMO_NAMESPACE, "labels": labels},
+        "spec": {"selector": {NAME_LABEL: DEMO_SERVICE}, "ports": [{"port": 80, "targetPort": 8080}]},
+    }
+    pod_labels = {**labels, VERSION_LABEL: version}
+    deployment = {
+        "metadata": {"name": DEMO_SERVICE, "namespace": DEMO_NAMESPACE, "labels": pod_labels},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {NAME_LABEL: DEMO_SERVICE, VERSION_LABEL: version}},
+            "template": {
+                "metadata": {"labels": pod_labels},
+                "spec": {"containers": [{"name": "app", "image": f"lab.local/{DEMO_SERVICE}:{version}"}]},
+            },
+        },
+    }
+    return namespace, service, deployment
+
+
+def traffic_source(trace: Path | None) -> TrafficSource:
+    path = trace or (DEFAULT_TRACE if DEFAULT_TRACE.exists() else None)
+    if path is None:
+        return Constant(20.0)
+    return Replay.from_file(path, speedup=6.0, peak_rps=40.0)
+
+
+class Lab:
+    """The lab's parts, started in order and stopped in reverse."""
+
+    def __init__(self, options: LabOptions) -> None:
+        self.options = options
+        self.kube = LabKubernetes()
+        self.controllers: ControllerManager | None = None
+        self.workload: Workload | None = None
+        self._api_client: client.ApiClient | None = None
+        self._http: uvicorn.Server | None = None
+        self._serving: asyncio.Task[None] | None = None
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.options.home / "kubeconfig"
+
+    async def start(self) -> None:
+        options = self.options
+        options.home.mkdir(parents=True, exist_ok=True)
+        await self.kube.start(options.host, options.kube_port)
+        self.kube.write_kubeconfig(self.kubeconfig)
+        self.controllers = ControllerManager(
+            default_controllers(self.kube, pod_startup_delay=options.pod_startup_delay_s)
+        )
+        await self.controllers.start()
+        if options.demo:
+            self._seed_demo()
+        self._api_client = config.new_client_from_config(config_file=str(self.kubeconfig))
+        self.workload = Workload(KubernetesClusterView(self._api_client))
+        if options.demo:
+            source = await asyncio.to_thread(traffic_source, options.trace)
+            self.workload.add_service(ServiceSpec(DEMO_NAMESPACE, DEMO_SERVICE, source))
+        server_config = uvicorn.Config(
+            create_app(self.workload),
+            host=options.host,
+            port=options.workload_port,
+            log_level="warning",
+            lifespan="on",
+        )
+        self._http = uvicorn.Server(server_config)
+        self._serving = asyncio.create_task(self._http.serve())
+        while not self._http.started:
+            if self._serving.done():
+                await self._serving  # raises what stopped it (e.g. a busy port)
+                raise RuntimeError(f"the workload simulator did not start on port {options.workload_port}")
+            await asyncio.sleep(0.05)
+        log.warning(
+            "lab (a simulation) ready: kubernetes API %s, workload http://%s:%d/metrics, kubeconfig %s",
+            self.kube.url,
+            options.host,
+            options.workload_port,
+            self.kubeconfig,
+        )
+
+    def _seed_demo(self) -> None:
+        namespace, service, deployment = demo_objects()
+        for kind, body in (
+            ("v1/namespaces", namespace),
+            ("v1/services", service),
+            ("apps/v1/deployments", deployment),
+        ):
+            name = body["metadata"]["name"]
+            ns = body["metadata"].get("namespace")
+            if self.kube.api.get_object(kind, ns, name) is None:
+                self.kube.api.create_object(kind, body, ns)
+
+    async def stop(self) -> None:
+        if self._http is not None and self._serving is not None:
+            self._http.should_exit = True
+            await self._serving
+        if self._api_client is not None:
+            self._api_client.close()
+        if self.controllers is not None:
+            await self.controllers.stop()
+        await self.kube.stop()
+
+
+async def serve(options: LabOptions) -> None:
+    """Run the lab until SIGINT/SIGTERM."""
+    lab = Lab(options)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await lab.start()
+    try:
+        await stop.wait()
+    finally:
+        await lab.stop()

@@ -1,0 +1,87 @@
+"""The lab as `lcp lab serve` runs it: the demo service becomes ready in the simulated cluster, its
+traffic shows in the workload's metrics, and a real Prometheus scraping the lab answers PromQL."""
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+from kubernetes import client, config
+
+from lab.prometheus import SIMULATED, PromQL, ScrapeTarget, start_prometheus, stop_prometheus, wait_ready
+from lab.server import DEMO_NAMESPACE, DEMO_SERVICE, Lab, LabOptions
+from lab.traces import Constant
+from lab.workload import ServiceSpec
+from tests.http_server import free_port
+
+
+@pytest.fixture
+async def lab(tmp_path: Path) -> AsyncIterator[Lab]:
+    options = LabOptions(
+        home=tmp_path, kube_port=free_port(), workload_port=free_port(), pod_startup_delay_s=0.2
+    )
+    lab = Lab(options)
+    await lab.start()
+    yield lab
+    await lab.stop()
+
+
+async def _eventually(check, what: str, deadline_s: float = 30) -> object:  # type: ignore[no-untyped-def]
+    for _ in range(int(deadline_s / 0.2)):
+        if value := await check():
+            return value
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"never happened: {what}")
+
+
+async def test_demo_service_is_ready_and_its_traffic_is_measured(
+    lab: Lab, tmp_path: Path, prometheus_bin: str
+) -> None:
+    assert lab.workload is not None
+    lab.workload.add_service(ServiceSpec(DEMO_NAMESPACE, DEMO_SERVICE, Constant(50.0)))  # a steady rate
+    api = config.new_client_from_config(config_file=str(lab.kubeconfig))
+    apps = client.AppsV1Api(api)
+
+    async def ready() -> int:
+        deployment = await asyncio.to_thread(apps.read_namespaced_deployment, DEMO_SERVICE, DEMO_NAMESPACE)
+        return (deployment.status.ready_replicas or 0) if deployment.status else 0
+
+    assert await _eventually(ready, "the demo Deployment has ready replicas") == 4
+    workload_url = f"http://127.0.0.1:{lab.options.workload_port}"
+
+    async def served() -> bool:
+        async with httpx.AsyncClient() as http:
+            metrics = (await http.get(f"{workload_url}/metrics")).text
+        return any(
+            line.startswith("http_requests_total{")
+            and 'version="v1"' in line
+            and 'code="200"' in line
+            and float(line.rsplit(" ", 1)[1]) > 0
+            for line in metrics.splitlines()
+        )
+
+    assert await _eventually(served, "the workload served requests to v1")
+
+    port = free_port()
+    prometheus = start_prometheus(
+        [ScrapeTarget("lab-workload", f"127.0.0.1:{lab.options.workload_port}", labels=SIMULATED)],
+        tmp_path / "prometheus",
+        port=port,
+        scrape_interval_s=1,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        await asyncio.to_thread(wait_ready, url, 30, prometheus)
+        promql = PromQL(url)
+        query = f'sum(http_requests_total{{service="{DEMO_SERVICE}",code="200",simulated="true"}})'
+
+        async def scraped() -> float:
+            try:
+                return await asyncio.to_thread(promql.value, query)
+            except Exception:
+                return 0.0
+
+        assert await _eventually(scraped, "Prometheus has the lab's request counts", deadline_s=60) > 0
+    finally:
+        stop_prometheus(prometheus)
