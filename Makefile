@@ -15,6 +15,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 dev: $(STAMP)
+	bash tests/system-deps.sh prometheus
 	$(BIN)/lcp dev $(ARGS)
 
 test: $(STAMP)

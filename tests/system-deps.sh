@@ -2,13 +2,17 @@
 # Installs the system packages the test suite needs when they are missing: PostgreSQL (the read
 # model's production database), Chromium (to look at the Temporal UI) and Prometheus (the lab's
 # metrics, queried by rollouts and scaling), from Debian's packages.
+# `system-deps.sh prometheus` installs only what it names (make dev needs Prometheus alone).
 set -euo pipefail
+wanted=("$@")
+((${#wanted[@]})) || wanted=(postgresql chromium prometheus)
+want() { [[ " ${wanted[*]} " == *" $1 "* ]]; }
 missing=()
-if ! command -v initdb >/dev/null && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+if want postgresql && ! command -v initdb >/dev/null && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
   missing+=(postgresql)
 fi
-command -v chromium >/dev/null || missing+=(chromium)
-command -v prometheus >/dev/null || missing+=(prometheus)
+if want chromium && ! command -v chromium >/dev/null; then missing+=(chromium); fi
+if want prometheus && ! command -v prometheus >/dev/null; then missing+=(prometheus); fi
 if ((${#missing[@]})); then
   sudo=""
   [[ $(id -u) -eq 0 ]] || sudo="sudo"

@@ -17,11 +17,15 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 db_app = typer.Typer(help="The read-model database.", no_args_is_help=True)
+lab_app = typer.Typer(
+    help="The lab: a simulated cluster (Kubernetes API, workload, Prometheus).", no_args_is_help=True
+)
 keys_app = typer.Typer(help="API keys (written straight to the read-model database).", no_args_is_help=True)
 bench_app = typer.Typer(help="Benchmarks.", no_args_is_help=True)
 temporal_app = typer.Typer(help="The Temporal cluster lcp runs on.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(keys_app, name="keys")
+app.add_typer(lab_app, name="lab")
 app.add_typer(temporal_app, name="temporal")
 app.add_typer(bench_app, name="bench")
 console = Console()
@@ -52,15 +56,21 @@ def dev(
     temporal_port: Annotated[int, typer.Option(help="Temporal frontend (gRPC) port.")] = 7233,
     ui_port: Annotated[int, typer.Option(help="Temporal UI port.")] = 8233,
     llm_port: Annotated[int, typer.Option(help="LLM simulator port.")] = 8400,
+    kube_port: Annotated[int, typer.Option(help="The lab's simulated Kubernetes API port.")] = 8600,
+    workload_port: Annotated[int, typer.Option(help="The lab's workload simulator port.")] = 8601,
+    prometheus_port: Annotated[int, typer.Option(help="Prometheus port.")] = 9090,
 ) -> None:
-    """Run the whole embedded stack in the foreground: Temporal, worker, API, LLM simulator."""
+    """Run the whole embedded stack in the foreground: Temporal, API with its worker, LLM simulator,
+    the lab (a simulated cluster) and Prometheus."""
     from api.cli.dev import Ports, StackError, run_dev
 
     _settings("dev")  # a wrong setting is one clear line before anything starts
     try:
         code = run_dev(
             home,
-            Ports(host, api_port, temporal_port, ui_port, llm_port),
+            Ports(
+                host, api_port, temporal_port, ui_port, llm_port, kube_port, workload_port, prometheus_port
+            ),
             lambda line: console.print(line, soft_wrap=True, highlight=False),
         )
     except StackError as err:
@@ -138,6 +148,40 @@ def db_upgrade() -> None:
     settings = _settings("db upgrade")
     asyncio.run(upgrade_database(settings.resolved_database_url()))
     console.print(f"database at newest schema: {settings.resolved_database_url()}")
+
+
+@lab_app.command("serve")
+def lab_serve(
+    home: Annotated[Path, typer.Option(help="Where the kubeconfig is written.")] = Path(".lcp"),
+    host: Annotated[str, typer.Option()] = "127.0.0.1",
+    kube_port: Annotated[int, typer.Option(help="Simulated Kubernetes API port.")] = 8600,
+    workload_port: Annotated[int, typer.Option(help="Workload simulator (metrics, faults) port.")] = 8601,
+    pod_startup_s: Annotated[float, typer.Option(help="How long a simulated pod takes to be ready.")] = 3.0,
+    trace: Annotated[Path | None, typer.Option(help="Traffic trace for the demo service.")] = None,
+) -> None:
+    """Serve the simulated cluster: Kubernetes API, controllers and workload (a simulation)."""
+    import uvloop
+
+    from lab.server import LabOptions, serve
+
+    _logging("WARNING")
+    options = LabOptions(home.resolve(), host, kube_port, workload_port, pod_startup_s, trace)
+    try:
+        uvloop.run(serve(options))
+    except OSError as err:
+        err_console.print(f"lcp lab serve: {err}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+
+
+@lab_app.command("status")
+def lab_status(
+    home: Annotated[Path, typer.Option(help="State directory holding dev.json.")] = Path(".lcp"),
+) -> None:
+    """What the lab runs: Deployments and their readiness, simulated traffic, Prometheus targets."""
+    from api.cli.lab import show_status
+
+    code = show_status(home, console)
+    raise typer.Exit(code)
 
 
 @keys_app.command("create")

@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 
 from api.cli.keys import dev_admin_key
+from lab.prometheus import SIMULATED, PrometheusStartError, ScrapeTarget, start_prometheus
 from settings import Settings
 from store.migrate import upgrade_database
 from temporal.devserver import start_dev_server
@@ -34,6 +35,9 @@ class Ports:
     temporal: int
     ui: int
     llm: int
+    kube: int
+    workload: int
+    prometheus: int
 
     def urls(self) -> dict[str, str]:
         base = f"http://{self.host}"
@@ -43,6 +47,9 @@ class Ports:
             "temporal": f"{self.host}:{self.temporal}",
             "ui": f"{base}:{self.ui}",
             "llm": f"{base}:{self.llm}/v1",
+            "kube": f"{base}:{self.kube}",
+            "workload": f"{base}:{self.workload}",
+            "prometheus": f"{base}:{self.prometheus}",
         }
 
 
@@ -52,6 +59,9 @@ def check_ports_free(ports: Ports) -> None:
         ("Temporal", ports.temporal, "--temporal-port"),
         ("Temporal UI", ports.ui, "--ui-port"),
         ("LLM simulator", ports.llm, "--llm-port"),
+        ("lab Kubernetes API", ports.kube, "--kube-port"),
+        ("lab workload", ports.workload, "--workload-port"),
+        ("Prometheus", ports.prometheus, "--prometheus-port"),
     ):
         with socket.socket() as sock:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -125,10 +135,39 @@ class Stack:
         # The conversation worker runs inside the API process, so streamed replies reach the
         # client through memory (a separate worker needs PostgreSQL's LISTEN/NOTIFY for that).
         self._spawn("api", "api", "--worker", "--host", self.ports.host, "--port", str(self.ports.api))
-        urls = self.ports.urls()
-        self._wait_http("llm-simulator", f"http://{self.ports.host}:{self.ports.llm}/healthz")
+        ports = self.ports
+        self._spawn(
+            "lab",
+            "lab", "serve", "--home", str(self.home), "--host", ports.host,
+            "--kube-port", str(ports.kube), "--workload-port", str(ports.workload),
+        )  # fmt: skip
+        try:
+            prometheus = start_prometheus(
+                self.scrape_targets(),
+                self.home / "prometheus",
+                host=ports.host,
+                port=ports.prometheus,
+                log_file=self.logs / "prometheus.log",
+                scrape_interval_s=5,
+            )
+        except (FileNotFoundError, PrometheusStartError) as err:
+            raise StackError(str(err)) from None
+        self.children.append(("prometheus", prometheus))
+        urls = ports.urls()
+        self._wait_http("llm-simulator", f"http://{ports.host}:{ports.llm}/healthz")
         self._wait_http("temporal", urls["ui"])
         self._wait_http("api", f"{urls['api']}/readyz")
+        self._wait_http("lab", f"{urls['workload']}/healthz")
+        self._wait_http("prometheus", f"{urls['prometheus']}/-/ready")
+
+    def scrape_targets(self) -> list[ScrapeTarget]:
+        """What Prometheus scrapes: the lab's workload and the LLM simulator (both simulated) and lcp."""
+        host, ports = self.ports.host, self.ports
+        return [
+            ScrapeTarget("lab-workload", f"{host}:{ports.workload}", labels=SIMULATED),
+            ScrapeTarget("llm-simulator", f"{host}:{ports.llm}", labels=SIMULATED),
+            ScrapeTarget("lcp-api", f"{host}:{ports.api}"),
+        ]
 
     def _check_alive(self) -> None:
         for name, process in self.children:
@@ -210,15 +249,17 @@ def run_dev(home: Path, ports: Ports, echo: Callable[[str], None]) -> int:
             return 130
         raise
     urls = stack.ports.urls()
-    info = {**urls, "api_key": stack.api_key}
+    info = {**urls, "kubeconfig": str(home / "kubeconfig"), "api_key": stack.api_key}
     dev_json = home / "dev.json"
     dev_json.write_text(json.dumps(info, indent=2) + "\n")
     dev_json.chmod(0o600)  # it holds the admin key
     echo(
         f"lcp ready: api {urls['api']}  docs {urls['docs']}  temporal-ui {urls['ui']}  "
-        f"llm {urls['llm']} (simulated)  temporal {urls['temporal']}"
+        f"llm {urls['llm']} (simulated)  temporal {urls['temporal']}  "
+        f"kube {urls['kube']} (simulated)  prometheus {urls['prometheus']}"
     )
     echo(f"admin API key (tenant default) in {dev_json}; state in {home}, logs in {stack.logs}")
+    echo(f"lab: KUBECONFIG={home / 'kubeconfig'} reaches the simulated cluster; `lcp lab status` shows it")
     echo("Ctrl-C stops everything")
     died = stack.wait()
     stack.stop()

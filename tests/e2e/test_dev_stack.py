@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from kubernetes import client, config
 
 from tests.http_server import free_port
 
@@ -31,6 +32,8 @@ class DevStack:
             sys.executable, "-m", "api.cli", "dev", "--home", str(self.home),
             "--api-port", str(self.ports["api"]), "--temporal-port", str(self.ports["temporal"]),
             "--ui-port", str(self.ports["ui"]), "--llm-port", str(self.ports["llm"]),
+            "--kube-port", str(self.ports["kube"]), "--workload-port", str(self.ports["workload"]),
+            "--prometheus-port", str(self.ports["prometheus"]),
         ]  # fmt: skip
 
     def start(self) -> str:
@@ -68,7 +71,7 @@ def _port_open(port: int) -> bool:
 
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[DevStack]:
-    ports = {name: free_port() for name in ("api", "temporal", "ui", "llm")}
+    ports = {name: free_port() for name in ("api", "temporal", "ui", "llm", "kube", "workload", "prometheus")}
     dev = DevStack(tmp_path / "state", ports)
     yield dev
     if dev.process and dev.process.poll() is None:
@@ -78,8 +81,10 @@ def stack(tmp_path: Path) -> Iterator[DevStack]:
 def test_dev_runs_resumes_and_stops_cleanly(stack: DevStack, tmp_path: Path) -> None:
     ready = stack.start()
     info = json.loads((stack.home / "dev.json").read_text())
-    assert {"api", "temporal", "ui", "llm", "api_key"} <= set(info)
-    for key in ("api", "ui", "llm"):
+    assert {"api", "temporal", "ui", "llm", "api_key", "kube", "kubeconfig", "workload", "prometheus"} <= set(
+        info
+    )
+    for key in ("api", "ui", "llm", "kube", "prometheus"):
         assert info[key] in ready
     assert info["api_key"] not in ready  # the key is in dev.json (mode 0600), not on the screen
     assert (stack.home / "dev.json").stat().st_mode & 0o777 == 0o600
@@ -91,6 +96,20 @@ def test_dev_runs_resumes_and_stops_cleanly(stack: DevStack, tmp_path: Path) -> 
     assert created.status_code == 201, created.text
     conversation_id = created.json()["conversation"]["id"]
     assert httpx.get(f"{info['llm']}/models").json()["data"][0]["owned_by"] == "lcp-simulator"
+
+    # The lab: the official client reaches the simulated cluster through the kubeconfig dev wrote
+    apps = client.AppsV1Api(config.new_client_from_config(config_file=info["kubeconfig"]))
+    assert "chat-api" in [d.metadata.name for d in apps.list_namespaced_deployment("lab").items]
+    for _ in range(30):  # Prometheus discovers its scrape targets a few seconds after it starts
+        status = subprocess.run(
+            [sys.executable, "-m", "api.cli", "lab", "status", "--home", str(stack.home)],
+            capture_output=True, text=True, timeout=60, env={**os.environ, "COLUMNS": "200"},
+        )  # fmt: skip
+        if "lab-workload" in status.stdout:
+            break
+        time.sleep(1)
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert "SIMULATED" in status.stdout and "chat-api" in status.stdout and "lab-workload" in status.stdout
 
     if shutil.which("chromium"):
         _ui_lists_workflow(info["ui"], f"conversation/default/{conversation_id}", tmp_path)
