@@ -1,0 +1,719 @@
+"""Canary decisions: steps as data, when a step is done, Argo-style analysis and a Kayenta-style judge."""
+
+import math
+import statistics
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from typing import Literal
+
+# ── Steps as data (Argo Rollouts' canary strategy: setWeight / pause / analysis) ─────────────────────────
+
+MAX_STEPS = 50
+# Argo's DefaultConsecutiveErrorLimit (analysis/analysis.go in argoproj/argo-rollouts).
+DEFAULT_CONSECUTIVE_ERROR_LIMIT = 4
+STANDARD_TEMPLATE = "success-rate"
+
+
+@dataclass(frozen=True)
+class SetWeight:
+    """Send `percent` of the traffic to the canary."""
+
+    percent: int
+    # A tag so that a Temporal payload decodes into the right member of `Step` (the converter tries the
+    # union's members in order and rejects a mismatched Literal).
+    kind: Literal["set_weight"] = field(default="set_weight", init=False)
+
+
+@dataclass(frozen=True)
+class Pause:
+    """Hold the current weight for `duration_s` seconds; None holds it until a human promotes or aborts."""
+
+    duration_s: float | None
+    kind: Literal["pause"] = field(default="pause", init=False)
+
+
+@dataclass(frozen=True)
+class RunLimits:
+    """How many bad measurements an analysis run tolerates (Argo's metric limits); see `judge_run`."""
+
+    failure_limit: int = 0
+    inconclusive_limit: int = 0
+    consecutive_error_limit: int = DEFAULT_CONSECUTIVE_ERROR_LIMIT
+
+
+@dataclass(frozen=True)
+class Analyze:
+    """Take `count` measurements of the metric template `template`, one every `interval_s` seconds, and
+    judge them with Argo's limits (`judge_run`)."""
+
+    template: str
+    interval_s: float
+    count: int
+    failure_limit: int = 0
+    inconclusive_limit: int = 0
+    consecutive_error_limit: int = DEFAULT_CONSECUTIVE_ERROR_LIMIT
+    kind: Literal["analyze"] = field(default="analyze", init=False)
+
+    @property
+    def limits(self) -> RunLimits:
+        return RunLimits(self.failure_limit, self.inconclusive_limit, self.consecutive_error_limit)
+
+
+Step = SetWeight | Pause | Analyze
+
+
+def standard_plan(scale: float = 1.0, template: str = STANDARD_TEMPLATE) -> list[Step]:
+    """10% → pause 2 min → 20% → pause 2 min → analysis (5 × 30 s) → 50% → pause 5 min → 100%, every
+    duration multiplied by `scale` (tests and demos pass e.g. 0.01)."""
+    if not (math.isfinite(scale) and scale > 0):
+        raise ValueError(f"scale must be a positive number, got {scale!r}")
+    return [
+        SetWeight(10),
+        Pause(120.0 * scale),
+        SetWeight(20),
+        Pause(120.0 * scale),
+        Analyze(template, interval_s=30.0 * scale, count=5),
+        SetWeight(50),
+        Pause(300.0 * scale),
+        SetWeight(100),
+    ]
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _weight_problem(step: SetWeight, previous: int | None, allow_decrease: bool) -> str | None:
+    if not _is_int(step.percent) or not 0 <= step.percent <= 100:
+        return f"weight {step.percent!r} is not a whole percentage from 0 to 100"
+    if previous is not None and step.percent < previous and not allow_decrease:
+        return (
+            f"weight goes down from {previous}% to {step.percent}%: weights may only grow "
+            "(set allow_decrease to shift traffic back on purpose)"
+        )
+    return None
+
+
+def _pause_problem(step: Pause) -> str | None:
+    duration = step.duration_s
+    if duration is not None and not (isinstance(duration, int | float) and math.isfinite(duration)):
+        return f"pause duration {duration!r} is not a number of seconds (use None to wait for a human)"
+    if duration is not None and duration < 0:
+        return f"pause duration {duration} s is negative (use None to wait for a human)"
+    return None
+
+
+def limits_problem(limits: RunLimits, count: int) -> str | None:
+    """Argo's checks on a metric's limits (ValidateMetrics in utils/analysis): limits ≥ 0, and `count` at
+    least as large as the failure and inconclusive limits, or the run could never fail on them."""
+    for name in ("failure_limit", "inconclusive_limit", "consecutive_error_limit"):
+        value = getattr(limits, name)
+        if not _is_int(value) or value < 0:
+            return f"{name} must be a whole number ≥ 0, got {value!r}"
+    if count < limits.failure_limit:
+        return f"count ({count}) must be ≥ failure_limit ({limits.failure_limit})"
+    if count < limits.inconclusive_limit:
+        return f"count ({count}) must be ≥ inconclusive_limit ({limits.inconclusive_limit})"
+    return None
+
+
+def _analyze_problem(step: Analyze, known_templates: Collection[str] | None) -> str | None:
+    if not isinstance(step.template, str) or not step.template.strip():
+        return "analysis needs a template name"
+    if known_templates is not None and step.template not in known_templates:
+        known = ", ".join(sorted(known_templates)) or "none"
+        return f"analysis template {step.template!r} is not defined (known: {known})"
+    interval = step.interval_s
+    if not (isinstance(interval, int | float) and math.isfinite(interval) and interval > 0):
+        return f"analysis interval_s must be a positive number of seconds, got {interval!r}"
+    if not _is_int(step.count) or step.count < 1:
+        return f"analysis count must be a whole number ≥ 1, got {step.count!r}"
+    return limits_problem(step.limits, step.count)
+
+
+def plan_problem(
+    steps: Sequence[object],
+    *,
+    allow_decrease: bool = False,
+    known_templates: Collection[str] | None = None,
+    max_steps: int = MAX_STEPS,
+) -> str | None:
+    """Why a step list can't be run, as a sentence naming the step; None when it is fine."""
+    if not steps:
+        return "the plan has no steps: give at least one SetWeight"
+    if len(steps) > max_steps:
+        return f"the plan has {len(steps)} steps, over the limit of {max_steps}"
+    previous: int | None = None
+    for index, step in enumerate(steps):
+        problem: str | None
+        if isinstance(step, SetWeight):
+            problem = _weight_problem(step, previous, allow_decrease)
+            previous = step.percent
+        elif isinstance(step, Pause):
+            problem = _pause_problem(step)
+        elif isinstance(step, Analyze):
+            problem = _analyze_problem(step, known_templates)
+        else:
+            problem = f"{type(step).__name__} is not a step: use SetWeight, Pause or Analyze"
+        if problem is not None:
+            return f"step {index}: {problem}"
+    return None
+
+
+def current_weight(steps: Sequence[Step], index: int) -> int:
+    """The canary's weight while step `index` runs: the last SetWeight at or before it (0 before any)."""
+    for step in reversed(steps[: index + 1]):
+        if isinstance(step, SetWeight):
+            return step.percent
+    return 0
+
+
+# ── Analysis phases and one measurement (Argo's AnalysisPhase) ───────────────────────────────────────────
+
+
+class AnalysisPhase(StrEnum):
+    RUNNING = "Running"
+    SUCCESSFUL = "Successful"
+    FAILED = "Failed"
+    INCONCLUSIVE = "Inconclusive"
+    ERROR = "Error"
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One measurement of a metric: its phase, the value read (None when there was none) and why."""
+
+    phase: AnalysisPhase
+    value: float | None
+    message: str
+
+
+# ── The step function ────────────────────────────────────────────────────────────────────────────────────
+
+
+class Decision(StrEnum):
+    """What a human said about the current step."""
+
+    PROMOTE = "promote"
+    ABORT = "abort"
+
+
+class StepAction(StrEnum):
+    SET_WEIGHT = "set_weight"  # route `weight`% to the canary, then report weight_applied
+    RUN_ANALYSIS = "run_analysis"  # start (or keep running) the analysis of `template`, report its phase
+    WAIT = "wait"  # nothing to do for `wait_s` seconds; None: until a human decides
+    ADVANCE = "advance"  # the step is done: continue at `index`
+    ROLLBACK = "rollback"  # abort: send all traffic back to stable
+    COMPLETE = "complete"  # every step is done: promote the canary to stable
+
+
+@dataclass(frozen=True)
+class StepProgress:
+    """What has happened since the current step began, as the workflow saw it (reset on each step)."""
+
+    elapsed_s: float = 0.0
+    weight_applied: bool = False
+    analysis: AnalysisPhase | None = None  # None: not started
+    decision: Decision | None = None
+
+
+@dataclass(frozen=True)
+class StepDecision:
+    """What to do about the current step: `index` is the step to be at afterwards."""
+
+    action: StepAction
+    index: int
+    reason: str
+    weight: int | None = None
+    template: str | None = None
+    wait_s: float | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.action in (StepAction.ADVANCE, StepAction.COMPLETE)
+
+
+def _weight_step(step: SetWeight, index: int, progress: StepProgress) -> StepDecision:
+    if not progress.weight_applied:
+        return StepDecision(
+            StepAction.SET_WEIGHT, index, f"route {step.percent}% to the canary", weight=step.percent
+        )
+    return StepDecision(StepAction.ADVANCE, index + 1, f"canary at {step.percent}%")
+
+
+def _pause_step(step: Pause, index: int, progress: StepProgress) -> StepDecision:
+    if progress.decision is Decision.PROMOTE:
+        return StepDecision(StepAction.ADVANCE, index + 1, "promoted by a human")
+    if step.duration_s is None:
+        return StepDecision(StepAction.WAIT, index, "paused until a human promotes or aborts")
+    left = step.duration_s - progress.elapsed_s
+    if left <= 0:
+        return StepDecision(StepAction.ADVANCE, index + 1, f"paused {step.duration_s:g} s")
+    return StepDecision(StepAction.WAIT, index, f"pausing, {left:g} s left", wait_s=left)
+
+
+def _analyze_step(step: Analyze, index: int, progress: StepProgress) -> StepDecision:
+    outcome = progress.analysis
+    # Argo: a Failed or Error run aborts the rollout; an Inconclusive run pauses it for a human to resume
+    # or abort (docs/features/analysis.md, "Inconclusive Runs"). A human promote ends the step, running
+    # analysis included, as `kubectl argo rollouts promote` does (cmd/promote/promote.go: it clears the
+    # pause or, mid-analysis, moves the step index on) — but it cannot overrule a failed analysis.
+    if outcome in (AnalysisPhase.FAILED, AnalysisPhase.ERROR):
+        return StepDecision(StepAction.ROLLBACK, index, f"analysis {step.template!r} ended {outcome}")
+    if progress.decision is Decision.PROMOTE:
+        return StepDecision(StepAction.ADVANCE, index + 1, "promoted by a human")
+    if outcome is AnalysisPhase.SUCCESSFUL:
+        return StepDecision(StepAction.ADVANCE, index + 1, f"analysis {step.template!r} passed")
+    if outcome is AnalysisPhase.INCONCLUSIVE:
+        return StepDecision(
+            StepAction.WAIT,
+            index,
+            f"analysis {step.template!r} was inconclusive: a human must promote or abort",
+        )
+    return StepDecision(
+        StepAction.RUN_ANALYSIS, index, f"analysing {step.template!r}", template=step.template
+    )
+
+
+def decide_step(steps: Sequence[Step], index: int, progress: StepProgress) -> StepDecision:
+    """Whether step `index` is done, and if not what the rollout must do or wait for (Argo's idea: the
+    steps are data, and one pure function reads them). A human abort wins at any step."""
+    if not 0 <= index <= len(steps):
+        raise ValueError(f"step index {index} is outside the plan's {len(steps)} steps")
+    if progress.decision is Decision.ABORT:
+        return StepDecision(StepAction.ROLLBACK, index, "aborted by a human")
+    if index == len(steps):
+        return StepDecision(StepAction.COMPLETE, index, "every step is done")
+    step = steps[index]
+    if isinstance(step, SetWeight):
+        return _weight_step(step, index, progress)
+    if isinstance(step, Pause):
+        return _pause_step(step, index, progress)
+    return _analyze_step(step, index, progress)
+
+
+# ── Threshold judge (Argo Rollouts' successCondition / failureCondition and metric limits) ───────────────
+
+Comparison = Literal[">=", ">", "<=", "<"]
+
+
+@dataclass(frozen=True)
+class Condition:
+    """`value <op> bound`, e.g. Condition(">=", 0.99)."""
+
+    op: Comparison
+    bound: float
+
+    def holds(self, value: float) -> bool:
+        if self.op == ">=":
+            return value >= self.bound
+        if self.op == ">":
+            return value > self.bound
+        if self.op == "<=":
+            return value <= self.bound
+        return value < self.bound
+
+    def describe(self) -> str:
+        return f"value {self.op} {self.bound:g}"
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """A success condition and/or a failure condition on one float."""
+
+    success: Condition | None = None
+    failure: Condition | None = None
+
+
+@dataclass(frozen=True)
+class MetricTemplate:
+    """A named metric that an Analyze step measures: the query is for the activity that reads it."""
+
+    name: str
+    threshold: Threshold
+    query: str = ""
+
+
+def template_problem(template: MetricTemplate) -> str | None:
+    """Why a metric template can't be used; None when it is fine."""
+    if not template.name.strip():
+        return "a metric template needs a name"
+    threshold = template.threshold
+    if threshold.success is None and threshold.failure is None:
+        # Argo counts every such measurement Successful: a gate that can never close is a mistake here.
+        return f"template {template.name!r} has neither a success nor a failure condition"
+    for condition in (threshold.success, threshold.failure):
+        if condition is not None and condition.op not in (">=", ">", "<=", "<"):
+            return f"template {template.name!r}: unknown comparison {condition.op!r}"
+        if condition is not None and not math.isfinite(condition.bound):
+            return f"template {template.name!r}: bound {condition.bound!r} is not a finite number"
+    return None
+
+
+def measure(value: float | None, error: str | None, threshold: Threshold) -> Measurement:
+    """Judge one reading the way Argo's EvaluateResult (utils/evaluate/evaluate.go) does: the failure
+    condition wins over the success condition; with both set and neither true, Inconclusive; with only
+    one set, the other is its negation; with none, Successful. A read error, a missing value or one that
+    is not a finite number is an Error measurement."""
+    if error is not None:
+        return Measurement(AnalysisPhase.ERROR, None, error)
+    if value is None:
+        return Measurement(AnalysisPhase.ERROR, None, "the query returned no value")
+    if not math.isfinite(value):
+        return Measurement(AnalysisPhase.ERROR, None, f"the query returned {value}, not a finite number")
+    success, failure = threshold.success, threshold.failure
+    if failure is not None and failure.holds(value):
+        return Measurement(
+            AnalysisPhase.FAILED, value, f"{value:g} meets the failure condition {failure.describe()}"
+        )
+    if success is not None and success.holds(value):
+        return Measurement(AnalysisPhase.SUCCESSFUL, value, f"{value:g} meets {success.describe()}")
+    if success is not None and failure is None:
+        return Measurement(AnalysisPhase.FAILED, value, f"{value:g} misses {success.describe()}")
+    if success is None and failure is not None:
+        return Measurement(AnalysisPhase.SUCCESSFUL, value, f"{value:g} avoids {failure.describe()}")
+    if success is not None and failure is not None:
+        return Measurement(
+            AnalysisPhase.INCONCLUSIVE,
+            value,
+            f"{value:g} meets neither {success.describe()} nor the failure condition {failure.describe()}",
+        )
+    return Measurement(AnalysisPhase.SUCCESSFUL, value, f"{value:g}: no condition to meet")
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """Where an analysis run stands, with the counters Argo keeps for a metric."""
+
+    phase: AnalysisPhase
+    reason: str
+    count: int = 0  # measurements that count towards `count`: all but errors
+    successful: int = 0
+    failed: int = 0
+    inconclusive: int = 0
+    errors: int = 0
+    consecutive_errors: int = 0
+
+
+def judge_run(measurements: Sequence[Measurement], limits: RunLimits, expected_count: int) -> RunOutcome:
+    """Argo's assessMetricStatus (analysis/analysis.go, argoproj/argo-rollouts), in its order:
+    Failed when failed > failure_limit; else Inconclusive when inconclusive > inconclusive_limit; else
+    Error when consecutive errors > consecutive_error_limit; else Successful once `expected_count`
+    measurements are counted; else Running. Errors don't count towards the count, and any other
+    measurement resets the consecutive-error streak. A measurement still in flight (phase Running) at the
+    end keeps the run Running; the workflow stops measuring once the phase is anything else."""
+    successful = failed = inconclusive = errors = streak = 0
+    for m in measurements:
+        if m.phase is AnalysisPhase.ERROR:
+            errors += 1
+            streak += 1
+        elif m.phase is not AnalysisPhase.RUNNING:
+            streak = 0
+            successful += m.phase is AnalysisPhase.SUCCESSFUL
+            failed += m.phase is AnalysisPhase.FAILED
+            inconclusive += m.phase is AnalysisPhase.INCONCLUSIVE
+    count = successful + failed + inconclusive
+
+    def outcome(phase: AnalysisPhase, reason: str) -> RunOutcome:
+        return RunOutcome(phase, reason, count, successful, failed, inconclusive, errors, streak)
+
+    last = measurements[-1] if measurements else None
+    if last is None:
+        return outcome(AnalysisPhase.RUNNING, "no measurement yet")
+    if last.phase is AnalysisPhase.RUNNING:
+        return outcome(AnalysisPhase.RUNNING, "a measurement is in flight")
+    if failed > limits.failure_limit:
+        return outcome(
+            AnalysisPhase.FAILED,
+            f"{failed} failed measurements, over the failure limit of {limits.failure_limit} "
+            f"(last: {last.message})",
+        )
+    if inconclusive > limits.inconclusive_limit:
+        return outcome(
+            AnalysisPhase.INCONCLUSIVE,
+            f"{inconclusive} inconclusive measurements, over the limit of {limits.inconclusive_limit} "
+            f"(last: {last.message})",
+        )
+    if streak > limits.consecutive_error_limit:
+        return outcome(
+            AnalysisPhase.ERROR,
+            f"{streak} errors in a row, over the limit of {limits.consecutive_error_limit} "
+            f"(last: {last.message})",
+        )
+    if count >= expected_count:
+        return outcome(
+            AnalysisPhase.SUCCESSFUL, f"{count} of {expected_count} measurements taken within limits"
+        )
+    return outcome(AnalysisPhase.RUNNING, f"{count} of {expected_count} measurements taken")
+
+
+# ── Statistical judge (Kayenta / NetflixACAJudge style) ──────────────────────────────────────────────────
+
+
+@dataclass(frozen=True)
+class RankTest:
+    """A two-sided Mann-Whitney U test of x against y.
+
+    `u` is x's statistic: the number of pairs (xi, yj) with xi > yj, ties counting ½ (scipy's
+    `mannwhitneyu(x, y).statistic`); `z` is signed (positive: x tends to be larger)."""
+
+    u: float
+    z: float
+    p_value: float
+
+
+def _average_ranks(values: Sequence[float]) -> tuple[list[float], float]:
+    """1-based ranks of `values`, tied values sharing the mean of their ranks, and the tie term Σ(t³ − t)
+    over each group of t equal values."""
+    order = sorted(range(len(values)), key=lambda i: values[i])
+    ranks = [0.0] * len(values)
+    tie_term = 0.0
+    start = 0
+    while start < len(order):
+        end = start
+        while end + 1 < len(order) and values[order[end + 1]] == values[order[start]]:
+            end += 1
+        shared = (start + end + 2) / 2
+        for k in range(start, end + 1):
+            ranks[order[k]] = shared
+        tied = end - start + 1
+        tie_term += tied**3 - tied
+        start = end + 1
+    return ranks, tie_term
+
+
+def mann_whitney_u(x: Sequence[float], y: Sequence[float]) -> RankTest:
+    """Mann-Whitney U by the normal approximation with tie and continuity corrections — the same numbers
+    as scipy.stats.mannwhitneyu(x, y, method="asymptotic") and R's wilcox.test(exact=FALSE,
+    correct=TRUE). Good for samples of about 5 to a few hundred values each."""
+    if not x or not y:
+        raise ValueError("both samples need at least one value")
+    if not all(math.isfinite(v) for v in (*x, *y)):
+        raise ValueError("samples must be finite numbers: drop NaN and infinities first")
+    n1, n2 = len(x), len(y)
+    n = n1 + n2
+    ranks, tie_term = _average_ranks([*x, *y])
+    u = sum(ranks[:n1]) - n1 * (n1 + 1) / 2
+    mean = n1 * n2 / 2
+    variance = n1 * n2 / 12 * ((n + 1) - tie_term / (n * (n - 1)))
+    if variance <= 0:  # every value equal: no evidence of any difference
+        return RankTest(u, 0.0, 1.0)
+    distance = max(abs(u - mean) - 0.5, 0.0)  # continuity correction towards the mean
+    z = math.copysign(distance / math.sqrt(variance), u - mean)
+    # Two-sided: 2·(1 − Φ(|z|)) = erfc(|z|/√2); erfc keeps its precision far out in the tail.
+    return RankTest(u, z, min(1.0, math.erfc(abs(z) / math.sqrt(2))))
+
+
+class Direction(StrEnum):
+    """Which way a change of a metric hurts (Kayenta's `direction`)."""
+
+    INCREASE = "increase"  # error rate, latency
+    DECREASE = "decrease"  # throughput, success rate
+    EITHER = "either"
+
+
+@dataclass(frozen=True)
+class CanaryMetric:
+    """One metric the judge compares. A significant shift in the bad direction fails the metric only when
+    the canary's median moved by more than `allowed_relative` of the baseline's median *and* by more than
+    `allowed_absolute` (Kayenta's effect-size gate, on medians), so a tiny but significant shift passes."""
+
+    name: str
+    direction: Direction = Direction.INCREASE
+    weight: float = 1.0
+    allowed_relative: float = 0.10
+    allowed_absolute: float = 0.0
+    critical: bool = False  # failing it fails the whole judgment, whatever the score
+
+
+@dataclass(frozen=True)
+class JudgeConfig:
+    """The statistical judge's settings; the defaults are Kayenta's 98% confidence and 95/75 thresholds."""
+
+    metrics: tuple[CanaryMetric, ...]
+    confidence: float = 0.98
+    pass_threshold: float = 95.0
+    marginal_threshold: float = 75.0
+    min_samples: int = 5
+
+
+@dataclass(frozen=True)
+class Samples:
+    """Per-interval values of one metric for the canary and for the baseline."""
+
+    canary: list[float]
+    baseline: list[float]
+
+
+MetricVerdictKind = Literal["pass", "high", "low", "nodata"]
+
+
+@dataclass(frozen=True)
+class MetricVerdict:
+    """One metric's comparison, with the numbers behind it (for a workflow query to show)."""
+
+    name: str
+    verdict: MetricVerdictKind  # high/low: a significant, material shift in the bad direction
+    reason: str
+    weight: float
+    critical: bool
+    n_canary: int
+    n_baseline: int
+    canary_median: float | None = None
+    baseline_median: float | None = None
+    u: float | None = None
+    p_value: float | None = None
+    absolute_change: float | None = None  # canary median − baseline median
+    relative_change: float | None = None  # of the baseline median; None when that median is 0
+
+
+@dataclass(frozen=True)
+class Judgment:
+    """The statistical judge's answer: Successful, Failed or Inconclusive, the score and every metric."""
+
+    phase: AnalysisPhase
+    score: float | None  # 100 × weighted share of passing metrics among those with data; None: no data
+    reason: str
+    metrics: list[MetricVerdict]
+
+
+def judge_config_problem(config: JudgeConfig) -> str | None:
+    """Why a judge configuration can't be used; None when it is fine."""
+    if not config.metrics:
+        return "the judge needs at least one metric"
+    names = [m.name for m in config.metrics]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        return f"metric names must be unique: {', '.join(duplicates)} appear more than once"
+    if not 0 < config.confidence < 1:
+        return f"confidence must be between 0 and 1 (e.g. 0.98), got {config.confidence}"
+    if not 0 <= config.marginal_threshold <= config.pass_threshold <= 100:
+        return (
+            f"thresholds must satisfy 0 ≤ marginal ({config.marginal_threshold}) ≤ pass "
+            f"({config.pass_threshold}) ≤ 100"
+        )
+    if config.min_samples < 3:
+        return f"min_samples must be at least 3, got {config.min_samples}"
+    for metric in config.metrics:
+        if not (math.isfinite(metric.weight) and metric.weight > 0):
+            return f"metric {metric.name!r}: weight must be a positive number, got {metric.weight}"
+        if not (metric.allowed_relative >= 0 and metric.allowed_absolute >= 0):
+            return f"metric {metric.name!r}: allowed_relative and allowed_absolute must be ≥ 0"
+    return None
+
+
+def score_phase(score: float, pass_threshold: float, marginal_threshold: float) -> AnalysisPhase:
+    """Kayenta's classification, both comparisons inclusive: ≥ pass → Successful, ≥ marginal →
+    Inconclusive (Kayenta's "marginal"), else Failed."""
+    if score >= pass_threshold:
+        return AnalysisPhase.SUCCESSFUL
+    if score >= marginal_threshold:
+        return AnalysisPhase.INCONCLUSIVE
+    return AnalysisPhase.FAILED
+
+
+def _finite(values: Sequence[float]) -> list[float]:
+    return [float(v) for v in values if isinstance(v, int | float) and math.isfinite(v)]
+
+
+def _material(metric: CanaryMetric, change: float, relative: float | None) -> bool:
+    """Whether a median shift is larger than both tolerances (a zero baseline median leaves only the
+    absolute one)."""
+    beyond_relative = relative is None or abs(relative) > metric.allowed_relative
+    return abs(change) > metric.allowed_absolute and beyond_relative
+
+
+def compare_metric(metric: CanaryMetric, samples: Samples | None, config: JudgeConfig) -> MetricVerdict:
+    """Classify one metric: nodata with too few finite values on either side; otherwise high/low when the
+    Mann-Whitney test is significant at `config.confidence`, the shift goes the way `metric.direction`
+    calls bad, and it clears the effect-size gate; otherwise pass."""
+    canary = _finite(samples.canary) if samples is not None else []
+    baseline = _finite(samples.baseline) if samples is not None else []
+    if min(len(canary), len(baseline)) < config.min_samples:
+        reason = (
+            f"too few samples: canary {len(canary)}, baseline {len(baseline)}, "
+            f"need at least {config.min_samples} each"
+        )
+        return MetricVerdict(
+            metric.name, "nodata", reason, metric.weight, metric.critical, len(canary), len(baseline)
+        )
+    test = mann_whitney_u(canary, baseline)
+    canary_median, baseline_median = statistics.median(canary), statistics.median(baseline)
+    change = canary_median - baseline_median
+    relative = change / abs(baseline_median) if baseline_median != 0 else (0.0 if change == 0 else None)
+    numbers = MetricVerdict(
+        name=metric.name,
+        verdict="pass",
+        reason="",
+        weight=metric.weight,
+        critical=metric.critical,
+        n_canary=len(canary),
+        n_baseline=len(baseline),
+        canary_median=canary_median,
+        baseline_median=baseline_median,
+        u=test.u,
+        p_value=test.p_value,
+        absolute_change=change,
+        relative_change=relative,
+    )
+    alpha = 1 - config.confidence
+    if test.p_value >= alpha:
+        return replace(numbers, reason=f"no significant difference (p = {test.p_value:.3g} ≥ {alpha:.3g})")
+    shift: MetricVerdictKind = "high" if test.z > 0 else "low"
+    moved = "higher" if shift == "high" else "lower"
+    bad = metric.direction is Direction.EITHER or (shift == "high") == (
+        metric.direction is Direction.INCREASE
+    )
+    if not bad:
+        return replace(numbers, reason=f"significantly {moved}, which is fine for this metric")
+    if not _material(metric, change, relative):
+        reason = (
+            f"significant (p = {test.p_value:.3g}) but the median moved only {change:+.4g}, within tolerance"
+        )
+        return replace(numbers, reason=reason)
+    reason = f"canary {moved}: median {canary_median:.4g} vs {baseline_median:.4g} (p = {test.p_value:.3g})"
+    return replace(numbers, verdict=shift, reason=reason)
+
+
+def _share(verdicts: Sequence[MetricVerdict], passing: Collection[str]) -> float:
+    """100 × the weighted share of `verdicts` whose verdict is in `passing` (0 when there are none)."""
+    total = sum(v.weight for v in verdicts)
+    return 100 * sum(v.weight for v in verdicts if v.verdict in passing) / total if total > 0 else 0.0
+
+
+def judge_canary(samples: Mapping[str, Samples], config: JudgeConfig) -> Judgment:
+    """Compare canary with baseline metric by metric and score the result (Kayenta's NetflixACAJudge:
+    score = 100 × weighted share of passing metrics, ≥ pass_threshold passes, < marginal_threshold fails).
+
+    A failing critical metric fails the judgment with score 0, as in Kayenta. Unlike Kayenta, which leaves
+    metrics without data out of the score, a metric with too few samples makes the judgment Inconclusive
+    (the rollout waits for a human rather than promoting on partial evidence) — unless the metrics that
+    have data fail it even if every missing one passed."""
+    verdicts = [compare_metric(metric, samples.get(metric.name), config) for metric in config.metrics]
+    if not verdicts:
+        return Judgment(AnalysisPhase.INCONCLUSIVE, None, "no metrics to judge", verdicts)
+    with_data = [v for v in verdicts if v.verdict != "nodata"]
+    score = _share(with_data, {"pass"}) if with_data else None
+    critical = [v.name for v in with_data if v.critical and v.verdict != "pass"]
+    if critical:
+        return Judgment(AnalysisPhase.FAILED, 0.0, f"critical metric failed: {', '.join(critical)}", verdicts)
+    failing = [v.name for v in with_data if v.verdict != "pass"]
+    best = _share(verdicts, {"pass", "nodata"})
+    if best < config.marginal_threshold:
+        reason = f"score {best:.1f} even if the metrics without data passed; failing: {', '.join(failing)}"
+        return Judgment(AnalysisPhase.FAILED, score, reason, verdicts)
+    missing = [v.name for v in verdicts if v.verdict == "nodata"]
+    if missing or score is None:
+        return Judgment(
+            AnalysisPhase.INCONCLUSIVE, score, f"too few samples for: {', '.join(missing)}", verdicts
+        )
+    phase = score_phase(score, config.pass_threshold, config.marginal_threshold)
+    detail = f"failing: {', '.join(failing)}" if failing else "every metric passed"
+    return Judgment(phase, score, f"score {score:.1f} ({detail})", verdicts)
+
+
+def as_measurement(judgment: Judgment) -> Measurement:
+    """A judgment as one measurement of an analysis run (as Argo's Kayenta provider maps a score), so an
+    Analyze step can repeat the statistical judge and count its results with `judge_run`."""
+    return Measurement(judgment.phase, judgment.score, judgment.reason)
