@@ -9,7 +9,8 @@ import httpx
 import pytest
 from kubernetes import client, config
 
-from lab.prometheus import SIMULATED, PromQL, ScrapeTarget, start_prometheus, stop_prometheus, wait_ready
+from activities.prometheus import PromQL
+from lab.prometheus import SIMULATED, ScrapeTarget, start_prometheus, stop_prometheus, wait_ready
 from lab.server import DEMO_NAMESPACE, DEMO_SERVICE, Lab, LabOptions
 from lab.traces import Constant
 from lab.workload import ServiceSpec

@@ -18,18 +18,20 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from lab.prometheus import (
-    CONFIG_NAME,
-    SIMULATED,
+from activities.prometheus import (
     BadQuery,
     NoData,
     NotANumber,
-    PrometheusStartError,
     PrometheusUnavailable,
     PromQL,
     PromQLError,
-    ScrapeTarget,
     StaleData,
+)
+from lab.prometheus import (
+    CONFIG_NAME,
+    SIMULATED,
+    PrometheusStartError,
+    ScrapeTarget,
     prometheus_url,
     reload,
     render_config,

@@ -1,0 +1,168 @@
+"""PromQL for lcp's activities (canary analysis, predictive scaling): instant and range queries with
+"no data", NaN, stale data, a bad query and Prometheus being down told apart."""
+
+from __future__ import annotations
+
+import ast
+import json
+import math
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import requests
+from prometheus_api_client import PrometheusConnect
+from prometheus_api_client.exceptions import PrometheusApiClientException
+from urllib3.util.retry import Retry
+
+
+class PromQLError(Exception):
+    """A PromQL query gave no usable answer."""
+
+
+class PrometheusUnavailable(PromQLError):
+    """Prometheus did not answer: down, unreachable, starting, or overloaded (HTTP 5xx)."""
+
+
+class BadQuery(PromQLError):
+    """Prometheus rejected the query (HTTP 400/422): a syntax or evaluation error."""
+
+
+class NoData(PromQLError):
+    """The query is valid but matched no series (missing metric, target down, window too short)."""
+
+
+class StaleData(PromQLError):
+    """The newest sample of a series is older than the caller allows."""
+
+
+class NotANumber(PromQLError):
+    """The query answered NaN (e.g. 0/0 in a ratio when there is no traffic)."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One series of an instant query: its labels, its value and the evaluation time."""
+
+    labels: dict[str, str]
+    value: float
+    timestamp: float
+
+
+@dataclass(frozen=True)
+class Series:
+    """One series of a range query; NaN points are kept as math.nan."""
+
+    labels: dict[str, str]
+    timestamps: list[float]
+    values: list[float]
+
+
+class PromQL:
+    """PromQL queries for lcp's workflows, with errors sorted into the PromQLError subclasses."""
+
+    def __init__(self, url: str, timeout_s: float = 10.0) -> None:
+        self.url = url
+        # No retries: callers (Temporal activities) retry, and "down" must be reported promptly.
+        no_retry = Retry(total=0, raise_on_status=False)
+        self.client = PrometheusConnect(url=url, timeout=timeout_s, retry=no_retry)
+
+    def close(self) -> None:
+        self.client.close()
+
+    def instant(self, query: str, at: float | None = None, max_age_s: float | None = None) -> list[Sample]:
+        """Evaluate `query` at `at` (default now): one Sample per series, never empty, never NaN.
+
+        With `max_age_s`, also fail with StaleData when a series' newest sample is older than that.
+        Only plain selectors carry sample times; functions like rate() report the evaluation time
+        (and give NoData once their window holds too few samples).
+        """
+        at = time.time() if at is None else at
+        samples = self._instant(query, at)
+        nans = [s.labels for s in samples if math.isnan(s.value)]
+        if nans:
+            raise NotANumber(f"{query!r} is NaN for {nans}")
+        if max_age_s is not None:
+            stale = {
+                _describe(s.labels): round(at - s.value, 1)
+                for s in self._instant(f"timestamp({query})", at)
+                if at - s.value > max_age_s
+            }
+            if stale:
+                raise StaleData(f"{query!r}: newest samples are older than {max_age_s}s: {stale}")
+        return samples
+
+    def value(self, query: str, at: float | None = None, max_age_s: float | None = None) -> float:
+        """The value of a query that must answer exactly one series (or a scalar)."""
+        samples = self.instant(query, at, max_age_s)
+        if len(samples) != 1:
+            raise PromQLError(f"{query!r} answered {len(samples)} series, expected one: {_labels(samples)}")
+        return samples[0].value
+
+    def range(self, query: str, start: float, end: float, step_s: float) -> list[Series]:
+        """Evaluate `query` every `step_s` from `start` to `end` (unix seconds, whole seconds sent)."""
+        result = self._call(
+            query,
+            lambda: self.client.custom_query_range(
+                query, datetime.fromtimestamp(start, UTC), datetime.fromtimestamp(end, UTC), step=str(step_s)
+            ),
+        )
+        if not result:
+            raise NoData(f"{query!r} matched no series between {start:.0f} and {end:.0f}")
+        return [
+            Series(
+                labels=dict(item["metric"]),
+                timestamps=[float(t) for t, _ in item["values"]],
+                values=[float(v) for _, v in item["values"]],
+            )
+            for item in result
+        ]
+
+    def _instant(self, query: str, at: float) -> list[Sample]:
+        result = self._call(query, lambda: self.client.custom_query(query, params={"time": f"{at:.3f}"}))
+        if not result:
+            raise NoData(f"{query!r} matched no series")
+        if not isinstance(result[0], dict):  # a scalar: [time, "value"]
+            return [Sample(labels={}, value=float(result[1]), timestamp=float(result[0]))]
+        return [
+            Sample(
+                labels=dict(item["metric"]), value=float(item["value"][1]), timestamp=float(item["value"][0])
+            )
+            for item in result
+        ]
+
+    def _call(self, query: str, request: Callable[[], Any]) -> Any:
+        try:
+            return request()
+        except requests.RequestException as exc:
+            raise PrometheusUnavailable(f"prometheus at {self.url} is unavailable: {exc}") from exc
+        except PrometheusApiClientException as exc:
+            status, message = _http_error(str(exc))
+            if status in (400, 422):
+                raise BadQuery(f"prometheus rejected {query!r}: {message}") from exc
+            if status >= 500:
+                raise PrometheusUnavailable(f"prometheus at {self.url} answered {status}: {message}") from exc
+            raise PromQLError(f"prometheus answered {status} to {query!r}: {message}") from exc
+
+
+def _http_error(text: str) -> tuple[int, str]:
+    """Status and Prometheus' own error message out of prometheus_api_client's exception text."""
+    match = re.fullmatch(r"HTTP Status Code (\d+) \((b(['\"]).*\3)\)", text, re.DOTALL)
+    if not match:
+        return 0, text
+    body = ast.literal_eval(match[2]).decode(errors="replace")
+    try:
+        return int(match[1]), str(json.loads(body).get("error", body))
+    except (ValueError, AttributeError):
+        return int(match[1]), body.strip()
+
+
+def _describe(labels: dict[str, str]) -> str:
+    return "{" + ",".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "}"
+
+
+def _labels(samples: list[Sample]) -> list[str]:
+    return [_describe(s.labels) for s in samples]
