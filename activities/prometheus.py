@@ -11,12 +11,17 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import requests
+import yaml
 from prometheus_api_client import PrometheusConnect
 from prometheus_api_client.exceptions import PrometheusApiClientException
+from temporalio import activity
 from urllib3.util.retry import Retry
+
+from policies.canary import DEFAULT_TEMPLATES_FILE, MetricTemplate, parse_templates
 
 
 class PromQLError(Exception):
@@ -166,3 +171,35 @@ def _describe(labels: dict[str, str]) -> str:
 
 def _labels(samples: list[Sample]) -> list[str]:
     return [_describe(s.labels) for s in samples]
+
+
+@dataclass
+class MeasureInput:
+    query: str  # PromQL, its template's placeholders already filled in
+
+
+@dataclass
+class MeasureResult:
+    value: float | None
+    error: str | None = None  # why there is no value (no data, NaN, a bad query)
+
+
+def load_templates(path: Path | None = None) -> dict[str, MetricTemplate]:
+    """The metric templates file (default: policies/analysis.yaml)."""
+    return parse_templates(yaml.safe_load((path or DEFAULT_TEMPLATES_FILE).read_text()))
+
+
+class PrometheusActivities:
+    def __init__(self, promql: PromQL) -> None:
+        self._promql = promql
+
+    @activity.defn(name="prometheus.measure")
+    def measure(self, request: MeasureInput) -> MeasureResult:
+        """One reading of a metric. Prometheus being down raises (Temporal retries); an answer
+        without a usable value is a result, which the analysis counts as an Error measurement."""
+        try:
+            return MeasureResult(self._promql.value(request.query))
+        except PrometheusUnavailable:
+            raise
+        except PromQLError as err:
+            return MeasureResult(None, str(err))

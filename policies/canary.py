@@ -1,11 +1,13 @@
 """Canary decisions: steps as data, when a step is done, Argo-style analysis and a Kayenta-style judge."""
 
 import math
+import re
 import statistics
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
-from typing import Literal
+from pathlib import Path
+from typing import Literal, cast
 
 # ── Steps as data (Argo Rollouts' canary strategy: setWeight / pause / analysis) ─────────────────────────
 
@@ -717,3 +719,56 @@ def as_measurement(judgment: Judgment) -> Measurement:
     """A judgment as one measurement of an analysis run (as Argo's Kayenta provider maps a score), so an
     Analyze step can repeat the statistical judge and count its results with `judge_run`."""
     return Measurement(judgment.phase, judgment.score, judgment.reason)
+
+
+DEFAULT_TEMPLATES_FILE = Path(__file__).with_name("analysis.yaml")
+_CONDITION = re.compile(r"^\s*(>=|<=|>|<)\s*(-?[0-9.]+(?:[eE][-+]?[0-9]+)?)\s*$")
+
+
+class TemplatesError(ValueError):
+    """A metric templates document is malformed."""
+
+
+def parse_condition(text: object, where: str) -> Condition | None:
+    if text is None:
+        return None
+    match = _CONDITION.match(str(text))
+    if not match:
+        raise TemplatesError(f"{where}: {text!r} is not a condition like '>= 0.99' or '< 0.5'")
+    op = cast(Comparison, match[1])
+    return Condition(op, float(match[2]))
+
+
+def parse_templates(document: object) -> dict[str, MetricTemplate]:
+    """Metric templates from a parsed YAML document (see policies/analysis.yaml), validated."""
+    if not isinstance(document, dict) or not isinstance(document.get("templates"), dict):
+        raise TemplatesError("metric templates: top level must be a mapping with a 'templates' mapping")
+    templates: dict[str, MetricTemplate] = {}
+    for name, entry in document["templates"].items():
+        where = f"metric templates: {name}"
+        if (
+            not isinstance(entry, dict)
+            or not isinstance(entry.get("query"), str)
+            or not entry["query"].strip()
+        ):
+            raise TemplatesError(f"{where} needs a 'query' string")
+        threshold = Threshold(
+            success=parse_condition(entry.get("success"), f"{where}.success"),
+            failure=parse_condition(entry.get("failure"), f"{where}.failure"),
+        )
+        template = MetricTemplate(str(name), threshold, entry["query"])
+        if problem := template_problem(template):
+            raise TemplatesError(f"{where}: {problem}")
+        templates[str(name)] = template
+    return templates
+
+
+def render_query(query: str, **values: str) -> str:
+    """Fill a template's {{name}} placeholders (PromQL's own braces stay as they are)."""
+    for name, value in values.items():
+        query = query.replace("{{" + name + "}}", value)
+    if missing := re.findall(r"\{\{(\w+)\}\}", query):
+        raise TemplatesError(
+            f"the query still has placeholders without a value: {', '.join(sorted(set(missing)))}"
+        )
+    return query

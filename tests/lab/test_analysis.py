@@ -1,0 +1,104 @@
+"""Canary analysis readings end to end: the lab workload with a faulty version, a real Prometheus
+scraping it, the default metric templates, the measure activity and Argo's threshold judge."""
+
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from activities.prometheus import MeasureInput, PrometheusActivities, PromQL, load_templates
+from lab.prometheus import SIMULATED, ScrapeTarget, start_prometheus, stop_prometheus, wait_ready
+from lab.traces import Constant
+from lab.workload import Fault, InMemoryCluster, ServiceSpec, VersionState, Workload, create_app
+from policies.canary import AnalysisPhase, TemplatesError, measure, parse_templates, render_query
+from tests.http_server import free_port, serve_in_thread
+
+
+@pytest.fixture(scope="module")
+def readings(prometheus_bin: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusActivities]:
+    """Stable v1 (9 replicas) and canary v2 (1 replica, 30% errors) serving 200 requests/s."""
+    cluster = InMemoryCluster()
+    cluster.set_versions(
+        "lab",
+        "shop",
+        [VersionState("v1", "shop", 9), VersionState("v2", "shop-canary", 1)],
+    )
+    workload = Workload(cluster, seed=7, tick_s=0.25)
+    workload.add_service(ServiceSpec("lab", "shop", Constant(200.0), capacity_per_replica_rps=100))
+    workload.set_fault("lab", "shop", "v2", Fault(error_share=0.3))
+    with serve_in_thread(create_app(workload)) as url:
+        port = free_port()
+        prometheus = start_prometheus(
+            [ScrapeTarget("lab-workload", url.removeprefix("http://"), labels=SIMULATED)],
+            tmp_path_factory.mktemp("prometheus"),
+            port=port,
+            scrape_interval_s=1,
+        )
+        try:
+            wait_ready(f"http://127.0.0.1:{port}", 30, prometheus)
+            promql = PromQL(f"http://127.0.0.1:{port}")
+            activities = PrometheusActivities(promql)
+            query = render_query(
+                load_templates()["success-rate"].query,
+                namespace="lab",
+                service="shop",
+                version="v2",
+                window="10s",
+            )
+            deadline = time.monotonic() + 60
+            while activities.measure(MeasureInput(query)).value is None:  # enough scrapes for rate()
+                assert time.monotonic() < deadline, "Prometheus never had two scrapes of the workload"
+                time.sleep(0.5)
+            time.sleep(3)
+            yield activities
+        finally:
+            stop_prometheus(prometheus)
+
+
+def _success_rate(version: str) -> str:
+    template = load_templates()["success-rate"]
+    return render_query(template.query, namespace="lab", service="shop", version=version, window="10s")
+
+
+def test_the_healthy_version_passes_and_the_faulty_one_fails(readings: PrometheusActivities) -> None:
+    threshold = load_templates()["success-rate"].threshold
+    stable = readings.measure(MeasureInput(_success_rate("v1")))
+    canary = readings.measure(MeasureInput(_success_rate("v2")))
+    assert stable.value is not None and stable.value > 0.99
+    assert canary.value is not None and 0.55 < canary.value < 0.85
+    assert measure(stable.value, stable.error, threshold).phase == AnalysisPhase.SUCCESSFUL
+    assert measure(canary.value, canary.error, threshold).phase == AnalysisPhase.FAILED
+
+
+def test_no_data_and_bad_queries_are_error_readings(readings: PrometheusActivities) -> None:
+    threshold = load_templates()["success-rate"].threshold
+    missing = readings.measure(MeasureInput(_success_rate("v9")))
+    assert missing.value is None and missing.error
+    assert measure(missing.value, missing.error, threshold).phase == AnalysisPhase.ERROR
+    broken = readings.measure(MeasureInput("sum(rate(http_requests_total[10s]"))
+    assert broken.value is None and "rejected" in (broken.error or "")
+
+
+@pytest.mark.parametrize(
+    ("document", "problem"),
+    [
+        ({}, "'templates' mapping"),
+        ({"templates": {"x": {}}}, "needs a 'query'"),
+        ({"templates": {"x": {"query": "up", "success": "about 1"}}}, "not a condition"),
+        ({"templates": {"x": {"query": "up"}}}, "neither a success nor a failure"),
+    ],
+)
+def test_bad_templates_are_clear_errors(document: object, problem: str) -> None:
+    with pytest.raises(TemplatesError, match=problem):
+        parse_templates(document)
+
+
+def test_unfilled_placeholders_are_refused() -> None:
+    with pytest.raises(TemplatesError, match="version"):
+        render_query(load_templates()["success-rate"].query, namespace="lab", service="shop", window="1m")
+
+
+def test_default_templates_parse() -> None:
+    templates = load_templates()
+    assert set(templates) == {"success-rate", "latency-p99"}
+    assert templates["latency-p99"].threshold.failure is not None
