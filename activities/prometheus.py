@@ -189,6 +189,30 @@ def load_templates(path: Path | None = None) -> dict[str, MetricTemplate]:
     return parse_templates(yaml.safe_load((path or DEFAULT_TEMPLATES_FILE).read_text()))
 
 
+@dataclass
+class SamplesInput:
+    """Per-interval values of one metric for the canary and the baseline, over [start, end]."""
+
+    canary_query: str
+    baseline_query: str
+    start: float  # unix seconds
+    end: float
+    step_s: float
+
+
+@dataclass
+class SamplesResult:
+    canary: list[float]
+    baseline: list[float]
+    error: str | None = None  # why a side has no samples (no data, a bad query)
+
+
+def _points(series: list[Series]) -> list[float]:
+    if len(series) != 1:
+        raise PromQLError(f"expected one series, got {len(series)}: {[_describe(s.labels) for s in series]}")
+    return [value for value in series[0].values if math.isfinite(value)]
+
+
 class PrometheusActivities:
     def __init__(self, promql: PromQL) -> None:
         self._promql = promql
@@ -203,3 +227,19 @@ class PrometheusActivities:
             raise
         except PromQLError as err:
             return MeasureResult(None, str(err))
+
+    @activity.defn(name="prometheus.samples")
+    def samples(self, request: SamplesInput) -> SamplesResult:
+        """The samples the statistical judge compares (NaN points, e.g. 0/0 at no traffic, left out)."""
+        try:
+            return SamplesResult(
+                canary=_points(self._range(request.canary_query, request)),
+                baseline=_points(self._range(request.baseline_query, request)),
+            )
+        except PrometheusUnavailable:
+            raise
+        except PromQLError as err:
+            return SamplesResult([], [], str(err))
+
+    def _range(self, query: str, request: SamplesInput) -> list[Series]:
+        return self._promql.range(query, request.start, request.end, request.step_s)

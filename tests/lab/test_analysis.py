@@ -6,11 +6,21 @@ from collections.abc import Iterator
 
 import pytest
 
-from activities.prometheus import MeasureInput, PrometheusActivities, PromQL, load_templates
+from activities.prometheus import MeasureInput, PrometheusActivities, PromQL, SamplesInput, load_templates
 from lab.prometheus import SIMULATED, ScrapeTarget, start_prometheus, stop_prometheus, wait_ready
 from lab.traces import Constant
 from lab.workload import Fault, InMemoryCluster, ServiceSpec, VersionState, Workload, create_app
-from policies.canary import AnalysisPhase, TemplatesError, measure, parse_templates, render_query
+from policies.canary import (
+    AnalysisPhase,
+    CanaryMetric,
+    JudgeConfig,
+    Samples,
+    TemplatesError,
+    judge_canary,
+    measure,
+    parse_templates,
+    render_query,
+)
 from tests.http_server import free_port, serve_in_thread
 
 
@@ -102,3 +112,30 @@ def test_default_templates_parse() -> None:
     templates = load_templates()
     assert set(templates) == {"success-rate", "latency-p99"}
     assert templates["latency-p99"].threshold.failure is not None
+
+
+def _error_ratio(version: str) -> str:
+    labels = f'namespace="lab",service="shop",version="{version}"'
+    errors = f'sum(rate(http_requests_total{{{labels},code=~"5.."}}[5s]))'
+    return f"{errors} / sum(rate(http_requests_total{{{labels}}}[5s]))"
+
+
+def test_statistical_judge_on_per_interval_samples(readings: PrometheusActivities) -> None:
+    config = JudgeConfig(metrics=(CanaryMetric("error-rate", allowed_absolute=0.005),))
+    deadline = time.monotonic() + 60
+    while True:  # until Prometheus holds 20 s of the workload's history
+        end = time.time()
+        faulty = readings.samples(SamplesInput(_error_ratio("v2"), _error_ratio("v1"), end - 20, end, 1))
+        if len(faulty.canary) >= 15 or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    same = readings.samples(SamplesInput(_error_ratio("v1"), _error_ratio("v1"), end - 20, end, 1))
+    assert faulty.error is None and len(faulty.canary) >= 15 and len(faulty.baseline) >= 15
+    assert judge_canary({"error-rate": Samples(faulty.canary, faulty.baseline)}, config).phase == (
+        AnalysisPhase.FAILED
+    )
+    assert judge_canary({"error-rate": Samples(same.canary, same.baseline)}, config).phase == (
+        AnalysisPhase.SUCCESSFUL
+    )
+    missing = readings.samples(SamplesInput(_error_ratio("v9"), _error_ratio("v1"), end - 20, end, 1))
+    assert missing.error and missing.canary == []
