@@ -3,6 +3,7 @@
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -28,7 +29,13 @@ class OidcUnavailable(Exception):
 class OidcVerifier:
     """Checks bearer JWTs from one issuer; its JWKS is cached, refetched when stale or on an unknown kid."""
 
-    def __init__(self, settings: OidcSettings, http: httpx.AsyncClient) -> None:
+    def __init__(
+        self,
+        settings: OidcSettings,
+        http: httpx.AsyncClient,
+        clock: Callable[[], float] = time.monotonic,  # tests pass a clock they move by hand
+    ) -> None:
+        self._clock = clock
         if not settings.issuer or not settings.audience:
             raise ValueError(
                 "OIDC needs both an issuer and an audience (LCP_OIDC__ISSUER, LCP_OIDC__AUDIENCE)"
@@ -93,15 +100,13 @@ class OidcVerifier:
         return self._keys.get(kid)
 
     def _fresh(self) -> bool:
-        return (
-            self._fetched_at is not None and time.monotonic() - self._fetched_at < self._settings.jwks_cache_s
-        )
+        return self._fetched_at is not None and self._clock() - self._fetched_at < self._settings.jwks_cache_s
 
     async def _refresh(self, kid: str) -> None:
         """Refetch the JWKS (lock held), at most once per jwks_refresh_min_s however many kids are unknown."""
         if self._fresh() and kid in self._keys:
             return  # fetched by another verification while this one waited for the lock
-        now = time.monotonic()
+        now = self._clock()
         if self._tried_at is not None and now - self._tried_at < self._settings.jwks_refresh_min_s:
             if self._error is not None:
                 raise OidcUnavailable(self._error)
@@ -113,7 +118,7 @@ class OidcVerifier:
             self._error = str(err)
             raise
         self._error = None
-        self._fetched_at = time.monotonic()
+        self._fetched_at = self._clock()
 
     async def _fetch_keys(self) -> dict[str, dict[str, Any]]:
         if not self._jwks_url:

@@ -127,9 +127,23 @@ async def http() -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
-def verifier(idp: Provider, http: httpx.AsyncClient, **overrides: Any) -> OidcVerifier:
+class Clock:
+    """A monotonic clock the test moves by hand, so time-based rules are tested without sleeping."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def verifier(
+    idp: Provider, http: httpx.AsyncClient, clock: Clock | None = None, **overrides: Any
+) -> OidcVerifier:
     settings = {"issuer": idp.issuer, "audience": AUDIENCE, "jwks_url": idp.jwks_url} | overrides
-    return OidcVerifier(OidcSettings(**settings), http)
+    if clock is None:
+        return OidcVerifier(OidcSettings(**settings), http)
+    return OidcVerifier(OidcSettings(**settings), http, clock=clock)
 
 
 def claims(idp: Provider, **overrides: Any) -> dict[str, Any]:
@@ -378,7 +392,8 @@ async def test_concurrent_verifications_fetch_once(
 async def test_unknown_kids_refetch_at_most_once_per_interval(
     idp: Provider, http: httpx.AsyncClient, signers: Signers
 ) -> None:
-    v = verifier(idp, http, jwks_refresh_min_s=0.5)
+    clock = Clock()
+    v = verifier(idp, http, clock, jwks_refresh_min_s=0.5)
     await v.verify(signers["k1"].token(claims(idp)))
     assert idp.hits["jwks"] == 1
     garbage = [signers["k1"].token(claims(idp), kid=f"garbage-{i}") for i in range(30)]
@@ -386,7 +401,7 @@ async def test_unknown_kids_refetch_at_most_once_per_interval(
         await refused(v, token, "unknown kid")
     await asyncio.gather(*(refused(v, token, "unknown kid") for token in garbage[10:]))
     assert idp.hits["jwks"] == 1  # all within the interval of the first fetch
-    await asyncio.sleep(0.6)
+    clock.now += 0.6
     await asyncio.gather(*(refused(v, token, "unknown kid") for token in garbage))
     assert idp.hits["jwks"] == 2  # one refetch once the interval passed, whatever the number of kids
     assert (await v.verify(signers["k1"].token(claims(idp)))).tenant == "acme"
@@ -394,12 +409,13 @@ async def test_unknown_kids_refetch_at_most_once_per_interval(
 
 
 async def test_jwks_cache_expires(idp: Provider, http: httpx.AsyncClient, signers: Signers) -> None:
-    v = verifier(idp, http, jwks_cache_s=0.3, jwks_refresh_min_s=0)
+    clock = Clock()
+    v = verifier(idp, http, clock, jwks_cache_s=0.3, jwks_refresh_min_s=0)
     token = signers["k1"].token(claims(idp))
     await v.verify(token)
     await v.verify(token)
     assert idp.hits["jwks"] == 1
-    await asyncio.sleep(0.4)
+    clock.now += 0.4
     await v.verify(token)
     assert idp.hits["jwks"] == 2
 
