@@ -1,8 +1,9 @@
 """How the API starts and changes ConversationWorkflows: the start operation, update ids, and
 Temporal's failures turned into API errors. Shared by the REST and OpenAI-compatible routes."""
 
-from typing import Any
+from typing import Annotated, Any
 
+from fastapi import Header
 from temporalio.client import WithStartWorkflowOperation
 from temporalio.common import (
     SearchAttributePair,
@@ -16,6 +17,14 @@ from api.errors import ApiError
 from settings import ConversationSettings
 from temporal.constants import KIND, PHASE, TENANT
 from workflows.conversation import ConversationInput, ConversationLimits, ConversationWorkflow, workflow_id
+
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        max_length=200,
+        description="Repeat a request safely: the same key never applies the change twice.",
+    ),
+]
 
 
 def start_operation(

@@ -25,7 +25,13 @@ from activities.gateway import (
 )
 from activities.token_relay import Delta
 from api.auth import ClientDep
-from api.conversation_calls import conversation_closed, start_operation, temporal_unavailable, update_id
+from api.conversation_calls import (
+    IdempotencyKey,
+    conversation_closed,
+    start_operation,
+    temporal_unavailable,
+    update_id,
+)
 from api.deps import AppState, StateDep
 from api.errors import ApiError, from_update_failure, openai_error_body
 from api.metrics import COMPLETIONS, TOKENS
@@ -73,7 +79,6 @@ ConversationIdHeader = Annotated[
         description="Makes the turn durable: it is recorded in this conversation of your tenant.",
     ),
 ]
-IdempotencyKey = Annotated[str | None, Header(max_length=200)]
 
 
 @router.post("/chat/completions", response_model=ChatCompletion, responses=ERRORS)

@@ -7,7 +7,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query
+from fastapi import APIRouter, Query
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.exceptions import WorkflowAlreadyStartedError
@@ -15,7 +15,13 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from activities.store import MessageRecord
 from api.auth import ClientDep
-from api.conversation_calls import conversation_closed, start_operation, temporal_unavailable, update_id
+from api.conversation_calls import (
+    IdempotencyKey,
+    conversation_closed,
+    start_operation,
+    temporal_unavailable,
+    update_id,
+)
 from api.deps import AppState, SessionDep, StateDep
 from api.errors import ApiError, from_update_failure
 from api.metrics import counted_change
@@ -47,15 +53,6 @@ from workflows.conversation import (
 )
 
 router = APIRouter(prefix="/v1/conversations", tags=["conversations"], responses=ERROR_RESPONSES)
-
-IdempotencyKey = Annotated[
-    str | None,
-    Header(
-        max_length=200,
-        description="Repeat a request safely: the same key never applies the change twice.",
-    ),
-]
-
 
 # ---- routes ------------------------------------------------------------------------------
 
