@@ -14,7 +14,12 @@ from typing import Literal, cast
 MAX_STEPS = 50
 # Argo's DefaultConsecutiveErrorLimit (analysis/analysis.go in argoproj/argo-rollouts).
 DEFAULT_CONSECUTIVE_ERROR_LIMIT = 4
-STANDARD_TEMPLATE = "success-rate"
+# The standard plan's analysis per judge: the threshold judge reads the canary against fixed bounds (its
+# latency metric is a ratio to the stable's), the statistical judge compares per-version series itself.
+STANDARD_TEMPLATES = {
+    "threshold": ("success-rate", "latency-p99-ratio"),
+    "statistical": ("success-rate", "latency-p99"),
+}
 
 
 @dataclass(frozen=True)
@@ -46,10 +51,11 @@ class RunLimits:
 
 @dataclass(frozen=True)
 class Analyze:
-    """Take `count` measurements of the metric template `template`, one every `interval_s` seconds, and
-    judge them with Argo's limits (`judge_run`)."""
+    """Take `count` measurements of each metric template in `templates`, one every `interval_s` seconds,
+    and judge each metric's run with Argo's limits (`judge_run`); the step's outcome is the worst of them
+    (`combine_runs`). A bare name is taken as a one-template tuple."""
 
-    template: str
+    templates: tuple[str, ...]
     interval_s: float
     count: int
     failure_limit: int = 0
@@ -57,15 +63,27 @@ class Analyze:
     consecutive_error_limit: int = DEFAULT_CONSECUTIVE_ERROR_LIMIT
     kind: Literal["analyze"] = field(default="analyze", init=False)
 
+    def __post_init__(self) -> None:
+        if isinstance(self.templates, str):
+            object.__setattr__(self, "templates", (self.templates,))
+        elif isinstance(self.templates, list):
+            object.__setattr__(self, "templates", tuple(self.templates))
+
     @property
     def limits(self) -> RunLimits:
         return RunLimits(self.failure_limit, self.inconclusive_limit, self.consecutive_error_limit)
+
+    @property
+    def label(self) -> str:
+        return ", ".join(self.templates)
 
 
 Step = SetWeight | Pause | Analyze
 
 
-def standard_plan(scale: float = 1.0, template: str = STANDARD_TEMPLATE) -> list[Step]:
+def standard_plan(
+    scale: float = 1.0, templates: tuple[str, ...] = STANDARD_TEMPLATES["threshold"]
+) -> list[Step]:
     """10% → pause 2 min → 20% → pause 2 min → analysis (5 × 30 s) → 50% → pause 5 min → 100%, every
     duration multiplied by `scale` (tests and demos pass e.g. 0.01)."""
     if not (math.isfinite(scale) and scale > 0):
@@ -75,7 +93,7 @@ def standard_plan(scale: float = 1.0, template: str = STANDARD_TEMPLATE) -> list
         Pause(120.0 * scale),
         SetWeight(20),
         Pause(120.0 * scale),
-        Analyze(template, interval_s=30.0 * scale, count=5),
+        Analyze(templates, interval_s=30.0 * scale, count=5),
         SetWeight(50),
         Pause(300.0 * scale),
         SetWeight(100),
@@ -121,11 +139,15 @@ def limits_problem(limits: RunLimits, count: int) -> str | None:
 
 
 def _analyze_problem(step: Analyze, known_templates: Collection[str] | None) -> str | None:
-    if not isinstance(step.template, str) or not step.template.strip():
-        return "analysis needs a template name"
-    if known_templates is not None and step.template not in known_templates:
+    names = step.templates
+    if not names or not all(isinstance(name, str) and name.strip() for name in names):
+        return "analysis needs at least one template name"
+    if len(set(names)) != len(names):
+        return f"analysis names a template twice: {', '.join(names)}"
+    unknown = [name for name in names if known_templates is not None and name not in known_templates]
+    if unknown and known_templates is not None:
         known = ", ".join(sorted(known_templates)) or "none"
-        return f"analysis template {step.template!r} is not defined (known: {known})"
+        return f"analysis template {unknown[0]!r} is not defined (known: {known})"
     interval = step.interval_s
     if not (isinstance(interval, int | float) and math.isfinite(interval) and interval > 0):
         return f"analysis interval_s must be a positive number of seconds, got {interval!r}"
@@ -203,7 +225,7 @@ class Decision(StrEnum):
 
 class StepAction(StrEnum):
     SET_WEIGHT = "set_weight"  # route `weight`% to the canary, then report weight_applied
-    RUN_ANALYSIS = "run_analysis"  # start (or keep running) the analysis of `template`, report its phase
+    RUN_ANALYSIS = "run_analysis"  # start (or keep running) the analysis of `templates`, report its phase
     WAIT = "wait"  # nothing to do for `wait_s` seconds; None: until a human decides
     ADVANCE = "advance"  # the step is done: continue at `index`
     ROLLBACK = "rollback"  # abort: send all traffic back to stable
@@ -228,7 +250,7 @@ class StepDecision:
     index: int
     reason: str
     weight: int | None = None
-    template: str | None = None
+    templates: tuple[str, ...] = ()
     wait_s: float | None = None
 
     @property
@@ -262,20 +284,19 @@ def _analyze_step(step: Analyze, index: int, progress: StepProgress) -> StepDeci
     # analysis included, as `kubectl argo rollouts promote` does (cmd/promote/promote.go: it clears the
     # pause or, mid-analysis, moves the step index on) — but it cannot overrule a failed analysis.
     if outcome in (AnalysisPhase.FAILED, AnalysisPhase.ERROR):
-        return StepDecision(StepAction.ROLLBACK, index, f"analysis {step.template!r} ended {outcome}")
+        return StepDecision(StepAction.ROLLBACK, index, f"analysis of {step.label} ended {outcome}")
     if progress.decision is Decision.PROMOTE:
         return StepDecision(StepAction.ADVANCE, index + 1, "promoted by a human")
     if outcome is AnalysisPhase.SUCCESSFUL:
-        return StepDecision(StepAction.ADVANCE, index + 1, f"analysis {step.template!r} passed")
+        return StepDecision(StepAction.ADVANCE, index + 1, f"analysis of {step.label} passed")
     if outcome is AnalysisPhase.INCONCLUSIVE:
         return StepDecision(
             StepAction.WAIT,
             index,
-            f"analysis {step.template!r} was inconclusive: a human must promote or abort",
+            f"analysis of {step.label} was inconclusive: a human must promote, resume (analyse again) "
+            "or abort",
         )
-    return StepDecision(
-        StepAction.RUN_ANALYSIS, index, f"analysing {step.template!r}", template=step.template
-    )
+    return StepDecision(StepAction.RUN_ANALYSIS, index, f"analysing {step.label}", templates=step.templates)
 
 
 def decide_step(steps: Sequence[Step], index: int, progress: StepProgress) -> StepDecision:
@@ -330,11 +351,40 @@ class Threshold:
 
 @dataclass(frozen=True)
 class MetricTemplate:
-    """A named metric that an Analyze step measures: the query is for the activity that reads it."""
+    """A named metric that an Analyze step measures: the query is for the activity that reads it, the
+    threshold for the Argo-style judge, the rest for the statistical judge (see CanaryMetric)."""
 
     name: str
     threshold: Threshold
     query: str = ""
+    direction: "Direction | None" = None  # None: read off the conditions (see `bad_direction`)
+    weight: float = 1.0
+    allowed_relative: float = 0.10
+    allowed_absolute: float = 0.0
+    critical: bool = False
+
+    def bad_direction(self) -> "Direction":
+        """Which way a change hurts: as given, else the way the failure (or else the success) condition
+        points — `< 0.95` fails low values, so a decrease hurts."""
+        if self.direction is not None:
+            return Direction(self.direction)
+        condition = self.threshold.failure
+        if condition is not None:
+            return Direction.DECREASE if condition.op in ("<", "<=") else Direction.INCREASE
+        success = self.threshold.success
+        if success is not None:
+            return Direction.DECREASE if success.op in (">", ">=") else Direction.INCREASE
+        return Direction.EITHER
+
+    def canary_metric(self) -> "CanaryMetric":
+        return CanaryMetric(
+            name=self.name,
+            direction=self.bad_direction(),
+            weight=self.weight,
+            allowed_relative=self.allowed_relative,
+            allowed_absolute=self.allowed_absolute,
+            critical=self.critical,
+        )
 
 
 def template_problem(template: MetricTemplate) -> str | None:
@@ -350,6 +400,8 @@ def template_problem(template: MetricTemplate) -> str | None:
             return f"template {template.name!r}: unknown comparison {condition.op!r}"
         if condition is not None and not math.isfinite(condition.bound):
             return f"template {template.name!r}: bound {condition.bound!r} is not a finite number"
+    if not (math.isfinite(template.weight) and template.weight > 0):
+        return f"template {template.name!r}: weight must be a positive number, got {template.weight}"
     return None
 
 
@@ -396,6 +448,24 @@ class RunOutcome:
     inconclusive: int = 0
     errors: int = 0
     consecutive_errors: int = 0
+
+
+# Argo reports the worst metric as the run's phase; a failure or error ends the run at once.
+_WORST_FIRST = (AnalysisPhase.FAILED, AnalysisPhase.ERROR, AnalysisPhase.RUNNING, AnalysisPhase.INCONCLUSIVE)
+
+
+def combine_runs(runs: Mapping[str, "RunOutcome"]) -> tuple[AnalysisPhase, str]:
+    """The phase of an analysis over several metrics and why: Failed if any metric failed, else Error,
+    else Running while any still runs, else Inconclusive, else Successful (Argo's worst-status rule, with
+    a failure deciding before the other metrics finish)."""
+    if not runs:
+        return AnalysisPhase.RUNNING, "no metric measured yet"
+    for phase in _WORST_FIRST:
+        names = [name for name, run in runs.items() if run.phase is phase]
+        if names:
+            reasons = "; ".join(f"{name}: {runs[name].reason}" for name in names)
+            return phase, reasons
+    return AnalysisPhase.SUCCESSFUL, "; ".join(f"{name}: {run.reason}" for name, run in runs.items())
 
 
 def judge_run(measurements: Sequence[Measurement], limits: RunLimits, expected_count: int) -> RunOutcome:
@@ -756,11 +826,37 @@ def parse_templates(document: object) -> dict[str, MetricTemplate]:
             success=parse_condition(entry.get("success"), f"{where}.success"),
             failure=parse_condition(entry.get("failure"), f"{where}.failure"),
         )
-        template = MetricTemplate(str(name), threshold, entry["query"])
+        template = MetricTemplate(
+            str(name),
+            threshold,
+            entry["query"],
+            direction=_direction(entry.get("direction"), where),
+            weight=_number(entry, "weight", 1.0, where),
+            allowed_relative=_number(entry, "allowed_relative", 0.10, where),
+            allowed_absolute=_number(entry, "allowed_absolute", 0.0, where),
+            critical=bool(entry.get("critical", False)),
+        )
         if problem := template_problem(template):
             raise TemplatesError(f"{where}: {problem}")
         templates[str(name)] = template
     return templates
+
+
+def _direction(value: object, where: str) -> Direction | None:
+    if value is None:
+        return None
+    try:
+        return Direction(str(value))
+    except ValueError:
+        choices = ", ".join(d.value for d in Direction)
+        raise TemplatesError(f"{where}.direction: {value!r} is not one of {choices}") from None
+
+
+def _number(entry: Mapping[str, object], key: str, default: float, where: str) -> float:
+    value = entry.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+        raise TemplatesError(f"{where}.{key}: {value!r} is not a number ≥ 0")
+    return float(value)
 
 
 def render_query(query: str, **values: str) -> str:

@@ -13,6 +13,7 @@ from lab.workload import Fault, InMemoryCluster, ServiceSpec, VersionState, Work
 from policies.canary import (
     AnalysisPhase,
     CanaryMetric,
+    Direction,
     JudgeConfig,
     Samples,
     TemplatesError,
@@ -96,6 +97,9 @@ def test_no_data_and_bad_queries_are_error_readings(readings: PrometheusActiviti
         ({"templates": {"x": {}}}, "needs a 'query'"),
         ({"templates": {"x": {"query": "up", "success": "about 1"}}}, "not a condition"),
         ({"templates": {"x": {"query": "up"}}}, "neither a success nor a failure"),
+        ({"templates": {"x": {"query": "up", "failure": "> 1", "direction": "up"}}}, "not one of increase"),
+        ({"templates": {"x": {"query": "up", "failure": "> 1", "weight": -1}}}, "weight: -1 is not a number"),
+        ({"templates": {"x": {"query": "up", "failure": "> 1", "weight": 0}}}, "weight must be a positive"),
     ],
 )
 def test_bad_templates_are_clear_errors(document: object, problem: str) -> None:
@@ -110,8 +114,11 @@ def test_unfilled_placeholders_are_refused() -> None:
 
 def test_default_templates_parse() -> None:
     templates = load_templates()
-    assert set(templates) == {"success-rate", "latency-p99"}
+    assert set(templates) == {"success-rate", "latency-p99", "latency-p99-ratio"}
     assert templates["latency-p99"].threshold.failure is not None
+    success = templates["success-rate"].canary_metric()
+    assert (success.direction, success.critical, success.weight) == (Direction.DECREASE, True, 2.0)
+    assert templates["latency-p99-ratio"].canary_metric().direction is Direction.INCREASE
 
 
 def _error_ratio(version: str) -> str:

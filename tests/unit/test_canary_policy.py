@@ -11,7 +11,7 @@ from temporalio.converter import DataConverter
 
 from policies.canary import (
     MAX_STEPS,
-    STANDARD_TEMPLATE,
+    STANDARD_TEMPLATES,
     AnalysisPhase,
     Analyze,
     CanaryMetric,
@@ -24,6 +24,7 @@ from policies.canary import (
     MetricTemplate,
     Pause,
     RunLimits,
+    RunOutcome,
     Samples,
     SetWeight,
     Step,
@@ -31,6 +32,7 @@ from policies.canary import (
     StepProgress,
     Threshold,
     as_measurement,
+    combine_runs,
     compare_metric,
     current_weight,
     decide_step,
@@ -45,6 +47,7 @@ from policies.canary import (
     template_problem,
 )
 
+STANDARD_ANALYSIS = "analyse " + ", ".join(STANDARD_TEMPLATES["threshold"])
 OK, FAIL, INCON, ERR, RUN = (
     AnalysisPhase.SUCCESSFUL,
     AnalysisPhase.FAILED,
@@ -62,7 +65,7 @@ def test_standard_plan_is_argo_shaped() -> None:
         Pause(120.0),
         SetWeight(20),
         Pause(120.0),
-        Analyze(STANDARD_TEMPLATE, interval_s=30.0, count=5),
+        Analyze(STANDARD_TEMPLATES["threshold"], interval_s=30.0, count=5),
         SetWeight(50),
         Pause(300.0),
         SetWeight(100),
@@ -124,7 +127,7 @@ GOOD = Analyze("success-rate", interval_s=10, count=3)
             "interval_s must be a positive number of seconds, got -5",
         ),
         ([Analyze("x", interval_s=10, count=0)], {}, "analysis count must be a whole number ≥ 1, got 0"),
-        ([Analyze("", interval_s=10, count=1)], {}, "analysis needs a template name"),
+        ([Analyze("", interval_s=10, count=1)], {}, "analysis needs at least one template name"),
         ([Analyze("x", 10, 2, failure_limit=3)], {}, "count (2) must be ≥ failure_limit (3)"),
         ([Analyze("x", 10, 2, inconclusive_limit=3)], {}, "count (2) must be ≥ inconclusive_limit (3)"),
         ([Analyze("x", 10, 2, failure_limit=-1)], {}, "failure_limit must be a whole number ≥ 0, got -1"),
@@ -199,7 +202,7 @@ def test_decide_step(
 
 def test_decide_step_names_what_to_do() -> None:
     assert decide_step(PLAN, 0, StepProgress()).weight == 10
-    assert decide_step(PLAN, 3, StepProgress()).template == "success-rate"
+    assert decide_step(PLAN, 3, StepProgress()).templates == ("success-rate",)
     assert "human" in decide_step(PLAN, 3, StepProgress(analysis=INCON)).reason
 
 
@@ -223,7 +226,7 @@ def drive(steps: list[Step], analysis: AnalysisPhase, human: Decision | None) ->
             log.append(f"weight {decision.weight}")
             progress = replace(progress, weight_applied=True)
         elif decision.action is StepAction.RUN_ANALYSIS:
-            log.append(f"analyse {decision.template}")
+            log.append(f"analyse {', '.join(decision.templates)}")
             progress = replace(progress, analysis=analysis)
         elif decision.wait_s is not None:
             log.append(f"wait {decision.wait_s:g}")
@@ -244,7 +247,7 @@ def test_a_healthy_rollout_walks_every_step() -> None:
         "wait 1.2",
         "weight 20",
         "wait 1.2",
-        f"analyse {STANDARD_TEMPLATE}",
+        STANDARD_ANALYSIS,
         "weight 50",
         "wait 3",
         "weight 100",
@@ -254,8 +257,8 @@ def test_a_healthy_rollout_walks_every_step() -> None:
 @pytest.mark.parametrize(
     ("analysis", "human", "end", "last"),
     [
-        (FAIL, None, StepAction.ROLLBACK, f"analyse {STANDARD_TEMPLATE}"),
-        (ERR, None, StepAction.ROLLBACK, f"analyse {STANDARD_TEMPLATE}"),
+        (FAIL, None, StepAction.ROLLBACK, STANDARD_ANALYSIS),
+        (ERR, None, StepAction.ROLLBACK, STANDARD_ANALYSIS),
         (INCON, None, StepAction.WAIT, "ask a human"),
         (INCON, Decision.ABORT, StepAction.ROLLBACK, "ask a human"),
         (INCON, Decision.PROMOTE, StepAction.COMPLETE, "weight 100"),
@@ -696,3 +699,51 @@ def test_a_judgment_survives_a_temporal_payload_round_trip() -> None:
     judgment = judge_pair(random.Random(5), 0.06)
     payloads = converter.to_payloads([judgment, CONFIG])
     assert converter.from_payloads(payloads, [Judgment, JudgeConfig]) == [judgment, CONFIG]
+
+
+# ── several metrics in one analysis ──────────────────────────────────────────────────────────────────────
+
+
+def _run(phase: AnalysisPhase) -> RunOutcome:
+    return RunOutcome(phase, f"it was {phase}")
+
+
+@pytest.mark.parametrize(
+    ("phases", "expected"),
+    [
+        ([OK, OK], OK),
+        ([OK, RUN], RUN),
+        ([RUN, FAIL], FAIL),  # a failure decides before the other metric finishes
+        ([INCON, OK], INCON),
+        ([INCON, RUN], RUN),  # inconclusive waits for the others: one of them may still fail
+        ([ERR, INCON], ERR),
+        ([ERR, FAIL], FAIL),
+    ],
+)
+def test_the_worst_metric_decides_the_analysis(phases: list[AnalysisPhase], expected: AnalysisPhase) -> None:
+    phase, reason = combine_runs({f"m{i}": _run(p) for i, p in enumerate(phases)})
+    assert phase is expected
+    assert f"it was {expected}" in reason
+
+
+def test_an_analysis_names_each_template_once() -> None:
+    assert Analyze("success-rate", 10, 3).templates == ("success-rate",)
+    problem = plan_problem([Analyze(("a", "a"), 10, 3)])
+    assert problem is not None and "names a template twice" in problem
+    problem = plan_problem([Analyze(("a", "b"), 10, 3)], known_templates={"a"})
+    assert problem is not None and "'b' is not defined (known: a)" in problem
+
+
+@pytest.mark.parametrize(
+    ("threshold", "direction"),
+    [
+        (Threshold(failure=Condition("<", 0.95)), Direction.DECREASE),
+        (Threshold(success=Condition("<=", 0.5)), Direction.INCREASE),
+        (Threshold(Condition(">=", 0.99), Condition(">", 1.5)), Direction.INCREASE),  # the failure side wins
+    ],
+)
+def test_a_templates_bad_direction_is_read_off_its_conditions(
+    threshold: Threshold, direction: Direction
+) -> None:
+    assert MetricTemplate("m", threshold).canary_metric().direction is direction
+    assert MetricTemplate("m", threshold, direction=Direction.EITHER).bad_direction() is Direction.EITHER
