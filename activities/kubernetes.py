@@ -17,6 +17,7 @@ __all__ = [
     "DeploymentState",
     "EnsureCanaryInput",
     "KubernetesActivities",
+    "PromoteInput",
     "RollbackInput",
     "Router",
     "ScaleDeploymentInput",
@@ -130,6 +131,22 @@ class RollbackInput:
     freeze: bool = False  # keep the canary's pods (for a look at them); traffic still goes to stable
     stable_version: str | None = None
     canary_version: str | None = None
+
+
+@dataclass
+class PromoteInput:
+    namespace: str
+    service: str
+    stable_deployment: str
+    canary_deployment: str
+    image: str
+    version: str  # the canary's lcp.dev/version: the stable's after promotion
+    container: str | None = None  # the container that gets `image`; None: the first one
+    router: Router = "replicas"
+    total_replicas: int | None = None  # None: as set_weight resolves it (recorded on the canary, ...)
+
+
+_RouterInput = SetWeightInput | RollbackInput | PromoteInput  # the requests that weight a route
 
 
 @dataclass
@@ -297,6 +314,57 @@ class KubernetesActivities:
                 self._shrink(canary, 0)
             return self._weights(request, total, stable, canary)
 
+    @activity.defn(name="kubernetes.promote")
+    def promote(self, request: PromoteInput) -> WeightState:
+        """The last step, once the canary carries all the traffic: the stable takes the canary's image and
+        version, and the canary goes. Make before break: the stable gets `total` ready replicas of the new
+        template before the router moves traffic back to it and before the canary is deleted; until then
+        the call fails with a retryable, benign NotReady and the canary keeps serving.
+
+        A stable whose selector leaves the version out (or already has this one) is updated in place and
+        rolled by its controller. One whose selector holds the old version cannot be (a Deployment's
+        selector is immutable): it is deleted and re-created from the canary's spec under its own name,
+        labels and annotations (lcp's canary markers left out). A stable found missing is a retry after a
+        crash between that delete and create: it is created from the canary, with the canary's labels.
+
+        The total resolves as set_weight's does, before anything changes (and is recorded on the canary,
+        so that a retry divides the same one); with the canary gone the stable's replicas. Each retry
+        converges: a canary found gone, with the stable at `version`, is a promotion already done."""
+        _check_router(request.router)
+        if not request.image or not request.version:
+            raise _invalid("promote needs an image and a version")
+        namespace = request.namespace
+        with _permanent_errors():
+            stable = self._find(namespace, request.stable_deployment)
+            canary = self._find(namespace, request.canary_deployment)
+            if canary is None:
+                if stable is None:
+                    raise _not_found("stable deployment", namespace, request.stable_deployment)
+                if _version(stable) != request.version:
+                    raise _not_found(
+                        "canary deployment (nothing to promote)", namespace, request.canary_deployment
+                    )
+                activity.logger.info(
+                    "%s/%s already promoted to %s", namespace, request.stable_deployment, request.version
+                )
+                return self._weights(request, _desired(stable), stable, None)
+            _require_managed(canary)
+            if (
+                stable is None
+                and (canary["metadata"].get("labels") or {}).get(CANARY_OF_LABEL) != request.stable_deployment
+            ):
+                raise _not_found("stable deployment", namespace, request.stable_deployment)
+            # With the stable gone, the canary (at 100%) holds the whole total, whatever the router.
+            router = request.router if stable is not None else "replicas"
+            total = self._total(request.total_replicas, router, stable, canary)
+            self._record_total(canary, total)  # before any write changes what the fallback would count
+            stable = self._promote_stable(request, stable, canary, total)
+            self._require_serving(namespace, request.stable_deployment, total, rolled_out=True)
+            if request.router != "replicas":
+                self._route(request, stable, None).set(0)
+            self._delete(canary)
+            return self._weights(request, total, stable, None)
+
     # --- deployments --------------------------------------------------------------------------------------
 
     def _find(self, namespace: str, name: str) -> Obj | None:
@@ -311,13 +379,23 @@ class KubernetesActivities:
     def _require(self, namespace: str, name: str, what: str) -> Obj:
         found = self._find(namespace, name)
         if found is None:
-            raise ApplicationError(
-                f"{what} {namespace}/{name} not found",
-                {"namespace": namespace, "name": name},
-                type=TARGET_NOT_FOUND,
-                non_retryable=True,
-            )
+            raise _not_found(what, namespace, name)
         return found
+
+    def _delete(self, deployment: Obj) -> None:
+        """Delete the Deployment read (a precondition on its uid), its pods in the background; 404 is fine."""
+        name, namespace = _name_and_namespace(deployment)
+        options = client.V1DeleteOptions(
+            propagation_policy="Background",
+            preconditions=client.V1Preconditions(uid=deployment["metadata"]["uid"]),
+        )
+        try:
+            self._apps.delete_namespaced_deployment(name, namespace, body=options)
+        except ApiException as err:
+            if err.status != 404:
+                raise
+            return
+        activity.logger.info("deleted %s/%s", namespace, name)
 
     def _scale(self, deployment: Obj, replicas: int) -> None:
         if _desired(deployment) == replicas:
@@ -335,13 +413,20 @@ class KubernetesActivities:
         if replicas < _desired(deployment):
             self._scale(deployment, replicas)
 
-    def _require_serving(self, namespace: str, name: str, replicas: int) -> None:
+    def _require_serving(self, namespace: str, name: str, replicas: int, *, rolled_out: bool = False) -> None:
+        """At least `replicas` ready pods of the current template; with `rolled_out`, also no pod of an older
+        one left (during a rollout, `serving` may count an old pod's readiness for a new one's)."""
         state = _state(self._require(namespace, name, "deployment"))
         if state.serving < replicas:
             message = f"{state.serving} of the {replicas} ready replicas this step needs before traffic moves"
             raise _not_ready(message, namespace, name)
+        if rolled_out and not state.rolled_out:
+            message = (
+                f"{state.current - state.updated} pod(s) of the old template left, {state.desired} wanted"
+            )
+            raise _not_ready(message, namespace, name)
 
-    def _total(self, requested: int | None, router: str, stable: Obj, canary: Obj | None) -> int:
+    def _total(self, requested: int | None, router: str, stable: Obj | None, canary: Obj | None) -> int:
         if requested is not None:
             if requested < 0:
                 raise _invalid(f"total_replicas must not be negative, not {requested}")
@@ -360,9 +445,7 @@ class KubernetesActivities:
         patch = {"metadata": {"annotations": {TOTAL_ANNOTATION: str(total)}}}
         self._apps.patch_namespaced_deployment(name, namespace, patch)  # metadata only: no new pods
 
-    def _weights(
-        self, request: "SetWeightInput | RollbackInput", total: int, stable: Obj, canary: Obj | None
-    ) -> WeightState:
+    def _weights(self, request: _RouterInput, total: int, stable: Obj, canary: Obj | None) -> WeightState:
         namespace, router = request.namespace, request.router
         stable_state = _state(self._require(namespace, request.stable_deployment, "stable deployment"))
         found = self._find(namespace, request.canary_deployment) if canary is not None else None
@@ -392,22 +475,13 @@ class KubernetesActivities:
         namespace, name = request.namespace, canary_name(request.stable_deployment)
         if existing is None:
             return self._create_canary(request, _canary_body(request, stable, None))
-        if (existing["metadata"].get("labels") or {}).get(MANAGED_BY_LABEL) != MANAGED_BY:
-            raise _invalid(f"deployment {namespace}/{name} exists and is not managed by lcp: not touching it")
+        _require_managed(existing)
         if existing["metadata"].get("deletionTimestamp"):
             raise _not_ready(f"the old canary {namespace}/{name} is still being deleted", namespace, name)
         desired = _canary_body(request, stable, existing)
         if existing["spec"].get("selector") != desired["spec"]["selector"]:
             # A new version: a Deployment's selector cannot change, so the old canary goes first.
-            options = client.V1DeleteOptions(
-                propagation_policy="Background",
-                preconditions=client.V1Preconditions(uid=existing["metadata"]["uid"]),
-            )
-            try:
-                self._apps.delete_namespaced_deployment(name, namespace, body=options)
-            except ApiException as err:
-                if err.status != 404:
-                    raise
+            self._delete(existing)
             return self._create_canary(request, _canary_body(request, stable, None))
         if _owned(existing) == _owned(desired):
             return existing  # already as asked: no write, and the resourceVersion stays
@@ -422,7 +496,36 @@ class KubernetesActivities:
         )
         return _plain(self._api, created)
 
-    def _route(self, request: "SetWeightInput | RollbackInput", stable: Obj, canary: Obj | None) -> "_Route":
+    def _promote_stable(self, request: PromoteInput, stable: Obj | None, canary: Obj, total: int) -> Obj:
+        """The stable at the new image and version with `total` replicas: as it is when a retry finds it so,
+        else updated in place or re-created (see promote)."""
+        namespace, name = request.namespace, request.stable_deployment
+        if stable is not None and stable["metadata"].get("deletionTimestamp"):
+            raise _not_ready("the old stable is still being deleted", namespace, name)
+        if stable is not None and _runs(stable, request.version, request.image, request.container):
+            self._scale(stable, total)
+            return stable
+        if stable is not None:
+            selector = (stable["spec"].get("selector") or {}).get("matchLabels") or {}
+            if selector.get(VERSION_LABEL, request.version) == request.version:  # the selector stays valid
+                body = _updated_stable(request, stable, total)
+                # The read's resourceVersion makes it a compare-and-swap: a 409 is retried from a fresh read.
+                replaced = self._apps.replace_namespaced_deployment(name, namespace, _body(body))
+                activity.logger.info("updated %s/%s in place to %s", namespace, name, request.version)
+                return _plain(self._api, replaced)
+            self._delete(stable)  # the canary keeps serving all the traffic meanwhile
+        try:
+            created = self._apps.create_namespaced_deployment(
+                namespace, _body(_promoted_body(request, canary, stable, total))
+            )
+        except ApiException as err:
+            if err.status != 409:
+                raise
+            raise _not_ready("the old stable is still being deleted", namespace, name) from err
+        activity.logger.info("re-created %s/%s from the canary at %s", namespace, name, request.version)
+        return _plain(self._api, created)
+
+    def _route(self, request: _RouterInput, stable: Obj, canary: Obj | None) -> "_Route":
         return _Route(request, self._custom, self._core, stable, canary)
 
 
@@ -433,7 +536,7 @@ class _Route:
 
     def __init__(
         self,
-        request: SetWeightInput | RollbackInput,
+        request: _RouterInput,
         custom: client.CustomObjectsApi,
         core: client.CoreV1Api,
         stable: Obj,
@@ -449,7 +552,10 @@ class _Route:
         # Deployments (one Service per version), as lab.cluster_view reads them.
         self.stable_key = request.stable_deployment
         self.canary_key: str | None = request.canary_deployment
-        if request.router == "istio":
+        if request.router == "istio" and isinstance(request, PromoteInput):
+            # Both Deployments run the one version now: its subset alone takes all the traffic.
+            self.stable_key, self.canary_key = request.version, None
+        elif request.router == "istio" and not isinstance(request, PromoteInput):
             self.stable_key = request.stable_version or _version(stable) or ""
             self.canary_key = request.canary_version or (_version(canary) if canary is not None else None)
             if not self.stable_key or (canary is not None and not self.canary_key):
@@ -595,6 +701,22 @@ def _is_object_not_found(err: ApiException) -> bool:
         return False
 
 
+def _not_found(what: str, namespace: str, name: str) -> ApplicationError:
+    return ApplicationError(
+        f"{what} {namespace}/{name} not found",
+        {"namespace": namespace, "name": name},
+        type=TARGET_NOT_FOUND,
+        non_retryable=True,
+    )
+
+
+def _require_managed(deployment: Obj) -> None:
+    """lcp writes over (and deletes) only the canaries it made."""
+    if (deployment["metadata"].get("labels") or {}).get(MANAGED_BY_LABEL) != MANAGED_BY:
+        name, namespace = _name_and_namespace(deployment)
+        raise _invalid(f"deployment {namespace}/{name} exists and is not managed by lcp: not touching it")
+
+
 def _invalid(message: str) -> ApplicationError:
     return ApplicationError(message, type=INVALID_SPEC, non_retryable=True)
 
@@ -663,16 +785,8 @@ def _canary_body(request: EnsureCanaryInput, stable: Obj, existing: Obj | None) 
     put on it."""
     version = request.canary_version
     spec = copy.deepcopy(stable["spec"])
-    selector = spec.setdefault("selector", {})
-    selector["matchLabels"] = {**(selector.get("matchLabels") or {}), VERSION_LABEL: version}
-    template = spec.setdefault("template", {})
-    template_meta = template.setdefault("metadata", {})
-    template_meta["labels"] = {**(template_meta.get("labels") or {}), VERSION_LABEL: version}
-    containers = (template.get("spec") or {}).get("containers") or []
-    chosen = [c for c in containers if request.container in (None, c.get("name"))][:1]
-    if not chosen:
-        raise _invalid(f"the stable deployment has no container {request.container!r} for {request.image}")
-    chosen[0]["image"] = request.image
+    _set_version(spec, version, request.image, request.container, "the stable deployment", selector=True)
+    selector = spec["selector"]
     labels = {
         **(stable["metadata"].get("labels") or {}),
         VERSION_LABEL: version,
@@ -702,3 +816,82 @@ def _owned(obj: Obj) -> tuple[Any, ...]:
     """What ensure_canary sets on the canary: whether two versions of it differ in that."""
     meta = obj["metadata"]
     return (meta.get("labels"), meta.get("annotations"), obj["spec"])
+
+
+def _container(template: Obj, name: str | None) -> Obj | None:
+    """The pod template's container called `name`; None: the first one."""
+    containers = (template.get("spec") or {}).get("containers") or []
+    return next((c for c in containers if name in (None, c.get("name"))), None)
+
+
+def _set_version(
+    spec: Obj, version: str, image: str, container: str | None, what: str, *, selector: bool
+) -> None:
+    """A Deployment spec at `version` (its pod template's label, and its selector's with `selector`) with
+    `image` on the chosen container."""
+    if selector:
+        found = spec.setdefault("selector", {})
+        found["matchLabels"] = {**(found.get("matchLabels") or {}), VERSION_LABEL: version}
+    template = spec.setdefault("template", {})
+    template_meta = template.setdefault("metadata", {})
+    template_meta["labels"] = {**(template_meta.get("labels") or {}), VERSION_LABEL: version}
+    chosen = _container(template, container)
+    if chosen is None:
+        raise _invalid(f"{what} has no container {container!r} for {image}")
+    chosen["image"] = image
+
+
+def _runs(deployment: Obj, version: str, image: str, container: str | None) -> bool:
+    """Whether the Deployment's pod template is at `version` with `image` (what promote makes of it)."""
+    template = deployment["spec"].get("template") or {}
+    chosen = _container(template, container)
+    labels = (template.get("metadata") or {}).get("labels") or {}
+    return labels.get(VERSION_LABEL) == version and chosen is not None and chosen.get("image") == image
+
+
+def _relabelled(labels: dict[str, str] | None, version: str) -> dict[str, str]:
+    """Metadata labels with their version label, if they have one, at `version`."""
+    labels = dict(labels or {})
+    if VERSION_LABEL in labels:
+        labels[VERSION_LABEL] = version
+    return labels
+
+
+def _updated_stable(request: PromoteInput, stable: Obj, total: int) -> Obj:
+    """The stable promoted in place: its selector as it is, its template and labels at the new version."""
+    body = copy.deepcopy(stable)
+    body.pop("status", None)
+    body["spec"]["replicas"] = total
+    _set_version(
+        body["spec"],
+        request.version,
+        request.image,
+        request.container,
+        "the stable deployment",
+        selector=False,
+    )
+    body["metadata"]["labels"] = _relabelled(body["metadata"].get("labels"), request.version)
+    return body
+
+
+def _promoted_body(request: PromoteInput, canary: Obj, stable: Obj | None, total: int) -> Obj:
+    """The stable re-created from the canary's spec (selector and template at the new version) with `total`
+    replicas, under the stable's name, labels and annotations (the canary's with the stable gone) less
+    lcp's canary markers."""
+    spec = copy.deepcopy(canary["spec"])
+    spec["replicas"] = total
+    _set_version(spec, request.version, request.image, request.container, "the canary", selector=True)
+    source = (stable or canary)["metadata"]
+    labels = {
+        key: value
+        for key, value in _relabelled(source.get("labels"), request.version).items()
+        if key != CANARY_OF_LABEL and (key, value) != (MANAGED_BY_LABEL, MANAGED_BY)
+    }
+    annotations = {k: v for k, v in (source.get("annotations") or {}).items() if k != TOTAL_ANNOTATION}
+    metadata = {
+        "name": request.stable_deployment,
+        "namespace": request.namespace,
+        "labels": labels,
+        "annotations": annotations,
+    }
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": metadata, "spec": spec}

@@ -19,10 +19,12 @@ from activities.kubernetes import (
     DeploymentState,
     EnsureCanaryInput,
     KubernetesActivities,
+    PromoteInput,
     RollbackInput,
     Router,
     ScaleDeploymentInput,
     SetWeightInput,
+    WeightState,
     replica_split,
     router_canary_replicas,
 )
@@ -439,6 +441,153 @@ async def test_rollback_without_a_canary_restores_the_stable(lab: Cluster) -> No
     assert await lab.view.weights(NS, SVC) == {"v1": 100.0}
 
 
+# --- promote ----------------------------------------------------------------------------------------------
+
+
+def promote(router: Router, **kw: Any) -> PromoteInput:
+    return PromoteInput(NS, SVC, STABLE, CANARY, IMAGE, "v2", router=router, **kw)
+
+
+async def at_full_canary(lab: Cluster, router: Router) -> None:
+    """A rollout at its last step: the canary carries all the traffic."""
+    await ensure_canary(lab)
+    await settle(lab.acts.set_weight, weight(100, router))
+    await both_rolled_out(lab)
+
+
+async def versionless_stable(lab: Cluster) -> str:
+    """Swap the demo's stable for one whose selector leaves the version out; returns its uid."""
+    apps = client.AppsV1Api(lab.api)
+    await asyncio.to_thread(apps.delete_namespaced_deployment, STABLE, NS)
+    body: Any = demo_objects()[2]
+    del body["spec"]["selector"]["matchLabels"]["lcp.dev/version"]
+    created: Any = await asyncio.to_thread(apps.create_namespaced_deployment, NS, body)
+    await until(lab, STABLE, lambda s: s.rolled_out and s.ready == 4)
+    return str(created.metadata.uid)
+
+
+async def assert_promoted(lab: Cluster, router: Router) -> None:
+    """Where every promotion ends: the stable at v2 on all 4 replicas with all the traffic, no canary."""
+    stable = await until(lab, STABLE, lambda s: s.rolled_out)
+    assert (stable.version, stable.image, stable.desired, stable.ready) == ("v2", IMAGE, 4, 4)
+    with pytest.raises(ApplicationError) as caught:
+        await read(lab, CANARY)
+    assert caught.value.type == "TargetNotFound"
+    assert await ready_by_version(lab) == {"v2": 4}
+    assert await shares(lab) == {"v2": 1.0}
+    if router == "replicas":
+        assert await lab.view.weights(NS, SVC) is None
+    elif router == "istio":  # one subset: stable and canary ran the same version
+        route = await asyncio.to_thread(route_of, lab, router)
+        assert route["spec"]["http"][0]["route"] == [
+            {"destination": {"host": SVC, "subset": "v2"}, "weight": 100}
+        ]
+    else:
+        assert await lab.view.weights(NS, SVC) == {STABLE: 100.0, CANARY: 0.0}
+
+
+def assert_all_on_the_stable(state: WeightState) -> None:
+    assert (state.stable_percent, state.canary_percent) == (100, 0)
+    assert (state.stable_replicas, state.canary_replicas, state.total_replicas) == (4, 0, 4)
+
+
+@pytest.mark.parametrize("router", ["replicas", "istio", "gateway-api"])
+async def test_promote_recreates_a_stable_whose_selector_holds_the_version(
+    lab: Cluster, router: Router
+) -> None:
+    patch = {"metadata": {"annotations": {"team": "search"}}}
+    await asyncio.to_thread(client.AppsV1Api(lab.api).patch_namespaced_deployment, STABLE, NS, patch)
+    await at_full_canary(lab, router)
+    old = await raw_deployment(lab, STABLE)
+
+    state = await settle(lab.acts.promote, promote(router))
+
+    assert_all_on_the_stable(state)
+    raw = await raw_deployment(lab, STABLE)
+    assert raw.metadata.uid != old.metadata.uid  # a selector cannot change: a new Deployment
+    assert raw.spec.selector.match_labels == {"app.kubernetes.io/name": SVC, "lcp.dev/version": "v2"}
+    assert raw.metadata.labels == {**old.metadata.labels, "lcp.dev/version": "v2"}  # no canary markers
+    assert raw.metadata.annotations == {"team": "search"}
+    await assert_promoted(lab, router)
+
+
+@pytest.mark.parametrize("router", ["replicas", "istio", "gateway-api"])
+async def test_promote_updates_in_place_a_stable_whose_selector_leaves_the_version_out(
+    lab: Cluster, router: Router
+) -> None:
+    uid = await versionless_stable(lab)
+    await at_full_canary(lab, router)
+
+    with pytest.raises(ApplicationError) as caught:  # the new template's pods are not ready yet
+        await call(lab.acts.promote, promote(router))
+    assert caught.value.type == "NotReady"
+    assert (await read(lab, CANARY)).desired == 4
+    state = await settle(lab.acts.promote, promote(router))
+
+    assert_all_on_the_stable(state)
+    raw = await raw_deployment(lab, STABLE)
+    assert raw.metadata.uid == uid
+    assert raw.spec.selector.match_labels == {"app.kubernetes.io/name": SVC}
+    assert raw.metadata.labels["lcp.dev/version"] == "v2"
+    assert raw.spec.template.metadata.labels["lcp.dev/version"] == "v2"
+    await assert_promoted(lab, router)
+
+
+@pytest.mark.parametrize("router", ["replicas", "istio", "gateway-api"])
+async def test_promote_keeps_the_canary_serving_until_the_stable_is_ready(
+    lab: Cluster, router: Router
+) -> None:
+    await at_full_canary(lab, router)
+
+    with pytest.raises(ApplicationError) as caught:
+        await call(lab.acts.promote, promote(router))
+
+    assert caught.value.type == "NotReady" and not caught.value.non_retryable
+    assert caught.value.category == ApplicationErrorCategory.BENIGN
+    canary = await read(lab, CANARY)
+    assert (canary.desired, canary.ready) == (4, 4)
+    assert await lab.view.weights(NS, SVC) == expected_weights(router, 100)
+    assert await shares(lab) == {"v2": 1.0}
+    assert_all_on_the_stable(await settle(lab.acts.promote, promote(router)))
+    await assert_promoted(lab, router)
+
+
+@pytest.mark.parametrize("router", ["replicas", "istio"])
+async def test_promote_after_it_is_done_changes_nothing(lab: Cluster, router: Router) -> None:
+    await at_full_canary(lab, router)
+    first = await settle(lab.acts.promote, promote(router))
+    stable = await until(lab, STABLE, lambda s: s.rolled_out)
+    route = await asyncio.to_thread(route_of, lab, router) if router != "replicas" else None
+
+    again = await call(lab.acts.promote, promote(router))
+
+    assert again == first
+    assert (await read(lab, STABLE)).resource_version == stable.resource_version
+    if route is not None:
+        after = await asyncio.to_thread(route_of, lab, router)
+        assert after["metadata"]["resourceVersion"] == route["metadata"]["resourceVersion"]
+    await assert_promoted(lab, router)
+
+
+@pytest.mark.parametrize("router", ["replicas", "gateway-api"])
+async def test_promote_recovers_from_a_crash_between_deleting_the_stable_and_creating_it(
+    lab: Cluster, router: Router
+) -> None:
+    await at_full_canary(lab, router)
+    # As a first attempt leaves it when it dies after deleting the stable: only the canary is left.
+    await asyncio.to_thread(client.AppsV1Api(lab.api).delete_namespaced_deployment, STABLE, NS)
+
+    state = await settle(lab.acts.promote, promote(router))
+
+    assert_all_on_the_stable(state)
+    raw = await raw_deployment(lab, STABLE)
+    assert raw.spec.selector.match_labels == {"app.kubernetes.io/name": SVC, "lcp.dev/version": "v2"}
+    assert raw.metadata.labels["lcp.dev/version"] == "v2"
+    assert not {"app.kubernetes.io/managed-by", "lcp.dev/canary-of"} & set(raw.metadata.labels)
+    assert "lcp.dev/total-replicas" not in (raw.metadata.annotations or {})
+    await assert_promoted(lab, router)
+
+
 # --- reads, scale and errors -------------------------------------------------------------------------------
 
 
@@ -462,6 +611,8 @@ async def test_a_missing_stable_deployment_is_a_permanent_error(lab: Cluster) ->
         (lab.acts.read_deployment, DeploymentRef(NS, "nope")),
         (lab.acts.scale_deployment, ScaleDeploymentInput(NS, "nope", 1)),
         (lab.acts.set_weight, weight(10, "replicas")),  # the stable is there, the canary is not
+        (lab.acts.promote, PromoteInput(NS, SVC, "nope", CANARY, IMAGE, "v2")),
+        (lab.acts.promote, promote("replicas")),  # no canary, and the stable still runs v1
     ]
     for activity, arg in attempts:
         with pytest.raises(ApplicationError) as caught:
