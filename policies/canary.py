@@ -791,6 +791,21 @@ def as_measurement(judgment: Judgment) -> Measurement:
     return Measurement(judgment.phase, judgment.score, judgment.reason)
 
 
+def judgment_measurement(
+    judgment: Judgment, read_errors: Sequence[str], last_chance: bool
+) -> Measurement | None:
+    """How one interval's statistical judgment counts in the analysis run: as its measurement, except
+    that read errors without a verdict make an Error measurement, and too few samples while intervals
+    remain (the rate windows are still filling) count as nothing yet (None)."""
+    measured = as_measurement(judgment)
+    if judgment.phase is AnalysisPhase.INCONCLUSIVE and judgment.score is None:
+        if read_errors:
+            return Measurement(AnalysisPhase.ERROR, None, "; ".join(read_errors))
+        if not last_chance:
+            return None
+    return measured
+
+
 DEFAULT_TEMPLATES_FILE = Path(__file__).with_name("analysis.yaml")
 _CONDITION = re.compile(r"^\s*(>=|<=|>|<)\s*(-?[0-9.]+(?:[eE][-+]?[0-9]+)?)\s*$")
 

@@ -6,7 +6,7 @@ from typing import Literal
 from pydantic import AliasChoices, BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from temporal.constants import CONVERSATIONS_QUEUE
+from temporal.constants import CONVERSATIONS_QUEUE, OPS_QUEUE
 
 
 class TemporalSettings(BaseModel):
@@ -88,6 +88,23 @@ class LimitSettings(BaseModel):
     tenants: dict[str, RateLimit] = Field(default_factory=dict)
 
 
+class RolloutSettings(BaseModel):
+    """Canary rollouts: where the ops worker finds the cluster and Prometheus, and analysis defaults."""
+
+    task_queue: str = OPS_QUEUE
+    kubeconfig: Path | None = Field(
+        default=None, description="Empty: the lab's kubeconfig under the state dir (what `lcp dev` writes)."
+    )
+    kube_context: str | None = None
+    prometheus_url: str = "http://127.0.0.1:9090"
+    templates_file: Path | None = Field(
+        default=None, description="Metric templates YAML; empty means policies/analysis.yaml."
+    )
+    min_window_s: float = Field(
+        default=10.0, gt=0, description="Shortest PromQL rate window: at least two scrape intervals."
+    )
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="LCP_", env_nested_delimiter="__", env_file=".env", extra="ignore"
@@ -111,6 +128,7 @@ class Settings(BaseSettings):
     conversation: ConversationSettings = ConversationSettings()
     oidc: OidcSettings = OidcSettings()
     limits: LimitSettings = LimitSettings()
+    rollout: RolloutSettings = RolloutSettings()
 
     @field_validator("database_url")
     @classmethod
@@ -124,6 +142,9 @@ class Settings(BaseSettings):
                 "DATABASE_URL must be postgresql://... (PostgreSQL) or sqlite+aiosqlite:///path (SQLite)"
             )
         return url
+
+    def resolved_kubeconfig(self) -> Path:
+        return self.rollout.kubeconfig or self.home / "kubeconfig"
 
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite+aiosqlite:///{(self.home / 'lcp.db').resolve()}"

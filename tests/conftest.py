@@ -1,4 +1,4 @@
-"""Shared test fixtures: a real Temporal dev server, the LLM simulator, SQLite and PostgreSQL."""
+"""Shared test fixtures: a real Temporal dev server, the LLM simulator, SQLite, PostgreSQL, Prometheus."""
 
 import os
 import shutil
@@ -14,6 +14,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from lab.llm_simulator import create_app as create_simulator
+from lab.prometheus import prometheus_binary
 from settings import Settings, TemporalSettings
 from store.migrate import upgrade_database
 from temporal.constants import KIND, PHASE, SERVICE, TENANT
@@ -32,6 +33,19 @@ async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
     )
     yield env
     await env.shutdown()
+
+
+@pytest.fixture(scope="session")
+def prometheus_bin() -> str:
+    """The Prometheus binary: required under `make test` (LCP_REQUIRE_PROMETHEUS), skipped elsewhere."""
+    try:
+        return prometheus_binary()
+    except FileNotFoundError:
+        if os.environ.get("LCP_REQUIRE_PROMETHEUS"):
+            pytest.fail(
+                "Prometheus is required (LCP_REQUIRE_PROMETHEUS) but the `prometheus` binary is missing"
+            )
+        pytest.skip("Prometheus is not installed: `make test` installs it")
 
 
 @pytest.fixture(scope="session")

@@ -4,20 +4,25 @@ import asyncio
 import logging
 import signal
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import timedelta
 
+from kubernetes import config
 from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.gateway import Gateway, load_routes, make_http_client
 from activities.inference import InferenceActivities
+from activities.kubernetes import KubernetesActivities
+from activities.prometheus import PrometheusActivities, PromQL
 from activities.store import StoreActivities
 from activities.token_relay import PostgresRelay, TokenRelay, make_relay
 from settings import Settings
 from store.db import make_engine, make_sessionmaker
 from temporal.client import connect
 from temporal.constants import CONVERSATIONS_QUEUE, TASK_QUEUES
+from workflows.canary import CanaryRolloutWorkflow
 from workflows.conversation import ConversationWorkflow
 
 log = logging.getLogger(__name__)
@@ -50,24 +55,68 @@ async def conversation_worker(
         await engine.dispose()
 
 
+@asynccontextmanager
+async def ops_worker(client: Client, settings: Settings) -> AsyncIterator[Worker]:
+    """A worker for canary rollouts: Kubernetes through the kubeconfig, PromQL against Prometheus. Their
+    clients block, so the activities are plain functions on a thread pool."""
+    kubeconfig = settings.resolved_kubeconfig()
+    if not kubeconfig.exists():
+        raise FileNotFoundError(
+            f"no kubeconfig at {kubeconfig}: start the lab (`lcp dev` or `lcp lab serve`) or set "
+            "LCP_ROLLOUT__KUBECONFIG"
+        )
+    api_client = config.new_client_from_config(
+        config_file=str(kubeconfig), context=settings.rollout.kube_context
+    )
+    promql = PromQL(settings.rollout.prometheus_url)
+    kube = KubernetesActivities(api_client)
+    prometheus = PrometheusActivities(promql)
+    executor = ThreadPoolExecutor(max_workers=32, thread_name_prefix="ops-activity")
+    worker = Worker(
+        client,
+        task_queue=settings.rollout.task_queue,
+        workflows=[CanaryRolloutWorkflow],
+        activities=[
+            kube.read_deployment,
+            kube.scale_deployment,
+            kube.ensure_canary,
+            kube.set_weight,
+            kube.rollback,
+            kube.promote,
+            prometheus.measure,
+            prometheus.samples,
+        ],
+        activity_executor=executor,
+        max_concurrent_activities=32,
+        graceful_shutdown_timeout=timedelta(seconds=10),
+    )
+    try:
+        yield worker
+    finally:
+        executor.shutdown(wait=False, cancel_futures=True)
+        promql.close()
+        api_client.close()
+
+
 async def run_worker(settings: Settings, task_queue: str) -> None:
     """Run the worker for `task_queue` until SIGINT/SIGTERM, then finish in-flight tasks."""
     if task_queue not in TASK_QUEUES:
         raise ValueError(f"unknown task queue {task_queue!r}; known: {', '.join(TASK_QUEUES)}")
-    if task_queue != CONVERSATIONS_QUEUE:
-        raise ValueError(f"task queue {task_queue!r} has no workflows yet (ops work lands later)")
     client = await connect(settings.temporal)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    # A worker of its own publishes streamed tokens only through PostgreSQL (the API listens there).
-    relay = make_relay(settings)
-    async with conversation_worker(
-        client, settings, relay if isinstance(relay, PostgresRelay) else None
-    ) as worker:
-        queue = settings.conversation.task_queue
-        log.info("worker polling task queue %s at %s", queue, settings.temporal.address)
+    relay: TokenRelay | None = None
+    building: AbstractAsyncContextManager[Worker]
+    if task_queue == CONVERSATIONS_QUEUE:
+        # A worker of its own publishes streamed tokens only through PostgreSQL (the API listens there).
+        relay = make_relay(settings)
+        building = conversation_worker(client, settings, relay if isinstance(relay, PostgresRelay) else None)
+    else:
+        building = ops_worker(client, settings)
+    async with building as worker:
+        log.info("worker polling task queue %s at %s", worker.task_queue, settings.temporal.address)
         async with worker:
             await stop.wait()
             log.info("worker shutting down: finishing in-flight tasks")

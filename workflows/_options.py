@@ -28,3 +28,36 @@ PROJECTION: dict[str, Any] = {
         initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=5)
     ),
 }
+
+# Kubernetes writes converge, so they are retried freely. NotReady (pods still starting) is retried every
+# few seconds for up to 15 minutes; a missing target or a spec Kubernetes refuses is final.
+KUBERNETES: dict[str, Any] = {
+    "start_to_close_timeout": timedelta(seconds=60),
+    "schedule_to_close_timeout": timedelta(minutes=15),
+    "retry_policy": RetryPolicy(
+        initial_interval=timedelta(seconds=1),
+        backoff_coefficient=1.5,
+        maximum_interval=timedelta(seconds=5),
+        non_retryable_error_types=["TargetNotFound", "InvalidSpec"],
+    ),
+}
+
+# A rollback must happen: retried until it does (or Kubernetes refuses it outright).
+KUBERNETES_ROLLBACK: dict[str, Any] = {
+    "start_to_close_timeout": timedelta(seconds=60),
+    "retry_policy": RetryPolicy(
+        initial_interval=timedelta(seconds=1),
+        backoff_coefficient=2.0,
+        maximum_interval=timedelta(seconds=30),
+        non_retryable_error_types=["InvalidSpec"],
+    ),
+}
+
+# A PromQL reading: Prometheus being down is retried for a minute, then counts as an Error measurement.
+PROMETHEUS: dict[str, Any] = {
+    "start_to_close_timeout": timedelta(seconds=30),
+    "schedule_to_close_timeout": timedelta(seconds=60),
+    "retry_policy": RetryPolicy(
+        initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=10)
+    ),
+}

@@ -115,6 +115,7 @@ class Stack:
             self.ports.urls()["llm"],
             LCP_API__HOST=self.ports.host,
             LCP_API__PORT=str(self.ports.api),
+            LCP_ROLLOUT__PROMETHEUS_URL=self.ports.urls()["prometheus"],
         )
         self.children.append((name, spawn_lcp(args, env, self.logs / f"{name}.log")))
 
@@ -159,6 +160,8 @@ class Stack:
         self._wait_http("api", f"{urls['api']}/readyz")
         self._wait_http("lab", f"{urls['workload']}/healthz")
         self._wait_http("prometheus", f"{urls['prometheus']}/-/ready")
+        # Canary rollouts act on the lab through the kubeconfig it has written by now.
+        self._spawn("ops-worker", "worker", "--queue", "ops")
 
     def scrape_targets(self) -> list[ScrapeTarget]:
         """What Prometheus scrapes: the lab's workload and the LLM simulator (both simulated) and lcp."""

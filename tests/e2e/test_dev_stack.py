@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -111,8 +112,29 @@ def test_dev_runs_resumes_and_stops_cleanly(stack: DevStack, tmp_path: Path) -> 
     assert status.returncode == 0, status.stdout + status.stderr
     assert "SIMULATED" in status.stdout and "chat-api" in status.stdout and "lab-workload" in status.stdout
 
+    # A canary rollout of the lab's demo service, through the REST API and the ops worker dev started.
+    steps = [{"kind": "set_weight", "percent": 50}, {"kind": "pause", "duration_s": 1}]
+    body = {"namespace": "lab", "service": "chat-api", "image": "lab.local/chat-api:v2", "version": "v2"}
+    started = api.post(
+        "/v1/rollouts", json={**body, "steps": [*steps, {"kind": "set_weight", "percent": 100}]}
+    )
+    assert started.status_code == 201, started.text
+    for _ in range(120):
+        rollout = api.get("/v1/rollouts/lab/chat-api").json()
+        if rollout["phase"] not in ("Progressing", "Paused"):
+            break
+        time.sleep(0.5)
+    assert rollout["phase"] == "Succeeded", rollout["message"]
+    assert (
+        apps.read_namespaced_deployment("chat-api", "lab").spec.template.metadata.labels["lcp.dev/version"]
+        == "v2"
+    )
+
     if shutil.which("chromium"):
-        _ui_lists_workflow(info["ui"], f"conversation/default/{conversation_id}", tmp_path)
+        _ui_lists_workflow(info["ui"], f"conversation/default/{conversation_id}", "Conversation", tmp_path)
+        # Admins find rollouts by service and phase: the search attributes filter the UI's list.
+        query = "LcpService = 'lab/chat-api' AND LcpPhase = 'Succeeded'"
+        _ui_lists_workflow(info["ui"], "rollout/lab/chat-api", "CanaryRollout", tmp_path, query)
     elif os.environ.get("LCP_REQUIRE_CHROMIUM"):
         pytest.fail("chromium is required (LCP_REQUIRE_CHROMIUM) to look at the Temporal UI")
 
@@ -140,9 +162,11 @@ def test_dev_runs_resumes_and_stops_cleanly(stack: DevStack, tmp_path: Path) -> 
         assert not _port_open(port), f"{name} still listening on {port} after SIGTERM"
 
 
-def _ui_lists_workflow(ui_url: str, workflow_id: str, tmp_path: Path) -> None:
-    """Open the Temporal UI's workflow list in headless Chromium, as an admin would."""
-    url = f"{ui_url}/namespaces/default/workflows"
+def _ui_lists_workflow(
+    ui_url: str, workflow_id: str, workflow_type: str, tmp_path: Path, query: str | None = None
+) -> None:
+    """Open the Temporal UI's workflow list (filtered by `query`) in headless Chromium, as an admin would."""
+    url = f"{ui_url}/namespaces/default/workflows" + (f"?query={quote(query)}" if query else "")
     base = [
         "chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--no-first-run", "--disable-sync",
@@ -156,7 +180,7 @@ def _ui_lists_workflow(ui_url: str, workflow_id: str, tmp_path: Path) -> None:
         if workflow_id in dom:
             break
         time.sleep(1)
-    assert workflow_id in dom, "the Temporal UI does not list the conversation workflow"
-    assert "Conversation" in dom  # the workflow type column
-    shot = Path(os.environ.get("LCP_SCREENSHOT_DIR", tmp_path)) / "temporal-ui-workflows.png"
+    assert workflow_id in dom, f"the Temporal UI does not list {workflow_id}"
+    assert workflow_type in dom  # the workflow type column
+    shot = Path(os.environ.get("LCP_SCREENSHOT_DIR", tmp_path)) / f"temporal-ui-{workflow_type.lower()}.png"
     subprocess.run([*base, f"--screenshot={shot}", url], capture_output=True, timeout=90)

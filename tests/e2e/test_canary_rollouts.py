@@ -1,0 +1,284 @@
+"""Canary rollouts end to end in the lab: real Temporal, the emulated Kubernetes API, real Prometheus."""
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError
+
+from lab.workload import Fault
+from policies.canary import Analyze, Pause, SetWeight
+from settings import Settings
+from temporal.constants import KIND, PHASE, SERVICE
+from tests.rollout_lab import RolloutLab, fast_plan, rollout_input, rollout_lab
+from workers.main import ops_worker
+from workflows.canary import (
+    FROZEN,
+    PAUSED,
+    ROLLED_BACK,
+    SUCCEEDED,
+    Actor,
+    CanaryRolloutWorkflow,
+    PromoteRequest,
+    RolloutInput,
+    RolloutView,
+    workflow_id,
+)
+
+@pytest.fixture(scope="module")
+async def lab(tmp_path_factory: pytest.TempPathFactory, prometheus_bin: str) -> AsyncIterator[RolloutLab]:
+    async with rollout_lab(tmp_path_factory.mktemp("rollout-lab")) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def ops_settings(lab: RolloutLab, tmp_path_factory: pytest.TempPathFactory, client: Client) -> Settings:
+    base = Settings(home=tmp_path_factory.mktemp("lcp"))
+    base = base.model_copy(
+        update={"temporal": base.temporal.model_copy(update={"address": _address(client)})}
+    )
+    return lab.settings(base, f"ops-{uuid.uuid4().hex[:8]}")
+
+
+@pytest.fixture(scope="module")
+async def worker(client: Client, ops_settings: Settings) -> AsyncIterator[None]:
+    async with ops_worker(client, ops_settings) as running, running:
+        yield
+
+
+def _address(client: Client) -> str:
+    return client.service_client.config.target_host
+
+
+async def start(
+    client: Client, settings: Settings, request: RolloutInput
+) -> WorkflowHandle[CanaryRolloutWorkflow, RolloutView]:
+    return await client.start_workflow(
+        CanaryRolloutWorkflow.run,
+        request,
+        id=workflow_id(request.namespace, request.service),
+        task_queue=settings.rollout.task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+        search_attributes=_attributes(request),
+    )
+
+
+def _attributes(request: RolloutInput):  # type: ignore[no-untyped-def]
+    from temporalio.common import SearchAttributePair, TypedSearchAttributes
+
+    return TypedSearchAttributes(
+        [
+            SearchAttributePair(KIND, "rollout"),
+            SearchAttributePair(SERVICE, f"{request.namespace}/{request.service}"),
+            SearchAttributePair(PHASE, "Progressing"),
+        ]
+    )
+
+
+async def until(
+    handle: WorkflowHandle[CanaryRolloutWorkflow, RolloutView], check, within: float = 60
+) -> RolloutView:  # type: ignore[no-untyped-def]
+    """Query the rollout until `check(view)` holds."""
+    deadline = time.monotonic() + within
+    while True:
+        view = await handle.query(CanaryRolloutWorkflow.state)
+        if check(view):
+            return view
+        assert time.monotonic() < deadline, f"rollout never got there: {view.phase} {view.message}"
+        await asyncio.sleep(0.2)
+
+
+def _version(lab: RolloutLab, name: str) -> str | None:
+    found = lab.deployment(name)
+    return None if found is None else found["spec"]["template"]["metadata"]["labels"].get("lcp.dev/version")
+
+
+def _replicas(lab: RolloutLab, name: str) -> int | None:
+    found = lab.deployment(name)
+    return None if found is None else int(found["spec"].get("replicas", 0))
+
+
+@pytest.mark.usefixtures("worker")
+@pytest.mark.parametrize("judge", ["threshold", "statistical"])
+async def test_a_healthy_release_reaches_100_percent_and_becomes_stable(
+    client: Client, ops_settings: Settings, lab: RolloutLab, judge: str
+) -> None:
+    """Identical behaviour (an A/A release): not aborted, promoted, the stable runs the new version."""
+    service = lab.add_service()
+    templates = ("success-rate", "latency-p99-ratio" if judge == "threshold" else "latency-p99")
+    steps = fast_plan(interval_s=3.0 if judge == "threshold" else 6.0, templates=templates)
+    handle = await start(client, ops_settings, rollout_input(service, steps, judge=judge))
+    view = await handle.result()
+    assert view.phase == SUCCEEDED, view.message
+    (analysis,) = view.analyses
+    assert analysis.phase == "Successful" and analysis.measurements
+    if judge == "statistical":
+        assert analysis.judgment is not None and analysis.judgment.score == 100.0
+    assert [e.kind for e in view.history if e.kind == "weight"] == ["weight"] * 3
+    assert _version(lab, service) == "v2" and _replicas(lab, service) == 4
+    assert lab.deployment(f"{service}-canary") is None
+    assert lab.deployment(service)["spec"]["template"]["spec"]["containers"][0]["image"].endswith(":v2")  # type: ignore[index]
+
+
+@pytest.mark.usefixtures("worker")
+@pytest.mark.parametrize("judge", ["threshold", "statistical"])
+async def test_five_points_more_errors_roll_back_within_two_intervals(
+    client: Client, ops_settings: Settings, lab: RolloutLab, judge: str
+) -> None:
+    service = lab.add_service()
+    lab.set_fault(service, "v2", Fault(error_share=0.05))
+    templates = ("success-rate", "latency-p99-ratio" if judge == "threshold" else "latency-p99")
+    steps = fast_plan(interval_s=3.0 if judge == "threshold" else 6.0, count=5, templates=templates)
+    view = await (await start(client, ops_settings, rollout_input(service, steps, judge=judge))).result()
+    assert view.phase == ROLLED_BACK, view.message
+    (analysis,) = view.analyses
+    assert analysis.phase == "Failed" and "success-rate" in analysis.reason
+    intervals = (analysis.finished_at - analysis.started_at).total_seconds() / steps[2].interval_s  # type: ignore[operator, union-attr]
+    assert len({m.at for m in analysis.measurements}) <= 2, intervals
+    assert _version(lab, service) == "v1" and _replicas(lab, service) == 4
+    assert _replicas(lab, f"{service}-canary") == 0
+    assert view.weights is not None and view.weights.canary_percent == 0
+
+
+@pytest.mark.usefixtures("worker")
+@pytest.mark.parametrize("judge", ["threshold", "statistical"])
+async def test_a_latency_regression_is_caught(
+    client: Client, ops_settings: Settings, lab: RolloutLab, judge: str
+) -> None:
+    """+50% p99: the stable's p99 is about 130 ms, so the canary's requests each get 65 ms more."""
+    service = lab.add_service()
+    lab.set_fault(service, "v2", Fault(added_latency_ms=65))
+    templates = ("success-rate", "latency-p99-ratio" if judge == "threshold" else "latency-p99")
+    steps = fast_plan(interval_s=3.0 if judge == "threshold" else 6.0, count=5, templates=templates)
+    view = await (await start(client, ops_settings, rollout_input(service, steps, judge=judge))).result()
+    assert view.phase == ROLLED_BACK, view.message
+    assert "latency-p99" in view.analyses[-1].reason
+
+
+@pytest.mark.usefixtures("worker")
+async def test_abort_mid_flight_rolls_back_and_a_second_start_is_refused(
+    client: Client, ops_settings: Settings, lab: RolloutLab
+) -> None:
+    service = lab.add_service()
+    steps = [SetWeight(25), Pause(None), SetWeight(100)]
+    request = rollout_input(service, steps)
+    handle = await start(client, ops_settings, request)
+    view = await until(handle, lambda v: v.awaiting_decision)
+    assert view.phase == PAUSED and view.desired_weight == 25 and _replicas(lab, f"{service}-canary") == 1
+    with pytest.raises(WorkflowAlreadyStartedError):
+        await start(client, ops_settings, request)
+    with pytest.raises(WorkflowUpdateFailedError) as refused:
+        await handle.execute_update(CanaryRolloutWorkflow.resume, Actor("sre@example.com"))
+    assert "not paused" in str(refused.value.cause)
+    await handle.execute_update(CanaryRolloutWorkflow.abort, Actor("sre@example.com", "bad dashboards"))
+    view = await handle.result()
+    assert view.phase == ROLLED_BACK
+    assert view.message == "aborted by sre@example.com: bad dashboards"
+    assert _replicas(lab, service) == 4 and _replicas(lab, f"{service}-canary") == 0
+    with pytest.raises(RPCError, match="already completed"):  # the API says 409 RolloutFinished
+        await handle.execute_update(CanaryRolloutWorkflow.promote, PromoteRequest())
+
+
+@pytest.mark.usefixtures("worker")
+async def test_promote_pause_and_resume_mid_flight(
+    client: Client, ops_settings: Settings, lab: RolloutLab
+) -> None:
+    service = lab.add_service()
+    steps = [SetWeight(25), Pause(None), SetWeight(50), Pause(3600.0), SetWeight(100)]
+    handle = await start(client, ops_settings, rollout_input(service, steps))
+    await until(handle, lambda v: v.awaiting_decision)
+    await handle.execute_update(CanaryRolloutWorkflow.promote, PromoteRequest("sre"))
+    await until(handle, lambda v: v.step == 3 and v.desired_weight == 50)
+    view = await handle.execute_update(CanaryRolloutWorkflow.pause, Actor("sre", "looking at logs"))
+    assert view.phase == PAUSED and view.paused_by == "sre"
+    await handle.execute_update(CanaryRolloutWorkflow.resume, Actor("sre"))
+    await handle.execute_update(CanaryRolloutWorkflow.promote, PromoteRequest("sre", full=True))
+    view = await handle.result()
+    assert view.phase == SUCCEEDED and _version(lab, service) == "v2"
+    kinds = [e.kind for e in view.history]
+    assert kinds.index("pause") < kinds.index("resume") < len(kinds) - 1
+
+
+@pytest.mark.usefixtures("worker")
+async def test_a_frozen_canary_keeps_its_pods_but_no_traffic(
+    client: Client, ops_settings: Settings, lab: RolloutLab
+) -> None:
+    service = lab.add_service()
+    handle = await start(
+        client, ops_settings, rollout_input(service, [SetWeight(25), Pause(None)], on_failure="freeze")
+    )
+    await until(handle, lambda v: v.awaiting_decision)
+    await handle.execute_update(CanaryRolloutWorkflow.abort, Actor("sre"))
+    view = await handle.result()
+    assert view.phase == FROZEN and _replicas(lab, f"{service}-canary") == 1
+
+
+@pytest.mark.usefixtures("worker")
+async def test_a_missing_deployment_fails_the_start_clearly(
+    client: Client, ops_settings: Settings, lab: RolloutLab
+) -> None:
+    handle = await start(client, ops_settings, rollout_input("no-such-service", [SetWeight(100)]))
+    with pytest.raises(WorkflowUpdateFailedError) as caught:
+        await handle.execute_update(CanaryRolloutWorkflow.accepted)
+    assert "lab/no-such-service not found" in str(caught.value.cause)
+    view = await handle.result()
+    assert view.phase == "Failed"
+
+
+async def test_a_worker_killed_mid_rollout_resumes(
+    client: Client, ops_settings: Settings, lab: RolloutLab, tmp_path: Path
+) -> None:
+    """The worker runs as `lcp worker --queue ops`; SIGKILLed during the analysis, a new one finishes."""
+    service = lab.add_service()
+    queue = f"ops-kill-{uuid.uuid4().hex[:6]}"
+    settings = ops_settings.model_copy(
+        update={"rollout": ops_settings.rollout.model_copy(update={"task_queue": queue})}
+    )
+    env = dict(
+        os.environ,
+        LCP_HOME=str(tmp_path),
+        LCP_TEMPORAL__ADDRESS=_address(client),
+        LCP_ROLLOUT__KUBECONFIG=str(lab.lab.kubeconfig),
+        LCP_ROLLOUT__PROMETHEUS_URL=lab.prometheus_url,
+        LCP_ROLLOUT__TASK_QUEUE=queue,
+    )
+
+    def spawn() -> subprocess.Popen[bytes]:
+        log = open(tmp_path / "worker.log", "ab")  # noqa: SIM115
+        return subprocess.Popen(
+            [sys.executable, "-m", "api.cli", "worker", "--queue", "ops"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+    first = spawn()
+    try:
+        steps = [SetWeight(20), Analyze(("success-rate",), interval_s=3.0, count=3), SetWeight(100)]
+        handle = await start(client, settings, rollout_input(service, steps))
+        await until(handle, lambda v: bool(v.analyses and v.analyses[0].measurements))
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+        second = spawn()
+        try:
+            view = await asyncio.wait_for(handle.result(), 120)
+        finally:
+            second.terminate()
+            second.wait(30)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert view.phase == SUCCEEDED, view.message
+    assert _version(lab, service) == "v2"
+    assert len([e for e in view.history if e.kind == "weight"]) == 2
+    assert view.analyses[0].phase == "Successful" and len(view.analyses[0].measurements) == 3

@@ -1,0 +1,153 @@
+"""A lab for rollout tests: the emulated Kubernetes API with its controllers, the workload simulator and
+a real Prometheus scraping it every second; each test adds a service of its own."""
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from lab.kube import SIMULATED_LABEL
+from lab.prometheus import SIMULATED, ScrapeTarget, start_prometheus, stop_prometheus, wait_ready
+from lab.server import NAME_LABEL, Lab, LabOptions
+from lab.traces import Constant
+from lab.workload import Fault, ServiceSpec
+from policies.canary import Analyze, Pause, SetWeight, Step
+from settings import Settings
+from tests.http_server import free_port
+from workflows.canary import JudgeSettings, RolloutInput
+
+NAMESPACE = "lab"
+VERSION_LABEL = "lcp.dev/version"
+REQUESTS_PER_S = 200.0
+_names = itertools.count(1)
+
+
+def fast_plan(
+    interval_s: float = 3.0, count: int = 2, templates: tuple[str, ...] | None = None
+) -> list[Step]:
+    """The standard plan's shape in seconds: 20% → analysis → 50% → 100%."""
+    return [
+        SetWeight(20),
+        Pause(1.0),
+        Analyze(templates or ("success-rate", "latency-p99-ratio"), interval_s=interval_s, count=count),
+        SetWeight(50),
+        Pause(1.0),
+        SetWeight(100),
+    ]
+
+
+class RolloutLab:
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self.lab = Lab(
+            LabOptions(
+                home=home,
+                kube_port=free_port(),
+                workload_port=free_port(),
+                pod_startup_delay_s=0.3,
+                demo=False,
+            )
+        )
+        self.prometheus_url = ""
+        self._prometheus: Any = None
+
+    async def start(self) -> None:
+        await self.lab.start()
+        port = free_port()
+        target = f"127.0.0.1:{self.lab.options.workload_port}"
+        self._prometheus = await asyncio.to_thread(
+            start_prometheus,
+            [ScrapeTarget("lab-workload", target, labels=SIMULATED)],
+            self.home / "prometheus",
+            port=port,
+            scrape_interval_s=1,
+        )
+        self.prometheus_url = f"http://127.0.0.1:{port}"
+        await asyncio.to_thread(wait_ready, self.prometheus_url, 30, self._prometheus)
+
+    async def stop(self) -> None:
+        if self._prometheus is not None:
+            await asyncio.to_thread(stop_prometheus, self._prometheus)
+        await self.lab.stop()
+
+    def settings(self, base: Settings, task_queue: str) -> Settings:
+        rollout = base.rollout.model_copy(
+            update={
+                "kubeconfig": self.lab.kubeconfig,
+                "prometheus_url": self.prometheus_url,
+                "task_queue": task_queue,
+                "min_window_s": 3.0,
+            }
+        )
+        return base.model_copy(update={"rollout": rollout})
+
+    def add_service(self, replicas: int = 4, version: str = "v1") -> str:
+        """A new service with its stable Deployment at `version`, under REQUESTS_PER_S of traffic."""
+        name = f"shop-{next(_names)}"
+        labels = {NAME_LABEL: name, SIMULATED_LABEL: "true"}
+        api = self.lab.kube.api
+        if api.get_object("v1/namespaces", None, NAMESPACE) is None:
+            api.create_object("v1/namespaces", {"metadata": {"name": NAMESPACE}}, None)
+        service = {
+            "metadata": {"name": name, "namespace": NAMESPACE, "labels": labels},
+            "spec": {"selector": {NAME_LABEL: name}, "ports": [{"port": 80}]},
+        }
+        pod_labels = {**labels, VERSION_LABEL: version}
+        deployment = {
+            "metadata": {"name": name, "namespace": NAMESPACE, "labels": pod_labels},
+            "spec": {
+                "replicas": replicas,
+                "selector": {"matchLabels": {NAME_LABEL: name, VERSION_LABEL: version}},
+                "template": {
+                    "metadata": {"labels": pod_labels},
+                    "spec": {"containers": [{"name": "app", "image": f"lab.local/{name}:{version}"}]},
+                },
+            },
+        }
+        api.create_object("v1/services", service, NAMESPACE)
+        api.create_object("apps/v1/deployments", deployment, NAMESPACE)
+        assert self.lab.workload is not None
+        self.lab.workload.add_service(
+            ServiceSpec(NAMESPACE, name, Constant(REQUESTS_PER_S), capacity_per_replica_rps=200.0)
+        )
+        return name
+
+    def set_fault(self, service: str, version: str, fault: Fault) -> None:
+        assert self.lab.workload is not None
+        self.lab.workload.set_fault(NAMESPACE, service, version, fault)
+
+    def deployment(self, name: str) -> dict[str, Any] | None:
+        found: dict[str, Any] | None = self.lab.kube.api.get_object("apps/v1/deployments", NAMESPACE, name)
+        return found
+
+
+def rollout_input(service: str, steps: list[Step], version: str = "v2", **options: Any) -> RolloutInput:
+    """A rollout of `service` to `version` with the default templates."""
+    from activities.prometheus import load_templates
+
+    templates = load_templates()
+    named = {name for step in steps if isinstance(step, Analyze) for name in step.templates}
+    return RolloutInput(
+        namespace=NAMESPACE,
+        service=service,
+        image=f"lab.local/{service}:{version}",
+        version=version,
+        steps=steps,
+        templates={name: templates[name] for name in named},
+        min_window_s=3.0,
+        judge_settings=options.pop("judge_settings", JudgeSettings(samples_per_interval=6)),
+        requested_by="test",
+        **options,
+    )
+
+
+@asynccontextmanager
+async def rollout_lab(home: Path) -> AsyncIterator[RolloutLab]:
+    lab = RolloutLab(home)
+    await lab.start()
+    try:
+        yield lab
+    finally:
+        await lab.stop()

@@ -1,0 +1,785 @@
+"""CanaryRolloutWorkflow: a service's progressive release — traffic steps, analysis, promotion or rollback."""
+
+import asyncio
+import math
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Literal, TypeVar
+
+from temporalio import workflow
+from temporalio.exceptions import ActivityError, ApplicationError
+
+from policies.canary import (
+    AnalysisPhase,
+    Analyze,
+    Decision,
+    JudgeConfig,
+    Judgment,
+    Measurement,
+    MetricTemplate,
+    Samples,
+    SetWeight,
+    Step,
+    StepAction,
+    StepProgress,
+    combine_runs,
+    decide_step,
+    judge_canary,
+    judge_config_problem,
+    judge_run,
+    judgment_measurement,
+    measure,
+    plan_problem,
+    render_query,
+    template_problem,
+)
+from temporal.constants import PHASE
+from workflows import _options
+
+with workflow.unsafe.imports_passed_through():
+    from activities.kubernetes import (
+        ROUTERS,
+        DeploymentRef,
+        DeploymentState,
+        EnsureCanaryInput,
+        KubernetesActivities,
+        PromoteInput,
+        RollbackInput,
+        Router,
+        SetWeightInput,
+        WeightState,
+        canary_name,
+    )
+    from activities.prometheus import (
+        MeasureInput,
+        MeasureResult,
+        PrometheusActivities,
+        SamplesInput,
+        SamplesResult,
+    )
+
+T = TypeVar("T")
+Judge = Literal["threshold", "statistical"]
+JUDGES = ("threshold", "statistical")
+BASELINE_PLACEHOLDER = "{{baseline_version}}"
+
+# Phases, as the search attribute LcpPhase and the state show them.
+PROGRESSING = "Progressing"
+PAUSED = "Paused"
+SUCCEEDED = "Succeeded"
+ROLLED_BACK = "RolledBack"
+FROZEN = "Frozen"
+FAILED = "Failed"
+FINISHED = (SUCCEEDED, ROLLED_BACK, FROZEN, FAILED)
+
+
+def workflow_id(namespace: str, service: str) -> str:
+    return f"rollout/{namespace}/{service}"
+
+
+@dataclass
+class JudgeSettings:
+    """The statistical judge's settings (Kayenta's defaults); `samples_per_interval` is how finely each
+    analysis interval is sampled for the Mann-Whitney test."""
+
+    confidence: float = 0.98
+    pass_threshold: float = 95.0
+    marginal_threshold: float = 75.0
+    min_samples: int = 5
+    samples_per_interval: int = 6
+
+
+@dataclass
+class RolloutInput:
+    """A rollout, complete: the starter fills in the default plan and the metric templates it names, so
+    that the workflow reads nothing but its input."""
+
+    namespace: str
+    service: str
+    image: str
+    version: str  # the canary's lcp.dev/version label: what its metrics are labelled with
+    steps: list[Step]
+    templates: dict[str, MetricTemplate]
+    deployment: str = ""  # the stable Deployment; "" means the service's name
+    container: str | None = None
+    router: Router = "replicas"
+    judge: Judge = "threshold"
+    judge_settings: JudgeSettings = field(default_factory=JudgeSettings)
+    total_replicas: int | None = None
+    on_failure: Literal["rollback", "freeze"] = "rollback"
+    allow_decrease: bool = False
+    min_window_s: float = 10.0
+    requested_by: str = ""
+
+    @property
+    def stable(self) -> str:
+        return self.deployment or self.service
+
+
+def input_problem(request: RolloutInput) -> str | None:
+    """Why a rollout can't start, said so that the caller can fix it; None when it can."""
+    for name in ("namespace", "service", "image", "version"):
+        if not str(getattr(request, name) or "").strip():
+            return f"{name} must not be empty"
+    if request.router not in ROUTERS:
+        return f"router must be one of {', '.join(ROUTERS)}, not {request.router!r}"
+    if request.judge not in JUDGES:
+        return f"judge must be one of {', '.join(JUDGES)}, not {request.judge!r}"
+    if request.total_replicas is not None and request.total_replicas < 1:
+        return f"total_replicas must be at least 1, got {request.total_replicas}"
+    if not (math.isfinite(request.min_window_s) and request.min_window_s > 0):
+        return f"min_window_s must be a positive number of seconds, got {request.min_window_s}"
+    problem = plan_problem(
+        request.steps, allow_decrease=request.allow_decrease, known_templates=request.templates.keys()
+    )
+    if problem:
+        return problem
+    for template in request.templates.values():
+        if problem := template_problem(template):
+            return problem
+        if request.judge == "statistical" and BASELINE_PLACEHOLDER in template.query:
+            return (
+                f"template {template.name!r} compares with the baseline itself ({BASELINE_PLACEHOLDER}): "
+                "the statistical judge needs a query per version"
+            )
+    if request.judge == "statistical":
+        return judge_config_problem(_judge_config(request, tuple(request.templates)))
+    return None
+
+
+def _judge_config(request: RolloutInput, names: tuple[str, ...]) -> JudgeConfig:
+    settings = request.judge_settings
+    return JudgeConfig(
+        metrics=tuple(request.templates[name].canary_metric() for name in names),
+        confidence=settings.confidence,
+        pass_threshold=settings.pass_threshold,
+        marginal_threshold=settings.marginal_threshold,
+        min_samples=settings.min_samples,
+    )
+
+
+# ---- what the API sends and what the query answers ---------------------------------------------------------
+
+
+@dataclass
+class Actor:
+    """Who asks for a change, and why (kept in the history)."""
+
+    by: str = ""
+    reason: str = ""
+
+
+@dataclass
+class PromoteRequest(Actor):
+    full: bool = False  # skip every remaining step and analysis: straight to 100% and promotion
+
+
+@dataclass
+class MeasurementView:
+    template: str
+    phase: str
+    value: float | None
+    message: str
+    at: datetime
+
+
+@dataclass
+class AnalysisView:
+    """One Analyze step's run, with every number it took."""
+
+    step: int
+    templates: list[str]
+    judge: str
+    started_at: datetime
+    phase: str = AnalysisPhase.RUNNING.value
+    reason: str = ""
+    finished_at: datetime | None = None
+    measurements: list[MeasurementView] = field(default_factory=list)
+    judgment: Judgment | None = None  # the statistical judge's latest, with each metric's numbers
+
+
+@dataclass
+class HistoryEvent:
+    at: datetime
+    kind: str
+    message: str
+    by: str = ""
+
+
+@dataclass
+class RolloutView:
+    """The rollout as it stands: what the query, the REST API and the CLI show."""
+
+    id: str
+    namespace: str
+    service: str
+    stable_deployment: str
+    canary_deployment: str
+    image: str
+    version: str
+    router: str
+    judge: str
+    steps: list[Step]
+    started_at: datetime
+    phase: str = PROGRESSING
+    message: str = "starting"
+    step: int = 0
+    desired_weight: int = 0
+    weights: WeightState | None = None
+    stable_version: str | None = None
+    stable_image: str | None = None
+    paused_by: str | None = None  # a human's pause (the rollout holds until resume)
+    awaiting_decision: bool = False  # a step waits for promote (Pause(None), inconclusive analysis)
+    analyses: list[AnalysisView] = field(default_factory=list)
+    history: list[HistoryEvent] = field(default_factory=list)
+    finished_at: datetime | None = None
+    requested_by: str = ""
+
+
+class _Interrupted(Exception):
+    """A human's abort or full promotion cut an action short."""
+
+
+class _Refused(Exception):
+    """The rollout cannot start: `type` says why, as an activity's error type does."""
+
+    def __init__(self, type_: str, message: str) -> None:
+        super().__init__(message)
+        self.type = type_
+
+
+def _reject(type_: str, message: str) -> ApplicationError:
+    return ApplicationError(message, type=type_, non_retryable=True)
+
+
+def _cause(err: BaseException) -> str:
+    """The message of the error at the bottom of an activity failure."""
+    while err.__cause__ is not None:
+        err = err.__cause__
+    return str(err) or type(err).__name__
+
+
+def _cause_type(err: BaseException) -> str:
+    while err.__cause__ is not None:
+        err = err.__cause__
+    return (err.type if isinstance(err, ApplicationError) else None) or "Unavailable"
+
+
+def _window(seconds: float, minimum: float) -> str:
+    return f"{max(math.ceil(seconds), math.ceil(minimum))}s"
+
+
+@workflow.defn(name="CanaryRollout")
+class CanaryRolloutWorkflow:
+    @workflow.init
+    def __init__(self, request: RolloutInput) -> None:
+        self._in = request
+        self._view = RolloutView(
+            id=workflow.info().workflow_id,
+            namespace=request.namespace,
+            service=request.service,
+            stable_deployment=request.stable,
+            canary_deployment=canary_name(request.stable),
+            image=request.image,
+            version=request.version,
+            router=request.router,
+            judge=request.judge,
+            steps=list(request.steps),
+            started_at=workflow.now(),
+            requested_by=request.requested_by,
+        )
+        self._prepared = False
+        self._refusal: _Refused | None = None
+        self._finishing = False  # rolling back or promoting: no more human changes
+        self._decision: Decision | None = None  # a human's word on the current step
+        self._abort: Actor | None = None
+        self._full: Actor | None = None
+        self._paused_since: datetime | None = None
+        self._analysis_done: AnalysisPhase | None = None  # the current Analyze step's outcome
+        self._wake = 0  # bumped on every human action, so that waits notice it
+        self._record("started", f"rollout of {request.image} as {request.version}", request.requested_by)
+
+    # ---- the rollout -----------------------------------------------------------------------------------
+
+    @workflow.run
+    async def run(self, request: RolloutInput) -> RolloutView:
+        try:
+            if problem := input_problem(request):
+                raise _Refused("InvalidSpec", f"the rollout is invalid: {problem}")
+            await self._prepare()
+        except ActivityError as err:
+            self._refusal = _Refused(_cause_type(err), f"could not start: {_cause(err)}")
+        except _Refused as refusal:
+            self._refusal = refusal
+        self._prepared = True
+        if self._refusal is not None:
+            self._finish(FAILED, str(self._refusal))
+            return self._view
+        try:
+            await self._steps()
+        except _Interrupted:
+            pass
+        if self._view.phase not in FINISHED:
+            if self._full is not None and self._abort is None:
+                await self._promote_fully()
+            else:
+                await self._rollback(self._abort_reason())
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        return self._view
+
+    async def _prepare(self) -> None:
+        """Read the stable Deployment and make the canary (at 0 replicas) from it."""
+        request = self._in
+        stable: DeploymentState = await self._kube(
+            KubernetesActivities.read_deployment, DeploymentRef(request.namespace, request.stable)
+        )
+        self._view.stable_version, self._view.stable_image = stable.version, stable.image
+        if stable.version == request.version:
+            raise _Refused(
+                "InvalidSpec",
+                f"{request.namespace}/{request.stable} already runs version {stable.version}: "
+                "give the new release another version",
+            )
+        await self._kube(
+            KubernetesActivities.ensure_canary,
+            EnsureCanaryInput(
+                namespace=request.namespace,
+                service=request.service,
+                stable_deployment=request.stable,
+                canary_version=request.version,
+                image=request.image,
+                container=request.container,
+            ),
+        )
+        self._record("prepared", f"canary {self._view.canary_deployment} made from {request.stable}")
+
+    async def _steps(self) -> None:
+        """Walk the plan with `decide_step` until it rolls back or completes."""
+        steps = self._in.steps
+        index, weight_applied = 0, False
+        step_started = workflow.now()
+        while True:
+            if self._abort is not None or self._full is not None:
+                raise _Interrupted
+            if self._paused_since is not None:
+                paused_at = workflow.now()
+                await self._wait(lambda: self._paused_since is None)
+                step_started += workflow.now() - paused_at  # a pause step's clock stops while paused
+                continue
+            elapsed = (workflow.now() - step_started).total_seconds()
+            progress = StepProgress(elapsed, weight_applied, self._analysis_done, self._decision)
+            decision = decide_step(steps, index, progress)
+            self._view.step, self._view.message = decision.index, decision.reason
+            awaiting = decision.action is StepAction.WAIT and decision.wait_s is None
+            self._view.awaiting_decision = awaiting
+            self._set_phase(PAUSED if awaiting else PROGRESSING)
+            if decision.action is StepAction.SET_WEIGHT:
+                assert decision.weight is not None
+                await self._set_weight(decision.weight, interruptible_by_full=True)
+                weight_applied = True
+            elif decision.action is StepAction.RUN_ANALYSIS:
+                step = steps[index]
+                assert isinstance(step, Analyze)
+                self._analysis_done = await self._analyze(index, step)
+            elif decision.action is StepAction.WAIT:
+                await self._wait(lambda: False, decision.wait_s)
+            elif decision.action is StepAction.ADVANCE:
+                self._record("step", f"step {index} done: {decision.reason}")
+                if not isinstance(steps[index], SetWeight):
+                    self._decision = None  # a promote was for this step; one during a weight change waits
+                index, weight_applied, self._analysis_done = decision.index, False, None
+                step_started = workflow.now()
+            elif decision.action is StepAction.ROLLBACK:
+                await self._rollback(decision.reason)
+                return
+            else:
+                await self._promote()
+                return
+
+    def _abort_reason(self) -> str:
+        actor = self._abort or Actor()
+        return f"aborted by {actor.by or 'a human'}: {actor.reason or 'no reason given'}"
+
+    async def _promote_fully(self) -> None:
+        actor = self._full or Actor()
+        self._record("promote", "full promotion: the remaining steps are skipped", actor.by)
+        try:
+            await self._set_weight(100, interruptible_by_full=False)
+        except _Interrupted:
+            if self._view.phase not in FINISHED:  # an abort came after the full promotion: it wins
+                await self._rollback(self._abort_reason())
+            return
+        await self._promote()
+
+    # ---- Kubernetes ------------------------------------------------------------------------------------
+
+    async def _set_weight(self, percent: int, *, interruptible_by_full: bool) -> None:
+        """Route `percent`% to the canary; an abort (or a full promotion, when asked) cuts it short. A
+        refusal from Kubernetes rolls back."""
+        request = self._in
+        self._view.desired_weight = percent
+        self._view.message = f"routing {percent}% to the canary"
+        change = self._kube(
+            KubernetesActivities.set_weight,
+            SetWeightInput(
+                namespace=request.namespace,
+                service=request.service,
+                stable_deployment=request.stable,
+                canary_deployment=self._view.canary_deployment,
+                canary_percent=percent,
+                router=request.router,
+                total_replicas=request.total_replicas,
+                stable_version=self._view.stable_version,
+                canary_version=request.version,
+            ),
+        )
+        try:
+            self._view.weights = await self._interruptible(change, interruptible_by_full)
+        except ActivityError as err:
+            await self._rollback(f"could not route {percent}% to the canary: {_cause(err)}")
+            raise _Interrupted from err
+        self._record("weight", f"canary at {percent}%")
+
+    async def _rollback(self, reason: str) -> None:
+        request = self._in
+        freeze = request.on_failure == "freeze"
+        self._finishing = True
+        self._view.message = f"rolling back: {reason}"
+        self._view.desired_weight = 0
+        try:
+            self._view.weights = await self._kube(
+                KubernetesActivities.rollback,
+                RollbackInput(
+                    namespace=request.namespace,
+                    service=request.service,
+                    stable_deployment=request.stable,
+                    canary_deployment=self._view.canary_deployment,
+                    router=request.router,
+                    total_replicas=request.total_replicas,
+                    freeze=freeze,
+                    stable_version=self._view.stable_version,
+                    canary_version=request.version,
+                ),
+                _options.KUBERNETES_ROLLBACK,
+            )
+        except ActivityError as err:
+            self._finish(FAILED, f"{reason}; the rollback failed too, fix by hand: {_cause(err)}")
+            return
+        self._finish(FROZEN if freeze else ROLLED_BACK, reason)
+
+    async def _promote(self) -> None:
+        request = self._in
+        self._finishing = True
+        self._view.message = f"promoting {request.version} to stable"
+        try:
+            self._view.weights = await self._kube(
+                KubernetesActivities.promote,
+                PromoteInput(
+                    namespace=request.namespace,
+                    service=request.service,
+                    stable_deployment=request.stable,
+                    canary_deployment=self._view.canary_deployment,
+                    image=request.image,
+                    version=request.version,
+                    container=request.container,
+                    router=request.router,
+                    total_replicas=request.total_replicas,
+                ),
+            )
+        except ActivityError as err:
+            # The canary carries all the traffic: leave it so, and say what stopped the promotion.
+            self._finish(FAILED, f"the canary serves 100% but promotion failed: {_cause(err)}")
+            return
+        self._finish(SUCCEEDED, f"{request.version} is the stable version")
+
+    async def _kube(
+        self, method: Callable[[Any, Any], T], arg: Any, options: dict[str, Any] | None = None
+    ) -> T:
+        result: T = await workflow.execute_activity_method(method, arg, **(options or _options.KUBERNETES))
+        return result
+
+    # ---- analysis --------------------------------------------------------------------------------------
+
+    async def _analyze(self, index: int, step: Analyze) -> AnalysisPhase | None:
+        """Measure every `interval_s` until the run is decided; None when a human's word cut it short."""
+        view = AnalysisView(index, list(step.templates), self._in.judge, workflow.now())
+        self._view.analyses.append(view)
+        self._record("analysis", f"analysing {step.label} every {step.interval_s:g} s")
+        taken: dict[str, list[Measurement]] = {name: [] for name in step.templates}
+        while True:
+            decided = self._decision is not None or self._abort is not None or self._full is not None
+            if decided or not await self._sleep(step.interval_s):
+                view.reason = "ended by a human"
+                return None
+            if self._in.judge == "statistical":
+                await self._judge_statistically(step, view, taken)
+            else:
+                await self._measure_thresholds(step, view, taken)
+            runs = {name: judge_run(ms, step.limits, step.count) for name, ms in taken.items()}
+            phase, reason = combine_runs(runs) if all(taken.values()) else (AnalysisPhase.RUNNING, "")
+            view.phase, view.reason = phase.value, reason
+            if phase is not AnalysisPhase.RUNNING:
+                view.finished_at = workflow.now()
+                self._record("analysis", f"analysis of {step.label}: {phase.value}: {reason}")
+                return phase
+
+    async def _measure_thresholds(
+        self, step: Analyze, view: AnalysisView, taken: dict[str, list[Measurement]]
+    ) -> None:
+        """One reading per metric whose run is still going, judged against its template's threshold."""
+        running = [n for n, ms in taken.items() if judge_run(ms, step.limits, step.count).phase == "Running"]
+        window = _window(step.interval_s, self._in.min_window_s)
+        results = await asyncio.gather(
+            *(self._read(self._query(name, self._in.version, window)) for name in running)
+        )
+        for name, result in zip(running, results, strict=True):
+            measurement = measure(result.value, result.error, self._in.templates[name].threshold)
+            taken[name].append(measurement)
+            view.measurements.append(
+                MeasurementView(
+                    name, measurement.phase.value, measurement.value, measurement.message, workflow.now()
+                )
+            )
+
+    async def _judge_statistically(
+        self, step: Analyze, view: AnalysisView, taken: dict[str, list[Measurement]]
+    ) -> None:
+        """Samples of every metric for canary and stable since the analysis began, judged together
+        (Kayenta's judge); the judgment counts as one measurement of each metric."""
+        settings = self._in.judge_settings
+        sample_s = step.interval_s / settings.samples_per_interval
+        window = _window(sample_s, self._in.min_window_s)
+        start, end = view.started_at.timestamp(), workflow.now().timestamp()
+        names = step.templates
+        baseline = self._view.stable_version or ""
+        results: list[SamplesResult] = await asyncio.gather(
+            *(
+                self._samples(
+                    SamplesInput(
+                        canary_query=self._query(name, self._in.version, window),
+                        baseline_query=self._query(name, baseline, window),
+                        start=start,
+                        end=end,
+                        step_s=sample_s,
+                    )
+                )
+                for name in names
+            )
+        )
+        judgment = judge_canary(
+            {name: Samples(r.canary, r.baseline) for name, r in zip(names, results, strict=True)},
+            _judge_config(self._in, names),
+        )
+        view.judgment = judgment
+        errors = [f"{name}: {r.error}" for name, r in zip(names, results, strict=True) if r.error]
+        last_chance = all(len(ms) + 1 >= step.count for ms in taken.values())
+        measured = judgment_measurement(judgment, errors, last_chance)
+        if measured is None:
+            view.reason = f"waiting for samples: {judgment.reason}"
+            return
+        for name in names:
+            taken[name].append(measured)
+        view.measurements.append(
+            MeasurementView(
+                ", ".join(names), measured.phase.value, measured.value, measured.message, workflow.now()
+            )
+        )
+
+    def _query(self, name: str, version: str, window: str) -> str:
+        request = self._in
+        return render_query(
+            request.templates[name].query,
+            namespace=request.namespace,
+            service=request.service,
+            version=version,
+            baseline_version=self._view.stable_version or "",
+            window=window,
+        )
+
+    async def _read(self, query: str) -> MeasureResult:
+        try:
+            result: MeasureResult = await workflow.execute_activity_method(
+                PrometheusActivities.measure, MeasureInput(query), **_options.PROMETHEUS
+            )
+            return result
+        except ActivityError as err:  # Prometheus down past the retries: an Error measurement
+            return MeasureResult(None, _cause(err))
+
+    async def _samples(self, request: SamplesInput) -> SamplesResult:
+        try:
+            result: SamplesResult = await workflow.execute_activity_method(
+                PrometheusActivities.samples, request, **_options.PROMETHEUS
+            )
+            return result
+        except ActivityError as err:
+            return SamplesResult([], [], _cause(err))
+
+    # ---- waiting ---------------------------------------------------------------------------------------
+
+    async def _wait(self, until: Callable[[], bool], timeout_s: float | None = None) -> bool:
+        """Wait until `until()` holds, a human acts, or `timeout_s` passes; True unless it timed out."""
+        wake = self._wake
+        try:
+            await workflow.wait_condition(
+                lambda: until() or self._wake != wake,
+                timeout=timedelta(seconds=timeout_s) if timeout_s is not None else None,
+            )
+        except TimeoutError:
+            return False
+        return True
+
+    async def _sleep(self, seconds: float) -> bool:
+        """Sleep `seconds` unless a human decides meanwhile (False then). A human pause does not stop an
+        analysis: its measurements go on, and a failure still rolls back."""
+        deadline = workflow.now() + timedelta(seconds=seconds)
+        while (left := (deadline - workflow.now()).total_seconds()) > 0:
+            await self._wait(lambda: False, left)
+            if self._decision is not None or self._abort is not None or self._full is not None:
+                return False
+        return True
+
+    async def _interruptible(self, action: Awaitable[T], by_full: bool) -> T:
+        """Run `action` unless an abort (or, `by_full`, a full promotion) arrives first: then cancel it."""
+        task = asyncio.ensure_future(action)
+
+        def stop() -> bool:
+            return self._abort is not None or (by_full and self._full is not None)
+
+        await workflow.wait_condition(lambda: task.done() or stop())
+        if not task.done():
+            task.cancel()
+            try:
+                await task
+            except (asyncio.CancelledError, ActivityError):
+                pass
+            raise _Interrupted
+        return task.result()
+
+    # ---- queries and updates ---------------------------------------------------------------------------
+
+    @workflow.query
+    def state(self) -> RolloutView:
+        return self._view
+
+    @workflow.update
+    async def accepted(self) -> RolloutView:
+        """Answers once the rollout has read its target and made the canary, or failed to (for the API's
+        update-with-start: a missing Deployment is a 404 there, not a rollout that fails later)."""
+        await workflow.wait_condition(lambda: self._prepared)
+        if self._refusal is not None:
+            raise _reject(self._refusal.type, str(self._refusal))
+        return self._view
+
+    @workflow.update
+    def promote(self, request: PromoteRequest) -> RolloutView:
+        """Go on: end the current step (or, `full`, every step), lifting a human pause."""
+        if request.full:
+            self._full = request
+        else:
+            self._decision = Decision.PROMOTE
+            self._record("promote", request.reason or f"step {self._view.step} promoted", request.by)
+        self._lift_pause()
+        self._human_acted()
+        return self._view
+
+    @promote.validator
+    def _check_promote(self, request: PromoteRequest) -> None:
+        self._check_running("promote")
+        if self._full is not None:
+            raise _reject("AlreadyDone", "a full promotion is already under way")
+
+    @workflow.update
+    def pause(self, request: Actor) -> RolloutView:
+        """Hold the rollout where it is (an analysis under way keeps measuring) until resume or promote."""
+        self._paused_since = workflow.now()
+        self._view.paused_by = request.by or "someone"
+        self._set_phase(PAUSED)
+        self._record("pause", request.reason or "paused", request.by)
+        self._human_acted()
+        return self._view
+
+    @pause.validator
+    def _check_pause(self, request: Actor) -> None:
+        self._check_running("pause")
+        if self._paused_since is not None:
+            raise _reject("AlreadyDone", f"the rollout is already paused by {self._view.paused_by}")
+
+    @workflow.update
+    def resume(self, request: Actor) -> RolloutView:
+        """Lift a human pause; at an inconclusive analysis, analyse again."""
+        if self._paused_since is not None:
+            self._lift_pause()
+            self._record("resume", request.reason or "resumed", request.by)
+        else:
+            self._record("resume", request.reason or "analysing again", request.by)
+            self._analysis_done = None
+        self._human_acted()
+        return self._view
+
+    @resume.validator
+    def _check_resume(self, request: Actor) -> None:
+        self._check_running("resume")
+        if self._paused_since is None and not self._inconclusive():
+            raise _reject(
+                "NothingToResume",
+                "the rollout is not paused (a step that waits for a human needs promote or abort)",
+            )
+
+    @workflow.update
+    def abort(self, request: Actor) -> RolloutView:
+        self._abort = request
+        self._decision = Decision.ABORT
+        self._record("abort", request.reason or "aborted", request.by)
+        self._human_acted()
+        return self._view
+
+    @abort.validator
+    def _check_abort(self, request: Actor) -> None:
+        self._check_running("abort")
+        if self._abort is not None:
+            raise _reject("AlreadyDone", "the rollout is already being aborted")
+
+    # ---- bookkeeping -----------------------------------------------------------------------------------
+
+    def _check_running(self, action: str) -> None:
+        if self._view.phase in FINISHED:
+            raise _reject(
+                "RolloutFinished", f"cannot {action}: the rollout has finished ({self._view.phase})"
+            )
+        if self._finishing:
+            raise _reject(
+                "RolloutFinished", f"cannot {action}: the rollout is finishing ({self._view.message})"
+            )
+        if not self._prepared:
+            raise _reject("RolloutStarting", f"cannot {action} yet: the rollout is still starting")
+
+    def _lift_pause(self) -> None:
+        if self._paused_since is not None:
+            self._paused_since = None
+            self._view.paused_by = None
+            self._set_phase(PROGRESSING)
+
+    def _inconclusive(self) -> bool:
+        return self._analysis_done is AnalysisPhase.INCONCLUSIVE
+
+    def _human_acted(self) -> None:
+        self._wake += 1
+
+    def _record(self, kind: str, message: str, by: str = "") -> None:
+        self._view.history.append(HistoryEvent(workflow.now(), kind, message, by))
+
+    def _finish(self, phase: str, reason: str) -> None:
+        self._view.message = reason
+        self._view.finished_at = workflow.now()
+        self._view.awaiting_decision = False
+        self._set_phase(phase)
+        self._record(phase.lower(), reason)
+
+    def _set_phase(self, phase: str) -> None:
+        """The phase, also as the LcpPhase search attribute; a human pause shows until it is lifted."""
+        if self._paused_since is not None and phase == PROGRESSING:
+            phase = PAUSED
+        if phase != self._view.phase:
+            self._view.phase = phase
+            workflow.upsert_search_attributes([PHASE.value_set(phase)])
