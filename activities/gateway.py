@@ -1,11 +1,20 @@
 """The inference gateway: calls OpenAI-compatible endpoints (the simulator, vLLM, OpenAI, ...) with httpx,
-whole or streamed, and classes every failure. Used by the inference activity and the one-shot API path."""
+whole or streamed, and classes every failure. Used by the inference activity and the one-shot API path.
 
+A model with a canary in the models policy is served by two versions: each request goes to the canary
+with the probability its weight in the read model gives (ModelWeights, table model_canaries), else to
+the stable version. lcp_gateway_requests_total and lcp_gateway_request_duration_seconds count and time
+the calls by model and version, which is what a canary rollout's analysis compares."""
+
+import asyncio
 import contextlib
+import functools
 import json
+import logging
 import os
+import random
 import time
-from collections.abc import AsyncGenerator, Iterator
+from collections.abc import AsyncGenerator, Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -13,14 +22,37 @@ from typing import Any
 
 import httpx
 import yaml
+from prometheus_client import Counter, Histogram
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.exceptions import ApplicationError
 
-from policies.models import DEFAULT_POLICY_FILE, ModelRoute, expand_env, parse_routes
+from policies.models import DEFAULT_POLICY_FILE, STABLE_VERSION, ModelRoute, expand_env, parse_routes
+from store import crud
+
+log = logging.getLogger(__name__)
 
 # 4xx answers say the request itself is wrong (400/401/404/422...): retrying cannot help,
 # except for these two, which say "not now".
 RETRYABLE_CLIENT_ERRORS = frozenset({408, 429})
 MESSAGE_OVERHEAD_TOKENS = 4  # estimated tokens per message for its role and separators
+WEIGHTS_TTL_S = 1.0  # how long the gateway serves the canary weights it read before reading them again
+WEIGHTS_WAIT_S = 2.0  # the longest a request waits for that read; then it goes on with the last known
+WEIGHTS_READ_TIMEOUT_S = 10.0  # a read that takes longer fails (and the next one starts a TTL later)
+
+GATEWAY_REQUESTS = Counter(
+    "lcp_gateway_requests_total",
+    "Calls of the inference gateway to an endpoint by model (the client-facing name), version (the "
+    "models policy's: the stable's or the canary's) and outcome: ok, the failure type (EndpointError, "
+    "EndpointRejected, EndpointBusy, EndpointTimeout, EndpointUnavailable), or cancelled",
+    ["model", "version", "outcome"],
+)
+GATEWAY_LATENCY = Histogram(
+    "lcp_gateway_request_duration_seconds",
+    "Time of the inference gateway's successful calls, until the whole reply (streamed or not), by "
+    "model and version",
+    ["model", "version"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5, 7.5, 10, 15, 20, 30, 45, 60),
+)
 
 
 @dataclass
@@ -37,6 +69,7 @@ class ChatCompletionResult:
     prompt_tokens: int
     completion_tokens: int
     latency_ms: float
+    version: str = STABLE_VERSION  # the version of the model that answered (see the models policy)
 
 
 class InferenceFailure(ApplicationError):
@@ -119,10 +152,97 @@ def _transport_errors(route: ModelRoute, timed_out: str, broken: str) -> Iterato
         raise _transport_failure(route, err, timed_out, broken) from err
 
 
+@dataclass(frozen=True)
+class CanaryWeight:
+    """A model's canary split as the read model holds it."""
+
+    version: str  # the canary version the weight is for
+    weight: int  # percent of the requests, 0..100
+    promoted: bool = False  # the canary gets every request
+
+
+class ModelWeights:
+    """The canary weights of every model, read from the read model (table model_canaries) at most
+    once per `ttl_s` and served from memory in between.
+
+    The request that finds the weights stale reads them (for at most `wait_s`); requests meanwhile go
+    on with the last known weights. A database that cannot be read leaves the last known in place (a
+    warning once, until it can be read again): no weights known means every request goes to the
+    stable version. `clock` (monotonic seconds) is injectable for tests."""
+
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        *,
+        ttl_s: float = WEIGHTS_TTL_S,
+        wait_s: float = WEIGHTS_WAIT_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._sessions = sessions
+        self._ttl_s = ttl_s
+        self._wait_s = wait_s
+        self._clock = clock
+        self._weights: dict[str, CanaryWeight] = {}
+        self._fresh_until = float("-inf")
+        self._loaded = False
+        self._failing = False
+        self._reading: asyncio.Task[None] | None = None
+
+    async def get(self, model: str) -> CanaryWeight | None:
+        """The model's canary weight; None: it has no canary row (all traffic to the stable)."""
+        if self._clock() >= self._fresh_until:
+            await self._refresh()
+        return self._weights.get(model)
+
+    async def _refresh(self) -> None:
+        reading = self._reading
+        if reading is None:
+            reading = self._reading = asyncio.create_task(self._read())
+        elif self._loaded:
+            return  # another request is reading them: go on with the last known
+        try:
+            await asyncio.wait_for(asyncio.shield(reading), self._wait_s)
+        except TimeoutError:
+            self._fresh_until = self._clock() + self._ttl_s  # the read goes on; nobody else waits for it
+
+    async def _read(self) -> None:
+        try:
+            async with asyncio.timeout(WEIGHTS_READ_TIMEOUT_S), self._sessions() as session:
+                rows = await crud.list_model_canaries(session)
+        except Exception as err:  # any database failure: keep serving the last known weights
+            if not self._failing:
+                log.warning(
+                    "cannot read the model canary weights (%r): serving the last known until it works", err
+                )
+            self._failing = True
+        else:
+            self._weights = {
+                row.model: CanaryWeight(row.canary_version, row.weight, row.promoted) for row in rows
+            }
+            self._loaded = True
+            if self._failing:
+                log.warning("model canary weights readable again")
+            self._failing = False
+        finally:
+            self._fresh_until = self._clock() + self._ttl_s
+            self._reading = None
+
+
 class Gateway:
-    def __init__(self, http: httpx.AsyncClient, routes: dict[str, ModelRoute]) -> None:
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        routes: dict[str, ModelRoute],
+        weights: ModelWeights | None = None,
+        *,
+        rng: random.Random | None = None,
+    ) -> None:
+        """`weights`: the canary weights (None: canaries get no traffic); `rng` draws each request's
+        version (injectable for tests)."""
         self._http = http
         self.routes = routes
+        self._weights = weights
+        self._rng = rng or random.Random()
 
     def route(self, model: str) -> ModelRoute:
         route = self.routes.get(model)
@@ -134,6 +254,20 @@ class Gateway:
                 status=404,
                 non_retryable=True,
             )
+        return route
+
+    async def pick(self, model: str) -> ModelRoute:
+        """The route of the version that serves this request: the canary with the probability of its
+        weight (all of it once promoted), else the stable."""
+        route = self.route(model)
+        canary = route.canary
+        if canary is None or self._weights is None:
+            return route
+        split = await self._weights.get(model)
+        if split is None or split.version != canary.version:  # no weight, or one for another canary
+            return route
+        if split.promoted or self._rng.random() * 100 < split.weight:
+            return canary
         return route
 
     def _request(
@@ -188,68 +322,110 @@ class Gateway:
         self, model: str, messages: list[ChatMessage], params: dict[str, Any]
     ) -> ChatCompletionResult:
         """One whole reply."""
-        route = self.route(model)
+        route = await self.pick(model)
         started = time.perf_counter()
-        response = await self._send(route, self._request(route, messages, params, stream=False), False)
-        latency_ms = (time.perf_counter() - started) * 1000
+        outcome = "cancelled"
         try:
-            data = response.json()
-            choice = data["choices"][0]
-            content = choice["message"]["content"] or ""
-            usage = data.get("usage") or {}
-            return ChatCompletionResult(
-                content=content,
-                model=route.name,
-                finish_reason=choice.get("finish_reason") or "stop",
-                prompt_tokens=int(usage.get("prompt_tokens") or estimate_prompt_tokens(messages)),
-                completion_tokens=int(usage.get("completion_tokens") or estimate_tokens(content)),
-                latency_ms=latency_ms,
-            )
-        except (ValueError, KeyError, IndexError, TypeError) as err:
-            raise self._malformed(route, err) from err
+            response = await self._send(route, self._request(route, messages, params, stream=False), False)
+            latency_ms = (time.perf_counter() - started) * 1000
+            try:
+                data = response.json()
+                choice = data["choices"][0]
+                content = choice["message"]["content"] or ""
+                usage = data.get("usage") or {}
+                result = ChatCompletionResult(
+                    content=content,
+                    model=route.name,
+                    finish_reason=choice.get("finish_reason") or "stop",
+                    prompt_tokens=int(usage.get("prompt_tokens") or estimate_prompt_tokens(messages)),
+                    completion_tokens=int(usage.get("completion_tokens") or estimate_tokens(content)),
+                    latency_ms=latency_ms,
+                    version=route.version,
+                )
+            except (ValueError, KeyError, IndexError, TypeError) as err:
+                raise self._malformed(route, err) from err
+            outcome = "ok"
+            return result
+        except Exception as err:
+            outcome = _outcome(err)
+            raise
+        finally:
+            _measure(route, outcome, started)
 
     async def stream(
         self, model: str, messages: list[ChatMessage], params: dict[str, Any]
     ) -> AsyncGenerator[str | ChatCompletionResult, None]:
         """The reply as it is generated: text deltas, then the whole reply as the last item."""
-        route = self.route(model)
+        route = await self.pick(model)
         started = time.perf_counter()
-        response = await self._send(route, self._request(route, messages, params, stream=True), True)
-        parts: list[str] = []
-        finish_reason, usage = "stop", dict[str, Any]()
+        outcome: str | None = "cancelled"  # until it ends otherwise: the consumer stopped reading
         try:
-            async for line in response.aiter_lines():
-                if not line.startswith("data:"):
-                    continue
-                data = line[5:].strip()
-                if data == "[DONE]":
-                    continue  # read on to the end of the body, so the connection can be reused
-                chunk = json.loads(data)
-                usage = chunk.get("usage") or usage
-                for choice in chunk.get("choices") or []:
-                    delta = (choice.get("delta") or {}).get("content")
-                    if delta:
-                        parts.append(delta)
-                        yield delta
-                    finish_reason = choice.get("finish_reason") or finish_reason
-        except (httpx.TimeoutException, httpx.TransportError) as err:
-            raise _transport_failure(route, err, "stream stalled", "stream broke off") from err
-        except (ValueError, AttributeError, TypeError) as err:
-            raise self._malformed(route, err) from err
+            response = await self._send(route, self._request(route, messages, params, stream=True), True)
+            parts: list[str] = []
+            finish_reason, usage = "stop", dict[str, Any]()
+            try:
+                async for line in response.aiter_lines():
+                    if not line.startswith("data:"):
+                        continue
+                    data = line[5:].strip()
+                    if data == "[DONE]":
+                        continue  # read on to the end of the body, so the connection can be reused
+                    chunk = json.loads(data)
+                    usage = chunk.get("usage") or usage
+                    for choice in chunk.get("choices") or []:
+                        delta = (choice.get("delta") or {}).get("content")
+                        if delta:
+                            parts.append(delta)
+                            yield delta
+                        finish_reason = choice.get("finish_reason") or finish_reason
+            except (httpx.TimeoutException, httpx.TransportError) as err:
+                raise _transport_failure(route, err, "stream stalled", "stream broke off") from err
+            except (ValueError, AttributeError, TypeError) as err:
+                raise self._malformed(route, err) from err
+            finally:
+                await response.aclose()
+            content = "".join(parts)
+            result = ChatCompletionResult(
+                content=content,
+                model=route.name,
+                finish_reason=finish_reason,
+                prompt_tokens=int(usage.get("prompt_tokens") or estimate_prompt_tokens(messages)),
+                completion_tokens=int(usage.get("completion_tokens") or estimate_tokens(content)),
+                latency_ms=(time.perf_counter() - started) * 1000,
+                version=route.version,
+            )
+            # Counted now: a consumer may well never resume the generator after the last item.
+            _measure(route, "ok", started)
+            outcome = None
+            yield result
+        except Exception as err:
+            outcome = _outcome(err)
+            raise
         finally:
-            await response.aclose()
-        content = "".join(parts)
-        yield ChatCompletionResult(
-            content=content,
-            model=route.name,
-            finish_reason=finish_reason,
-            prompt_tokens=int(usage.get("prompt_tokens") or estimate_prompt_tokens(messages)),
-            completion_tokens=int(usage.get("completion_tokens") or estimate_tokens(content)),
-            latency_ms=(time.perf_counter() - started) * 1000,
-        )
+            if outcome is not None:
+                _measure(route, outcome, started)
 
     @staticmethod
     def _malformed(route: ModelRoute, err: Exception) -> InferenceFailure:
         return InferenceFailure(
             f"{route.name} sent a malformed completion: {err!r}", type="EndpointError", status=502
         )
+
+
+def _outcome(err: Exception) -> str:
+    return (err.type if isinstance(err, InferenceFailure) else None) or type(err).__name__
+
+
+@functools.cache
+def _series(model: str, version: str) -> tuple[Any, Any]:
+    """The ok counter and the latency histogram of one model version, looked up once (on the hot path)."""
+    return GATEWAY_REQUESTS.labels(model, version, "ok"), GATEWAY_LATENCY.labels(model, version)
+
+
+def _measure(route: ModelRoute, outcome: str, started: float) -> None:
+    if outcome == "ok":
+        ok, latency = _series(route.name, route.version)
+        ok.inc()
+        latency.observe(time.perf_counter() - started)
+    else:
+        GATEWAY_REQUESTS.labels(route.name, route.version, outcome).inc()

@@ -7,7 +7,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
-from activities.gateway import Gateway, load_routes, make_http_client
+from activities.gateway import Gateway, ModelWeights, load_routes, make_http_client
 from activities.token_relay import MemoryRelay, PostgresRelay, make_relay
 from api import errors
 from api.auth import Authenticator
@@ -15,7 +15,7 @@ from api.deps import AppState
 from api.limits import RateLimiter
 from api.metrics import MetricsMiddleware
 from api.oidc import OidcVerifier
-from api.routes import chat, conversations, health, keys
+from api.routes import chat, conversations, health, keys, rollouts
 from settings import Settings
 from store.db import make_engine, make_sessionmaker
 from store.migrate import upgrade
@@ -63,7 +63,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 sessions=sessions,
                 auth=Authenticator(sessions, oidc),
                 limiter=RateLimiter(settings.limits),
-                gateway=Gateway(http, load_routes(settings.models_file, llm_url=settings.llm_url)),
+                gateway=Gateway(
+                    http, load_routes(settings.models_file, llm_url=settings.llm_url), ModelWeights(sessions)
+                ),
                 relay=relay,
             )
             yield
@@ -76,4 +78,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(chat.router)
     app.include_router(conversations.router)
     app.include_router(keys.router)
+    app.include_router(rollouts.router)
     return app

@@ -10,7 +10,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from store.models import ApiKey, Conversation, Event, Message
+from store.models import ApiKey, Conversation, Event, Message, ModelCanary
 
 
 def _table(model: type) -> Table:
@@ -125,3 +125,50 @@ async def revoke_api_key(session: AsyncSession, *, key_id: str, at: datetime) ->
         await session.commit()
         await session.refresh(key)
     return key
+
+
+async def list_model_canaries(session: AsyncSession) -> list[ModelCanary]:
+    query = select(ModelCanary).order_by(col(ModelCanary.model))
+    return list((await session.execute(query)).scalars())
+
+
+async def get_model_canary(session: AsyncSession, *, model: str) -> ModelCanary | None:
+    return await session.get(ModelCanary, model, populate_existing=True)
+
+
+@functools.cache
+def _canary_upsert(dialect: str) -> Any:
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    upsert = insert(_table(ModelCanary))
+    return upsert.on_conflict_do_update(
+        index_elements=["model"],
+        set_={
+            name: upsert.excluded[name]
+            for name in ("canary_version", "weight", "promoted", "rollout_id", "updated_at")
+        },
+    )
+
+
+async def upsert_model_canary(
+    session: AsyncSession,
+    *,
+    model: str,
+    canary_version: str,
+    weight: int,
+    promoted: bool,
+    rollout_id: str,
+    at: datetime,
+) -> ModelCanary:
+    """Set the model's canary row (insert or overwrite, in one statement): writing the same values
+    again changes nothing but updated_at."""
+    row: dict[str, Any] = {
+        "model": model,
+        "canary_version": canary_version,
+        "weight": weight,
+        "promoted": promoted,
+        "rollout_id": rollout_id,
+        "updated_at": at,
+    }
+    await session.execute(_canary_upsert(session.get_bind().dialect.name), row)
+    await session.commit()
+    return ModelCanary(**row)

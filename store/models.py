@@ -1,9 +1,10 @@
-"""Read-model tables: conversations, their messages, and the domain events projected from workflows."""
+"""Read-model tables: conversations, their messages, the domain events projected from workflows, API
+keys, and the traffic weights of model canaries."""
 
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, DateTime, Index, Text, UniqueConstraint
+from sqlalchemy import JSON, CheckConstraint, Column, DateTime, Index, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -80,3 +81,19 @@ class ApiKey(SQLModel, table=True):
     tokens_per_minute: int | None = None
     created_at: datetime = _utc(nullable=False)
     revoked_at: datetime | None = _utc(nullable=True)
+
+
+class ModelCanary(SQLModel, table=True):
+    """The share of a model's traffic its canary version gets (models policy: the entry's `canary:`),
+    set by canary rollouts and read by every gateway. One row per model; `promoted`: the canary gets
+    everything until an operator makes it the stable version in the policy file."""
+
+    __tablename__ = "model_canaries"
+    __table_args__ = (CheckConstraint("weight >= 0 AND weight <= 100", name="ck_model_canaries_weight"),)
+
+    model: str = Field(primary_key=True, max_length=200)
+    canary_version: str = Field(max_length=64)
+    weight: int = 0  # percent of the requests, 0..100
+    promoted: bool = False
+    rollout_id: str = Field(default="", max_length=300)
+    updated_at: datetime = _utc(nullable=False)

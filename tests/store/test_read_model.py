@@ -105,7 +105,7 @@ async def count(sessions: async_sessionmaker[AsyncSession], model: type) -> int:
 
 async def test_migrations_create_the_tables(engine: AsyncEngine) -> None:
     tables = await current_tables(engine)
-    assert {"conversations", "messages", "events", "alembic_version"} <= tables
+    assert {"conversations", "messages", "events", "api_keys", "model_canaries", "alembic_version"} <= tables
 
 
 async def test_upgrade_from_the_first_schema_keeps_every_row(blank_database_url: str) -> None:
@@ -163,7 +163,7 @@ async def test_upgrading_twice_is_harmless(
     assert await current_tables(engine) == before
     async with engine.connect() as connection:
         revision = (await connection.execute(text("SELECT version_num FROM alembic_version"))).all()
-    assert revision == [("0002",)]
+    assert revision == [("0003",)]
     assert await count(sessions, Conversation) == 1
     assert await count(sessions, Message) == 2
     assert await count(sessions, Event) == 3
