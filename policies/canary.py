@@ -20,6 +20,11 @@ STANDARD_TEMPLATES = {
     "threshold": ("success-rate", "latency-p99-ratio"),
     "statistical": ("success-rate", "latency-p99"),
 }
+# The same for a model behind lcp's gateway (a rollout with target "model"), from lcp's own metrics.
+STANDARD_MODEL_TEMPLATES = {
+    "threshold": ("model-success-rate", "model-latency-p99-ratio"),
+    "statistical": ("model-success-rate", "model-latency-p99"),
+}
 
 
 @dataclass(frozen=True)

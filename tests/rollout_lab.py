@@ -1,5 +1,6 @@
 """A lab for rollout tests: the emulated Kubernetes API with its controllers, the workload simulator and
-a real Prometheus scraping it every second; each test adds a service of its own."""
+a real Prometheus scraping it every second — and this process's own metrics (lcp's gateway metrics, for
+model canaries); each test adds a service of its own."""
 
 import asyncio
 import itertools
@@ -7,6 +8,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
+
+from prometheus_client import start_http_server
 
 from lab.kube import SIMULATED_LABEL
 from lab.prometheus import SIMULATED, ScrapeTarget, start_prometheus, stop_prometheus, wait_ready
@@ -52,14 +55,20 @@ class RolloutLab:
         )
         self.prometheus_url = ""
         self._prometheus: Any = None
+        self._metrics: Any = None
 
     async def start(self) -> None:
         await self.lab.start()
         port = free_port()
         target = f"127.0.0.1:{self.lab.options.workload_port}"
+        metrics_port = free_port()
+        self._metrics, _ = start_http_server(metrics_port, addr="127.0.0.1")  # this process: lcp's metrics
         self._prometheus = await asyncio.to_thread(
             start_prometheus,
-            [ScrapeTarget("lab-workload", target, labels=SIMULATED)],
+            [
+                ScrapeTarget("lab-workload", target, labels=SIMULATED),
+                ScrapeTarget("lcp", f"127.0.0.1:{metrics_port}"),
+            ],
             self.home / "prometheus",
             port=port,
             scrape_interval_s=1,
@@ -68,6 +77,7 @@ class RolloutLab:
         await asyncio.to_thread(wait_ready, self.prometheus_url, 30, self._prometheus)
 
     async def stop(self) -> None:
+        self._metrics.shutdown()
         if self._prometheus is not None:
             await asyncio.to_thread(stop_prometheus, self._prometheus)
         await self.lab.stop()
@@ -129,10 +139,10 @@ def rollout_input(service: str, steps: list[Step], version: str = "v2", **option
 
     templates = load_templates()
     named = {name for step in steps if isinstance(step, Analyze) for name in step.templates}
+    options.setdefault("namespace", NAMESPACE)
+    options.setdefault("image", f"lab.local/{service}:{version}")
     return RolloutInput(
-        namespace=NAMESPACE,
         service=service,
-        image=f"lab.local/{service}:{version}",
         version=version,
         steps=steps,
         templates={name: templates[name] for name in named},

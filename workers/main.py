@@ -12,9 +12,10 @@ from kubernetes import config
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from activities.gateway import Gateway, load_routes, make_http_client
+from activities.gateway import Gateway, ModelWeights, load_routes, make_http_client
 from activities.inference import InferenceActivities
 from activities.kubernetes import KubernetesActivities
+from activities.models import ModelActivities
 from activities.prometheus import PrometheusActivities, PromQL
 from activities.store import StoreActivities
 from activities.token_relay import PostgresRelay, TokenRelay, make_relay
@@ -36,9 +37,10 @@ async def conversation_worker(
     `relay` carries streamed replies' tokens to the API."""
     engine = make_engine(settings.resolved_database_url())
     http = make_http_client()
-    gateway = Gateway(http, load_routes(settings.models_file, llm_url=settings.llm_url))
-    inference = InferenceActivities(gateway, relay)
-    store = StoreActivities(make_sessionmaker(engine), single_writer=engine.dialect.name == "sqlite")
+    sessions = make_sessionmaker(engine)
+    routes = load_routes(settings.models_file, llm_url=settings.llm_url)
+    inference = InferenceActivities(Gateway(http, routes, ModelWeights(sessions)), relay)
+    store = StoreActivities(sessions, single_writer=engine.dialect.name == "sqlite")
     worker = Worker(
         client,
         task_queue=settings.conversation.task_queue,
@@ -57,20 +59,24 @@ async def conversation_worker(
 
 @asynccontextmanager
 async def ops_worker(client: Client, settings: Settings) -> AsyncIterator[Worker]:
-    """A worker for canary rollouts: Kubernetes through the kubeconfig, PromQL against Prometheus. Their
-    clients block, so the activities are plain functions on a thread pool."""
+    """A worker for canary rollouts: Kubernetes through the kubeconfig, PromQL against Prometheus (their
+    clients block, so those activities are plain functions on a thread pool), and the model canaries'
+    weights in the read model (async activities)."""
     kubeconfig = settings.resolved_kubeconfig()
     if not kubeconfig.exists():
         raise FileNotFoundError(
             f"no kubeconfig at {kubeconfig}: start the lab (`lcp dev` or `lcp lab serve`) or set "
             "LCP_ROLLOUT__KUBECONFIG"
         )
+    routes = load_routes(settings.models_file, llm_url=settings.llm_url)  # a bad policy fails here, first
     api_client = config.new_client_from_config(
         config_file=str(kubeconfig), context=settings.rollout.kube_context
     )
     promql = PromQL(settings.rollout.prometheus_url)
     kube = KubernetesActivities(api_client)
     prometheus = PrometheusActivities(promql)
+    engine = make_engine(settings.resolved_database_url())
+    models = ModelActivities(make_sessionmaker(engine), routes)
     executor = ThreadPoolExecutor(max_workers=32, thread_name_prefix="ops-activity")
     worker = Worker(
         client,
@@ -85,6 +91,10 @@ async def ops_worker(client: Client, settings: Settings) -> AsyncIterator[Worker
             kube.promote,
             prometheus.measure,
             prometheus.samples,
+            models.prepare,
+            models.set_weight,
+            models.rollback,
+            models.promote,
         ],
         activity_executor=executor,
         max_concurrent_activities=32,
@@ -96,6 +106,7 @@ async def ops_worker(client: Client, settings: Settings) -> AsyncIterator[Worker
         executor.shutdown(wait=False, cancel_futures=True)
         promql.close()
         api_client.close()
+        await engine.dispose()
 
 
 async def run_worker(settings: Settings, task_queue: str) -> None:

@@ -51,6 +51,7 @@ with workflow.unsafe.imports_passed_through():
         WeightState,
         canary_name,
     )
+    from activities.models import ModelActivities, ModelCanaryInput, ModelSplit, ModelWeightInput
     from activities.prometheus import (
         MeasureInput,
         MeasureResult,
@@ -62,6 +63,8 @@ with workflow.unsafe.imports_passed_through():
 T = TypeVar("T")
 Judge = Literal["threshold", "statistical"]
 JUDGES = ("threshold", "statistical")
+Target = Literal["deployment", "model"]
+MODELS_NAMESPACE = "models"  # the namespace of model rollouts' ids: rollout/models/{model}
 BASELINE_PLACEHOLDER = "{{baseline_version}}"
 
 # Phases, as the search attribute LcpPhase and the state show them.
@@ -95,12 +98,13 @@ class RolloutInput:
     """A rollout, complete: the starter fills in the default plan and the metric templates it names, so
     that the workflow reads nothing but its input."""
 
-    namespace: str
-    service: str
-    image: str
-    version: str  # the canary's lcp.dev/version label: what its metrics are labelled with
+    namespace: str  # for a model: MODELS_NAMESPACE
+    service: str  # for a model: its name in the models policy
+    image: str  # for a model: "" (the policy names the canary's endpoint)
+    version: str  # the canary's lcp.dev/version label (a model's: its canary version in the policy)
     steps: list[Step]
     templates: dict[str, MetricTemplate]
+    target: Target = "deployment"  # a Kubernetes Deployment, or a model behind lcp's gateway
     deployment: str = ""  # the stable Deployment; "" means the service's name
     container: str | None = None
     router: Router = "replicas"
@@ -119,9 +123,14 @@ class RolloutInput:
 
 def input_problem(request: RolloutInput) -> str | None:
     """Why a rollout can't start, said so that the caller can fix it; None when it can."""
-    for name in ("namespace", "service", "image", "version"):
+    if request.target not in ("deployment", "model"):
+        return f"target must be deployment or model, not {request.target!r}"
+    required = ("namespace", "service", "version") + (("image",) if request.target == "deployment" else ())
+    for name in required:
         if not str(getattr(request, name) or "").strip():
             return f"{name} must not be empty"
+    if request.target == "model" and request.namespace != MODELS_NAMESPACE:
+        return f"a model's rollout lives in namespace {MODELS_NAMESPACE!r}, not {request.namespace!r}"
     if request.router not in ROUTERS:
         return f"router must be one of {', '.join(ROUTERS)}, not {request.router!r}"
     if request.judge not in JUDGES:
@@ -224,7 +233,7 @@ class RolloutView:
     started_at: datetime
     phase: str = PROGRESSING
     message: str = "starting"
-    step: int = 0
+    step: int = 0  # a full promotion leaves it where it happened: the later steps were skipped
     desired_weight: int = 0
     weights: WeightState | None = None
     stable_version: str | None = None
@@ -279,8 +288,8 @@ class CanaryRolloutWorkflow:
             id=workflow.info().workflow_id,
             namespace=request.namespace,
             service=request.service,
-            stable_deployment=request.stable,
-            canary_deployment=canary_name(request.stable),
+            stable_deployment=request.stable if request.target == "deployment" else "",
+            canary_deployment=canary_name(request.stable) if request.target == "deployment" else "",
             image=request.image,
             version=request.version,
             router=request.router,
@@ -298,7 +307,8 @@ class CanaryRolloutWorkflow:
         self._paused_since: datetime | None = None
         self._analysis_done: AnalysisPhase | None = None  # the current Analyze step's outcome
         self._wake = 0  # bumped on every human action, so that waits notice it
-        self._record("started", f"rollout of {request.image} as {request.version}", request.requested_by)
+        what = request.image or f"model {request.service}"
+        self._record("started", f"rollout of {what} as {request.version}", request.requested_by)
 
     # ---- the rollout -----------------------------------------------------------------------------------
 
@@ -329,8 +339,18 @@ class CanaryRolloutWorkflow:
         return self._view
 
     async def _prepare(self) -> None:
-        """Read the stable Deployment and make the canary (at 0 replicas) from it."""
+        """Read the stable Deployment and make the canary (at 0 replicas) from it; for a model, check
+        the policy names this canary version and start it at 0%."""
         request = self._in
+        if request.target == "model":
+            split = await self._models(
+                ModelActivities.prepare, ModelCanaryInput(request.service, request.version)
+            )
+            self._view.stable_version = split.stable_version
+            self._record(
+                "prepared", f"model {request.service}: {split.stable_version} → {split.canary_version}"
+            )
+            return
         stable: DeploymentState = await self._kube(
             KubernetesActivities.read_deployment, DeploymentRef(request.namespace, request.stable)
         )
@@ -412,7 +432,7 @@ class CanaryRolloutWorkflow:
             return
         await self._promote()
 
-    # ---- Kubernetes ------------------------------------------------------------------------------------
+    # ---- Kubernetes, or the gateway for a model --------------------------------------------------------
 
     async def _set_weight(self, percent: int, *, interruptible_by_full: bool) -> None:
         """Route `percent`% to the canary; an abort (or a full promotion, when asked) cuts it short. A
@@ -420,19 +440,25 @@ class CanaryRolloutWorkflow:
         request = self._in
         self._view.desired_weight = percent
         self._view.message = f"routing {percent}% to the canary"
-        change = self._kube(
-            KubernetesActivities.set_weight,
-            SetWeightInput(
-                namespace=request.namespace,
-                service=request.service,
-                stable_deployment=request.stable,
-                canary_deployment=self._view.canary_deployment,
-                canary_percent=percent,
-                router=request.router,
-                total_replicas=request.total_replicas,
-                stable_version=self._view.stable_version,
-                canary_version=request.version,
-            ),
+        change = (
+            self._model_weights(
+                ModelActivities.set_weight, ModelWeightInput(request.service, request.version, percent)
+            )
+            if request.target == "model"
+            else self._kube(
+                KubernetesActivities.set_weight,
+                SetWeightInput(
+                    namespace=request.namespace,
+                    service=request.service,
+                    stable_deployment=request.stable,
+                    canary_deployment=self._view.canary_deployment,
+                    canary_percent=percent,
+                    router=request.router,
+                    total_replicas=request.total_replicas,
+                    stable_version=self._view.stable_version,
+                    canary_version=request.version,
+                ),
+            )
         )
         try:
             self._view.weights = await self._interruptible(change, interruptible_by_full)
@@ -443,26 +469,33 @@ class CanaryRolloutWorkflow:
 
     async def _rollback(self, reason: str) -> None:
         request = self._in
-        freeze = request.on_failure == "freeze"
+        freeze = request.on_failure == "freeze" and request.target == "deployment"
         self._finishing = True
         self._view.message = f"rolling back: {reason}"
         self._view.desired_weight = 0
         try:
-            self._view.weights = await self._kube(
-                KubernetesActivities.rollback,
-                RollbackInput(
-                    namespace=request.namespace,
-                    service=request.service,
-                    stable_deployment=request.stable,
-                    canary_deployment=self._view.canary_deployment,
-                    router=request.router,
-                    total_replicas=request.total_replicas,
-                    freeze=freeze,
-                    stable_version=self._view.stable_version,
-                    canary_version=request.version,
-                ),
-                _options.KUBERNETES_ROLLBACK,
-            )
+            if request.target == "model":
+                self._view.weights = await self._model_weights(
+                    ModelActivities.rollback,
+                    ModelCanaryInput(request.service, request.version),
+                    rollback=True,
+                )
+            else:
+                self._view.weights = await self._kube(
+                    KubernetesActivities.rollback,
+                    RollbackInput(
+                        namespace=request.namespace,
+                        service=request.service,
+                        stable_deployment=request.stable,
+                        canary_deployment=self._view.canary_deployment,
+                        router=request.router,
+                        total_replicas=request.total_replicas,
+                        freeze=freeze,
+                        stable_version=self._view.stable_version,
+                        canary_version=request.version,
+                    ),
+                    _options.KUBERNETES_ROLLBACK,
+                )
         except ActivityError as err:
             self._finish(FAILED, f"{reason}; the rollback failed too, fix by hand: {_cause(err)}")
             return
@@ -473,6 +506,16 @@ class CanaryRolloutWorkflow:
         self._finishing = True
         self._view.message = f"promoting {request.version} to stable"
         try:
+            if request.target == "model":
+                self._view.weights = await self._model_weights(
+                    ModelActivities.promote, ModelCanaryInput(request.service, request.version)
+                )
+                self._finish(
+                    SUCCEEDED,
+                    f"{request.version} of model {request.service} serves all traffic: make it the stable "
+                    "version in the models policy",
+                )
+                return
             self._view.weights = await self._kube(
                 KubernetesActivities.promote,
                 PromoteInput(
@@ -498,6 +541,30 @@ class CanaryRolloutWorkflow:
     ) -> T:
         result: T = await workflow.execute_activity_method(method, arg, **(options or _options.KUBERNETES))
         return result
+
+    async def _models(
+        self, method: Callable[[Any, Any], Any], arg: Any, rollback: bool = False
+    ) -> ModelSplit:
+        split: ModelSplit = await self._kube(
+            method, arg, _options.KUBERNETES_ROLLBACK if rollback else _options.KUBERNETES
+        )
+        return split
+
+    async def _model_weights(
+        self, method: Callable[[Any, Any], Any], arg: Any, rollback: bool = False
+    ) -> WeightState:
+        """A model's split (the gateway's weight), shown in the shape of a Deployment's."""
+        split = await self._models(method, arg, rollback)
+        return WeightState(
+            router="gateway",
+            stable_percent=100.0 - split.canary_percent,
+            canary_percent=float(split.canary_percent),
+            total_replicas=0,
+            stable_replicas=0,
+            canary_replicas=0,
+            stable_ready=0,
+            canary_ready=0,
+        )
 
     # ---- analysis --------------------------------------------------------------------------------------
 

@@ -1,25 +1,42 @@
 """Canary rollouts end to end in the lab: real Temporal, the emulated Kubernetes API, real Prometheus."""
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
 from pathlib import Path
 
+import httpx
 import pytest
 from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
+from activities.gateway import (
+    ChatMessage,
+    Gateway,
+    InferenceFailure,
+    ModelWeights,
+    load_routes,
+    make_http_client,
+)
+from lab.llm_simulator import DEFAULT_PROFILES
+from lab.llm_simulator import create_app as create_simulator
 from lab.workload import Fault
-from policies.canary import Analyze, Pause, SetWeight
+from policies.canary import Analyze, Pause, SetWeight, Step
 from settings import Settings
+from store import crud
+from store.db import make_engine, make_sessionmaker
+from store.migrate import upgrade_database
 from temporal.constants import KIND, PHASE, SERVICE
+from tests.http_server import serve_in_thread
 from tests.rollout_lab import RolloutLab, fast_plan, rollout_input, rollout_lab
 from workers.main import ops_worker
 from workflows.canary import (
@@ -34,6 +51,7 @@ from workflows.canary import (
     RolloutView,
     workflow_id,
 )
+
 
 @pytest.fixture(scope="module")
 async def lab(tmp_path_factory: pytest.TempPathFactory, prometheus_bin: str) -> AsyncIterator[RolloutLab]:
@@ -264,7 +282,12 @@ async def test_a_worker_killed_mid_rollout_resumes(
 
     first = spawn()
     try:
-        steps = [SetWeight(20), Analyze(("success-rate",), interval_s=3.0, count=3), SetWeight(100)]
+        steps = [
+            SetWeight(20),
+            Pause(2.0),
+            Analyze(("success-rate",), interval_s=3.0, count=3),
+            SetWeight(100),
+        ]
         handle = await start(client, settings, rollout_input(service, steps))
         await until(handle, lambda v: bool(v.analyses and v.analyses[0].measurements))
         first.send_signal(signal.SIGKILL)
@@ -281,4 +304,122 @@ async def test_a_worker_killed_mid_rollout_resumes(
     assert view.phase == SUCCEEDED, view.message
     assert _version(lab, service) == "v2"
     assert len([e for e in view.history if e.kind == "weight"]) == 2
-    assert view.analyses[0].phase == "Successful" and len(view.analyses[0].measurements) == 3
+    counted = [m for m in view.analyses[0].measurements if m.phase != "Error"]  # errors don't count (Argo)
+    assert view.analyses[0].phase == "Successful" and len(counted) == 3
+
+
+# ---- model canaries: the gateway's weight, judged on lcp's own metrics ------------------------------------
+
+
+@pytest.fixture(scope="module")
+def model_policy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str]]:
+    """A simulator serving `m-stable` and `m-canary` (zero latency), and a policy whose model `chat`
+    is v1 on m-stable with a canary v2 on m-canary."""
+    zero = DEFAULT_PROFILES["sim-zero"]
+    profiles = {name: replace(zero, name=name) for name in ("m-stable", "m-canary")}
+    with serve_in_thread(create_simulator(profiles)) as root:
+        policy = tmp_path_factory.mktemp("models") / "models.yaml"
+        policy.write_text(
+            "models:\n"
+            f"  - {{name: chat, version: v1, base_url: '{root}/v1', upstream_model: m-stable,\n"
+            "      canary: {version: v2, upstream_model: m-canary}}\n"
+        )
+        yield policy, root
+
+
+@pytest.fixture(scope="module")
+async def model_worker(
+    client: Client, ops_settings: Settings, model_policy: tuple[Path, str]
+) -> AsyncIterator[Settings]:
+    settings = ops_settings.model_copy(
+        update={
+            "models_file": model_policy[0],
+            "rollout": ops_settings.rollout.model_copy(
+                update={"task_queue": f"ops-models-{uuid.uuid4().hex[:6]}"}
+            ),
+        }
+    )
+    await upgrade_database(settings.resolved_database_url())
+    async with ops_worker(client, settings) as running, running:
+        yield settings
+
+
+@contextlib.asynccontextmanager
+async def chat_traffic(settings: Settings) -> AsyncIterator[None]:
+    """Clients asking the gateway for `chat` about 50 times a second, as the API's one-shot path does."""
+    engine = make_engine(settings.resolved_database_url())
+    weights = ModelWeights(make_sessionmaker(engine), ttl_s=0.2)
+    http = make_http_client()
+    gateway = Gateway(http, load_routes(settings.models_file), weights)
+
+    async def ask() -> None:
+        while True:
+            with contextlib.suppress(InferenceFailure):
+                await gateway.complete("chat", [ChatMessage("user", "hello")], {})
+            await asyncio.sleep(0.02)
+
+    tasks = [asyncio.create_task(ask()) for _ in range(2)]
+    try:
+        yield
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await http.aclose()
+        await engine.dispose()
+
+
+def _model_steps() -> list[Step]:
+    return [
+        SetWeight(30),
+        Pause(2.0),
+        Analyze(("model-success-rate",), interval_s=3.0, count=3),
+        SetWeight(100),
+    ]
+
+
+async def _model_rollout(client: Client, settings: Settings) -> RolloutView:
+    request = rollout_input(
+        "chat", _model_steps(), version="v2", target="model", namespace="models", image=""
+    )
+    handle = await start(client, settings, request)
+    return await asyncio.wait_for(handle.result(), 90)
+
+
+async def _split(settings: Settings) -> tuple[int, bool]:
+    engine = make_engine(settings.resolved_database_url())
+    try:
+        async with make_sessionmaker(engine)() as session:
+            row = await crud.get_model_canary(session, model="chat")
+            assert row is not None
+            return row.weight, row.promoted
+    finally:
+        await engine.dispose()
+
+
+async def test_a_failing_model_version_is_rolled_back_on_lcps_own_metrics(
+    client: Client, model_worker: Settings, model_policy: tuple[Path, str]
+) -> None:
+    _, root = model_policy
+    async with httpx.AsyncClient() as http:
+        fault = {"model": "m-canary", "error_rate_500": 0.2}
+        (await http.put(f"{root}/admin/faults", json=fault)).raise_for_status()
+    try:
+        async with chat_traffic(model_worker):
+            view = await _model_rollout(client, model_worker)
+    finally:
+        async with httpx.AsyncClient() as http:
+            await http.delete(f"{root}/admin/faults")
+    assert view.phase == ROLLED_BACK, view.message
+    assert "model-success-rate" in view.analyses[0].reason
+    failed = [m for m in view.analyses[0].measurements if m.phase == "Failed"]
+    assert failed and failed[0].value is not None and failed[0].value < 0.95
+    assert await _split(model_worker) == (0, False)
+
+
+async def test_a_healthy_model_version_is_promoted_and_served(client: Client, model_worker: Settings) -> None:
+    async with chat_traffic(model_worker):
+        view = await _model_rollout(client, model_worker)
+    assert view.phase == SUCCEEDED, view.message
+    assert view.stable_version == "v1" and view.weights is not None and view.weights.canary_percent == 100
+    assert await _split(model_worker) == (100, True)

@@ -114,7 +114,10 @@ def test_unfilled_placeholders_are_refused() -> None:
 
 def test_default_templates_parse() -> None:
     templates = load_templates()
-    assert set(templates) == {"success-rate", "latency-p99", "latency-p99-ratio"}
+    assert set(templates) == {
+        *("success-rate", "latency-p99", "latency-p99-ratio"),
+        *("model-success-rate", "model-latency-p99", "model-latency-p99-ratio"),
+    }
     assert templates["latency-p99"].threshold.failure is not None
     success = templates["success-rate"].canary_metric()
     assert (success.direction, success.critical, success.weight) == (Direction.DECREASE, True, 2.0)
