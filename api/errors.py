@@ -21,6 +21,11 @@ WORKFLOW_ERROR_STATUS = {
     "MessageNotFound": 404,
     "InferenceFailed": 502,
     "ReadModelUnavailable": 503,
+    # rollouts
+    "RolloutFinished": 409,
+    "RolloutStarting": 409,
+    "AlreadyDone": 409,
+    "NothingToResume": 409,
 }
 
 
@@ -83,7 +88,7 @@ def from_update_failure(err: WorkflowUpdateFailedError) -> ApiError:
         if cause.details and isinstance(cause.details[0], dict):
             extra = dict(cause.details[0])
         return ApiError(WORKFLOW_ERROR_STATUS[cause.type], cause.type, cause.message, **extra)
-    return ApiError(500, "UpdateFailed", f"the conversation could not apply the change: {cause}")
+    return ApiError(500, "UpdateFailed", f"the workflow could not apply the change: {cause}")
 
 
 def _describe(error: dict[str, Any]) -> str:
