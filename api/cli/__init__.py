@@ -2,6 +2,8 @@
 
 import asyncio
 import logging
+from collections.abc import Callable
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -23,11 +25,15 @@ lab_app = typer.Typer(
 keys_app = typer.Typer(help="API keys (written straight to the read-model database).", no_args_is_help=True)
 bench_app = typer.Typer(help="Benchmarks.", no_args_is_help=True)
 temporal_app = typer.Typer(help="The Temporal cluster lcp runs on.", no_args_is_help=True)
+rollout_app = typer.Typer(
+    help="Canary rollouts through the lcp API (a key with the sre role).", no_args_is_help=True
+)
 app.add_typer(db_app, name="db")
 app.add_typer(keys_app, name="keys")
 app.add_typer(lab_app, name="lab")
 app.add_typer(temporal_app, name="temporal")
 app.add_typer(bench_app, name="bench")
+app.add_typer(rollout_app, name="rollout")
 console = Console()
 err_console = Console(stderr=True)
 
@@ -393,3 +399,300 @@ def bench_stream(
     if json_file:
         write_json(result, json_file)
         console.print(f"written to {json_file}")
+
+
+@bench_app.command("canary")
+def bench_canary(
+    json_file: Annotated[Path | None, typer.Option("--json", help="Write the results here.")] = None,
+    runs: Annotated[
+        int, typer.Option(help="Simulated analyses per scenario (each judge reads each one).")
+    ] = 200,
+    seed: Annotated[int, typer.Option(help="Base seed: each run's workload seed derives from it.")] = 0,
+    interval_s: Annotated[
+        float, typer.Option(help="Seconds between measurements (standard plan: 30).")
+    ] = 30.0,
+    count: Annotated[int, typer.Option(help="Measurements per metric (standard plan: 5).")] = 5,
+    scenarios: Annotated[
+        list[str] | None,
+        typer.Option(help="Scenarios to run (repeat, or comma-separated; default: all).", show_default=False),
+    ] = None,
+    workers: Annotated[int | None, typer.Option(help="Processes (default: one per CPU).")] = None,
+) -> None:
+    """Canary analysis quality, simulated: detection, false aborts and time to decision per judge."""
+    import os
+    import time
+
+    from api.cli.bench import write_json
+    from api.cli.bench_canary import (
+        SCENARIO_NAMES,
+        SIMULATION_NOTE,
+        BenchError,
+        Settings,
+        goal_lines,
+        run_canary_bench,
+        table,
+    )
+
+    chosen = tuple(n.strip() for item in scenarios or [] for n in item.split(",") if n.strip())
+    settings = Settings(
+        runs=runs,
+        seed=seed,
+        interval_s=interval_s,
+        count=count,
+        scenarios=chosen or SCENARIO_NAMES,
+        workers=max(1, workers or os.cpu_count() or 1),
+    )
+    console.print(f"lcp bench canary: {SIMULATION_NOTE}", highlight=False, soft_wrap=True)
+    started = time.perf_counter()
+    try:
+        result = run_canary_bench(
+            settings,
+            echo=lambda line: console.print(f"lcp bench canary: {line}", highlight=False, soft_wrap=True),
+        )
+    except BenchError as err:
+        err_console.print(f"lcp bench canary: {err}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    console.print(table(result))
+    console.print("goals:", highlight=False)
+    for line in goal_lines(result) or ["(their scenarios were not run: none to check)"]:
+        console.print(f"  {line}", highlight=False)
+    console.print(f"took {time.perf_counter() - started:.1f} s", highlight=False)
+    if json_file:
+        write_json(result, json_file)
+        console.print(f"written to {json_file}")
+
+
+# ---- lcp rollout: a client of /v1/rollouts; the logic is in api/cli/rollout.py -----------------------------
+
+
+class RolloutRouter(StrEnum):
+    replicas = "replicas"
+    istio = "istio"
+    gateway_api = "gateway-api"
+
+
+class RolloutJudge(StrEnum):
+    threshold = "threshold"
+    statistical = "statistical"
+
+
+RolloutApiUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--api", help="API base URL (default: dev.json's, else http://127.0.0.1:8000).", show_default=False
+    ),
+]
+RolloutHome = Annotated[Path, typer.Option(help="State directory holding dev.json.")]
+RolloutKey = Annotated[
+    str | None,
+    typer.Option(
+        envvar="LCP_API_KEY", help="API key with the sre role (default: dev.json's).", show_default=False
+    ),
+]
+RolloutService = Annotated[str, typer.Argument(help="The service being rolled out.")]
+RolloutNamespace = Annotated[str, typer.Option("--namespace", "-n", help="Its Kubernetes namespace.")]
+RolloutReason = Annotated[str, typer.Option(help="Why: kept in the rollout's history.")]
+RolloutWatch = Annotated[
+    bool,
+    typer.Option("--watch", "-w", help="Live view until it finishes (exit 0 if it succeeds, 1 if not)."),
+]
+
+
+def _rollout_exit(command: str, run: Callable[[], int]) -> None:
+    from api.cli.rollout import guarded
+
+    raise typer.Exit(guarded(command, err_console, run))
+
+
+@rollout_app.command("start")
+def rollout_start(
+    service: RolloutService,
+    version: Annotated[str, typer.Option(help="Its version label (lcp.dev/version): metrics carry it.")],
+    image: Annotated[
+        str | None, typer.Option(help="The new release's image (a Deployment's rollout).", show_default=False)
+    ] = None,
+    model: Annotated[
+        bool,
+        typer.Option(
+            "--model",
+            help="SERVICE is a model of the models policy: shift the gateway's traffic to its canary "
+            "VERSION (namespace `models`, no image).",
+        ),
+    ] = False,
+    namespace: RolloutNamespace = "default",
+    deployment: Annotated[
+        str | None, typer.Option(help="The stable Deployment (default: the service).", show_default=False)
+    ] = None,
+    router: Annotated[RolloutRouter, typer.Option(help="How traffic is split.")] = RolloutRouter.replicas,
+    judge: Annotated[RolloutJudge, typer.Option(help="How analyses are judged.")] = RolloutJudge.threshold,
+    time_scale: Annotated[
+        float | None,
+        typer.Option(
+            help="Multiplies the default plan's durations (e.g. 0.1); not --steps'.", show_default=False
+        ),
+    ] = None,
+    steps: Annotated[
+        Path | None,
+        typer.Option(
+            help="The plan: a YAML/JSON list of steps (set_weight, pause, analyze).", show_default=False
+        ),
+    ] = None,
+    templates: Annotated[
+        Path | None,
+        typer.Option(
+            help="Metric templates (policies/analysis.yaml's shape) added to the API's.", show_default=False
+        ),
+    ] = None,
+    total_replicas: Annotated[
+        int | None,
+        typer.Option(help="Replicas of stable + canary (default: the stable's).", show_default=False),
+    ] = None,
+    freeze_on_failure: Annotated[
+        bool, typer.Option("--freeze-on-failure", help="On failure keep the canary's pods (no traffic).")
+    ] = False,
+    watch: RolloutWatch = False,
+    api_url: RolloutApiUrl = None,
+    home: RolloutHome = Path(".lcp"),
+    api_key: RolloutKey = None,
+) -> None:
+    """Start a canary rollout of a Deployment or (--model) a model: answers once the canary exists."""
+    from api.cli import rollout
+
+    def run() -> int:
+        body = rollout.start_body(
+            service,
+            image=image,
+            version=version,
+            model=model,
+            namespace=namespace,
+            deployment=deployment,
+            router=router.value,
+            judge=judge.value,
+            time_scale=time_scale,
+            steps_file=steps,
+            templates_file=templates,
+            total_replicas=total_replicas,
+            freeze_on_failure=freeze_on_failure,
+        )
+        with rollout.connect(api_url, home, api_key) as api:
+            return rollout.run_start(api, body, console, watch_it=watch)
+
+    _rollout_exit("start", run)
+
+
+@rollout_app.command("status")
+def rollout_status(
+    service: RolloutService,
+    namespace: RolloutNamespace = "default",
+    watch: RolloutWatch = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the API's answer as JSON.")] = False,
+    api_url: RolloutApiUrl = None,
+    home: RolloutHome = Path(".lcp"),
+    api_key: RolloutKey = None,
+) -> None:
+    """The rollout as it stands: steps, traffic, the last analysis, the history."""
+    from api.cli import rollout
+
+    def run() -> int:
+        with rollout.connect(api_url, home, api_key) as api:
+            return rollout.run_status(api, namespace, service, console, watch_it=watch, as_json=as_json)
+
+    _rollout_exit("status", run)
+
+
+@rollout_app.command("promote")
+def rollout_promote(
+    service: RolloutService,
+    namespace: RolloutNamespace = "default",
+    full: Annotated[
+        bool, typer.Option("--full", help="Skip every remaining step: straight to 100% and promotion.")
+    ] = False,
+    reason: RolloutReason = "",
+    api_url: RolloutApiUrl = None,
+    home: RolloutHome = Path(".lcp"),
+    api_key: RolloutKey = None,
+) -> None:
+    """End the current step now (a pause, an analysis, a wait for a human), or with --full all of them."""
+    _rollout_action("promote", service, namespace, reason, api_url, home, api_key, full=full)
+
+
+@rollout_app.command("pause")
+def rollout_pause(
+    service: RolloutService,
+    namespace: RolloutNamespace = "default",
+    reason: RolloutReason = "",
+    api_url: RolloutApiUrl = None,
+    home: RolloutHome = Path(".lcp"),
+    api_key: RolloutKey = None,
+) -> None:
+    """Hold the rollout at its step until resume or promote (an analysis under way keeps measuring)."""
+    _rollout_action("pause", service, namespace, reason, api_url, home, api_key)
+
+
+@rollout_app.command("resume")
+def rollout_resume(
+    service: RolloutService,
+    namespace: RolloutNamespace = "default",
+    reason: RolloutReason = "",
+    api_url: RolloutApiUrl = None,
+    home: RolloutHome = Path(".lcp"),
+    api_key: RolloutKey = None,
+) -> None:
+    """Lift a pause; at an inconclusive analysis, analyse again."""
+    _rollout_action("resume", service, namespace, reason, api_url, home, api_key)
+
+
+@rollout_app.command("abort")
+def rollout_abort(
+    service: RolloutService,
+    namespace: RolloutNamespace = "default",
+    reason: RolloutReason = "",
+    api_url: RolloutApiUrl = None,
+    home: RolloutHome = Path(".lcp"),
+    api_key: RolloutKey = None,
+) -> None:
+    """Roll back now: all traffic to the stable, the canary scaled down (or frozen)."""
+    _rollout_action("abort", service, namespace, reason, api_url, home, api_key)
+
+
+def _rollout_action(
+    action: str,
+    service: str,
+    namespace: str,
+    reason: str,
+    api_url: str | None,
+    home: Path,
+    api_key: str | None,
+    full: bool = False,
+) -> None:
+    from api.cli import rollout
+
+    def run() -> int:
+        with rollout.connect(api_url, home, api_key) as api:
+            return rollout.run_action(api, action, namespace, service, console, reason=reason, full=full)
+
+    _rollout_exit(action, run)
+
+
+@rollout_app.command("list")
+def rollout_list(
+    namespace: Annotated[str | None, typer.Option("--namespace", "-n", show_default=False)] = None,
+    service: Annotated[str | None, typer.Option(show_default=False)] = None,
+    phase: Annotated[
+        str | None,
+        typer.Option(
+            help="Progressing, Paused, Succeeded, RolledBack, Frozen or Failed.", show_default=False
+        ),
+    ] = None,
+    api_url: RolloutApiUrl = None,
+    home: RolloutHome = Path(".lcp"),
+    api_key: RolloutKey = None,
+) -> None:
+    """Rollouts, newest first."""
+    from api.cli import rollout
+
+    def run() -> int:
+        with rollout.connect(api_url, home, api_key) as api:
+            return rollout.run_list(api, console, namespace=namespace, service=service, phase=phase)
+
+    _rollout_exit("list", run)
