@@ -53,6 +53,9 @@ from workflows.canary import (
 )
 
 
+HISTORIES = Path(__file__).parents[1] / "workflows" / "histories"
+
+
 @pytest.fixture(scope="module")
 async def lab(tmp_path_factory: pytest.TempPathFactory, prometheus_bin: str) -> AsyncIterator[RolloutLab]:
     async with rollout_lab(tmp_path_factory.mktemp("rollout-lab")) as running:
@@ -212,11 +215,12 @@ async def test_promote_pause_and_resume_mid_flight(
     client: Client, ops_settings: Settings, lab: RolloutLab
 ) -> None:
     service = lab.add_service()
-    steps = [SetWeight(25), Pause(None), SetWeight(50), Pause(3600.0), SetWeight(100)]
+    analysis = Analyze(("success-rate",), interval_s=2.0, count=2)
+    steps = [SetWeight(25), Pause(None), SetWeight(50), analysis, Pause(3600.0), SetWeight(100)]
     handle = await start(client, ops_settings, rollout_input(service, steps))
     await until(handle, lambda v: v.awaiting_decision)
     await handle.execute_update(CanaryRolloutWorkflow.promote, PromoteRequest("sre"))
-    await until(handle, lambda v: v.step == 3 and v.desired_weight == 50)
+    await until(handle, lambda v: v.step == 4 and v.desired_weight == 50)
     view = await handle.execute_update(CanaryRolloutWorkflow.pause, Actor("sre", "looking at logs"))
     assert view.phase == PAUSED and view.paused_by == "sre"
     await handle.execute_update(CanaryRolloutWorkflow.resume, Actor("sre"))
@@ -225,6 +229,9 @@ async def test_promote_pause_and_resume_mid_flight(
     assert view.phase == SUCCEEDED and _version(lab, service) == "v2"
     kinds = [e.kind for e in view.history]
     assert kinds.index("pause") < kinds.index("resume") < len(kinds) - 1
+    if os.environ.get("LCP_SAVE_HISTORIES"):  # refresh tests/workflows/histories/ after a deliberate change
+        history = await handle.fetch_history()
+        (HISTORIES / "canary_rollout_v1.json").write_text(history.to_json())
 
 
 @pytest.mark.usefixtures("worker")

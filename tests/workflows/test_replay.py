@@ -1,4 +1,4 @@
-"""Replays saved ConversationWorkflow histories: a change that breaks determinism fails here."""
+"""Replays saved workflow histories: a change that breaks determinism fails here."""
 
 from pathlib import Path
 
@@ -7,21 +7,23 @@ from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
+from workflows.canary import CanaryRolloutWorkflow
 from workflows.conversation import ConversationWorkflow
 
-HISTORIES = sorted((Path(__file__).parent / "histories").glob("conversation_*.json"))
+HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
 
 
-@pytest.mark.parametrize(
-    "history_json", [path.read_text() for path in HISTORIES], ids=[path.stem for path in HISTORIES]
-)
-async def test_saved_history_replays(history_json: str) -> None:
+@pytest.mark.parametrize("history_path", HISTORIES, ids=[path.stem for path in HISTORIES])
+async def test_saved_history_replays(history_path: Path) -> None:
     """conversation_v1: sent, edited, regenerated, archived; conversation_v2_chat: OpenAI-style turns
-    (re-sent history, a streamed one, a regenerate, an edited reply), archived. Replays cleanly."""
-    history = WorkflowHistory.from_json("conversation/default/replay-sample", history_json)
-    replayer = Replayer(workflows=[ConversationWorkflow], data_converter=pydantic_data_converter)
+    (re-sent history, a streamed one, a regenerate, an edited reply), archived; canary_rollout_v1: a
+    rollout with a human promote, an analysis, pause, resume and a full promotion. Replays cleanly."""
+    history = WorkflowHistory.from_json("replay-sample", history_path.read_text())
+    replayer = Replayer(
+        workflows=[ConversationWorkflow, CanaryRolloutWorkflow], data_converter=pydantic_data_converter
+    )
     await replayer.replay_workflow(history)  # raises on nondeterminism
 
 
-def test_there_is_a_saved_history() -> None:
-    assert HISTORIES, "tests/workflows/histories/ holds no saved conversation history"
+def test_there_are_saved_histories() -> None:
+    assert {path.stem.split("_")[0] for path in HISTORIES} >= {"conversation", "canary"}
