@@ -187,6 +187,26 @@ async def test_a_latency_regression_is_caught(
 
 
 @pytest.mark.usefixtures("worker")
+@pytest.mark.parametrize("router", ["istio", "gateway-api"])
+async def test_traffic_routers_carry_the_split(
+    client: Client, ops_settings: Settings, lab: RolloutLab, router: str
+) -> None:
+    """Through a VirtualService's or an HTTPRoute's weights (the workload follows them), a faulty
+    release is measured and rolled back; the route ends with all traffic on the stable."""
+    service = lab.add_service()
+    lab.set_fault(service, "v2", Fault(error_share=0.05))
+    steps = fast_plan(count=5, templates=("success-rate",))
+    view = await (await start(client, ops_settings, rollout_input(service, steps, router=router))).result()
+    assert view.phase == ROLLED_BACK, view.message
+    assert view.weights is not None and view.weights.router == router and view.weights.canary_percent == 0
+    assert _replicas(lab, service) == 4 and _replicas(lab, f"{service}-canary") == 0
+    route = lab.lab.kube.api.get_object(
+        "virtualservices" if router == "istio" else "httproutes", "lab", service
+    )
+    assert route is not None and route["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "lcp"
+
+
+@pytest.mark.usefixtures("worker")
 async def test_abort_mid_flight_rolls_back_and_a_second_start_is_refused(
     client: Client, ops_settings: Settings, lab: RolloutLab
 ) -> None:
