@@ -355,6 +355,15 @@ class Threshold:
 
 
 @dataclass(frozen=True)
+class TrafficGuard:
+    """A measurement needs `at_least` of what `query` counts (e.g. requests in the window): fewer is too
+    little evidence — a p99 of 20 requests is their maximum — so the measurement is Inconclusive."""
+
+    query: str
+    at_least: float
+
+
+@dataclass(frozen=True)
 class MetricTemplate:
     """A named metric that an Analyze step measures: the query is for the activity that reads it, the
     threshold for the Argo-style judge, the rest for the statistical judge (see CanaryMetric)."""
@@ -367,6 +376,7 @@ class MetricTemplate:
     allowed_relative: float = 0.10
     allowed_absolute: float = 0.0
     critical: bool = False
+    guard: TrafficGuard | None = None  # the threshold judge's minimum traffic for a measurement
 
     def bad_direction(self) -> "Direction":
         """Which way a change hurts: as given, else the way the failure (or else the success) condition
@@ -453,6 +463,25 @@ class RunOutcome:
     inconclusive: int = 0
     errors: int = 0
     consecutive_errors: int = 0
+
+
+def guarded_measure(
+    template: MetricTemplate,
+    value: float | None,
+    error: str | None,
+    traffic: float | None = None,
+) -> Measurement:
+    """`measure` against the template's threshold, unless its traffic guard finds too little traffic
+    (`traffic` is the guard query's value; None when it had none, i.e. no traffic): Inconclusive then."""
+    guard = template.guard
+    if guard is not None and error is None and (traffic is None or traffic < guard.at_least):
+        seen = 0.0 if traffic is None else traffic
+        return Measurement(
+            AnalysisPhase.INCONCLUSIVE,
+            value,
+            f"too little traffic to judge: {seen:g} in the window, {template.name} needs {guard.at_least:g}",
+        )
+    return measure(value, error, template.threshold)
 
 
 # Argo reports the worst metric as the run's phase; a failure or error ends the run at once.
@@ -855,11 +884,21 @@ def parse_templates(document: object) -> dict[str, MetricTemplate]:
             allowed_relative=_number(entry, "allowed_relative", 0.10, where),
             allowed_absolute=_number(entry, "allowed_absolute", 0.0, where),
             critical=bool(entry.get("critical", False)),
+            guard=_guard(entry.get("min_traffic"), where),
         )
         if problem := template_problem(template):
             raise TemplatesError(f"{where}: {problem}")
         templates[str(name)] = template
     return templates
+
+
+def _guard(value: object, where: str) -> TrafficGuard | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict) or not isinstance(value.get("query"), str) or not value["query"].strip():
+        raise TemplatesError(f"{where}.min_traffic needs a 'query' (what to count) and 'at_least'")
+    at_least = _number(value, "at_least", 0.0, f"{where}.min_traffic")
+    return TrafficGuard(value["query"], at_least)
 
 
 def _direction(value: object, where: str) -> Direction | None:

@@ -23,7 +23,7 @@ from workflows.canary import JudgeSettings, RolloutInput
 
 NAMESPACE = "lab"
 VERSION_LABEL = "lcp.dev/version"
-REQUESTS_PER_S = 200.0
+REQUESTS_PER_S = 400.0  # 80/s reach a 20% canary: a 3 s window holds ~240 requests, over the p99 guard
 _names = itertools.count(1)
 
 
@@ -120,7 +120,7 @@ class RolloutLab:
         api.create_object("apps/v1/deployments", deployment, NAMESPACE)
         assert self.lab.workload is not None
         self.lab.workload.add_service(
-            ServiceSpec(NAMESPACE, name, Constant(REQUESTS_PER_S), capacity_per_replica_rps=200.0)
+            ServiceSpec(NAMESPACE, name, Constant(REQUESTS_PER_S), capacity_per_replica_rps=400.0)
         )
         return name
 

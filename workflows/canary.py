@@ -25,11 +25,11 @@ from policies.canary import (
     StepProgress,
     combine_runs,
     decide_step,
+    guarded_measure,
     judge_canary,
     judge_config_problem,
     judge_run,
     judgment_measurement,
-    measure,
     plan_problem,
     render_query,
     template_problem,
@@ -594,18 +594,26 @@ class CanaryRolloutWorkflow:
     async def _measure_thresholds(
         self, step: Analyze, view: AnalysisView, taken: dict[str, list[Measurement]]
     ) -> None:
-        """One reading per metric whose run is still going, judged against its template's threshold."""
+        """One reading per metric whose run is still going (with its traffic guard's count, if it has
+        one), judged against its template's threshold."""
         running = [n for n, ms in taken.items() if judge_run(ms, step.limits, step.count).phase == "Running"]
         window = _window(step.interval_s, self._in.min_window_s)
-        results = await asyncio.gather(
-            *(self._read(self._query(name, self._in.version, window)) for name in running)
-        )
-        for name, result in zip(running, results, strict=True):
-            measurement = measure(result.value, result.error, self._in.templates[name].threshold)
-            taken[name].append(measurement)
+        templates = [self._in.templates[name] for name in running]
+        queries = [self._query(t.query, self._in.version, window) for t in templates]
+        guards = [self._query(t.guard.query, self._in.version, window) for t in templates if t.guard]
+        results = await asyncio.gather(*(self._read(query) for query in [*queries, *guards]))
+        counts = iter(results[len(queries) :])
+        for template, result in zip(templates, results, strict=False):
+            traffic = next(counts).value if template.guard else None
+            measurement = guarded_measure(template, result.value, result.error, traffic)
+            taken[template.name].append(measurement)
             view.measurements.append(
                 MeasurementView(
-                    name, measurement.phase.value, measurement.value, measurement.message, workflow.now()
+                    template.name,
+                    measurement.phase.value,
+                    measurement.value,
+                    measurement.message,
+                    workflow.now(),
                 )
             )
 
@@ -624,8 +632,8 @@ class CanaryRolloutWorkflow:
             *(
                 self._samples(
                     SamplesInput(
-                        canary_query=self._query(name, self._in.version, window),
-                        baseline_query=self._query(name, baseline, window),
+                        canary_query=self._query(self._in.templates[name].query, self._in.version, window),
+                        baseline_query=self._query(self._in.templates[name].query, baseline, window),
                         start=start,
                         end=end,
                         step_s=sample_s,
@@ -653,10 +661,10 @@ class CanaryRolloutWorkflow:
             )
         )
 
-    def _query(self, name: str, version: str, window: str) -> str:
+    def _query(self, query: str, version: str, window: str) -> str:
         request = self._in
         return render_query(
-            request.templates[name].query,
+            query,
             namespace=request.namespace,
             service=request.service,
             version=version,

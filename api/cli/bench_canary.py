@@ -41,10 +41,10 @@ from policies.canary import (
     RunLimits,
     Samples,
     combine_runs,
+    guarded_measure,
     judge_canary,
     judge_run,
     judgment_measurement,
-    measure,
 )
 
 # ---- the simulated service ---------------------------------------------------------------------------
@@ -276,6 +276,10 @@ def _check_templates(templates: dict[str, MetricTemplate], names: Sequence[str])
             raise BenchError(f"template {name!r}: the benchmark evaluates only {', '.join(MEANINGS)}")
         compact = template.query.replace(" ", "")
         missing = [mark for mark in _QUERY_MARKS[name] if mark.replace(" ", "") not in compact]
+        if template.guard is not None and not all(
+            mark in template.guard.query for mark in ("_count{", 'version="{{version}}"')
+        ):
+            missing.append("a min_traffic query counting the canary's requests")
         if missing:
             raise BenchError(
                 f"template {name!r} no longer reads as the benchmark evaluates it (missing {missing}): "
@@ -420,7 +424,10 @@ class ThresholdAnalysis(_Analysis):
                 continue
             value = trace.value(name, CANARY, now, plan.threshold_window_s)
             error = None if math.isfinite(value) else f"the query returned {value}, not a finite number"
-            taken.append(measure(value if error is None else None, error, plan.templates[name].threshold))
+            template = plan.templates[name]
+            # The guard counts the canary's requests in the window (its query is checked to say so).
+            traffic = trace.window(CANARY, now, plan.threshold_window_s).requests if template.guard else None
+            taken.append(guarded_measure(template, value if error is None else None, error, traffic))
 
 
 class StatisticalAnalysis(_Analysis):

@@ -52,7 +52,6 @@ from workflows.canary import (
     workflow_id,
 )
 
-
 HISTORIES = Path(__file__).parents[1] / "workflows" / "histories"
 
 

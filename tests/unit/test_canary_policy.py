@@ -31,11 +31,13 @@ from policies.canary import (
     StepAction,
     StepProgress,
     Threshold,
+    TrafficGuard,
     as_measurement,
     combine_runs,
     compare_metric,
     current_weight,
     decide_step,
+    guarded_measure,
     judge_canary,
     judge_config_problem,
     judge_run,
@@ -747,3 +749,37 @@ def test_a_templates_bad_direction_is_read_off_its_conditions(
 ) -> None:
     assert MetricTemplate("m", threshold).canary_metric().direction is direction
     assert MetricTemplate("m", threshold, direction=Direction.EITHER).bad_direction() is Direction.EITHER
+
+
+# ── the traffic guard ─────────────────────────────────────────────────────────────────────────────────────
+
+GUARDED = MetricTemplate(
+    "latency-p99-ratio",
+    Threshold(Condition("<=", 1.2), Condition(">", 1.3)),
+    guard=TrafficGuard("sum(increase(requests[1m]))", at_least=100),
+)
+
+
+@pytest.mark.parametrize(
+    ("value", "error", "traffic", "phase", "said"),
+    [
+        (
+            1.8,
+            None,
+            24.0,
+            INCON,
+            "too little traffic to judge: 24 in the window, latency-p99-ratio needs 100",
+        ),
+        (1.8, None, None, INCON, "too little traffic to judge: 0 in the window"),
+        (1.8, None, 100.0, FAIL, "failure condition"),
+        (1.0, None, 300.0, OK, "meets"),
+        (None, "no data", 24.0, ERR, "no data"),  # an error stays an error: the guard does not hide it
+    ],
+)
+def test_a_guarded_metric_needs_enough_traffic(
+    value: float | None, error: str | None, traffic: float | None, phase: AnalysisPhase, said: str
+) -> None:
+    measured = guarded_measure(GUARDED, value, error, traffic)
+    assert measured.phase is phase and said in measured.message
+    unguarded = replace(GUARDED, guard=None)
+    assert guarded_measure(unguarded, 1.8, None, 3.0).phase is FAIL

@@ -13,12 +13,14 @@ from workflows.conversation import ConversationWorkflow
 HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
 
 
-@pytest.mark.parametrize("history_path", HISTORIES, ids=[path.stem for path in HISTORIES])
-async def test_saved_history_replays(history_path: Path) -> None:
+@pytest.mark.parametrize(
+    "history_json", [path.read_text() for path in HISTORIES], ids=[path.stem for path in HISTORIES]
+)
+async def test_saved_history_replays(history_json: str) -> None:
     """conversation_v1: sent, edited, regenerated, archived; conversation_v2_chat: OpenAI-style turns
     (re-sent history, a streamed one, a regenerate, an edited reply), archived; canary_rollout_v1: a
     rollout with a human promote, an analysis, pause, resume and a full promotion. Replays cleanly."""
-    history = WorkflowHistory.from_json("replay-sample", history_path.read_text())
+    history = WorkflowHistory.from_json("replay-sample", history_json)
     replayer = Replayer(
         workflows=[ConversationWorkflow, CanaryRolloutWorkflow], data_converter=pydantic_data_converter
     )
