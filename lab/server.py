@@ -22,7 +22,8 @@ DEMO_NAMESPACE = "lab"
 DEMO_SERVICE = "chat-api"
 NAME_LABEL = "app.kubernetes.io/name"
 # The shared traffic traces sit beside the repository; the lab replays the conversation trace when
-# it is there (one trace minute per 10 s, its busiest minute at 40 requests/s), else a constant rate.
+# it is there (one trace minute per 10 s, its busiest minute at 120 requests/s), else a constant 60
+# requests/s: enough that a canary's share fills an analysis window with a hundred requests or more.
 DEFAULT_TRACE = Path(__file__).resolve().parents[1].parent / (
     "shared/data/traces/azure_llm_2023/AzureLLMInferenceTrace_conv.csv"
 )
@@ -35,7 +36,7 @@ class LabOptions:
     kube_port: int = 8600
     workload_port: int = 8601
     pod_startup_delay_s: float = 3.0
-    trace: Path | None = None  # None: DEFAULT_TRACE when present, else a constant 20 requests/s
+    trace: Path | None = None  # None: DEFAULT_TRACE when present, else a constant 60 requests/s
     demo: bool = True
 
 
@@ -65,8 +66,8 @@ def demo_objects(version: str = "v1", replicas: int = 4) -> tuple[dict, dict, di
 def traffic_source(trace: Path | None) -> TrafficSource:
     path = trace or (DEFAULT_TRACE if DEFAULT_TRACE.exists() else None)
     if path is None:
-        return Constant(20.0)
-    return Replay.from_file(path, speedup=6.0, peak_rps=40.0)
+        return Constant(60.0)
+    return Replay.from_file(path, speedup=6.0, peak_rps=120.0)
 
 
 class Lab:

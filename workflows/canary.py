@@ -227,7 +227,8 @@ class RolloutView:
     canary_deployment: str
     image: str
     version: str
-    router: str
+    target: str
+    router: str  # a model's: "gateway"
     judge: str
     steps: list[Step]
     started_at: datetime
@@ -292,7 +293,8 @@ class CanaryRolloutWorkflow:
             canary_deployment=canary_name(request.stable) if request.target == "deployment" else "",
             image=request.image,
             version=request.version,
-            router=request.router,
+            target=request.target,
+            router=request.router if request.target == "deployment" else "gateway",
             judge=request.judge,
             steps=list(request.steps),
             started_at=workflow.now(),
@@ -805,6 +807,7 @@ class CanaryRolloutWorkflow:
     def abort(self, request: Actor) -> RolloutView:
         self._abort = request
         self._decision = Decision.ABORT
+        self._view.message = f"rolling back: {self._abort_reason()}"
         self._record("abort", request.reason or "aborted", request.by)
         self._human_acted()
         return self._view

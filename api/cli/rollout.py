@@ -537,7 +537,8 @@ def watch(
     sleep: Callable[[float], None] = time.sleep,
 ) -> View:
     """A live view, refreshed every `interval_s`, until the rollout finishes (Ctrl-C stops watching only).
-    An API that stops answering for a while is shown, not fatal; a 4xx ends the watch."""
+    An API that stops answering for a while, or a spent rate limit, is shown, not fatal; another 4xx
+    ends the watch."""
     view: View = first if first is not None else api.get(namespace, service)
     with Live(render_rollout(view), console=console, auto_refresh=False, transient=False) as live:
         while view.get("phase") not in FINISHED:
@@ -546,8 +547,8 @@ def watch(
             try:
                 view = api.get(namespace, service)
             except RolloutCliError as err:
-                if err.status is not None and err.status < 500:
-                    raise
+                if err.status is not None and err.status < 500 and err.status != 429:
+                    raise  # a 429 (the key's limit) passes, like an API that is briefly down
                 note = f"{err.message} (retrying)"
             live.update(render_rollout(view, note=note), refresh=True)
     return view

@@ -387,13 +387,14 @@ def test_the_live_view_follows_the_rollout_to_its_end_through_a_blip() -> None:
     answers = [
         httpx.Response(200, json=running),
         httpx.Response(503, json={"error": {"type": "TemporalUnavailable", "message": "temporal is down"}}),
+        httpx.Response(429, json={"error": {"type": "RateLimited", "message": "key limit reached"}}),
         httpx.Response(200, json=done),
     ]
     sleeps: list[float] = []
     out, _ = _consoles()
     with _api(lambda request: answers.pop(0)) as api:
         final = watch(api, "lab", "chat-api", out, sleep=sleeps.append)
-    assert final["phase"] == "Succeeded" and answers == [] and sleeps == [1.0, 1.0]
+    assert final["phase"] == "Succeeded" and answers == [] and sleeps == [1.0, 1.0, 1.0]
     text = out.export_text()
     assert "lab/chat-api  Succeeded" in text and "✓ 5" in text  # a non-terminal gets the last frame
 
