@@ -139,6 +139,10 @@ def rollout_input(service: str, steps: list[Step], version: str = "v2", **option
 
     templates = load_templates()
     named = {name for step in steps if isinstance(step, Analyze) for name in step.templates}
+    # A p99 over a few seconds of a 20% canary is noisy: the threshold judge reads 8 s windows (an A/A
+    # release once failed a 3 s one on CI). The statistical judge keeps 3 s ones: its samples, one a
+    # second, would otherwise overlap and look more certain than they are.
+    options.setdefault("min_window_s", 8.0 if options.get("judge", "threshold") == "threshold" else 3.0)
     options.setdefault("namespace", NAMESPACE)
     options.setdefault("image", f"lab.local/{service}:{version}")
     return RolloutInput(
@@ -146,7 +150,6 @@ def rollout_input(service: str, steps: list[Step], version: str = "v2", **option
         version=version,
         steps=steps,
         templates={name: templates[name] for name in named},
-        min_window_s=3.0,
         judge_settings=options.pop("judge_settings", JudgeSettings(samples_per_interval=6)),
         requested_by="test",
         **options,

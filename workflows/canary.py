@@ -450,13 +450,8 @@ class CanaryRolloutWorkflow:
             else self._kube(
                 KubernetesActivities.set_weight,
                 SetWeightInput(
-                    namespace=request.namespace,
-                    service=request.service,
-                    stable_deployment=request.stable,
-                    canary_deployment=self._view.canary_deployment,
+                    **self._deployments(),
                     canary_percent=percent,
-                    router=request.router,
-                    total_replicas=request.total_replicas,
                     stable_version=self._view.stable_version,
                     canary_version=request.version,
                 ),
@@ -486,12 +481,7 @@ class CanaryRolloutWorkflow:
                 self._view.weights = await self._kube(
                     KubernetesActivities.rollback,
                     RollbackInput(
-                        namespace=request.namespace,
-                        service=request.service,
-                        stable_deployment=request.stable,
-                        canary_deployment=self._view.canary_deployment,
-                        router=request.router,
-                        total_replicas=request.total_replicas,
+                        **self._deployments(),
                         freeze=freeze,
                         stable_version=self._view.stable_version,
                         canary_version=request.version,
@@ -521,15 +511,10 @@ class CanaryRolloutWorkflow:
             self._view.weights = await self._kube(
                 KubernetesActivities.promote,
                 PromoteInput(
-                    namespace=request.namespace,
-                    service=request.service,
-                    stable_deployment=request.stable,
-                    canary_deployment=self._view.canary_deployment,
+                    **self._deployments(),
                     image=request.image,
                     version=request.version,
                     container=request.container,
-                    router=request.router,
-                    total_replicas=request.total_replicas,
                 ),
             )
         except ActivityError as err:
@@ -537,6 +522,19 @@ class CanaryRolloutWorkflow:
             self._finish(FAILED, f"the canary serves 100% but promotion failed: {_cause(err)}")
             return
         self._finish(SUCCEEDED, f"{request.version} is the stable version")
+
+    def _deployments(self) -> dict[str, Any]:
+        """What every Kubernetes change of this rollout names: the service, its two Deployments, the
+        router and the replica total."""
+        request = self._in
+        return {
+            "namespace": request.namespace,
+            "service": request.service,
+            "stable_deployment": request.stable,
+            "canary_deployment": self._view.canary_deployment,
+            "router": request.router,
+            "total_replicas": request.total_replicas,
+        }
 
     async def _kube(
         self, method: Callable[[Any, Any], T], arg: Any, options: dict[str, Any] | None = None
