@@ -346,7 +346,7 @@ class CanaryRolloutWorkflow:
         request = self._in
         if request.target == "model":
             split = await self._models(
-                ModelActivities.prepare, ModelCanaryInput(request.service, request.version)
+                ModelActivities.prepare, ModelCanaryInput(request.service, request.version, self._view.id)
             )
             self._view.stable_version = split.stable_version
             self._record(
@@ -444,7 +444,8 @@ class CanaryRolloutWorkflow:
         self._view.message = f"routing {percent}% to the canary"
         change = (
             self._model_weights(
-                ModelActivities.set_weight, ModelWeightInput(request.service, request.version, percent)
+                ModelActivities.set_weight,
+                ModelWeightInput(request.service, request.version, percent, self._view.id),
             )
             if request.target == "model"
             else self._kube(
@@ -474,7 +475,7 @@ class CanaryRolloutWorkflow:
             if request.target == "model":
                 self._view.weights = await self._model_weights(
                     ModelActivities.rollback,
-                    ModelCanaryInput(request.service, request.version),
+                    ModelCanaryInput(request.service, request.version, self._view.id),
                     rollback=True,
                 )
             else:
@@ -500,7 +501,7 @@ class CanaryRolloutWorkflow:
         try:
             if request.target == "model":
                 self._view.weights = await self._model_weights(
-                    ModelActivities.promote, ModelCanaryInput(request.service, request.version)
+                    ModelActivities.promote, ModelCanaryInput(request.service, request.version, self._view.id)
                 )
                 self._finish(
                     SUCCEEDED,

@@ -118,11 +118,22 @@ async def until(
         await asyncio.sleep(0.2)
 
 
-def judged_plan(judge: str, count: int = 2) -> list[Step]:
+def judged_plan(judge: str, count: int = 2, failures: int = 0, inconclusive: int = 0) -> list[Step]:
     """The fast plan with each judge's standard templates; the statistical judge samples every second,
     so its interval is 6 s (6 samples, over its minimum of 5)."""
     latency = "latency-p99-ratio" if judge == "threshold" else "latency-p99"
-    return fast_plan(3.0 if judge == "threshold" else 6.0, count, ("success-rate", latency))
+    interval_s = 3.0 if judge == "threshold" else 6.0
+    return fast_plan(interval_s, count, ("success-rate", latency), failures, inconclusive)
+
+
+async def finished(handle: WorkflowHandle[CanaryRolloutWorkflow, RolloutView]) -> RolloutView:
+    """The rollout's result; one left waiting (e.g. for a human after an Inconclusive analysis) fails the
+    test with what it waits for, instead of hanging it."""
+    try:
+        return await asyncio.wait_for(asyncio.shield(handle.result()), 120)
+    except TimeoutError:
+        view = await handle.query(CanaryRolloutWorkflow.state)
+        pytest.fail(f"rollout {view.id} did not finish: {view.phase}, {view.message}")
 
 
 def _version(lab: RolloutLab, name: str) -> str | None:
@@ -142,9 +153,9 @@ async def test_a_healthy_release_reaches_100_percent_and_becomes_stable(
 ) -> None:
     """Identical behaviour (an A/A release): not aborted, promoted, the stable runs the new version."""
     service = lab.add_service()
-    steps = judged_plan(judge)
+    steps = judged_plan(judge, count=3, failures=1, inconclusive=1)
     handle = await start(client, ops_settings, rollout_input(service, steps, judge=judge))
-    view = await handle.result()
+    view = await finished(handle)
     assert view.phase == SUCCEEDED, view.message
     (analysis,) = view.analyses
     assert analysis.phase == "Successful" and analysis.measurements
@@ -163,8 +174,8 @@ async def test_five_points_more_errors_roll_back_within_two_intervals(
 ) -> None:
     service = lab.add_service()
     lab.set_fault(service, "v2", Fault(error_share=0.05))
-    steps = judged_plan(judge, count=5)
-    view = await (await start(client, ops_settings, rollout_input(service, steps, judge=judge))).result()
+    steps = judged_plan(judge, count=5, inconclusive=2)
+    view = await finished(await start(client, ops_settings, rollout_input(service, steps, judge=judge)))
     assert view.phase == ROLLED_BACK, view.message
     (analysis,) = view.analyses
     assert analysis.phase == "Failed" and "success-rate" in analysis.reason
@@ -182,8 +193,8 @@ async def test_a_latency_regression_is_caught(
     """+50% p99: the stable's p99 is about 130 ms, so the canary's requests each get 65 ms more."""
     service = lab.add_service()
     lab.set_fault(service, "v2", Fault(added_latency_ms=65))
-    steps = judged_plan(judge, count=5)
-    view = await (await start(client, ops_settings, rollout_input(service, steps, judge=judge))).result()
+    steps = judged_plan(judge, count=5, inconclusive=2)
+    view = await finished(await start(client, ops_settings, rollout_input(service, steps, judge=judge)))
     assert view.phase == ROLLED_BACK, view.message
     assert "latency-p99" in view.analyses[-1].reason
 
@@ -196,9 +207,9 @@ async def test_traffic_routers_carry_the_split(
     """Through a VirtualService's or an HTTPRoute's weights (the workload follows them), a faulty
     release is measured and rolled back; the route ends with all traffic on the stable."""
     service = lab.add_service()
-    lab.set_fault(service, "v2", Fault(error_share=0.05))
+    lab.set_fault(service, "v2", Fault(error_share=0.2))
     steps = fast_plan(count=5, templates=("success-rate",))
-    view = await (await start(client, ops_settings, rollout_input(service, steps, router=router))).result()
+    view = await finished(await start(client, ops_settings, rollout_input(service, steps, router=router)))
     assert view.phase == ROLLED_BACK, view.message
     assert view.weights is not None and view.weights.router == router and view.weights.canary_percent == 0
     assert _replicas(lab, service) == 4 and _replicas(lab, f"{service}-canary") == 0
@@ -224,7 +235,7 @@ async def test_abort_mid_flight_rolls_back_and_a_second_start_is_refused(
         await handle.execute_update(CanaryRolloutWorkflow.resume, Actor("sre@example.com"))
     assert "not paused" in str(refused.value.cause)
     await handle.execute_update(CanaryRolloutWorkflow.abort, Actor("sre@example.com", "bad dashboards"))
-    view = await handle.result()
+    view = await finished(handle)
     assert view.phase == ROLLED_BACK
     assert view.message == "aborted by sre@example.com: bad dashboards"
     assert _replicas(lab, service) == 4 and _replicas(lab, f"{service}-canary") == 0
@@ -247,7 +258,7 @@ async def test_promote_pause_and_resume_mid_flight(
     assert view.phase == PAUSED and view.paused_by == "sre"
     await handle.execute_update(CanaryRolloutWorkflow.resume, Actor("sre"))
     await handle.execute_update(CanaryRolloutWorkflow.promote, PromoteRequest("sre", full=True))
-    view = await handle.result()
+    view = await finished(handle)
     assert view.phase == SUCCEEDED and _version(lab, service) == "v2"
     kinds = [e.kind for e in view.history]
     assert kinds.index("pause") < kinds.index("resume") < len(kinds) - 1
@@ -266,7 +277,7 @@ async def test_a_frozen_canary_keeps_its_pods_but_no_traffic(
     )
     await until(handle, lambda v: v.awaiting_decision)
     await handle.execute_update(CanaryRolloutWorkflow.abort, Actor("sre"))
-    view = await handle.result()
+    view = await finished(handle)
     assert view.phase == FROZEN and _replicas(lab, f"{service}-canary") == 1
 
 
@@ -278,7 +289,7 @@ async def test_a_missing_deployment_fails_the_start_clearly(
     with pytest.raises(WorkflowUpdateFailedError) as caught:
         await handle.execute_update(CanaryRolloutWorkflow.accepted)
     assert "lab/no-such-service not found" in str(caught.value.cause)
-    view = await handle.result()
+    view = await finished(handle)
     assert view.phase == "Failed"
 
 
@@ -323,7 +334,7 @@ async def test_a_worker_killed_mid_rollout_resumes(
         first.wait()
         second = spawn()
         try:
-            view = await asyncio.wait_for(handle.result(), 120)
+            view = await finished(handle)
         finally:
             second.terminate()
             second.wait(30)
@@ -413,7 +424,7 @@ async def _model_rollout(client: Client, settings: Settings) -> RolloutView:
         "chat", _model_steps(), version="v2", target="model", namespace="models", image="", min_window_s=3.0
     )
     handle = await start(client, settings, request)
-    return await asyncio.wait_for(handle.result(), 90)
+    return await finished(handle)
 
 
 async def _split(settings: Settings) -> tuple[int, bool]:
@@ -422,6 +433,7 @@ async def _split(settings: Settings) -> tuple[int, bool]:
         async with make_sessionmaker(engine)() as session:
             row = await crud.get_model_canary(session, model="chat")
             assert row is not None
+            assert row.rollout_id == "rollout/models/chat"  # who set the weight
             return row.weight, row.promoted
     finally:
         await engine.dispose()
