@@ -263,17 +263,21 @@ def _reject(type_: str, message: str) -> ApplicationError:
     return ApplicationError(message, type=type_, non_retryable=True)
 
 
-def _cause(err: BaseException) -> str:
-    """The message of the error at the bottom of an activity failure."""
+def _root(err: BaseException) -> BaseException:
+    """The error at the bottom of an activity failure (the activity's own)."""
     while err.__cause__ is not None:
         err = err.__cause__
-    return str(err) or type(err).__name__
+    return err
+
+
+def _cause(err: BaseException) -> str:
+    root = _root(err)
+    return str(root) or type(root).__name__
 
 
 def _cause_type(err: BaseException) -> str:
-    while err.__cause__ is not None:
-        err = err.__cause__
-    return (err.type if isinstance(err, ApplicationError) else None) or "Unavailable"
+    root = _root(err)
+    return (root.type if isinstance(root, ApplicationError) else None) or "Unavailable"
 
 
 def _window(seconds: float, minimum: float) -> str:
@@ -345,7 +349,7 @@ class CanaryRolloutWorkflow:
         the policy names this canary version and start it at 0%."""
         request = self._in
         if request.target == "model":
-            split = await self._models(
+            split: ModelSplit = await self._kube(
                 ModelActivities.prepare, ModelCanaryInput(request.service, request.version, self._view.id)
             )
             self._view.stable_version = split.stable_version
@@ -476,7 +480,7 @@ class CanaryRolloutWorkflow:
                 self._view.weights = await self._model_weights(
                     ModelActivities.rollback,
                     ModelCanaryInput(request.service, request.version, self._view.id),
-                    rollback=True,
+                    _options.KUBERNETES_ROLLBACK,
                 )
             else:
                 self._view.weights = await self._kube(
@@ -538,24 +542,16 @@ class CanaryRolloutWorkflow:
         }
 
     async def _kube(
-        self, method: Callable[[Any, Any], T], arg: Any, options: dict[str, Any] | None = None
-    ) -> T:
-        result: T = await workflow.execute_activity_method(method, arg, **(options or _options.KUBERNETES))
-        return result
-
-    async def _models(
-        self, method: Callable[[Any, Any], Any], arg: Any, rollback: bool = False
-    ) -> ModelSplit:
-        split: ModelSplit = await self._kube(
-            method, arg, _options.KUBERNETES_ROLLBACK if rollback else _options.KUBERNETES
-        )
-        return split
+        self, method: Callable[[Any, Any], Any], arg: Any, options: dict[str, Any] | None = None
+    ) -> Any:
+        """An activity that changes the target (Kubernetes, or a model's weight), retried as they are."""
+        return await workflow.execute_activity_method(method, arg, **(options or _options.KUBERNETES))
 
     async def _model_weights(
-        self, method: Callable[[Any, Any], Any], arg: Any, rollback: bool = False
+        self, method: Callable[[Any, Any], Any], arg: Any, options: dict[str, Any] | None = None
     ) -> WeightState:
         """A model's split (the gateway's weight), shown in the shape of a Deployment's."""
-        split = await self._models(method, arg, rollback)
+        split: ModelSplit = await self._kube(method, arg, options)
         return WeightState(
             router="gateway",
             stable_percent=100.0 - split.canary_percent,
@@ -600,13 +596,8 @@ class CanaryRolloutWorkflow:
         running = [n for n, ms in taken.items() if judge_run(ms, step.limits, step.count).phase == "Running"]
         window = _window(step.interval_s, self._in.min_window_s)
         templates = [self._in.templates[name] for name in running]
-        queries = [self._query(t.query, self._in.version, window) for t in templates]
-        guards = [self._query(t.guard.query, self._in.version, window) for t in templates if t.guard]
-        results = await asyncio.gather(*(self._read(query) for query in [*queries, *guards]))
-        counts = iter(results[len(queries) :])
-        for template, result in zip(templates, results, strict=False):
-            traffic = next(counts).value if template.guard else None
-            measurement = guarded_measure(template, result.value, result.error, traffic)
+        measurements = await asyncio.gather(*(self._reading(t, window) for t in templates))
+        for template, measurement in zip(templates, measurements, strict=True):
             taken[template.name].append(measurement)
             view.measurements.append(
                 MeasurementView(
@@ -617,6 +608,16 @@ class CanaryRolloutWorkflow:
                     workflow.now(),
                 )
             )
+
+    async def _reading(self, template: MetricTemplate, window: str) -> Measurement:
+        """One reading of a template for the canary, with its traffic guard's count when it has one."""
+        reading = self._read(self._query(template.query, self._in.version, window))
+        if template.guard is None:
+            result = await reading
+            return guarded_measure(template, result.value, result.error)
+        count = self._read(self._query(template.guard.query, self._in.version, window))
+        result, traffic = await asyncio.gather(reading, count)
+        return guarded_measure(template, result.value, result.error, traffic.value)
 
     async def _judge_statistically(
         self, step: Analyze, view: AnalysisView, taken: dict[str, list[Measurement]]
