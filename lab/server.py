@@ -40,23 +40,28 @@ class LabOptions:
     demo: bool = True
 
 
-def demo_objects(version: str = "v1", replicas: int = 4) -> tuple[dict, dict, dict]:  # type: ignore[type-arg]
-    """The demo service: a namespace, a Service and its stable Deployment."""
-    labels = {NAME_LABEL: DEMO_SERVICE, SIMULATED_LABEL: "true"}
-    namespace = {"metadata": {"name": DEMO_NAMESPACE, "labels": {SIMULATED_LABEL: "true"}}}
+def demo_objects(
+    version: str = "v1",
+    replicas: int = 4,
+    name: str = DEMO_SERVICE,
+    namespace_name: str = DEMO_NAMESPACE,
+) -> tuple[dict, dict, dict]:  # type: ignore[type-arg]
+    """A lab service (the demo's by default): its namespace, a Service and its stable Deployment."""
+    labels = {NAME_LABEL: name, SIMULATED_LABEL: "true"}
+    namespace = {"metadata": {"name": namespace_name, "labels": {SIMULATED_LABEL: "true"}}}
     service = {
-        "metadata": {"name": DEMO_SERVICE, "namespace": DEMO_NAMESPACE, "labels": labels},
-        "spec": {"selector": {NAME_LABEL: DEMO_SERVICE}, "ports": [{"port": 80, "targetPort": 8080}]},
+        "metadata": {"name": name, "namespace": namespace_name, "labels": labels},
+        "spec": {"selector": {NAME_LABEL: name}, "ports": [{"port": 80, "targetPort": 8080}]},
     }
     pod_labels = {**labels, VERSION_LABEL: version}
     deployment = {
-        "metadata": {"name": DEMO_SERVICE, "namespace": DEMO_NAMESPACE, "labels": pod_labels},
+        "metadata": {"name": name, "namespace": namespace_name, "labels": pod_labels},
         "spec": {
             "replicas": replicas,
-            "selector": {"matchLabels": {NAME_LABEL: DEMO_SERVICE, VERSION_LABEL: version}},
+            "selector": {"matchLabels": {NAME_LABEL: name, VERSION_LABEL: version}},
             "template": {
                 "metadata": {"labels": pod_labels},
-                "spec": {"containers": [{"name": "app", "image": f"lab.local/{DEMO_SERVICE}:{version}"}]},
+                "spec": {"containers": [{"name": "app", "image": f"lab.local/{name}:{version}"}]},
             },
         },
     }

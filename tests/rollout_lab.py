@@ -11,9 +11,8 @@ from typing import Any
 
 from prometheus_client import start_http_server
 
-from lab.kube import SIMULATED_LABEL
 from lab.prometheus import SIMULATED, ScrapeTarget, start_prometheus, stop_prometheus, wait_ready
-from lab.server import NAME_LABEL, Lab, LabOptions
+from lab.server import Lab, LabOptions, demo_objects
 from lab.traces import Constant
 from lab.workload import Fault, ServiceSpec
 from policies.canary import Analyze, Pause, SetWeight, Step
@@ -102,26 +101,10 @@ class RolloutLab:
     def add_service(self, replicas: int = 4, version: str = "v1") -> str:
         """A new service with its stable Deployment at `version`, under REQUESTS_PER_S of traffic."""
         name = f"shop-{next(_names)}"
-        labels = {NAME_LABEL: name, SIMULATED_LABEL: "true"}
+        namespace, service, deployment = demo_objects(version, replicas, name, NAMESPACE)
         api = self.lab.kube.api
         if api.get_object("v1/namespaces", None, NAMESPACE) is None:
-            api.create_object("v1/namespaces", {"metadata": {"name": NAMESPACE}}, None)
-        service = {
-            "metadata": {"name": name, "namespace": NAMESPACE, "labels": labels},
-            "spec": {"selector": {NAME_LABEL: name}, "ports": [{"port": 80}]},
-        }
-        pod_labels = {**labels, VERSION_LABEL: version}
-        deployment = {
-            "metadata": {"name": name, "namespace": NAMESPACE, "labels": pod_labels},
-            "spec": {
-                "replicas": replicas,
-                "selector": {"matchLabels": {NAME_LABEL: name, VERSION_LABEL: version}},
-                "template": {
-                    "metadata": {"labels": pod_labels},
-                    "spec": {"containers": [{"name": "app", "image": f"lab.local/{name}:{version}"}]},
-                },
-            },
-        }
+            api.create_object("v1/namespaces", namespace, None)
         api.create_object("v1/services", service, NAMESPACE)
         api.create_object("apps/v1/deployments", deployment, NAMESPACE)
         assert self.lab.workload is not None
