@@ -228,6 +228,26 @@ class ModelWeights:
             self._reading = None
 
 
+def _result(
+    route: ModelRoute,
+    messages: list[ChatMessage],
+    content: str,
+    finish_reason: str,
+    usage: dict[str, Any],
+    latency_ms: float,
+) -> ChatCompletionResult:
+    """A whole reply; token counts are the endpoint's when it reported them, else lcp's estimates."""
+    return ChatCompletionResult(
+        content=content,
+        model=route.name,
+        finish_reason=finish_reason,
+        prompt_tokens=int(usage.get("prompt_tokens") or estimate_prompt_tokens(messages)),
+        completion_tokens=int(usage.get("completion_tokens") or estimate_tokens(content)),
+        latency_ms=latency_ms,
+        version=route.version,
+    )
+
+
 class Gateway:
     def __init__(
         self,
@@ -333,14 +353,8 @@ class Gateway:
                 choice = data["choices"][0]
                 content = choice["message"]["content"] or ""
                 usage = data.get("usage") or {}
-                result = ChatCompletionResult(
-                    content=content,
-                    model=route.name,
-                    finish_reason=choice.get("finish_reason") or "stop",
-                    prompt_tokens=int(usage.get("prompt_tokens") or estimate_prompt_tokens(messages)),
-                    completion_tokens=int(usage.get("completion_tokens") or estimate_tokens(content)),
-                    latency_ms=latency_ms,
-                    version=route.version,
+                result = _result(
+                    route, messages, content, choice.get("finish_reason") or "stop", usage, latency_ms
                 )
             except (ValueError, KeyError, IndexError, TypeError) as err:
                 raise self._malformed(route, err) from err
@@ -385,15 +399,8 @@ class Gateway:
             finally:
                 await response.aclose()
             content = "".join(parts)
-            result = ChatCompletionResult(
-                content=content,
-                model=route.name,
-                finish_reason=finish_reason,
-                prompt_tokens=int(usage.get("prompt_tokens") or estimate_prompt_tokens(messages)),
-                completion_tokens=int(usage.get("completion_tokens") or estimate_tokens(content)),
-                latency_ms=(time.perf_counter() - started) * 1000,
-                version=route.version,
-            )
+            latency_ms = (time.perf_counter() - started) * 1000
+            result = _result(route, messages, content, finish_reason, usage, latency_ms)
             # Counted now: a consumer may well never resume the generator after the last item.
             _measure(route, "ok", started)
             outcome = None
