@@ -23,6 +23,8 @@ from urllib3.util.retry import Retry
 
 from policies.canary import DEFAULT_TEMPLATES_FILE, MetricTemplate, parse_templates
 
+MAX_POINTS_PER_QUERY = 11_000  # Prometheus refuses a range query with more points per series
+
 
 class PromQLError(Exception):
     """A PromQL query gave no usable answer."""
@@ -108,23 +110,34 @@ class PromQL:
         return samples[0].value
 
     def range(self, query: str, start: float, end: float, step_s: float) -> list[Series]:
-        """Evaluate `query` every `step_s` from `start` to `end` (unix seconds, whole seconds sent)."""
-        result = self._call(
+        """Evaluate `query` every `step_s` from `start` to `end` (unix seconds, whole seconds sent). A long
+        range is asked for in pieces: Prometheus answers at most 11,000 points per series and query."""
+        found: dict[tuple[tuple[str, str], ...], Series] = {}
+        piece_s = step_s * (MAX_POINTS_PER_QUERY - 1)
+        piece_start = start
+        while piece_start <= end:
+            piece_end = min(piece_start + piece_s, end)
+            for item in self._range(query, piece_start, piece_end, step_s):
+                key = tuple(sorted(item["metric"].items()))
+                series = found.setdefault(key, Series(dict(item["metric"]), [], []))
+                for t, v in item["values"]:
+                    if series.timestamps and float(t) <= series.timestamps[-1]:
+                        continue  # the pieces share their boundary point
+                    series.timestamps.append(float(t))
+                    series.values.append(float(v))
+            piece_start = piece_end + step_s
+        if not found:
+            raise NoData(f"{query!r} matched no series between {start:.0f} and {end:.0f}")
+        return list(found.values())
+
+    def _range(self, query: str, start: float, end: float, step_s: float) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._call(
             query,
             lambda: self.client.custom_query_range(
                 query, datetime.fromtimestamp(start, UTC), datetime.fromtimestamp(end, UTC), step=str(step_s)
             ),
         )
-        if not result:
-            raise NoData(f"{query!r} matched no series between {start:.0f} and {end:.0f}")
-        return [
-            Series(
-                labels=dict(item["metric"]),
-                timestamps=[float(t) for t, _ in item["values"]],
-                values=[float(v) for _, v in item["values"]],
-            )
-            for item in result
-        ]
+        return result or []
 
     def _instant(self, query: str, at: float) -> list[Sample]:
         result = self._call(query, lambda: self.client.custom_query(query, params={"time": f"{at:.3f}"}))
@@ -182,6 +195,7 @@ class MeasureInput:
 class MeasureResult:
     value: float | None
     error: str | None = None  # why there is no value (no data, NaN, a bad query)
+    error_type: str | None = None  # the PromQLError subclass's name: NoData, NotANumber, BadQuery, ...
 
 
 def load_templates(path: Path | None = None) -> dict[str, MetricTemplate]:
@@ -226,7 +240,7 @@ class PrometheusActivities:
         except PrometheusUnavailable:
             raise
         except PromQLError as err:
-            return MeasureResult(None, str(err))
+            return MeasureResult(None, str(err), type(err).__name__)
 
     @activity.defn(name="prometheus.samples")
     def samples(self, request: SamplesInput) -> SamplesResult:

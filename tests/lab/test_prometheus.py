@@ -200,6 +200,15 @@ def test_rate_and_range_queries(promql: PromQL) -> None:
 
     eventually(history)
 
+    # More points than Prometheus answers in one query (11,000): asked for in pieces, joined seamlessly.
+    [first] = promql.range("lcp_test_scrapes_total", time.time() - 60, time.time(), step_s=1)
+    time.sleep(max(0.0, first.timestamps[0] + 13 - time.time()))  # 12 s of history at least
+    now = time.time()
+    [series] = promql.range("lcp_test_scrapes_total", now - 12, now, step_s=0.001)
+    assert len(series.timestamps) > 11_000
+    steps = [b - a for a, b in zip(series.timestamps, series.timestamps[1:], strict=False)]
+    assert min(steps) > 0 and max(steps) < 0.0015
+
 
 def test_external_label_names_the_lab(prometheus: str) -> None:
     response = httpx.get(f"{prometheus}/api/v1/status/config")

@@ -1,0 +1,597 @@
+"""Demand forecasting for predictive scaling: a scikit-learn tree ensemble over a request-rate series, and
+the Temporal activity that reads the series from Prometheus and keeps one fitted model per service."""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
+
+import numpy as np
+import sklearn
+from sklearn.ensemble import ExtraTreesRegressor
+from temporalio import activity
+
+from activities.prometheus import BadQuery, NoData, PrometheusUnavailable, PromQL, PromQLError, Series
+
+Points = Sequence[float] | np.ndarray  # a series' timestamps or values
+
+
+class NotEnoughHistory(ValueError):
+    """The series is too short to train and check a forecaster on."""
+
+
+@dataclass(frozen=True)
+class ForecastSettings:
+    """How the forecaster reads a series and what it plans on. Steps are points of the series."""
+
+    step_s: float = 60.0
+    horizon_steps: int = 30
+    lead_steps: int = 3  # the need is planned on the peak over the next lead_steps
+    season_s: tuple[float, ...] = (86400.0, 604800.0)  # one longer than half the history is ignored
+    lags: tuple[int, ...] = (1, 2, 3, 5, 10, 20, 30, 60)
+    windows: tuple[int, ...] = (5, 15, 60)  # rolling means, in steps
+    level_steps: int = 3  # "the current level": the mean of the newest points
+    n_estimators: int = 100
+    min_samples_leaf: int = 5
+    peak_min_samples_leaf: int = 5  # the lead-peak model's leaves hold the samples its quantiles come from
+    max_train_samples: int = 8000  # older samples are thinned out (neighbouring steps say much the same)
+    min_history_steps: int = 240
+    holdout_steps: int = 1440
+    planning_quantile: float = 0.8
+    seed: int = 0
+
+    def problem(self) -> str | None:
+        """What is wrong with these settings, or None."""
+        if not (math.isfinite(self.step_s) and self.step_s > 0):
+            return f"step_s must be > 0, got {self.step_s}"
+        if self.horizon_steps < 1 or not 1 <= self.lead_steps <= self.horizon_steps:
+            return f"need 1 <= lead_steps ({self.lead_steps}) <= horizon_steps ({self.horizon_steps})"
+        if any(not (math.isfinite(s) and s > 0) for s in self.season_s):
+            return f"seasons must be > 0 seconds, got {list(self.season_s)}"
+        if not self.lags or min(self.lags) < 1 or (self.windows and min(self.windows) < 2):
+            return "lags must be >= 1 step and windows >= 2 steps"
+        if self.level_steps < 1 or self.n_estimators < 2 or self.min_samples_leaf < 1:
+            return "level_steps >= 1, n_estimators >= 2 and min_samples_leaf >= 1 are required"
+        if self.max_train_samples < 100 or self.holdout_steps < 1:
+            return "max_train_samples must be >= 100 and holdout_steps >= 1"
+        if not 0 < self.planning_quantile < 1:
+            return f"planning_quantile must be in (0, 1), got {self.planning_quantile}"
+        return None
+
+    @property
+    def lookback_steps(self) -> int:
+        """Points a sample needs before its own, not counting seasons."""
+        return max(max(self.lags), max(self.windows, default=1), self.level_steps)
+
+
+@dataclass(frozen=True)
+class ModelProvenance:
+    """Where a fitted model came from and how well it forecast data it had not seen (JSON-friendly)."""
+
+    model: str
+    features: list[str]
+    sklearn_version: str
+    seed: int
+    trained_at: float
+    train_start_ts: float
+    train_end_ts: float
+    samples: int
+    seasons_s: list[float]  # the seasons used (those short enough for the history)
+    step_s: float
+    horizon_steps: int
+    lead_steps: int
+    planning_quantile: float
+    holdout_steps: int
+    # Of the lead-peak forecast (its ensemble mean) on the held-out newest points: sum |error| / sum actual.
+    holdout_error: float
+    holdout_naive_error: float  # the same for "no change" (the current level), for comparison
+    holdout_coverage: float  # share of held-out lead peaks at or below the planned (quantile) peak
+    confidence: float  # max(0, 1 - holdout_error)
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Forecast:
+    """Requests per second for each step after the newest point, and the peak to plan on."""
+
+    start_ts: float  # the first step's time
+    step_s: float
+    mean: tuple[float, ...]
+    low: tuple[float, ...]  # p10 of the ensemble's trees
+    high: tuple[float, ...]  # p90
+    peak_rps: float  # max over the lead of the planning quantile
+    confidence: float  # in [0, 1], from the model's held-out error
+
+
+@dataclass(frozen=True)
+class _Grid:
+    """A series on a regular grid, gaps and NaN points filled in."""
+
+    timestamps: np.ndarray
+    values: np.ndarray
+
+
+def regular(timestamps: Points, values: Points, step_s: float) -> _Grid:
+    """The points on a grid of `step_s` from the first timestamp. A missing or NaN point takes the value
+    of the point before it (the first known value at the very start): a fill that never looks ahead, so
+    a point's features use nothing later than it, here and in a replay alike."""
+    ts = np.asarray(timestamps, dtype=float)
+    ys = np.asarray(values, dtype=float)
+    if ts.shape != ys.shape or ts.ndim != 1:
+        raise ValueError("timestamps and values must be two lists of the same length")
+    timed = np.isfinite(ts)
+    ts, ys = ts[timed], ys[timed]
+    if not np.isfinite(ys).any():
+        raise NotEnoughHistory("the series has no numeric points")
+    order = np.argsort(ts, kind="stable")
+    ts, ys = ts[order], np.maximum(ys[order], 0.0)
+    index = np.rint((ts - ts[0]) / step_s).astype(int)
+    filled = np.full(index[-1] + 1, np.nan)
+    filled[index] = ys  # two points in one slot: the later wins
+    known = np.isfinite(filled)
+    last_known = np.maximum.accumulate(np.where(known, np.arange(filled.size), -1))
+    last_known[last_known < 0] = np.argmax(known)
+    return _Grid(ts[0] + step_s * np.arange(filled.size), filled[last_known])
+
+
+def _rolling_mean(ys: np.ndarray, window: int) -> np.ndarray:
+    """Mean of ys[t-window+1 .. t] (fewer at the start): uses nothing after t."""
+    sums = np.cumsum(np.r_[0.0, ys])
+    ends = np.arange(1, ys.size + 1)
+    starts = np.maximum(ends - window, 0)
+    means: np.ndarray = (sums[ends] - sums[starts]) / (ends - starts)
+    return means
+
+
+def _shift(xs: np.ndarray, by: int) -> np.ndarray:
+    """xs[t - by] at t (by > 0 looks back), edge-padded; by < 0 would look ahead and is never asked for."""
+    assert by >= 0, "features must not look ahead"
+    return np.r_[np.full(by, xs[0]), xs[: xs.size - by]] if by else xs
+
+
+@dataclass
+class _Features:
+    """Features of every point of a grid (row t uses only points up to t), and the level they are
+    relative to."""
+
+    names: list[str]
+    matrix: np.ndarray  # (points, features)
+    level: np.ndarray  # log1p of the level at each point
+    first_row: int  # the first point with its full lookback
+
+
+def _season_points(settings: ForecastSettings) -> list[int]:
+    points = {*range(1, settings.lead_steps + 1), settings.horizon_steps}
+    points |= {round(p) for p in np.linspace(1, settings.horizon_steps, 6)}
+    return sorted(points)
+
+
+def _features(grid: _Grid, seasons: Sequence[int], settings: ForecastSettings) -> _Features:
+    logs = np.log1p(grid.values)
+    level = np.log1p(_rolling_mean(grid.values, settings.level_steps))
+    names: list[str] = []
+    columns: list[np.ndarray] = []
+
+    def add(name: str, column: np.ndarray) -> None:
+        names.append(name)
+        columns.append(column)
+
+    for lag in settings.lags:
+        add(f"lag_{lag}", _shift(logs, lag) - level)
+    for window in settings.windows:
+        add(f"mean_{window}", np.log1p(_rolling_mean(grid.values, window)) - level)
+    add("level_vs_mean_1440", level - np.log1p(_rolling_mean(grid.values, 1440)))
+    for season in seasons:
+        tag = f"season_{season * settings.step_s:g}s"
+        phase = 2 * np.pi * (grid.timestamps % (season * settings.step_s)) / (season * settings.step_s)
+        add(f"{tag}_sin", np.sin(phase))
+        add(f"{tag}_cos", np.cos(phase))
+        then_level = _shift(level, season)
+        # What happened one season ago over the steps to come, relative to the level then and to now.
+        for h in _season_points(settings):
+            add(f"{tag}_change_{h}", _shift(logs, season - h) - then_level)
+        ahead = np.max([_shift(logs, season - h) for h in range(1, settings.lead_steps + 1)], axis=0)
+        add(f"{tag}_lead_peak", ahead - then_level)
+        add(f"{tag}_level_vs_now", then_level - level)
+    first_row = max([settings.lookback_steps, *seasons])
+    return _Features(names, np.column_stack(columns), level, first_row)
+
+
+def _targets(logs: np.ndarray, level: np.ndarray, rows: np.ndarray, horizon: int) -> np.ndarray:
+    return np.column_stack([logs[rows + h] - level[rows] for h in range(1, horizon + 1)])
+
+
+class Forecaster:
+    """Forecasts a request-rate series `horizon_steps` ahead with extremely randomised trees.
+
+    Trees cannot forecast above the values they were trained on, so every target and most features are
+    relative to the current level (log1p of rates, minus log1p of the level), and a forecast is that level
+    times the predicted change. Features: recent lags and rolling means, each usable season's phase (a
+    week's gives the day of the week), and what happened one season ago over the steps ahead.
+
+    One ensemble forecasts every step of the horizon (mean, and p10/p90 of its trees). A second one learns
+    the peak over the lead directly, and the peak planned on is a quantile of the training peaks that share
+    its leaves (Meinshausen's quantile regression forest): headroom where the past says jumps come, none
+    where it says the rate holds. The spread of trees' means, the alternative, was too narrow. Deterministic
+    for a given seed.
+    """
+
+    def __init__(
+        self, settings: ForecastSettings | None = None, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.settings = settings or ForecastSettings()
+        self._clock = clock
+        if problem := self.settings.problem():
+            raise ValueError(problem)
+        self.provenance: ModelProvenance | None = None
+        self._models: _Models | None = None
+        self._seasons: list[int] = []
+
+    def minimum_history_steps(self) -> int:
+        """Points needed at least before fit: the lookback, a horizon to learn from, and a holdout."""
+        s = self.settings
+        return max(s.min_history_steps, s.lookback_steps + s.horizon_steps + s.lead_steps + 70)
+
+    def usable_seasons(self, points: int) -> list[int]:
+        """Seasons (in steps) no longer than half the history and no shorter than the horizon."""
+        steps = sorted({round(s / self.settings.step_s) for s in self.settings.season_s})
+        return [s for s in steps if self.settings.horizon_steps <= s <= points // 2]
+
+    def fit(self, timestamps: Points, values: Points) -> ModelProvenance:
+        """Check the model on the newest points (fit without them, forecast them: the confidence is
+        1 - that error), then fit on all."""
+        s = self.settings
+        grid = regular(timestamps, values, s.step_s)
+        n = grid.values.size
+        if n < self.minimum_history_steps():
+            raise NotEnoughHistory(
+                f"forecasting needs at least {self.minimum_history_steps()} points at {s.step_s:g} s "
+                f"({self.minimum_history_steps() * s.step_s / 3600:.1f} h), got {n}"
+            )
+        seasons = self.usable_seasons(n)
+        features = _features(grid, seasons, s)
+        logs = np.log1p(grid.values)
+        holdout = min(s.holdout_steps, max(s.lead_steps + 10, n // 4))
+        split = n - holdout
+        train_rows = self._train_rows(features.first_row, split, s)
+        if train_rows.size < 50:
+            raise NotEnoughHistory(
+                f"{n} points leave {train_rows.size} samples to learn from before the {holdout}-point "
+                f"holdout (seasons of {[x * s.step_s for x in seasons]} s need a season before the first)"
+            )
+        check = _Models.fit(features, logs, train_rows, s)
+        rows = np.arange(max(split, features.first_row), n - s.lead_steps)
+        mean_peak, planned = check.peaks(features, rows, s)
+        actual = np.max([grid.values[rows + h] for h in range(1, s.lead_steps + 1)], axis=0)
+        naive = np.expm1(features.level[rows])
+        # Errors weighed by demand (WAPE), not averaged per point: an idle minute's relative error is
+        # unbounded and would swamp the rest.
+        total = max(float(actual.sum()), 1e-9)
+        error = float(np.abs(mean_peak - actual).sum()) / total
+        naive_error = float(np.abs(naive - actual).sum()) / total
+        coverage = float(np.mean(actual <= planned + 1e-9))
+
+        all_rows = self._train_rows(features.first_row, n, s)
+        self._models, self._seasons = _Models.fit(features, logs, all_rows, s), seasons
+        self.provenance = ModelProvenance(
+            model=f"2 x ExtraTreesRegressor(n_estimators={s.n_estimators}, max_features=0.5) on log1p(rate) "
+            f"minus log1p(the {s.level_steps}-step mean): horizons 1..{s.horizon_steps} (min_samples_leaf="
+            f"{s.min_samples_leaf}) and the peak over 1..{s.lead_steps}, its quantile from the training "
+            f"peaks sharing its leaves (quantile regression forest, "
+            f"min_samples_leaf={s.peak_min_samples_leaf})",
+            features=features.names,
+            sklearn_version=sklearn.__version__,
+            seed=s.seed,
+            trained_at=self._clock(),
+            train_start_ts=float(grid.timestamps[0]),
+            train_end_ts=float(grid.timestamps[-1]),
+            samples=int(all_rows.size),
+            seasons_s=[x * s.step_s for x in seasons],
+            step_s=s.step_s,
+            horizon_steps=s.horizon_steps,
+            lead_steps=s.lead_steps,
+            planning_quantile=s.planning_quantile,
+            holdout_steps=int(rows.size),
+            holdout_error=round(error, 4),
+            holdout_naive_error=round(naive_error, 4),
+            holdout_coverage=round(coverage, 4),
+            confidence=round(max(0.0, 1.0 - error), 4),
+        )
+        return self.provenance
+
+    def predict(self, timestamps: Points, values: Points) -> Forecast:
+        """The forecast after the newest point."""
+        grid = regular(timestamps, values, self.settings.step_s)
+        return self._forecasts(grid, np.array([grid.values.size - 1]))[0]
+
+    def predict_at(self, timestamps: Points, values: Points, at: Sequence[int]) -> list[Forecast]:
+        """The forecasts made right after each point index in `at`, each from the points up to it only
+        (one batch: what a replay needs, many decisions at once). The series must be regular already."""
+        grid = regular(timestamps, values, self.settings.step_s)
+        if grid.values.size != len(values):
+            raise ValueError("predict_at needs a regular series without gaps (its indexes must hold)")
+        return self._forecasts(grid, np.asarray(at, dtype=int))
+
+    def _forecasts(self, grid: _Grid, rows: np.ndarray) -> list[Forecast]:
+        if self._models is None or self.provenance is None:
+            raise RuntimeError("fit the forecaster before asking it for a forecast")
+        s = self.settings
+        if grid.values.size < self.settings.lookback_steps + 1 + max(self._seasons, default=0):
+            raise NotEnoughHistory(f"a forecast needs a season and {s.lookback_steps} points of history")
+        features = _features(grid, self._seasons, s)
+        per_tree = _per_tree(self._models.paths, features.matrix[rows]) + features.level[rows, None]
+        mean = np.expm1(per_tree.mean(axis=0))
+        low, high = (np.expm1(np.quantile(per_tree, q, axis=0)) for q in (0.1, 0.9))
+        _, planned = self._models.peaks(features, rows, s)
+        confidence = self.provenance.confidence
+        return [
+            Forecast(
+                start_ts=float(grid.timestamps[row] + s.step_s),
+                step_s=s.step_s,
+                mean=tuple(np.maximum(mean[i], 0.0).round(6).tolist()),
+                low=tuple(np.maximum(low[i], 0.0).round(6).tolist()),
+                high=tuple(np.maximum(high[i], 0.0).round(6).tolist()),
+                peak_rps=max(0.0, float(planned[i])),
+                confidence=confidence,
+            )
+            for i, row in enumerate(rows)
+        ]
+
+    @staticmethod
+    def _train_rows(first: int, end: int, s: ForecastSettings) -> np.ndarray:
+        """Sample points before `end` whose horizon also lies before it, evenly thinned to the cap
+        (the newest kept)."""
+        rows = np.arange(first, end - s.horizon_steps)
+        if rows.size <= s.max_train_samples:
+            return rows
+        stride = math.ceil(rows.size / s.max_train_samples)
+        return rows[::-1][::stride][::-1]
+
+
+def _new_model(s: ForecastSettings, min_samples_leaf: int) -> ExtraTreesRegressor:
+    return ExtraTreesRegressor(
+        n_estimators=s.n_estimators,
+        min_samples_leaf=min_samples_leaf,
+        max_features=0.5,
+        random_state=s.seed,
+        n_jobs=1,
+    )
+
+
+@dataclass
+class _Models:
+    """Two ensembles on the same features: the paths over the horizon (mean, spread), and the peak over
+    the lead, whose quantile is planned on."""
+
+    paths: ExtraTreesRegressor
+    peak: ExtraTreesRegressor
+    peak_leaves: list[tuple[np.ndarray, np.ndarray]]  # per tree: training samples' leaves, targets
+
+    @classmethod
+    def fit(cls, features: _Features, logs: np.ndarray, rows: np.ndarray, s: ForecastSettings) -> _Models:
+        x = features.matrix[rows]
+        targets = _targets(logs, features.level, rows, s.horizon_steps)
+        paths = _new_model(s, s.min_samples_leaf).fit(x, targets)
+        peak_target = targets[:, : s.lead_steps].max(axis=1)
+        peak = _new_model(s, s.peak_min_samples_leaf).fit(x, peak_target)
+        leaves = []
+        for tree in peak.estimators_:
+            leaf = tree.apply(x)
+            order = np.argsort(leaf, kind="stable")
+            leaves.append((leaf[order], peak_target[order]))
+        return cls(paths, peak, leaves)
+
+    def peaks(
+        self, features: _Features, rows: np.ndarray, s: ForecastSettings
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The mean and the planning quantile of the lead peak (requests/s) after each row."""
+        x = features.matrix[rows]
+        level = features.level[rows]
+        per_tree = np.stack([tree.predict(x) for tree in self.peak.estimators_])
+        mean = np.expm1(per_tree.mean(axis=0) + level)
+        rows_of, values, weights = [], [], []
+        for tree, (leaf_of, target) in zip(self.peak.estimators_, self.peak_leaves, strict=True):
+            leaf = tree.apply(x)
+            starts = np.searchsorted(leaf_of, leaf, "left")
+            sizes = np.searchsorted(leaf_of, leaf, "right") - starts
+            firsts = np.repeat(np.cumsum(sizes) - sizes, sizes)
+            members = np.repeat(starts, sizes) + np.arange(int(sizes.sum())) - firsts
+            rows_of.append(np.repeat(np.arange(rows.size), sizes))
+            values.append(target[members])
+            weights.append(np.repeat(1.0 / sizes, sizes))
+        # Each row's weighted sample of training peaks (every tree's leaf weighs 1): its quantile.
+        row_of, value, weight = (np.concatenate(parts) for parts in (rows_of, values, weights))
+        order = np.lexsort((value, row_of))
+        row_of, value, cumulative = row_of[order], value[order], np.cumsum(weight[order])
+        group_starts = np.searchsorted(row_of, np.arange(rows.size), "left")
+        before = np.r_[0.0, cumulative][group_starts]
+        wanted = before + s.planning_quantile * len(self.peak.estimators_) - 1e-9
+        picked = np.minimum(np.searchsorted(cumulative, wanted, "left"), value.size - 1)
+        planned = value[picked]
+        return mean, np.expm1(planned + level)
+
+
+def _per_tree(model: ExtraTreesRegressor, matrix: np.ndarray) -> np.ndarray:
+    """Each tree's predictions: (trees, rows, horizons)."""
+    return np.stack([tree.predict(matrix).reshape(matrix.shape[0], -1) for tree in model.estimators_])
+
+
+# ---- the Temporal activity ---------------------------------------------------------------------------------
+
+MAX_POINTS_RETURNED = 60  # forecast points in a result (longer horizons are averaged into blocks)
+
+
+@dataclass
+class ForecastInput:
+    """One forecast of one service's request rate. Times in seconds."""
+
+    key: str  # the cached model's key, e.g. "scaling/lab/chat-api"
+    query: str  # PromQL answering one series of requests/s
+    step_s: float = 60.0
+    lookback_s: float = 14 * 86400.0
+    horizon_s: float = 1800.0
+    lead_s: float = 180.0  # the need is planned on the peak over this long (start-up + one interval)
+    season_s: list[float] = field(default_factory=lambda: [86400.0, 604800.0])
+    refresh_s: float = 3600.0  # retrain when the cached model is older than this
+    max_age_s: float = 300.0  # a newest point older than this is stale
+    planning_quantile: float = 0.8
+
+
+@dataclass
+class ForecastResult:
+    """status: ok | prometheus-down | no-data | stale | nan | bad-query | short-history."""
+
+    status: str
+    detail: str  # one sentence saying what happened
+    observed_rps: float | None = None  # the newest point (also set on short-history)
+    observed_at: float | None = None
+    peak_rps: float | None = None
+    confidence: float = 0.0
+    forecast: list[float] = field(default_factory=list)  # mean requests/s per step after observed_at
+    low: list[float] = field(default_factory=list)
+    high: list[float] = field(default_factory=list)
+    step_s: float = 60.0  # of the three lists above
+    provenance: dict[str, object] | None = None
+    trained: bool = False  # this call (re)trained the model
+
+
+@dataclass
+class _CachedModel:
+    settings: ForecastSettings
+    forecaster: Forecaster
+    trained_at: float
+
+
+def settings_for(request: ForecastInput) -> ForecastSettings:
+    """The forecaster's settings for an activity request. With a season of fewer steps than the longest lag
+    (a compressed day, as in the lab's tests), lags and rolling means stop at the season, and six seasons
+    of history are enough to start forecasting."""
+    horizon = max(1, math.ceil(request.horizon_s / request.step_s - 1e-9))
+    lead = min(horizon, max(1, math.ceil(request.lead_s / request.step_s - 1e-9)))
+    settings = ForecastSettings(
+        step_s=request.step_s,
+        horizon_steps=horizon,
+        lead_steps=lead,
+        season_s=tuple(request.season_s),
+        planning_quantile=request.planning_quantile,
+    )
+    seasons = [round(season / request.step_s) for season in request.season_s]
+    shortest = min((season for season in seasons if season >= horizon), default=settings.lookback_steps)
+    if shortest >= settings.lookback_steps:
+        return settings
+    return replace(
+        settings,
+        lags=tuple(lag for lag in settings.lags if lag <= shortest),
+        windows=tuple(window for window in settings.windows if window <= shortest),
+        min_history_steps=6 * shortest,
+    )
+
+
+def _blocks(values: tuple[float, ...], size: int, reduce: Callable[[list[float]], float]) -> list[float]:
+    return [round(reduce(list(values[i : i + size])), 6) for i in range(0, len(values), size)]
+
+
+class ForecastingActivities:
+    """Forecasts from Prometheus history, one fitted model per key kept in memory (per worker)."""
+
+    def __init__(self, promql: PromQL, clock: Callable[[], float] = time.time) -> None:
+        self._promql = promql
+        self._clock = clock
+        self._models: dict[str, _CachedModel] = {}
+        # Activities run on a thread pool: two calls for one key must not both fit; other keys go on.
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_lock = threading.Lock()
+
+    @activity.defn(name="forecasting.forecast")
+    def forecast(self, request: ForecastInput) -> ForecastResult:
+        """The peak demand to plan on over the lead time, and the forecast over the horizon. Data problems
+        come back as a status (the workflow then takes no forecast-driven action); they never raise."""
+        if not (math.isfinite(request.step_s) and request.step_s > 0):
+            return ForecastResult("bad-query", f"the forecast step must be > 0 s, got {request.step_s}")
+        settings = settings_for(request)
+        if problem := settings.problem():
+            return ForecastResult("bad-query", f"the forecast settings are invalid: {problem}")
+        now = self._clock()
+        try:
+            found = self._promql.range(request.query, now - request.lookback_s, now, request.step_s)
+        except PrometheusUnavailable as err:
+            return ForecastResult("prometheus-down", f"Prometheus is down: {err}")
+        except NoData as err:
+            return ForecastResult("no-data", f"no data: {err}")
+        except BadQuery as err:
+            return ForecastResult("bad-query", f"bad query: {err}")
+        except PromQLError as err:
+            return ForecastResult("bad-query", f"the query gave no usable answer: {err}")
+        if len(found) != 1:
+            labels = [s.labels for s in found[:3]]
+            return ForecastResult(
+                "bad-query",
+                f"{request.query!r} answered {len(found)} series, expected one (sum them?): {labels}",
+            )
+        series: Series = found[0]
+        if not series.timestamps:
+            return ForecastResult("no-data", f"{request.query!r} answered a series without points")
+        newest_at, newest = series.timestamps[-1], series.values[-1]
+        if now - newest_at > request.max_age_s:
+            return ForecastResult(
+                "stale",
+                f"the newest point of {request.query!r} is {now - newest_at:.0f} s old "
+                f"(more than {request.max_age_s:g} s)",
+                observed_at=newest_at,
+            )
+        if not math.isfinite(newest):
+            return ForecastResult(
+                "nan",
+                f"the newest point of {request.query!r} is {newest} (e.g. 0/0 with no traffic)",
+                observed_at=newest_at,
+            )
+        with self._key_lock(request.key):
+            try:
+                cached, trained = self._model(request, settings, series, now)
+                forecast = cached.forecaster.predict(series.timestamps, series.values)
+            except NotEnoughHistory as err:
+                return ForecastResult(
+                    "short-history", f"no forecast yet: {err}", observed_rps=newest, observed_at=newest_at
+                )
+        result = self._result(forecast, cached, trained)
+        result.observed_rps, result.observed_at = newest, newest_at
+        return result
+
+    def _key_lock(self, key: str) -> threading.Lock:
+        with self._locks_lock:
+            return self._locks.setdefault(key, threading.Lock())
+
+    def _model(
+        self, request: ForecastInput, settings: ForecastSettings, series: Series, now: float
+    ) -> tuple[_CachedModel, bool]:
+        cached = self._models.get(request.key)
+        if cached and cached.settings == settings and now - cached.trained_at < request.refresh_s:
+            return cached, False
+        forecaster = Forecaster(settings, clock=self._clock)
+        forecaster.fit(series.timestamps, series.values)
+        self._models[request.key] = cached = _CachedModel(settings, forecaster, now)
+        return cached, True
+
+    @staticmethod
+    def _result(forecast: Forecast, cached: _CachedModel, trained: bool) -> ForecastResult:
+        size = math.ceil(len(forecast.mean) / MAX_POINTS_RETURNED)
+        lead_s = cached.settings.lead_steps * cached.settings.step_s
+        provenance = cached.forecaster.provenance
+        return ForecastResult(
+            "ok",
+            f"planned peak {forecast.peak_rps:.2f} requests/s over the next {lead_s:g} s "
+            f"(confidence {forecast.confidence:.2f})",
+            peak_rps=forecast.peak_rps,
+            confidence=forecast.confidence,
+            forecast=_blocks(forecast.mean, size, lambda xs: sum(xs) / len(xs)),
+            low=_blocks(forecast.low, size, min),
+            high=_blocks(forecast.high, size, max),
+            step_s=forecast.step_s * size,
+            provenance=provenance.to_dict() if provenance else None,
+            trained=trained,
+        )

@@ -1,0 +1,249 @@
+"""The demand forecaster and its Temporal activity, on synthetic series in compressed time (1 s steps)."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from activities.forecasting import (
+    Forecaster,
+    ForecastingActivities,
+    ForecastInput,
+    ForecastSettings,
+    NotEnoughHistory,
+    regular,
+)
+from activities.prometheus import BadQuery, NoData, PrometheusUnavailable, Series
+
+SEASON = 30  # steps (seconds) per "day"
+BASE, BUSY = 10.0, 40.0
+RAMP = range(20, 27)  # the busy phases of each season
+SETTINGS = ForecastSettings(
+    step_s=1, horizon_steps=10, lead_steps=3, season_s=(SEASON,), n_estimators=50, seed=7
+)
+
+
+def daily(points: int, noise: float = 0.0, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A compressed daily pattern: BASE requests/s, BUSY during RAMP, optionally with lognormal noise."""
+    rng = np.random.default_rng(seed)
+    timestamps = np.arange(points, dtype=float)
+    values = np.where(np.isin(np.arange(points) % SEASON, RAMP), BUSY, BASE)
+    return timestamps, values * (rng.lognormal(0, noise, points) if noise else 1.0)
+
+
+def test_it_learns_the_daily_pattern_and_plans_for_the_ramp_before_it_comes() -> None:
+    timestamps, values = daily(1200)
+    forecaster = Forecaster(SETTINGS)
+    forecaster.fit(timestamps[:1000], values[:1000])
+
+    quiet = 1005  # phase 15: the ramp (phase 20) is 5 steps away, beyond the lead
+    before_ramp = 1008  # phase 18: the ramp comes within the lead, but nothing has risen yet
+    assert values[before_ramp] == BASE
+    far = forecaster.predict(timestamps[: quiet + 1], values[: quiet + 1])
+    near = forecaster.predict(timestamps[: before_ramp + 1], values[: before_ramp + 1])
+
+    assert far.peak_rps == pytest.approx(BASE, rel=0.1)
+    assert near.peak_rps == pytest.approx(BUSY, rel=0.1)
+    assert far.mean[4] == pytest.approx(BUSY, rel=0.15)  # the mean path already shows the ramp at +5
+    assert far.start_ts == timestamps[quiet] + 1 and len(far.mean) == SETTINGS.horizon_steps
+    assert all(lo <= mid <= hi for lo, mid, hi in zip(far.low, far.mean, far.high, strict=True))
+
+
+def test_confidence_is_high_on_a_clean_pattern_and_low_on_pure_noise() -> None:
+    timestamps, pattern = daily(1200, noise=0.05)
+    rng = np.random.default_rng(3)
+    noise = 10 * rng.lognormal(0, 1.0, 1200)
+
+    clean = Forecaster(SETTINGS).fit(timestamps, pattern)
+    noisy = Forecaster(SETTINGS).fit(timestamps, noise)
+
+    assert clean.confidence > 0.9
+    assert noisy.confidence < 0.5  # below ScalingBounds' default min_confidence: the forecast is ignored
+    assert noisy.holdout_error > 0.5 and clean.holdout_error < 0.1
+    assert clean.holdout_error < clean.holdout_naive_error  # the pattern beats "no change"
+
+
+def test_provenance_says_how_the_model_was_made_in_plain_json_values() -> None:
+    timestamps, values = daily(1200)
+    provenance = Forecaster(SETTINGS, clock=lambda: 1234.0).fit(timestamps, values).to_dict()
+
+    assert provenance["seasons_s"] == [30.0] and provenance["seed"] == 7
+    assert provenance["trained_at"] == 1234.0
+    assert (provenance["train_start_ts"], provenance["train_end_ts"]) == (0.0, 1199.0)
+    assert json.loads(json.dumps(provenance)) == provenance  # plain values only
+    assert "season_30s_sin" in str(provenance["features"])
+
+
+def test_a_season_longer_than_half_the_history_is_ignored() -> None:
+    timestamps, values = daily(1200)
+    settings = ForecastSettings(**{**SETTINGS.__dict__, "season_s": (SEASON, 900.0)})
+    assert Forecaster(settings).fit(timestamps, values).seasons_s == [30.0]
+
+
+def test_the_same_seed_gives_the_same_forecast() -> None:
+    timestamps, values = daily(1200, noise=0.2)
+    first, second = Forecaster(SETTINGS), Forecaster(SETTINGS)
+    first.fit(timestamps, values)
+    second.fit(timestamps, values)
+    assert first.predict(timestamps, values) == second.predict(timestamps, values)
+
+
+def test_too_short_a_history_raises_not_enough_history() -> None:
+    timestamps, values = daily(100)
+    with pytest.raises(NotEnoughHistory, match="needs at least 240 points"):
+        Forecaster(SETTINGS).fit(timestamps, values)
+
+
+def test_a_forecast_at_a_point_uses_nothing_after_it() -> None:
+    timestamps, values = daily(1200, noise=0.2)
+    forecaster = Forecaster(SETTINGS)
+    forecaster.fit(timestamps[:1000], values[:1000])
+    changed = values.copy()
+    changed[1051:] *= 5
+
+    batch = forecaster.predict_at(timestamps, values, [1020, 1050])
+    batch_changed = forecaster.predict_at(timestamps, changed, [1020, 1050])
+    alone = forecaster.predict(timestamps[:1051], values[:1051])
+
+    assert batch == batch_changed
+    assert batch[1] == alone
+
+
+def test_missing_and_nan_points_take_the_value_before_them() -> None:
+    grid = regular([0, 1, 2, 4, 5, 6], [math.nan, 1.0, math.nan, 3.0, 5.0, math.nan], step_s=1)
+    assert grid.timestamps.tolist() == [0, 1, 2, 3, 4, 5, 6]
+    assert grid.values.tolist() == [1.0, 1.0, 1.0, 1.0, 3.0, 5.0, 5.0]  # the first known one at the start
+
+
+# ---- the activity, with a fake Prometheus -----------------------------------------------------------------
+
+
+class FakePromQL:
+    """PromQL's range() over a fixed series, or raising what it is told to."""
+
+    def __init__(self, timestamps: np.ndarray, values: np.ndarray) -> None:
+        self.series = [Series({}, timestamps.tolist(), values.tolist())]
+        self.error: Exception | None = None
+        self.calls: list[tuple[str, float, float, float]] = []
+
+    def range(self, query: str, start: float, end: float, step_s: float) -> list[Series]:
+        self.calls.append((query, start, end, step_s))
+        if self.error:
+            raise self.error
+        return self.series
+
+
+class Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def request(**changes: object) -> ForecastInput:
+    fields: dict[str, object] = {
+        "key": "lab/chat-api",
+        "query": "sum(rate(http_requests_total[1m]))",
+        "step_s": 1.0,
+        "lookback_s": 1200.0,
+        "horizon_s": 10.0,
+        "lead_s": 3.0,
+        "season_s": [30.0],
+        "refresh_s": 100.0,
+        "max_age_s": 5.0,
+    }
+    return ForecastInput(**{**fields, **changes})  # type: ignore[arg-type]
+
+
+def activity_with(points: int = 1200) -> tuple[ForecastingActivities, FakePromQL, Clock]:
+    timestamps, values = daily(points)
+    promql = FakePromQL(timestamps, values)
+    clock = Clock(float(timestamps[-1]) + 1)
+    return ForecastingActivities(promql, clock), promql, clock  # type: ignore[arg-type]
+
+
+def test_the_activity_forecasts_from_the_range_query() -> None:
+    activities, promql, clock = activity_with()
+
+    result = activities.forecast(request())
+
+    assert result.status == "ok", result.detail
+    assert promql.calls == [("sum(rate(http_requests_total[1m]))", clock.now - 1200, clock.now, 1.0)]
+    assert (result.observed_rps, result.observed_at) == (BASE, 1199.0)
+    assert result.peak_rps == pytest.approx(BASE, rel=0.1) and result.confidence > 0.9
+    assert len(result.forecast) == len(result.low) == len(result.high) == 10 and result.step_s == 1.0
+    assert result.trained and result.provenance is not None and result.provenance["lead_steps"] == 3
+
+
+def test_a_long_horizon_comes_back_in_at_most_60_points() -> None:
+    activities, _, _ = activity_with()
+    result = activities.forecast(request(horizon_s=150.0, season_s=[]))
+    assert result.status == "ok", result.detail
+    assert len(result.forecast) == 50 and result.step_s == 3.0  # 150 steps in blocks of 3
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "words"),
+    [
+        (
+            PrometheusUnavailable("prometheus at http://prom:9090 is unavailable: refused"),
+            "prometheus-down",
+            "Prometheus is down: prometheus at http://prom:9090",
+        ),
+        (NoData("'q' matched no series"), "no-data", "matched no series"),
+        (BadQuery("prometheus rejected 'q(': parse error"), "bad-query", "parse error"),
+    ],
+)
+def test_query_errors_come_back_as_a_status(error: Exception, status: str, words: str) -> None:
+    activities, promql, _ = activity_with()
+    promql.error = error
+    result = activities.forecast(request())
+    assert (result.status, result.peak_rps, result.observed_rps) == (status, None, None)
+    assert words in result.detail
+
+
+def test_more_than_one_series_is_a_bad_query() -> None:
+    activities, promql, _ = activity_with()
+    promql.series = promql.series * 2
+    result = activities.forecast(request())
+    assert result.status == "bad-query" and "answered 2 series, expected one" in result.detail
+
+
+def test_a_stale_newest_point_is_stale() -> None:
+    activities, _, clock = activity_with()
+    clock.now += 60
+    result = activities.forecast(request())
+    assert result.status == "stale" and result.peak_rps is None
+    assert "61 s old (more than 5 s)" in result.detail
+
+
+def test_a_nan_newest_point_is_nan() -> None:
+    activities, promql, _ = activity_with()
+    promql.series[0].values[-1] = math.nan
+    result = activities.forecast(request())
+    assert result.status == "nan" and result.peak_rps is None
+
+
+def test_a_short_history_still_reports_what_it_observed() -> None:
+    activities, _, _ = activity_with(points=100)
+    result = activities.forecast(request())
+    assert result.status == "short-history" and result.peak_rps is None
+    assert result.observed_rps == BASE and "needs at least" in result.detail
+
+
+def test_the_model_is_cached_per_key_and_refit_when_old_or_asked_differently() -> None:
+    activities, _, clock = activity_with()
+    patient = {"max_age_s": 1000.0}  # the fake series doesn't move on with the clock
+
+    assert activities.forecast(request(**patient)).trained
+    clock.now += 50
+    again = activities.forecast(request(**patient))
+    assert again.status == "ok" and not again.trained
+    assert activities.forecast(request(key="lab/other", **patient)).trained  # its own model
+    assert activities.forecast(request(planning_quantile=0.9, **patient)).trained  # other settings: refit
+    clock.now += 101
+    refreshed = activities.forecast(request(planning_quantile=0.9, **patient))
+    assert refreshed.trained and refreshed.provenance is not None
+    assert refreshed.provenance["trained_at"] == clock.now
