@@ -38,6 +38,7 @@ class Ports:
     kube: int
     workload: int
     prometheus: int
+    ops_metrics: int = 8602
 
     def urls(self) -> dict[str, str]:
         base = f"http://{self.host}"
@@ -62,6 +63,7 @@ def check_ports_free(ports: Ports) -> None:
         ("lab Kubernetes API", ports.kube, "--kube-port"),
         ("lab workload", ports.workload, "--workload-port"),
         ("Prometheus", ports.prometheus, "--prometheus-port"),
+        ("ops worker metrics", ports.ops_metrics, "--ops-metrics-port"),
     ):
         with socket.socket() as sock:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -160,8 +162,9 @@ class Stack:
         self._wait_http("api", f"{urls['api']}/readyz")
         self._wait_http("lab", f"{urls['workload']}/healthz")
         self._wait_http("prometheus", f"{urls['prometheus']}/-/ready")
-        # Canary rollouts act on the lab through the kubeconfig it has written by now.
-        self._spawn("ops-worker", "worker", "--queue", "ops")
+        # Canary rollouts and predictive scaling act on the lab through the kubeconfig it has written by now.
+        self._spawn("ops-worker", "worker", "--queue", "ops", "--metrics-port", str(ports.ops_metrics))
+        self._spawn("forecasting-worker", "worker", "--queue", "forecasting")
 
     def scrape_targets(self) -> list[ScrapeTarget]:
         """What Prometheus scrapes: the lab's workload and the LLM simulator (both simulated) and lcp."""
@@ -170,6 +173,7 @@ class Stack:
             ScrapeTarget("lab-workload", f"{host}:{ports.workload}", labels=SIMULATED),
             ScrapeTarget("llm-simulator", f"{host}:{ports.llm}", labels=SIMULATED),
             ScrapeTarget("lcp-api", f"{host}:{ports.api}"),
+            ScrapeTarget("lcp-ops-worker", f"{host}:{ports.ops_metrics}"),
         ]
 
     def _check_alive(self) -> None:
@@ -210,8 +214,8 @@ class Stack:
         def _ask(*_: object) -> None:
             stop["asked"] = True
 
-        signal.signal(signal.SIGINT, _ask)
-        signal.signal(signal.SIGTERM, _ask)
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, _ask)
         while not stop["asked"]:
             for name, process in self.children:
                 if process.poll() is not None:
@@ -232,6 +236,10 @@ class Stack:
                 process.wait()
 
 
+# Ctrl-C, a kill, or the terminal closing (SIGHUP: Prometheus would take it as "reload" and outlive us).
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
 def _interrupt(*_: object) -> None:
     raise KeyboardInterrupt
 
@@ -242,7 +250,7 @@ def run_dev(home: Path, ports: Ports, echo: Callable[[str], None]) -> int:
     home.mkdir(parents=True, exist_ok=True)
     check_ports_free(ports)
     stack = Stack(home, ports)
-    for sig in (signal.SIGINT, signal.SIGTERM):  # stopped while starting: stop what started
+    for sig in STOP_SIGNALS:  # stopped while starting: stop what started
         signal.signal(sig, _interrupt)
     try:
         stack.start()
