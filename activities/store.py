@@ -1,4 +1,4 @@
-"""Projects conversation workflow events into the SQL read model, idempotently."""
+"""Writes workflows' events into the SQL read model, idempotently: conversations, scaling decisions."""
 
 import asyncio
 import contextlib
@@ -6,10 +6,29 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
+from prometheus_client import Counter, Gauge
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 
 from store import crud
+
+# lcp's own /metrics (the worker that stores decisions exports them): what predictive scaling decided.
+SCALING_DECISIONS = Counter(
+    "lcp_scaling_decisions",
+    "Predictive-scaling decisions by outcome: scaled, unchanged, recorded (forecast-only), or no action "
+    "for want of data (no-data) or of the target (target-missing, cluster-error).",
+    ["namespace", "deployment", "status", "data_status"],
+)
+SCALING_TARGET = Gauge(
+    "lcp_scaling_target_replicas",
+    "Replicas the latest predictive-scaling decision asked for (or would have, in forecast-only mode).",
+    ["namespace", "deployment", "mode"],
+)
+SCALING_DATA_OK = Gauge(
+    "lcp_scaling_data_ok",
+    "1 when the latest predictive-scaling decision had a usable demand reading, 0 when it had none.",
+    ["namespace", "deployment"],
+)
 
 
 @dataclass
@@ -64,6 +83,35 @@ class ProjectionInput:
     events: list[EventRecord] = field(default_factory=list)
 
 
+@dataclass
+class ScalingDecisionRecord:
+    """One predictive-scaling decision, as the workflow made it (the scaling_decisions row)."""
+
+    workflow_id: str
+    seq: int
+    namespace: str
+    deployment: str
+    at: datetime
+    mode: str
+    status: str
+    data_status: str
+    forecast_status: str = ""
+    detail: str = ""
+    observed_rps: float | None = None
+    forecast_peak_rps: float | None = None
+    confidence: float | None = None
+    current_replicas: int | None = None
+    ready_replicas: int | None = None
+    reactive_need: int | None = None
+    forecast_need: int | None = None
+    target: int | None = None
+    basis: str = ""
+    limited_by: str | None = None
+    reason: str = ""
+    forecast: dict[str, Any] = field(default_factory=dict)
+    model: dict[str, Any] = field(default_factory=dict)
+
+
 class StoreActivities:
     def __init__(self, sessions: async_sessionmaker[AsyncSession], single_writer: bool = False) -> None:
         self._sessions = sessions
@@ -87,3 +135,14 @@ class StoreActivities:
                 ],
                 events=[asdict(event) for event in batch.events],
             )
+
+    @activity.defn(name="store.record_scaling_decision")
+    async def record_scaling_decision(self, record: ScalingDecisionRecord) -> None:
+        """Store the decision (once per workflow id and seq) and export it on /metrics."""
+        async with self._write_lock, self._sessions() as session:
+            await crud.add_scaling_decision(session, decision=asdict(record))
+        target = (record.namespace, record.deployment)
+        SCALING_DECISIONS.labels(*target, record.status, record.data_status).inc()
+        SCALING_DATA_OK.labels(*target).set(1 if record.data_status == "ok" else 0)
+        if record.target is not None:
+            SCALING_TARGET.labels(*target, record.mode).set(record.target)

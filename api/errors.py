@@ -26,6 +26,9 @@ WORKFLOW_ERROR_STATUS = {
     "RolloutStarting": 409,
     "AlreadyDone": 409,
     "NothingToResume": 409,
+    # predictive scaling
+    "NotRunning": 409,
+    "InvalidSpec": 422,
 }
 
 

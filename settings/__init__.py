@@ -6,7 +6,7 @@ from typing import Literal
 from pydantic import AliasChoices, BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from temporal.constants import CONVERSATIONS_QUEUE, OPS_QUEUE
+from temporal.constants import CONVERSATIONS_QUEUE, FORECASTING_QUEUE, OPS_QUEUE
 
 
 class TemporalSettings(BaseModel):
@@ -105,6 +105,13 @@ class RolloutSettings(BaseModel):
     )
 
 
+class ScalingSettings(BaseModel):
+    """Predictive scaling: its workflows run on the ops queue (rollout.task_queue, with its kubeconfig and
+    Prometheus); the forecaster trains and predicts on a queue of its own."""
+
+    forecast_task_queue: str = FORECASTING_QUEUE
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="LCP_", env_nested_delimiter="__", env_file=".env", extra="ignore"
@@ -129,6 +136,7 @@ class Settings(BaseSettings):
     oidc: OidcSettings = OidcSettings()
     limits: LimitSettings = LimitSettings()
     rollout: RolloutSettings = RolloutSettings()
+    scaling: ScalingSettings = ScalingSettings()
 
     @field_validator("database_url")
     @classmethod

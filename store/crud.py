@@ -10,7 +10,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from store.models import ApiKey, Conversation, Event, Message, ModelCanary
+from store.models import ApiKey, Conversation, Event, Message, ModelCanary, ScalingDecision
 
 
 def _table(model: type) -> Table:
@@ -172,3 +172,28 @@ async def upsert_model_canary(
     await session.execute(_canary_upsert(session.get_bind().dialect.name), row)
     await session.commit()
     return ModelCanary(**row)
+
+
+@functools.cache
+def _scaling_insert(dialect: str) -> Any:
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    return insert(_table(ScalingDecision)).on_conflict_do_nothing(index_elements=["workflow_id", "seq"])
+
+
+async def add_scaling_decision(session: AsyncSession, *, decision: dict[str, Any]) -> None:
+    """Store one scaling decision; storing the same (workflow_id, seq) again changes nothing."""
+    await session.execute(_scaling_insert(session.get_bind().dialect.name), decision)
+    await session.commit()
+
+
+async def list_scaling_decisions(
+    session: AsyncSession, *, namespace: str, deployment: str, limit: int = 50
+) -> list[ScalingDecision]:
+    """The target's decisions, newest first (across its workflow runs)."""
+    query = (
+        select(ScalingDecision)
+        .where(col(ScalingDecision.namespace) == namespace, col(ScalingDecision.deployment) == deployment)
+        .order_by(col(ScalingDecision.at).desc(), col(ScalingDecision.seq).desc())
+        .limit(limit)
+    )
+    return list((await session.execute(query)).scalars())

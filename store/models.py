@@ -1,5 +1,5 @@
 """Read-model tables: conversations, their messages, the domain events projected from workflows, API
-keys, and the traffic weights of model canaries."""
+keys, the traffic weights of model canaries and predictive scaling's decisions."""
 
 from datetime import datetime
 from typing import Any
@@ -97,3 +97,36 @@ class ModelCanary(SQLModel, table=True):
     promoted: bool = False
     rollout_id: str = Field(default="", max_length=300)
     updated_at: datetime = _utc(nullable=False)
+
+
+class ScalingDecision(SQLModel, table=True):
+    """One decision of a predictive-scaling workflow: what it read, forecast and did (or would have, in
+    forecast-only mode). Keyed by the workflow id and the decision's sequence number, so a retried
+    activity stores it once."""
+
+    __tablename__ = "scaling_decisions"
+    __table_args__ = (Index("ix_scaling_decisions_target", "namespace", "deployment", "at"),)
+
+    workflow_id: str = Field(primary_key=True, max_length=300)
+    seq: int = Field(primary_key=True)
+    namespace: str = Field(max_length=253)
+    deployment: str = Field(max_length=253)
+    at: datetime = _utc(nullable=False)
+    mode: str = Field(max_length=32)
+    status: str = Field(max_length=32)  # scaled | unchanged | recorded | no-data | target-missing
+    data_status: str = Field(max_length=32)  # ok | prometheus-down | no-data | nan | stale | bad-query
+    forecast_status: str = Field(default="", max_length=32)  # the forecaster's: ok | short-history | ...
+    detail: str = Field(default="", sa_column=Column(Text, nullable=False))
+    observed_rps: float | None = None
+    forecast_peak_rps: float | None = None
+    confidence: float | None = None
+    current_replicas: int | None = None
+    ready_replicas: int | None = None
+    reactive_need: int | None = None
+    forecast_need: int | None = None
+    target: int | None = None
+    basis: str = Field(default="", max_length=32)
+    limited_by: str | None = Field(default=None, max_length=32)
+    reason: str = Field(default="", sa_column=Column(Text, nullable=False))
+    forecast: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    model: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))

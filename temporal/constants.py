@@ -4,7 +4,8 @@ from temporalio.common import SearchAttributeKey
 
 CONVERSATIONS_QUEUE = "conversations"
 OPS_QUEUE = "ops"
-TASK_QUEUES = (CONVERSATIONS_QUEUE, OPS_QUEUE)
+FORECASTING_QUEUE = "forecasting"  # CPU-heavy model training, apart from chat turns and ops work
+TASK_QUEUES = (CONVERSATIONS_QUEUE, OPS_QUEUE, FORECASTING_QUEUE)
 
 TENANT = SearchAttributeKey.for_keyword("LcpTenant")
 KIND = SearchAttributeKey.for_keyword("LcpKind")

@@ -1,6 +1,6 @@
 """A lab for rollout tests: the emulated Kubernetes API with its controllers, the workload simulator and
-a real Prometheus scraping it every second — and this process's own metrics (lcp's gateway metrics, for
-model canaries); each test adds a service of its own."""
+a real Prometheus scraping it every second (stopped and restarted at will) — and this process's own
+metrics (lcp's gateway metrics, for model canaries); each test adds a service of its own."""
 
 import asyncio
 import itertools
@@ -13,7 +13,7 @@ from prometheus_client import start_http_server
 
 from lab.prometheus import SIMULATED, ScrapeTarget, start_prometheus, stop_prometheus, wait_ready
 from lab.server import Lab, LabOptions, demo_objects
-from lab.traces import Constant
+from lab.traces import Constant, TrafficSource
 from lab.workload import Fault, ServiceSpec
 from policies.canary import Analyze, Pause, SetWeight, Step
 from settings import Settings
@@ -47,44 +47,51 @@ def fast_plan(
 
 
 class RolloutLab:
-    def __init__(self, home: Path) -> None:
+    def __init__(self, home: Path, pod_startup_delay_s: float = 0.3) -> None:
         self.home = home
         self.lab = Lab(
             LabOptions(
                 home=home,
                 kube_port=free_port(),
                 workload_port=free_port(),
-                pod_startup_delay_s=0.3,
+                pod_startup_delay_s=pod_startup_delay_s,
                 demo=False,
             )
         )
-        self.prometheus_url = ""
+        self.prometheus_port = free_port()
+        self.prometheus_url = f"http://127.0.0.1:{self.prometheus_port}"
         self._prometheus: Any = None
         self._metrics: Any = None
+        self._metrics_port = free_port()
 
     async def start(self) -> None:
         await self.lab.start()
-        port = free_port()
+        self._metrics, _ = start_http_server(self._metrics_port, addr="127.0.0.1")  # this process: lcp's
+        await self.start_prometheus()
+
+    async def start_prometheus(self) -> None:
+        """Start Prometheus (again, on the same port and data: a restart keeps the history)."""
         target = f"127.0.0.1:{self.lab.options.workload_port}"
-        metrics_port = free_port()
-        self._metrics, _ = start_http_server(metrics_port, addr="127.0.0.1")  # this process: lcp's metrics
         self._prometheus = await asyncio.to_thread(
             start_prometheus,
             [
                 ScrapeTarget("lab-workload", target, labels=SIMULATED),
-                ScrapeTarget("lcp", f"127.0.0.1:{metrics_port}"),
+                ScrapeTarget("lcp", f"127.0.0.1:{self._metrics_port}"),
             ],
             self.home / "prometheus",
-            port=port,
+            port=self.prometheus_port,
             scrape_interval_s=1,
         )
-        self.prometheus_url = f"http://127.0.0.1:{port}"
         await asyncio.to_thread(wait_ready, self.prometheus_url, 30, self._prometheus)
+
+    async def stop_prometheus(self) -> None:
+        if self._prometheus is not None:
+            await asyncio.to_thread(stop_prometheus, self._prometheus)
+            self._prometheus = None
 
     async def stop(self) -> None:
         self._metrics.shutdown()
-        if self._prometheus is not None:
-            await asyncio.to_thread(stop_prometheus, self._prometheus)
+        await self.stop_prometheus()
         await self.lab.stop()
 
     def settings(self, base: Settings, task_queue: str) -> Settings:
@@ -98,8 +105,14 @@ class RolloutLab:
         )
         return base.model_copy(update={"rollout": rollout})
 
-    def add_service(self, replicas: int = 4, version: str = "v1") -> str:
-        """A new service with its stable Deployment at `version`, under REQUESTS_PER_S of traffic."""
+    def add_service(
+        self,
+        replicas: int = 4,
+        version: str = "v1",
+        source: TrafficSource | None = None,
+        capacity_per_replica_rps: float = 400.0,
+    ) -> str:
+        """A new service with its stable Deployment at `version`, under `source`'s traffic."""
         name = f"shop-{next(_names)}"
         namespace, service, deployment = demo_objects(version, replicas, name, NAMESPACE)
         api = self.lab.kube.api
@@ -109,7 +122,12 @@ class RolloutLab:
         api.create_object("apps/v1/deployments", deployment, NAMESPACE)
         assert self.lab.workload is not None
         self.lab.workload.add_service(
-            ServiceSpec(NAMESPACE, name, Constant(REQUESTS_PER_S), capacity_per_replica_rps=400.0)
+            ServiceSpec(
+                NAMESPACE,
+                name,
+                source or Constant(REQUESTS_PER_S),
+                capacity_per_replica_rps=capacity_per_replica_rps,
+            )
         )
         return name
 
@@ -146,8 +164,8 @@ def rollout_input(service: str, steps: list[Step], version: str = "v2", **option
 
 
 @asynccontextmanager
-async def rollout_lab(home: Path) -> AsyncIterator[RolloutLab]:
-    lab = RolloutLab(home)
+async def rollout_lab(home: Path, pod_startup_delay_s: float = 0.3) -> AsyncIterator[RolloutLab]:
+    lab = RolloutLab(home, pod_startup_delay_s)
     await lab.start()
     try:
         yield lab

@@ -9,9 +9,11 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import timedelta
 
 from kubernetes import config
+from prometheus_client import start_http_server
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from activities.forecasting import ForecastingActivities
 from activities.gateway import Gateway, ModelWeights, load_routes, make_http_client
 from activities.inference import InferenceActivities
 from activities.kubernetes import KubernetesActivities
@@ -22,9 +24,10 @@ from activities.token_relay import PostgresRelay, TokenRelay, make_relay
 from settings import Settings
 from store.db import make_engine, make_sessionmaker
 from temporal.client import connect
-from temporal.constants import CONVERSATIONS_QUEUE, TASK_QUEUES
+from temporal.constants import CONVERSATIONS_QUEUE, FORECASTING_QUEUE, TASK_QUEUES
 from workflows.canary import CanaryRolloutWorkflow
 from workflows.conversation import ConversationWorkflow
+from workflows.scaling import PredictiveScalingWorkflow
 
 log = logging.getLogger(__name__)
 
@@ -59,9 +62,9 @@ async def conversation_worker(
 
 @asynccontextmanager
 async def ops_worker(client: Client, settings: Settings) -> AsyncIterator[Worker]:
-    """A worker for canary rollouts: Kubernetes through the kubeconfig, PromQL against Prometheus (their
-    clients block, so those activities are plain functions on a thread pool), and the model canaries'
-    weights in the read model (async activities)."""
+    """A worker for canary rollouts and predictive scaling: Kubernetes through the kubeconfig, PromQL
+    against Prometheus (their clients block, so those activities are plain functions on a thread pool),
+    the model canaries' weights and the scaling decisions in the read model (async activities)."""
     kubeconfig = settings.resolved_kubeconfig()
     if not kubeconfig.exists():
         raise FileNotFoundError(
@@ -76,12 +79,14 @@ async def ops_worker(client: Client, settings: Settings) -> AsyncIterator[Worker
     kube = KubernetesActivities(api_client)
     prometheus = PrometheusActivities(promql)
     engine = make_engine(settings.resolved_database_url())
-    models = ModelActivities(make_sessionmaker(engine), routes)
+    sessions = make_sessionmaker(engine)
+    models = ModelActivities(sessions, routes)
+    store = StoreActivities(sessions, single_writer=engine.dialect.name == "sqlite")
     executor = ThreadPoolExecutor(max_workers=32, thread_name_prefix="ops-activity")
     worker = Worker(
         client,
         task_queue=settings.rollout.task_queue,
-        workflows=[CanaryRolloutWorkflow],
+        workflows=[CanaryRolloutWorkflow, PredictiveScalingWorkflow],
         activities=[
             kube.read_deployment,
             kube.scale_deployment,
@@ -95,6 +100,7 @@ async def ops_worker(client: Client, settings: Settings) -> AsyncIterator[Worker
             models.set_weight,
             models.rollback,
             models.promote,
+            store.record_scaling_decision,
         ],
         activity_executor=executor,
         max_concurrent_activities=32,
@@ -109,10 +115,35 @@ async def ops_worker(client: Client, settings: Settings) -> AsyncIterator[Worker
         await engine.dispose()
 
 
-async def run_worker(settings: Settings, task_queue: str) -> None:
-    """Run the worker for `task_queue` until SIGINT/SIGTERM, then finish in-flight tasks."""
+@asynccontextmanager
+async def forecasting_worker(client: Client, settings: Settings) -> AsyncIterator[Worker]:
+    """A worker for the forecaster alone: training is CPU-heavy, so it runs apart from chat turns and
+    ops work, a couple of forecasts at a time."""
+    promql = PromQL(settings.rollout.prometheus_url)
+    forecasting = ForecastingActivities(promql)
+    executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="forecast")
+    worker = Worker(
+        client,
+        task_queue=settings.scaling.forecast_task_queue,
+        activities=[forecasting.forecast],
+        activity_executor=executor,
+        max_concurrent_activities=2,
+        graceful_shutdown_timeout=timedelta(seconds=10),
+    )
+    try:
+        yield worker
+    finally:
+        executor.shutdown(wait=False, cancel_futures=True)
+        promql.close()
+
+
+async def run_worker(settings: Settings, task_queue: str, metrics_port: int | None = None) -> None:
+    """Run the worker for `task_queue` until SIGINT/SIGTERM, then finish in-flight tasks; with
+    `metrics_port`, serve its Prometheus metrics (e.g. the scaling decisions it stores) there."""
     if task_queue not in TASK_QUEUES:
         raise ValueError(f"unknown task queue {task_queue!r}; known: {', '.join(TASK_QUEUES)}")
+    if metrics_port is not None:
+        start_http_server(metrics_port, addr=settings.api.host)
     client = await connect(settings.temporal)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -124,6 +155,8 @@ async def run_worker(settings: Settings, task_queue: str) -> None:
         # A worker of its own publishes streamed tokens only through PostgreSQL (the API listens there).
         relay = make_relay(settings)
         building = conversation_worker(client, settings, relay if isinstance(relay, PostgresRelay) else None)
+    elif task_queue == FORECASTING_QUEUE:
+        building = forecasting_worker(client, settings)
     else:
         building = ops_worker(client, settings)
     async with building as worker:

@@ -61,3 +61,31 @@ PROMETHEUS: dict[str, Any] = {
         initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=10)
     ),
 }
+
+
+# Reading or scaling one Deployment for a scaling decision: retried briefly, the next decision tries again.
+KUBERNETES_READ: dict[str, Any] = {
+    "start_to_close_timeout": timedelta(seconds=20),
+    "schedule_to_close_timeout": timedelta(seconds=60),
+    "retry_policy": RetryPolicy(
+        initial_interval=timedelta(seconds=1),
+        maximum_interval=timedelta(seconds=5),
+        non_retryable_error_types=["TargetNotFound", "InvalidSpec"],
+    ),
+}
+
+
+def prometheus_within(interval_s: float) -> dict[str, Any]:
+    """A PromQL reading for a decision loop: Prometheus being down is retried for one interval (at least
+    10 s), then the decision records it and acts on nothing."""
+    return {**PROMETHEUS, "schedule_to_close_timeout": timedelta(seconds=max(interval_s, 10.0))}
+
+
+def forecast_within(interval_s: float) -> dict[str, Any]:
+    """A forecast: training may take minutes, but a forecasting worker that does not pick the task up
+    within one interval (at least 30 s) leaves the decision to the reactive need."""
+    return {
+        "schedule_to_start_timeout": timedelta(seconds=max(interval_s, 30.0)),
+        "start_to_close_timeout": timedelta(minutes=10),
+        "retry_policy": RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=2),
+    }

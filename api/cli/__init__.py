@@ -33,7 +33,12 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(lab_app, name="lab")
 app.add_typer(temporal_app, name="temporal")
 app.add_typer(bench_app, name="bench")
+scaling_app = typer.Typer(
+    help="Predictive scaling through the lcp API (a key with the sre role), and its backtest.",
+    no_args_is_help=True,
+)
 app.add_typer(rollout_app, name="rollout")
+app.add_typer(scaling_app, name="scaling")
 console = Console()
 err_console = Console(stderr=True)
 
@@ -65,6 +70,7 @@ def dev(
     kube_port: Annotated[int, typer.Option(help="The lab's simulated Kubernetes API port.")] = 8600,
     workload_port: Annotated[int, typer.Option(help="The lab's workload simulator port.")] = 8601,
     prometheus_port: Annotated[int, typer.Option(help="Prometheus port.")] = 9090,
+    ops_metrics_port: Annotated[int, typer.Option(help="The ops worker's /metrics port.")] = 8602,
 ) -> None:
     """Run the whole embedded stack in the foreground: Temporal, API with its worker, LLM simulator,
     the lab (a simulated cluster) and Prometheus."""
@@ -75,7 +81,15 @@ def dev(
         code = run_dev(
             home,
             Ports(
-                host, api_port, temporal_port, ui_port, llm_port, kube_port, workload_port, prometheus_port
+                host,
+                api_port,
+                temporal_port,
+                ui_port,
+                llm_port,
+                kube_port,
+                workload_port,
+                prometheus_port,
+                ops_metrics_port,
             ),
             lambda line: console.print(line, soft_wrap=True, highlight=False),
         )
@@ -118,7 +132,12 @@ def api(
 
 @app.command()
 def worker(
-    queue: Annotated[str, typer.Option(help="Task queue to serve: conversations.")] = "conversations",
+    queue: Annotated[
+        str, typer.Option(help="Task queue to serve: conversations, ops or forecasting.")
+    ] = "conversations",
+    metrics_port: Annotated[
+        int | None, typer.Option(help="Serve this worker's Prometheus /metrics on this port.")
+    ] = None,
 ) -> None:
     """Run a Temporal worker for one task queue until SIGINT/SIGTERM."""
     import uvloop
@@ -128,7 +147,7 @@ def worker(
 
     _logging()
     try:
-        uvloop.run(run_worker(_settings("worker"), queue))
+        uvloop.run(run_worker(_settings("worker"), queue, metrics_port))
     except (ValueError, TemporalUnreachable) as err:
         err_console.print(f"lcp worker: {err}", highlight=False, soft_wrap=True)
         raise typer.Exit(2 if isinstance(err, ValueError) else 1) from None
@@ -696,3 +715,156 @@ def rollout_list(
             return rollout.run_list(api, console, namespace=namespace, service=service, phase=phase)
 
     _rollout_exit("list", run)
+
+
+# ---- lcp scaling ----------------------------------------------------------------------------------------
+
+ScalingDeployment = Annotated[str, typer.Argument(help="The Deployment to scale.")]
+
+
+def _scaling_exit(command: str, run: Callable[[], int]) -> None:
+    from api.cli.scaling import guarded
+
+    raise typer.Exit(guarded(command, err_console, run))
+
+
+def _register_backtest() -> None:
+    from api.cli.scaling_backtest import backtest_command
+
+    scaling_app.command("backtest")(backtest_command)
+
+
+_register_backtest()
+
+
+@scaling_app.command("start")
+def scaling_start(
+    deployment: ScalingDeployment,
+    capacity: Annotated[float, typer.Option(help="Requests/s one replica serves at its SLO.")],
+    namespace: RolloutNamespace = "default",
+    mode: Annotated[
+        str, typer.Option(help="forecast-only (record decisions, scale nothing) or active.")
+    ] = "forecast-only",
+    min_replicas: Annotated[int, typer.Option("--min", help="Never fewer replicas (at least 1).")] = 1,
+    max_replicas: Annotated[int, typer.Option("--max", help="Never more replicas.")] = 50,
+    interval: Annotated[float, typer.Option(help="Seconds between decisions.")] = 60.0,
+    startup: Annotated[float, typer.Option(help="A new pod's start-up time, seconds.")] = 120.0,
+    horizon: Annotated[float, typer.Option(help="How far the forecast looks, seconds.")] = 1800.0,
+    step: Annotated[float, typer.Option(help="Resolution of the history it learns from, seconds.")] = 60.0,
+    query: Annotated[
+        str | None,
+        typer.Option(
+            help="PromQL giving requests/s ({{namespace}}, {{deployment}} filled in).", show_default=False
+        ),
+    ] = None,
+    api_url: RolloutApiUrl = None,
+    home: RolloutHome = Path(".lcp"),
+    api_key: RolloutKey = None,
+) -> None:
+    """Scale a Deployment ahead of demand (forecast-only until you set the mode to active)."""
+    from api.cli import scaling
+
+    body: dict[str, object] = {
+        "namespace": namespace,
+        "deployment": deployment,
+        "mode": mode,
+        "capacity_rps": capacity,
+        "min_replicas": min_replicas,
+        "max_replicas": max_replicas,
+        "interval_s": interval,
+        "startup_s": startup,
+        "horizon_s": horizon,
+        "step_s": step,
+    }
+    if query:
+        body["query"] = query
+
+    def run() -> int:
+        with scaling.connect(api_url, home, api_key) as api:
+            console.print(scaling.render_scaling(api.start(body)))
+        return 0
+
+    _scaling_exit("start", run)
+
+
+@scaling_app.command("status")
+def scaling_status(
+    deployment: ScalingDeployment,
+    namespace: RolloutNamespace = "default",
+    stored: Annotated[
+        bool, typer.Option("--stored", help="Decisions from the read model (all runs), not the live view.")
+    ] = False,
+    api_url: RolloutApiUrl = None,
+    home: RolloutHome = Path(".lcp"),
+    api_key: RolloutKey = None,
+) -> None:
+    """Mode, health, the latest forecast and model, and recent decisions."""
+    from api.cli import scaling
+
+    def run() -> int:
+        with scaling.connect(api_url, home, api_key) as api:
+            return scaling.run_status(api, namespace, deployment, console, stored=stored)
+
+    _scaling_exit("status", run)
+
+
+@scaling_app.command("mode")
+def scaling_mode(
+    deployment: ScalingDeployment,
+    mode: Annotated[str, typer.Argument(help="forecast-only or active.")],
+    namespace: RolloutNamespace = "default",
+    reason: RolloutReason = "",
+    api_url: RolloutApiUrl = None,
+    home: RolloutHome = Path(".lcp"),
+    api_key: RolloutKey = None,
+) -> None:
+    """Switch between forecast-only (nothing scaled) and active."""
+    from api.cli import scaling
+
+    def run() -> int:
+        with scaling.connect(api_url, home, api_key) as api:
+            console.print(scaling.render_header(api.set_mode(namespace, deployment, mode, reason)))
+        return 0
+
+    _scaling_exit("mode", run)
+
+
+@scaling_app.command("stop")
+def scaling_stop(
+    deployment: ScalingDeployment,
+    namespace: RolloutNamespace = "default",
+    reason: RolloutReason = "",
+    api_url: RolloutApiUrl = None,
+    home: RolloutHome = Path(".lcp"),
+    api_key: RolloutKey = None,
+) -> None:
+    """Stop scaling the Deployment (it keeps its replicas)."""
+    from api.cli import scaling
+
+    def run() -> int:
+        with scaling.connect(api_url, home, api_key) as api:
+            console.print(scaling.render_header(api.stop(namespace, deployment, reason)))
+        return 0
+
+    _scaling_exit("stop", run)
+
+
+@scaling_app.command("list")
+def scaling_list(
+    namespace: Annotated[str | None, typer.Option("--namespace", "-n", show_default=False)] = None,
+    phase: Annotated[
+        str | None, typer.Option(help="Active, ForecastOnly, Stopped or Failed.", show_default=False)
+    ] = None,
+    api_url: RolloutApiUrl = None,
+    home: RolloutHome = Path(".lcp"),
+    api_key: RolloutKey = None,
+) -> None:
+    """Scaling targets, newest first."""
+    from api.cli import scaling
+
+    def run() -> int:
+        with scaling.connect(api_url, home, api_key) as api:
+            console.print(scaling.render_list(api.list(namespace, phase)))
+        return 0
+
+    _scaling_exit("list", run)

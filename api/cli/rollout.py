@@ -8,7 +8,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
 import yaml
 from rich import box
 from rich.console import Console, Group, RenderableType
@@ -16,6 +15,8 @@ from rich.live import Live
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
+
+from api.cli.rest import ApiClient, CliError
 
 View = Mapping[str, Any]
 FINISHED = ("Succeeded", "RolledBack", "Frozen", "Failed")
@@ -40,63 +41,8 @@ HISTORY_SHOWN = 8
 MEASUREMENTS_SHOWN = 10
 
 
-class RolloutCliError(Exception):
-    """What went wrong, said in one line (the API's own message when it answered)."""
-
-    def __init__(self, message: str, status: int | None = None, type_: str | None = None) -> None:
-        super().__init__(message)
-        self.message, self.status, self.type = message, status, type_
-
-
-# ---- the REST client -------------------------------------------------------------------------------------
-
-
-def _api_error(response: httpx.Response) -> RolloutCliError:
-    try:
-        error = response.json()["error"]
-        return RolloutCliError(str(error["message"]), response.status_code, str(error.get("type") or ""))
-    except (ValueError, KeyError, TypeError):
-        return RolloutCliError(f"HTTP {response.status_code}: {response.text[:200]}", response.status_code)
-
-
-class RolloutApi:
+class RolloutApi(ApiClient):
     """The rollout routes of the lcp API (role sre)."""
-
-    def __init__(
-        self,
-        base_url: str,
-        api_key: str = "",
-        *,
-        transport: httpx.BaseTransport | None = None,
-        timeout: float = 120.0,
-    ) -> None:
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self.base_url = base_url.rstrip("/")
-        self._http = httpx.Client(
-            base_url=self.base_url, headers=headers, timeout=timeout, transport=transport
-        )
-
-    def close(self) -> None:
-        self._http.close()
-
-    def __enter__(self) -> "RolloutApi":
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.close()
-
-    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
-        try:
-            response = self._http.request(method, path, **kwargs)
-        except httpx.TimeoutException as err:
-            raise RolloutCliError(f"the API at {self.base_url} did not answer in time ({err})") from err
-        except httpx.TransportError as err:
-            raise RolloutCliError(
-                f"cannot reach the API at {self.base_url} ({err}): is it running (`lcp dev`)? see --api"
-            ) from err
-        if response.status_code >= 400:
-            raise _api_error(response)
-        return response.json()
 
     def start(self, body: Mapping[str, Any]) -> dict[str, Any]:
         view: dict[str, Any] = self._call("POST", "/v1/rollouts", json=dict(body))
@@ -137,9 +83,9 @@ def _read_data(path: Path, what: str) -> Any:
     try:
         return yaml.safe_load(path.read_text())  # JSON is YAML too
     except OSError as err:
-        raise RolloutCliError(f"{what} {path}: {err.strerror or err}") from err
+        raise CliError(f"{what} {path}: {err.strerror or err}") from err
     except yaml.YAMLError as err:
-        raise RolloutCliError(f"{what} {path} is neither YAML nor JSON: {err}") from err
+        raise CliError(f"{what} {path} is neither YAML nor JSON: {err}") from err
 
 
 def load_steps(path: Path) -> list[dict[str, Any]]:
@@ -151,10 +97,10 @@ def load_steps(path: Path) -> list[dict[str, Any]]:
         data = data["steps"]
     example = "[{kind: set_weight, percent: 20}, {kind: pause, duration_s: 60}, ...]"
     if not isinstance(data, list) or not data:
-        raise RolloutCliError(f"--steps {path}: expected a non-empty list of steps like {example}")
+        raise CliError(f"--steps {path}: expected a non-empty list of steps like {example}")
     for index, step in enumerate(data):
         if not isinstance(step, dict) or "kind" not in step:
-            raise RolloutCliError(
+            raise CliError(
                 f"--steps {path}: step {index} is not a mapping with a `kind` "
                 f"(set_weight, pause or analyze): {step!r}"
             )
@@ -165,7 +111,7 @@ def load_templates(path: Path) -> dict[str, Any]:
     """The `templates` mapping of a file shaped like policies/analysis.yaml."""
     data = _read_data(path, "--templates")
     if not isinstance(data, dict) or not isinstance(data.get("templates"), dict) or not data["templates"]:
-        raise RolloutCliError(
+        raise CliError(
             f"--templates {path}: expected a mapping `templates:` of metric templates, "
             "as in policies/analysis.yaml"
         )
@@ -546,7 +492,7 @@ def watch(
             note = None
             try:
                 view = api.get(namespace, service)
-            except RolloutCliError as err:
+            except CliError as err:
                 if err.status is not None and err.status < 500 and err.status != 429:
                     raise  # a 429 (the key's limit) passes, like an API that is briefly down
                 note = f"{err.message} (retrying)"
@@ -621,7 +567,7 @@ def guarded(command: str, err_console: Console, run: Callable[[], int]) -> int:
     """Run a command: an error is one red line naming it (exit 1), Ctrl-C while watching exit 130."""
     try:
         return run()
-    except RolloutCliError as err:
+    except CliError as err:
         err_console.print(Text(f"lcp rollout {command}: {err.message}", style="red"), soft_wrap=True)
         return 1
     except KeyboardInterrupt:

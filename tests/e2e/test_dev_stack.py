@@ -35,6 +35,7 @@ class DevStack:
             "--ui-port", str(self.ports["ui"]), "--llm-port", str(self.ports["llm"]),
             "--kube-port", str(self.ports["kube"]), "--workload-port", str(self.ports["workload"]),
             "--prometheus-port", str(self.ports["prometheus"]),
+            "--ops-metrics-port", str(self.ports["ops_metrics"]),
         ]  # fmt: skip
 
     def start(self) -> str:
@@ -72,7 +73,10 @@ def _port_open(port: int) -> bool:
 
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[DevStack]:
-    ports = {name: free_port() for name in ("api", "temporal", "ui", "llm", "kube", "workload", "prometheus")}
+    ports = {
+        name: free_port()
+        for name in ("api", "temporal", "ui", "llm", "kube", "workload", "prometheus", "ops_metrics")
+    }
     dev = DevStack(tmp_path / "state", ports)
     yield dev
     if dev.process and dev.process.poll() is None:

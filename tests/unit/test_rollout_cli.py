@@ -15,8 +15,8 @@ from typer.testing import CliRunner
 
 from api.cli import app
 from api.cli.rollout import (
+    CliError,
     RolloutApi,
-    RolloutCliError,
     guarded,
     load_steps,
     load_templates,
@@ -376,7 +376,7 @@ def test_a_non_json_error_and_an_unreachable_api_are_said_plainly() -> None:
     def refuse(request: httpx.Request) -> httpx.Response:
         raise httpx.ConnectError("connection refused", request=request)
 
-    with _api(refuse) as api, pytest.raises(RolloutCliError) as caught:
+    with _api(refuse) as api, pytest.raises(CliError) as caught:
         api.get("lab", "x")
     assert "cannot reach the API at http://lcp.test" in caught.value.message
 
@@ -479,12 +479,12 @@ def test_steps_and_templates_files_become_the_body(tmp_path: Path) -> None:
 def test_a_bad_steps_file_is_refused_before_any_call(tmp_path: Path, content: str, said: str) -> None:
     steps = tmp_path / "steps.yaml"
     steps.write_text(content)
-    with pytest.raises(RolloutCliError) as caught:
+    with pytest.raises(CliError) as caught:
         load_steps(steps)
     assert said in caught.value.message
-    with pytest.raises(RolloutCliError) as caught:
+    with pytest.raises(CliError) as caught:
         load_steps(tmp_path / "missing.yaml")
     assert "No such file" in caught.value.message
-    with pytest.raises(RolloutCliError) as caught:
+    with pytest.raises(CliError) as caught:
         load_templates(steps)
     assert "expected a mapping `templates:`" in caught.value.message or "neither YAML" in caught.value.message

@@ -1,0 +1,61 @@
+"""The lcp REST API from the command line: one client, errors said in one line."""
+
+from typing import Any
+
+import httpx
+
+
+class CliError(Exception):
+    """What went wrong, said in one line (the API's own message when it answered)."""
+
+    def __init__(self, message: str, status: int | None = None, type_: str | None = None) -> None:
+        super().__init__(message)
+        self.message, self.status, self.type = message, status, type_
+
+
+def _api_error(response: httpx.Response) -> CliError:
+    try:
+        error = response.json()["error"]
+        return CliError(str(error["message"]), response.status_code, str(error.get("type") or ""))
+    except (ValueError, KeyError, TypeError):
+        return CliError(f"HTTP {response.status_code}: {response.text[:200]}", response.status_code)
+
+
+class ApiClient:
+    """JSON calls to the lcp API with a bearer key; any failure is a CliError."""
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str = "",
+        *,
+        transport: httpx.BaseTransport | None = None,
+        timeout: float = 120.0,
+    ) -> None:
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.base_url = base_url.rstrip("/")
+        self._http = httpx.Client(
+            base_url=self.base_url, headers=headers, timeout=timeout, transport=transport
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> "ApiClient":
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.TimeoutException as err:
+            raise CliError(f"the API at {self.base_url} did not answer in time ({err})") from err
+        except httpx.TransportError as err:
+            raise CliError(
+                f"cannot reach the API at {self.base_url} ({err}): is it running (`lcp dev`)? see --api"
+            ) from err
+        if response.status_code >= 400:
+            raise _api_error(response)
+        return response.json()

@@ -1,0 +1,248 @@
+"""Predictive scaling: start, list, read (live state, stored decisions), set the mode, stop — role `sre`."""
+
+from fastapi import APIRouter, Query
+from temporalio.client import (
+    WithStartWorkflowOperation,
+    WorkflowExecutionStatus,
+    WorkflowHandle,
+    WorkflowUpdateFailedError,
+)
+from temporalio.common import (
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+    WorkflowIDReusePolicy,
+)
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from api.auth import SreDep
+from api.conversation_calls import temporal_unavailable
+from api.deps import AppState, SessionDep, StateDep
+from api.errors import ApiError, from_update_failure
+from api.rollout_schemas import NAME
+from api.scaling_schemas import (
+    DecisionList,
+    ModeIn,
+    ScalingCreate,
+    ScalingList,
+    ScalingSummary,
+    StopIn,
+    StoredDecision,
+)
+from api.schemas import ERROR_RESPONSES
+from policies.access import Principal
+from policies.scaling import ScalingBounds
+from store import crud
+from temporal.constants import KIND, PHASE, SERVICE
+from workflows.scaling import (
+    MODE_PHASE,
+    Actor,
+    ModeChange,
+    PredictiveScalingWorkflow,
+    ScalingInput,
+    ScalingView,
+    input_problem,
+    workflow_id,
+)
+
+router = APIRouter(prefix="/v1/scaling", tags=["scaling"], responses=ERROR_RESPONSES)
+Handle = WorkflowHandle[PredictiveScalingWorkflow, ScalingView]
+
+
+@router.post("", status_code=201, response_model=ScalingView)
+async def start_scaling(body: ScalingCreate, state: StateDep, caller: SreDep) -> ScalingView:
+    """Scale a Deployment ahead of demand. It answers after the first decision; 404 when the Deployment
+    does not exist, 409 when the target is already scaled by lcp."""
+    request = _scaling_input(body, state, caller)
+    start = WithStartWorkflowOperation(
+        PredictiveScalingWorkflow.run,
+        request,
+        id=workflow_id(request.namespace, request.deployment),
+        task_queue=state.settings.rollout.task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+        id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+        search_attributes=TypedSearchAttributes(
+            [
+                SearchAttributePair(KIND, "scaling"),
+                SearchAttributePair(SERVICE, f"{request.namespace}/{request.deployment}"),
+                SearchAttributePair(PHASE, MODE_PHASE[request.mode]),
+            ]
+        ),
+    )
+    try:
+        return await state.temporal.execute_update_with_start_workflow(
+            PredictiveScalingWorkflow.accepted, start_workflow_operation=start
+        )
+    except WorkflowAlreadyStartedError:
+        raise _running_conflict(request) from None
+    except WorkflowUpdateFailedError as err:
+        raise _refused(err) from err
+    except RPCError as err:
+        if err.status == RPCStatusCode.ALREADY_EXISTS:
+            raise _running_conflict(request) from None
+        raise temporal_unavailable(err) from err
+
+
+@router.get("", response_model=ScalingList)
+async def list_scaling(
+    state: StateDep,
+    caller: SreDep,
+    namespace: str | None = Query(default=None, pattern=NAME),
+    phase: str | None = Query(default=None, pattern=r"^[A-Za-z]+$"),
+    limit: int = Query(default=50, ge=1, le=500),
+) -> ScalingList:
+    """Scaling targets, newest first, from Temporal's visibility (filter by namespace, phase)."""
+    query = "LcpKind = 'scaling'"
+    if phase:
+        query += f" AND LcpPhase = '{phase}'"
+    found: list[ScalingSummary] = []
+    try:
+        async for execution in state.temporal.list_workflows(query):
+            _, ns, name = execution.id.split("/", 2)
+            if namespace and ns != namespace:
+                continue
+            found.append(
+                ScalingSummary(
+                    id=execution.id,
+                    namespace=ns,
+                    deployment=name,
+                    phase=execution.typed_search_attributes.get(PHASE),
+                    status=execution.status.name if execution.status else "UNKNOWN",
+                    started_at=execution.start_time.isoformat() if execution.start_time else None,
+                    closed_at=execution.close_time.isoformat() if execution.close_time else None,
+                )
+            )
+            if len(found) >= limit:
+                break
+    except RPCError as err:
+        raise temporal_unavailable(err) from err
+    return ScalingList(data=found)
+
+
+@router.get("/{namespace}/{deployment}", response_model=ScalingView)
+async def get_scaling(namespace: str, deployment: str, state: StateDep, caller: SreDep) -> ScalingView:
+    """The target as it stands: mode, health, the latest forecast and model, recent decisions."""
+    handle = _handle(state, namespace, deployment)
+    try:
+        described = await handle.describe()
+        if described.status == WorkflowExecutionStatus.RUNNING:
+            return await handle.query(PredictiveScalingWorkflow.state)
+        return await handle.result()
+    except RPCError as err:
+        raise _not_found_or_unavailable(err, handle.id) from err
+
+
+@router.get("/{namespace}/{deployment}/decisions", response_model=DecisionList)
+async def list_decisions(
+    namespace: str,
+    deployment: str,
+    session: SessionDep,
+    caller: SreDep,
+    limit: int = Query(default=50, ge=1, le=1000),
+) -> DecisionList:
+    """Every decision stored for the target, newest first: inputs, forecast, confidence, target, action."""
+    rows = await crud.list_scaling_decisions(session, namespace=namespace, deployment=deployment, limit=limit)
+    return DecisionList(data=[StoredDecision.model_validate(row) for row in rows])
+
+
+@router.post("/{namespace}/{deployment}/mode", response_model=ScalingView)
+async def set_mode(
+    namespace: str, deployment: str, body: ModeIn, state: StateDep, caller: SreDep
+) -> ScalingView:
+    """forecast-only (decisions recorded, nothing scaled) or active (the Deployment is scaled)."""
+    request = ModeChange(mode=body.mode, by=caller.subject, reason=body.reason)
+    return await _change(state, namespace, deployment, PredictiveScalingWorkflow.set_mode, request)
+
+
+@router.post("/{namespace}/{deployment}/stop", response_model=ScalingView)
+async def stop(namespace: str, deployment: str, body: StopIn, state: StateDep, caller: SreDep) -> ScalingView:
+    """Stop scaling the target; the Deployment keeps the replicas it has."""
+    request = Actor(by=caller.subject, reason=body.reason)
+    return await _change(state, namespace, deployment, PredictiveScalingWorkflow.stop, request)
+
+
+# ---- helpers ---------------------------------------------------------------------------------------------
+
+
+def _scaling_input(body: ScalingCreate, state: AppState, caller: Principal) -> ScalingInput:
+    bounds = ScalingBounds(
+        min_replicas=body.min_replicas,
+        max_replicas=body.max_replicas,
+        capacity_rps=body.capacity_rps,
+        target_utilization=body.target_utilization,
+        tolerance=body.tolerance,
+        max_up_factor=body.max_up_factor,
+        max_down_factor=body.max_down_factor,
+        scale_down_stabilization_s=body.scale_down_stabilization_s,
+        min_confidence=body.min_confidence,
+    )
+    request = ScalingInput(
+        namespace=body.namespace,
+        deployment=body.deployment,
+        bounds=bounds,
+        mode=body.mode,
+        query=body.query,
+        interval_s=body.interval_s,
+        startup_s=body.startup_s,
+        horizon_s=body.horizon_s,
+        step_s=body.step_s,
+        lookback_s=body.lookback_s,
+        season_s=list(body.season_s),
+        refresh_s=body.refresh_s,
+        max_age_s=body.max_age_s,
+        planning_quantile=body.planning_quantile,
+        forecast_queue=state.settings.scaling.forecast_task_queue,
+        requested_by=caller.subject,
+    )
+    if problem := input_problem(request):
+        raise ApiError(422, "InvalidScaling", problem)
+    return request
+
+
+def _handle(state: AppState, namespace: str, deployment: str) -> Handle:
+    return state.temporal.get_workflow_handle_for(
+        PredictiveScalingWorkflow.run, workflow_id(namespace, deployment)
+    )
+
+
+async def _change(
+    state: AppState, namespace: str, deployment: str, update: object, request: object
+) -> ScalingView:
+    handle = _handle(state, namespace, deployment)
+    try:
+        view: ScalingView = await handle.execute_update(update, request)  # type: ignore[call-overload]
+        return view
+    except WorkflowUpdateFailedError as err:
+        raise from_update_failure(err) from err
+    except RPCError as err:
+        if err.status == RPCStatusCode.NOT_FOUND:  # never started, or stopped
+            raise ApiError(
+                404, "ScalingNotFound", f"no running scaling {handle.id}: start one with POST /v1/scaling"
+            ) from err
+        raise temporal_unavailable(err) from err
+
+
+def _not_found_or_unavailable(err: RPCError, scaling_id: str) -> ApiError:
+    if err.status == RPCStatusCode.NOT_FOUND:
+        return ApiError(404, "ScalingNotFound", f"no scaling {scaling_id}: start one with POST /v1/scaling")
+    return temporal_unavailable(err)
+
+
+def _running_conflict(request: ScalingInput) -> ApiError:
+    scaling_id = workflow_id(request.namespace, request.deployment)
+    return ApiError(
+        409,
+        "ScalingRunning",
+        f"{scaling_id} is already running: change its mode, or stop it first to change its settings",
+        running=scaling_id,
+    )
+
+
+def _refused(err: WorkflowUpdateFailedError) -> ApiError:
+    """Scaling could not start: a missing Deployment is 404, invalid settings 422."""
+    cause = err.cause
+    kind = cause.type if isinstance(cause, ApplicationError) else None
+    message = cause.message if isinstance(cause, ApplicationError) else str(cause)
+    status = {"TargetNotFound": 404, "InvalidSpec": 422}.get(kind or "", 502)
+    return ApiError(status, kind or "ScalingRefused", message)
