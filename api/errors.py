@@ -94,6 +94,16 @@ def from_update_failure(err: WorkflowUpdateFailedError) -> ApiError:
     return ApiError(500, "UpdateFailed", f"the workflow could not apply the change: {cause}")
 
 
+def start_refused(err: WorkflowUpdateFailedError, fallback_type: str) -> ApiError:
+    """A workflow that refused to start (its `accepted` update failed): a missing target is 404, a spec
+    it refuses 422, anything else 502 under `fallback_type`."""
+    cause = err.cause
+    kind = cause.type if isinstance(cause, ApplicationError) else None
+    message = cause.message if isinstance(cause, ApplicationError) else str(cause)
+    status = {"TargetNotFound": 404, "InvalidSpec": 422}.get(kind or "", 502)
+    return ApiError(status, kind or fallback_type, message)
+
+
 def _describe(error: dict[str, Any]) -> str:
     where = ".".join(str(part) for part in error.get("loc", ()) if part != "body") or "body"
     return f"{where}: {error.get('msg', 'invalid')}"

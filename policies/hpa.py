@@ -3,7 +3,7 @@
 import math
 from dataclasses import dataclass
 
-from policies.scaling import Recommendation, is_finite_number, is_whole, robust_ceil
+from policies.scaling import Recommendation, ScalingBounds, is_finite_number, is_whole, robust_ceil
 
 # Kubernetes' defaults that HpaSpec does not expose (autoscaling/v2 HPAScalingRules defaults):
 # scale-up has no stabilisation window; scale-down may remove 100% of the pods per 15 s, so only the
@@ -34,25 +34,20 @@ class HpaSpec:
 
     def problem(self) -> str | None:
         """Why this spec can't be used, as one sentence naming the field; None when it is fine."""
-        if not is_whole(self.min_replicas) or self.min_replicas < 1:
-            return f"min_replicas must be a whole number ≥ 1, got {self.min_replicas!r}"
-        if not is_whole(self.max_replicas) or self.max_replicas < self.min_replicas:
-            return (
-                f"max_replicas must be a whole number ≥ min_replicas ({self.min_replicas}), "
-                f"got {self.max_replicas!r}"
-            )
-        if not (is_finite_number(self.capacity_rps) and self.capacity_rps > 0):
-            return f"capacity_rps must be a positive, finite number of requests/s, got {self.capacity_rps!r}"
-        if not (is_finite_number(self.target_utilization) and 0 < self.target_utilization <= 1):
-            return f"target_utilization must be in (0, 1], got {self.target_utilization!r}"
-        if not (is_finite_number(self.tolerance) and 0 <= self.tolerance < 1):
-            return f"tolerance must be in [0, 1), got {self.tolerance!r}"
+        shared = ScalingBounds(
+            min_replicas=self.min_replicas,
+            max_replicas=self.max_replicas,
+            capacity_rps=self.capacity_rps,
+            target_utilization=self.target_utilization,
+            tolerance=self.tolerance,
+            scale_down_stabilization_s=self.scale_down_stabilization_s,
+        )
+        if problem := shared.problem():
+            return problem
         for name in ("sync_period_s", "scale_up_period_s"):
             value = getattr(self, name)
             if not (is_finite_number(value) and value > 0):
                 return f"{name} must be a positive number of seconds, got {value!r}"
-        if not (is_finite_number(self.scale_down_stabilization_s) and self.scale_down_stabilization_s >= 0):
-            return f"scale_down_stabilization_s must be seconds ≥ 0, got {self.scale_down_stabilization_s!r}"
         if not is_whole(self.scale_up_pods) or self.scale_up_pods < 1:
             return f"scale_up_pods must be a whole number ≥ 1, got {self.scale_up_pods!r}"
         if not (is_finite_number(self.scale_up_percent) and self.scale_up_percent > 0):

@@ -36,6 +36,7 @@ from policies.canary import (
 )
 from temporal.constants import PHASE
 from workflows import _options
+from workflows._failures import cause, cause_type
 
 with workflow.unsafe.imports_passed_through():
     from activities.kubernetes import (
@@ -263,23 +264,6 @@ def _reject(type_: str, message: str) -> ApplicationError:
     return ApplicationError(message, type=type_, non_retryable=True)
 
 
-def _root(err: BaseException) -> BaseException:
-    """The error at the bottom of an activity failure (the activity's own)."""
-    while err.__cause__ is not None:
-        err = err.__cause__
-    return err
-
-
-def _cause(err: BaseException) -> str:
-    root = _root(err)
-    return str(root) or type(root).__name__
-
-
-def _cause_type(err: BaseException) -> str:
-    root = _root(err)
-    return (root.type if isinstance(root, ApplicationError) else None) or "Unavailable"
-
-
 def _window(seconds: float, minimum: float) -> str:
     return f"{max(math.ceil(seconds), math.ceil(minimum))}s"
 
@@ -325,7 +309,7 @@ class CanaryRolloutWorkflow:
                 raise _Refused("InvalidSpec", f"the rollout is invalid: {problem}")
             await self._prepare()
         except ActivityError as err:
-            self._refusal = _Refused(_cause_type(err), f"could not start: {_cause(err)}")
+            self._refusal = _Refused(cause_type(err), f"could not start: {cause(err)}")
         except _Refused as refusal:
             self._refusal = refusal
         self._prepared = True
@@ -465,7 +449,7 @@ class CanaryRolloutWorkflow:
         try:
             self._view.weights = await self._interruptible(change, interruptible_by_full)
         except ActivityError as err:
-            await self._rollback(f"could not route {percent}% to the canary: {_cause(err)}")
+            await self._rollback(f"could not route {percent}% to the canary: {cause(err)}")
             raise _Interrupted from err
         self._record("weight", f"canary at {percent}%")
 
@@ -494,7 +478,7 @@ class CanaryRolloutWorkflow:
                     _options.KUBERNETES_ROLLBACK,
                 )
         except ActivityError as err:
-            self._finish(FAILED, f"{reason}; the rollback failed too, fix by hand: {_cause(err)}")
+            self._finish(FAILED, f"{reason}; the rollback failed too, fix by hand: {cause(err)}")
             return
         self._finish(FROZEN if freeze else ROLLED_BACK, reason)
 
@@ -524,7 +508,7 @@ class CanaryRolloutWorkflow:
             )
         except ActivityError as err:
             # The canary carries all the traffic: leave it so, and say what stopped the promotion.
-            self._finish(FAILED, f"the canary serves 100% but promotion failed: {_cause(err)}")
+            self._finish(FAILED, f"the canary serves 100% but promotion failed: {cause(err)}")
             return
         self._finish(SUCCEEDED, f"{request.version} is the stable version")
 
@@ -681,7 +665,7 @@ class CanaryRolloutWorkflow:
             )
             return result
         except ActivityError as err:  # Prometheus down past the retries: an Error measurement
-            return MeasureResult(None, _cause(err))
+            return MeasureResult(None, cause(err))
 
     async def _samples(self, request: SamplesInput) -> SamplesResult:
         try:
@@ -690,7 +674,7 @@ class CanaryRolloutWorkflow:
             )
             return result
         except ActivityError as err:
-            return SamplesResult([], [], _cause(err))
+            return SamplesResult([], [], cause(err))
 
     # ---- waiting ---------------------------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ from temporalio.exceptions import ActivityError, ApplicationError
 from policies.scaling import Decision, DecisionInput, Recommendation, ScalingBounds, decide, remember
 from temporal.constants import FORECASTING_QUEUE, PHASE
 from workflows import _options
+from workflows._failures import cause, cause_type
 
 with workflow.unsafe.imports_passed_through():
     from activities.forecasting import ForecastingActivities, ForecastInput, ForecastResult
@@ -192,20 +193,6 @@ class Actor:
     reason: str = ""
 
 
-def _cause(err: BaseException) -> str:
-    root: BaseException = err
-    while root.__cause__ is not None:
-        root = root.__cause__
-    return str(root) or type(root).__name__
-
-
-def _cause_type(err: BaseException) -> str:
-    root: BaseException = err
-    while root.__cause__ is not None:
-        root = root.__cause__
-    return (root.type or "") if isinstance(root, ApplicationError) else type(root).__name__
-
-
 @workflow.defn(name="PredictiveScaling")
 class PredictiveScalingWorkflow:
     @workflow.init
@@ -287,8 +274,8 @@ class PredictiveScalingWorkflow:
                 **_options.KUBERNETES_READ,
             )
         except ActivityError as err:
-            view.status = "target-missing" if _cause_type(err) == "TargetNotFound" else "cluster-error"
-            view.detail = f"cannot read Deployment {request.namespace}/{request.deployment}: {_cause(err)}"
+            view.status = "target-missing" if cause_type(err) == "TargetNotFound" else "cluster-error"
+            view.detail = f"cannot read Deployment {request.namespace}/{request.deployment}: {cause(err)}"
             view.reason = "no action: " + view.detail
             if not self._decided and view.status == "target-missing":
                 self._refusal = ApplicationError(view.detail, type="TargetNotFound")
@@ -305,7 +292,7 @@ class PredictiveScalingWorkflow:
                 **_options.prometheus_within(self._in.interval_s),
             )
         except ActivityError as err:
-            view.data_status, view.detail = "prometheus-down", f"Prometheus did not answer: {_cause(err)}"
+            view.data_status, view.detail = "prometheus-down", f"Prometheus did not answer: {cause(err)}"
         else:
             if result.value is not None and result.value >= 0:
                 view.observed_rps = result.value
@@ -341,7 +328,7 @@ class PredictiveScalingWorkflow:
             )
         except ActivityError as err:
             view.forecast_status = "unavailable"
-            view.detail = f"no forecast ({_cause(err)}): reactive need only"
+            view.detail = f"no forecast ({cause(err)}): reactive need only"
             return None
         view.forecast_status = result.status
         if result.status != "ok":
@@ -396,8 +383,8 @@ class PredictiveScalingWorkflow:
                 **_options.KUBERNETES_READ,
             )
         except ActivityError as err:
-            view.status = "target-missing" if _cause_type(err) == "TargetNotFound" else "cluster-error"
-            view.detail = f"could not scale to {decision.target}: {_cause(err)}"
+            view.status = "target-missing" if cause_type(err) == "TargetNotFound" else "cluster-error"
+            view.detail = f"could not scale to {decision.target}: {cause(err)}"
             return
         view.status = "scaled"
 

@@ -15,14 +15,14 @@ from temporalio.common import (
     WorkflowIDConflictPolicy,
     WorkflowIDReusePolicy,
 )
-from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
+from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.prometheus import load_templates
 from api.auth import SreDep
 from api.conversation_calls import temporal_unavailable
 from api.deps import AppState, StateDep
-from api.errors import ApiError, from_update_failure
+from api.errors import ApiError, from_update_failure, start_refused
 from api.rollout_schemas import (
     NAME,
     PromoteIn,
@@ -86,7 +86,7 @@ async def start_rollout(body: RolloutCreate, state: StateDep, caller: SreDep) ->
     except WorkflowAlreadyStartedError:
         raise await _running_conflict(state, request) from None
     except WorkflowUpdateFailedError as err:
-        raise _refused(err) from err
+        raise start_refused(err, "RolloutRefused") from err
     except RPCError as err:
         if err.status == RPCStatusCode.ALREADY_EXISTS:
             raise await _running_conflict(state, request) from None
@@ -273,11 +273,3 @@ async def _running_conflict(state: AppState, request: RolloutInput) -> ApiError:
         running=rollout_id,
     )
 
-
-def _refused(err: WorkflowUpdateFailedError) -> ApiError:
-    """The rollout could not start: a missing target is 404, a spec Kubernetes refuses 422."""
-    cause = err.cause
-    kind = cause.type if isinstance(cause, ApplicationError) else None
-    message = cause.message if isinstance(cause, ApplicationError) else str(cause)
-    status = {"TargetNotFound": 404, "InvalidSpec": 422}.get(kind or "", 502)
-    return ApiError(status, kind or "RolloutRefused", message)

@@ -13,13 +13,13 @@ from temporalio.common import (
     WorkflowIDConflictPolicy,
     WorkflowIDReusePolicy,
 )
-from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
+from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.auth import SreDep
 from api.conversation_calls import temporal_unavailable
 from api.deps import AppState, SessionDep, StateDep
-from api.errors import ApiError, from_update_failure
+from api.errors import ApiError, from_update_failure, start_refused
 from api.rollout_schemas import NAME
 from api.scaling_schemas import (
     DecisionList,
@@ -77,7 +77,7 @@ async def start_scaling(body: ScalingCreate, state: StateDep, caller: SreDep) ->
     except WorkflowAlreadyStartedError:
         raise _running_conflict(request) from None
     except WorkflowUpdateFailedError as err:
-        raise _refused(err) from err
+        raise start_refused(err, "ScalingRefused") from err
     except RPCError as err:
         if err.status == RPCStatusCode.ALREADY_EXISTS:
             raise _running_conflict(request) from None
@@ -238,11 +238,3 @@ def _running_conflict(request: ScalingInput) -> ApiError:
         running=scaling_id,
     )
 
-
-def _refused(err: WorkflowUpdateFailedError) -> ApiError:
-    """Scaling could not start: a missing Deployment is 404, invalid settings 422."""
-    cause = err.cause
-    kind = cause.type if isinstance(cause, ApplicationError) else None
-    message = cause.message if isinstance(cause, ApplicationError) else str(cause)
-    status = {"TargetNotFound": 404, "InvalidSpec": 422}.get(kind or "", 502)
-    return ApiError(status, kind or "ScalingRefused", message)

@@ -3,8 +3,6 @@ rollout lab (emulated Kubernetes API, workload simulator, real Prometheus), and 
 subprocess against the served app."""
 
 import asyncio
-import os
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -19,6 +17,7 @@ from api.app import create_app
 from api.cli.keys import mint
 from settings import Settings, TemporalSettings
 from tests.http_server import serve_in_thread
+from tests.lcp_cli import run_lcp
 from tests.rollout_lab import NAMESPACE, RolloutLab, rollout_lab
 from workers.main import ops_worker
 
@@ -305,25 +304,7 @@ async def test_a_client_key_gets_403_on_every_rollout_route(api_url: str, keys: 
 
 
 async def _lcp(api_url: str, key: str, *args: str) -> tuple[int, str, str]:
-    """`lcp rollout ARGS` in a subprocess, awaited so that the worker in this loop keeps running."""
-    env = {**os.environ, "COLUMNS": "160", "LCP_API_KEY": ""}
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "api.cli",
-        "rollout",
-        *args,
-        "--api",
-        api_url,
-        "--api-key",
-        key,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=env,
-    )
-    out, err = await asyncio.wait_for(process.communicate(), 60)
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
+    return await run_lcp(api_url, key, "rollout", *args)
 
 
 async def test_the_cli_starts_shows_promotes_and_watches_a_rollout(

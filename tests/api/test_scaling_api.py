@@ -4,7 +4,6 @@ in the test's loop, the rollout lab (emulated Kubernetes API, workload simulator
 
 import asyncio
 import os
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -13,12 +12,14 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client import REGISTRY
 from temporalio.client import Client
 
 from api.app import create_app
 from api.cli.keys import mint
 from settings import Settings, TemporalSettings
 from tests.http_server import serve_in_thread
+from tests.lcp_cli import run_lcp
 from tests.rollout_lab import NAMESPACE, RolloutLab, rollout_lab
 from workers.main import forecasting_worker, ops_worker
 
@@ -146,7 +147,7 @@ async def test_start_read_switch_mode_and_stop_over_rest(
         sre, deployment, lambda v: v["last"]["status"] in ("scaled", "unchanged") and v["mode"] == "active"
     )
     deadline = time.monotonic() + 30
-    while lab.deployment(deployment)["spec"]["replicas"] != 5:  # type: ignore[index]
+    while lab.deployment(deployment)["spec"]["replicas"] < 5:  # type: ignore[index]
         assert time.monotonic() < deadline, "active mode never scaled the Deployment to 5"
         await asyncio.sleep(0.25)
 
@@ -164,7 +165,9 @@ async def test_start_read_switch_mode_and_stop_over_rest(
     assert response.status_code == 200, response.text
     view = await until(sre, deployment, lambda v: v["phase"] == "Stopped")
     assert view["message"] == "test done" and view["history"][-1]["kind"] == "stopped"
-    assert lab.deployment(deployment)["spec"]["replicas"] == 5  # type: ignore[index]
+    replicas = lab.deployment(deployment)["spec"]["replicas"]  # type: ignore[index]
+    await asyncio.sleep(2)  # two intervals: nothing scales it any more
+    assert lab.deployment(deployment)["spec"]["replicas"] == replicas  # type: ignore[index]
     gone = _error(await sre.post(f"/v1/scaling/{NAMESPACE}/{deployment}/mode", json={"mode": "active"}), 404)
     assert "no running scaling" in gone["message"]
     if os.environ.get("LCP_SAVE_HISTORIES"):  # refresh tests/workflows/histories/ after a deliberate change
@@ -197,26 +200,44 @@ async def test_bad_requests_are_refused_with_what_is_wrong(
         _error(await http.get("/v1/scaling"), 403)
 
 
+async def test_missing_data_nan_and_a_vanished_target_take_no_action(
+    sre: httpx.AsyncClient, lab: RolloutLab
+) -> None:
+    """No series, NaN, a Deployment deleted mid-run: each decision says so, nothing is scaled (never to
+    zero), and the metric shows the data missing."""
+    nothing = lab.add_service(replicas=3)
+    query = 'sum(rate(no_such_metric_total{service="{{deployment}}"}[5s]))'
+    response = await sre.post("/v1/scaling", json=_body(nothing, mode="active", query=query))
+    assert response.status_code == 201, response.text
+    view = await until(sre, nothing, lambda v: v["last"] and v["last"]["status"] == "no-data")
+    assert view["health"] == "no-data" and view["last"]["target"] is None
+    assert "no_such_metric_total" in view["message"]
+
+    nan = lab.add_service(replicas=3)
+    response = await sre.post("/v1/scaling", json=_body(nan, mode="active", query="0/0"))
+    assert response.status_code == 201, response.text
+    view = await until(sre, nan, lambda v: v["last"] and v["last"]["data_status"] == "nan")
+    assert view["last"]["status"] == "no-data" and view["health"] == "nan"
+
+    vanishing = lab.add_service(replicas=3)
+    response = await sre.post("/v1/scaling", json=_body(vanishing, mode="active"))
+    assert response.status_code == 201, response.text
+    lab.lab.kube.api.delete_object("apps/v1/deployments", NAMESPACE, vanishing)
+    view = await until(sre, vanishing, lambda v: v["last"] and v["last"]["status"] == "target-missing")
+    assert view["health"] == "target-missing" and view["phase"] == "Active"
+    assert f"Deployment {NAMESPACE}/{vanishing}" in view["message"]
+
+    for deployment in (nothing, nan):
+        assert lab.deployment(deployment)["spec"]["replicas"] == 3  # type: ignore[index]
+        labels = {"namespace": NAMESPACE, "deployment": deployment}
+        assert REGISTRY.get_sample_value("lcp_scaling_data_ok", labels) == 0
+    for deployment in (nothing, nan, vanishing):
+        response = await sre.post(f"/v1/scaling/{NAMESPACE}/{deployment}/stop", json={})
+        assert response.status_code == 200, response.text
+
+
 async def _lcp(api_url: str, key: str, *args: str) -> tuple[int, str, str]:
-    """`lcp scaling ARGS` in a subprocess, awaited so that the workers in this loop keep running."""
-    env = {**os.environ, "COLUMNS": "200", "LCP_API_KEY": ""}
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "api.cli",
-        "scaling",
-        *args,
-        "--api",
-        api_url,
-        "--api-key",
-        key,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=env,
-    )
-    out, err = await asyncio.wait_for(process.communicate(), 60)
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
+    return await run_lcp(api_url, key, "scaling", *args)
 
 
 async def test_the_cli_starts_shows_switches_and_stops(

@@ -20,6 +20,8 @@ from temporalio.common import SearchAttributePair, TypedSearchAttributes, Workfl
 from lab.traces import Replay
 from policies.scaling import ScalingBounds
 from settings import Settings
+from store import crud
+from store.db import make_engine, make_sessionmaker
 from store.migrate import upgrade_database
 from temporal.constants import KIND, PHASE, SERVICE
 from tests.rollout_lab import NAMESPACE, RolloutLab, rollout_lab
@@ -254,12 +256,21 @@ async def test_scales_ahead_of_the_daily_ramp_records_decisions_and_waits_out_pr
         "decisions with data again",
     )
 
-    # Every decision is in the read model; stopping leaves the Deployment as it is.
+    # Stopping leaves the Deployment as it is; every decision is in the read model, once.
     replicas = (lab.deployment(active_service) or {})["spec"]["replicas"]
     await active.execute_update(PredictiveScalingWorkflow.stop, Actor(by="test", reason="done"))
     result = await active.result()
-    assert (
-        result.phase == "Stopped" and (lab.deployment(active_service) or {})["spec"]["replicas"] == replicas
-    )
+    assert result.phase == "Stopped"
+    assert (lab.deployment(active_service) or {})["spec"]["replicas"] == replicas
+    engine = make_engine(settings.resolved_database_url())
+    try:
+        async with make_sessionmaker(engine)() as session:
+            stored = await crud.list_scaling_decisions(
+                session, namespace=NAMESPACE, deployment=active_service, limit=10_000
+            )
+    finally:
+        await engine.dispose()
+    assert sorted(d.seq for d in stored) == list(range(1, result.decisions + 1))
+    assert {"scaled", "no-data"} <= {d.status for d in stored}
     await watched.execute_update(PredictiveScalingWorkflow.stop, Actor(by="test"))
     await watched.result()

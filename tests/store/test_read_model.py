@@ -13,6 +13,7 @@ from activities.store import (
     EventRecord,
     MessageRecord,
     ProjectionInput,
+    ScalingDecisionRecord,
     StoreActivities,
 )
 from store import crud
@@ -105,7 +106,15 @@ async def count(sessions: async_sessionmaker[AsyncSession], model: type) -> int:
 
 async def test_migrations_create_the_tables(engine: AsyncEngine) -> None:
     tables = await current_tables(engine)
-    assert {"conversations", "messages", "events", "api_keys", "model_canaries", "alembic_version"} <= tables
+    assert {
+        "conversations",
+        "messages",
+        "events",
+        "api_keys",
+        "model_canaries",
+        "scaling_decisions",
+        "alembic_version",
+    } <= tables
 
 
 async def test_upgrade_from_the_first_schema_keeps_every_row(blank_database_url: str) -> None:
@@ -163,10 +172,42 @@ async def test_upgrading_twice_is_harmless(
     assert await current_tables(engine) == before
     async with engine.connect() as connection:
         revision = (await connection.execute(text("SELECT version_num FROM alembic_version"))).all()
-    assert revision == [("0003",)]
+    assert revision == [("0004",)]
     assert await count(sessions, Conversation) == 1
     assert await count(sessions, Message) == 2
     assert await count(sessions, Event) == 3
+
+
+async def test_a_retried_scaling_decision_is_stored_once_and_listed_newest_first(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    store = StoreActivities(sessions)
+    at = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+    records = [
+        ScalingDecisionRecord(
+            workflow_id="scaling/lab/web",
+            seq=seq,
+            namespace="lab",
+            deployment="web",
+            at=at + timedelta(minutes=seq),
+            mode="active",
+            status="scaled",
+            data_status="ok",
+            observed_rps=120.5,
+            target=seq + 2,
+            forecast={"start": 0.0, "step_s": 60.0, "mean": [1.0, 2.0]},
+            model={"model": "trees", "samples": 10},
+        )
+        for seq in (1, 2)
+    ]
+    for record in (*records, records[1]):  # the second one retried after a lost ack
+        await store.record_scaling_decision(record)
+
+    async with sessions() as session:
+        stored = await crud.list_scaling_decisions(session, namespace="lab", deployment="web")
+        other = await crud.list_scaling_decisions(session, namespace="lab", deployment="api")
+    assert [(d.seq, d.target) for d in stored] == [(2, 4), (1, 3)] and other == []
+    assert stored[0].forecast["mean"] == [1.0, 2.0] and stored[0].model["samples"] == 10
 
 
 async def test_a_retried_projection_never_duplicates(

@@ -1,0 +1,73 @@
+"""`lcp scaling`'s screens, rendered from a ScalingView as the API answers it (no network)."""
+
+import io
+
+from rich.console import Console
+
+from api.cli.scaling import render_list, render_scaling, replicas_change, sparkline
+
+VIEW = {
+    "id": "scaling/lab/web",
+    "namespace": "lab",
+    "deployment": "web",
+    "mode": "active",
+    "phase": "Active",
+    "health": "ok",
+    "message": "forecast peak 410.0 rps over the lead time needs 6 > reactive 4; 4 → 6",
+    "settings": {
+        "bounds": {"min_replicas": 2, "max_replicas": 20, "capacity_rps": 80.0, "target_utilization": 0.8},
+        "interval_s": 60.0,
+        "startup_s": 120.0,
+    },
+    "decisions": 2,
+    "forecast": {"start": 0.0, "step_s": 60.0, "mean": [300.0, 350.0, 410.0], "low": [], "high": []},
+    "model": {"model": "2 x ExtraTreesRegressor", "samples": 1200, "trained_at": 0.0, "holdout_error": 0.04},
+    "last": {"forecast_status": "ok"},
+    "recent": [
+        {"seq": 1, "at": "2026-11-26T12:00:00Z", "status": "no-data", "data_status": "prometheus-down"},
+        {
+            "seq": 2,
+            "at": "2026-11-26T12:01:00Z",
+            "status": "scaled",
+            "observed_rps": 300.0,
+            "forecast_peak_rps": 410.0,
+            "confidence": 0.96,
+            "current_replicas": 4,
+            "target": 6,
+            "ready_replicas": 4,
+            "basis": "forecast",
+            "limited_by": None,
+        },
+    ],
+}
+
+
+def text(renderable: object) -> str:
+    out = io.StringIO()
+    Console(file=out, width=140, color_system=None).print(renderable)
+    return out.getvalue()
+
+
+def test_the_status_screen_shows_mode_forecast_model_and_newest_decisions_first() -> None:
+    screen = text(render_scaling(VIEW))
+    assert "lab/web" in screen and "Active" in screen and "4 → 6" in screen
+    assert "2–20 replicas, 80 rps each" in screen and "peak 410 rps" in screen
+    assert "1200 samples" in screen and "holdout_error 0.04" in screen
+    assert screen.index("scaled") < screen.index("no-data")  # newest first
+    assert "prometheus-down" in screen  # a decision without a basis shows why
+
+
+def test_a_forecaster_problem_is_shown() -> None:
+    view = {**VIEW, "last": {"forecast_status": "short-history", "detail": "needs 240 points, got 12"}}
+    assert "short-history: needs 240 points, got 12" in text(render_scaling(view))
+
+
+def test_small_pieces() -> None:
+    assert sparkline([1.0, 2.0, 3.0]) == "▁▅█" and sparkline([5.0, 5.0]) == "▁▁" and sparkline([]) == ""
+    assert replicas_change({"current_replicas": 3, "target": 3}) == "3"
+    assert replicas_change({"current_replicas": None}) == "-"
+    listed = text(
+        render_list([{"namespace": "lab", "deployment": "web", "phase": "Active", "status": "RUNNING"}])
+    )
+    assert "lab/web" in listed and "Active" in listed
+    assert "(none)" in text(render_list([]))
