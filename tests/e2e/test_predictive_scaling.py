@@ -39,7 +39,7 @@ POD_STARTUP_S = 3.0
 CAPACITY_RPS = 50.0  # one replica's capacity in the lab workload, and the policy's
 LOW_RPS, MID_RPS, HIGH_RPS = 60.0, 180.0, 360.0  # need 2, 4 and 8 replicas
 # One "day" of 20 trace minutes (requests per minute, replayed at one minute per second).
-DAY = [LOW_RPS] * 8 + [MID_RPS] + [HIGH_RPS] * 5 + [MID_RPS] + [LOW_RPS]
+DAY = [LOW_RPS] * 10 + [MID_RPS] + [HIGH_RPS] * 3 + [MID_RPS] + [LOW_RPS]
 SEASON_S = float(len(DAY))
 QUERY = 'sum(lab_workload_offered_rps{namespace="{{namespace}}",service="{{deployment}}"})'
 
@@ -98,13 +98,14 @@ def scaling_input(deployment: str, mode: str) -> ScalingInput:
             max_replicas=12,
             capacity_rps=CAPACITY_RPS,
             target_utilization=1.0,
-            scale_down_stabilization_s=4.0,
+            scale_down_stabilization_s=2.0,
         ),
         mode=mode,  # type: ignore[arg-type]
         query=QUERY,
         interval_s=1.0,
-        startup_s=POD_STARTUP_S + 1,  # a little over the lab's start-up time, as an SRE would set it
-        horizon_s=8.0,
+        # Twice the lab's start-up time, as an SRE sets it with margin (a loaded CI machine decides late).
+        startup_s=2 * POD_STARTUP_S,
+        horizon_s=10.0,
         step_s=1.0,
         lookback_s=10 * SEASON_S,
         season_s=[SEASON_S],
