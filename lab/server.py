@@ -13,6 +13,7 @@ from kubernetes import client, config
 from lab.cluster_view import VERSION_LABEL, KubernetesClusterView
 from lab.controllers import ControllerManager, default_controllers
 from lab.kube import SIMULATED_LABEL, LabKubernetes
+from lab.litmus import ChaosOperator
 from lab.traces import Constant, Replay, TrafficSource
 from lab.workload import ServiceSpec, Workload, create_app
 
@@ -82,6 +83,7 @@ class Lab:
         self.options = options
         self.kube = LabKubernetes()
         self.controllers: ControllerManager | None = None
+        self.chaos: ControllerManager | None = None  # the Litmus operator, started once the workload exists
         self.workload: Workload | None = None
         self._api_client: client.ApiClient | None = None
         self._http: uvicorn.Server | None = None
@@ -107,6 +109,8 @@ class Lab:
         if options.demo:
             source = await asyncio.to_thread(traffic_source, options.trace)
             self.workload.add_service(ServiceSpec(DEMO_NAMESPACE, DEMO_SERVICE, source))
+        self.chaos = ControllerManager([ChaosOperator(self.kube, self.workload)])
+        await self.chaos.start()
         server_config = uvicorn.Config(
             create_app(self.workload),
             host=options.host,
@@ -147,6 +151,8 @@ class Lab:
             await self._serving
         if self._api_client is not None:
             self._api_client.close()
+        if self.chaos is not None:
+            await self.chaos.stop()
         if self.controllers is not None:
             await self.controllers.stop()
         await self.kube.stop()
