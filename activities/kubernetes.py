@@ -206,14 +206,14 @@ class KubernetesActivities:
 
     @activity.defn(name="kubernetes.read_deployment")
     def read_deployment(self, ref: DeploymentRef) -> DeploymentState:
-        with _permanent_errors():
+        with permanent_errors():
             return _state(self._require(ref.namespace, ref.name, "deployment"))
 
     @activity.defn(name="kubernetes.scale_deployment")
     def scale_deployment(self, request: ScaleDeploymentInput) -> DeploymentState:
         if request.replicas < 0:
             raise _invalid(f"replicas must not be negative, not {request.replicas}")
-        with _permanent_errors():
+        with permanent_errors():
             deployment = self._require(request.namespace, request.name, "deployment")
             self._scale(deployment, request.replicas)
             return _state(self._require(request.namespace, request.name, "deployment"))
@@ -228,7 +228,7 @@ class KubernetesActivities:
             raise _invalid(f"replicas must not be negative, not {request.replicas}")
         if not request.image or not request.canary_version:
             raise _invalid("ensure_canary needs an image and a canary_version")
-        with _permanent_errors():
+        with permanent_errors():
             stable = self._require(request.namespace, request.stable_deployment, "stable deployment")
             name = canary_name(request.stable_deployment)
             for attempt in (1, 2):  # one more try, from a fresh read, after a conflict
@@ -265,7 +265,7 @@ class KubernetesActivities:
         if not 0 <= request.canary_percent <= 100:
             raise _invalid(f"canary_percent must be within 0..100, not {request.canary_percent}")
         _check_router(request.router)
-        with _permanent_errors():
+        with permanent_errors():
             stable = self._require(request.namespace, request.stable_deployment, "stable deployment")
             canary = self._require(
                 request.namespace,
@@ -303,7 +303,7 @@ class KubernetesActivities:
         `freeze`; with the replica router a frozen canary still takes its pods' share. Nothing waits for
         readiness here. A missing canary is fine: there is less to undo."""
         _check_router(request.router)
-        with _permanent_errors():
+        with permanent_errors():
             stable = self._require(request.namespace, request.stable_deployment, "stable deployment")
             canary = self._find(request.namespace, request.canary_deployment)
             total = self._total(request.total_replicas, request.router, stable, canary)
@@ -334,7 +334,7 @@ class KubernetesActivities:
         if not request.image or not request.version:
             raise _invalid("promote needs an image and a version")
         namespace = request.namespace
-        with _permanent_errors():
+        with permanent_errors():
             stable = self._find(namespace, request.stable_deployment)
             canary = self._find(namespace, request.canary_deployment)
             if canary is None:
@@ -671,7 +671,7 @@ class _Route:
 
 
 @contextlib.contextmanager
-def _permanent_errors() -> Iterator[None]:
+def permanent_errors() -> Iterator[None]:
     """API answers that no retry can change become non-retryable ApplicationErrors; the rest raise as is."""
     try:
         yield

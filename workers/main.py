@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import timedelta
 
+import httpx
 from kubernetes import config
 from prometheus_client import start_http_server
 from temporalio.client import Client
@@ -17,15 +18,19 @@ from activities.forecasting import ForecastingActivities
 from activities.gateway import Gateway, ModelWeights, load_routes, make_http_client
 from activities.inference import InferenceActivities
 from activities.kubernetes import KubernetesActivities
+from activities.litmus import LitmusActivities
 from activities.models import ModelActivities
+from activities.probes import ProbeActivities
 from activities.prometheus import PrometheusActivities, PromQL
 from activities.store import StoreActivities
 from activities.token_relay import PostgresRelay, TokenRelay, make_relay
+from activities.visibility import VisibilityActivities
 from settings import Settings
 from store.db import make_engine, make_sessionmaker
 from temporal.client import connect
 from temporal.constants import CONVERSATIONS_QUEUE, FORECASTING_QUEUE, TASK_QUEUES
 from workflows.canary import CanaryRolloutWorkflow
+from workflows.chaos import ChaosExperimentWorkflow
 from workflows.conversation import ConversationWorkflow
 from workflows.scaling import PredictiveScalingWorkflow
 
@@ -62,9 +67,10 @@ async def conversation_worker(
 
 @asynccontextmanager
 async def ops_worker(client: Client, settings: Settings) -> AsyncIterator[Worker]:
-    """A worker for canary rollouts and predictive scaling: Kubernetes through the kubeconfig, PromQL
-    against Prometheus (their clients block, so those activities are plain functions on a thread pool),
-    the model canaries' weights and the scaling decisions in the read model (async activities)."""
+    """A worker for canary rollouts, predictive scaling and chaos experiments: Kubernetes (Litmus' CRDs
+    too) through the kubeconfig, PromQL against Prometheus and HTTP probes (their clients block, so
+    those activities are plain functions on a thread pool), the model canaries' weights and the scaling
+    decisions in the read model, and Temporal's visibility (async activities)."""
     kubeconfig = settings.resolved_kubeconfig()
     if not kubeconfig.exists():
         raise FileNotFoundError(
@@ -82,11 +88,15 @@ async def ops_worker(client: Client, settings: Settings) -> AsyncIterator[Worker
     sessions = make_sessionmaker(engine)
     models = ModelActivities(sessions, routes)
     store = StoreActivities(sessions, single_writer=engine.dialect.name == "sqlite")
+    litmus = LitmusActivities(api_client)
+    probe_http = httpx.AsyncClient(follow_redirects=False)
+    probes = ProbeActivities(probe_http)
+    visibility = VisibilityActivities(client)
     executor = ThreadPoolExecutor(max_workers=32, thread_name_prefix="ops-activity")
     worker = Worker(
         client,
         task_queue=settings.rollout.task_queue,
-        workflows=[CanaryRolloutWorkflow, PredictiveScalingWorkflow],
+        workflows=[CanaryRolloutWorkflow, PredictiveScalingWorkflow, ChaosExperimentWorkflow],
         activities=[
             kube.read_deployment,
             kube.scale_deployment,
@@ -101,6 +111,13 @@ async def ops_worker(client: Client, settings: Settings) -> AsyncIterator[Worker
             models.rollback,
             models.promote,
             store.record_scaling_decision,
+            litmus.create_engine,
+            litmus.read_result,
+            litmus.stop_engine,
+            litmus.delete_engine,
+            litmus.target_state,
+            probes.http,
+            visibility.running,
         ],
         activity_executor=executor,
         max_concurrent_activities=32,
@@ -110,6 +127,7 @@ async def ops_worker(client: Client, settings: Settings) -> AsyncIterator[Worker
         yield worker
     finally:
         executor.shutdown(wait=False, cancel_futures=True)
+        await probe_http.aclose()
         promql.close()
         api_client.close()
         await engine.dispose()

@@ -19,6 +19,7 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.prometheus import load_templates
+from activities.visibility import running_workflows
 from api.auth import SreDep
 from api.conversation_calls import temporal_unavailable
 from api.deps import AppState, StateDep
@@ -64,6 +65,7 @@ async def start_rollout(body: RolloutCreate, state: StateDep, caller: SreDep) ->
     """Start a canary rollout of a service. It answers once the stable Deployment is read and the canary
     made; 409 names the rollout of the same service that is still running."""
     request = _rollout_input(body, state, caller)
+    await _refuse_during_chaos(state, request)
     start = WithStartWorkflowOperation(
         CanaryRolloutWorkflow.run,
         request,
@@ -221,6 +223,25 @@ def _rollout_input(body: RolloutCreate, state: AppState, caller: Principal) -> R
     return request
 
 
+async def _refuse_during_chaos(state: AppState, request: RolloutInput) -> None:
+    """A service under a chaos experiment gets no rollout (and a chaos experiment refuses a service under
+    a rollout): a failing analysis could not tell the release from the fault."""
+    if request.target != "deployment":
+        return
+    try:
+        running = await running_workflows(state.temporal, "chaos", f"{request.namespace}/{request.service}")
+    except RPCError as err:
+        raise temporal_unavailable(err) from err
+    if running:
+        raise ApiError(
+            409,
+            "ChaosRunning",
+            f"chaos experiment {running[0]} is running on {request.namespace}/{request.service}: "
+            "start the rollout after it ends (or abort it)",
+            running=running[0],
+        )
+
+
 def _handle(state: AppState, namespace: str, service: str) -> Handle:
     return state.temporal.get_workflow_handle_for(CanaryRolloutWorkflow.run, workflow_id(namespace, service))
 
@@ -272,4 +293,3 @@ async def _running_conflict(state: AppState, request: RolloutInput) -> ApiError:
         f"{rollout_id} is already running{detail}: promote or abort it first",
         running=rollout_id,
     )
-

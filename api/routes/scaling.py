@@ -237,4 +237,3 @@ def _running_conflict(request: ScalingInput) -> ApiError:
         f"{scaling_id} is already running: change its mode, or stop it first to change its settings",
         running=scaling_id,
     )
-

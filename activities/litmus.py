@@ -1,0 +1,148 @@
+"""LitmusChaos through its CRDs (there is no Python SDK): ChaosEngines created, stopped and deleted,
+ChaosResults read, and the state of the pods an experiment targets."""
+
+from dataclasses import dataclass
+from typing import Any, cast
+
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+from temporalio import activity
+
+from activities.kubernetes import permanent_errors
+
+LITMUS = ("litmuschaos.io", "v1alpha1")
+ENGINES, RESULTS = "chaosengines", "chaosresults"
+
+
+@dataclass
+class EngineRef:
+    namespace: str
+    name: str
+
+
+@dataclass
+class CreateEngineInput:
+    manifest: dict[str, Any]  # a rendered ChaosEngine (chaos.experiments.render_engine)
+
+
+@dataclass
+class ResultRef:
+    namespace: str
+    name: str  # <engine>-<experiment>
+
+
+@dataclass
+class ResultState:
+    """A ChaosResult's experimentStatus; `found` is False until the operator has written it."""
+
+    found: bool
+    phase: str = ""
+    verdict: str = "Awaited"
+    probe_success_percentage: str = "Awaited"  # a string in Litmus' schema: "Awaited" while running
+    fail_step: str = ""
+
+    @property
+    def finished(self) -> bool:
+        return self.found and self.verdict not in ("", "Awaited")
+
+
+@dataclass
+class TargetRef:
+    namespace: str
+    app_label: str  # key=value
+
+
+@dataclass
+class TargetState:
+    """The pods an experiment targets: how many there are and how many are ready."""
+
+    pods: int
+    ready: int
+
+    @property
+    def steady(self) -> bool:
+        return self.pods > 0 and self.ready == self.pods
+
+
+class LitmusActivities:
+    """Blocking kubernetes-client calls (plain `def` activities on the worker's thread pool), each
+    idempotent: creating an engine that exists, stopping a stopped one or deleting a deleted one is done."""
+
+    def __init__(self, api_client: client.ApiClient) -> None:
+        self._custom = client.CustomObjectsApi(api_client)
+        self._core = client.CoreV1Api(api_client)
+
+    @activity.defn(name="litmus.create_engine")
+    def create_engine(self, request: CreateEngineInput) -> EngineRef:
+        metadata = request.manifest["metadata"]
+        ref = EngineRef(metadata["namespace"], metadata["name"])
+        with permanent_errors():
+            try:
+                manifest = request.manifest
+                self._custom.create_namespaced_custom_object(*LITMUS, ref.namespace, ENGINES, manifest)
+            except ApiException as err:
+                if err.status != 409:  # 409: a retried create, after the first one went through
+                    raise
+        activity.logger.info("created ChaosEngine %s/%s", ref.namespace, ref.name)
+        return ref
+
+    @activity.defn(name="litmus.read_result")
+    def read_result(self, ref: ResultRef) -> ResultState:
+        try:
+            result = cast(
+                dict[str, Any],
+                self._custom.get_namespaced_custom_object(*LITMUS, ref.namespace, RESULTS, ref.name),
+            )
+        except ApiException as err:
+            if err.status == 404:
+                return ResultState(found=False)
+            raise
+        status = (result.get("status") or {}).get("experimentStatus") or {}
+        failure = (result.get("status") or {}).get("failureOutput") or {}
+        return ResultState(
+            found=True,
+            phase=str(status.get("phase") or ""),
+            verdict=str(status.get("verdict") or "Awaited"),
+            probe_success_percentage=str(status.get("probeSuccessPercentage") or "Awaited"),
+            # Litmus 3.x says why in failureOutput.failedStep; older releases in experimentStatus.failStep.
+            fail_step=str(failure.get("failedStep") or status.get("failStep") or ""),
+        )
+
+    @activity.defn(name="litmus.stop_engine")
+    def stop_engine(self, ref: EngineRef) -> bool:
+        """Patch `spec.engineState: stop` (Litmus' abort); False when the engine is already gone."""
+        try:
+            self._custom.patch_namespaced_custom_object(
+                *LITMUS, ref.namespace, ENGINES, ref.name, {"spec": {"engineState": "stop"}}
+            )
+        except ApiException as err:
+            if err.status == 404:
+                return False
+            raise
+        activity.logger.info("stopped ChaosEngine %s/%s", ref.namespace, ref.name)
+        return True
+
+    @activity.defn(name="litmus.delete_engine")
+    def delete_engine(self, ref: EngineRef) -> bool:
+        """Delete the engine; False when it was already gone."""
+        try:
+            self._custom.delete_namespaced_custom_object(*LITMUS, ref.namespace, ENGINES, ref.name)
+        except ApiException as err:
+            if err.status == 404:
+                return False
+            raise
+        activity.logger.info("deleted ChaosEngine %s/%s", ref.namespace, ref.name)
+        return True
+
+    @activity.defn(name="litmus.target_state")
+    def target_state(self, ref: TargetRef) -> TargetState:
+        with permanent_errors():
+            pods = self._core.list_namespaced_pod(ref.namespace, label_selector=ref.app_label).items
+        live = [pod for pod in pods if not (pod.metadata and pod.metadata.deletion_timestamp)]
+        ready = sum(1 for pod in live if _ready(pod))
+        return TargetState(pods=len(live), ready=ready)
+
+
+def _ready(pod: Any) -> bool:
+    conditions = (pod.status.conditions if pod.status else None) or []
+    return any(c.type == "Ready" and c.status == "True" for c in conditions)

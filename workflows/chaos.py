@@ -1,0 +1,408 @@
+"""ChaosExperimentWorkflow: one Litmus fault injected under a steady-state hypothesis, always cleaned up."""
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+
+from temporalio import workflow
+from temporalio.exceptions import ActivityError, ApplicationError
+
+from chaos.experiments import (
+    Experiment,
+    HttpProbe,
+    Probe,
+    PromProbe,
+    engine_name,
+    render_engine,
+    result_name,
+)
+from policies.chaos import (
+    SafetyInput,
+    SafetyPolicy,
+    probe_passes,
+    probe_success_percentage,
+    resilience_score,
+    safety_problem,
+)
+from temporal.constants import PHASE
+from workflows import _options
+from workflows._failures import cause
+
+with workflow.unsafe.imports_passed_through():
+    from activities.litmus import (
+        CreateEngineInput,
+        EngineRef,
+        LitmusActivities,
+        ResultRef,
+        ResultState,
+        TargetRef,
+        TargetState,
+    )
+    from activities.probes import HttpProbeInput, HttpProbeResult, ProbeActivities
+    from activities.prometheus import MeasureInput, MeasureResult, PrometheusActivities
+    from activities.visibility import RunningQuery, VisibilityActivities
+
+T = TypeVar("T")
+
+# Phases, as the search attribute LcpPhase and the state show them.
+CHECKING = "Checking"
+INJECTING = "Injecting"
+CLEANING_UP = "CleaningUp"
+VERIFYING = "Verifying"
+PASSED = "Passed"  # the hypothesis held before, during and after, and the target recovered in time
+FAILED = "Failed"  # a probe breached (the fault was stopped at once) or the target did not recover
+REFUSED = "Refused"  # the safety policy said no: nothing injected
+NOT_STEADY = "NotSteady"  # the hypothesis did not hold before: nothing injected
+ABORTED = "Aborted"  # an SRE stopped it
+ERROR = "Error"  # Litmus or the cluster failed it
+FINISHED = (PASSED, FAILED, REFUSED, NOT_STEADY, ABORTED, ERROR)
+
+
+def workflow_id(experiment: str, run: str) -> str:
+    return f"chaos/{experiment}/{run}"
+
+
+@dataclass
+class ChaosInput:
+    experiment: Experiment
+    run: str  # unique per run of the experiment, e.g. a timestamp
+    policy: SafetyPolicy = field(default_factory=SafetyPolicy)
+    poll_s: float = 1.0  # how often the ChaosResult is read while the fault runs
+    grace_s: float = 60.0  # past the fault's duration, the engine is stopped whatever it says
+    requested_by: str = ""
+
+
+@dataclass
+class JournalEntry:
+    """One step, chaostoolkit-style."""
+
+    step: str  # safety | steady-state-before | inject | cleanup | steady-state-after | report
+    started_at: datetime
+    ended_at: datetime | None = None
+    duration_s: float | None = None
+    status: str = "running"  # running | succeeded | failed | skipped
+    output: dict[str, Any] = field(default_factory=dict)
+    error: str = ""
+
+
+@dataclass
+class ProbeResult:
+    probe: str
+    when: str  # before | during | after
+    at: datetime
+    passed: bool
+    value: float | None
+    detail: str
+
+
+@dataclass
+class ChaosView:
+    id: str
+    experiment: str
+    run: str
+    target: str  # namespace/service
+    fault: str
+    engine: str
+    phase: str
+    message: str
+    started_at: datetime
+    requested_by: str
+    verdict: str = ""  # Litmus' verdict on the engine (Pass, Fail, Stopped, Error), once it gave one
+    probes: list[ProbeResult] = field(default_factory=list)
+    journal: list[JournalEntry] = field(default_factory=list)
+    probe_success_percentage: float | None = None
+    resilience_score: float | None = None
+    time_to_recover_s: float | None = None
+    injected: bool = False
+    cleaned_up: bool = False
+    finished_at: datetime | None = None
+
+
+@dataclass
+class Actor:
+    by: str = ""
+    reason: str = ""
+
+
+class _Stop(Exception):
+    """The experiment ends early: phase and why."""
+
+    def __init__(self, phase: str, message: str) -> None:
+        super().__init__(message)
+        self.phase, self.message = phase, message
+
+
+@workflow.defn(name="ChaosExperiment")
+class ChaosExperimentWorkflow:
+    @workflow.init
+    def __init__(self, request: ChaosInput) -> None:
+        experiment = request.experiment
+        self._in = request
+        self._engine = EngineRef(experiment.target.namespace, engine_name(experiment, request.run))
+        self._view = ChaosView(
+            id=workflow.info().workflow_id,
+            experiment=experiment.name,
+            run=request.run,
+            target=f"{experiment.target.namespace}/{experiment.target.service}",
+            fault=experiment.fault.kind,
+            engine=self._engine.name,
+            phase=CHECKING,
+            message="checking the safety policy",
+            started_at=workflow.now(),
+            requested_by=request.requested_by,
+        )
+        self._abort: Actor | None = None
+        self._checked = False
+        self._refusal: ApplicationError | None = None
+
+    @workflow.run
+    async def run(self, request: ChaosInput) -> ChaosView:
+        try:
+            await self._step("safety", self._safety)
+            self._checked = True
+            await self._step("steady-state-before", lambda: self._hypothesis("before"))
+            await self._step("inject", self._inject)
+            self._set_phase(VERIFYING)
+        except _Stop as stop:
+            self._set_phase(stop.phase)
+            self._view.message = stop.message
+        finally:
+            self._checked = True
+            if self._view.injected:
+                # Always, also when the workflow is cancelled or the fault was aborted.
+                await asyncio.shield(asyncio.ensure_future(self._step("cleanup", self._cleanup)))
+        if self._view.injected and self._view.cleaned_up:
+            try:
+                await self._step("steady-state-after", self._recover)
+            except _Stop as stop:
+                self._set_phase(stop.phase)
+                self._view.message = stop.message
+        await self._step("report", self._report)
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        return self._view
+
+    # ---- steps -------------------------------------------------------------------------------------------
+
+    async def _safety(self) -> dict[str, Any]:
+        experiment = self._in.experiment
+        target = experiment.target
+        state: TargetState = await self._activity(
+            LitmusActivities.target_state,
+            TargetRef(target.namespace, target.app_label),
+            _options.KUBERNETES_READ,
+        )
+        rollouts: list[str] = await self._activity(
+            VisibilityActivities.running, RunningQuery("rollout", self._view.target), _options.PROJECTION
+        )
+        safety = SafetyInput(
+            namespace=target.namespace,
+            service=target.service,
+            pods_affected_perc=experiment.fault.pods_affected_perc,
+            replicas=state.pods,
+            now=workflow.now().timestamp(),
+            running_rollouts=tuple(rollouts),
+        )
+        if state.pods == 0:
+            raise _Stop(REFUSED, f"no pods match {target.app_label} in {target.namespace}: nothing to test")
+        if problem := safety_problem(safety, self._in.policy):
+            self._refusal = ApplicationError(problem, type="ChaosRefused")
+            raise _Stop(REFUSED, f"refused: {problem}")
+        return {"pods": state.pods, "ready": state.ready, "running_rollouts": rollouts}
+
+    async def _hypothesis(self, when: str) -> dict[str, Any]:
+        results = [
+            await self._probe(probe, when) for probe in self._in.experiment.hypothesis.probes_for(when)
+        ]
+        failed = [r for r in results if not r.passed]
+        if failed and when == "before":
+            raise _Stop(
+                NOT_STEADY, f"the steady state does not hold before: {failed[0].detail}; nothing injected"
+            )
+        return {"probes": len(results), "failed": [r.probe for r in failed]}
+
+    async def _inject(self) -> dict[str, Any]:
+        experiment = self._in.experiment
+        self._set_phase(INJECTING)
+        self._view.message = f"{experiment.fault.kind} on {self._view.target}"
+        manifest = render_engine(experiment, self._in.run)
+        await self._activity(
+            LitmusActivities.create_engine, CreateEngineInput(manifest), _options.KUBERNETES_READ
+        )
+        self._view.injected = True
+        result_ref = ResultRef(self._engine.namespace, result_name(self._engine.name, experiment))
+        deadline = workflow.now() + timedelta(seconds=experiment.fault.duration_s + self._in.grace_s)
+        interval = timedelta(seconds=experiment.hypothesis.interval_s)
+        next_probe = workflow.now()  # continuous probes start with the fault
+        result = ResultState(found=False)
+        while True:
+            if self._abort is not None:
+                raise _Stop(
+                    ABORTED,
+                    f"aborted by {self._abort.by or 'an SRE'}: {self._abort.reason or 'no reason given'}",
+                )
+            if workflow.now() >= next_probe:
+                for probe in experiment.hypothesis.probes_for("during"):
+                    reading = await self._probe(probe, "during")
+                    if not reading.passed:
+                        raise _Stop(
+                            FAILED, f"steady state breached during the fault, stopped it: {reading.detail}"
+                        )
+                next_probe = workflow.now() + interval
+            result = await self._activity(LitmusActivities.read_result, result_ref, _options.KUBERNETES_READ)
+            if result.finished:
+                break
+            if workflow.now() >= deadline:
+                raise _Stop(
+                    ERROR, f"Litmus gave no verdict within the fault's duration and {self._in.grace_s:g} s"
+                )
+            try:
+                await workflow.wait_condition(
+                    lambda: self._abort is not None, timeout=timedelta(seconds=self._in.poll_s)
+                )
+            except TimeoutError:
+                pass
+        self._view.verdict = result.verdict
+        if result.verdict not in ("Pass", "Stopped"):
+            raise _Stop(
+                ERROR,
+                f"Litmus' verdict is {result.verdict}{': ' + result.fail_step if result.fail_step else ''}",
+            )
+        return {"verdict": result.verdict, "probe_success_percentage": result.probe_success_percentage}
+
+    async def _cleanup(self) -> dict[str, Any]:
+        if self._view.phase in (INJECTING, VERIFYING):
+            self._set_phase(CLEANING_UP)
+        stopped = await self._activity(
+            LitmusActivities.stop_engine, self._engine, _options.KUBERNETES_ROLLBACK
+        )
+        deleted = await self._activity(
+            LitmusActivities.delete_engine, self._engine, _options.KUBERNETES_ROLLBACK
+        )
+        self._view.cleaned_up = True
+        return {"stopped": stopped, "deleted": deleted}
+
+    async def _recover(self) -> dict[str, Any]:
+        """Wait for the target to be back: every pod ready and the "after" probes passing, within the
+        experiment's deadline."""
+        experiment = self._in.experiment
+        target = TargetRef(experiment.target.namespace, experiment.target.app_label)
+        started = workflow.now()
+        deadline = started + timedelta(seconds=experiment.recover_within_s)
+        while True:
+            state: TargetState = await self._activity(
+                LitmusActivities.target_state, target, _options.KUBERNETES_READ
+            )
+            if state.steady:
+                outcome = await self._hypothesis("after")
+                if not outcome["failed"]:
+                    self._view.time_to_recover_s = (workflow.now() - started).total_seconds()
+                    if self._view.phase in (VERIFYING, CLEANING_UP):
+                        self._set_phase(PASSED)
+                        self._view.message = (
+                            f"the steady state held; recovered in {self._view.time_to_recover_s:.1f} s"
+                        )
+                    return {"time_to_recover_s": self._view.time_to_recover_s}
+            if workflow.now() >= deadline:
+                raise _Stop(
+                    FAILED,
+                    f"not back to steady state within {experiment.recover_within_s:g} s "
+                    f"({state.ready}/{state.pods} pods ready)",
+                )
+            await workflow.sleep(self._in.poll_s)
+
+    async def _report(self) -> dict[str, Any]:
+        probes = self._view.probes
+        percentage = probe_success_percentage(sum(1 for p in probes if p.passed), len(probes))
+        self._view.probe_success_percentage = percentage
+        if self._view.injected:
+            self._view.resilience_score = resilience_score([(self._in.experiment.weight, percentage)])
+        self._view.finished_at = workflow.now()
+        return {
+            "phase": self._view.phase,
+            "verdict": self._view.verdict,
+            "probe_success_percentage": percentage,
+            "resilience_score": self._view.resilience_score,
+            "time_to_recover_s": self._view.time_to_recover_s,
+        }
+
+    # ---- probes and activities ---------------------------------------------------------------------------
+
+    async def _probe(self, probe: Probe, when: str) -> ProbeResult:
+        if isinstance(probe, PromProbe):
+            measured: MeasureResult = await self._activity(
+                PrometheusActivities.measure, MeasureInput(probe.query), _options.PROMETHEUS
+            )
+            if measured.value is None:
+                passed, detail = False, f"{probe.name}: no value ({measured.error})"
+            else:
+                passed = probe_passes(probe.comparator, measured.value, probe.value, probe.tolerance)
+                verb = "holds" if passed else "fails"
+                detail = f"{probe.name}: {measured.value:.4g} {probe.comparator} {probe.value:g} {verb}"
+            reading = ProbeResult(probe.name, when, workflow.now(), passed, measured.value, detail)
+        else:
+            assert isinstance(probe, HttpProbe)
+            answer: HttpProbeResult = await self._activity(
+                ProbeActivities.http,
+                HttpProbeInput(probe.url, probe.expected_status, probe.method, probe.timeout_s),
+                _options.PROMETHEUS,
+            )
+            status = float(answer.status) if answer.status is not None else None
+            reading = ProbeResult(
+                probe.name, when, workflow.now(), answer.passed, status, f"{probe.name}: {answer.detail}"
+            )
+        self._view.probes.append(reading)
+        return reading
+
+    async def _activity(self, method: Callable[..., Any], argument: Any, options: dict[str, Any]) -> Any:
+        return await workflow.execute_activity_method(method, argument, **options)
+
+    async def _step(self, name: str, run: Callable[[], Awaitable[dict[str, Any]]]) -> None:
+        entry = JournalEntry(step=name, started_at=workflow.now())
+        self._view.journal.append(entry)
+        try:
+            entry.output = await run()
+            entry.status = "succeeded"
+        except _Stop as stop:
+            entry.status, entry.error = "failed", stop.message
+            raise
+        except ActivityError as err:
+            entry.status, entry.error = "failed", cause(err)
+            raise _Stop(ERROR, f"{name} failed: {cause(err)}") from err
+        finally:
+            entry.ended_at = workflow.now()
+            entry.duration_s = (entry.ended_at - entry.started_at).total_seconds()
+
+    # ---- queries and updates -----------------------------------------------------------------------------
+
+    @workflow.query
+    def state(self) -> ChaosView:
+        return self._view
+
+    @workflow.update
+    async def accepted(self) -> ChaosView:
+        """Answers once the safety policy has been checked (for the API's update-with-start: a refused
+        experiment is a 409 there)."""
+        await workflow.wait_condition(lambda: self._checked)
+        if self._refusal is not None:
+            raise self._refusal
+        return self._view
+
+    @workflow.update
+    def abort(self, request: Actor) -> ChaosView:
+        """Stop the fault now; cleanup and the recovery check still run."""
+        self._abort = request
+        return self._view
+
+    @abort.validator
+    def _check_abort(self, request: Actor) -> None:
+        if self._view.phase in FINISHED or self._abort is not None:
+            raise ApplicationError(
+                f"{self._view.id} is not injecting ({self._view.phase})", type="NotRunning"
+            )
+
+    def _set_phase(self, phase: str) -> None:
+        if phase != self._view.phase:
+            self._view.phase = phase
+            workflow.upsert_search_attributes([PHASE.value_set(phase)])
