@@ -26,7 +26,7 @@ WORKFLOW_ERROR_STATUS = {
     "RolloutStarting": 409,
     "AlreadyDone": 409,
     "NothingToResume": 409,
-    # predictive scaling
+    # predictive scaling, chaos
     "NotRunning": 409,
     "InvalidSpec": 422,
 }
@@ -96,11 +96,11 @@ def from_update_failure(err: WorkflowUpdateFailedError) -> ApiError:
 
 def start_refused(err: WorkflowUpdateFailedError, fallback_type: str) -> ApiError:
     """A workflow that refused to start (its `accepted` update failed): a missing target is 404, a spec
-    it refuses 422, anything else 502 under `fallback_type`."""
+    it refuses 422, a safety refusal 409, anything else 502 under `fallback_type`."""
     cause = err.cause
     kind = cause.type if isinstance(cause, ApplicationError) else None
     message = cause.message if isinstance(cause, ApplicationError) else str(cause)
-    status = {"TargetNotFound": 404, "InvalidSpec": 422}.get(kind or "", 502)
+    status = {"TargetNotFound": 404, "InvalidSpec": 422, "ChaosRefused": 409}.get(kind or "", 502)
     return ApiError(status, kind or fallback_type, message)
 
 

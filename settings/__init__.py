@@ -112,6 +112,16 @@ class ScalingSettings(BaseModel):
     forecast_task_queue: str = FORECASTING_QUEUE
 
 
+class ChaosSettings(BaseModel):
+    """Chaos experiments: the catalogue the API runs by name, and the safety policy every run obeys."""
+
+    catalogue_file: Path | None = Field(
+        default=None, description="Experiments YAML; empty means chaos/catalogue.yaml (the lab demo's)."
+    )
+    allowed_namespaces: list[str] = Field(default_factory=lambda: ["lab"])
+    max_pods_affected_perc: float = Field(default=50.0, gt=0, le=100, description="Blast-radius limit.")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="LCP_", env_nested_delimiter="__", env_file=".env", extra="ignore"
@@ -137,6 +147,7 @@ class Settings(BaseSettings):
     limits: LimitSettings = LimitSettings()
     rollout: RolloutSettings = RolloutSettings()
     scaling: ScalingSettings = ScalingSettings()
+    chaos: ChaosSettings = ChaosSettings()
 
     @field_validator("database_url")
     @classmethod

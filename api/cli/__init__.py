@@ -39,6 +39,11 @@ scaling_app = typer.Typer(
 )
 app.add_typer(rollout_app, name="rollout")
 app.add_typer(scaling_app, name="scaling")
+chaos_app = typer.Typer(
+    help="Chaos experiments (LitmusChaos) through the lcp API (a key with the sre role).",
+    no_args_is_help=True,
+)
+app.add_typer(chaos_app, name="chaos")
 console = Console()
 err_console = Console(stderr=True)
 
@@ -868,3 +873,127 @@ def scaling_list(
         return 0
 
     _scaling_exit("list", run)
+
+
+# ---- lcp chaos ------------------------------------------------------------------------------------------
+
+ChaosExperiment = Annotated[str, typer.Argument(help="The experiment's name.")]
+ChaosRun = Annotated[str, typer.Argument(help="The run's id (`lcp chaos list` shows them).")]
+
+
+def _chaos_exit(command: str, run: Callable[[], int]) -> None:
+    from api.cli.chaos import guarded
+
+    raise typer.Exit(guarded(command, err_console, run))
+
+
+@chaos_app.command("catalogue")
+def chaos_catalogue(
+    api_url: RolloutApiUrl = None, home: RolloutHome = Path(".lcp"), api_key: RolloutKey = None
+) -> None:
+    """The experiments the API runs by name."""
+    from api.cli import chaos
+
+    def run() -> int:
+        with chaos.connect(api_url, home, api_key) as api:
+            console.print(chaos.render_catalogue(api.catalogue()))
+        return 0
+
+    _chaos_exit("catalogue", run)
+
+
+@chaos_app.command("run")
+def chaos_run(
+    experiment: Annotated[
+        str | None, typer.Argument(help="A catalogue experiment, or the one to pick from --file.")
+    ] = None,
+    file: Annotated[
+        Path | None,
+        typer.Option(help="A YAML file of experiments (the catalogue's shape).", show_default=False),
+    ] = None,
+    run_id: Annotated[str | None, typer.Option("--run", help="This run's id (default: the time).")] = None,
+    watch: Annotated[
+        bool, typer.Option("--watch", "-w", help="Follow it to the end (exit 0 if it passed).")
+    ] = False,
+    api_url: RolloutApiUrl = None,
+    home: RolloutHome = Path(".lcp"),
+    api_key: RolloutKey = None,
+) -> None:
+    """Run an experiment: safety policy, steady state, the fault, cleanup, recovery, report."""
+    from api.cli import chaos
+    from api.cli.rest import CliError
+
+    def run() -> int:
+        if experiment is None and file is None:
+            raise CliError("name an experiment (`lcp chaos catalogue` lists them) or give --file")
+        with chaos.connect(api_url, home, api_key) as api:
+            view = api.run(chaos.run_body(experiment, file, run_id))
+            if watch:
+                return chaos.watch(api, view["experiment"], view["run"], console)
+            console.print(chaos.render_chaos(view))
+        return 0
+
+    _chaos_exit("run", run)
+
+
+@chaos_app.command("status")
+def chaos_status(
+    experiment: ChaosExperiment,
+    run_id: ChaosRun,
+    watch: Annotated[bool, typer.Option("--watch", "-w", help="Follow it to the end.")] = False,
+    api_url: RolloutApiUrl = None,
+    home: RolloutHome = Path(".lcp"),
+    api_key: RolloutKey = None,
+) -> None:
+    """A run's phase, journal, probes, verdict and score."""
+    from api.cli import chaos
+
+    def run() -> int:
+        with chaos.connect(api_url, home, api_key) as api:
+            if watch:
+                return chaos.watch(api, experiment, run_id, console)
+            console.print(chaos.render_chaos(api.get(experiment, run_id)))
+        return 0
+
+    _chaos_exit("status", run)
+
+
+@chaos_app.command("abort")
+def chaos_abort(
+    experiment: ChaosExperiment,
+    run_id: ChaosRun,
+    reason: RolloutReason = "",
+    api_url: RolloutApiUrl = None,
+    home: RolloutHome = Path(".lcp"),
+    api_key: RolloutKey = None,
+) -> None:
+    """Stop the fault now; cleanup and the recovery check still run."""
+    from api.cli import chaos
+
+    def run() -> int:
+        with chaos.connect(api_url, home, api_key) as api:
+            console.print(chaos.render_header(api.abort(experiment, run_id, reason)))
+        return 0
+
+    _chaos_exit("abort", run)
+
+
+@chaos_app.command("list")
+def chaos_list(
+    phase: Annotated[
+        str | None,
+        typer.Option(help="Passed, Failed, Refused, NotSteady, Aborted, Error, ...", show_default=False),
+    ] = None,
+    api_url: RolloutApiUrl = None,
+    home: RolloutHome = Path(".lcp"),
+    api_key: RolloutKey = None,
+) -> None:
+    """Experiment runs, newest first."""
+    from api.cli import chaos
+
+    def run() -> int:
+        with chaos.connect(api_url, home, api_key) as api:
+            console.print(chaos.render_list(api.list(phase)))
+        return 0
+
+    _chaos_exit("list", run)

@@ -1,0 +1,50 @@
+"""Bodies of the chaos routes (a run's state is the workflow's own ChaosView)."""
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class ChaosCreate(BaseModel):
+    """An experiment from the catalogue by name, or one given whole (the catalogue YAML's shape)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    experiment: str | None = Field(default=None, description="A catalogue experiment's name.")
+    definition: dict[str, Any] | None = Field(default=None, description="An experiment, as in the YAML.")
+    run: str | None = Field(
+        default=None,
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+        max_length=40,
+        description="This run's id (default: the UTC time, e.g. 20261126-150600).",
+    )
+
+    @model_validator(mode="after")
+    def _one_experiment(self) -> "ChaosCreate":
+        if (self.experiment is None) == (self.definition is None):
+            raise ValueError("give experiment (a catalogue name) or definition (an experiment), one of them")
+        return self
+
+
+class ReasonIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(default="", max_length=500)
+
+
+class Catalogue(BaseModel):
+    data: list[dict[str, Any]]
+
+
+class ChaosSummary(BaseModel):
+    id: str
+    experiment: str
+    run: str
+    target: str | None
+    phase: str | None
+    status: str
+    started_at: str | None
+
+
+class ChaosList(BaseModel):
+    data: list[ChaosSummary]

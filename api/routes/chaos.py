@@ -1,0 +1,185 @@
+"""Chaos experiments: the catalogue, run (by name or inline), list, read, abort — role `sre`."""
+
+from datetime import UTC, datetime
+
+from fastapi import APIRouter, Query
+from temporalio.client import (
+    WithStartWorkflowOperation,
+    WorkflowExecutionStatus,
+    WorkflowHandle,
+    WorkflowUpdateFailedError,
+)
+from temporalio.common import (
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+    WorkflowIDReusePolicy,
+)
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from api.auth import SreDep
+from api.chaos_schemas import Catalogue, ChaosCreate, ChaosList, ChaosSummary, ReasonIn
+from api.conversation_calls import temporal_unavailable
+from api.deps import AppState, StateDep
+from api.errors import ApiError, from_update_failure, start_refused
+from api.schemas import ERROR_RESPONSES
+from chaos.experiments import (
+    DEFAULT_CATALOGUE,
+    Experiment,
+    ExperimentError,
+    experiment_to_data,
+    load_experiments,
+    parse_experiments,
+)
+from policies.chaos import SafetyPolicy
+from temporal.constants import KIND, PHASE, SERVICE
+from workflows.chaos import CHECKING, Actor, ChaosExperimentWorkflow, ChaosInput, ChaosView, workflow_id
+
+router = APIRouter(prefix="/v1/chaos", tags=["chaos"], responses=ERROR_RESPONSES)
+Handle = WorkflowHandle[ChaosExperimentWorkflow, ChaosView]
+
+
+@router.get("/catalogue", response_model=Catalogue)
+async def catalogue(state: StateDep, caller: SreDep) -> Catalogue:
+    """The experiments that can be run by name."""
+    return Catalogue(data=[experiment_to_data(e) for e in _catalogue(state).values()])
+
+
+@router.post("", status_code=201, response_model=ChaosView)
+async def run_experiment(body: ChaosCreate, state: StateDep, caller: SreDep) -> ChaosView:
+    """Run an experiment from the catalogue (`experiment`) or given whole (`definition`). It answers once
+    the safety policy has been checked: a refusal is a 409 that says why, and nothing is injected."""
+    experiment = _experiment(body, state)
+    run = body.run or datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    request = ChaosInput(experiment, run, _policy(state), requested_by=caller.subject)
+    target = experiment.target
+    start = WithStartWorkflowOperation(
+        ChaosExperimentWorkflow.run,
+        request,
+        id=workflow_id(experiment.name, run),
+        task_queue=state.settings.rollout.task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+        id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,  # a run id names one run, ever
+        search_attributes=TypedSearchAttributes(
+            [
+                SearchAttributePair(KIND, "chaos"),
+                SearchAttributePair(SERVICE, f"{target.namespace}/{target.service}"),
+                SearchAttributePair(PHASE, CHECKING),
+            ]
+        ),
+    )
+    try:
+        return await state.temporal.execute_update_with_start_workflow(
+            ChaosExperimentWorkflow.accepted, start_workflow_operation=start
+        )
+    except WorkflowAlreadyStartedError:
+        raise _exists(experiment.name, run) from None
+    except WorkflowUpdateFailedError as err:
+        raise start_refused(err, "ChaosRefused") from err
+    except RPCError as err:
+        if err.status == RPCStatusCode.ALREADY_EXISTS:
+            raise _exists(experiment.name, run) from None
+        raise temporal_unavailable(err) from err
+
+
+@router.get("", response_model=ChaosList)
+async def list_experiments(
+    state: StateDep,
+    caller: SreDep,
+    phase: str | None = Query(default=None, pattern=r"^[A-Za-z]+$"),
+    limit: int = Query(default=50, ge=1, le=500),
+) -> ChaosList:
+    """Experiment runs, newest first, from Temporal's visibility."""
+    query = "LcpKind = 'chaos'" + (f" AND LcpPhase = '{phase}'" if phase else "")
+    found: list[ChaosSummary] = []
+    try:
+        async for execution in state.temporal.list_workflows(query, limit=limit):
+            _, experiment, run = execution.id.split("/", 2)
+            found.append(
+                ChaosSummary(
+                    id=execution.id,
+                    experiment=experiment,
+                    run=run,
+                    target=execution.typed_search_attributes.get(SERVICE),
+                    phase=execution.typed_search_attributes.get(PHASE),
+                    status=execution.status.name if execution.status else "UNKNOWN",
+                    started_at=execution.start_time.isoformat() if execution.start_time else None,
+                )
+            )
+    except RPCError as err:
+        raise temporal_unavailable(err) from err
+    return ChaosList(data=found)
+
+
+@router.get("/{experiment}/{run}", response_model=ChaosView)
+async def get_experiment(experiment: str, run: str, state: StateDep, caller: SreDep) -> ChaosView:
+    """The run as it stands: phase, probes, the journal of steps, verdict and score once it ends."""
+    handle = _handle(state, experiment, run)
+    try:
+        described = await handle.describe()
+        if described.status == WorkflowExecutionStatus.RUNNING:
+            return await handle.query(ChaosExperimentWorkflow.state)
+        return await handle.result()
+    except RPCError as err:
+        if err.status == RPCStatusCode.NOT_FOUND:
+            raise ApiError(404, "ExperimentNotFound", f"no chaos run {handle.id}") from err
+        raise temporal_unavailable(err) from err
+
+
+@router.post("/{experiment}/{run}/abort", response_model=ChaosView)
+async def abort(experiment: str, run: str, body: ReasonIn, state: StateDep, caller: SreDep) -> ChaosView:
+    """Stop the fault now (engineState: stop); cleanup and the recovery check still run."""
+    handle = _handle(state, experiment, run)
+    try:
+        return await handle.execute_update(
+            ChaosExperimentWorkflow.abort, Actor(by=caller.subject, reason=body.reason)
+        )
+    except WorkflowUpdateFailedError as err:
+        raise from_update_failure(err) from err
+    except RPCError as err:
+        if err.status == RPCStatusCode.NOT_FOUND:
+            raise ApiError(404, "ExperimentNotFound", f"no running chaos run {handle.id}") from err
+        raise temporal_unavailable(err) from err
+
+
+# ---- helpers ---------------------------------------------------------------------------------------------
+
+
+def _catalogue(state: AppState) -> dict[str, Experiment]:
+    try:
+        experiments = load_experiments(state.settings.chaos.catalogue_file or DEFAULT_CATALOGUE)
+    except ExperimentError as err:
+        raise ApiError(500, "BadCatalogue", f"the chaos catalogue is invalid: {err}") from err
+    return {experiment.name: experiment for experiment in experiments}
+
+
+def _experiment(body: ChaosCreate, state: AppState) -> Experiment:
+    if body.definition is not None:
+        try:
+            [experiment] = parse_experiments({"experiments": [body.definition]})
+        except ExperimentError as err:
+            raise ApiError(
+                422, "InvalidExperiment", str(err).replace("experiments[0].", "definition.")
+            ) from err
+        return experiment
+    known = _catalogue(state)
+    if body.experiment not in known:
+        names = ", ".join(sorted(known)) or "none"
+        raise ApiError(
+            404, "ExperimentNotFound", f"no experiment {body.experiment!r} in the catalogue ({names})"
+        )
+    return known[body.experiment]
+
+
+def _policy(state: AppState) -> SafetyPolicy:
+    chaos = state.settings.chaos
+    return SafetyPolicy(tuple(chaos.allowed_namespaces), chaos.max_pods_affected_perc)
+
+
+def _handle(state: AppState, experiment: str, run: str) -> Handle:
+    return state.temporal.get_workflow_handle_for(ChaosExperimentWorkflow.run, workflow_id(experiment, run))
+
+
+def _exists(experiment: str, run: str) -> ApiError:
+    return ApiError(409, "RunExists", f"{workflow_id(experiment, run)} exists: give another run id")
