@@ -48,3 +48,36 @@ class ChaosSummary(BaseModel):
 
 class ChaosList(BaseModel):
     data: list[ChaosSummary]
+
+
+class ScheduleCreate(BaseModel):
+    """A recurring game day: an experiment (by name or whole) on a cron or every so many seconds."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    experiment: str | None = None
+    definition: dict[str, Any] | None = None
+    cron: str | None = Field(default=None, description='A cron expression, e.g. "0 14 * * WED" (UTC).')
+    every_s: float | None = Field(default=None, ge=60, description="Or an interval, at least a minute.")
+    paused: bool = False
+
+    @model_validator(mode="after")
+    def _one_each(self) -> "ScheduleCreate":
+        if (self.experiment is None) == (self.definition is None):
+            raise ValueError("give experiment (a catalogue name) or definition (an experiment), one of them")
+        if (self.cron is None) == (self.every_s is None):
+            raise ValueError("give cron or every_s, one of them")
+        return self
+
+
+class ScheduleSummary(BaseModel):
+    id: str
+    experiment: str
+    spec: str
+    paused: bool
+    next_runs: list[str]
+    recent_runs: list[str]
+
+
+class ScheduleList(BaseModel):
+    data: list[ScheduleSummary]

@@ -67,7 +67,7 @@ def workflow_id(experiment: str, run: str) -> str:
 @dataclass
 class ChaosInput:
     experiment: Experiment
-    run: str  # unique per run of the experiment, e.g. a timestamp
+    run: str  # unique per run of the experiment, e.g. a timestamp; "" (a schedule's runs): the id's last part
     policy: SafetyPolicy = field(default_factory=SafetyPolicy)
     poll_s: float = 1.0  # how often the ChaosResult is read while the fault runs
     grace_s: float = 60.0  # past the fault's duration, the engine is stopped whatever it says
@@ -140,11 +140,13 @@ class ChaosExperimentWorkflow:
     def __init__(self, request: ChaosInput) -> None:
         experiment = request.experiment
         self._in = request
-        self._engine = EngineRef(experiment.target.namespace, engine_name(experiment, request.run))
+        # A Schedule starts each run with the same input and its own id (Temporal appends the time).
+        self._run = request.run or workflow.info().workflow_id.rsplit("/", 1)[-1]
+        self._engine = EngineRef(experiment.target.namespace, engine_name(experiment, self._run))
         self._view = ChaosView(
             id=workflow.info().workflow_id,
             experiment=experiment.name,
-            run=request.run,
+            run=self._run,
             target=f"{experiment.target.namespace}/{experiment.target.service}",
             fault=experiment.fault.kind,
             engine=self._engine.name,
@@ -226,7 +228,7 @@ class ChaosExperimentWorkflow:
         experiment = self._in.experiment
         self._set_phase(INJECTING)
         self._view.message = f"{experiment.fault.kind} on {self._view.target}"
-        manifest = render_engine(experiment, self._in.run)
+        manifest = render_engine(experiment, self._run)
         await self._activity(
             LitmusActivities.create_engine, CreateEngineInput(manifest), _options.KUBERNETES_READ
         )

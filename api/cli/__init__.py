@@ -993,7 +993,69 @@ def chaos_list(
 
     def run() -> int:
         with chaos.connect(api_url, home, api_key) as api:
-            console.print(chaos.render_list(api.list(phase)))
+            console.print(chaos.render_list(api.runs(phase)))
         return 0
 
     _chaos_exit("list", run)
+
+
+@chaos_app.command("schedule")
+def chaos_schedule(
+    experiment: Annotated[
+        str, typer.Argument(help="A catalogue experiment, or the one to pick from --file.")
+    ],
+    cron: Annotated[str | None, typer.Option(help='A cron expression (UTC), e.g. "0 14 * * WED".')] = None,
+    every: Annotated[float | None, typer.Option(help="Or every this many seconds (at least 60).")] = None,
+    file: Annotated[
+        Path | None,
+        typer.Option(help="A YAML file of experiments (the catalogue's shape).", show_default=False),
+    ] = None,
+    paused: Annotated[bool, typer.Option(help="Create it paused (unpause in the Temporal UI).")] = False,
+    api_url: RolloutApiUrl = None,
+    home: RolloutHome = Path(".lcp"),
+    api_key: RolloutKey = None,
+) -> None:
+    """A recurring game day on a Temporal Schedule; each run passes the same safety policy."""
+    from api.cli import chaos
+
+    def run() -> int:
+        body = chaos.run_body(experiment, file, None) | {"cron": cron, "every_s": every, "paused": paused}
+        with chaos.connect(api_url, home, api_key) as api:
+            console.print(chaos.render_schedules([api.schedule(body)]))
+        return 0
+
+    _chaos_exit("schedule", run)
+
+
+@chaos_app.command("schedules")
+def chaos_schedules(
+    api_url: RolloutApiUrl = None, home: RolloutHome = Path(".lcp"), api_key: RolloutKey = None
+) -> None:
+    """Game-day schedules, with their next and recent runs."""
+    from api.cli import chaos
+
+    def run() -> int:
+        with chaos.connect(api_url, home, api_key) as api:
+            console.print(chaos.render_schedules(api.schedules()))
+        return 0
+
+    _chaos_exit("schedules", run)
+
+
+@chaos_app.command("unschedule")
+def chaos_unschedule(
+    schedule_id: Annotated[str, typer.Argument(help="The schedule's id (`lcp chaos schedules`).")],
+    api_url: RolloutApiUrl = None,
+    home: RolloutHome = Path(".lcp"),
+    api_key: RolloutKey = None,
+) -> None:
+    """Delete a game-day schedule (runs under way finish and clean up)."""
+    from api.cli import chaos
+
+    def run() -> int:
+        with chaos.connect(api_url, home, api_key) as api:
+            api.unschedule(schedule_id)
+        console.print(f"deleted {schedule_id}")
+        return 0
+
+    _chaos_exit("unschedule", run)

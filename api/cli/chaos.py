@@ -54,11 +54,22 @@ class ChaosApi(ApiClient):
         )
         return view
 
-    def list(self, phase: str | None = None) -> list[dict[str, Any]]:
+    def runs(self, phase: str | None = None) -> list[dict[str, Any]]:
         found: list[dict[str, Any]] = self._call(
             "GET", "/v1/chaos", params={"phase": phase} if phase else {}
         )["data"]
         return found
+
+    def schedule(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        found: dict[str, Any] = self._call("POST", "/v1/chaos/schedules", json=dict(body))
+        return found
+
+    def schedules(self) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = self._call("GET", "/v1/chaos/schedules")["data"]
+        return found
+
+    def unschedule(self, schedule_id: str) -> None:
+        self._call("DELETE", f"/v1/chaos/schedules/{schedule_id}")
 
 
 def connect(api_url: str | None, home: Path, api_key: str | None) -> ChaosApi:
@@ -156,6 +167,23 @@ def render_list(runs: Sequence[Mapping[str, Any]]) -> RenderableType:
             (run.get("started_at") or "-")[:19].replace("T", " "),
         )
     if not runs:
+        table.add_row("(none)", "", "", "", "")
+    return table
+
+
+def render_schedules(schedules: Sequence[Mapping[str, Any]]) -> RenderableType:
+    table = Table(box=box.SIMPLE_HEAD)
+    for column in ("schedule", "when", "paused", "next runs", "recent runs"):
+        table.add_column(column, overflow="fold")
+    for found in schedules:
+        table.add_row(
+            found["id"],
+            found["spec"],
+            "yes" if found["paused"] else "no",
+            "\n".join(at[:19].replace("T", " ") for at in found["next_runs"]) or "-",
+            "\n".join(found["recent_runs"]) or "-",
+        )
+    if not schedules:
         table.add_row("(none)", "", "", "", "")
     return table
 

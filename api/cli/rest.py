@@ -58,4 +58,4 @@ class ApiClient:
             ) from err
         if response.status_code >= 400:
             raise _api_error(response)
-        return response.json()
+        return response.json() if response.content else None

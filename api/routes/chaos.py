@@ -1,9 +1,18 @@
 """Chaos experiments: the catalogue, run (by name or inline), list, read, abort — role `sre`."""
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from fastapi import APIRouter, Query
 from temporalio.client import (
+    Schedule,
+    ScheduleActionStartWorkflow,
+    ScheduleAlreadyRunningError,
+    ScheduleDescription,
+    ScheduleIntervalSpec,
+    ScheduleOverlapPolicy,
+    SchedulePolicy,
+    ScheduleSpec,
+    ScheduleState,
     WithStartWorkflowOperation,
     WorkflowExecutionStatus,
     WorkflowHandle,
@@ -19,7 +28,16 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.auth import SreDep
-from api.chaos_schemas import Catalogue, ChaosCreate, ChaosList, ChaosSummary, ReasonIn
+from api.chaos_schemas import (
+    Catalogue,
+    ChaosCreate,
+    ChaosList,
+    ChaosSummary,
+    ReasonIn,
+    ScheduleCreate,
+    ScheduleList,
+    ScheduleSummary,
+)
 from api.conversation_calls import temporal_unavailable
 from api.deps import AppState, StateDep
 from api.errors import ApiError, from_update_failure, start_refused
@@ -36,6 +54,7 @@ from policies.chaos import SafetyPolicy
 from temporal.constants import KIND, PHASE, SERVICE
 from workflows.chaos import CHECKING, Actor, ChaosExperimentWorkflow, ChaosInput, ChaosView, workflow_id
 
+SCHEDULE_PREFIX = "chaos-gameday-"
 router = APIRouter(prefix="/v1/chaos", tags=["chaos"], responses=ERROR_RESPONSES)
 Handle = WorkflowHandle[ChaosExperimentWorkflow, ChaosView]
 
@@ -80,6 +99,75 @@ async def run_experiment(body: ChaosCreate, state: StateDep, caller: SreDep) -> 
     except RPCError as err:
         if err.status == RPCStatusCode.ALREADY_EXISTS:
             raise _exists(experiment.name, run) from None
+        raise temporal_unavailable(err) from err
+
+
+@router.post("/schedules", status_code=201, response_model=ScheduleSummary)
+async def create_schedule(body: ScheduleCreate, state: StateDep, caller: SreDep) -> ScheduleSummary:
+    """A recurring game day on a Temporal Schedule (one per experiment; a run is skipped while the last
+    one still runs). Each run goes through the same safety policy as a manual one."""
+    experiment = _experiment(ChaosCreate(experiment=body.experiment, definition=body.definition), state)
+    target = experiment.target
+    action = ScheduleActionStartWorkflow(
+        ChaosExperimentWorkflow.run,
+        ChaosInput(experiment, "", _policy(state), requested_by=f"schedule by {caller.subject}"),
+        id=workflow_id(experiment.name, "gameday"),
+        task_queue=state.settings.rollout.task_queue,
+        typed_search_attributes=TypedSearchAttributes(
+            [
+                SearchAttributePair(KIND, "chaos"),
+                SearchAttributePair(SERVICE, f"{target.namespace}/{target.service}"),
+                SearchAttributePair(PHASE, CHECKING),
+            ]
+        ),
+    )
+    spec = (
+        ScheduleSpec(cron_expressions=[body.cron])
+        if body.cron
+        else ScheduleSpec(intervals=[ScheduleIntervalSpec(every=timedelta(seconds=body.every_s or 0))])
+    )
+    schedule = Schedule(
+        action=action,
+        spec=spec,
+        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
+        state=ScheduleState(paused=body.paused, note=f"chaos game day: {experiment.name}"),
+    )
+    schedule_id = SCHEDULE_PREFIX + experiment.name
+    try:
+        handle = await state.temporal.create_schedule(schedule_id, schedule)
+        return _schedule_summary(schedule_id, await handle.describe())
+    except ScheduleAlreadyRunningError:
+        raise ApiError(409, "ScheduleExists", f"{schedule_id} exists: delete it first") from None
+    except RPCError as err:
+        if err.status == RPCStatusCode.INVALID_ARGUMENT:
+            raise ApiError(422, "InvalidSchedule", f"Temporal refused the schedule: {err.message}") from err
+        raise temporal_unavailable(err) from err
+
+
+@router.get("/schedules", response_model=ScheduleList)
+async def list_schedules(state: StateDep, caller: SreDep) -> ScheduleList:
+    """Chaos game days and their next runs."""
+    found: list[ScheduleSummary] = []
+    try:
+        async for listed in await state.temporal.list_schedules():
+            if listed.id.startswith(SCHEDULE_PREFIX):
+                described = await state.temporal.get_schedule_handle(listed.id).describe()
+                found.append(_schedule_summary(listed.id, described))
+    except RPCError as err:
+        raise temporal_unavailable(err) from err
+    return ScheduleList(data=found)
+
+
+@router.delete("/schedules/{schedule_id}", status_code=204)
+async def delete_schedule(schedule_id: str, state: StateDep, caller: SreDep) -> None:
+    """Stop a game day; runs under way finish (and clean up) on their own."""
+    if not schedule_id.startswith(SCHEDULE_PREFIX):
+        raise ApiError(404, "ScheduleNotFound", f"no chaos schedule {schedule_id}")
+    try:
+        await state.temporal.get_schedule_handle(schedule_id).delete()
+    except RPCError as err:
+        if err.status == RPCStatusCode.NOT_FOUND:
+            raise ApiError(404, "ScheduleNotFound", f"no chaos schedule {schedule_id}") from err
         raise temporal_unavailable(err) from err
 
 
@@ -175,6 +263,19 @@ def _experiment(body: ChaosCreate, state: AppState) -> Experiment:
 def _policy(state: AppState) -> SafetyPolicy:
     chaos = state.settings.chaos
     return SafetyPolicy(tuple(chaos.allowed_namespaces), chaos.max_pods_affected_perc)
+
+
+def _schedule_summary(schedule_id: str, described: ScheduleDescription) -> ScheduleSummary:
+    spec = described.schedule.spec
+    every = ", ".join(f"every {i.every.total_seconds():g} s" for i in spec.intervals)
+    return ScheduleSummary(
+        id=schedule_id,
+        experiment=schedule_id.removeprefix(SCHEDULE_PREFIX),
+        spec=", ".join([*spec.cron_expressions, *([every] if every else [])]) or "calendar",
+        paused=described.schedule.state.paused,
+        next_runs=[at.isoformat() for at in described.info.next_action_times[:3]],
+        recent_runs=[str(getattr(a.action, "workflow_id", "")) for a in described.info.recent_actions[-5:]],
+    )
 
 
 def _handle(state: AppState, experiment: str, run: str) -> Handle:

@@ -5,10 +5,12 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import yaml
 from temporalio.client import Client
 
 from api.app import create_app
@@ -181,3 +183,40 @@ async def test_bad_requests_say_what_is_wrong(sre: httpx.AsyncClient, lab: Rollo
     refused = _error(response, 409)
     assert refused["type"] == "ChaosRefused" and "50" in refused["message"]
     _error(await sre.get("/v1/chaos/nope/r1"), 404)
+
+
+async def test_a_game_day_schedule_runs_the_experiment_and_can_be_deleted(
+    sre: httpx.AsyncClient, lab: RolloutLab, api_url: str, key: str, client: Client, tmp_path: Path
+) -> None:
+    service = lab.add_service(replicas=4)
+    await asyncio.sleep(8)
+    file = tmp_path / "experiments.yaml"
+    file.write_text(
+        yaml.safe_dump({"experiments": [definition(service, "pod-delete", {"TOTAL_CHAOS_DURATION": "2"})]})
+    )
+    name = f"{service}-pod-delete"
+    code, out, err = await run_lcp(
+        api_url, key, "chaos", "schedule", name, "--file", str(file), "--every", "3600"
+    )
+    assert code == 0, err
+    assert f"chaos-gameday-{name}" in out and "every 3600 s" in out
+
+    await client.get_schedule_handle(f"chaos-gameday-{name}").trigger()  # the next game day, now
+    deadline = time.monotonic() + 90
+    while True:
+        runs = [r for r in (await sre.get("/v1/chaos")).json()["data"] if r["experiment"] == name]
+        if runs and runs[0]["phase"] in ("Passed", "Failed", "Error", "Refused", "NotSteady"):
+            break
+        assert time.monotonic() < deadline, f"the scheduled run never finished: {runs}"
+        await asyncio.sleep(1)
+    assert runs[0]["phase"] == "Passed" and runs[0]["run"].startswith("gameday-")
+    view = (await sre.get(f"/v1/chaos/{name}/{runs[0]['run']}")).json()
+    assert view["requested_by"].startswith("schedule by") and view["cleaned_up"]
+
+    code, out, err = await run_lcp(api_url, key, "chaos", "schedules")
+    assert code == 0 and runs[0]["id"] in out.replace("\n", ""), err
+    both = {"experiment": name, "cron": "0 14 * * WED", "every_s": 3600}
+    assert "one of them" in _error(await sre.post("/v1/chaos/schedules", json=both), 422)["message"]
+    code, out, err = await run_lcp(api_url, key, "chaos", "unschedule", f"chaos-gameday-{name}")
+    assert code == 0, err
+    _error(await sre.delete(f"/v1/chaos/schedules/chaos-gameday-{name}"), 404)
