@@ -214,15 +214,22 @@ class ChaosExperimentWorkflow:
         return {"pods": state.pods, "ready": state.ready, "running_rollouts": rollouts}
 
     async def _hypothesis(self, when: str) -> dict[str, Any]:
-        results = [
-            await self._probe(probe, when) for probe in self._in.experiment.hypothesis.probes_for(when)
-        ]
+        results = await self._round(when)
         failed = [r for r in results if not r.passed]
         if failed and when == "before":
             raise _Stop(
                 NOT_STEADY, f"the steady state does not hold before: {failed[0].detail}; nothing injected"
             )
         return {"probes": len(results), "failed": [r.probe for r in failed]}
+
+    async def _round(self, when: str, record: bool = True) -> list[ProbeResult]:
+        """Every probe of `when`, once; `record` keeps the readings for the report."""
+        results = [
+            await self._probe(probe, when) for probe in self._in.experiment.hypothesis.probes_for(when)
+        ]
+        if record:
+            self._view.probes.extend(results)
+        return results
 
     async def _inject(self) -> dict[str, Any]:
         experiment = self._in.experiment
@@ -245,8 +252,7 @@ class ChaosExperimentWorkflow:
                     f"aborted by {self._abort.by or 'an SRE'}: {self._abort.reason or 'no reason given'}",
                 )
             if workflow.now() >= next_probe:
-                for probe in experiment.hypothesis.probes_for("during"):
-                    reading = await self._probe(probe, "during")
+                for reading in await self._round("during"):
                     if not reading.passed:
                         raise _Stop(
                             FAILED, f"steady state breached during the fault, stopped it: {reading.detail}"
@@ -296,17 +302,20 @@ class ChaosExperimentWorkflow:
             state: TargetState = await self._activity(
                 LitmusActivities.target_state, target, _options.KUBERNETES_READ
             )
-            if state.steady:
-                outcome = await self._hypothesis("after")
-                if not outcome["failed"]:
-                    self._view.time_to_recover_s = (workflow.now() - started).total_seconds()
-                    if self._view.phase in (VERIFYING, CLEANING_UP):
-                        self._set_phase(PASSED)
-                        self._view.message = (
-                            f"the steady state held; recovered in {self._view.time_to_recover_s:.1f} s"
-                        )
-                    return {"time_to_recover_s": self._view.time_to_recover_s}
+            # Only the last round of "after" probes counts in the report: the ones before it, while the
+            # target was still recovering, are what the deadline is for.
+            last = await self._round("after", record=False) if state.steady else []
+            if state.steady and all(r.passed for r in last):
+                self._view.probes.extend(last)
+                self._view.time_to_recover_s = (workflow.now() - started).total_seconds()
+                if self._view.phase in (VERIFYING, CLEANING_UP):
+                    self._set_phase(PASSED)
+                    self._view.message = (
+                        f"the steady state held; recovered in {self._view.time_to_recover_s:.1f} s"
+                    )
+                return {"time_to_recover_s": self._view.time_to_recover_s}
             if workflow.now() >= deadline:
+                self._view.probes.extend(last)
                 raise _Stop(
                     FAILED,
                     f"not back to steady state within {experiment.recover_within_s:g} s "
@@ -354,7 +363,6 @@ class ChaosExperimentWorkflow:
             reading = ProbeResult(
                 probe.name, when, workflow.now(), answer.passed, status, f"{probe.name}: {answer.detail}"
             )
-        self._view.probes.append(reading)
         return reading
 
     async def _activity(self, method: Callable[..., Any], argument: Any, options: dict[str, Any]) -> Any:

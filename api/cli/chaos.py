@@ -17,7 +17,6 @@ from api.cli.rest import ApiClient, CliError
 from api.cli.rollout import number
 
 View = Mapping[str, Any]
-FINISHED = ("Passed", "Failed", "Refused", "NotSteady", "Aborted", "Error")
 PHASE_STYLE = {
     "Checking": "bold cyan",
     "Injecting": "bold magenta",
@@ -215,7 +214,7 @@ def watch(api: ChaosApi, experiment: str, run: str, console: Console, poll_s: fl
         if view["phase"] != last:
             last = view["phase"]
             console.print(Text.assemble(_styled(last, PHASE_STYLE), f"  {view.get('message', '')}"))
-        if last in FINISHED:
+        if view.get("finished_at"):  # the report is written (a phase can be final before cleanup ends)
             console.print(render_chaos(view))
             return 0 if last == "Passed" else 1
         time.sleep(poll_s)

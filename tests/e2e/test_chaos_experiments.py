@@ -35,6 +35,7 @@ from workflows.chaos import (
 
 Handle = WorkflowHandle[ChaosExperimentWorkflow, ChaosView]
 ENGINES = "litmuschaos.io/v1alpha1/chaosengines"
+HISTORIES = Path(__file__).parents[1] / "workflows" / "histories"
 
 
 @pytest.fixture(scope="module")
@@ -166,7 +167,10 @@ async def test_a_network_loss_that_breaches_the_slo_is_stopped_at_once_and_the_w
     )
     request = ChaosInput(experiment(service, fault), run="r1", requested_by="test")
     began = time.monotonic()
-    view = await finished(await start(client, settings, request))
+    handle = await start(client, settings, request)
+    view = await finished(handle)
+    if os.environ.get("LCP_SAVE_HISTORIES"):  # refresh tests/workflows/histories/ after a deliberate change
+        (HISTORIES / "chaos_experiment_v1.json").write_text((await handle.fetch_history()).to_json())
 
     assert view.phase == FAILED and "breached" in view.message, view.message
     assert time.monotonic() - began < 45  # stopped long before the fault's 60 s

@@ -8,6 +8,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
 from workflows.canary import CanaryRolloutWorkflow
+from workflows.chaos import ChaosExperimentWorkflow
 from workflows.conversation import ConversationWorkflow
 from workflows.scaling import PredictiveScalingWorkflow
 
@@ -21,14 +22,25 @@ async def test_saved_history_replays(history_json: str) -> None:
     """conversation_v1: sent, edited, regenerated, archived; conversation_v2_chat: OpenAI-style turns
     (re-sent history, a streamed one, a regenerate, an edited reply), archived; canary_rollout_v1: a
     rollout with a human promote, an analysis, pause, resume and a full promotion; predictive_scaling_v1:
-    forecast-only decisions, a switch to active, scaling, a stop. Replays cleanly."""
+    forecast-only decisions, a switch to active, scaling, a stop; chaos_experiment_v1: a network loss
+    stopped on a probe breach, cleaned up, recovered. Replays cleanly."""
     history = WorkflowHistory.from_json("replay-sample", history_json)
     replayer = Replayer(
-        workflows=[ConversationWorkflow, CanaryRolloutWorkflow, PredictiveScalingWorkflow],
+        workflows=[
+            ConversationWorkflow,
+            CanaryRolloutWorkflow,
+            PredictiveScalingWorkflow,
+            ChaosExperimentWorkflow,
+        ],
         data_converter=pydantic_data_converter,
     )
     await replayer.replay_workflow(history)  # raises on nondeterminism
 
 
 def test_there_are_saved_histories() -> None:
-    assert {path.stem.split("_")[0] for path in HISTORIES} >= {"conversation", "canary", "predictive"}
+    assert {path.stem.split("_")[0] for path in HISTORIES} >= {
+        "conversation",
+        "canary",
+        "predictive",
+        "chaos",
+    }
