@@ -13,6 +13,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from api.cli import rest
 from api.cli.rest import ApiClient, CliError
 from api.cli.rollout import number
 
@@ -71,12 +72,7 @@ class ChaosApi(ApiClient):
         self._call("DELETE", f"/v1/chaos/schedules/{schedule_id}")
 
 
-def connect(api_url: str | None, home: Path, api_key: str | None) -> ChaosApi:
-    """A client of the API at `api_url` with `api_key`, by default those `lcp dev` wrote to dev.json."""
-    from api.cli.chat import dev_info
-
-    dev = dev_info(home)
-    return ChaosApi(api_url or dev.get("api", "http://127.0.0.1:8000"), api_key or dev.get("api_key", ""))
+connect = ChaosApi.connect
 
 
 def run_body(name: str | None, file: Path | None, run: str | None) -> dict[str, Any]:
@@ -221,12 +217,4 @@ def watch(api: ChaosApi, experiment: str, run: str, console: Console, poll_s: fl
 
 
 def guarded(command: str, err_console: Console, run: Callable[[], int]) -> int:
-    """Run a command: an error is one red line naming it (exit 1); Ctrl-C while watching exit 130."""
-    try:
-        return run()
-    except CliError as err:
-        err_console.print(Text(f"lcp chaos {command}: {err.message}", style="red"), soft_wrap=True)
-        return 1
-    except KeyboardInterrupt:
-        err_console.print(Text(f"lcp chaos {command}: stopped watching; the run goes on", style="dim"))
-        return 130
+    return rest.guarded("chaos", command, err_console, run)

@@ -1,8 +1,14 @@
 """The lcp REST API from the command line: one client, errors said in one line."""
 
-from typing import Any
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
 
 import httpx
+from rich.console import Console
+from rich.text import Text
+
+Client = TypeVar("Client", bound="ApiClient")
 
 
 class CliError(Exception):
@@ -38,6 +44,14 @@ class ApiClient:
             base_url=self.base_url, headers=headers, timeout=timeout, transport=transport
         )
 
+    @classmethod
+    def connect(cls: type[Client], api_url: str | None, home: Path, api_key: str | None) -> Client:
+        """A client of the API at `api_url` with `api_key`, by default those `lcp dev` wrote to dev.json."""
+        from api.cli.chat import dev_info
+
+        dev = dev_info(home)
+        return cls(api_url or dev.get("api", "http://127.0.0.1:8000"), api_key or dev.get("api_key", ""))
+
     def close(self) -> None:
         self._http.close()
 
@@ -59,3 +73,18 @@ class ApiClient:
         if response.status_code >= 400:
             raise _api_error(response)
         return response.json() if response.content else None
+
+
+def guarded(group: str, command: str, err_console: Console, run: Callable[[], int]) -> int:
+    """Run `lcp GROUP COMMAND`: an error is one red line naming it (exit 1); Ctrl-C while watching
+    exits 130 and leaves the work going on."""
+    try:
+        return run()
+    except CliError as err:
+        err_console.print(Text(f"lcp {group} {command}: {err.message}", style="red"), soft_wrap=True)
+        return 1
+    except KeyboardInterrupt:
+        err_console.print(
+            Text(f"lcp {group} {command}: stopped watching; it goes on", style="dim"), soft_wrap=True
+        )
+        return 130

@@ -16,6 +16,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from api.cli import rest
 from api.cli.rest import ApiClient, CliError
 
 View = Mapping[str, Any]
@@ -68,12 +69,7 @@ class RolloutApi(ApiClient):
         return found
 
 
-def connect(api_url: str | None, home: Path, api_key: str | None) -> RolloutApi:
-    """A client of the API at `api_url` with `api_key`, by default those `lcp dev` wrote to dev.json."""
-    from api.cli.chat import dev_info
-
-    dev = dev_info(home)
-    return RolloutApi(api_url or dev.get("api", "http://127.0.0.1:8000"), api_key or dev.get("api_key", ""))
+connect = RolloutApi.connect
 
 
 # ---- request bodies from the command line ----------------------------------------------------------------
@@ -564,14 +560,4 @@ def run_list(
 
 
 def guarded(command: str, err_console: Console, run: Callable[[], int]) -> int:
-    """Run a command: an error is one red line naming it (exit 1), Ctrl-C while watching exit 130."""
-    try:
-        return run()
-    except CliError as err:
-        err_console.print(Text(f"lcp rollout {command}: {err.message}", style="red"), soft_wrap=True)
-        return 1
-    except KeyboardInterrupt:
-        err_console.print(
-            Text(f"lcp rollout {command}: stopped watching; the rollout goes on", style="dim"), soft_wrap=True
-        )
-        return 130
+    return rest.guarded("rollout", command, err_console, run)

@@ -3,7 +3,6 @@ functions are pure (a ScalingView as the API answers it → a rich renderable)."
 
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from rich import box
@@ -12,7 +11,8 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from api.cli.rest import ApiClient, CliError
+from api.cli import rest
+from api.cli.rest import ApiClient
 from api.cli.rollout import number
 
 View = Mapping[str, Any]
@@ -62,12 +62,7 @@ class ScalingApi(ApiClient):
         return found
 
 
-def connect(api_url: str | None, home: Path, api_key: str | None) -> ScalingApi:
-    """A client of the API at `api_url` with `api_key`, by default those `lcp dev` wrote to dev.json."""
-    from api.cli.chat import dev_info
-
-    dev = dev_info(home)
-    return ScalingApi(api_url or dev.get("api", "http://127.0.0.1:8000"), api_key or dev.get("api_key", ""))
+connect = ScalingApi.connect
 
 
 # ---- rendering -----------------------------------------------------------------------------------------
@@ -207,9 +202,4 @@ def run_status(api: ScalingApi, namespace: str, deployment: str, console: Consol
 
 
 def guarded(command: str, err_console: Console, run: Callable[[], int]) -> int:
-    """Run a command: an error is one red line naming it (exit 1)."""
-    try:
-        return run()
-    except CliError as err:
-        err_console.print(Text(f"lcp scaling {command}: {err.message}", style="red"), soft_wrap=True)
-        return 1
+    return rest.guarded("scaling", command, err_console, run)
