@@ -256,7 +256,7 @@ async def test_a_worker_killed_during_injection_still_cleans_up(
     second: subprocess.Popen[bytes] | None = None
     try:
         fault = Fault(
-            "pod-network-loss", (("TOTAL_CHAOS_DURATION", "20"), ("NETWORK_PACKET_LOSS_PERCENTAGE", "2"))
+            "pod-network-loss", (("TOTAL_CHAOS_DURATION", "10"), ("NETWORK_PACKET_LOSS_PERCENTAGE", "2"))
         )
         request = ChaosInput(experiment(service, fault), run="r1", requested_by="test")
         killable = settings.model_copy(
