@@ -44,6 +44,7 @@ class ChaosSummary(BaseModel):
     phase: str | None
     status: str
     started_at: str | None
+    closed_at: str | None
 
 
 class ChaosList(BaseModel):

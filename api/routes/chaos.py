@@ -42,6 +42,7 @@ from api.conversation_calls import temporal_unavailable
 from api.deps import AppState, StateDep
 from api.errors import ApiError, from_update_failure, start_refused
 from api.schemas import ERROR_RESPONSES
+from api.visibility import executions, summary_fields
 from chaos.experiments import (
     DEFAULT_CATALOGUE,
     Experiment,
@@ -180,24 +181,18 @@ async def list_experiments(
 ) -> ChaosList:
     """Experiment runs, newest first, from Temporal's visibility."""
     query = "LcpKind = 'chaos'" + (f" AND LcpPhase = '{phase}'" if phase else "")
-    found: list[ChaosSummary] = []
-    try:
-        async for execution in state.temporal.list_workflows(query, limit=limit):
-            _, experiment, run = execution.id.split("/", 2)
-            found.append(
-                ChaosSummary(
-                    id=execution.id,
-                    experiment=experiment,
-                    run=run,
-                    target=execution.typed_search_attributes.get(SERVICE),
-                    phase=execution.typed_search_attributes.get(PHASE),
-                    status=execution.status.name if execution.status else "UNKNOWN",
-                    started_at=execution.start_time.isoformat() if execution.start_time else None,
-                )
+    found = await executions(state.temporal, query, limit)
+    return ChaosList(
+        data=[
+            ChaosSummary(
+                experiment=execution.id.split("/", 2)[1],
+                run=execution.id.split("/", 2)[2],
+                target=execution.typed_search_attributes.get(SERVICE),
+                **summary_fields(execution),
             )
-    except RPCError as err:
-        raise temporal_unavailable(err) from err
-    return ChaosList(data=found)
+            for execution in found
+        ]
+    )
 
 
 @router.get("/{experiment}/{run}", response_model=ChaosView)

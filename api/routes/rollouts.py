@@ -5,6 +5,7 @@ from typing import Any
 from fastapi import APIRouter, Query
 from temporalio.client import (
     WithStartWorkflowOperation,
+    WorkflowExecution,
     WorkflowExecutionStatus,
     WorkflowHandle,
     WorkflowUpdateFailedError,
@@ -34,6 +35,7 @@ from api.rollout_schemas import (
     to_step,
 )
 from api.schemas import ERROR_RESPONSES
+from api.visibility import executions, summary_fields
 from policies.access import Principal
 from policies.canary import (
     STANDARD_MODEL_TEMPLATES,
@@ -110,28 +112,22 @@ async def list_rollouts(
         query += f" AND LcpService = '{namespace}/{service}'"
     if phase:
         query += f" AND LcpPhase = '{phase}'"
-    found: list[RolloutSummary] = []
-    try:
-        async for execution in state.temporal.list_workflows(query):
-            _, ns, name = execution.id.split("/", 2)
-            if (namespace and ns != namespace) or (service and name != service):
-                continue
-            found.append(
-                RolloutSummary(
-                    id=execution.id,
-                    namespace=ns,
-                    service=name,
-                    phase=execution.typed_search_attributes.get(PHASE),
-                    status=execution.status.name if execution.status else "UNKNOWN",
-                    started_at=execution.start_time.isoformat() if execution.start_time else None,
-                    closed_at=execution.close_time.isoformat() if execution.close_time else None,
-                )
+
+    def wanted(execution: WorkflowExecution) -> bool:
+        _, ns, name = execution.id.split("/", 2)
+        return not ((namespace and ns != namespace) or (service and name != service))
+
+    found = await executions(state.temporal, query, limit, wanted)
+    return RolloutList(
+        data=[
+            RolloutSummary(
+                namespace=execution.id.split("/", 2)[1],
+                service=execution.id.split("/", 2)[2],
+                **summary_fields(execution),
             )
-            if len(found) >= limit:
-                break
-    except RPCError as err:
-        raise temporal_unavailable(err) from err
-    return RolloutList(data=found)
+            for execution in found
+        ]
+    )
 
 
 @router.get("/{namespace}/{service}", response_model=RolloutView)

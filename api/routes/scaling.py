@@ -31,6 +31,7 @@ from api.scaling_schemas import (
     StoredDecision,
 )
 from api.schemas import ERROR_RESPONSES
+from api.visibility import executions, summary_fields
 from policies.access import Principal
 from policies.scaling import ScalingBounds
 from store import crud
@@ -96,28 +97,19 @@ async def list_scaling(
     query = "LcpKind = 'scaling'"
     if phase:
         query += f" AND LcpPhase = '{phase}'"
-    found: list[ScalingSummary] = []
-    try:
-        async for execution in state.temporal.list_workflows(query):
-            _, ns, name = execution.id.split("/", 2)
-            if namespace and ns != namespace:
-                continue
-            found.append(
-                ScalingSummary(
-                    id=execution.id,
-                    namespace=ns,
-                    deployment=name,
-                    phase=execution.typed_search_attributes.get(PHASE),
-                    status=execution.status.name if execution.status else "UNKNOWN",
-                    started_at=execution.start_time.isoformat() if execution.start_time else None,
-                    closed_at=execution.close_time.isoformat() if execution.close_time else None,
-                )
+    found = await executions(
+        state.temporal, query, limit, lambda e: not namespace or e.id.split("/", 2)[1] == namespace
+    )
+    return ScalingList(
+        data=[
+            ScalingSummary(
+                namespace=execution.id.split("/", 2)[1],
+                deployment=execution.id.split("/", 2)[2],
+                **summary_fields(execution),
             )
-            if len(found) >= limit:
-                break
-    except RPCError as err:
-        raise temporal_unavailable(err) from err
-    return ScalingList(data=found)
+            for execution in found
+        ]
+    )
 
 
 @router.get("/{namespace}/{deployment}", response_model=ScalingView)

@@ -1,0 +1,49 @@
+"""Listing lcp's workflows from Temporal's visibility, for the list routes of rollouts, scaling and chaos."""
+
+from collections.abc import Callable
+from typing import TypedDict
+
+from temporalio.client import Client, WorkflowExecution
+from temporalio.service import RPCError
+
+from api.conversation_calls import temporal_unavailable
+from temporal.constants import PHASE
+
+
+async def executions(
+    temporal: Client,
+    query: str,
+    limit: int,
+    keep: Callable[[WorkflowExecution], bool] = lambda _: True,
+) -> list[WorkflowExecution]:
+    """Up to `limit` executions matching `query` (newest first) that `keep` accepts; a 503 when Temporal
+    does not answer."""
+    found: list[WorkflowExecution] = []
+    try:
+        async for execution in temporal.list_workflows(query):
+            if keep(execution):
+                found.append(execution)
+                if len(found) >= limit:
+                    break
+    except RPCError as err:
+        raise temporal_unavailable(err) from err
+    return found
+
+
+class SummaryFields(TypedDict):
+    id: str
+    phase: str | None
+    status: str
+    started_at: str | None
+    closed_at: str | None
+
+
+def summary_fields(execution: WorkflowExecution) -> SummaryFields:
+    """What every list shows of an execution: id, phase, status and when it started and ended."""
+    return {
+        "id": execution.id,
+        "phase": execution.typed_search_attributes.get(PHASE),
+        "status": execution.status.name if execution.status else "UNKNOWN",
+        "started_at": execution.start_time.isoformat() if execution.start_time else None,
+        "closed_at": execution.close_time.isoformat() if execution.close_time else None,
+    }
