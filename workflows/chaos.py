@@ -174,7 +174,13 @@ class ChaosExperimentWorkflow:
             self._checked = True
             if self._view.injected:
                 # Always, also when the workflow is cancelled or the fault was aborted.
-                await asyncio.shield(asyncio.ensure_future(self._step("cleanup", self._cleanup)))
+                try:
+                    await asyncio.shield(asyncio.ensure_future(self._step("cleanup", self._cleanup)))
+                except _Stop as stop:  # Kubernetes refused it outright: say so, never fail the workflow task
+                    self._set_phase(ERROR)
+                    self._view.message = (
+                        f"cleanup failed, check engine {self._view.engine} by hand: {stop.message}"
+                    )
         if self._view.injected and self._view.cleaned_up:
             try:
                 await self._step("steady-state-after", self._recover)
