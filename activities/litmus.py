@@ -1,6 +1,7 @@
 """LitmusChaos through its CRDs (there is no Python SDK): ChaosEngines created, stopped and deleted,
 ChaosResults read, and the state of the pods an experiment targets."""
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -111,28 +112,21 @@ class LitmusActivities:
     @activity.defn(name="litmus.stop_engine")
     def stop_engine(self, ref: EngineRef) -> bool:
         """Patch `spec.engineState: stop` (Litmus' abort); False when the engine is already gone."""
-        try:
-            self._custom.patch_namespaced_custom_object(
-                *LITMUS, ref.namespace, ENGINES, ref.name, {"spec": {"engineState": "stop"}}
-            )
-        except ApiException as err:
-            if err.status == 404:
-                return False
-            raise
-        activity.logger.info("stopped ChaosEngine %s/%s", ref.namespace, ref.name)
-        return True
+        stop = {"spec": {"engineState": "stop"}}
+        engine = (*LITMUS, ref.namespace, ENGINES, ref.name)
+        stopped = _unless_gone(lambda: self._custom.patch_namespaced_custom_object(*engine, stop))
+        if stopped:
+            activity.logger.info("stopped ChaosEngine %s/%s", ref.namespace, ref.name)
+        return stopped
 
     @activity.defn(name="litmus.delete_engine")
     def delete_engine(self, ref: EngineRef) -> bool:
         """Delete the engine; False when it was already gone."""
-        try:
-            self._custom.delete_namespaced_custom_object(*LITMUS, ref.namespace, ENGINES, ref.name)
-        except ApiException as err:
-            if err.status == 404:
-                return False
-            raise
-        activity.logger.info("deleted ChaosEngine %s/%s", ref.namespace, ref.name)
-        return True
+        engine = (*LITMUS, ref.namespace, ENGINES, ref.name)
+        deleted = _unless_gone(lambda: self._custom.delete_namespaced_custom_object(*engine))
+        if deleted:
+            activity.logger.info("deleted ChaosEngine %s/%s", ref.namespace, ref.name)
+        return deleted
 
     @activity.defn(name="litmus.target_state")
     def target_state(self, ref: TargetRef) -> TargetState:
@@ -141,6 +135,17 @@ class LitmusActivities:
         live = [pod for pod in pods if not (pod.metadata and pod.metadata.deletion_timestamp)]
         ready = sum(1 for pod in live if _ready(pod))
         return TargetState(pods=len(live), ready=ready)
+
+
+def _unless_gone(write: Callable[[], object]) -> bool:
+    """Make `write` to an object; False when the object is already gone (404), which is done too."""
+    try:
+        write()
+    except ApiException as err:
+        if err.status == 404:
+            return False
+        raise
+    return True
 
 
 def _ready(pod: Any) -> bool:

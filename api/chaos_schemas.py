@@ -26,12 +26,6 @@ class ChaosCreate(BaseModel):
         return self
 
 
-class ReasonIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    reason: str = Field(default="", max_length=500)
-
-
 class Catalogue(BaseModel):
     data: list[dict[str, Any]]
 

@@ -54,12 +54,6 @@ class ModeIn(BaseModel):
     reason: str = Field(default="", max_length=500)
 
 
-class StopIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    reason: str = Field(default="", max_length=500)
-
-
 class ScalingSummary(BaseModel):
     id: str
     namespace: str

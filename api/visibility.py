@@ -1,13 +1,25 @@
-"""Listing lcp's workflows from Temporal's visibility, for the list routes of rollouts, scaling and chaos."""
+"""lcp's workflows as Temporal shows them, for the routes of rollouts, scaling and chaos: lists from its
+visibility, and one workflow's current view."""
 
 from collections.abc import Callable
-from typing import TypedDict
+from typing import Any, TypedDict, TypeVar
 
-from temporalio.client import Client, WorkflowExecution
+from temporalio.client import Client, WorkflowExecution, WorkflowExecutionStatus, WorkflowHandle
 from temporalio.service import RPCError
 
 from api.conversation_calls import temporal_unavailable
 from temporal.constants import PHASE
+
+View = TypeVar("View")
+
+
+async def current_view(handle: WorkflowHandle[Any, View], state_query: Callable[[Any], View]) -> View:
+    """A running workflow answers its `state` query; a finished one gives its result (no worker needed).
+    Temporal's errors (e.g. NOT_FOUND) are the caller's to turn into answers."""
+    described = await handle.describe()
+    if described.status == WorkflowExecutionStatus.RUNNING:
+        return await handle.query(state_query)
+    return await handle.result()
 
 
 async def executions(

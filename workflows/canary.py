@@ -37,6 +37,7 @@ from policies.canary import (
 from temporal.constants import PHASE
 from workflows import _options
 from workflows._failures import cause, cause_type
+from workflows._records import Actor, HistoryEvent
 
 with workflow.unsafe.imports_passed_through():
     from activities.kubernetes import (
@@ -173,14 +174,6 @@ def _judge_config(request: RolloutInput, names: tuple[str, ...]) -> JudgeConfig:
 
 
 @dataclass
-class Actor:
-    """Who asks for a change, and why (kept in the history)."""
-
-    by: str = ""
-    reason: str = ""
-
-
-@dataclass
 class PromoteRequest(Actor):
     full: bool = False  # skip every remaining step and analysis: straight to 100% and promotion
 
@@ -207,14 +200,6 @@ class AnalysisView:
     finished_at: datetime | None = None
     measurements: list[MeasurementView] = field(default_factory=list)
     judgment: Judgment | None = None  # the statistical judge's latest, with each metric's numbers
-
-
-@dataclass
-class HistoryEvent:
-    at: datetime
-    kind: str
-    message: str
-    by: str = ""
 
 
 @dataclass

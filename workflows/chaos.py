@@ -29,6 +29,7 @@ from policies.chaos import (
 from temporal.constants import PHASE
 from workflows import _options
 from workflows._failures import cause
+from workflows._records import Actor
 
 with workflow.unsafe.imports_passed_through():
     from activities.litmus import (
@@ -118,12 +119,6 @@ class ChaosView:
     injected: bool = False
     cleaned_up: bool = False
     finished_at: datetime | None = None
-
-
-@dataclass
-class Actor:
-    by: str = ""
-    reason: str = ""
 
 
 class _Stop(Exception):

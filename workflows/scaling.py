@@ -11,6 +11,7 @@ from policies.scaling import Decision, DecisionInput, Recommendation, ScalingBou
 from temporal.constants import FORECASTING_QUEUE, PHASE
 from workflows import _options
 from workflows._failures import cause, cause_type
+from workflows._records import Actor, HistoryEvent
 
 with workflow.unsafe.imports_passed_through():
     from activities.forecasting import ForecastingActivities, ForecastInput, ForecastResult
@@ -40,14 +41,6 @@ MODE_PHASE = {"forecast-only": FORECAST_ONLY, "active": ACTIVE}
 
 def workflow_id(namespace: str, deployment: str) -> str:
     return f"scaling/{namespace}/{deployment}"
-
-
-@dataclass
-class HistoryEvent:
-    at: datetime
-    kind: str  # started | mode | stopped | failed
-    message: str
-    by: str = ""
 
 
 @dataclass
@@ -183,12 +176,6 @@ class ScalingView:
 @dataclass
 class ModeChange:
     mode: Mode
-    by: str = ""
-    reason: str = ""
-
-
-@dataclass
-class Actor:
     by: str = ""
     reason: str = ""
 

@@ -14,7 +14,6 @@ from temporalio.client import (
     ScheduleSpec,
     ScheduleState,
     WithStartWorkflowOperation,
-    WorkflowExecutionStatus,
     WorkflowHandle,
     WorkflowUpdateFailedError,
 )
@@ -33,7 +32,6 @@ from api.chaos_schemas import (
     ChaosCreate,
     ChaosList,
     ChaosSummary,
-    ReasonIn,
     ScheduleCreate,
     ScheduleList,
     ScheduleSummary,
@@ -41,8 +39,9 @@ from api.chaos_schemas import (
 from api.conversation_calls import temporal_unavailable
 from api.deps import AppState, StateDep
 from api.errors import ApiError, from_update_failure, start_refused
+from api.rollout_schemas import ReasonIn
 from api.schemas import ERROR_RESPONSES
-from api.visibility import executions, summary_fields
+from api.visibility import current_view, executions, summary_fields
 from chaos.experiments import (
     DEFAULT_CATALOGUE,
     Experiment,
@@ -53,7 +52,8 @@ from chaos.experiments import (
 )
 from policies.chaos import SafetyPolicy
 from temporal.constants import KIND, PHASE, SERVICE
-from workflows.chaos import CHECKING, Actor, ChaosExperimentWorkflow, ChaosInput, ChaosView, workflow_id
+from workflows._records import Actor
+from workflows.chaos import CHECKING, ChaosExperimentWorkflow, ChaosInput, ChaosView, workflow_id
 
 SCHEDULE_PREFIX = "chaos-gameday-"
 router = APIRouter(prefix="/v1/chaos", tags=["chaos"], responses=ERROR_RESPONSES)
@@ -200,10 +200,7 @@ async def get_experiment(experiment: str, run: str, state: StateDep, caller: Sre
     """The run as it stands: phase, probes, the journal of steps, verdict and score once it ends."""
     handle = _handle(state, experiment, run)
     try:
-        described = await handle.describe()
-        if described.status == WorkflowExecutionStatus.RUNNING:
-            return await handle.query(ChaosExperimentWorkflow.state)
-        return await handle.result()
+        return await current_view(handle, ChaosExperimentWorkflow.state)
     except RPCError as err:
         if err.status == RPCStatusCode.NOT_FOUND:
             raise ApiError(404, "ExperimentNotFound", f"no chaos run {handle.id}") from err

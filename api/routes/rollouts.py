@@ -6,7 +6,6 @@ from fastapi import APIRouter, Query
 from temporalio.client import (
     WithStartWorkflowOperation,
     WorkflowExecution,
-    WorkflowExecutionStatus,
     WorkflowHandle,
     WorkflowUpdateFailedError,
 )
@@ -35,7 +34,7 @@ from api.rollout_schemas import (
     to_step,
 )
 from api.schemas import ERROR_RESPONSES
-from api.visibility import executions, summary_fields
+from api.visibility import current_view, executions, summary_fields
 from policies.access import Principal
 from policies.canary import (
     STANDARD_MODEL_TEMPLATES,
@@ -46,9 +45,9 @@ from policies.canary import (
     standard_plan,
 )
 from temporal.constants import KIND, PHASE, SERVICE
+from workflows._records import Actor
 from workflows.canary import (
     MODELS_NAMESPACE,
-    Actor,
     CanaryRolloutWorkflow,
     JudgeSettings,
     PromoteRequest,
@@ -245,10 +244,7 @@ def _handle(state: AppState, namespace: str, service: str) -> Handle:
 async def _view(handle: Handle) -> RolloutView:
     """A running rollout answers its query; a finished one its result (no worker needed)."""
     try:
-        described = await handle.describe()
-        if described.status == WorkflowExecutionStatus.RUNNING:
-            return await handle.query(CanaryRolloutWorkflow.state)
-        return await handle.result()
+        return await current_view(handle, CanaryRolloutWorkflow.state)
     except RPCError as err:
         raise _not_found_or_unavailable(err, handle.id) from err
 

@@ -3,7 +3,6 @@
 from fastapi import APIRouter, Query
 from temporalio.client import (
     WithStartWorkflowOperation,
-    WorkflowExecutionStatus,
     WorkflowHandle,
     WorkflowUpdateFailedError,
 )
@@ -20,25 +19,24 @@ from api.auth import SreDep
 from api.conversation_calls import temporal_unavailable
 from api.deps import AppState, SessionDep, StateDep
 from api.errors import ApiError, from_update_failure, start_refused
-from api.rollout_schemas import NAME
+from api.rollout_schemas import NAME, ReasonIn
 from api.scaling_schemas import (
     DecisionList,
     ModeIn,
     ScalingCreate,
     ScalingList,
     ScalingSummary,
-    StopIn,
     StoredDecision,
 )
 from api.schemas import ERROR_RESPONSES
-from api.visibility import executions, summary_fields
+from api.visibility import current_view, executions, summary_fields
 from policies.access import Principal
 from policies.scaling import ScalingBounds
 from store import crud
 from temporal.constants import KIND, PHASE, SERVICE
+from workflows._records import Actor
 from workflows.scaling import (
     MODE_PHASE,
-    Actor,
     ModeChange,
     PredictiveScalingWorkflow,
     ScalingInput,
@@ -117,10 +115,7 @@ async def get_scaling(namespace: str, deployment: str, state: StateDep, caller: 
     """The target as it stands: mode, health, the latest forecast and model, recent decisions."""
     handle = _handle(state, namespace, deployment)
     try:
-        described = await handle.describe()
-        if described.status == WorkflowExecutionStatus.RUNNING:
-            return await handle.query(PredictiveScalingWorkflow.state)
-        return await handle.result()
+        return await current_view(handle, PredictiveScalingWorkflow.state)
     except RPCError as err:
         raise _not_found_or_unavailable(err, handle.id) from err
 
@@ -148,7 +143,9 @@ async def set_mode(
 
 
 @router.post("/{namespace}/{deployment}/stop", response_model=ScalingView)
-async def stop(namespace: str, deployment: str, body: StopIn, state: StateDep, caller: SreDep) -> ScalingView:
+async def stop(
+    namespace: str, deployment: str, body: ReasonIn, state: StateDep, caller: SreDep
+) -> ScalingView:
     """Stop scaling the target; the Deployment keeps the replicas it has."""
     request = Actor(by=caller.subject, reason=body.reason)
     return await _change(state, namespace, deployment, PredictiveScalingWorkflow.stop, request)

@@ -39,12 +39,12 @@ from temporal.constants import KIND, PHASE, SERVICE
 from tests.http_server import serve_in_thread
 from tests.rollout_lab import RolloutLab, fast_plan, rollout_input, rollout_lab
 from workers.main import ops_worker
+from workflows._records import Actor
 from workflows.canary import (
     FROZEN,
     PAUSED,
     ROLLED_BACK,
     SUCCEEDED,
-    Actor,
     CanaryRolloutWorkflow,
     PromoteRequest,
     RolloutInput,

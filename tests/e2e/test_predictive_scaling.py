@@ -26,14 +26,8 @@ from store.migrate import upgrade_database
 from temporal.constants import KIND, PHASE, SERVICE
 from tests.rollout_lab import NAMESPACE, RolloutLab, rollout_lab
 from workers.main import forecasting_worker, ops_worker
-from workflows.scaling import (
-    MODE_PHASE,
-    Actor,
-    PredictiveScalingWorkflow,
-    ScalingInput,
-    ScalingView,
-    workflow_id,
-)
+from workflows._records import Actor
+from workflows.scaling import MODE_PHASE, PredictiveScalingWorkflow, ScalingInput, ScalingView, workflow_id
 
 POD_STARTUP_S = 3.0
 CAPACITY_RPS = 50.0  # one replica's capacity in the lab workload, and the policy's
