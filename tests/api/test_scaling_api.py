@@ -131,7 +131,8 @@ async def test_start_read_switch_mode_and_stop_over_rest(
     assert view["phase"] == "ForecastOnly" and view["decisions"] >= 1
     assert view["settings"]["bounds"]["capacity_rps"] == 110.0
 
-    view = await until(sre, deployment, lambda v: v["last"] and (v["last"]["observed_rps"] or 0) > 360)
+    # A [5s] rate of 400/s reads a few percent either way: wait for a reading in the band that needs 5.
+    view = await until(sre, deployment, lambda v: v["last"] and 360 < (v["last"]["observed_rps"] or 0) < 440)
     last = view["last"]
     assert last["status"] == "recorded" and last["reactive_need"] == 5, str(last)
     assert last["target"] == 4 and last["limited_by"] == "step-up"
