@@ -1,42 +1,15 @@
 """Runs an ASGI app under a real uvicorn server in a background thread, for tests."""
 
-import random
-import socket
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 import uvicorn
 
+from api.cli.dev import free_port
 
-def _ephemeral_low() -> int:
-    try:
-        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return 32768  # Linux's default
-
-
-_given: set[int] = set()  # never the same port twice in one test run, bound or not yet
-
-
-def free_port() -> int:
-    """A free TCP port below the kernel's ephemeral range: a port the kernel handed out (port 0) can be
-    taken again as an outbound connection's source port before a child process binds it, which once
-    stopped `lcp dev` from restarting in a test ("address already in use")."""
-    for _ in range(1000):
-        port = random.randint(20000, _ephemeral_low() - 1)
-        if port in _given:
-            continue
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        _given.add(port)
-        return port
-    raise RuntimeError("no free TCP port between 20000 and the ephemeral range")
+__all__ = ["free_port", "serve_in_thread"]
 
 
 @contextmanager

@@ -1059,3 +1059,59 @@ def chaos_unschedule(
         return 0
 
     _chaos_exit("unschedule", run)
+
+
+@chaos_app.command("drills")
+def chaos_drills() -> None:
+    """The drills `lcp chaos drill` runs against lcp's own processes."""
+    from api.cli.drills import render_catalogue
+
+    console.print(render_catalogue())
+
+
+@chaos_app.command("drill")
+def chaos_drill(
+    name: Annotated[str, typer.Argument(help="A drill (`lcp chaos drills` lists them), or `all`.")],
+    home: Annotated[
+        Path | None,
+        typer.Option(
+            help="Where the disposable stack keeps its state and logs (default: a new temp dir).",
+            show_default=False,
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON report per drill, one per line.")] = False,
+) -> None:
+    """Break lcp's own processes on a disposable stack (Temporal, API, workers; simulated model and
+    cluster) and check nothing was lost or duplicated. Exit 0 if every check held."""
+    import json
+    import shutil
+    import tempfile
+
+    from api.cli.drills import render_report, run_drills
+    from chaos.drills import DRILLS, DrillReport, UnknownDrill, find_drill
+
+    try:
+        drills = list(DRILLS) if name == "all" else [find_drill(name)]
+    except UnknownDrill as err:
+        err_console.print(f"lcp chaos drill: {err}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    state = home or Path(tempfile.mkdtemp(prefix="lcp-drill-"))
+
+    def report(drill_report: DrillReport) -> None:
+        if as_json:
+            console.print_json(json.dumps(drill_report.to_dict()), indent=None)
+        else:
+            console.print(render_report(drill_report))
+
+    if not as_json:
+        console.print(f"starting a disposable lcp in {state} (Temporal, API, workers, LLM simulator)")
+    try:
+        passed = asyncio.run(run_drills(state, drills, report))
+    except RuntimeError as err:
+        err_console.print(f"lcp chaos drill: {err}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    if passed and home is None:
+        shutil.rmtree(state, ignore_errors=True)
+    elif not passed:
+        err_console.print(f"logs of every process: {state / 'logs'}", highlight=False, soft_wrap=True)
+    raise typer.Exit(0 if passed else 1)

@@ -19,20 +19,12 @@ import httpx
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from api.cli.dev import lcp_env, spawn_lcp
+from api.cli.dev import free_port, lcp_env, spawn_lcp
 from api.cli.keys import mint
 from temporal.devserver import DYNAMIC_CONFIG, start_dev_server
 from workflows.bench_floor import BenchFloorWorkflow, noop
 
 FLOOR_QUEUE = "bench-floor"
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _floor_worker(address: str) -> None:
