@@ -47,6 +47,11 @@ class ConversationRecord:
     params: dict[str, Any] = field(default_factory=dict)
     active_leaf_id: str | None = None
     summary: str | None = None
+    assistant_id: str | None = None
+    assistant_version: str | None = None
+    experiment_id: str | None = None
+    arm: str | None = None
+    principal: str | None = None
 
 
 @dataclass
@@ -64,6 +69,9 @@ class MessageRecord:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     latency_ms: float | None = None
+    assistant_version: str | None = None  # a reply's: the assistant version (and arm) that wrote it
+    arm: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None  # a reply's tool calls, in the order they ran
 
 
 @dataclass

@@ -1,5 +1,6 @@
 """Read-model tables: conversations, their messages, the domain events projected from workflows, API
-keys, the traffic weights of model canaries and predictive scaling's decisions."""
+keys, the traffic weights of model canaries, predictive scaling's decisions, and assistants with their
+versions, experiments and message feedback."""
 
 from datetime import datetime
 from typing import Any
@@ -14,6 +15,7 @@ def _utc(**kwargs: Any) -> Any:
 
 class Conversation(SQLModel, table=True):
     __tablename__ = "conversations"
+    __table_args__ = (Index("ix_conversations_assistant", "tenant", "assistant_id"),)
 
     # Conversation ids are the client's to choose, so they are unique only within a tenant.
     tenant: str = Field(primary_key=True, max_length=128)
@@ -30,6 +32,12 @@ class Conversation(SQLModel, table=True):
     message_count: int = 0
     created_at: datetime = _utc(nullable=False, index=True)
     updated_at: datetime = _utc(nullable=False)
+    # Set when an assistant serves it: which version (and experiment arm), and for whom.
+    assistant_id: str | None = Field(default=None, max_length=128)
+    assistant_version: str | None = Field(default=None, max_length=32)
+    experiment_id: str | None = Field(default=None, max_length=128)
+    arm: str | None = Field(default=None, max_length=64)
+    principal: str | None = Field(default=None, max_length=200)
 
 
 class Message(SQLModel, table=True):
@@ -50,6 +58,10 @@ class Message(SQLModel, table=True):
     completion_tokens: int | None = None
     latency_ms: float | None = None
     created_at: datetime = _utc(nullable=False)
+    assistant_version: str | None = Field(default=None, max_length=32)  # a reply's: which version wrote it
+    arm: str | None = Field(default=None, max_length=64)
+    # A reply's tool calls: [{id, name, arguments, ok, result, duration_ms}], in the order they ran.
+    tool_calls: list[dict[str, Any]] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
 
 
 class Event(SQLModel, table=True):
@@ -130,3 +142,69 @@ class ScalingDecision(SQLModel, table=True):
     reason: str = Field(default="", sa_column=Column(Text, nullable=False))
     forecast: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     model: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+
+class Assistant(SQLModel, table=True):
+    """An assistant as its workflow last projected it: state, the live version, a running experiment."""
+
+    __tablename__ = "assistants"
+
+    tenant: str = Field(primary_key=True, max_length=128)
+    id: str = Field(primary_key=True, max_length=128)
+    workflow_id: str = Field(max_length=300)
+    name: str = Field(max_length=200)
+    state: str = Field(max_length=32)  # draft | published | experimenting | archived
+    live_version: str | None = Field(default=None, max_length=32)
+    latest_version: str = Field(max_length=32)
+    experiment: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    created_by: str = Field(max_length=200)
+    created_at: datetime = _utc(nullable=False)
+    updated_at: datetime = _utc(nullable=False)
+
+
+class AssistantVersion(SQLModel, table=True):
+    """One immutable version of an assistant: its spec, what changed, who made it and when."""
+
+    __tablename__ = "assistant_versions"
+
+    tenant: str = Field(primary_key=True, max_length=128)
+    assistant_id: str = Field(primary_key=True, max_length=128)
+    version: str = Field(primary_key=True, max_length=32)
+    number: int
+    spec: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    changed: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    note: str = Field(default="", sa_column=Column(Text, nullable=False))
+    created_by: str = Field(max_length=200)
+    created_at: datetime = _utc(nullable=False)
+    published_at: datetime | None = _utc(nullable=True)
+
+
+class AssistantExperiment(SQLModel, table=True):
+    """An A/B experiment between an assistant's versions, running or ended (promoted or aborted)."""
+
+    __tablename__ = "assistant_experiments"
+
+    tenant: str = Field(primary_key=True, max_length=128)
+    assistant_id: str = Field(primary_key=True, max_length=128)
+    id: str = Field(primary_key=True, max_length=128)
+    arms: list[dict[str, Any]] = Field(sa_column=Column(JSON, nullable=False))
+    state: str = Field(max_length=32)  # running | promoted | aborted
+    winner: str | None = Field(default=None, max_length=32)
+    started_by: str = Field(max_length=200)
+    started_at: datetime = _utc(nullable=False)
+    ended_at: datetime | None = _utc(nullable=True)
+
+
+class MessageFeedback(SQLModel, table=True):
+    """A thumbs up (+1) or down (-1) on a reply, one per person per message (a second one replaces it)."""
+
+    __tablename__ = "message_feedback"
+    __table_args__ = (CheckConstraint("rating IN (-1, 1)", name="ck_message_feedback_rating"),)
+
+    tenant: str = Field(primary_key=True, max_length=128)
+    message_id: str = Field(primary_key=True, max_length=64)
+    principal: str = Field(primary_key=True, max_length=200)
+    conversation_id: str = Field(max_length=128)
+    rating: int
+    comment: str = Field(default="", sa_column=Column(Text, nullable=False))
+    updated_at: datetime = _utc(nullable=False)

@@ -9,6 +9,7 @@ from typing import Any
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
 
+from policies.assistants import AssistantBinding
 from policies.conversation import Node, Recorded, Said, match_history, message_problem, path_to
 from temporal.constants import PHASE
 from workflows import _options
@@ -77,6 +78,8 @@ class ConversationInput:
     params: dict[str, Any] = field(default_factory=dict)
     limits: ConversationLimits = field(default_factory=ConversationLimits)
     state: ConversationState | None = None
+    assistant: AssistantBinding | None = None  # the assistant version serving it (model, prompt, tools)
+    principal: str | None = None  # who started it (an assistant's per-user analytics and assignment)
 
 
 @dataclass
@@ -386,7 +389,9 @@ class ConversationWorkflow:
             cause = err.cause
             reason = str(cause) if cause else str(err)
             kind = cause.type if isinstance(cause, ApplicationError) and cause.type else "Unknown"
-            self._event("turn.failed", reason=reason, error_type=kind)
+            served = self._input.assistant
+            by = {"assistant_version": served.version, "arm": served.arm} if served else {}
+            self._event("turn.failed", reason=reason, error_type=kind, **by)
             await self._project([])
             raise _reject(
                 "InferenceFailed",
@@ -401,6 +406,8 @@ class ConversationWorkflow:
         reply.prompt_tokens = completion.prompt_tokens
         reply.completion_tokens = completion.completion_tokens
         reply.latency_ms = completion.latency_ms
+        if self._input.assistant:
+            reply.assistant_version, reply.arm = self._input.assistant.version, self._input.assistant.arm
         added = [*new, reply]
         for message in added:
             self._state.messages[message.id] = message
@@ -485,7 +492,7 @@ class ConversationWorkflow:
 
     async def _project(self, messages: list[MessageRecord]) -> None:
         """Write the conversation header, new messages and pending events to the read model."""
-        state = self._state
+        state, binding = self._state, self._input.assistant
         batch = ProjectionInput(
             conversation=ConversationRecord(
                 id=self._input.conversation_id,
@@ -502,6 +509,11 @@ class ConversationWorkflow:
                 params=self._input.params,
                 active_leaf_id=state.active_leaf_id,
                 summary=state.summary,
+                assistant_id=binding.assistant_id if binding else None,
+                assistant_version=binding.version if binding else None,
+                experiment_id=binding.experiment_id if binding else None,
+                arm=binding.arm if binding else None,
+                principal=self._input.principal,
             ),
             messages=messages,
             events=self._new_events,
