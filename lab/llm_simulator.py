@@ -1,4 +1,17 @@
-"""OpenAI-compatible LLM simulator: a simulated inference fleet with vLLM metrics and faults."""
+"""OpenAI-compatible LLM simulator: a simulated inference fleet with vLLM metrics, faults and tool calls.
+
+Replies are deterministic simulations, not a model's thoughts:
+- text: sentences of ordinary words (a pure function of the request when it carries a seed), or the
+  user's own text after "[echo]";
+- tool calls (OpenAI function calling): with `tools` declared and `tool_choice` not "none", a last
+  user message that names declared tools as whole words calls them, in the order they are first
+  named. A JSON object right after a name is passed through verbatim as that call's arguments;
+  otherwise every required parameter gets an example value by type. "required" always calls (the
+  first declared tool when none is named); a named `tool_choice` calls only that tool. Call ids are
+  a hash of the request, so the same request gets the same ids;
+- after tool results (the last messages have role "tool"): a text reply stating each result,
+  "Tool results: get_weather → {...}", or "get_weather failed: {...}" for an {"error": ...} result.
+"""
 
 from __future__ import annotations
 
@@ -12,10 +25,10 @@ import re
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Sequence
 from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
 import uvicorn
 from fastapi import FastAPI, Request
@@ -120,14 +133,70 @@ class TextPart(BaseModel):
     text: str
 
 
+class CalledFunction(BaseModel):
+    name: str
+    arguments: str  # JSON text, as the model wrote it
+
+
+class ToolCall(BaseModel):
+    """A tool call an earlier assistant message made, sent back in the conversation."""
+
+    id: str = Field(min_length=1)
+    type: Literal["function"]
+    function: CalledFunction
+
+
 class Message(BaseModel):
     role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: str | list[TextPart] | None  # required, may be null (assistant tool calls)
+    content: str | list[TextPart] | None = None  # required, may be null; see _content_fits_the_role
+    tool_calls: list[ToolCall] | None = None  # assistant only
+    tool_call_id: str | None = None  # tool only: the call this message answers
+
+    @model_validator(mode="after")
+    def _content_fits_the_role(self) -> Message:
+        if "content" not in self.model_fields_set and not (self.role == "assistant" and self.tool_calls):
+            raise ValueError("content is required (only an assistant message with tool_calls may omit it)")
+        if self.tool_calls and self.role != "assistant":
+            raise ValueError(f"tool_calls belong on assistant messages, not on a {self.role} message")
+        if self.role == "tool" and not self.tool_call_id:
+            raise ValueError(
+                "a tool message needs tool_call_id: the id of the assistant's tool call it answers"
+            )
+        return self
 
     def text(self) -> str:
         if isinstance(self.content, list):
             return " ".join(part.text for part in self.content)
         return self.content or ""
+
+
+class FunctionParameters(BaseModel):
+    """A function's parameters as JSON schema; the simulator reads properties and required."""
+
+    model_config = ConfigDict(extra="allow")
+
+    properties: dict[str, Any] = Field(default_factory=dict)
+    required: list[str] = Field(default_factory=list)
+
+
+class FunctionDefinition(BaseModel):
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")  # OpenAI's rule for function names
+    description: str | None = None
+    parameters: FunctionParameters | None = None
+
+
+class Tool(BaseModel):
+    type: Literal["function"]
+    function: FunctionDefinition
+
+
+class FunctionName(BaseModel):
+    name: str
+
+
+class NamedToolChoice(BaseModel):
+    type: Literal["function"]
+    function: FunctionName
 
 
 class StreamOptions(BaseModel):
@@ -144,6 +213,58 @@ class ChatRequest(BaseModel):
     max_completion_tokens: int | None = Field(None, ge=1)
     seed: int | None = None
     stream_options: StreamOptions | None = None
+    tools: list[Tool] | None = None
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+
+    @model_validator(mode="after")
+    def _tools_fit(self) -> ChatRequest:
+        names = self.tool_names()
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"tools declare the function name(s) {', '.join(duplicates)} more than once")
+        if self.tool_choice == "required" and not names:
+            raise ValueError('tool_choice "required" needs at least one tool in tools')
+        if isinstance(self.tool_choice, NamedToolChoice) and self.tool_choice.function.name not in names:
+            declared = ", ".join(names) or "none"
+            raise ValueError(
+                f"tool_choice names the function {self.tool_choice.function.name!r}, "
+                f"which tools do not declare (declared: {declared})"
+            )
+        _check_tool_results_answer_calls(self.messages)
+        return self
+
+    def tool_names(self) -> list[str]:
+        return [tool.function.name for tool in self.tools or []]
+
+
+def _check_tool_results_answer_calls(messages: list[Message]) -> None:
+    """As OpenAI does: tool messages come right after the assistant message whose tool_calls they
+    answer, and every tool call is answered before the conversation goes on."""
+    called: set[str] = set()  # ids of the tool calls of the assistant message just before
+    unanswered: list[str] = []
+    for i, message in enumerate(messages):
+        if message.role == "tool":
+            if message.tool_call_id not in called:
+                raise ValueError(
+                    f"messages.{i} is a tool message for tool_call_id {message.tool_call_id!r}, but the "
+                    "assistant message before it made no tool call with that id; tool messages must "
+                    "follow the assistant message with tool_calls they answer"
+                )
+            unanswered = [id_ for id_ in unanswered if id_ != message.tool_call_id]
+            continue
+        if unanswered:
+            raise ValueError(
+                f"messages.{i} comes before the tool call(s) {', '.join(unanswered)} were answered; "
+                "send one tool message (role tool, tool_call_id, content) per tool call right after "
+                "the assistant message that made them"
+            )
+        called = {call.id for call in message.tool_calls or []}
+        unanswered = [call.id for call in message.tool_calls or []]
+    if unanswered:
+        raise ValueError(
+            f"the messages end with the tool call(s) {', '.join(unanswered)} unanswered; send one tool "
+            "message (role tool, tool_call_id, content) per tool call after the assistant message"
+        )
 
 
 class FaultConfig(BaseModel):
@@ -280,22 +401,46 @@ class _Simulator:
 
 
 def prompt_tokens(messages: list[Message]) -> int:
-    """Simulated prompt tokens: words of every message plus a per-message overhead."""
-    return sum(len(m.text().split()) + MESSAGE_OVERHEAD_TOKENS for m in messages)
+    """Simulated prompt tokens: words of every message (tool calls included) plus a per-message
+    overhead."""
+    return sum(
+        len(m.text().split())
+        + sum(1 + len(call.function.arguments.split()) for call in m.tool_calls or [])
+        + MESSAGE_OVERHEAD_TOKENS
+        for m in messages
+    )
 
 
 def reply_pieces(req: ChatRequest, profile: ModelProfile) -> tuple[list[str], str]:
-    """The reply as tokens (each word with its leading whitespace), and the finish reason."""
-    last_user = next((m.text() for m in reversed(req.messages) if m.role == "user"), "")
-    if ECHO_MARKER in last_user:
+    """The text reply as tokens (each word with its leading whitespace), and the finish reason."""
+    last_user = _last_user_text(req.messages)
+    results = _tool_results_text(req.messages)
+    if results is not None:
+        text = results
+    elif ECHO_MARKER in last_user:
         text = last_user.replace(ECHO_MARKER, "").strip()
     else:
         text = _generated_text(req, profile.default_max_tokens)
-    pieces = re.findall(r"\s*\S+", text)
+    pieces = _tokens(text)
     limit = req.max_completion_tokens or req.max_tokens
     if limit is not None and len(pieces) > limit:
         return pieces[:limit], "length"
     return pieces, "stop"
+
+
+def _tokens(text: str) -> list[str]:
+    """Simulated tokens: each word with its leading whitespace."""
+    return re.findall(r"\s*\S+", text)
+
+
+def _last_user_text(messages: list[Message]) -> str:
+    return next((m.text() for m in reversed(messages) if m.role == "user"), "")
+
+
+def _messages_key(messages: list[Message]) -> list[dict[str, Any]]:
+    """The messages as JSON for hashing; fields a message leaves out stay out (so a plain text
+    conversation hashes as it did before tool calls existed)."""
+    return [m.model_dump(mode="json", exclude_unset=True) for m in messages]
 
 
 def _generated_text(req: ChatRequest, natural_max_words: int) -> str:
@@ -303,7 +448,7 @@ def _generated_text(req: ChatRequest, natural_max_words: int) -> str:
     given; without one, each request samples anew, as a real model at temperature > 0 does."""
     key = {
         "model": req.model,
-        "messages": [m.model_dump(mode="json") for m in req.messages],
+        "messages": _messages_key(req.messages),
         "seed": req.seed if req.seed is not None else random.getrandbits(64),
     }
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).digest()
@@ -317,15 +462,171 @@ def _generated_text(req: ChatRequest, natural_max_words: int) -> str:
     return " ".join(sentences)
 
 
+# ---- tool calls -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PlannedToolCall:
+    """A tool call the simulated model makes."""
+
+    id: str
+    name: str
+    arguments: str  # JSON text
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "id": self.id,
+            "type": "function",
+            "function": {"name": self.name, "arguments": self.arguments},
+        }
+
+
+def planned_tool_calls(req: ChatRequest) -> list[PlannedToolCall]:
+    """The tool calls the simulated model makes for `req`; none means it answers in text."""
+    tools = {tool.function.name: tool.function for tool in req.tools or []}
+    choice = req.tool_choice
+    if not tools or choice == "none":
+        return []
+    text = _last_user_text(req.messages)
+    if isinstance(choice, NamedToolChoice):
+        names = [choice.function.name]
+    elif choice == "required":
+        names = _tool_names_in(text, list(tools)) or [next(iter(tools))]
+    elif req.messages[-1].role == "user":  # "auto": call the tools the user names
+        names = _tool_names_in(text, list(tools))
+    else:
+        return []
+    return [
+        PlannedToolCall(
+            id=_tool_call_id(req, name, index),
+            name=name,
+            arguments=_arguments_in(text, name) or _example_arguments(tools[name].parameters),
+        )
+        for index, name in enumerate(names)
+    ]
+
+
+def _name_pattern(name: str) -> re.Pattern[str]:
+    """`name` as a whole word: not inside a longer name (function names hold letters, digits, _ and -)."""
+    return re.compile(rf"(?<![\w-]){re.escape(name)}(?![\w-])")
+
+
+def _tool_names_in(text: str, names: list[str]) -> list[str]:
+    """The names that `text` mentions as whole words (case-sensitive), in order of first mention."""
+    first_mention = {}
+    for name in names:
+        match = _name_pattern(name).search(text)
+        if match:
+            first_mention[name] = match.start()
+    return sorted(first_mention, key=first_mention.__getitem__)
+
+
+def _arguments_in(text: str, name: str) -> str | None:
+    """The JSON object written right after a mention of `name` in `text`, verbatim, if any.
+    It need not fit the tool's schema: tests send invalid arguments on purpose."""
+    decoder = json.JSONDecoder()
+    for match in _name_pattern(name).finditer(text):
+        rest = text[match.end() :].lstrip()
+        if not rest.startswith("{"):
+            continue
+        try:
+            value, end = decoder.raw_decode(rest)
+        except ValueError:
+            continue
+        if isinstance(value, dict):
+            return rest[:end]
+    return None
+
+
+def _example_arguments(parameters: FunctionParameters | None) -> str:
+    """Arguments a model might write: an example value for every required parameter."""
+    if parameters is None:
+        return "{}"
+    arguments = {name: _example_value(parameters.properties.get(name)) for name in parameters.required}
+    return json.dumps(arguments, ensure_ascii=False)
+
+
+def _example_value(schema: object) -> object:
+    """A deterministic value for a JSON schema: its first enum value, else one by type."""
+    if not isinstance(schema, dict):
+        return None
+    enum = schema.get("enum")
+    if isinstance(enum, list) and enum:
+        return enum[0]
+    kind = schema.get("type")
+    if isinstance(kind, list):  # e.g. ["string", "null"]
+        kind = next((k for k in kind if k != "null"), None)
+    if kind == "string":
+        return "example"
+    if kind == "integer":
+        return 1
+    if kind == "number":
+        return 1.0
+    if kind == "boolean":
+        return True
+    if kind == "array":
+        return []
+    if kind == "object":
+        return {}
+    return None
+
+
+def _tool_call_id(req: ChatRequest, name: str, index: int) -> str:
+    """`call_` + a hash of the request and the call: the same request gets the same ids."""
+    key = {"model": req.model, "messages": _messages_key(req.messages), "tool": name, "index": index}
+    return "call_" + hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def _argument_fragments(calls: list[PlannedToolCall]) -> list[tuple[int, str]]:
+    """The calls' arguments as simulated tokens, each with the index of its call."""
+    return [(index, piece) for index, call in enumerate(calls) for piece in _tokens(call.arguments)]
+
+
+def _tool_results_text(messages: list[Message]) -> str | None:
+    """A text reply stating the results of the trailing tool messages; None when the last message
+    is not a tool message."""
+    results: list[Message] = []
+    for message in reversed(messages):
+        if message.role != "tool":
+            break
+        results.insert(0, message)
+    if not results:
+        return None
+    assistant = messages[-len(results) - 1]  # the validator ensures it made these tool calls
+    names = {call.id: call.function.name for call in assistant.tool_calls or []}
+    stated = []
+    for result in results:
+        name = names.get(result.tool_call_id or "", "a tool")
+        content = result.text()
+        stated.append(f"{name} failed: {content}" if _is_error_result(content) else f"{name} → {content}")
+    return "Tool results: " + "; ".join(stated)
+
+
+def _is_error_result(content: str) -> bool:
+    """Whether a tool result reports a failure: a JSON object with a non-null "error"."""
+    try:
+        value = json.loads(content)
+    except ValueError:
+        return False
+    return isinstance(value, dict) and value.get("error") is not None
+
+
+# ---- serving ----------------------------------------------------------------------------------
+
+
 async def _sleep(seconds: float) -> None:
     if seconds > 0:
         await asyncio.sleep(seconds)
 
 
+Piece = TypeVar("Piece")
+
+
 async def _generate(
-    sim: _Simulator, state: _ModelState, n_prompt: int, pieces: list[str], finish: str
-) -> AsyncGenerator[str, None]:
-    """Yield the reply's tokens paced by the model profile: queue, prefill, then decode."""
+    sim: _Simulator, state: _ModelState, n_prompt: int, pieces: Sequence[Piece], finish: str
+) -> AsyncGenerator[Piece, None]:
+    """Yield the reply's tokens paced by the model profile: queue, prefill, then decode.
+    `finish` is the engine's finish reason for vLLM's metrics ("stop" for tool calls too)."""
     name, profile, metrics = state.profile.name, state.profile, sim.metrics
     started = time.monotonic()
     metrics.waiting.labels(name).inc()
@@ -364,6 +665,31 @@ def _usage(n_prompt: int, n_completion: int) -> dict[str, int]:
     }
 
 
+def _sse_event(payload: dict[str, object]) -> str:
+    return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
+
+
+def _sse_chunk(
+    base: dict[str, object], delta: dict[str, object], include_usage: bool, finish_reason: str | None = None
+) -> str:
+    """One chat.completion.chunk event."""
+    choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+    payload = {**base, "choices": [choice]}
+    if include_usage:
+        payload["usage"] = None
+    return _sse_event(payload)
+
+
+def _sse_end(
+    base: dict[str, object], finish: str, usage: dict[str, int], include_usage: bool
+) -> Iterator[str]:
+    """The last events of a stream: the finish reason, the usage if asked for, then [DONE]."""
+    yield _sse_chunk(base, {}, include_usage, finish)
+    if include_usage:
+        yield _sse_event({**base, "choices": [], "usage": usage})
+    yield "data: [DONE]\n\n"
+
+
 async def _sse(
     base: dict[str, object],
     tokens: AsyncGenerator[str, None],
@@ -371,26 +697,47 @@ async def _sse(
     usage: dict[str, int],
     include_usage: bool,
 ) -> AsyncIterator[str]:
-    """OpenAI's chat.completion.chunk stream as server-sent events."""
-
-    def event(payload: dict[str, object]) -> str:
-        return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
-
-    def chunk(delta: dict[str, str], finish_reason: str | None = None) -> str:
-        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
-        payload = {**base, "choices": [choice]}
-        if include_usage:
-            payload["usage"] = None
-        return event(payload)
-
-    yield chunk({"role": "assistant", "content": ""})
+    """OpenAI's chat.completion.chunk stream of a text reply, as server-sent events."""
+    yield _sse_chunk(base, {"role": "assistant", "content": ""}, include_usage)
     async with aclosing(tokens):
         async for piece in tokens:
-            yield chunk({"content": piece})
-    yield chunk({}, finish)
-    if include_usage:
-        yield event({**base, "choices": [], "usage": usage})
-    yield "data: [DONE]\n\n"
+            yield _sse_chunk(base, {"content": piece}, include_usage)
+    for event in _sse_end(base, finish, usage, include_usage):
+        yield event
+
+
+async def _sse_tool_calls(
+    base: dict[str, object],
+    calls: list[PlannedToolCall],
+    fragments: AsyncGenerator[tuple[int, str], None],
+    usage: dict[str, int],
+    include_usage: bool,
+) -> AsyncIterator[str]:
+    """OpenAI's chat.completion.chunk stream of tool calls, as server-sent events: each call's id
+    and name (arguments ""), then its arguments in fragments, then finish_reason "tool_calls"."""
+    announced = 0  # calls whose id and name were sent
+    async with aclosing(fragments):
+        async for index, fragment in fragments:
+            if index == announced:
+                yield _sse_chunk(base, _tool_call_opening(calls[index], index), include_usage)
+                announced += 1
+            arguments = {"index": index, "function": {"arguments": fragment}}
+            yield _sse_chunk(base, {"tool_calls": [arguments]}, include_usage)
+    for event in _sse_end(base, "tool_calls", usage, include_usage):
+        yield event
+
+
+def _tool_call_opening(call: PlannedToolCall, index: int) -> dict[str, object]:
+    """The delta that opens a streamed tool call; the first one also opens the message."""
+    opening = {
+        "index": index,
+        "id": call.id,
+        "type": "function",
+        "function": {"name": call.name, "arguments": ""},
+    }
+    if index == 0:
+        return {"role": "assistant", "content": None, "tool_calls": [opening]}
+    return {"tool_calls": [opening]}
 
 
 def _error(
@@ -518,10 +865,8 @@ def create_app(profiles: dict[str, ModelProfile] | None = None, *, seed: int | N
             return _error(fault, message, code="injected_fault", headers=headers)
         sim.count(req.model, "ok")
 
-        pieces, finish = reply_pieces(req, state.profile)
         n_prompt = prompt_tokens(req.messages)
-        usage = _usage(n_prompt, len(pieces))
-        tokens = _generate(sim, state, n_prompt, pieces, finish)
+        include_usage = bool(req.stream_options and req.stream_options.include_usage)
         completion_id = f"chatcmpl-sim-{uuid.uuid4().hex[:24]}"
 
         def header(kind: str) -> dict[str, object]:
@@ -533,21 +878,41 @@ def create_app(profiles: dict[str, ModelProfile] | None = None, *, seed: int | N
                 "system_fingerprint": FINGERPRINT,
             }
 
-        if req.stream:
-            include_usage = bool(req.stream_options and req.stream_options.include_usage)
-            events = _sse(header("chat.completion.chunk"), tokens, finish, usage, include_usage)
+        def streamed(events: AsyncIterator[str]) -> StreamingResponse:
             return StreamingResponse(
                 events, media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
             )
+
+        def completed(message: dict[str, object], finish: str, usage: dict[str, int]) -> JSONResponse:
+            choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": finish}
+            return JSONResponse({**header("chat.completion"), "choices": [choice], "usage": usage})
+
+        calls = planned_tool_calls(req)
+        if calls:
+            fragments = _argument_fragments(calls)
+            usage = _usage(n_prompt, len(fragments))
+            generated = _generate(sim, state, n_prompt, fragments, "stop")  # vLLM's engine says "stop"
+            if req.stream:
+                chunks = header("chat.completion.chunk")
+                return streamed(_sse_tool_calls(chunks, calls, generated, usage, include_usage))
+            async with aclosing(generated):
+                async for _ in generated:
+                    pass
+            reply: dict[str, object] = {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [c.as_json() for c in calls],
+            }
+            return completed(reply, "tool_calls", usage)
+
+        pieces, finish = reply_pieces(req, state.profile)
+        usage = _usage(n_prompt, len(pieces))
+        tokens = _generate(sim, state, n_prompt, pieces, finish)
+        if req.stream:
+            return streamed(_sse(header("chat.completion.chunk"), tokens, finish, usage, include_usage))
         async with aclosing(tokens):
             content = "".join([piece async for piece in tokens])
-        choice = {
-            "index": 0,
-            "message": {"role": "assistant", "content": content},
-            "logprobs": None,
-            "finish_reason": finish,
-        }
-        return JSONResponse({**header("chat.completion"), "choices": [choice], "usage": usage})
+        return completed({"role": "assistant", "content": content}, finish, usage)
 
     @app.get("/admin/faults")
     async def get_faults() -> dict[str, object]:

@@ -3,14 +3,16 @@
 import asyncio
 import json
 import math
+import re
 import statistics
 import time
 from collections.abc import Iterator
+from typing import Any, cast
 
 import httpx
 import openai
 import pytest
-from openai.types.chat import ChatCompletionMessageParam
+from openai.types.chat import ChatCompletion, ChatCompletionMessageParam, ChatCompletionToolParam
 from prometheus_client.parser import text_string_to_metric_families
 
 from lab.llm_simulator import DEFAULT_PROFILES, ModelProfile, create_app
@@ -376,3 +378,311 @@ async def test_latency_grows_when_requests_exceed_concurrency() -> None:
     # 4 tokens x 10 ms alone; 8 requests through 2 slots queue in 4 waves (median ~2.5x).
     assert alone >= 0.035
     assert loaded / alone > 1.8
+
+
+# ---- tool calls -------------------------------------------------------------------------------
+
+WEATHER: ChatCompletionToolParam = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The weather in a city.",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "city": {"type": "string"},
+                "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
+                "days": {"type": "integer"},
+                "latitude": {"type": "number"},
+                "hourly": {"type": "boolean"},
+                "fields": {"type": "array", "items": {"type": "string"}},
+                "options": {"type": "object"},
+                "note": {"type": "string"},
+            },
+            "required": ["city", "unit", "days", "latitude", "hourly", "fields", "options"],
+        },
+    },
+}
+TIME: ChatCompletionToolParam = {"type": "function", "function": {"name": "get_time"}}
+WEATHER_WORD: ChatCompletionToolParam = {"type": "function", "function": {"name": "weather"}}
+TOOLS = [WEATHER, TIME, WEATHER_WORD]
+
+
+@pytest.fixture
+def oai(url: str) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(base_url=url + "/v1", api_key="x", max_retries=0) as client:
+        yield client
+
+
+def ask(oai: openai.OpenAI, text: str, **extra: Any) -> ChatCompletion:
+    """A non-streamed chat completion of one user message, with TOOLS declared."""
+    completion = oai.chat.completions.create(
+        model=ZERO, messages=[{"role": "user", "content": text}], tools=TOOLS, **extra
+    )
+    assert isinstance(completion, ChatCompletion)
+    return completion
+
+
+def called(completion: ChatCompletion) -> list[tuple[str, str]]:
+    """(name, arguments) of each tool call of the reply."""
+    calls = completion.choices[0].message.tool_calls or []
+    return [(c.function.name, c.function.arguments) for c in calls if c.type == "function"]
+
+
+def test_a_tool_named_in_the_message_is_called_with_schema_built_arguments(oai: openai.OpenAI) -> None:
+    completion = ask(oai, "What is the get_weather for tomorrow?")
+    choice = completion.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    assert choice.message.role == "assistant" and choice.message.content is None
+    [(name, arguments)] = called(completion)
+    assert name == "get_weather"
+    assert json.loads(arguments) == {
+        "city": "example",
+        "unit": "celsius",
+        "days": 1,
+        "latitude": 1.0,
+        "hourly": True,
+        "fields": [],
+        "options": {},
+    }
+    assert completion.usage is not None
+    assert completion.usage.completion_tokens == len(arguments.split())
+
+
+def test_tools_are_called_in_order_of_first_mention_as_whole_case_sensitive_words(
+    oai: openai.OpenAI,
+) -> None:
+    completion = ask(oai, "Please get_time, then get_weather, then get_time again; not GET_TIME or weather2.")
+    assert [name for name, _ in called(completion)] == ["get_time", "get_weather"]
+    assert called(completion)[0] == ("get_time", "{}")  # no parameters declared
+
+
+def test_a_message_naming_no_tool_gets_a_text_reply(oai: openai.OpenAI) -> None:
+    completion = ask(oai, "[echo] what is the weatherman saying?")
+    assert completion.choices[0].message.content == "what is the weatherman saying?"
+    assert completion.choices[0].message.tool_calls is None
+    assert completion.choices[0].finish_reason == "stop"
+
+
+def test_explicit_json_arguments_pass_through_verbatim_even_when_invalid(oai: openai.OpenAI) -> None:
+    completion = ask(
+        oai, 'Call get_weather  {"city":  42, "bogus": [1, {"x": null}]} now, and get_time {"tz": "UTC"}'
+    )
+    assert called(completion) == [
+        ("get_weather", '{"city":  42, "bogus": [1, {"x": null}]}'),
+        ("get_time", '{"tz": "UTC"}'),
+    ]
+    # Text after a name that is not a JSON object leaves the arguments to the schema.
+    [(_, arguments)] = called(ask(oai, "get_weather {city: Paris}"))
+    assert json.loads(arguments)["city"] == "example"
+
+
+def test_tool_choice_none_required_and_named(oai: openai.OpenAI) -> None:
+    none = ask(oai, "[echo] get_weather please", tool_choice="none")
+    assert none.choices[0].message.content == "get_weather please"
+    assert none.choices[0].message.tool_calls is None
+    required = ask(oai, "[echo] hello", tool_choice="required")
+    assert [name for name, _ in called(required)] == ["get_weather"]  # nothing named: the first tool
+    assert required.choices[0].finish_reason == "tool_calls"
+    named = ask(
+        oai,
+        'get_weather {"city": "Oslo"} and get_time',
+        tool_choice={"type": "function", "function": {"name": "get_time"}},
+    )
+    assert called(named) == [("get_time", "{}")]
+    named_with_json = ask(
+        oai,
+        'get_weather {"city": "Oslo"} and get_time',
+        tool_choice={"type": "function", "function": {"name": "get_weather"}},
+    )
+    assert called(named_with_json) == [("get_weather", '{"city": "Oslo"}')]
+
+
+def test_tool_call_ids_are_deterministic(oai: openai.OpenAI) -> None:
+    first = ask(oai, "get_weather and get_time")
+    second = ask(oai, "get_weather and get_time")
+    ids = [c.id for c in first.choices[0].message.tool_calls or []]
+    assert ids == [c.id for c in second.choices[0].message.tool_calls or []]
+    assert first.id != second.id
+    assert len(set(ids)) == 2
+    assert all(re.fullmatch(r"call_[0-9a-f]{24}", id_) for id_ in ids)
+    other = ask(oai, "get_weather and get_time, please")
+    assert not set(ids) & {c.id for c in other.choices[0].message.tool_calls or []}
+    with serve_in_thread(create_app(seed=99)) as base:  # another simulator, same request: same ids
+        with openai.OpenAI(base_url=base + "/v1", api_key="x") as elsewhere:
+            again = ask(elsewhere, "get_weather and get_time")
+    assert [c.id for c in again.choices[0].message.tool_calls or []] == ids
+
+
+def test_streamed_tool_calls_accumulate_into_the_non_streamed_ones(oai: openai.OpenAI) -> None:
+    text = 'get_time and get_weather {"city": "Paris", "days": 3}'
+    expected = ask(oai, text)
+    stream = oai.chat.completions.create(
+        model=ZERO,
+        messages=[{"role": "user", "content": text}],
+        tools=TOOLS,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    assert chunks[0].choices[0].delta.role == "assistant"
+    calls: dict[int, dict[str, str]] = {}
+    for chunk in chunks:
+        for delta in (chunk.choices[0].delta.tool_calls or []) if chunk.choices else []:
+            call = calls.setdefault(delta.index, {"id": "", "name": "", "arguments": ""})
+            assert delta.function is not None
+            call["id"] += delta.id or ""
+            call["name"] += delta.function.name or ""
+            call["arguments"] += delta.function.arguments or ""
+    assert [calls[i] for i in sorted(calls)] == [
+        {"id": c.id, "name": c.function.name, "arguments": c.function.arguments}
+        for c in expected.choices[0].message.tool_calls or []
+        if c.type == "function"
+    ]
+    assert len([c for c in chunks if c.choices and c.choices[0].delta.tool_calls]) > len(calls) + 2
+    assert chunks[-2].choices[0].finish_reason == "tool_calls"
+    assert chunks[-1].choices == [] and chunks[-1].usage == expected.usage
+
+
+def test_raw_tool_call_stream_follows_openais_chunk_format(client: httpx.Client) -> None:
+    body = {
+        "model": ZERO,
+        "messages": [{"role": "user", "content": 'get_time {"tz": "UTC"} then get_weather {"city": "Rome"}'}],
+        "tools": TOOLS,
+        "stream": True,
+    }
+    with client.stream("POST", "/v1/chat/completions", json=body) as response:
+        raw = response.read().decode()
+    events = raw.split("\n\n")
+    assert events[-2:] == ["data: [DONE]", ""]
+    choices = [json.loads(e.removeprefix("data: "))["choices"][0] for e in events[:-2]]
+    deltas = [c["delta"] for c in choices]
+    ids = [d["tool_calls"][0]["id"] for d in deltas if "id" in d.get("tool_calls", [{}])[0]]
+    opening = {
+        "index": 0,
+        "id": ids[0],
+        "type": "function",
+        "function": {"name": "get_time", "arguments": ""},
+    }
+    assert deltas == [
+        {"role": "assistant", "content": None, "tool_calls": [opening]},
+        {"tool_calls": [{"index": 0, "function": {"arguments": '{"tz":'}}]},
+        {"tool_calls": [{"index": 0, "function": {"arguments": ' "UTC"}'}}]},
+        {
+            "tool_calls": [
+                {
+                    "index": 1,
+                    "id": ids[1],
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": ""},
+                }
+            ]
+        },
+        {"tool_calls": [{"index": 1, "function": {"arguments": '{"city":'}}]},
+        {"tool_calls": [{"index": 1, "function": {"arguments": ' "Rome"}'}}]},
+        {},
+    ]
+    assert [c["finish_reason"] for c in choices] == [None] * 6 + ["tool_calls"]
+
+
+def test_after_tool_results_the_reply_states_them(oai: openai.OpenAI) -> None:
+    messages: list[ChatCompletionMessageParam] = [{"role": "user", "content": "get_weather and get_time"}]
+    first = oai.chat.completions.create(model=ZERO, messages=messages, tools=TOOLS)
+    weather, time_ = first.choices[0].message.tool_calls or []
+    messages += [
+        cast(ChatCompletionMessageParam, first.choices[0].message.model_dump(exclude_none=True)),
+        {"role": "tool", "tool_call_id": weather.id, "content": '{"temp": 21}'},
+        {"role": "tool", "tool_call_id": time_.id, "content": '{"error": "clock unreachable"}'},
+    ]
+    second = oai.chat.completions.create(model=ZERO, messages=messages, tools=TOOLS)
+    assert second.choices[0].finish_reason == "stop"
+    assert second.choices[0].message.tool_calls is None
+    assert second.choices[0].message.content == (
+        'Tool results: get_weather → {"temp": 21}; get_time failed: {"error": "clock unreachable"}'
+    )
+
+
+def test_tool_call_replies_meet_faults_latency_and_metrics() -> None:
+    slow = ModelProfile(
+        name="slow",
+        ttft_base_ms=0,
+        prefill_tokens_per_s=math.inf,
+        itl_ms=30,
+        itl_growth=0,
+        max_concurrency=2,
+        default_max_tokens=16,
+    )
+    body = {
+        "model": "slow",
+        "messages": [{"role": "user", "content": 'get_time {"a": 1, "b": 2, "c": 3}'}],
+        "tools": [TIME],
+    }
+    with serve_in_thread(create_app({"slow": slow})) as base, httpx.Client(base_url=base) as http:
+        http.put("/admin/faults", json={"fail_next": 1, "fail_next_status": 503})
+        assert http.post("/v1/chat/completions", json=body).status_code == 503
+        started = time.monotonic()
+        response = http.post("/v1/chat/completions", json=body)
+        elapsed = time.monotonic() - started
+        assert response.status_code == 200
+        assert response.json()["choices"][0]["finish_reason"] == "tool_calls"
+        assert elapsed >= 5 * 0.030  # 6 argument tokens ('{"a":', ' 1,', ...), 30 ms apart
+        values = samples(http.get("/metrics").text)
+    labels = frozenset({("model_name", "slow"), ("finished_reason", "stop")})
+    assert values[("vllm:request_success_total", labels)] == 1
+    assert values[("vllm:generation_tokens_total", frozenset({("model_name", "slow")}))] == 6
+
+
+def user(text: str) -> dict[str, object]:
+    return {"role": "user", "content": text}
+
+
+ASSISTANT_CALL = {
+    "role": "assistant",
+    "content": None,
+    "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "get_time", "arguments": "{}"}}],
+}
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        (
+            {"messages": [user("get_time"), ASSISTANT_CALL, {"role": "tool", "content": "12:00"}]},
+            "tool message needs tool_call_id",
+        ),
+        ({"tools": [{"type": "function", "function": {"description": "no name"}}]}, "tools.0.function.name"),
+        ({"tools": [{"type": "function", "function": {"name": "bad name!"}}]}, "tools.0.function.name"),
+        ({"tools": [TIME, TIME]}, "get_time more than once"),
+        (
+            {"tools": [TIME], "tool_choice": {"type": "function", "function": {"name": "get_weather"}}},
+            "tool_choice names the function 'get_weather', which tools do not declare",
+        ),
+        ({"tool_choice": "required"}, 'tool_choice "required" needs at least one tool'),
+        ({"tools": [TIME], "tool_choice": "sometimes"}, "tool_choice"),
+        (
+            {"messages": [{**user("hi"), "tool_calls": ASSISTANT_CALL["tool_calls"]}]},
+            "tool_calls belong on assistant messages",
+        ),
+        ({"messages": [{"role": "assistant"}]}, "content is required"),
+        (
+            {"messages": [user("hi"), {"role": "tool", "tool_call_id": "call_9", "content": "x"}]},
+            "no tool call with that id",
+        ),
+        ({"messages": [user("get_time"), ASSISTANT_CALL]}, "call_1 unanswered"),
+        ({"messages": [user("get_time"), ASSISTANT_CALL, user("well?")]}, "call_1 were answered"),
+    ],
+)
+def test_bad_tool_shapes_are_400_saying_what_is_wrong(
+    client: httpx.Client, extra: dict[str, object], expected: str
+) -> None:
+    body = {"model": ZERO, "messages": [user("get_time")], **extra}
+    response = client.post("/v1/chat/completions", json=body)
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["type"] == "invalid_request_error"
+    assert expected in error["message"]
+
+
+def test_the_openai_client_raises_bad_request_for_an_undeclared_tool_choice(oai: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError, match="do not declare"):
+        ask(oai, "hi", tool_choice={"type": "function", "function": {"name": "launch_rockets"}})
