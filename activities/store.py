@@ -1,4 +1,5 @@
-"""Writes workflows' events into the SQL read model, idempotently: conversations, scaling decisions."""
+"""Writes workflows' events into the SQL read model, idempotently: conversations, scaling decisions,
+assistants."""
 
 import asyncio
 import contextlib
@@ -120,6 +121,49 @@ class ScalingDecisionRecord:
     model: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass
+class AssistantVersionRecord:
+    version: str
+    number: int
+    spec: dict[str, Any]
+    changed: list[str]
+    note: str
+    created_by: str
+    created_at: datetime
+    published_at: datetime | None = None
+
+
+@dataclass
+class AssistantExperimentRecord:
+    id: str
+    arms: list[dict[str, Any]]  # [{name, version, share}] in assignment order
+    state: str
+    started_by: str
+    started_at: datetime
+    winner: str | None = None
+    ended_at: datetime | None = None
+
+
+@dataclass
+class AssistantProjection:
+    """An assistant as it stands after a change: the row conversations resolve versions from, every
+    version and every experiment (storing the same projection twice changes nothing)."""
+
+    workflow_id: str
+    tenant: str
+    assistant_id: str
+    name: str
+    state: str
+    live_version: str | None
+    latest_version: str
+    experiment: dict[str, Any] | None  # the running one: {id, arms}
+    created_by: str
+    created_at: datetime
+    updated_at: datetime
+    versions: list[AssistantVersionRecord] = field(default_factory=list)
+    experiments: list[AssistantExperimentRecord] = field(default_factory=list)
+
+
 class StoreActivities:
     def __init__(self, sessions: async_sessionmaker[AsyncSession], single_writer: bool = False) -> None:
         self._sessions = sessions
@@ -142,6 +186,29 @@ class StoreActivities:
                     for message in batch.messages
                 ],
                 events=[asdict(event) for event in batch.events],
+            )
+
+    @activity.defn(name="store.project_assistant")
+    async def project_assistant(self, projection: AssistantProjection) -> None:
+        key = {"tenant": projection.tenant, "assistant_id": projection.assistant_id}
+        async with self._write_lock, self._sessions() as session:
+            await crud.project_assistant(
+                session,
+                assistant={
+                    "tenant": projection.tenant,
+                    "id": projection.assistant_id,
+                    "workflow_id": projection.workflow_id,
+                    "name": projection.name,
+                    "state": projection.state,
+                    "live_version": projection.live_version,
+                    "latest_version": projection.latest_version,
+                    "experiment": projection.experiment,
+                    "created_by": projection.created_by,
+                    "created_at": projection.created_at,
+                    "updated_at": projection.updated_at,
+                },
+                versions=[{**asdict(version), **key} for version in projection.versions],
+                experiments=[{**asdict(experiment), **key} for experiment in projection.experiments],
             )
 
     @activity.defn(name="store.record_scaling_decision")

@@ -15,7 +15,7 @@ from api.deps import AppState
 from api.limits import RateLimiter
 from api.metrics import MetricsMiddleware
 from api.oidc import OidcVerifier
-from api.routes import chaos, chat, conversations, health, keys, rollouts, scaling
+from api.routes import assistants, chaos, chat, conversations, health, keys, rollouts, scaling
 from settings import Settings
 from store.db import make_engine, make_sessionmaker
 from store.migrate import upgrade
@@ -81,4 +81,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(rollouts.router)
     app.include_router(scaling.router)
     app.include_router(chaos.router)
+    app.include_router(assistants.router)
     return app

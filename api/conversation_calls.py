@@ -14,6 +14,7 @@ from temporalio.common import (
 from temporalio.service import RPCError
 
 from api.errors import ApiError
+from policies.assistants import AssistantBinding
 from settings import ConversationSettings
 from temporal.constants import KIND, PHASE, TENANT
 from workflows.conversation import ConversationInput, ConversationLimits, ConversationWorkflow, workflow_id
@@ -37,6 +38,8 @@ def start_operation(
     system_prompt: str | None = None,
     title: str | None = None,
     params: dict[str, Any] | None = None,
+    assistant: AssistantBinding | None = None,
+    principal: str | None = None,
 ) -> WithStartWorkflowOperation[Any, Any]:
     """Start the conversation's workflow unless it runs; `join_existing` joins a running one instead
     of refusing. An archived conversation's id is never reused."""
@@ -54,6 +57,8 @@ def start_operation(
                 max_turns_per_run=settings.max_turns_per_run,
                 keep_messages_on_continue=settings.keep_messages_on_continue,
             ),
+            assistant=assistant,
+            principal=principal,
         ),
         id=workflow_id(tenant, conversation_id),
         task_queue=settings.task_queue,

@@ -29,6 +29,16 @@ WORKFLOW_ERROR_STATUS = {
     # predictive scaling, chaos
     "NotRunning": 409,
     "InvalidSpec": 422,
+    # assistants
+    "NothingChanged": 409,
+    "ExperimentRunning": 409,
+    "NoExperiment": 409,
+    "NothingToRollBack": 409,
+    "NeverPublished": 409,
+    "NotPublished": 409,
+    "AssistantArchived": 409,
+    "InvalidArms": 422,
+    "VersionNotFound": 404,
 }
 
 

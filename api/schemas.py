@@ -5,6 +5,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from api.assistant_schemas import AssistantRef
+
 # SQLite hands timestamps back without their zone; every timestamp lcp stores is UTC.
 UtcDatetime = Annotated[
     datetime, AfterValidator(lambda value: value if value.tzinfo else value.replace(tzinfo=UTC))
@@ -68,6 +70,16 @@ class ConversationCreate(Strict):
     system_prompt: str | None = Field(default=None, max_length=100_000)
     params: GenerationParams = GenerationParams()
     message: MessageIn | None = Field(default=None, description="An optional first message.")
+    assistant: AssistantRef | None = Field(
+        default=None,
+        description="An assistant instead of a model: its version (or your experiment arm's) sets the model, "
+        "instructions, params and tools.",
+    )
+    user: str | None = Field(
+        default=None,
+        max_length=200,
+        description="Your end user's id: experiments assign arms per user (default: the caller).",
+    )
 
 
 class EditIn(Strict):
@@ -92,6 +104,11 @@ class MessageOut(BaseModel):
     completion_tokens: int | None = None
     latency_ms: float | None = None
     variants: int = Field(default=1, description="How many variants exist at this point.")
+    assistant_version: str | None = Field(default=None, description="A reply's: the version that wrote it.")
+    arm: str | None = None
+    tool_calls: list[dict[str, Any]] | None = Field(
+        default=None, description="A reply's tool calls: id, name, arguments, ok, result, duration_ms."
+    )
 
 
 class ConversationOut(BaseModel):
@@ -107,6 +124,10 @@ class ConversationOut(BaseModel):
     summary: str | None
     created_at: UtcDatetime
     updated_at: UtcDatetime
+    assistant_id: str | None = None
+    assistant_version: str | None = Field(default=None, description="The assistant version serving it.")
+    experiment_id: str | None = None
+    arm: str | None = Field(default=None, description="The experiment arm it was assigned.")
 
 
 class BranchOut(BaseModel):

@@ -19,6 +19,7 @@ __all__ = [
     "ToolSpec",
     "changed_fields",
     "serve",
+    "spec_from_data",
     "validate_spec",
     "version_name",
 ]
@@ -71,6 +72,11 @@ class AssistantSpec:
     params: dict[str, Any] = field(default_factory=dict)  # generation params (GENERATION_PARAMS)
     tools: list[ToolSpec] = field(default_factory=list)
     max_tool_rounds: int = 4  # model → tools → model rounds in one turn before it must answer
+
+
+def spec_from_data(data: dict[str, Any]) -> AssistantSpec:
+    """A spec stored as JSON (the read model's) as the dataclass."""
+    return AssistantSpec(**{**data, "tools": [ToolSpec(**tool) for tool in data.get("tools", [])]})
 
 
 def version_name(number: int) -> str:

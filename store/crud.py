@@ -10,7 +10,18 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from store.models import ApiKey, Conversation, Event, Message, ModelCanary, ScalingDecision
+from store.models import (
+    ApiKey,
+    Assistant,
+    AssistantExperiment,
+    AssistantVersion,
+    Conversation,
+    Event,
+    Message,
+    MessageFeedback,
+    ModelCanary,
+    ScalingDecision,
+)
 
 
 def _table(model: type) -> Table:
@@ -195,5 +206,144 @@ async def list_scaling_decisions(
         .where(col(ScalingDecision.namespace) == namespace, col(ScalingDecision.deployment) == deployment)
         .order_by(col(ScalingDecision.at).desc(), col(ScalingDecision.seq).desc())
         .limit(limit)
+    )
+    return list((await session.execute(query)).scalars())
+
+
+@functools.cache
+def _assistant_statements(dialect: str) -> tuple[Any, Any, Any]:
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+
+    def upsert(model: type, keys: list[str], where_newer: bool = False) -> Any:
+        table = _table(model)
+        statement = insert(table)
+        changed = {c.name: statement.excluded[c.name] for c in table.columns if c.name not in keys}
+        where = table.c.updated_at <= statement.excluded.updated_at if where_newer else None
+        return statement.on_conflict_do_update(index_elements=keys, set_=changed, where=where)
+
+    return (
+        upsert(Assistant, ["tenant", "id"], where_newer=True),
+        upsert(AssistantVersion, ["tenant", "assistant_id", "version"]),
+        upsert(AssistantExperiment, ["tenant", "assistant_id", "id"]),
+    )
+
+
+async def project_assistant(
+    session: AsyncSession,
+    *,
+    assistant: dict[str, Any],
+    versions: Sequence[dict[str, Any]],
+    experiments: Sequence[dict[str, Any]],
+) -> None:
+    """Store an assistant as its workflow sees it, in one transaction; an older projection arriving
+    late never overwrites a newer one's row."""
+    upsert_assistant, upsert_versions, upsert_experiments = _assistant_statements(
+        session.get_bind().dialect.name
+    )
+    await session.execute(upsert_assistant, assistant)
+    if versions:
+        await session.execute(upsert_versions, list(versions))
+    if experiments:
+        await session.execute(upsert_experiments, list(experiments))
+    await session.commit()
+
+
+async def get_assistant(session: AsyncSession, *, tenant: str, assistant_id: str) -> Assistant | None:
+    return await session.get(Assistant, (tenant, assistant_id))
+
+
+async def list_assistants(session: AsyncSession, *, tenant: str) -> list[Assistant]:
+    query = (
+        select(Assistant).where(col(Assistant.tenant) == tenant).order_by(col(Assistant.created_at).desc())
+    )
+    return list((await session.execute(query)).scalars())
+
+
+async def get_assistant_version(
+    session: AsyncSession, *, tenant: str, assistant_id: str, version: str
+) -> AssistantVersion | None:
+    return await session.get(AssistantVersion, (tenant, assistant_id, version))
+
+
+async def list_assistant_versions(
+    session: AsyncSession, *, tenant: str, assistant_id: str
+) -> list[AssistantVersion]:
+    query = (
+        select(AssistantVersion)
+        .where(col(AssistantVersion.tenant) == tenant, col(AssistantVersion.assistant_id) == assistant_id)
+        .order_by(col(AssistantVersion.number))
+    )
+    return list((await session.execute(query)).scalars())
+
+
+async def list_assistant_experiments(
+    session: AsyncSession, *, tenant: str, assistant_id: str
+) -> list[AssistantExperiment]:
+    query = (
+        select(AssistantExperiment)
+        .where(
+            col(AssistantExperiment.tenant) == tenant, col(AssistantExperiment.assistant_id) == assistant_id
+        )
+        .order_by(col(AssistantExperiment.started_at))
+    )
+    return list((await session.execute(query)).scalars())
+
+
+async def assistant_replies(
+    session: AsyncSession, *, tenant: str, assistant_id: str
+) -> list[tuple[Message, Conversation]]:
+    """Every reply an assistant's versions wrote, with its conversation."""
+    query = (
+        select(Message, Conversation)
+        .join(
+            Conversation,
+            and_(
+                col(Conversation.tenant) == col(Message.tenant),
+                col(Conversation.id) == col(Message.conversation_id),
+            ),
+        )
+        .where(
+            col(Conversation.tenant) == tenant,
+            col(Conversation.assistant_id) == assistant_id,
+            col(Message.role) == "assistant",
+        )
+    )
+    return [(message, conversation) for message, conversation in (await session.execute(query)).all()]
+
+
+async def assistant_conversations(
+    session: AsyncSession, *, tenant: str, assistant_id: str
+) -> list[Conversation]:
+    query = select(Conversation).where(
+        col(Conversation.tenant) == tenant, col(Conversation.assistant_id) == assistant_id
+    )
+    return list((await session.execute(query)).scalars())
+
+
+async def failed_turns(session: AsyncSession, *, streams: Sequence[str]) -> list[Event]:
+    """The turn.failed events of these conversation workflows."""
+    if not streams:
+        return []
+    query = select(Event).where(col(Event.stream).in_(list(streams)), col(Event.type) == "turn.failed")
+    return list((await session.execute(query)).scalars())
+
+
+async def set_feedback(session: AsyncSession, *, feedback: dict[str, Any]) -> None:
+    """A person's rating of a reply; a second one from the same person replaces the first."""
+    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    statement = insert(_table(MessageFeedback))
+    keys = ["tenant", "message_id", "principal"]
+    changed = {name: statement.excluded[name] for name in ("rating", "comment", "updated_at")}
+    await session.execute(statement.on_conflict_do_update(index_elements=keys, set_=changed), feedback)
+    await session.commit()
+
+
+async def feedback_for(
+    session: AsyncSession, *, tenant: str, message_ids: Sequence[str]
+) -> list[MessageFeedback]:
+    if not message_ids:
+        return []
+    query = select(MessageFeedback).where(
+        col(MessageFeedback.tenant) == tenant, col(MessageFeedback.message_id).in_(list(message_ids))
     )
     return list((await session.execute(query)).scalars())

@@ -29,6 +29,7 @@ from settings import Settings
 from store.db import make_engine, make_sessionmaker
 from temporal.client import connect
 from temporal.constants import CONVERSATIONS_QUEUE, FORECASTING_QUEUE, TASK_QUEUES
+from workflows.assistant import AssistantWorkflow
 from workflows.canary import CanaryRolloutWorkflow
 from workflows.chaos import ChaosExperimentWorkflow
 from workflows.conversation import ConversationWorkflow
@@ -52,8 +53,8 @@ async def conversation_worker(
     worker = Worker(
         client,
         task_queue=settings.conversation.task_queue,
-        workflows=[ConversationWorkflow],
-        activities=[inference.chat_completion, store.project_conversation],
+        workflows=[ConversationWorkflow, AssistantWorkflow],
+        activities=[inference.chat_completion, store.project_conversation, store.project_assistant],
         graceful_shutdown_timeout=timedelta(seconds=10),
         max_concurrent_activities=256,
         max_concurrent_workflow_tasks=64,

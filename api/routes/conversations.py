@@ -14,6 +14,7 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.store import MessageRecord
+from api.assistant_calls import assistant_binding
 from api.auth import ClientDep
 from api.conversation_calls import (
     IdempotencyKey,
@@ -67,7 +68,17 @@ async def create_conversation(
 ) -> ConversationCreated:
     """Start a conversation, optionally with its first message (answered in the response)."""
     tenant = caller.tenant
-    model = body.model or state.settings.conversation.default_model
+    binding = None
+    if body.assistant is not None:
+        if body.model or body.system_prompt or body.params.model_dump(exclude_none=True):
+            raise ApiError(
+                422,
+                "InvalidRequest",
+                "give an assistant or a model with its system prompt and params, not both: "
+                "the assistant's version sets them",
+            )
+        binding = await assistant_binding(session, tenant, body.assistant, body.user or caller.subject)
+    model = binding.spec.model if binding else body.model or state.settings.conversation.default_model
     served = sorted(name for name, route in state.gateway.routes.items() if route.serves(tenant))
     if model not in served:
         raise ApiError(
@@ -94,9 +105,11 @@ async def create_conversation(
         conversation_id=conversation_id,
         model=model,
         join_existing=idempotency_key is not None,
-        system_prompt=body.system_prompt,
+        system_prompt=binding.spec.instructions or None if binding else body.system_prompt,
         title=body.title,
-        params=body.params.model_dump(exclude_none=True),
+        params=dict(binding.spec.params) if binding else body.params.model_dump(exclude_none=True),
+        assistant=binding,
+        principal=body.user or caller.subject,
     )
     turn: TurnResult | None = None
     with counted_change("create"):

@@ -1,0 +1,43 @@
+"""Which assistant version serves a new conversation: resolved from the read model for the caller's user."""
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from api.assistant_schemas import AssistantRef
+from api.errors import ApiError
+from policies.assignment import Arm
+from policies.assistants import AssistantBinding, Experiment, InvalidAssistant, serve, spec_from_data
+from store import crud
+from workflows.assistant import ARCHIVED
+
+
+async def assistant_binding(
+    session: AsyncSession, tenant: str, ref: AssistantRef, user: str
+) -> AssistantBinding:
+    """The version that serves `user`: the one asked for, else their experiment arm's, else the live one."""
+    row = await crud.get_assistant(session, tenant=tenant, assistant_id=ref.id)
+    if row is None:
+        raise ApiError(404, "AssistantNotFound", f"no assistant {ref.id}: GET /v1/assistants lists yours")
+    if row.state == ARCHIVED:
+        raise ApiError(
+            409, "AssistantArchived", f"assistant {ref.id} is archived: it starts no conversations"
+        )
+    experiment = None
+    if row.experiment:
+        arms = [Arm(**arm) for arm in row.experiment["arms"]]
+        experiment = Experiment(row.experiment["id"], arms)
+    try:
+        served = serve(ref.id, row.live_version, experiment, user, ref.version)
+    except InvalidAssistant as err:
+        raise ApiError(409, "NotPublished", str(err)) from None
+    version = await crud.get_assistant_version(
+        session, tenant=tenant, assistant_id=ref.id, version=served.version
+    )
+    if version is None:
+        raise ApiError(
+            404,
+            "VersionNotFound",
+            f"assistant {ref.id} has no version {served.version} (latest: {row.latest_version})",
+        )
+    return AssistantBinding(
+        ref.id, served.version, spec_from_data(version.spec), served.experiment_id, served.arm
+    )

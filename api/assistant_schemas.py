@@ -1,0 +1,155 @@
+"""Request and answer bodies of the assistant routes (answers are mostly the workflow's AssistantView)."""
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from policies.assignment import Arm
+from policies.assistants import BUILTIN_TOOLS, AssistantSpec, ToolSpec
+
+ASSISTANT_ID = r"^[a-z0-9]([-a-z0-9_]{0,62}[a-z0-9])?$"
+VERSION = r"^v[1-9][0-9]{0,5}$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ToolIn(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$", description="The function name the model calls.")
+    description: str = Field(default="", max_length=2000)
+    parameters: dict[str, Any] = Field(
+        default_factory=lambda: {"type": "object", "properties": {}},
+        description="JSON schema of the arguments (OpenAI's function-calling `parameters`).",
+    )
+    kind: Literal["http", "builtin"] = "http"
+    url: str = Field(default="", max_length=2000, description="http tools: the endpoint called.")
+    method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"] = "POST"
+    timeout_s: float = Field(default=10.0, gt=0, le=300)
+    auth_secret: str = Field(
+        default="", max_length=128, description="A named secret sent as the Authorization header."
+    )
+    idempotent: bool = Field(
+        default=False, description="Safe to call twice: failed calls are retried. Otherwise at most once."
+    )
+    builtin: Literal["", *BUILTIN_TOOLS] = ""  # type: ignore[valid-type]
+
+    def to_tool(self) -> ToolSpec:
+        return ToolSpec(**self.model_dump())
+
+
+class SpecFields(_Strict):
+    """The editable parts of an assistant; on an edit, the fields left out keep the latest version's."""
+
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    model: str | None = Field(default=None, min_length=1, max_length=200)
+    instructions: str | None = Field(default=None, max_length=100_000, description="The system prompt.")
+    params: dict[str, Any] | None = Field(default=None, description="temperature, top_p, max_tokens, ...")
+    tools: list[ToolIn] | None = Field(default=None, max_length=64)
+    max_tool_rounds: int | None = Field(default=None, ge=0, le=16)
+
+    def applied_to(self, base: AssistantSpec | None) -> AssistantSpec:
+        given = self.model_dump(exclude_none=True, include=set(SpecFields.model_fields) - {"tools"})
+        tools = [tool.to_tool() for tool in self.tools] if self.tools is not None else None
+        if base is None:
+            return AssistantSpec(**given, **({"tools": tools} if tools is not None else {}))
+        spec = AssistantSpec(**{**base.__dict__, **given})
+        if tools is not None:
+            spec.tools = tools
+        return spec
+
+
+class AssistantCreate(SpecFields):
+    id: str = Field(pattern=ASSISTANT_ID, description="Lowercase letters, digits, '-' and '_'.")
+    name: str = Field(min_length=1, max_length=200)  # type: ignore[assignment]
+    model: str = Field(min_length=1, max_length=200)  # type: ignore[assignment]
+    note: str = Field(default="", max_length=2000, description="What this version is for.")
+    publish: bool = Field(default=False, description="Publish v1 at once.")
+
+
+class AssistantEdit(SpecFields):
+    note: str = Field(default="", max_length=2000, description="What changed, and why.")
+    expected_version: str | None = Field(
+        default=None, pattern=VERSION, description="The latest version you read: 409 if another came since."
+    )
+
+
+class PublishIn(_Strict):
+    version: str = Field(pattern=VERSION)
+    reason: str = Field(default="", max_length=2000)
+
+
+class RollbackIn(_Strict):
+    to_version: str | None = Field(
+        default=None, pattern=VERSION, description="Empty: the version live before the current one."
+    )
+    reason: str = Field(default="", max_length=2000)
+
+
+class ArmIn(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9][-A-Za-z0-9_.]{0,63}$")
+    version: str = Field(pattern=VERSION)
+    share: int = Field(ge=0, le=10_000, description="Relative weight (percent, usually).")
+
+    def to_arm(self) -> Arm:
+        return Arm(self.name, self.version, self.share)
+
+
+class ExperimentCreate(_Strict):
+    id: str = Field(pattern=ASSISTANT_ID)
+    arms: list[ArmIn] = Field(min_length=2, max_length=10)
+    reason: str = Field(default="", max_length=2000)
+
+
+class ExperimentAdjust(_Strict):
+    arms: list[ArmIn] = Field(min_length=2, max_length=10, description="Same arms and order; new shares.")
+    reason: str = Field(default="", max_length=2000)
+
+
+class ExperimentStop(_Strict):
+    promote: str | None = Field(
+        default=None, max_length=64, description="An arm's name or version to make live; empty: abort."
+    )
+    reason: str = Field(default="", max_length=2000)
+
+
+class AssistantSummary(BaseModel):
+    id: str
+    name: str
+    state: str
+    live_version: str | None
+    latest_version: str
+    experiment: dict[str, Any] | None
+    created_by: str
+    created_at: datetime
+    updated_at: datetime
+
+
+class AssistantList(BaseModel):
+    data: list[AssistantSummary]
+
+
+class StoredVersion(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    version: str
+    number: int
+    spec: dict[str, Any]
+    changed: list[str]
+    note: str
+    created_by: str
+    created_at: datetime
+    published_at: datetime | None
+
+
+class VersionList(BaseModel):
+    data: list[StoredVersion]
+
+
+class AssistantRef(_Strict):
+    """Which assistant serves a conversation: the live version (or the user's experiment arm), or the
+    version named."""
+
+    id: str = Field(pattern=ASSISTANT_ID)
+    version: str | None = Field(default=None, pattern=VERSION)

@@ -1,0 +1,191 @@
+"""Assistants over real HTTP: versions, publish, rollback, sticky A/B experiments, and conversations that
+record the version (and arm) serving them."""
+
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from temporalio.client import Client
+
+from policies.assignment import Arm, assign
+from tests.api.conftest import MintKey
+from tests.api.test_conversations_api import error
+
+sqlite_only = pytest.mark.parametrize("database_kind", ["sqlite"], indirect=True)
+
+
+@pytest.fixture
+async def admin(api_url: str, mint_key: MintKey) -> AsyncIterator[httpx.AsyncClient]:
+    headers = {"Authorization": f"Bearer {await mint_key(roles=('admin', 'client'))}"}
+    async with httpx.AsyncClient(base_url=api_url, timeout=60, headers=headers) as http:
+        yield http
+
+
+def _id() -> str:
+    return f"helper-{uuid.uuid4().hex[:8]}"
+
+
+async def _create(admin: httpx.AsyncClient, assistant_id: str, **fields: Any) -> dict[str, Any]:
+    body = {"id": assistant_id, "name": "Helper", "model": "sim-zero", "instructions": "Be brief.", **fields}
+    response = await admin.post("/v1/assistants", json=body)
+    assert response.status_code == 201, response.text
+    return dict(response.json())
+
+
+async def _ok(response: httpx.Response) -> dict[str, Any]:
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+async def _converse(api: httpx.AsyncClient, assistant: dict[str, Any], user: str = "") -> dict[str, Any]:
+    body: dict[str, Any] = {"assistant": assistant, "message": {"content": "[echo] hi"}}
+    if user:
+        body["user"] = user
+    response = await api.post("/v1/conversations", json=body)
+    assert response.status_code == 201, response.text
+    return dict(response.json())
+
+
+async def test_versions_are_immutable_and_a_running_conversation_keeps_its_version(
+    admin: httpx.AsyncClient, api: httpx.AsyncClient
+) -> None:
+    assistant_id = _id()
+    created = await _create(admin, assistant_id)
+    assert created["state"] == "Draft" and [v["version"] for v in created["versions"]] == ["v1"]
+    error(await api.post("/v1/conversations", json={"assistant": {"id": assistant_id}}), 409, "NotPublished")
+
+    await _ok(await admin.post(f"/v1/assistants/{assistant_id}/publish", json={"version": "v1"}))
+    first = await _converse(api, {"id": assistant_id})
+    conversation = first["conversation"]
+    assert (conversation["assistant_version"], conversation["model"]) == ("v1", "sim-zero")
+    assert conversation["system_prompt"] == "Be brief."
+    assert first["turn"]["reply"]["assistant_version"] == "v1"
+
+    edited = await _ok(
+        await admin.patch(
+            f"/v1/assistants/{assistant_id}", json={"instructions": "Be thorough.", "note": "tone"}
+        )
+    )
+    assert [v["version"] for v in edited["versions"]] == ["v1", "v2"]
+    assert edited["versions"][1]["changed"] == ["instructions"] and edited["live_version"] == "v1"
+    versions = (await api.get(f"/v1/assistants/{assistant_id}/versions")).json()["data"]
+    assert versions[0]["spec"]["instructions"] == "Be brief."  # v1 as it was
+    assert versions[1]["spec"]["instructions"] == "Be thorough." and versions[1]["note"] == "tone"
+
+    stale = await admin.patch(f"/v1/assistants/{assistant_id}", json={"name": "X", "expected_version": "v1"})
+    error(stale, 409, "VersionConflict")
+    same = await admin.patch(f"/v1/assistants/{assistant_id}", json={"instructions": "Be thorough."})
+    error(same, 409, "NothingChanged")
+    bad_tool = {"tools": [{"name": "lookup", "url": "ftp://example"}]}
+    assert (
+        "url must be an http(s) URL"
+        in error(await admin.patch(f"/v1/assistants/{assistant_id}", json=bad_tool), 422, "InvalidSpec")[
+            "message"
+        ]
+    )
+
+    await _ok(await admin.post(f"/v1/assistants/{assistant_id}/publish", json={"version": "v2"}))
+    conversation_id = conversation["id"]
+    turn = await api.post(f"/v1/conversations/{conversation_id}/messages", json={"content": "[echo] again"})
+    assert (await _ok(turn))["reply"]["assistant_version"] == "v1"  # started on v1, stays on v1
+    assert (await _converse(api, {"id": assistant_id}))["conversation"]["assistant_version"] == "v2"
+    pinned = await _converse(api, {"id": assistant_id, "version": "v1"})
+    assert pinned["conversation"]["assistant_version"] == "v1"
+
+
+@sqlite_only
+async def test_an_experiment_assigns_users_stickily_and_rollback_ends_it(
+    admin: httpx.AsyncClient, api: httpx.AsyncClient, client: Client
+) -> None:
+    assistant_id = _id()
+    await _create(admin, assistant_id, publish=True)
+    await _ok(await admin.patch(f"/v1/assistants/{assistant_id}", json={"instructions": "v2 words"}))
+    arms = [
+        {"name": "control", "version": "v1", "share": 50},
+        {"name": "treatment", "version": "v2", "share": 50},
+    ]
+    started = await admin.post(
+        f"/v1/assistants/{assistant_id}/experiments", json={"id": "tone", "arms": arms}
+    )
+    assert (await _ok(started))["state"] == "Experimenting"
+
+    policy_arms = [Arm(a["name"], a["version"], a["share"]) for a in arms]
+    for n in range(12):
+        user = f"user-{n}"
+        served = (await _converse(api, {"id": assistant_id}, user))["conversation"]
+        expected = assign(policy_arms, assistant_id, "tone", user)
+        assert (served["arm"], served["assistant_version"], served["experiment_id"]) == (
+            expected.name,
+            expected.version,
+            "tone",
+        )
+        again = (await _converse(api, {"id": assistant_id}, user))["conversation"]
+        assert again["arm"] == served["arm"]  # sticky
+
+    found = [e.id async for e in client.list_workflows(
+        "LcpKind = 'assistant' AND LcpTenant = 'default' AND LcpPhase = 'Experimenting'"
+    )]  # fmt: skip
+    assert f"assistant/default/{assistant_id}" in found
+
+    everyone = [{**arms[0], "share": 0}, {**arms[1], "share": 100}]
+    adjust = f"/v1/assistants/{assistant_id}/experiments/tone/adjust"
+    await _ok(await admin.post(adjust, json={"arms": everyone}))
+    assert (await _converse(api, {"id": assistant_id}, "user-0"))["conversation"]["assistant_version"] == "v2"
+    swapped = [arms[1], arms[0]]
+    error(await admin.post(adjust, json={"arms": swapped}), 422, "InvalidArms")
+    error(await admin.post(f"/v1/assistants/{assistant_id}/publish", json={"version": "v2"}), 409)
+
+    rolled = await _ok(await admin.post(f"/v1/assistants/{assistant_id}/rollback", json={"to_version": "v1"}))
+    assert rolled["state"] == "Published" and rolled["live_version"] == "v1" and rolled["experiment"] is None
+    assert rolled["past_experiments"][0]["state"] == "aborted"
+    served = (await _converse(api, {"id": assistant_id}, "user-0"))["conversation"]
+    assert (served["assistant_version"], served["arm"]) == ("v1", None)
+
+
+@sqlite_only
+async def test_stopping_an_experiment_promotes_the_winner(admin: httpx.AsyncClient) -> None:
+    assistant_id = _id()
+    await _create(admin, assistant_id, publish=True)
+    await _ok(await admin.patch(f"/v1/assistants/{assistant_id}", json={"model": "sim-llama-8b"}))
+    arms = [{"name": "a", "version": "v1", "share": 90}, {"name": "b", "version": "v2", "share": 10}]
+    await _ok(await admin.post(f"/v1/assistants/{assistant_id}/experiments", json={"id": "m", "arms": arms}))
+    stop = f"/v1/assistants/{assistant_id}/experiments/m/stop"
+    error(await admin.post(stop, json={"promote": "v9"}), 422, "InvalidArms")
+    error(
+        await admin.post(f"/v1/assistants/{assistant_id}/experiments/other/stop", json={}),
+        409,
+        "NoExperiment",
+    )
+    view = await _ok(await admin.post(stop, json={"promote": "b", "reason": "faster"}))
+    assert view["live_version"] == "v2" and view["past_experiments"][0]["winner"] == "v2"
+    rolled = await _ok(await admin.post(f"/v1/assistants/{assistant_id}/rollback", json={}))
+    assert rolled["live_version"] == "v1"  # one step back
+    assert [event["kind"] for event in rolled["history"]][-3:] == [
+        "experiment-started", "experiment-promoted", "rolled-back",
+    ]  # fmt: skip
+
+
+@sqlite_only
+async def test_roles_unknown_assistants_and_archiving(
+    admin: httpx.AsyncClient, api: httpx.AsyncClient
+) -> None:
+    assistant_id = _id()
+    error(await api.post("/v1/assistants", json={"id": assistant_id, "name": "x", "model": "m"}), 403)
+    await _create(admin, assistant_id, publish=True)
+    error(await admin.post("/v1/assistants", json={"id": assistant_id, "name": "x", "model": "m"}), 409)
+    error(await api.post("/v1/conversations", json={"assistant": {"id": "nope"}}), 404, "AssistantNotFound")
+    both = {"assistant": {"id": assistant_id}, "model": "sim-zero"}
+    error(await api.post("/v1/conversations", json=both), 422)
+    listed = (await api.get("/v1/assistants")).json()["data"]
+    assert any(a["id"] == assistant_id and a["live_version"] == "v1" for a in listed)
+
+    archived = await _ok(await admin.post(f"/v1/assistants/{assistant_id}/archive", json={"reason": "old"}))
+    assert archived["state"] == "Archived"
+    error(
+        await api.post("/v1/conversations", json={"assistant": {"id": assistant_id}}),
+        409,
+        "AssistantArchived",
+    )
+    assert (await api.get(f"/v1/assistants/{assistant_id}")).json()["state"] == "Archived"  # still readable
