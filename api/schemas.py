@@ -87,6 +87,21 @@ class EditIn(Strict):
     expected_version: int | None = None
 
 
+class FeedbackIn(Strict):
+    rating: Literal["up", "down"]
+    comment: str = Field(default="", max_length=2000)
+    user: str | None = Field(
+        default=None, max_length=200, description="Your end user's id (default: the caller)."
+    )
+
+
+class FeedbackOut(BaseModel):
+    message_id: str
+    rating: str
+    comment: str
+    by: str
+
+
 class VersionIn(Strict):
     expected_version: int | None = None
 

@@ -28,6 +28,7 @@ from api.assistant_schemas import (
     StoredVersion,
     VersionList,
 )
+from api.assistant_stats import AssistantStats, assistant_stats
 from api.auth import AdminDep, ClientDep
 from api.conversation_calls import temporal_unavailable
 from api.deps import AppState, SessionDep, StateDep
@@ -152,6 +153,15 @@ async def get_version(
     if row is None:
         raise ApiError(404, "VersionNotFound", f"assistant {assistant_id} has no version {version}")
     return StoredVersion.model_validate(row)
+
+
+@router.get("/{assistant_id}/stats", response_model=AssistantStats)
+async def stats(assistant_id: str, session: SessionDep, caller: ClientDep) -> AssistantStats:
+    """Per version and per experiment arm: conversations, turns, tokens, latency p50/p95, errors and
+    thumbs up/down; for each experiment, each arm minus the control (its first arm) with a 95% interval."""
+    if await crud.get_assistant(session, tenant=caller.tenant, assistant_id=assistant_id) is None:
+        raise _not_found(assistant_id)
+    return await assistant_stats(session, caller.tenant, assistant_id)
 
 
 @router.post("/{assistant_id}/publish", response_model=AssistantView)

@@ -4,7 +4,7 @@ import base64
 import contextlib
 import json
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
@@ -35,6 +35,8 @@ from api.schemas import (
     ConversationOut,
     ConversationPage,
     EditIn,
+    FeedbackIn,
+    FeedbackOut,
     MessageIn,
     MessageOut,
     TurnOut,
@@ -247,6 +249,32 @@ async def archive(
         state, session, tenant, conversation_id, ConversationWorkflow.archive, request, idempotency_key
     )
     return _conversation_out(await _fresh_conversation(session, tenant, conversation_id))
+
+
+@router.post("/{conversation_id}/messages/{message_id}/feedback", response_model=FeedbackOut)
+async def feedback(
+    conversation_id: str, message_id: str, body: FeedbackIn, session: SessionDep, caller: ClientDep
+) -> FeedbackOut:
+    """A thumbs up or down on a reply (one per person: a second replaces the first). It counts in the
+    serving assistant version's analytics."""
+    await _require(session, caller.tenant, conversation_id)
+    messages = await crud.list_messages(session, tenant=caller.tenant, conversation_id=conversation_id)
+    message = next((m for m in messages if m.id == message_id), None)
+    if message is None:
+        raise ApiError(404, "MessageNotFound", f"conversation {conversation_id} has no message {message_id}")
+    if message.role != "assistant":
+        raise ApiError(422, "InvalidFeedback", f"message {message_id} is the user's: rate replies only")
+    row = {
+        "tenant": caller.tenant,
+        "message_id": message_id,
+        "principal": body.user or caller.subject,
+        "conversation_id": conversation_id,
+        "rating": 1 if body.rating == "up" else -1,
+        "comment": body.comment,
+        "updated_at": datetime.now(UTC),
+    }
+    await crud.set_feedback(session, feedback=row)
+    return FeedbackOut(message_id=message_id, rating=body.rating, comment=body.comment, by=row["principal"])
 
 
 # ---- helpers -----------------------------------------------------------------------------

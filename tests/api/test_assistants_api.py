@@ -189,3 +189,58 @@ async def test_roles_unknown_assistants_and_archiving(
         "AssistantArchived",
     )
     assert (await api.get(f"/v1/assistants/{assistant_id}")).json()["state"] == "Archived"  # still readable
+
+
+async def test_per_version_stats_and_feedback_match_the_turns_that_were_sent(
+    admin: httpx.AsyncClient, api: httpx.AsyncClient
+) -> None:
+    assistant_id = _id()
+    await _create(admin, assistant_id, publish=True)
+    await _ok(await admin.patch(f"/v1/assistants/{assistant_id}", json={"instructions": "v2"}))
+    arms = [
+        {"name": "control", "version": "v1", "share": 50},
+        {"name": "treatment", "version": "v2", "share": 50},
+    ]
+    await _ok(await admin.post(f"/v1/assistants/{assistant_id}/experiments", json={"id": "ab", "arms": arms}))
+
+    sent: dict[str, dict[str, int]] = {}  # arm -> turns, tokens, ups, downs
+    for n in range(10):
+        created = await _converse(api, {"id": assistant_id}, f"user-{n}")
+        conversation, reply = created["conversation"], created["turn"]["reply"]
+        more = await _ok(
+            await api.post(
+                f"/v1/conversations/{conversation['id']}/messages", json={"content": "[echo] more"}
+            )
+        )
+        tally = sent.setdefault(conversation["arm"], {"turns": 0, "tokens": 0, "up": 0, "down": 0})
+        tally["turns"] += 2
+        tally["tokens"] += reply["completion_tokens"] + more["reply"]["completion_tokens"]
+        rating = "up" if n % 3 else "down"
+        path = f"/v1/conversations/{conversation['id']}/messages/{reply['id']}/feedback"
+        assert (await api.post(path, json={"rating": "up", "user": f"user-{n}"})).status_code == 200
+        assert (
+            await api.post(path, json={"rating": rating, "user": f"user-{n}"})
+        ).status_code == 200  # replaces
+        tally[rating] += 1
+    user_message = created["turn"]["message"]["id"]
+    bad = f"/v1/conversations/{conversation['id']}/messages/{user_message}/feedback"
+    error(await api.post(bad, json={"rating": "up"}), 422, "InvalidFeedback")
+    error(await api.post(bad.replace(user_message, "nope"), json={"rating": "up"}), 404, "MessageNotFound")
+
+    stats = await _ok(await api.get(f"/v1/assistants/{assistant_id}/stats"))
+    experiment = stats["experiments"][0]
+    assert experiment["id"] == "ab" and experiment["control"] == "control"
+    for arm in experiment["arms"]:
+        expected = sent.get(arm["arm"], {"turns": 0, "tokens": 0, "up": 0, "down": 0})
+        assert arm["turns"] == expected["turns"] and arm["conversations"] == expected["turns"] // 2
+        assert arm["completion_tokens"] == expected["tokens"]
+        assert (arm["thumbs_up"], arm["thumbs_down"]) == (expected["up"], expected["down"])
+        assert arm["errors"] == 0 and arm["latency_p50_ms"] is not None
+    by_version = {v["version"]: v for v in stats["versions"]}
+    assert sum(v["turns"] for v in by_version.values()) == 20
+    assert by_version["v1"]["turns"] == sent.get("control", {"turns": 0})["turns"]
+    metrics = {d["metric"] for d in experiment["differences"]}
+    assert metrics == {"satisfaction", "error_rate", "latency_mean_ms"}
+    satisfaction = next(d for d in experiment["differences"] if d["metric"] == "satisfaction")
+    if satisfaction["value"] is not None:
+        assert satisfaction["low"] <= satisfaction["value"] <= satisfaction["high"]
