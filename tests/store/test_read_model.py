@@ -5,7 +5,7 @@ from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import func, inspect, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from activities.store import (
@@ -123,12 +123,29 @@ async def test_upgrade_from_the_first_schema_keeps_every_row(blank_database_url:
         await upgrade(engine, "0001")
         batch = first_turn()
         async with engine.begin() as connection:  # rows as the 0001 schema held them
-            await connection.execute(Conversation.__table__.insert(), [asdict(batch.conversation)])
+            columns = await connection.run_sync(
+                lambda sync: {
+                    table: {c["name"] for c in inspect(sync).get_columns(table)}
+                    for table in ("conversations", "messages", "events")
+                }
+            )
+
+            def row(table: str, values: dict[str, object]) -> dict[str, object]:
+                return {k: v for k, v in values.items() if k in columns[table]}
+
+            await connection.execute(
+                Conversation.__table__.insert(), [row("conversations", asdict(batch.conversation))]
+            )
             await connection.execute(
                 Message.__table__.insert(),
-                [{**asdict(m), "conversation_id": "c1", "tenant": TENANT} for m in batch.messages],
+                [
+                    row("messages", {**asdict(m), "conversation_id": "c1", "tenant": TENANT})
+                    for m in batch.messages
+                ],
             )
-            await connection.execute(Event.__table__.insert(), [asdict(e) for e in batch.events])
+            await connection.execute(
+                Event.__table__.insert(), [row("events", asdict(e)) for e in batch.events]
+            )
         await upgrade(engine)
         sessions = make_sessionmaker(engine)
         assert await count(sessions, Message) == 2 and await count(sessions, Event) == 3
