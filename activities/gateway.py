@@ -14,6 +14,7 @@ import logging
 import os
 import random
 import time
+import uuid
 from collections.abc import AsyncGenerator, Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -59,6 +60,8 @@ GATEWAY_LATENCY = Histogram(
 class ChatMessage:
     role: str
     content: str
+    tool_calls: list[dict[str, Any]] | None = None  # an assistant's tool calls: {"id", "name", "arguments"}
+    tool_call_id: str | None = None  # a "tool" message's: the id of the call it answers
 
 
 @dataclass
@@ -70,6 +73,67 @@ class ChatCompletionResult:
     completion_tokens: int
     latency_ms: float
     version: str = STABLE_VERSION  # the version of the model that answered (see the models policy)
+    tool_calls: list[dict[str, Any]] | None = None  # the tools the model calls: {"id", "name", "arguments"}
+
+
+def wire_message(message: ChatMessage) -> dict[str, Any]:
+    """A message in OpenAI's wire format; an assistant's tool calls go with `content: null` when it
+    wrote no text."""
+    body: dict[str, Any] = {"role": message.role, "content": message.content}
+    if message.tool_calls:
+        body["content"] = message.content or None
+        body["tool_calls"] = [
+            {
+                "id": call["id"],
+                "type": "function",
+                "function": {"name": call["name"], "arguments": call["arguments"]},
+            }
+            for call in message.tool_calls
+        ]
+    if message.tool_call_id is not None:
+        body["tool_call_id"] = message.tool_call_id
+    return body
+
+
+def _tool_call(id_: str, name: str, arguments: Any) -> dict[str, Any]:
+    """A tool call, normalised: arguments are JSON text (an endpoint that sends an object gets it
+    written out); a call without an id gets a fresh one, so idempotency keys made from it never repeat."""
+    text = arguments if isinstance(arguments, str) else json.dumps(arguments)
+    return {"id": id_ or f"call_{uuid.uuid4().hex[:24]}", "name": name, "arguments": text}
+
+
+def _whole_tool_calls(message: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """The tool calls of a whole (not streamed) reply's message."""
+    calls = message.get("tool_calls") or []
+    parsed = [
+        _tool_call(call.get("id") or "", call["function"]["name"], call["function"].get("arguments") or "")
+        for call in calls
+    ]
+    return parsed or None
+
+
+class _StreamedToolCalls:
+    """Tool calls as a stream brings them: deltas by index, each adding to the id, name and arguments
+    (strings concatenate, as OpenAI's own client accumulates them)."""
+
+    def __init__(self) -> None:
+        self._calls: dict[int, dict[str, str]] = {}
+
+    def add(self, deltas: list[dict[str, Any]]) -> None:
+        for delta in deltas:
+            index = int(delta.get("index", len(self._calls)))
+            call = self._calls.setdefault(index, {"id": "", "name": "", "arguments": ""})
+            function = delta.get("function") or {}
+            call["id"] += delta.get("id") or ""
+            call["name"] += function.get("name") or ""
+            call["arguments"] += function.get("arguments") or ""
+
+    def __bool__(self) -> bool:
+        return bool(self._calls)
+
+    def result(self) -> list[dict[str, Any]] | None:
+        calls = [self._calls[index] for index in sorted(self._calls)]
+        return [_tool_call(call["id"], call["name"], call["arguments"]) for call in calls] or None
 
 
 class InferenceFailure(ApplicationError):
@@ -116,7 +180,14 @@ def estimate_tokens(text: str) -> int:
 
 
 def estimate_prompt_tokens(messages: list[ChatMessage]) -> int:
-    return sum(estimate_tokens(m.content) + MESSAGE_OVERHEAD_TOKENS for m in messages)
+    return sum(
+        estimate_tokens(m.content) + estimate_tool_call_tokens(m.tool_calls) + MESSAGE_OVERHEAD_TOKENS
+        for m in messages
+    )
+
+
+def estimate_tool_call_tokens(calls: list[dict[str, Any]] | None) -> int:
+    return sum(1 + estimate_tokens(call["arguments"]) for call in calls or [])
 
 
 def _endpoint_message(body: bytes, reason: str) -> str:
@@ -235,16 +306,19 @@ def _result(
     finish_reason: str,
     usage: dict[str, Any],
     latency_ms: float,
+    tool_calls: list[dict[str, Any]] | None = None,
 ) -> ChatCompletionResult:
     """A whole reply; token counts are the endpoint's when it reported them, else lcp's estimates."""
+    estimated_completion = estimate_tokens(content) + estimate_tool_call_tokens(tool_calls)
     return ChatCompletionResult(
         content=content,
         model=route.name,
         finish_reason=finish_reason,
         prompt_tokens=int(usage.get("prompt_tokens") or estimate_prompt_tokens(messages)),
-        completion_tokens=int(usage.get("completion_tokens") or estimate_tokens(content)),
+        completion_tokens=int(usage.get("completion_tokens") or estimated_completion),
         latency_ms=latency_ms,
         version=route.version,
+        tool_calls=tool_calls,
     )
 
 
@@ -291,16 +365,26 @@ class Gateway:
         return route
 
     def _request(
-        self, route: ModelRoute, messages: list[ChatMessage], params: dict[str, Any], stream: bool
+        self,
+        route: ModelRoute,
+        messages: list[ChatMessage],
+        params: dict[str, Any],
+        stream: bool,
+        tools: list[dict[str, Any]] | None = None,
+        tool_choice: str | None = None,
     ) -> httpx.Request:
         body: dict[str, Any] = {
             "model": route.upstream_model,
-            "messages": [{"role": m.role, "content": m.content} for m in messages],
+            "messages": [wire_message(m) for m in messages],
             "stream": stream,
         }
         if stream:
             body["stream_options"] = {"include_usage": True}
         body.update({key: value for key, value in params.items() if value is not None})
+        if tools:
+            body["tools"] = tools
+        if tool_choice:
+            body["tool_choice"] = tool_choice
         headers = {"Authorization": f"Bearer {route.api_key}"} if route.api_key else {}
         return self._http.build_request(
             "POST",
@@ -339,23 +423,30 @@ class Gateway:
         )
 
     async def complete(
-        self, model: str, messages: list[ChatMessage], params: dict[str, Any]
+        self,
+        model: str,
+        messages: list[ChatMessage],
+        params: dict[str, Any],
+        *,
+        tools: list[dict[str, Any]] | None = None,
+        tool_choice: str | None = None,
     ) -> ChatCompletionResult:
-        """One whole reply."""
+        """One whole reply: text, or the tools the model calls (of `tools`, OpenAI's declarations)."""
         route = await self.pick(model)
         started = time.perf_counter()
         outcome = "cancelled"
         try:
-            response = await self._send(route, self._request(route, messages, params, stream=False), False)
+            request = self._request(route, messages, params, False, tools, tool_choice)
+            response = await self._send(route, request, False)
             latency_ms = (time.perf_counter() - started) * 1000
             try:
                 data = response.json()
                 choice = data["choices"][0]
-                content = choice["message"]["content"] or ""
+                content = choice["message"].get("content") or ""
+                calls = _whole_tool_calls(choice["message"])
                 usage = data.get("usage") or {}
-                result = _result(
-                    route, messages, content, choice.get("finish_reason") or "stop", usage, latency_ms
-                )
+                finish_reason = choice.get("finish_reason") or "stop"
+                result = _result(route, messages, content, finish_reason, usage, latency_ms, calls)
             except (ValueError, KeyError, IndexError, TypeError) as err:
                 raise self._malformed(route, err) from err
             outcome = "ok"
@@ -367,15 +458,24 @@ class Gateway:
             _measure(route, outcome, started)
 
     async def stream(
-        self, model: str, messages: list[ChatMessage], params: dict[str, Any]
+        self,
+        model: str,
+        messages: list[ChatMessage],
+        params: dict[str, Any],
+        *,
+        tools: list[dict[str, Any]] | None = None,
+        tool_choice: str | None = None,
     ) -> AsyncGenerator[str | ChatCompletionResult, None]:
-        """The reply as it is generated: text deltas, then the whole reply as the last item."""
+        """The reply as it is generated: text deltas, then the whole reply as the last item. A reply
+        that calls tools yields no more text once its first tool call shows (the text is in the result)."""
         route = await self.pick(model)
         started = time.perf_counter()
         outcome: str | None = "cancelled"  # until it ends otherwise: the consumer stopped reading
         try:
-            response = await self._send(route, self._request(route, messages, params, stream=True), True)
+            request = self._request(route, messages, params, True, tools, tool_choice)
+            response = await self._send(route, request, True)
             parts: list[str] = []
+            calls = _StreamedToolCalls()
             finish_reason, usage = "stop", dict[str, Any]()
             try:
                 async for line in response.aiter_lines():
@@ -387,10 +487,13 @@ class Gateway:
                     chunk = json.loads(data)
                     usage = chunk.get("usage") or usage
                     for choice in chunk.get("choices") or []:
-                        delta = (choice.get("delta") or {}).get("content")
-                        if delta:
-                            parts.append(delta)
-                            yield delta
+                        delta = choice.get("delta") or {}
+                        calls.add(delta.get("tool_calls") or [])
+                        text = delta.get("content")
+                        if text:
+                            parts.append(text)
+                            if not calls:
+                                yield text
                         finish_reason = choice.get("finish_reason") or finish_reason
             except (httpx.TimeoutException, httpx.TransportError) as err:
                 raise _transport_failure(route, err, "stream stalled", "stream broke off") from err
@@ -400,7 +503,7 @@ class Gateway:
                 await response.aclose()
             content = "".join(parts)
             latency_ms = (time.perf_counter() - started) * 1000
-            result = _result(route, messages, content, finish_reason, usage, latency_ms)
+            result = _result(route, messages, content, finish_reason, usage, latency_ms, calls.result())
             # Counted now: a consumer may well never resume the generator after the last item.
             _measure(route, "ok", started)
             outcome = None

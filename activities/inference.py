@@ -1,5 +1,5 @@
-"""The inference activity: one chat completion through the gateway, optionally streamed to the API
-through the token relay while it is generated."""
+"""The inference activity: one chat completion through the gateway (text, or the tools the model calls),
+optionally streamed to the API through the token relay while it is generated."""
 
 import asyncio
 import time
@@ -23,6 +23,8 @@ class ChatCompletionInput:
     params: dict[str, Any] = field(default_factory=dict)
     # When set, the reply's tokens are also published on this relay channel as they arrive.
     stream_channel: str | None = None
+    tools: list[dict[str, Any]] | None = None  # OpenAI's tool declarations the model may call
+    tool_choice: str | None = None  # "none" | "auto" | "required"; None: the endpoint's default
 
 
 class InferenceActivities:
@@ -36,7 +38,13 @@ class InferenceActivities:
         try:
             if request.stream_channel and self._relay is not None:
                 return await self._streamed(request, request.stream_channel, self._relay)
-            return await self._gateway.complete(request.model, request.messages, request.params)
+            return await self._gateway.complete(
+                request.model,
+                request.messages,
+                request.params,
+                tools=request.tools,
+                tool_choice=request.tool_choice,
+            )
         finally:
             heartbeat.cancel()
 
@@ -52,9 +60,19 @@ class InferenceActivities:
         attempt = activity.info().attempt
         pending: list[str] = []
         last_publish = 0.0
-        async for item in self._gateway.stream(request.model, request.messages, request.params):
+        replies = self._gateway.stream(
+            request.model,
+            request.messages,
+            request.params,
+            tools=request.tools,
+            tool_choice=request.tool_choice,
+        )
+        # Text deltas, then the reply. A tool-call round relays no text: the gateway yields none once a
+        # tool call shows, and text still pending then is dropped (only text an endpoint writes before
+        # its tool calls, and that was already published, gets through).
+        async for item in replies:
             if isinstance(item, ChatCompletionResult):
-                if pending:
+                if pending and not item.tool_calls:
                     await relay.publish(Delta(channel, attempt, "".join(pending)))
                 return item
             pending.append(item)

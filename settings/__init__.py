@@ -122,6 +122,17 @@ class ChaosSettings(BaseModel):
     max_pods_affected_perc: float = Field(default=50.0, gt=0, le=100, description="Blast-radius limit.")
 
 
+class ToolSettings(BaseModel):
+    """Assistants' tools: where the secrets their Authorization headers name are kept, and how much of a
+    tool's result the model gets to read."""
+
+    secrets_dir: Path | None = Field(
+        default=None,
+        description="One file per secret, named as a tool's auth_secret; empty: `secrets` in the state dir.",
+    )
+    max_result_chars: int = Field(default=16_000, gt=0, description="Longer results are cut to this.")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="LCP_", env_nested_delimiter="__", env_file=".env", extra="ignore"
@@ -148,6 +159,7 @@ class Settings(BaseSettings):
     rollout: RolloutSettings = RolloutSettings()
     scaling: ScalingSettings = ScalingSettings()
     chaos: ChaosSettings = ChaosSettings()
+    tools: ToolSettings = ToolSettings()
 
     @field_validator("database_url")
     @classmethod
@@ -164,6 +176,9 @@ class Settings(BaseSettings):
 
     def resolved_kubeconfig(self) -> Path:
         return self.rollout.kubeconfig or self.home / "kubeconfig"
+
+    def resolved_secrets_dir(self) -> Path:
+        return self.tools.secrets_dir or self.home / "secrets"
 
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite+aiosqlite:///{(self.home / 'lcp.db').resolve()}"

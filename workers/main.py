@@ -24,6 +24,7 @@ from activities.probes import ProbeActivities
 from activities.prometheus import PrometheusActivities, PromQL
 from activities.store import StoreActivities
 from activities.token_relay import PostgresRelay, TokenRelay, make_relay
+from activities.tools import ToolActivities
 from activities.visibility import VisibilityActivities
 from settings import Settings
 from store.db import make_engine, make_sessionmaker
@@ -50,11 +51,19 @@ async def conversation_worker(
     routes = load_routes(settings.models_file, llm_url=settings.llm_url)
     inference = InferenceActivities(Gateway(http, routes, ModelWeights(sessions)), relay)
     store = StoreActivities(sessions, single_writer=engine.dialect.name == "sqlite")
+    # Assistants' tools are other people's endpoints: a client of their own, no redirects, no retries here.
+    tool_http = httpx.AsyncClient(follow_redirects=False, transport=httpx.AsyncHTTPTransport(retries=0))
+    tools = ToolActivities(tool_http, settings.resolved_secrets_dir(), settings.tools.max_result_chars)
     worker = Worker(
         client,
         task_queue=settings.conversation.task_queue,
         workflows=[ConversationWorkflow, AssistantWorkflow],
-        activities=[inference.chat_completion, store.project_conversation, store.project_assistant],
+        activities=[
+            inference.chat_completion,
+            store.project_conversation,
+            store.project_assistant,
+            tools.call,
+        ],
         graceful_shutdown_timeout=timedelta(seconds=10),
         max_concurrent_activities=256,
         max_concurrent_workflow_tasks=64,
@@ -62,6 +71,7 @@ async def conversation_worker(
     try:
         yield worker
     finally:
+        await tool_http.aclose()
         await http.aclose()
         await engine.dispose()
 

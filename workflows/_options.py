@@ -5,6 +5,8 @@ from typing import Any
 
 from temporalio.common import RetryPolicy
 
+from policies.assistants import ToolSpec
+
 # Chat inference: heartbeats every second, so a dead worker's call is retried within 5 s;
 # the endpoint's own verdicts (bad request, unknown model) are final.
 INFERENCE: dict[str, Any] = {
@@ -89,3 +91,27 @@ def forecast_within(interval_s: float) -> dict[str, Any]:
         "start_to_close_timeout": timedelta(minutes=10),
         "retry_policy": RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=2),
     }
+
+
+TOOL_TIMEOUT_MARGIN_S = 2.0  # time the activity needs around the tool's own (schema check, secret)
+TOOL_HEARTBEAT_AFTER_S = 30.0  # tools allowed longer than this heartbeat, so a lost worker shows sooner
+
+# An idempotent tool is retried a few times with backoff; its own refusals come back as results, not errors.
+IDEMPOTENT_TOOL_RETRY = RetryPolicy(
+    initial_interval=timedelta(milliseconds=500),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=5),
+    maximum_attempts=4,
+)
+
+
+def tool_call(tool: ToolSpec) -> dict[str, Any]:
+    """A tool call: the tool's timeout plus a margin. An idempotent tool is retried; any other runs at
+    most once, so a worker that dies mid-call leaves the call to time out and it is never made twice."""
+    options: dict[str, Any] = {
+        "start_to_close_timeout": timedelta(seconds=tool.timeout_s + TOOL_TIMEOUT_MARGIN_S),
+        "retry_policy": IDEMPOTENT_TOOL_RETRY if tool.idempotent else RetryPolicy(maximum_attempts=1),
+    }
+    if tool.timeout_s > TOOL_HEARTBEAT_AFTER_S:
+        options["heartbeat_timeout"] = timedelta(seconds=10)
+    return options

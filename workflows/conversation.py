@@ -2,14 +2,16 @@
 
 import asyncio
 import functools
+import json
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import TimeoutError as TemporalTimeout
 
-from policies.assistants import AssistantBinding
+from policies.assistants import AssistantBinding, ToolSpec
 from policies.conversation import Node, Recorded, Said, match_history, message_problem, path_to
 from temporal.constants import PHASE
 from workflows import _options
@@ -28,6 +30,7 @@ with workflow.unsafe.imports_passed_through():
         ProjectionInput,
         StoreActivities,
     )
+    from activities.tools import ToolActivities, ToolCallInput, ToolCallResult
 
 RECENT_TURNS_KEPT = 16
 SUMMARY_PROMPT = (
@@ -143,6 +146,42 @@ class ConversationStatus:
 
 def _reject(type_: str, message: str, **details: Any) -> ApplicationError:
     return ApplicationError(message, details or None, type=type_, non_retryable=True)
+
+
+def _tool_messages(text: str, calls: list[dict[str, Any]]) -> list[ChatMessage]:
+    """The assistant message that made `calls` (with the text it wrote, if any), then each call's result
+    as a "tool" message."""
+    made = [{"id": call["id"], "name": call["name"], "arguments": call["arguments"]} for call in calls]
+    results = [ChatMessage("tool", call["result"], tool_call_id=call["id"]) for call in calls]
+    return [ChatMessage("assistant", text, tool_calls=made), *results]
+
+
+def _tool_error(message: str) -> str:
+    return json.dumps({"error": message})
+
+
+def _tool_failure(tool: ToolSpec, err: ActivityError, duration_ms: float) -> ToolCallResult:
+    """What the model is told when a tool call failed (after every attempt its retry policy allows)."""
+    cause = err.cause
+    if isinstance(cause, TemporalTimeout):
+        what, error_type = (
+            "it did not report back in time (the worker running it was lost, or it hung)",
+            "ToolTimeout",
+        )
+    elif isinstance(cause, ApplicationError):
+        what, error_type = cause.message, cause.type or "ToolFailed"
+    else:
+        what, error_type = str(cause or err), "ToolFailed"
+    if tool.idempotent:
+        message = f"tool {tool.name!r} failed on every attempt: {what}"
+    else:
+        message = (
+            f"tool {tool.name!r} failed: {what}. Its outcome is unknown: it may or may not have taken "
+            "effect. It was not retried, because it is not idempotent and a second call could do it twice."
+        )
+    return ToolCallResult(
+        ok=False, content=_tool_error(message), error_type=error_type, duration_ms=duration_ms
+    )
 
 
 @workflow.defn(name="Conversation")
@@ -374,17 +413,14 @@ class ConversationWorkflow:
         the user message and the reply."""
         new = [*(imported or []), *([user] if user else [])]
         context = self._context(reply_parent.id, extra=new)
+        request = ChatCompletionInput(
+            model=model or self._input.model,
+            messages=context,
+            params={**self._input.params, **(params or {})},
+            stream_channel=stream_channel,
+        )
         try:
-            completion: ChatCompletionResult = await workflow.execute_activity_method(
-                InferenceActivities.chat_completion,
-                ChatCompletionInput(
-                    model=model or self._input.model,
-                    messages=context,
-                    params={**self._input.params, **(params or {})},
-                    stream_channel=stream_channel,
-                ),
-                **_options.INFERENCE,
-            )
+            completion, tool_calls = await self._reply(request)
         except ActivityError as err:
             cause = err.cause
             reason = str(cause) if cause else str(err)
@@ -406,6 +442,7 @@ class ConversationWorkflow:
         reply.prompt_tokens = completion.prompt_tokens
         reply.completion_tokens = completion.completion_tokens
         reply.latency_ms = completion.latency_ms
+        reply.tool_calls = tool_calls
         if self._input.assistant:
             reply.assistant_version, reply.arm = self._input.assistant.version, self._input.assistant.arm
         added = [*new, reply]
@@ -437,6 +474,86 @@ class ConversationWorkflow:
         )
         self._remember(result)
         return result
+
+    async def _complete(self, request: ChatCompletionInput) -> ChatCompletionResult:
+        result: ChatCompletionResult = await workflow.execute_activity_method(
+            InferenceActivities.chat_completion, request, **_options.INFERENCE
+        )
+        return result
+
+    async def _reply(
+        self, request: ChatCompletionInput
+    ) -> tuple[ChatCompletionResult, list[dict[str, Any]] | None]:
+        """The model's reply and the tool calls it made on the way. With an assistant's tools, each call
+        runs and the model is asked again with the results, for at most max_tool_rounds rounds; then it
+        is asked once more with tool_choice "none", to answer in text. Tokens are summed over the rounds;
+        latency is the whole turn's. Without tools, this is one inference call, as it always was."""
+        binding = self._input.assistant
+        if binding is None or not binding.spec.tools:
+            return await self._complete(request), None
+        tools = {tool.name: tool for tool in binding.spec.tools}
+        request = replace(request, tools=[tool.openai_tool() for tool in binding.spec.tools])
+        started = workflow.now()
+        completions: list[ChatCompletionResult] = []
+        calls: list[dict[str, Any]] = []
+        while True:
+            if len(completions) >= binding.spec.max_tool_rounds:
+                request = replace(request, tool_choice="none")
+            completion = await self._complete(request)
+            completions.append(completion)
+            if not completion.tool_calls or request.tool_choice == "none":
+                break
+            results = [await self._call_tool(call, tools) for call in completion.tool_calls]
+            calls.extend(results)
+            request = replace(
+                request, messages=[*request.messages, *_tool_messages(completion.content, results)]
+            )
+        if not calls:
+            return completion, None
+        whole = replace(
+            completion,
+            prompt_tokens=sum(c.prompt_tokens for c in completions),
+            completion_tokens=sum(c.completion_tokens for c in completions),
+            latency_ms=(workflow.now() - started).total_seconds() * 1000,
+        )
+        return whole, calls
+
+    async def _call_tool(self, call: dict[str, Any], tools: dict[str, ToolSpec]) -> dict[str, Any]:
+        """Run one of the model's tool calls. Whatever comes of it is a result for the model to read,
+        never an error for the user: bad arguments, an unknown tool, a refusal, a failure."""
+        tool = tools.get(call["name"])
+        started = workflow.now()
+        if tool is None:
+            known = ", ".join(tools)
+            message = f"there is no tool named {call['name']!r}; the tools are: {known}"
+            result = ToolCallResult(ok=False, content=_tool_error(message), error_type="UnknownTool")
+        else:
+            key = f"{workflow.info().workflow_id}/{call['id']}"
+            try:
+                result = await workflow.execute_activity_method(
+                    ToolActivities.call,
+                    ToolCallInput(
+                        tool=tool, call_id=call["id"], arguments=call["arguments"], idempotency_key=key
+                    ),
+                    **_options.tool_call(tool),
+                )
+            except ActivityError as err:
+                result = _tool_failure(tool, err, (workflow.now() - started).total_seconds() * 1000)
+        self._event(
+            "tool.called",
+            name=call["name"],
+            ok=result.ok,
+            duration_ms=result.duration_ms,
+            error_type=result.error_type,
+        )
+        return {
+            "id": call["id"],
+            "name": call["name"],
+            "arguments": call["arguments"],
+            "ok": result.ok,
+            "result": result.content,
+            "duration_ms": result.duration_ms,
+        }
 
     def _variants(self, message: MessageRecord) -> int:
         """How many variants exist where `message` stands (versions count 1, 2, ... there)."""
@@ -472,7 +589,10 @@ class ConversationWorkflow:
         known = {**self._state.messages, **{m.id: m for m in extra}}
         nodes = {m.id: Node(m.id, m.parent_id) for m in known.values()}
         for message_id in path_to(leaf_id, nodes):
-            context.append(ChatMessage(known[message_id].role, known[message_id].content))
+            message = known[message_id]
+            if message.tool_calls:  # the calls the reply made and what they returned, then its text
+                context.extend(_tool_messages("", message.tool_calls))
+            context.append(ChatMessage(message.role, message.content))
         return context
 
     # ---- read model ------------------------------------------------------------------------

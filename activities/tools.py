@@ -1,0 +1,292 @@
+"""The tool-call activity: checks a model's tool call against the tool's schema, then runs it (an HTTP
+endpoint, or a built-in clock or calculator) and says what came of it."""
+
+import ast
+import asyncio
+import json
+import logging
+import math
+import operator
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import httpx
+import jsonschema
+from jsonschema.exceptions import SchemaError, best_match
+from referencing.exceptions import Unresolvable
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from policies.assistants import ToolSpec
+
+__all__ = ["ToolActivities", "ToolCallInput", "ToolCallResult", "ToolFailure", "calculate"]
+
+log = logging.getLogger(__name__)
+
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})  # the others send the arguments as query parameters
+ERROR_BODY_CHARS = 500  # how much of a refusal's body the model sees
+HEARTBEAT_EVERY_S = 1.0
+MAX_EXPRESSION_CHARS = 1000
+MAX_RESULT_BITS = 10_000  # a calculator result bigger than this (about 3000 digits) is refused
+
+
+@dataclass
+class ToolCallInput:
+    tool: ToolSpec
+    call_id: str
+    arguments: str  # JSON text, as the model wrote it
+    idempotency_key: str  # sent as Idempotency-Key, the same on every attempt of this call
+
+
+@dataclass
+class ToolCallResult:
+    ok: bool
+    content: str  # what the model reads: the tool's answer, or {"error": "..."}
+    error_type: str = ""  # InvalidArguments, ToolRejected, MissingSecret, ... when not ok
+    duration_ms: float = 0
+
+
+class ToolFailure(ApplicationError):
+    """A call whose outcome is unknown or that may work later (5xx, timeout, no connection): raised, so
+    an idempotent tool is retried."""
+
+    def __init__(self, message: str, *, type: str) -> None:
+        super().__init__(message, type=type)
+
+
+class _Refused(Exception):
+    """A call that failed for good; it becomes an error result for the model."""
+
+    def __init__(self, error_type: str, message: str) -> None:
+        super().__init__(message)
+        self.error_type = error_type
+
+
+def _error(message: str) -> str:
+    return json.dumps({"error": message}, ensure_ascii=False)
+
+
+class ToolActivities:
+    def __init__(self, http: httpx.AsyncClient, secrets_dir: Path, max_result_chars: int = 16_000) -> None:
+        self._http = http
+        self._secrets_dir = secrets_dir
+        self._max_result_chars = max_result_chars
+
+    @activity.defn(name="tools.call")
+    async def call(self, request: ToolCallInput) -> ToolCallResult:
+        """Run one tool call. A call that cannot work (bad arguments, a refusal, a missing secret) is an
+        error result for the model; one that might work later raises ToolFailure."""
+        started = time.perf_counter()
+        heartbeat = asyncio.create_task(self._heartbeat())
+        try:
+            arguments = parse_arguments(request.tool, request.arguments)
+            if request.tool.kind == "builtin":
+                content = run_builtin(request.tool.builtin, arguments)
+            else:
+                content = await self._http_call(request.tool, arguments, request.idempotency_key)
+            result = ToolCallResult(ok=True, content=self._truncated(content))
+        except _Refused as refused:
+            result = ToolCallResult(ok=False, content=_error(str(refused)), error_type=refused.error_type)
+        finally:
+            heartbeat.cancel()
+        result.duration_ms = (time.perf_counter() - started) * 1000
+        return result
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await asyncio.sleep(HEARTBEAT_EVERY_S)
+            activity.heartbeat()
+
+    def _truncated(self, content: str) -> str:
+        limit = self._max_result_chars
+        if len(content) <= limit:
+            return content
+        return f"{content[:limit]}\n[truncated: the result had {len(content)} characters]"
+
+    async def _http_call(self, tool: ToolSpec, arguments: dict[str, Any], idempotency_key: str) -> str:
+        headers = {"Idempotency-Key": idempotency_key}
+        if tool.auth_secret:
+            headers["Authorization"] = self._secret(tool)
+        method = tool.method.upper()
+        payload: dict[str, Any] = (
+            {"json": arguments} if method in BODY_METHODS else {"params": _query_params(arguments)}
+        )
+        try:
+            async with asyncio.timeout(tool.timeout_s):  # the whole call, not each read
+                response = await self._http.request(
+                    method, tool.url, headers=headers, timeout=tool.timeout_s, **payload
+                )
+        except (TimeoutError, httpx.TimeoutException) as err:
+            raise ToolFailure(
+                f"tool {tool.name!r} did not answer within {tool.timeout_s:g} s", type="ToolTimeout"
+            ) from err
+        except httpx.TransportError as err:
+            raise ToolFailure(f"tool {tool.name!r} is unreachable: {err!r}", type="ToolUnavailable") from err
+        return _answer(tool, response)
+
+    def _secret(self, tool: ToolSpec) -> str:
+        """The Authorization header's value: the secret file's contents, stripped. The file may be a
+        symlink (as Kubernetes mounts secrets); the name may not lead out of the secrets directory."""
+        name = tool.auth_secret
+        path = self._secrets_dir / name
+        try:
+            if name in (".", "..") or "/" in name or "\\" in name:
+                raise FileNotFoundError(path)
+            return path.read_text().strip()
+        except OSError as err:
+            log.warning("tool %s: secret %r not readable at %s: %r", tool.name, tool.auth_secret, path, err)
+            raise _Refused(
+                "MissingSecret",
+                f"tool {tool.name!r} needs the secret {tool.auth_secret!r}, which is not configured; "
+                "the tool was not called",
+            ) from err
+
+
+def parse_arguments(tool: ToolSpec, text: str) -> dict[str, Any]:
+    """The call's arguments as a JSON object that fits the tool's parameters schema (Draft 2020-12
+    unless the schema names its own `$schema`); else _Refused saying what is wrong and where."""
+    try:
+        arguments = json.loads(text) if text.strip() else {}
+    except ValueError as err:
+        raise _Refused("InvalidArguments", f"invalid arguments: not JSON ({err})") from err
+    if not isinstance(arguments, dict):
+        kind = type(arguments).__name__
+        raise _Refused("InvalidArguments", f"invalid arguments: expected a JSON object, not {kind}")
+    schema = tool.parameters
+    validator_class = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
+    try:
+        validator_class.check_schema(schema)
+        problem = best_match(validator_class(schema).iter_errors(arguments))
+    except (SchemaError, Unresolvable) as err:
+        reason = getattr(err, "message", None) or str(err)
+        message = f"tool {tool.name!r} has an invalid parameters schema: {reason}"
+        raise _Refused("InvalidToolSchema", message) from err
+    if problem is not None:
+        raise _Refused("InvalidArguments", f"invalid arguments: {problem.message} (at {problem.json_path})")
+    return arguments
+
+
+def _query_params(arguments: dict[str, Any]) -> dict[str, str]:
+    """Arguments as query parameters: strings as they are, anything else as JSON (true, 3, [1,2])."""
+    return {
+        name: value if isinstance(value, str) else json.dumps(value)
+        for name, value in arguments.items()
+        if value is not None
+    }
+
+
+def _answer(tool: ToolSpec, response: httpx.Response) -> str:
+    """A 2xx answer's text; other answers fail: 5xx might work later, anything else will not."""
+    status = response.status_code
+    if 200 <= status < 300:
+        return response.text
+    excerpt = response.text[:ERROR_BODY_CHARS]
+    if status >= 500:
+        raise ToolFailure(f"tool {tool.name!r} answered HTTP {status}: {excerpt}", type="ToolError")
+    raise _Refused("ToolRejected", f"tool {tool.name!r} answered HTTP {status}: {excerpt}")
+
+
+# ---- built-in tools --------------------------------------------------------------------------------
+
+
+def run_builtin(name: str, arguments: dict[str, Any]) -> str:
+    if name == "clock":
+        return _clock(arguments)
+    if name == "calculator":
+        return _calculator(arguments)
+    raise _Refused("UnknownTool", f"there is no built-in tool {name!r}")
+
+
+def _clock(arguments: dict[str, Any]) -> str:
+    """The current time, in UTC or in the IANA time zone the `timezone` argument names."""
+    zone_name = arguments.get("timezone") or "UTC"
+    if not isinstance(zone_name, str):
+        raise _Refused("InvalidArguments", "invalid arguments: timezone must be a string (at $.timezone)")
+    try:
+        zone = UTC if zone_name == "UTC" else ZoneInfo(zone_name)
+    except (ZoneInfoNotFoundError, ValueError, OSError) as err:
+        raise _Refused(
+            "InvalidArguments",
+            f"invalid arguments: unknown timezone {zone_name!r}; use an IANA name such as Europe/Berlin",
+        ) from err
+    now = datetime.now(UTC).astimezone(zone)
+    return json.dumps({"time": now.isoformat(timespec="seconds"), "timezone": zone_name})
+
+
+def _calculator(arguments: dict[str, Any]) -> str:
+    expression = arguments.get("expression")
+    if not isinstance(expression, str):
+        raise _Refused("InvalidArguments", "invalid arguments: expression must be a string (at $.expression)")
+    try:
+        value = calculate(expression)
+    except ValueError as err:
+        raise _Refused("InvalidExpression", f"cannot calculate {expression!r}: {err}") from err
+    return json.dumps({"expression": expression, "result": value})
+
+
+Number = int | float
+
+_BINARY: dict[type[ast.operator], Callable[[Any, Any], Any]] = {
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Div: operator.truediv,
+    ast.FloorDiv: operator.floordiv,
+    ast.Mod: operator.mod,
+    ast.Pow: operator.pow,
+}
+_UNARY: dict[type[ast.unaryop], Callable[[Any], Any]] = {ast.UAdd: operator.pos, ast.USub: operator.neg}
+
+
+def calculate(expression: str) -> Number:
+    """Arithmetic on numbers: + - * / // % **, unary + and -, parentheses; ValueError for anything else,
+    and for results too big (or not real) to give."""
+    if len(expression) > MAX_EXPRESSION_CHARS:
+        raise ValueError(f"the expression is longer than {MAX_EXPRESSION_CHARS} characters")
+    try:
+        tree = ast.parse(expression.strip(), mode="eval")
+    except (SyntaxError, RecursionError) as err:
+        raise ValueError("not an arithmetic expression") from err
+    try:
+        value = _evaluate(tree.body)
+    except ZeroDivisionError as err:
+        raise ValueError("division by zero") from err
+    except OverflowError as err:
+        raise ValueError("the result is too big") from err
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError("the result is too big")
+    return value
+
+
+def _evaluate(node: ast.expr) -> Number:
+    if (
+        isinstance(node, ast.Constant)
+        and isinstance(node.value, int | float)
+        and not isinstance(node.value, bool)
+    ):
+        return node.value
+    if isinstance(node, ast.UnaryOp) and type(node.op) in _UNARY:
+        return _UNARY[type(node.op)](_evaluate(node.operand))  # type: ignore[no-any-return]
+    if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
+        left, right = _evaluate(node.left), _evaluate(node.right)
+        if isinstance(node.op, ast.Pow):
+            _check_power(left, right)
+        value = _BINARY[type(node.op)](left, right)
+        if isinstance(value, complex):
+            raise ValueError("the result is not a real number")
+        if isinstance(value, int) and value.bit_length() > MAX_RESULT_BITS:
+            raise ValueError("the result is too big")
+        return value  # type: ignore[no-any-return]
+    raise ValueError("only numbers, + - * / // % **, and parentheses are allowed")
+
+
+def _check_power(base: Number, exponent: Number) -> None:
+    """Refuse a power whose result would be too big to compute quickly (ints grow without bound)."""
+    if isinstance(base, int) and isinstance(exponent, int) and abs(base) > 1 and exponent > 0:
+        if (abs(base).bit_length() - 1) * exponent > MAX_RESULT_BITS:
+            raise ValueError("the result is too big")
