@@ -153,3 +153,16 @@ class AssistantRef(_Strict):
 
     id: str = Field(pattern=ASSISTANT_ID)
     version: str | None = Field(default=None, pattern=VERSION)
+
+
+class AssistantSwitch(_Strict):
+    """Move a conversation to another version of its assistant."""
+
+    version: str | None = Field(
+        default=None,
+        pattern=VERSION,
+        description="Empty: the version that serves the conversation's user now (live, or their arm).",
+    )
+    expected_version: int | None = Field(
+        default=None, description="The conversation version you read: 409 if it changed since."
+    )

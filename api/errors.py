@@ -37,6 +37,7 @@ WORKFLOW_ERROR_STATUS = {
     "NeverPublished": 409,
     "NotPublished": 409,
     "AssistantArchived": 409,
+    "AssistantMismatch": 409,
     "InvalidArms": 422,
     "VersionNotFound": 404,
 }

@@ -4,6 +4,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from api.assistant_schemas import AssistantRef
+
 
 class ContentPart(BaseModel):
     model_config = ConfigDict(extra="allow")
@@ -34,7 +36,13 @@ class ChatCompletionRequest(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    model: str = Field(min_length=1)
+    model: str = Field(
+        default="",
+        description="A model, or an assistant as `assistant:ID` or `assistant:ID@vN` (see GET /v1/models).",
+    )
+    assistant: AssistantRef | None = Field(
+        default=None, description="Instead of a model: the assistant (and optionally version) to answer."
+    )
     messages: list[ChatMessageIn] = Field(min_length=1)
     stream: bool = False
     stream_options: StreamOptions | None = None

@@ -115,6 +115,15 @@ class ChatTurn:
     model: str | None = None  # this turn's model, when the client switches models mid-conversation
     params: dict[str, Any] = field(default_factory=dict)
     stream_channel: str | None = None
+    assistant_id: str | None = None  # the assistant the client asked for; the conversation's must match
+
+
+@dataclass
+class SwitchAssistant:
+    """Move the conversation to another version of its assistant (the user asked for it)."""
+
+    binding: AssistantBinding
+    expected_version: int | None = None
 
 
 @dataclass
@@ -254,6 +263,7 @@ class ConversationWorkflow:
             return done
         async with self._lock:
             self._check_writable(None)
+            self._check_chat_assistant(request)
             said = [Said(m.role, m.content) for m in request.history]
             recorded = {
                 m.id: Recorded(m.id, m.parent_id, m.role, m.content, m.seq)
@@ -279,6 +289,7 @@ class ConversationWorkflow:
         if self._already_done():
             return
         self._check_writable(None)
+        self._check_chat_assistant(request)
         if not request.history or request.history[-1].role != "user":
             raise _reject("InvalidMessage", "the last message must be the user's new message")
         roles = {m.role for m in request.history} - {"user", "assistant"}
@@ -332,6 +343,37 @@ class ConversationWorkflow:
             )
 
     @workflow.update
+    async def switch_assistant(self, request: SwitchAssistant) -> ConversationStatus:
+        """Serve the rest of the conversation with another version of its assistant: its model, prompt,
+        params and tools from the next turn on. Replies already written keep the version that wrote them."""
+        async with self._lock:
+            self._check_switch(request)
+            old, new = self._input.assistant, request.binding
+            assert old is not None
+            self._input = replace(
+                self._input,
+                assistant=new,
+                model=new.spec.model,
+                system_prompt=new.spec.instructions or None,
+                params=dict(new.spec.params),
+            )
+            self._state.version += 1
+            self._event(
+                "assistant.switched",
+                assistant_id=new.assistant_id,
+                from_version=old.version,
+                to_version=new.version,
+                experiment_id=new.experiment_id,
+                arm=new.arm,
+            )
+            await self._project([])
+            return self.status()
+
+    @switch_assistant.validator
+    def _validate_switch(self, request: SwitchAssistant) -> None:
+        self._check_switch(request)
+
+    @workflow.update
     async def archive(self, request: Archive) -> ConversationStatus:
         async with self._lock:
             self._check_writable(request.expected_version)
@@ -374,6 +416,37 @@ class ConversationWorkflow:
                 f"expected_version {expected_version} is stale: the conversation is at version "
                 f"{self._state.version}; reload it and retry with that version",
                 current_version=self._state.version,
+            )
+
+    def _check_switch(self, request: SwitchAssistant) -> None:
+        self._check_writable(request.expected_version)
+        current = self._input.assistant
+        if current is None or current.assistant_id != request.binding.assistant_id:
+            serving = f"assistant {current.assistant_id}" if current else "no assistant"
+            raise _reject(
+                "AssistantMismatch",
+                f"conversation {self._input.conversation_id} is served by {serving}: it can only move "
+                "to another version of the assistant it started with",
+            )
+
+    def _check_chat_assistant(self, request: ChatTurn) -> None:
+        """A turn that names an assistant must go to a conversation of that assistant, and a turn that
+        names a bare model cannot override an assistant's (its experiment arm would mean nothing)."""
+        current = self._input.assistant
+        if request.assistant_id is not None:
+            if current is None or current.assistant_id != request.assistant_id:
+                serving = f"assistant {current.assistant_id}" if current else f"model {self._input.model}"
+                raise _reject(
+                    "AssistantMismatch",
+                    f"conversation {self._input.conversation_id} is served by {serving}, not assistant "
+                    f"{request.assistant_id}: start a new conversation for it",
+                )
+        elif current is not None and request.model is not None and request.model != current.spec.model:
+            raise _reject(
+                "AssistantMismatch",
+                f"conversation {self._input.conversation_id} is served by assistant {current.assistant_id} "
+                f"{current.version} (model {current.spec.model}): ask for model "
+                f"'assistant:{current.assistant_id}', or start a new conversation for {request.model}",
             )
 
     def _check_content(self, content: str, role: str) -> None:

@@ -12,7 +12,14 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header
 from fastapi.responses import JSONResponse, StreamingResponse
-from temporalio.client import WorkflowUpdateFailedError, WorkflowUpdateHandle, WorkflowUpdateStage
+from pydantic import ValidationError
+from sqlalchemy.ext.asyncio import AsyncSession
+from temporalio.client import (
+    WithStartWorkflowOperation,
+    WorkflowUpdateFailedError,
+    WorkflowUpdateHandle,
+    WorkflowUpdateStage,
+)
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -24,6 +31,8 @@ from activities.gateway import (
     estimate_tokens,
 )
 from activities.token_relay import Delta
+from api.assistant_calls import assistant_binding
+from api.assistant_schemas import AssistantRef
 from api.auth import ClientDep
 from api.conversation_calls import (
     IdempotencyKey,
@@ -32,18 +41,21 @@ from api.conversation_calls import (
     temporal_unavailable,
     update_id,
 )
-from api.deps import AppState, StateDep
+from api.deps import AppState, SessionDep, StateDep
 from api.errors import ApiError, from_update_failure, openai_error_body
 from api.metrics import COMPLETIONS, TOKENS
 from api.openai_schemas import ChatCompletion, ChatCompletionRequest, Model, ModelList
 from api.schemas import CONVERSATION_ID_PATTERN
 from policies.access import Principal
 from policies.conversation import is_side_request
-from workflows.conversation import ChatTurn, ConversationWorkflow, TurnResult
+from store import crud
+from workflows.assistant import ARCHIVED
+from workflows.conversation import ChatTurn, ConversationWorkflow, TurnResult, workflow_id
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 
 MODELS_CREATED = int(time.time())  # the models policy has no dates; this is when it was loaded
+ASSISTANT_MODEL_PREFIX = "assistant:"  # model "assistant:ID" or "assistant:ID@vN" asks for an assistant
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 _CONVERSATION_ID = re.compile(CONVERSATION_ID_PATTERN)
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -51,8 +63,8 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     for status, description in {
         400: "Malformed request (OpenAI error object).",
         401: "Missing or invalid credentials.",
-        404: "Model not served to your tenant.",
-        409: "The conversation is archived.",
+        404: "Model or assistant not served to your tenant.",
+        409: "The conversation is archived, or served by another assistant or model.",
         429: "A limit is spent, or the model endpoint is busy: see Retry-After.",
         502: "The model endpoint failed.",
     }.items()
@@ -60,15 +72,24 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 @router.get("/models", response_model=ModelList)
-async def list_models(state: StateDep, caller: ClientDep) -> ModelList:
-    """The models your tenant may use, in OpenAI's list shape."""
-    return ModelList(
-        data=[
-            Model(id=name, created=MODELS_CREATED, owned_by=route.owned_by)
-            for name, route in sorted(state.gateway.routes.items())
-            if route.serves(caller.tenant)
-        ]
-    )
+async def list_models(state: StateDep, session: SessionDep, caller: ClientDep) -> ModelList:
+    """The models your tenant may use, in OpenAI's list shape, then its assistants that serve
+    (`assistant:ID`: a model name clients such as LibreChat can pick)."""
+    models = [
+        Model(id=name, created=MODELS_CREATED, owned_by=route.owned_by)
+        for name, route in sorted(state.gateway.routes.items())
+        if route.serves(caller.tenant)
+    ]
+    assistants = [
+        Model(
+            id=f"{ASSISTANT_MODEL_PREFIX}{row.id}",
+            created=int(row.created_at.timestamp()),
+            owned_by=f"lcp assistant ({row.name})",
+        )
+        for row in await crud.list_assistants(session, tenant=caller.tenant)
+        if row.state != ARCHIVED and (row.live_version or row.experiment)
+    ]
+    return ModelList(data=models + assistants)
 
 
 ConversationIdHeader = Annotated[
@@ -85,13 +106,29 @@ ConversationIdHeader = Annotated[
 async def chat_completions(
     body: ChatCompletionRequest,
     state: StateDep,
+    session: SessionDep,
     caller: ClientDep,
     x_conversation_id: ConversationIdHeader = None,
     idempotency_key: IdempotencyKey = None,
 ) -> Any:
     """OpenAI's chat completion, whole or streamed (`stream: true`). With a conversation ID (header
     `X-Conversation-Id` or `metadata.conversation_id`) the turn is durable: the messages lcp already
-    recorded are recognised, the new user message and the reply are recorded exactly once."""
+    recorded are recognised, the new user message and the reply are recorded exactly once.
+
+    Instead of a model, an assistant (`assistant: {id, version?}`, or model `assistant:ID[@vN]`) may
+    answer: its version's model, instructions, params and tools apply, and the turn is always durable
+    (a new conversation when none is named, its ID in `X-Conversation-Id`), so it counts in the
+    assistant's analytics."""
+    conversation_id = _given(x_conversation_id) or _given(_metadata_conversation_id(body))
+    messages = _messages(body)
+    side_request = is_side_request([(m.role, m.content) for m in messages], body.stream)
+    if ref := _assistant_ref(body):
+        if conversation_id and side_request:  # a title request: answered by the assistant's model
+            binding = await assistant_binding(session, caller.tenant, ref, body.user or caller.subject)
+            return await _one_shot(state, caller, body, binding.spec.model, messages)
+        return await _assistant_turn(
+            state, session, caller, body, ref, conversation_id, messages, idempotency_key
+        )
     route = state.gateway.routes.get(body.model)
     if route is None or not route.serves(caller.tenant):
         raise ApiError(
@@ -100,40 +137,69 @@ async def chat_completions(
             f"model {body.model!r} is not served to your tenant: GET /v1/models lists the ones that are",
             param="model",
         )
-    conversation_id = _given(x_conversation_id) or _given(_metadata_conversation_id(body))
-    messages = _messages(body)
-    if conversation_id and not is_side_request([(m.role, m.content) for m in messages], body.stream):
+    if conversation_id and not side_request:
         return await _durable(state, caller, body, conversation_id, messages, idempotency_key)
     # Without a conversation, or for a title request, the reply is not kept.
-    return await _one_shot(state, caller, body, messages)
+    return await _one_shot(state, caller, body, body.model, messages)
+
+
+def _assistant_ref(body: ChatCompletionRequest) -> AssistantRef | None:
+    """The assistant the request asks for, from `assistant` or a model named `assistant:ID[@vN]`."""
+    if not body.model.startswith(ASSISTANT_MODEL_PREFIX):
+        if body.assistant is not None and body.model:
+            raise ApiError(
+                400,
+                "InvalidRequest",
+                "give an assistant or a model, not both: the assistant's version sets the model",
+                param="model",
+            )
+        if body.assistant is None and not body.model:
+            raise ApiError(400, "InvalidRequest", "give a model, or an assistant", param="model")
+        return body.assistant
+    assistant_id, _, version = body.model.removeprefix(ASSISTANT_MODEL_PREFIX).partition("@")
+    try:
+        ref = AssistantRef(id=assistant_id, version=version or None)
+    except ValidationError:
+        raise ApiError(
+            400,
+            "InvalidRequest",
+            f"model {body.model!r} is not an assistant name: use assistant:ID or assistant:ID@vN "
+            "(an ID of lowercase letters, digits, '-' and '_'; a version like v3)",
+            param="model",
+        ) from None
+    if body.assistant is not None and body.assistant != ref:
+        raise ApiError(
+            400, "InvalidRequest", "model and assistant name different assistants", param="assistant"
+        )
+    return ref
 
 
 # ---- one-shot ------------------------------------------------------------------------------
 
 
 async def _one_shot(
-    state: AppState, caller: Principal, body: ChatCompletionRequest, messages: list[ChatMessage]
+    state: AppState, caller: Principal, body: ChatCompletionRequest, model: str, messages: list[ChatMessage]
 ) -> Any:
     if not body.stream:
         try:
-            result = await state.gateway.complete(body.model, messages, body.params())
+            result = await state.gateway.complete(model, messages, body.params())
         except InferenceFailure as err:
-            COMPLETIONS.labels("one-shot", "false", body.model, err.type or "error").inc()
+            COMPLETIONS.labels("one-shot", "false", model, err.type or "error").inc()
             raise _gateway_error(err) from err
-        _meter(state, caller, body.model, result.prompt_tokens, result.completion_tokens)
-        COMPLETIONS.labels("one-shot", "false", body.model, "ok").inc()
+        _meter(state, caller, model, result.prompt_tokens, result.completion_tokens)
+        COMPLETIONS.labels("one-shot", "false", model, "ok").inc()
         completion_id = f"chatcmpl-{uuid.uuid4().hex}"
         content = _completion(completion_id, result.model, result.content, result, result.finish_reason)
         return JSONResponse(content, headers={"X-Lcp-Mode": "one-shot"})
 
-    stream = state.gateway.stream(body.model, messages, body.params())
+    stream = state.gateway.stream(model, messages, body.params())
     try:
         first = await anext(stream)  # endpoint errors before the first token are HTTP errors
     except InferenceFailure as err:
-        COMPLETIONS.labels("one-shot", "true", body.model, err.type or "error").inc()
+        COMPLETIONS.labels("one-shot", "true", model, err.type or "error").inc()
         raise _gateway_error(err) from err
     return StreamingResponse(
-        _one_shot_events(state, caller, body, messages, first, stream),
+        _one_shot_events(state, caller, body, model, messages, first, stream),
         media_type="text/event-stream",
         headers={**SSE_HEADERS, "X-Lcp-Mode": "one-shot"},
     )
@@ -143,11 +209,12 @@ async def _one_shot_events(
     state: AppState,
     caller: Principal,
     body: ChatCompletionRequest,
+    model: str,
     messages: list[ChatMessage],
     first: str | ChatCompletionResult,
     stream: AsyncGenerator[str | ChatCompletionResult, None],
 ) -> AsyncIterator[str]:
-    chunk = _Chunks(f"chatcmpl-{uuid.uuid4().hex}", body.model)
+    chunk = _Chunks(f"chatcmpl-{uuid.uuid4().hex}", model)
     sent: list[str] = []
     outcome = "disconnected"
     try:
@@ -159,7 +226,7 @@ async def _one_shot_events(
                 if body.stream_options and body.stream_options.include_usage:
                     yield chunk.usage(item.prompt_tokens, item.completion_tokens)
                 yield chunk.done()
-                _meter(state, caller, body.model, item.prompt_tokens, item.completion_tokens)
+                _meter(state, caller, model, item.prompt_tokens, item.completion_tokens)
                 outcome = "ok"
                 return
             sent.append(item)
@@ -172,10 +239,8 @@ async def _one_shot_events(
     finally:
         await stream.aclose()  # a client that went away stops the endpoint's generation too
         if outcome != "ok":  # what was generated before the end is still metered
-            _meter(
-                state, caller, body.model, estimate_prompt_tokens(messages), estimate_tokens("".join(sent))
-            )
-        COMPLETIONS.labels("one-shot", "true", body.model, outcome).inc()
+            _meter(state, caller, model, estimate_prompt_tokens(messages), estimate_tokens("".join(sent)))
+        COMPLETIONS.labels("one-shot", "true", model, outcome).inc()
 
 
 # ---- durable -------------------------------------------------------------------------------
@@ -189,6 +254,71 @@ async def _durable(
     messages: list[ChatMessage],
     idempotency_key: str | None,
 ) -> Any:
+    _check_durable(conversation_id, messages)
+    system = "\n\n".join(m.content for m in messages if m.role == "system") or None
+    start = start_operation(
+        state.settings.conversation,
+        tenant=caller.tenant,
+        conversation_id=conversation_id,
+        model=body.model,
+        join_existing=True,  # every turn may be the first: start the conversation or join it
+        system_prompt=system,
+        params=body.params(),
+    )
+    turn = ChatTurn(
+        history=[m for m in messages if m.role != "system"],
+        model=body.model,
+        params=body.params(),
+        stream_channel=uuid.uuid4().hex if body.stream else None,
+    )
+    return await _run_turn(state, caller, body, body.model, conversation_id, start, turn, idempotency_key)
+
+
+async def _assistant_turn(
+    state: AppState,
+    session: AsyncSession,
+    caller: Principal,
+    body: ChatCompletionRequest,
+    ref: AssistantRef,
+    conversation_id: str | None,
+    messages: list[ChatMessage],
+    idempotency_key: str | None,
+) -> Any:
+    """A turn answered by an assistant. A new conversation is started on the version that serves the
+    user (the one asked for, their experiment arm's, or the live one); a running one keeps its version.
+    The version's instructions and params stand in for the request's system messages and params."""
+    tenant, user = caller.tenant, body.user or caller.subject
+    if conversation_id is None:
+        conversation_id = (
+            uuid.uuid5(uuid.NAMESPACE_URL, f"lcp:{tenant}:chat:{idempotency_key}").hex
+            if idempotency_key
+            else uuid.uuid4().hex
+        )
+    _check_durable(conversation_id, messages)
+    start = None
+    if await crud.get_conversation(session, tenant=tenant, conversation_id=conversation_id) is None:
+        binding = await assistant_binding(session, tenant, ref, user)
+        start = start_operation(
+            state.settings.conversation,
+            tenant=tenant,
+            conversation_id=conversation_id,
+            model=binding.spec.model,
+            join_existing=True,
+            system_prompt=binding.spec.instructions or None,
+            params=dict(binding.spec.params),
+            assistant=binding,
+            principal=user,
+        )
+    turn = ChatTurn(
+        history=[m for m in messages if m.role != "system"],
+        stream_channel=uuid.uuid4().hex if body.stream else None,
+        assistant_id=ref.id,
+    )
+    label = f"{ASSISTANT_MODEL_PREFIX}{ref.id}"
+    return await _run_turn(state, caller, body, label, conversation_id, start, turn, idempotency_key)
+
+
+def _check_durable(conversation_id: str, messages: list[ChatMessage]) -> None:
     if not _CONVERSATION_ID.match(conversation_id):
         raise ApiError(
             400,
@@ -204,52 +334,61 @@ async def _durable(
             f"durable conversations take user, assistant and system messages, not {', '.join(unsupported)}",
             param="messages",
         )
-    system = "\n\n".join(m.content for m in messages if m.role == "system") or None
-    start = start_operation(
-        state.settings.conversation,
-        tenant=caller.tenant,
-        conversation_id=conversation_id,
-        model=body.model,
-        join_existing=True,  # every turn may be the first: start the conversation or join it
-        system_prompt=system,
-        params=body.params(),
-    )
-    channel = uuid.uuid4().hex if body.stream else None
-    turn = ChatTurn(
-        history=[m for m in messages if m.role != "system"],
-        model=body.model,
-        params=body.params(),
-        stream_channel=channel,
-    )
+
+
+async def _run_turn(
+    state: AppState,
+    caller: Principal,
+    body: ChatCompletionRequest,
+    model: str,
+    conversation_id: str,
+    start: WithStartWorkflowOperation[Any, Any] | None,
+    turn: ChatTurn,
+    idempotency_key: str | None,
+) -> Any:
+    """Send the turn to the conversation's workflow (started first when `start` is given) and answer
+    with the recorded reply, whole or streamed. `model` names the request in metrics and chunks."""
     key = update_id("chat", idempotency_key)
+    handle = state.temporal.get_workflow_handle(workflow_id(caller.tenant, conversation_id))
     headers = {"X-Conversation-Id": conversation_id, "X-Lcp-Mode": "durable"}
-    if channel is None:
-        async with _conversation_errors(state, start, conversation_id, body.model, "false"):
-            result: TurnResult = await state.temporal.execute_update_with_start_workflow(
-                ConversationWorkflow.chat, turn, start_workflow_operation=start, id=key
+    if turn.stream_channel is None:
+        async with _conversation_errors(state, start, conversation_id, model, "false"):
+            result: TurnResult = await (
+                state.temporal.execute_update_with_start_workflow(
+                    ConversationWorkflow.chat, turn, start_workflow_operation=start, id=key
+                )
+                if start
+                else handle.execute_update(ConversationWorkflow.chat, turn, id=key)
             )
         reply = result.reply
-        _meter(state, caller, body.model, reply.prompt_tokens or 0, reply.completion_tokens or 0)
-        COMPLETIONS.labels("durable", "false", body.model, "ok").inc()
-        content = _completion(f"chatcmpl-{reply.id}", reply.model or body.model, reply.content, reply, "stop")
+        _meter(state, caller, model, reply.prompt_tokens or 0, reply.completion_tokens or 0)
+        COMPLETIONS.labels("durable", "false", model, "ok").inc()
+        content = _completion(f"chatcmpl-{reply.id}", reply.model or model, reply.content, reply, "stop")
+        if reply.assistant_version:
+            headers["X-Assistant-Version"] = reply.assistant_version
         return JSONResponse(content, headers={**headers, "X-Message-Id": reply.id})
 
-    subscription = state.relay.subscribe(channel)
+    subscription = state.relay.subscribe(turn.stream_channel)
     queue = await subscription.__aenter__()
     try:
-        async with _conversation_errors(state, start, conversation_id, body.model, "true"):
-            handle = await state.temporal.start_update_with_start_workflow(
-                ConversationWorkflow.chat,
-                turn,
-                start_workflow_operation=start,
-                id=key,
-                wait_for_stage=WorkflowUpdateStage.ACCEPTED,  # refusals are HTTP errors, not SSE
+        async with _conversation_errors(state, start, conversation_id, model, "true"):
+            accepted = WorkflowUpdateStage.ACCEPTED  # refusals are HTTP errors, not SSE
+            update: WorkflowUpdateHandle[TurnResult] = await (
+                state.temporal.start_update_with_start_workflow(
+                    ConversationWorkflow.chat,
+                    turn,
+                    start_workflow_operation=start,
+                    id=key,
+                    wait_for_stage=accepted,
+                )
+                if start
+                else handle.start_update(ConversationWorkflow.chat, turn, id=key, wait_for_stage=accepted)
             )
     except BaseException:
         await subscription.__aexit__(None, None, None)
         raise
     return StreamingResponse(
-        _durable_events(state, caller, body, conversation_id, handle, queue, subscription),
+        _durable_events(state, caller, model, conversation_id, update, queue, subscription, body),
         media_type="text/event-stream",
         headers={**SSE_HEADERS, **headers},
     )
@@ -258,16 +397,17 @@ async def _durable(
 async def _durable_events(
     state: AppState,
     caller: Principal,
-    body: ChatCompletionRequest,
+    model: str,
     conversation_id: str,
     handle: WorkflowUpdateHandle[TurnResult],
     queue: "asyncio.Queue[Delta]",
     subscription: contextlib.AbstractAsyncContextManager[Any],
+    body: ChatCompletionRequest,
 ) -> AsyncIterator[str]:
     """Relay the reply's tokens while the workflow's turn runs; the recorded reply is the truth,
     so whatever the relay did not bring is sent from it at the end. A client that goes away does
     not stop the turn: the reply is recorded whole either way."""
-    chunk = _Chunks(f"chatcmpl-{uuid.uuid4().hex}", body.model)
+    chunk = _Chunks(f"chatcmpl-{uuid.uuid4().hex}", model)
     result = asyncio.ensure_future(handle.result())
     sent: list[str] = []
     attempt: int | None = None
@@ -318,12 +458,12 @@ async def _durable_events(
         if body.stream_options and body.stream_options.include_usage:
             yield chunk.usage(reply.prompt_tokens or 0, reply.completion_tokens or 0)
         yield chunk.done()
-        _meter(state, caller, body.model, reply.prompt_tokens or 0, reply.completion_tokens or 0)
+        _meter(state, caller, model, reply.prompt_tokens or 0, reply.completion_tokens or 0)
         outcome = "ok"
     finally:
         result.cancel()  # stops waiting here; the turn itself goes on in the workflow
         await subscription.__aexit__(None, None, None)
-        COMPLETIONS.labels("durable", "true", body.model, outcome).inc()
+        COMPLETIONS.labels("durable", "true", model, outcome).inc()
 
 
 @contextlib.asynccontextmanager
@@ -338,11 +478,13 @@ async def _conversation_errors(
         COMPLETIONS.labels("durable", stream, model, failure.type).inc()
         raise failure from err
     except (WorkflowAlreadyStartedError, RPCError) as err:
-        with contextlib.suppress(Exception):
-            await start.workflow_handle()  # collect the start's own failure, reported here
-        COMPLETIONS.labels("durable", stream, model, "ConversationClosed").inc()
-        if isinstance(err, RPCError) and err.status != RPCStatusCode.ALREADY_EXISTS:
+        if start is not None:
+            with contextlib.suppress(Exception):
+                await start.workflow_handle()  # collect the start's own failure, reported here
+        closed = RPCStatusCode.ALREADY_EXISTS if start is not None else RPCStatusCode.NOT_FOUND
+        if isinstance(err, RPCError) and err.status != closed:
             raise temporal_unavailable(err) from err
+        COMPLETIONS.labels("durable", stream, model, "ConversationClosed").inc()
         raise conversation_closed(conversation_id) from err
 
 

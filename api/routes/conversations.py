@@ -15,6 +15,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from activities.store import MessageRecord
 from api.assistant_calls import assistant_binding
+from api.assistant_schemas import AssistantRef, AssistantSwitch
 from api.auth import ClientDep
 from api.conversation_calls import (
     IdempotencyKey,
@@ -51,6 +52,7 @@ from workflows.conversation import (
     EditMessage,
     Regenerate,
     SendMessage,
+    SwitchAssistant,
     TurnResult,
     workflow_id,
 )
@@ -248,6 +250,33 @@ async def archive(
     await _update(
         state, session, tenant, conversation_id, ConversationWorkflow.archive, request, idempotency_key
     )
+    return _conversation_out(await _fresh_conversation(session, tenant, conversation_id))
+
+
+@router.put("/{conversation_id}/assistant", response_model=ConversationOut)
+async def switch_assistant(
+    conversation_id: str,
+    body: AssistantSwitch,
+    state: StateDep,
+    session: SessionDep,
+    caller: ClientDep,
+    idempotency_key: IdempotencyKey = None,
+) -> ConversationOut:
+    """Serve the rest of the conversation with another version of its assistant (editing an assistant
+    never moves a running conversation by itself). Replies already written keep their version."""
+    tenant = caller.tenant
+    row = await _require(session, tenant, conversation_id)
+    if row.assistant_id is None:
+        raise ApiError(
+            409,
+            "AssistantMismatch",
+            f"conversation {conversation_id} is served by model {row.model}, not an assistant",
+        )
+    ref = AssistantRef(id=row.assistant_id, version=body.version)
+    binding = await assistant_binding(session, tenant, ref, row.principal or caller.subject)
+    request = SwitchAssistant(binding, body.expected_version)
+    update = ConversationWorkflow.switch_assistant
+    await _update(state, session, tenant, conversation_id, update, request, idempotency_key)
     return _conversation_out(await _fresh_conversation(session, tenant, conversation_id))
 
 

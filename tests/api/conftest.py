@@ -42,3 +42,11 @@ async def api(api_url: str, mint_key: MintKey) -> AsyncIterator[httpx.AsyncClien
     headers = {"Authorization": f"Bearer {await mint_key()}"}
     async with httpx.AsyncClient(base_url=api_url, timeout=60, headers=headers) as http:
         yield http
+
+
+@pytest.fixture
+async def admin(api_url: str, mint_key: MintKey) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of the default tenant with the `admin` and `client` roles."""
+    headers = {"Authorization": f"Bearer {await mint_key(roles=('admin', 'client'))}"}
+    async with httpx.AsyncClient(base_url=api_url, timeout=60, headers=headers) as http:
+        yield http
