@@ -5,7 +5,7 @@ import logging
 from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from pydantic import ValidationError
@@ -44,6 +44,14 @@ chaos_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(chaos_app, name="chaos")
+assistants_app = typer.Typer(
+    help="Assistants through the lcp API: versions, publish, rollback, A/B experiments, stats "
+    "(changes need a key with the admin role).",
+    no_args_is_help=True,
+)
+experiment_app = typer.Typer(help="A/B experiments between an assistant's versions.", no_args_is_help=True)
+assistants_app.add_typer(experiment_app, name="experiment")
+app.add_typer(assistants_app, name="assistants")
 console = Console()
 err_console = Console(stderr=True)
 
@@ -1115,3 +1123,307 @@ def chaos_drill(
     elif not passed:
         err_console.print(f"logs of every process: {state / 'logs'}", highlight=False, soft_wrap=True)
     raise typer.Exit(0 if passed else 1)
+
+
+# ---- lcp assistants -------------------------------------------------------------------------------------
+
+AssistantId = Annotated[str, typer.Argument(help="The assistant's id.")]
+ExperimentId = Annotated[str, typer.Argument(help="The experiment's id.")]
+AssistantFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--file",
+        "-f",
+        help="YAML/JSON spec: name, model, instructions, params, tools, max_tool_rounds.",
+        show_default=False,
+    ),
+]
+AssistantName = Annotated[str | None, typer.Option(help="Display name.", show_default=False)]
+AssistantModel = Annotated[str | None, typer.Option(help="The model it runs on.", show_default=False)]
+AssistantInstructions = Annotated[str | None, typer.Option(help="The system prompt.", show_default=False)]
+AssistantParams = Annotated[
+    list[str] | None,
+    typer.Option("--param", help="A generation param, NAME=VALUE (repeatable).", show_default=False),
+]
+AssistantNote = Annotated[str, typer.Option(help="What this version is for, or what changed and why.")]
+AssistantArms = Annotated[
+    list[str], typer.Option("--arm", help="NAME=VERSION:SHARE, e.g. control=v1:50 (two or more).")
+]
+AssistantReason = Annotated[str, typer.Option(help="Why: kept in the assistant's history.")]
+AssistantKey = Annotated[
+    str | None,
+    typer.Option(
+        envvar="LCP_API_KEY",
+        help="API key: the admin role to change, client to read (default: dev.json's).",
+        show_default=False,
+    ),
+]
+AssistantJson = Annotated[bool, typer.Option("--json", help="Print the API's answer as JSON.")]
+
+
+def _assistants(command: str, call: Callable[..., object], as_json: bool = False) -> Callable[..., None]:
+    """Run `call(api)` against the API and print what it returns (rendered, or as JSON)."""
+
+    def run(api_url: str | None, home: Path, api_key: str | None) -> None:
+        from api.cli import assistants
+        from api.cli.rest import guarded
+
+        def go() -> int:
+            with assistants.connect(api_url, home, api_key) as api:
+                answer = call(api)
+            if as_json:
+                import json
+
+                console.print_json(json.dumps(answer))
+            elif answer is not None:
+                console.print(answer)
+            return 0
+
+        raise typer.Exit(guarded("assistants", command, err_console, go))
+
+    return run
+
+
+@assistants_app.command("list")
+def assistants_list(
+    api_url: RolloutApiUrl = None, home: RolloutHome = Path(".lcp"), api_key: AssistantKey = None
+) -> None:
+    """Your tenant's assistants: state, live version, a running experiment."""
+    from api.cli.assistants import render_list
+
+    _assistants("list", lambda api: render_list(api.all()))(api_url, home, api_key)
+
+
+@assistants_app.command("show")
+def assistants_show(
+    assistant: AssistantId,
+    as_json: AssistantJson = False,
+    api_url: RolloutApiUrl = None,
+    home: RolloutHome = Path(".lcp"),
+    api_key: AssistantKey = None,
+) -> None:
+    """One assistant: every version, the live one, experiments and recent changes."""
+    from api.cli.assistants import render_assistant
+
+    def call(api: Any) -> object:
+        view = api.get(assistant)
+        return view if as_json else render_assistant(view)
+
+    _assistants("show", call, as_json)(api_url, home, api_key)
+
+
+@assistants_app.command("versions")
+def assistants_versions(
+    assistant: AssistantId,
+    api_url: RolloutApiUrl = None,
+    home: RolloutHome = Path(".lcp"),
+    api_key: AssistantKey = None,
+) -> None:
+    """Every version: model, tools, what changed, who and when, when published."""
+    from api.cli.assistants import render_versions
+
+    _assistants("versions", lambda api: render_versions(api.versions(assistant)))(api_url, home, api_key)
+
+
+@assistants_app.command("create")
+def assistants_create(
+    assistant: AssistantId,
+    file: AssistantFile = None,
+    name: AssistantName = None,
+    model: AssistantModel = None,
+    instructions: AssistantInstructions = None,
+    param: AssistantParams = None,
+    note: AssistantNote = "",
+    publish: Annotated[bool, typer.Option("--publish", help="Publish v1 at once.")] = False,
+    api_url: RolloutApiUrl = None,
+    home: RolloutHome = Path(".lcp"),
+    api_key: AssistantKey = None,
+) -> None:
+    """A new assistant; its first version is v1 (a draft unless --publish)."""
+    from api.cli.assistants import parse_params, render_assistant, spec_body
+
+    def call(api: Any) -> object:
+        given = {
+            "name": name,
+            "model": model,
+            "instructions": instructions,
+            "params": parse_params(param or []),
+        }
+        body = spec_body(file, **given) | {"id": assistant, "note": note, "publish": publish}
+        return render_assistant(api.create(body))
+
+    _assistants("create", call)(api_url, home, api_key)
+
+
+@assistants_app.command("edit")
+def assistants_edit(
+    assistant: AssistantId,
+    file: AssistantFile = None,
+    name: AssistantName = None,
+    model: AssistantModel = None,
+    instructions: AssistantInstructions = None,
+    param: AssistantParams = None,
+    note: AssistantNote = "",
+    expected_version: Annotated[
+        str | None,
+        typer.Option(help="The latest version you read: refused if another came since.", show_default=False),
+    ] = None,
+    api_url: RolloutApiUrl = None,
+    home: RolloutHome = Path(".lcp"),
+    api_key: AssistantKey = None,
+) -> None:
+    """A new version: the fields given replace the latest version's (live stays until you publish)."""
+    from api.cli.assistants import parse_params, render_assistant, spec_body
+
+    def call(api: Any) -> object:
+        given = {
+            "name": name,
+            "model": model,
+            "instructions": instructions,
+            "params": parse_params(param or []),
+        }
+        body = spec_body(file, **given) | {"note": note}
+        if expected_version:
+            body["expected_version"] = expected_version
+        return render_assistant(api.edit(assistant, body))
+
+    _assistants("edit", call)(api_url, home, api_key)
+
+
+@assistants_app.command("publish")
+def assistants_publish(
+    assistant: AssistantId,
+    version: Annotated[str, typer.Argument(help="The version to make live, e.g. v2.")],
+    reason: AssistantReason = "",
+    api_url: RolloutApiUrl = None,
+    home: RolloutHome = Path(".lcp"),
+    api_key: AssistantKey = None,
+) -> None:
+    """Make a version live: new conversations start on it; running ones keep theirs."""
+    _assistant_action(
+        "publish", assistant, "publish", {"version": version, "reason": reason}, api_url, home, api_key
+    )
+
+
+@assistants_app.command("rollback")
+def assistants_rollback(
+    assistant: AssistantId,
+    to: Annotated[
+        str | None,
+        typer.Option(help="The version to go back to (default: the one live before).", show_default=False),
+    ] = None,
+    reason: AssistantReason = "",
+    api_url: RolloutApiUrl = None,
+    home: RolloutHome = Path(".lcp"),
+    api_key: AssistantKey = None,
+) -> None:
+    """Go back to an earlier published version in one step (ending a running experiment)."""
+    body = {"to_version": to, "reason": reason}
+    _assistant_action("rollback", assistant, "rollback", body, api_url, home, api_key)
+
+
+@assistants_app.command("archive")
+def assistants_archive(
+    assistant: AssistantId,
+    reason: AssistantReason = "",
+    api_url: RolloutApiUrl = None,
+    home: RolloutHome = Path(".lcp"),
+    api_key: AssistantKey = None,
+) -> None:
+    """Retire the assistant: it starts no conversations; running ones go on; it stays readable."""
+    _assistant_action("archive", assistant, "archive", {"reason": reason}, api_url, home, api_key)
+
+
+@experiment_app.command("start")
+def assistants_experiment_start(
+    assistant: AssistantId,
+    experiment: ExperimentId,
+    arm: AssistantArms,
+    reason: AssistantReason = "",
+    api_url: RolloutApiUrl = None,
+    home: RolloutHome = Path(".lcp"),
+    api_key: AssistantKey = None,
+) -> None:
+    """Split new conversations between versions; each user keeps the arm they were assigned."""
+    from api.cli.assistants import parse_arms
+
+    def body() -> dict[str, Any]:
+        return {"id": experiment, "arms": parse_arms(arm), "reason": reason}
+
+    _assistant_action("experiment start", assistant, "experiments", body, api_url, home, api_key)
+
+
+@experiment_app.command("adjust")
+def assistants_experiment_adjust(
+    assistant: AssistantId,
+    experiment: ExperimentId,
+    arm: AssistantArms,
+    reason: AssistantReason = "",
+    api_url: RolloutApiUrl = None,
+    home: RolloutHome = Path(".lcp"),
+    api_key: AssistantKey = None,
+) -> None:
+    """New shares for the same arms, in the same order."""
+    from api.cli.assistants import parse_arms
+
+    def body() -> dict[str, Any]:
+        return {"arms": parse_arms(arm), "reason": reason}
+
+    path = f"experiments/{experiment}/adjust"
+    _assistant_action("experiment adjust", assistant, path, body, api_url, home, api_key)
+
+
+@experiment_app.command("stop")
+def assistants_experiment_stop(
+    assistant: AssistantId,
+    experiment: ExperimentId,
+    promote: Annotated[
+        str | None,
+        typer.Option(help="An arm's name or version to make live (default: abort).", show_default=False),
+    ] = None,
+    reason: AssistantReason = "",
+    api_url: RolloutApiUrl = None,
+    home: RolloutHome = Path(".lcp"),
+    api_key: AssistantKey = None,
+) -> None:
+    """End the experiment: promote a winner, or abort (the live version stays)."""
+    body = {"promote": promote, "reason": reason}
+    path = f"experiments/{experiment}/stop"
+    _assistant_action("experiment stop", assistant, path, body, api_url, home, api_key)
+
+
+@assistants_app.command("stats")
+def assistants_stats(
+    assistant: AssistantId,
+    as_json: AssistantJson = False,
+    api_url: RolloutApiUrl = None,
+    home: RolloutHome = Path(".lcp"),
+    api_key: AssistantKey = None,
+) -> None:
+    """Usage per version (turns, errors, tokens, latency, feedback); per experiment, each arm minus the
+    control with a 95% interval."""
+    from api.cli.assistants import render_stats
+
+    def call(api: Any) -> object:
+        stats = api.stats(assistant)
+        return stats if as_json else render_stats(stats)
+
+    _assistants("stats", call, as_json)(api_url, home, api_key)
+
+
+def _assistant_action(
+    command: str,
+    assistant: str,
+    path: str,
+    body: dict[str, Any] | Callable[[], dict[str, Any]],
+    api_url: str | None,
+    home: Path,
+    api_key: str | None,
+) -> None:
+    from api.cli.assistants import render_assistant
+
+    def call(api: Any) -> object:
+        given = body() if callable(body) else body
+        return render_assistant(api.post(assistant, path, {k: v for k, v in given.items() if v is not None}))
+
+    _assistants(command, call)(api_url, home, api_key)
