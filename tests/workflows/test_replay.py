@@ -7,6 +7,7 @@ from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
+from workflows.assistant import AssistantWorkflow
 from workflows.canary import CanaryRolloutWorkflow
 from workflows.chaos import ChaosExperimentWorkflow
 from workflows.conversation import ConversationWorkflow
@@ -23,7 +24,9 @@ async def test_saved_history_replays(history_json: str) -> None:
     (re-sent history, a streamed one, a regenerate, an edited reply), archived; canary_rollout_v1: a
     rollout with a human promote, an analysis, pause, resume and a full promotion; predictive_scaling_v1:
     forecast-only decisions, a switch to active, scaling, a stop; chaos_experiment_v1: a network loss
-    stopped on a probe breach, cleaned up, recovered. Replays cleanly."""
+    stopped on a probe breach, cleaned up, recovered; assistant_v1: versions, an experiment promoted,
+    a rollback, archived; conversation_v3_assistant_tools: an assistant's tool call, then a switch to
+    another version. Replays cleanly."""
     history = WorkflowHistory.from_json("replay-sample", history_json)
     replayer = Replayer(
         workflows=[
@@ -31,6 +34,7 @@ async def test_saved_history_replays(history_json: str) -> None:
             CanaryRolloutWorkflow,
             PredictiveScalingWorkflow,
             ChaosExperimentWorkflow,
+            AssistantWorkflow,
         ],
         data_converter=pydantic_data_converter,
     )
@@ -43,4 +47,5 @@ def test_there_are_saved_histories() -> None:
         "canary",
         "predictive",
         "chaos",
+        "assistant",
     }
