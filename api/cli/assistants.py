@@ -156,7 +156,7 @@ def render_versions(versions: Sequence[View], live: str | None = None) -> Render
             label,
             str(spec.get("model") or ""),
             ", ".join(tool["name"] for tool in spec.get("tools") or []) or "—",
-            ", ".join(version.get("changed") or []) or "(first)",
+            ", ".join(version.get("changed") or []) if version.get("number", 1) > 1 else "(first)",
             version.get("note") or "",
             version.get("created_by") or "",
             _when(version.get("created_at")),
@@ -237,9 +237,10 @@ def render_stats(stats: View) -> RenderableType:
         versions.add_row("(no turns yet)", *[""] * len(USAGE_COLUMNS))
     parts: list[RenderableType] = [versions]
     for experiment in stats.get("experiments") or []:
+        state, control = experiment["state"], experiment["control"]
         arms = Table(
             box=box.SIMPLE_HEAD,
-            title=f"experiment {experiment['id']} ({experiment['state']}; control {experiment['control']})",
+            title=f"experiment {experiment['id']} ({state}; control arm {control})",
             title_justify="left",
         )
         for column in ("arm", "version", *USAGE_COLUMNS):
