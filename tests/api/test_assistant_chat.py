@@ -127,6 +127,14 @@ async def test_assistant_requests_that_cannot_be_served_are_refused_clearly(
             extra_headers=mine,
         )
     assert f"ask for model 'assistant:{assistant_id}'" in overridden.value.message
+    await _ok(await api.post(f"/v1/conversations/{mine['X-Conversation-Id']}/archive"))
+    with pytest.raises(openai.ConflictError) as closed:
+        await sdk.chat.completions.create(
+            model=f"assistant:{assistant_id}",
+            messages=[*ask, {"role": "assistant", "content": "x"}, {"role": "user", "content": "y"}],  # type: ignore[list-item]
+            extra_headers=mine,
+        )
+    assert "is archived" in closed.value.message
 
     await _ok(await admin.post(f"/v1/assistants/{assistant_id}/archive", json={}))
     assert f"assistant:{assistant_id}" not in [m.id for m in (await sdk.models.list()).data]
