@@ -1240,16 +1240,14 @@ def assistants_create(
     api_key: AssistantKey = None,
 ) -> None:
     """A new assistant; its first version is v1 (a draft unless --publish)."""
-    from api.cli.assistants import parse_params, render_assistant, spec_body
+    from api.cli.assistants import render_assistant, spec_body
 
     def call(api: Any) -> object:
-        given = {
-            "name": name,
-            "model": model,
-            "instructions": instructions,
-            "params": parse_params(param or []),
+        body = spec_body(file, name=name, model=model, instructions=instructions, params=param or ()) | {
+            "id": assistant,
+            "note": note,
+            "publish": publish,
         }
-        body = spec_body(file, **given) | {"id": assistant, "note": note, "publish": publish}
         return render_assistant(api.create(body))
 
     _assistants("create", call)(api_url, home, api_key)
@@ -1273,16 +1271,12 @@ def assistants_edit(
     api_key: AssistantKey = None,
 ) -> None:
     """A new version: the fields given replace the latest version's (live stays until you publish)."""
-    from api.cli.assistants import parse_params, render_assistant, spec_body
+    from api.cli.assistants import render_assistant, spec_body
 
     def call(api: Any) -> object:
-        given = {
-            "name": name,
-            "model": model,
-            "instructions": instructions,
-            "params": parse_params(param or []),
+        body = spec_body(file, name=name, model=model, instructions=instructions, params=param or ()) | {
+            "note": note
         }
-        body = spec_body(file, **given) | {"note": note}
         if expected_version:
             body["expected_version"] = expected_version
         return render_assistant(api.edit(assistant, body))

@@ -60,9 +60,17 @@ connect = AssistantsApi.connect
 # ---- request bodies from the command line ----------------------------------------------------------------
 
 
-def spec_body(file: Path | None, **given: Any) -> dict[str, Any]:
+def spec_body(
+    file: Path | None,
+    *,
+    name: str | None = None,
+    model: str | None = None,
+    instructions: str | None = None,
+    params: Sequence[str] = (),
+) -> dict[str, Any]:
     """The spec fields of a create or edit: those of `file` (YAML or JSON, the API's field names), then
-    the ones given on the command line over them. The API checks the values; this checks the shape."""
+    the ones given on the command line over them (`params` as NAME=VALUE). The API checks the values;
+    this checks the shape."""
     body: dict[str, Any] = {}
     if file is not None:
         try:
@@ -77,6 +85,7 @@ def spec_body(file: Path | None, **given: Any) -> dict[str, Any]:
             fields = ", ".join(SPEC_FIELDS)
             raise CliError(f"--file {file}: unknown field(s) {', '.join(unknown)}; the fields are {fields}")
         body.update(data)
+    given = {"name": name, "model": model, "instructions": instructions, "params": parse_params(params)}
     body.update({key: value for key, value in given.items() if value is not None})
     return body
 
