@@ -466,8 +466,8 @@ class Gateway:
         tools: list[dict[str, Any]] | None = None,
         tool_choice: str | None = None,
     ) -> AsyncGenerator[str | ChatCompletionResult, None]:
-        """The reply as it is generated: text deltas, then the whole reply as the last item. A reply
-        that calls tools yields no more text once its first tool call shows (the text is in the result)."""
+        """The reply as it is generated: text deltas, then the whole reply (with any tool calls) as the
+        last item."""
         route = await self.pick(model)
         started = time.perf_counter()
         outcome: str | None = "cancelled"  # until it ends otherwise: the consumer stopped reading
@@ -492,8 +492,7 @@ class Gateway:
                         text = delta.get("content")
                         if text:
                             parts.append(text)
-                            if not calls:
-                                yield text
+                            yield text
                         finish_reason = choice.get("finish_reason") or finish_reason
             except (httpx.TimeoutException, httpx.TransportError) as err:
                 raise _transport_failure(route, err, "stream stalled", "stream broke off") from err

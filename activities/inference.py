@@ -67,18 +67,20 @@ class InferenceActivities:
             tools=request.tools,
             tool_choice=request.tool_choice,
         )
-        # Text deltas, then the reply. A tool-call round relays no text: the gateway yields none once a
-        # tool call shows, and text still pending then is dropped (only text an endpoint writes before
-        # its tool calls, and that was already published, gets through).
+        # Text deltas, then the reply. The channel carries exactly the reply's text, in tool-call rounds
+        # too (what a model writes before its calls): what was not yet published goes out at the end.
+        published = 0
         async for item in replies:
             if isinstance(item, ChatCompletionResult):
-                if pending and not item.tool_calls:
-                    await relay.publish(Delta(channel, attempt, "".join(pending)))
+                if rest := item.content[published:]:
+                    await relay.publish(Delta(channel, attempt, rest))
                 return item
             pending.append(item)
             now = time.monotonic()
             if now - last_publish >= relay.batch_s:
-                await relay.publish(Delta(channel, attempt, "".join(pending)))
+                text = "".join(pending)
+                await relay.publish(Delta(channel, attempt, text))
+                published += len(text)
                 pending.clear()
                 last_publish = now
         raise AssertionError("the gateway's stream ended without the whole reply")

@@ -559,8 +559,9 @@ class ConversationWorkflow:
     ) -> tuple[ChatCompletionResult, list[dict[str, Any]] | None]:
         """The model's reply and the tool calls it made on the way. With an assistant's tools, each call
         runs and the model is asked again with the results, for at most max_tool_rounds rounds; then it
-        is asked once more with tool_choice "none", to answer in text. Tokens are summed over the rounds;
-        latency is the whole turn's. Without tools, this is one inference call, as it always was."""
+        is asked once more with tool_choice "none", to answer in text. The reply's text is every round's
+        (as streamed: a model may write before its calls); tokens are summed; latency is the whole
+        turn's. Without tools, this is one inference call, as it always was."""
         binding = self._input.assistant
         if binding is None or not binding.spec.tools:
             return await self._complete(request), None
@@ -585,6 +586,7 @@ class ConversationWorkflow:
             return completion, None
         whole = replace(
             completion,
+            content="".join(c.content for c in completions),  # text written before calls, then the answer
             prompt_tokens=sum(c.prompt_tokens for c in completions),
             completion_tokens=sum(c.completion_tokens for c in completions),
             latency_ms=(workflow.now() - started).total_seconds() * 1000,

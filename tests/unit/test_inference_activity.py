@@ -1,16 +1,22 @@
 """The inference activity against the simulator over HTTP: replies, and how each failure is classed."""
 
+import json
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
+from fastapi.responses import StreamingResponse
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from activities.gateway import Gateway, make_http_client
+from activities.gateway import ChatCompletionResult, Gateway, make_http_client
 from activities.inference import ChatCompletionInput, ChatMessage, InferenceActivities
+from activities.token_relay import MemoryRelay
 from policies.models import ModelRoute
+from tests.http_server import serve_in_thread
 
 
 @pytest.fixture
@@ -99,3 +105,55 @@ async def test_timeouts_and_unreachable_endpoints_retry(
     with pytest.raises(ApplicationError) as err:
         await _run(inference, _ask("nobody-home"))
     assert not err.value.non_retryable and err.value.type == "EndpointUnavailable"
+
+
+def _preamble_then_tool_call_endpoint() -> FastAPI:
+    """An endpoint that streams some text, then a tool call (as GPT-4-class models do), in OpenAI's chunks."""
+    app = FastAPI()
+
+    @app.post("/v1/chat/completions")
+    async def completions() -> StreamingResponse:
+        def chunk(delta: dict[str, Any], finish: str | None = None) -> str:
+            choice = {"index": 0, "delta": delta, "finish_reason": finish}
+            return (
+                f"data: {json.dumps({'id': 'c', 'object': 'chat.completion.chunk', 'choices': [choice]})}\n\n"
+            )
+
+        call = {
+            "index": 0,
+            "id": "call_1",
+            "type": "function",
+            "function": {"name": "lookup", "arguments": "{}"},
+        }
+        events = [
+            chunk({"role": "assistant", "content": "Let me "}),
+            chunk({"content": "check. "}),
+            chunk({"tool_calls": [call]}),
+            chunk({}, "tool_calls"),
+            "data: [DONE]\n\n",
+        ]
+        return StreamingResponse(iter(events), media_type="text/event-stream")
+
+    return app
+
+
+class _BatchingRelay(MemoryRelay):
+    batch_s = 3600.0  # holds every delta until the reply ends, as a slow PostgreSQL batch would
+
+
+@pytest.mark.parametrize("relay_class", [MemoryRelay, _BatchingRelay])
+async def test_a_streamed_tool_call_round_relays_exactly_the_text_it_records(
+    relay_class: type[MemoryRelay],
+) -> None:
+    relay = relay_class()
+    with serve_in_thread(_preamble_then_tool_call_endpoint()) as url:
+        async with make_http_client() as http:
+            inference = InferenceActivities(Gateway(http, {"m": ModelRoute("m", f"{url}/v1", "m")}), relay)
+            request = _ask("m", "where is my order?")
+            request.stream_channel = "turn"
+            async with relay.subscribe("turn") as deltas:
+                result = await _run(inference, request)
+                relayed = "".join(deltas.get_nowait().text for _ in range(deltas.qsize()))
+    assert isinstance(result, ChatCompletionResult)
+    assert result.content == relayed == "Let me check. "
+    assert result.tool_calls == [{"id": "call_1", "name": "lookup", "arguments": "{}"}]

@@ -122,10 +122,11 @@ class RecordingModel:
 
 
 class ToolHappyModel:
-    """A model that calls the tool `name` on every request, until tool_choice "none" makes it answer."""
+    """A model that calls the tool `name` on every request (writing `preamble` first), until tool_choice
+    "none" makes it answer."""
 
-    def __init__(self, name: str) -> None:
-        self.name = name
+    def __init__(self, name: str, preamble: str = "") -> None:
+        self.name, self.preamble = name, preamble
         self.requests: list[ChatCompletionInput] = []
 
     @activity.defn(name="inference.chat_completion")
@@ -134,7 +135,7 @@ class ToolHappyModel:
         if request.tool_choice == "none":
             return ChatCompletionResult("done with tools", "fake", "stop", 1, 1, 1.0)
         call = {"id": f"call_{len(self.requests)}", "name": self.name, "arguments": '{"order_id": "A1"}'}
-        return ChatCompletionResult("", "fake", "tool_calls", 10, 2, 1.0, tool_calls=[call])
+        return ChatCompletionResult(self.preamble, "fake", "tool_calls", 10, 2, 1.0, tool_calls=[call])
 
 
 @dataclass
@@ -297,7 +298,7 @@ async def test_invalid_arguments_go_back_to_the_model_and_the_tool_is_not_called
 async def test_after_max_tool_rounds_the_model_must_answer_in_text(
     client: Client, settings: Settings, tool_server: ToolServer, max_tool_rounds: int
 ) -> None:
-    model = ToolHappyModel("lookup_order")
+    model = ToolHappyModel("lookup_order", preamble="Checking. ")
     path = f"rounds-{max_tool_rounds}"
     async with running(client, settings, model) as stack:
         handle, _ = await start(
@@ -307,7 +308,7 @@ async def test_after_max_tool_rounds_the_model_must_answer_in_text(
         await replays(handle)
     assert [r.tool_choice for r in model.requests] == [None] * max_tool_rounds + ["none"]
     assert len(tool_server.to(path)) == max_tool_rounds
-    assert turn.reply.content == "done with tools"
+    assert turn.reply.content == "Checking. " * max_tool_rounds + "done with tools"  # every round's text
     assert len(turn.reply.tool_calls or []) == max_tool_rounds
     if max_tool_rounds:
         assert (turn.reply.prompt_tokens, turn.reply.completion_tokens) == (10 * max_tool_rounds + 1, 5)
