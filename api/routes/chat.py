@@ -123,7 +123,7 @@ async def chat_completions(
     messages = _messages(body)
     side_request = is_side_request([(m.role, m.content) for m in messages], body.stream)
     if ref := _assistant_ref(body):
-        if conversation_id and side_request:  # a title request: answered by the assistant's model
+        if side_request:  # a title request: answered by the assistant's model, and not kept
             binding = await assistant_binding(session, caller.tenant, ref, body.user or caller.subject)
             return await _one_shot(state, caller, body, binding.spec.model, messages)
         return await _assistant_turn(

@@ -103,6 +103,11 @@ async def test_assistant_requests_that_cannot_be_served_are_refused_clearly(
     unknown_version = {"assistant": {"id": assistant_id, "version": "v7"}, "messages": ask}
     error(await api.post("/v1/chat/completions", json=unknown_version), 404)
 
+    title = {"model": f"assistant:{assistant_id}", "messages": [{"role": "system", "content": "[echo] t"}]}
+    one_shot = await api.post("/v1/chat/completions", json=title)  # no user message: not a turn
+    assert one_shot.status_code == 200 and one_shot.headers["X-Lcp-Mode"] == "one-shot", one_shot.text
+    assert "X-Conversation-Id" not in one_shot.headers
+
     plain_id = uuid.uuid4().hex  # a conversation on a bare model is not an assistant's
     headers = {"X-Conversation-Id": plain_id}
     await sdk.chat.completions.create(model="sim-zero", messages=ask, extra_headers=headers)  # type: ignore[arg-type]
