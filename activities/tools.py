@@ -8,11 +8,12 @@ import logging
 import math
 import operator
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import httpx
@@ -24,7 +25,7 @@ from temporalio.exceptions import ApplicationError
 
 from policies.assistants import ToolSpec
 
-__all__ = ["ToolActivities", "ToolCallInput", "ToolCallResult", "ToolFailure", "calculate"]
+__all__ = ["ToolActivities", "ToolCallInput", "ToolCallResult", "ToolFailure", "calculate", "host_allowed"]
 
 log = logging.getLogger(__name__)
 
@@ -72,10 +73,17 @@ def _error(message: str) -> str:
 
 
 class ToolActivities:
-    def __init__(self, http: httpx.AsyncClient, secrets_dir: Path, max_result_chars: int = 16_000) -> None:
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        secrets_dir: Path,
+        max_result_chars: int = 16_000,
+        allowed_hosts: Sequence[str] = (),
+    ) -> None:
         self._http = http
         self._secrets_dir = secrets_dir
         self._max_result_chars = max_result_chars
+        self._allowed_hosts = [host.lower() for host in allowed_hosts]
 
     @activity.defn(name="tools.call")
     async def call(self, request: ToolCallInput) -> ToolCallResult:
@@ -109,6 +117,13 @@ class ToolActivities:
         return f"{content[:limit]}\n[truncated: the result had {len(content)} characters]"
 
     async def _http_call(self, tool: ToolSpec, arguments: dict[str, Any], idempotency_key: str) -> str:
+        host = (urlsplit(tool.url).hostname or "").lower()
+        if not host_allowed(host, self._allowed_hosts):
+            raise _Refused(
+                "ToolNotAllowed",
+                f"tool {tool.name!r} calls {host or tool.url!r}, which is not among the hosts tools may call "
+                "(LCP_TOOLS__ALLOWED_HOSTS); the tool was not called",
+            )
         headers = {"Idempotency-Key": idempotency_key}
         if tool.auth_secret:
             headers["Authorization"] = self._secret(tool)
@@ -145,6 +160,16 @@ class ToolActivities:
                 f"tool {tool.name!r} needs the secret {tool.auth_secret!r}, which is not configured; "
                 "the tool was not called",
             ) from err
+
+
+def host_allowed(host: str, allowed: Sequence[str]) -> bool:
+    """Whether `host` is one of `allowed` (exact names, or `*.example.com` for any subdomain); an empty
+    list allows every host."""
+    if not allowed:
+        return True
+    return any(
+        host.endswith(pattern[1:]) if pattern.startswith("*.") else host == pattern for pattern in allowed
+    )
 
 
 def parse_arguments(tool: ToolSpec, text: str) -> dict[str, Any]:

@@ -123,14 +123,19 @@ class ChaosSettings(BaseModel):
 
 
 class ToolSettings(BaseModel):
-    """Assistants' tools: where the secrets their Authorization headers name are kept, and how much of a
-    tool's result the model gets to read."""
+    """Assistants' tools: where the secrets their Authorization headers name are kept, which hosts they
+    may call, and how much of a tool's result the model gets to read."""
 
     secrets_dir: Path | None = Field(
         default=None,
         description="One file per secret, named as a tool's auth_secret; empty: `secrets` in the state dir.",
     )
     max_result_chars: int = Field(default=16_000, gt=0, description="Longer results are cut to this.")
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Hosts HTTP tools may call (`api.example.com`, or `*.example.com` for its subdomains); "
+        "empty: any. Set it in production, so an assistant cannot be pointed at internal endpoints.",
+    )
 
 
 class Settings(BaseSettings):

@@ -53,7 +53,12 @@ async def conversation_worker(
     store = StoreActivities(sessions, single_writer=engine.dialect.name == "sqlite")
     # Assistants' tools are other people's endpoints: a client of their own, no redirects, no retries here.
     tool_http = httpx.AsyncClient(follow_redirects=False, transport=httpx.AsyncHTTPTransport(retries=0))
-    tools = ToolActivities(tool_http, settings.resolved_secrets_dir(), settings.tools.max_result_chars)
+    tools = ToolActivities(
+        tool_http,
+        settings.resolved_secrets_dir(),
+        settings.tools.max_result_chars,
+        settings.tools.allowed_hosts,
+    )
     worker = Worker(
         client,
         task_queue=settings.conversation.task_queue,

@@ -18,7 +18,7 @@ from temporalio.testing import ActivityEnvironment
 from activities.gateway import Gateway, make_http_client
 from activities.inference import ChatCompletionInput, ChatMessage, InferenceActivities
 from activities.token_relay import MemoryRelay
-from activities.tools import ToolActivities, ToolCallInput, ToolCallResult, calculate
+from activities.tools import ToolActivities, ToolCallInput, ToolCallResult, calculate, host_allowed
 from policies.assistants import ToolSpec
 from policies.models import ModelRoute
 from tests.http_server import serve_in_thread
@@ -191,6 +191,33 @@ async def test_a_missing_secret_is_an_error_result_and_no_call(
     assert len(server.requests) == before
 
 
+async def test_a_host_outside_the_allowed_ones_is_never_called(secrets: Path, server: ToolServer) -> None:
+    before = len(server.requests)
+    async with httpx.AsyncClient() as http:
+        fenced = ToolActivities(http, secrets, allowed_hosts=["api.example.com", "*.internal.example"])
+        result = await _call(fenced, _http_tool(server, auth_secret="orders-token"), '{"order_id": "A1"}')
+        assert result.error_type == "ToolNotAllowed" and "LCP_TOOLS__ALLOWED_HOSTS" in _error(result)
+        assert len(server.requests) == before  # not called, and the secret not sent
+        allowed = ToolActivities(http, secrets, allowed_hosts=["127.0.0.1"])
+        assert (await _call(allowed, _http_tool(server), '{"order_id": "A1"}')).ok
+
+
+@pytest.mark.parametrize(
+    ("host", "allowed"),
+    [
+        ("api.example.com", True),
+        ("orders.internal.example", True),
+        ("internal.example", False),  # `*.` names subdomains only
+        ("evilinternal.example", False),
+        ("169.254.169.254", False),
+        ("example.com", False),
+    ],
+)
+def test_host_patterns(host: str, allowed: bool) -> None:
+    assert host_allowed(host, ["api.example.com", "*.internal.example"]) is allowed
+    assert host_allowed(host, [])  # nothing configured: any host
+
+
 @pytest.mark.parametrize("status", [400, 404, 422])
 async def test_a_refusal_is_an_error_result_with_status_and_body(
     tools: ToolActivities, server: ToolServer, status: int
@@ -336,7 +363,7 @@ async def test_tool_calls_come_back_whole_or_streamed_and_relay_no_text(
     call = result.tool_calls[0]
     assert call["name"] == "lookup_order" and json.loads(call["arguments"]) == {"order_id": "A1"}
     assert call["id"].startswith("call_") and result.completion_tokens > 0
-    assert deltas.empty()  # a tool-call round relays no text
+    assert deltas.empty()  # a round relays only its text, and the simulator writes none before calls
 
 
 async def test_tool_results_go_back_to_the_model_in_openai_format(

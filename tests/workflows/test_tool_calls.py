@@ -157,7 +157,12 @@ async def running(
     engine = make_engine(settings.resolved_database_url())
     store = StoreActivities(make_sessionmaker(engine), single_writer=True)
     async with httpx.AsyncClient() as tool_http:
-        tools = ToolActivities(tool_http, settings.resolved_secrets_dir(), settings.tools.max_result_chars)
+        tools = ToolActivities(
+            tool_http,
+            settings.resolved_secrets_dir(),
+            settings.tools.max_result_chars,
+            settings.tools.allowed_hosts,
+        )
         worker = Worker(
             client,
             task_queue=task_queue,
