@@ -21,6 +21,9 @@ from temporal.constants import KIND, PHASE, SERVICE, TENANT
 from temporal.devserver import DYNAMIC_CONFIG, temporal_binary
 from tests.http_server import free_port, serve_in_thread
 
+if worker := os.environ.get("PYTEST_XDIST_WORKER"):  # gw0, gw1, ...: each takes its own ports
+    os.environ["LCP_PORT_SLICE"] = f"{worker.removeprefix('gw')}/{os.environ['PYTEST_XDIST_WORKER_COUNT']}"
+
 
 @pytest.fixture(scope="session")
 async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:

@@ -39,9 +39,10 @@ def free_port() -> int:
     """A free TCP port below the kernel's ephemeral range: a port the kernel handed out (port 0) can be
     taken again as an outbound connection's source port before a child process binds it, which once
     stopped `lcp dev` from restarting in a test ("address already in use")."""
+    index, count = _port_slice()
     for _ in range(1000):
         port = random.randint(20000, _ephemeral_low() - 1)
-        if port in _given:
+        if port in _given or port % count != index:
             continue
         with socket.socket() as sock:
             try:
@@ -51,6 +52,13 @@ def free_port() -> int:
         _given.add(port)
         return port
     raise RuntimeError("no free TCP port between 20000 and the ephemeral range")
+
+
+def _port_slice() -> tuple[int, int]:
+    """LCP_PORT_SLICE="i/n": take only the ports p with p % n == i, so that parallel test processes (and
+    the processes they start) never hand out the same port before a child binds it."""
+    index, _, count = os.environ.get("LCP_PORT_SLICE", "0/1").partition("/")
+    return int(index), int(count or 1)
 
 
 class StackError(Exception):
