@@ -91,6 +91,7 @@ async def test_assistant_requests_that_cannot_be_served_are_refused_clearly(
     assistant_id = _id()
     await _create(admin, assistant_id, publish=True)
     ask = [{"role": "user", "content": "[echo] x"}]
+    follow_up = [*ask, {"role": "assistant", "content": "x"}, {"role": "user", "content": "y"}]
 
     with pytest.raises(openai.BadRequestError) as bad:
         await sdk.chat.completions.create(model="assistant:Not An Id", messages=ask)  # type: ignore[arg-type]
@@ -114,7 +115,7 @@ async def test_assistant_requests_that_cannot_be_served_are_refused_clearly(
     with pytest.raises(openai.ConflictError) as mismatch:
         await sdk.chat.completions.create(
             model=f"assistant:{assistant_id}",
-            messages=[*ask, {"role": "assistant", "content": "x"}, {"role": "user", "content": "y"}],  # type: ignore[list-item]
+            messages=follow_up,  # type: ignore[arg-type]
             extra_headers=headers,
         )
     assert "served by model sim-zero" in mismatch.value.message
@@ -128,7 +129,7 @@ async def test_assistant_requests_that_cannot_be_served_are_refused_clearly(
     with pytest.raises(openai.ConflictError) as overridden:  # a bare model cannot take over its turns
         await sdk.chat.completions.create(
             model="sim-llama-8b",
-            messages=[*ask, {"role": "assistant", "content": "x"}, {"role": "user", "content": "y"}],  # type: ignore[list-item]
+            messages=follow_up,  # type: ignore[arg-type]
             extra_headers=mine,
         )
     assert f"ask for model 'assistant:{assistant_id}'" in overridden.value.message
@@ -136,7 +137,7 @@ async def test_assistant_requests_that_cannot_be_served_are_refused_clearly(
     with pytest.raises(openai.ConflictError) as closed:
         await sdk.chat.completions.create(
             model=f"assistant:{assistant_id}",
-            messages=[*ask, {"role": "assistant", "content": "x"}, {"role": "user", "content": "y"}],  # type: ignore[list-item]
+            messages=follow_up,  # type: ignore[arg-type]
             extra_headers=mine,
         )
     assert "is archived" in closed.value.message
