@@ -228,11 +228,12 @@ def _difference(diff: View) -> str:
     """treatment − control [low, high]: rates in points, latency in ms."""
     if diff.get("value") is None:
         return "not enough data"
-    rate = not diff["metric"].endswith("_ms")
-    scale, unit = (100, " pts") if rate else (1, " ms")
-    value, low, high = (diff[key] * scale for key in ("value", "low", "high"))
+    scale, unit = (1, " ms") if diff["metric"].endswith("_ms") else (100, " pts")
+    shown = f"{diff['value'] * scale:+.1f}{unit}"
+    if diff.get("low") is None or diff.get("high") is None:
+        return f"{shown} (too few samples for an interval)"
     confidence = f"{diff['confidence'] * 100:.0f}% CI"
-    return f"{value:+.1f}{unit} [{low:+.1f}, {high:+.1f}] {confidence}"
+    return f"{shown} [{diff['low'] * scale:+.1f}, {diff['high'] * scale:+.1f}] {confidence}"
 
 
 def render_stats(stats: View) -> RenderableType:

@@ -228,7 +228,6 @@ async def test_scales_ahead_of_the_daily_ramp_records_decisions_and_waits_out_pr
     # Prometheus goes away: no action, a clear status and a metric; back again, decisions resume.
     await lab.stop_prometheus()
     try:
-        replicas = (lab.deployment(active_service) or {})["spec"]["replicas"]
         down = await until(
             active,
             lambda v: v.last is not None and v.last.data_status == "prometheus-down",
@@ -238,6 +237,19 @@ async def test_scales_ahead_of_the_daily_ramp_records_decisions_and_waits_out_pr
         assert down.health == "prometheus-down" and down.last is not None
         assert down.last.status == "no-data" and down.last.target is None
         assert "Prometheus" in down.message
+        # A decision that read Prometheus just before it stopped may have scaled until now; none since.
+        replicas = (lab.deployment(active_service) or {})["spec"]["replicas"]
+        first_down = down.last.seq
+        await until(
+            active,
+            lambda v: (
+                v.last is not None
+                and v.last.data_status == "prometheus-down"
+                and v.last.seq >= first_down + 2
+            ),
+            60,
+            "more decisions while Prometheus is down",
+        )
         assert (lab.deployment(active_service) or {})["spec"]["replicas"] == replicas
         labels = {"namespace": NAMESPACE, "deployment": active_service}
         assert REGISTRY.get_sample_value("lcp_scaling_data_ok", labels) == 0
