@@ -264,7 +264,9 @@ async def test_a_worker_killed_during_injection_still_cleans_up(
         )
         handle = await start(client, killable, request)
         name = engine_name(request.experiment, request.run)
-        deadline = time.monotonic() + 60
+        # A new worker process, the safety policy and the steady-state probes come first: on a loaded
+        # machine that took over 60 s.
+        deadline = time.monotonic() + 180
         while not [e for e in engines(lab) if e["metadata"]["name"] == name]:
             assert time.monotonic() < deadline, "the engine was never created"
             await asyncio.sleep(0.2)
