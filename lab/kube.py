@@ -370,11 +370,11 @@ class LabEmulator(kmock.KubernetesEmulator):
     """
 
     def __init__(
-        self, kinds: Iterable[Kind] = KINDS, *, history_limit: int = 5, request_limit: int = 500
+        self, kinds: Iterable[Kind] = KINDS, *, history_limit: int = 5, request_limit: int = 50
     ) -> None:
         super().__init__()
         self.history_limit = history_limit  # kmock keeps every version of every object: keep the last few
-        self.request_limit = request_limit  # ... and every request it served: keep the last few hundred
+        self.request_limit = request_limit  # ... and every request it served: keep the last few
         self.kinds: dict[tuple[str, str, str], Kind] = {}
         self._resource_version = 0
         self._events: collections.deque[tuple[int, Kind, Obj]] = collections.deque(maxlen=1000)
@@ -706,7 +706,9 @@ class LabEmulator(kmock.KubernetesEmulator):
         return await super(kmock.KubernetesEmulator, self)._handle(request)
 
     def _forget_old_requests(self) -> None:
-        """kmock records every request (and error) for assertions; a long-running lab keeps the latest."""
+        """kmock records every request (and error) for assertions; a long-running lab keeps the latest.
+        Few: kmock matches each request by walking every reaction's view of that record, so the cost of
+        a request grows with it (500 kept made a busy lab spin at full CPU)."""
         keep = self.request_limit
         del self._requests[:-keep]
         for reaction in self._payloads:
