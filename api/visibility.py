@@ -4,10 +4,17 @@ visibility, and one workflow's current view."""
 from collections.abc import Callable
 from typing import Any, TypedDict, TypeVar
 
-from temporalio.client import Client, WorkflowExecution, WorkflowExecutionStatus, WorkflowHandle
+from temporalio.client import (
+    Client,
+    WorkflowExecution,
+    WorkflowExecutionStatus,
+    WorkflowHandle,
+    WorkflowQueryFailedError,
+)
 from temporalio.service import RPCError
 
 from api.conversation_calls import temporal_unavailable
+from api.errors import ApiError
 from temporal.constants import PHASE
 
 View = TypeVar("View")
@@ -15,10 +22,15 @@ View = TypeVar("View")
 
 async def current_view(handle: WorkflowHandle[Any, View], state_query: Callable[[Any], View]) -> View:
     """A running workflow answers its `state` query; a finished one gives its result (no worker needed).
-    Temporal's errors (e.g. NOT_FOUND) are the caller's to turn into answers."""
+    A query its worker fails (e.g. a worker that was just restarted and is still replaying) is a 503;
+    Temporal's own errors (e.g. NOT_FOUND) are the caller's to turn into answers."""
     described = await handle.describe()
     if described.status == WorkflowExecutionStatus.RUNNING:
-        return await handle.query(state_query)
+        try:
+            return await handle.query(state_query)
+        except WorkflowQueryFailedError as err:
+            message = f"{handle.id}'s worker could not answer its state query ({err}); retry shortly"
+            raise ApiError(503, "QueryFailed", message) from err
     return await handle.result()
 
 

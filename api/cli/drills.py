@@ -251,9 +251,13 @@ class _Run:
             ),
         )
 
-    async def rollout(self) -> dict[str, Any]:
+    async def rollout(self) -> dict[str, Any] | None:
+        """The rollout's view; None while lcp answers 503 (the killed worker is not back to answer yet)."""
         response = await self.http.get(f"/v1/rollouts/{DEMO_NAMESPACE}/{DEMO_SERVICE}")
-        response.raise_for_status()
+        if response.status_code == 503:
+            return None
+        if response.status_code != 200:
+            raise RuntimeError(f"reading the rollout answered {response.status_code}: {response.text[:300]}")
         return dict(response.json())
 
 
@@ -365,7 +369,7 @@ async def _rollout_until(run: _Run, done: Callable[[dict[str, Any]], bool]) -> d
     deadline = time.monotonic() + ROLLOUT_TIMEOUT_S
     while time.monotonic() < deadline:
         view = await run.rollout()
-        if done(view):
+        if view is not None and done(view):
             return view
         await asyncio.sleep(0.25)
     raise RuntimeError(f"the rollout did not get there in {ROLLOUT_TIMEOUT_S:.0f} s")
