@@ -340,8 +340,9 @@ def test_pod_delete_rounds_follow_chaos_interval_and_wait_for_the_application() 
     operator.reconcile()
     assert len(original - cluster.pods()) == 1
     cluster.now += 1
+    before = cluster.pods()
     operator.reconcile()
-    assert len(original - cluster.pods()) == 2
+    assert len(before - cluster.pods()) == 1  # any one pod, the first round's replacement too (random)
     cluster.now += 10
     cluster.kube.api.patch_object(  # a pod that is not ready holds back the next round
         "v1/pods",
