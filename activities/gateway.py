@@ -371,7 +371,7 @@ class Gateway:
         params: dict[str, Any],
         stream: bool,
         tools: list[dict[str, Any]] | None = None,
-        tool_choice: str | None = None,
+        tool_choice: str | dict[str, Any] | None = None,
     ) -> httpx.Request:
         body: dict[str, Any] = {
             "model": route.upstream_model,
@@ -429,7 +429,7 @@ class Gateway:
         params: dict[str, Any],
         *,
         tools: list[dict[str, Any]] | None = None,
-        tool_choice: str | None = None,
+        tool_choice: str | dict[str, Any] | None = None,
     ) -> ChatCompletionResult:
         """One whole reply: text, or the tools the model calls (of `tools`, OpenAI's declarations)."""
         route = await self.pick(model)
@@ -464,7 +464,7 @@ class Gateway:
         params: dict[str, Any],
         *,
         tools: list[dict[str, Any]] | None = None,
-        tool_choice: str | None = None,
+        tool_choice: str | dict[str, Any] | None = None,
     ) -> AsyncGenerator[str | ChatCompletionResult, None]:
         """The reply as it is generated: text deltas, then the whole reply (with any tool calls) as the
         last item."""

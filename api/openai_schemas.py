@@ -2,7 +2,7 @@
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from api.assistant_schemas import AssistantRef
 
@@ -13,16 +13,64 @@ class ContentPart(BaseModel):
     text: str | None = None
 
 
+class FunctionCall(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    name: str = Field(min_length=1, max_length=64)
+    arguments: str = ""
+
+
+class ToolCall(BaseModel):
+    """A tool call the model made: in a reply, and sent back with the conversation."""
+
+    model_config = ConfigDict(extra="allow")
+    id: str = Field(min_length=1, max_length=200)
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
 class ChatMessageIn(BaseModel):
-    model_config = ConfigDict(extra="allow")  # name, tool_call_id, ... are accepted and ignored
+    model_config = ConfigDict(extra="allow")  # name, ... are accepted and ignored
     role: Literal["system", "developer", "user", "assistant", "tool", "function"]
     content: str | list[ContentPart] | None = None
+    tool_calls: list[ToolCall] | None = Field(default=None, description="An assistant's tool calls.")
+    tool_call_id: str | None = Field(default=None, description="A tool message's: the call it answers.")
+
+    @model_validator(mode="after")
+    def _tool_fields_fit_the_role(self) -> "ChatMessageIn":
+        if self.tool_calls and self.role != "assistant":
+            raise ValueError(f"tool_calls belong on assistant messages, not on a {self.role} message")
+        if self.role == "tool" and not self.tool_call_id:
+            raise ValueError("a tool message needs tool_call_id: the id of the tool call it answers")
+        return self
 
     def text(self) -> str:
         """The message's text; content given as parts must be text parts."""
         if isinstance(self.content, list):
             return "".join(part.text or "" for part in self.content if part.type == "text")
         return self.content or ""
+
+
+class FunctionDeclaration(BaseModel):
+    model_config = ConfigDict(extra="allow")  # strict, ... are passed on
+    name: str = Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$")
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+
+
+class ToolDeclaration(BaseModel):
+    """A tool the client offers the model (OpenAI function calling); the client runs it."""
+
+    type: Literal["function"] = "function"
+    function: FunctionDeclaration
+
+
+class NamedFunction(BaseModel):
+    name: str
+
+
+class NamedToolChoice(BaseModel):
+    type: Literal["function"] = "function"
+    function: NamedFunction
 
 
 class StreamOptions(BaseModel):
@@ -59,6 +107,36 @@ class ChatCompletionRequest(BaseModel):
     presence_penalty: float | None = Field(default=None, ge=-2, le=2)
     frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
     n: int | None = Field(default=None, ge=1, le=1, description="Only one choice per request.")
+    tools: list[ToolDeclaration] | None = Field(
+        default=None,
+        max_length=128,
+        description="Tools the client runs itself: passed to the model, whose calls come back as "
+        "`tool_calls`. One-shot requests only (not with a conversation ID or an assistant).",
+    )
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+
+    @model_validator(mode="after")
+    def _tool_choice_fits_the_tools(self) -> "ChatCompletionRequest":
+        names = [tool.function.name for tool in self.tools or []]
+        if len(set(names)) != len(names):
+            raise ValueError("tools declare a function name more than once")
+        if isinstance(self.tool_choice, NamedToolChoice) and self.tool_choice.function.name not in names:
+            raise ValueError(
+                f"tool_choice names {self.tool_choice.function.name!r}, which tools do not declare"
+            )
+        if self.tool_choice == "required" and not names:
+            raise ValueError('tool_choice "required" needs at least one tool in tools')
+        _check_tool_results_answer_calls(self.messages)
+        return self
+
+    def tool_declarations(self) -> list[dict[str, Any]] | None:
+        """The client's tools in OpenAI's wire format, for the endpoint."""
+        return [tool.model_dump(exclude_none=True) for tool in self.tools] if self.tools else None
+
+    def tool_choice_wire(self) -> str | dict[str, Any] | None:
+        if isinstance(self.tool_choice, NamedToolChoice):
+            return self.tool_choice.model_dump()
+        return self.tool_choice
 
     def params(self) -> dict[str, Any]:
         """Generation parameters to pass on to the endpoint."""
@@ -74,6 +152,27 @@ class ChatCompletionRequest(BaseModel):
         return {key: value for key, value in params.items() if value is not None}
 
 
+def _check_tool_results_answer_calls(messages: list[ChatMessageIn]) -> None:
+    """OpenAI's rule: an assistant message's tool calls are answered by the tool messages right after
+    it, one per call id."""
+    unanswered: set[str] = set()
+    for index, message in enumerate(messages):
+        if message.role == "tool":
+            if message.tool_call_id not in unanswered:
+                raise ValueError(
+                    f"messages[{index}] answers tool call {message.tool_call_id!r}, which the assistant "
+                    "message just before it did not make (or another tool message already answered)"
+                )
+            unanswered.discard(message.tool_call_id)
+            continue
+        if unanswered:
+            raise ValueError(
+                f"messages[{index}] comes before the tool call(s) {sorted(unanswered)} of the assistant "
+                "message before it have tool messages answering them"
+            )
+        unanswered = {call.id for call in message.tool_calls or []}
+
+
 class Usage(BaseModel):
     prompt_tokens: int
     completion_tokens: int
@@ -82,7 +181,8 @@ class Usage(BaseModel):
 
 class AssistantMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
-    content: str
+    content: str | None
+    tool_calls: list[ToolCall] | None = None
 
 
 class Choice(BaseModel):

@@ -122,7 +122,10 @@ async def chat_completions(
     conversation_id = _given(x_conversation_id) or _given(_metadata_conversation_id(body))
     messages = _messages(body)
     side_request = is_side_request([(m.role, m.content) for m in messages], body.stream)
-    if ref := _assistant_ref(body):
+    ref = _assistant_ref(body)
+    if (ref or conversation_id) and not side_request:
+        _refuse_client_tools(body, "an assistant's turn" if ref else "a durable turn")
+    if ref:
         if side_request:  # a title request: answered by the assistant's model, and not kept
             binding = await assistant_binding(session, caller.tenant, ref, body.user or caller.subject)
             return await _one_shot(state, caller, body, binding.spec.model, messages)
@@ -141,6 +144,18 @@ async def chat_completions(
         return await _durable(state, caller, body, conversation_id, messages, idempotency_key)
     # Without a conversation, or for a title request, the reply is not kept.
     return await _one_shot(state, caller, body, body.model, messages)
+
+
+def _refuse_client_tools(body: ChatCompletionRequest, what: str) -> None:
+    """A turn lcp records can't wait for the client to run a tool: client tools are one-shot only."""
+    if body.tools or any(m.tool_calls or m.role == "tool" for m in body.messages):
+        raise ApiError(
+            400,
+            "ToolsNotDurable",
+            f"client-side tools (tools, tool_calls, tool messages) are not supported in {what}: send them "
+            "without a conversation ID (one-shot), or give an assistant the tools to run server-side",
+            param="tools",
+        )
 
 
 def _assistant_ref(body: ChatCompletionRequest) -> AssistantRef | None:
@@ -180,19 +195,24 @@ def _assistant_ref(body: ChatCompletionRequest) -> AssistantRef | None:
 async def _one_shot(
     state: AppState, caller: Principal, body: ChatCompletionRequest, model: str, messages: list[ChatMessage]
 ) -> Any:
+    tools, tool_choice = body.tool_declarations(), body.tool_choice_wire()
     if not body.stream:
         try:
-            result = await state.gateway.complete(model, messages, body.params())
+            result = await state.gateway.complete(
+                model, messages, body.params(), tools=tools, tool_choice=tool_choice
+            )
         except InferenceFailure as err:
             COMPLETIONS.labels("one-shot", "false", model, err.type or "error").inc()
             raise _gateway_error(err) from err
         _meter(state, caller, model, result.prompt_tokens, result.completion_tokens)
         COMPLETIONS.labels("one-shot", "false", model, "ok").inc()
         completion_id = f"chatcmpl-{uuid.uuid4().hex}"
-        content = _completion(completion_id, result.model, result.content, result, result.finish_reason)
+        content = _completion(
+            completion_id, result.model, result.content, result, result.finish_reason, result.tool_calls
+        )
         return JSONResponse(content, headers={"X-Lcp-Mode": "one-shot"})
 
-    stream = state.gateway.stream(model, messages, body.params())
+    stream = state.gateway.stream(model, messages, body.params(), tools=tools, tool_choice=tool_choice)
     try:
         first = await anext(stream)  # endpoint errors before the first token are HTTP errors
     except InferenceFailure as err:
@@ -222,6 +242,8 @@ async def _one_shot_events(
         item = first
         while True:
             if isinstance(item, ChatCompletionResult):
+                if item.tool_calls:  # the endpoint's calls arrive whole: one delta carries them all
+                    yield chunk.delta({"tool_calls": _wire_tool_calls(item.tool_calls, indexed=True)})
                 yield chunk.finish(item.finish_reason)
                 if body.stream_options and body.stream_options.include_usage:
                     yield chunk.usage(item.prompt_tokens, item.completion_tokens)
@@ -509,7 +531,11 @@ def _messages(body: ChatCompletionRequest) -> list[ChatMessage]:
                 400, "UnsupportedContent", "only text content parts are supported", param=f"messages.{index}"
             )
         role = "system" if message.role == "developer" else message.role
-        converted.append(ChatMessage(role, message.text()))
+        calls = [
+            {"id": call.id, "name": call.function.name, "arguments": call.function.arguments}
+            for call in message.tool_calls or []
+        ]
+        converted.append(ChatMessage(role, message.text(), calls or None, message.tool_call_id))
     return converted
 
 
@@ -524,10 +550,31 @@ def _gateway_error(err: InferenceFailure) -> ApiError:
     return ApiError(err.status, err.type or "EndpointError", str(err.message), headers=headers)
 
 
+def _wire_tool_calls(calls: list[dict[str, Any]], indexed: bool = False) -> list[dict[str, Any]]:
+    """Tool calls in OpenAI's shape; a stream's delta numbers them."""
+    return [
+        {
+            **({"index": index} if indexed else {}),
+            "id": call["id"],
+            "type": "function",
+            "function": {"name": call["name"], "arguments": call["arguments"]},
+        }
+        for index, call in enumerate(calls)
+    ]
+
+
 def _completion(
-    completion_id: str, model: str, content: str, usage: Any, finish_reason: str
+    completion_id: str,
+    model: str,
+    content: str,
+    usage: Any,
+    finish_reason: str,
+    tool_calls: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     prompt, completion = usage.prompt_tokens or 0, usage.completion_tokens or 0
+    message: dict[str, Any] = {"role": "assistant", "content": content}
+    if tool_calls:
+        message |= {"content": content or None, "tool_calls": _wire_tool_calls(tool_calls)}
     return {
         "id": completion_id,
         "object": "chat.completion",
@@ -536,7 +583,7 @@ def _completion(
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": content},
+                "message": message,
                 "finish_reason": finish_reason,
                 "logprobs": None,
             }

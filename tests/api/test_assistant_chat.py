@@ -103,6 +103,10 @@ async def test_assistant_requests_that_cannot_be_served_are_refused_clearly(
     assert "GET /v1/assistants" in missing.value.message
     unknown_version = {"assistant": {"id": assistant_id, "version": "v7"}, "messages": ask}
     error(await api.post("/v1/chat/completions", json=unknown_version), 404)
+    tool = {"type": "function", "function": {"name": "lookup"}}  # the client's own: not on a recorded turn
+    with_tools = {"model": f"assistant:{assistant_id}", "messages": ask, "tools": [tool]}
+    refused = error(await api.post("/v1/chat/completions", json=with_tools), 400)
+    assert refused["code"] == "ToolsNotDurable" and "an assistant's turn" in refused["message"]
 
     title = {"model": f"assistant:{assistant_id}", "messages": [{"role": "system", "content": "[echo] t"}]}
     one_shot = await api.post("/v1/chat/completions", json=title)  # no user message: not a turn

@@ -2,6 +2,7 @@
 turns, streaming, errors as the SDK's exception types, tenants, roles and limits."""
 
 import asyncio
+import json
 import logging
 import uuid
 from collections.abc import AsyncIterator
@@ -486,3 +487,101 @@ async def test_tenant_limit_spans_its_keys(settings: Settings, api_url: str, min
         )
     assert codes == [200, 200, 200, 429]
     assert other.status_code == 200  # another tenant is not affected
+
+
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The weather in a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    },
+}
+ASKS_FOR_WEATHER = [{"role": "user", "content": 'What is it like outside? get_weather {"city": "Paris"}'}]
+
+
+async def test_client_tools_pass_through_one_shot_whole_and_streamed(sdk: openai.AsyncOpenAI) -> None:
+    whole = await sdk.chat.completions.create(model="sim-zero", messages=ASKS_FOR_WEATHER, tools=[WEATHER])  # type: ignore[arg-type,list-item]
+    choice = whole.choices[0]
+    assert choice.finish_reason == "tool_calls" and choice.message.tool_calls
+    [call] = choice.message.tool_calls
+    assert call.function.name == "get_weather" and json.loads(call.function.arguments) == {"city": "Paris"}
+
+    # Streamed, the SDK's own accumulation finds the same call in the deltas.
+    streamed: dict[int, dict[str, str]] = {}
+    finish = None
+    stream = await sdk.chat.completions.create(
+        model="sim-zero",
+        messages=ASKS_FOR_WEATHER,  # type: ignore[arg-type]
+        tools=[WEATHER],  # type: ignore[list-item]
+        stream=True,
+    )
+    async for chunk in stream:
+        for streamed_choice in chunk.choices:
+            for delta in streamed_choice.delta.tool_calls or []:
+                entry = streamed.setdefault(delta.index, {"id": delta.id or "", "name": "", "arguments": ""})
+                entry["name"] += (delta.function.name or "") if delta.function else ""
+                entry["arguments"] += (delta.function.arguments or "") if delta.function else ""
+            finish = streamed_choice.finish_reason or finish
+    assert finish == "tool_calls"
+    assert [(c["name"], json.loads(c["arguments"])) for c in streamed.values()] == [
+        ("get_weather", {"city": "Paris"})
+    ]
+
+    # The client runs the tool and sends its result back: the model answers from it.
+    answered = await sdk.chat.completions.create(
+        model="sim-zero",
+        messages=[
+            *ASKS_FOR_WEATHER,
+            {"role": "assistant", "content": None, "tool_calls": [call.model_dump()]},
+            {"role": "tool", "tool_call_id": call.id, "content": '{"temp_c": 21}'},
+        ],  # type: ignore[list-item]
+        tools=[WEATHER],  # type: ignore[list-item]
+    )
+    reply = answered.choices[0]
+    assert reply.finish_reason == "stop" and reply.message.content and "21" in reply.message.content
+    assert "get_weather" in reply.message.content
+
+    # tool_choice "none" gets text, even when a tool is named.
+    text = await sdk.chat.completions.create(
+        model="sim-zero",
+        messages=ASKS_FOR_WEATHER,  # type: ignore[arg-type]
+        tools=[WEATHER],  # type: ignore[list-item]
+        tool_choice="none",
+    )
+    assert text.choices[0].message.tool_calls is None and text.choices[0].finish_reason == "stop"
+
+
+async def test_client_tools_on_a_durable_turn_are_refused_and_nothing_is_recorded(
+    api_url: str, key: str, sdk: openai.AsyncOpenAI
+) -> None:
+    with pytest.raises(openai.BadRequestError) as refused:
+        await sdk.chat.completions.create(
+            model="sim-zero",
+            messages=ASKS_FOR_WEATHER,  # type: ignore[arg-type]
+            tools=[WEATHER],  # type: ignore[list-item]
+            extra_headers={"X-Conversation-Id": "with-tools"},
+        )
+    assert refused.value.code == "ToolsNotDurable" and "one-shot" in refused.value.message
+    assert (await _conversation(api_url, key, "with-tools")).status_code == 404
+
+    with pytest.raises(openai.BadRequestError) as no_call_id:
+        await sdk.chat.completions.create(
+            model="sim-zero",
+            messages=[*ASKS_FOR_WEATHER, {"role": "tool", "content": "{}"}],  # type: ignore[list-item]
+        )
+    assert "tool_call_id" in no_call_id.value.message
+    with pytest.raises(openai.BadRequestError) as unmade_call:
+        await sdk.chat.completions.create(
+            model="sim-zero",
+            messages=[*ASKS_FOR_WEATHER, {"role": "tool", "tool_call_id": "call_1", "content": "{}"}],  # type: ignore[list-item]
+        )
+    assert "'call_1'" in unmade_call.value.message and "did not make" in unmade_call.value.message
+    with pytest.raises(openai.BadRequestError) as undeclared:
+        await sdk.chat.completions.create(
+            model="sim-zero",
+            messages=ASKS_FOR_WEATHER,  # type: ignore[arg-type]
+            tools=[WEATHER],  # type: ignore[list-item]
+            tool_choice={"type": "function", "function": {"name": "get_time"}},
+        )
+    assert "get_time" in undeclared.value.message
