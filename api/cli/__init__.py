@@ -1072,7 +1072,7 @@ def chaos_unschedule(
 @chaos_app.command("drills")
 def chaos_drills() -> None:
     """The drills `lcp chaos drill` runs against lcp's own processes."""
-    from api.cli.drills import render_catalogue
+    from api.cli.drill_views import render_catalogue
 
     console.print(render_catalogue())
 
@@ -1095,7 +1095,7 @@ def chaos_drill(
     import shutil
     import tempfile
 
-    from api.cli.drills import render_report, run_drills
+    from api.cli.drill_views import render_report
     from chaos.drills import DRILLS, DrillReport, UnknownDrill, find_drill
 
     try:
@@ -1103,6 +1103,8 @@ def chaos_drill(
     except UnknownDrill as err:
         err_console.print(f"lcp chaos drill: {err}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
+    from api.cli.drills import run_drills  # the harness: heavy to import, so only once the name is known
+
     state = home or Path(tempfile.mkdtemp(prefix="lcp-drill-"))
 
     def report(drill_report: DrillReport) -> None:
