@@ -29,6 +29,7 @@ from activities.gateway import (
     InferenceFailure,
     estimate_prompt_tokens,
     estimate_tokens,
+    wire_message,
 )
 from activities.token_relay import Delta
 from api.assistant_calls import assistant_binding
@@ -243,7 +244,8 @@ async def _one_shot_events(
         while True:
             if isinstance(item, ChatCompletionResult):
                 if item.tool_calls:  # the endpoint's calls arrive whole: one delta carries them all
-                    yield chunk.delta({"tool_calls": _wire_tool_calls(item.tool_calls, indexed=True)})
+                    calls = wire_message(ChatMessage("assistant", "", item.tool_calls))["tool_calls"]
+                    yield chunk.delta({"tool_calls": [{"index": i, **call} for i, call in enumerate(calls)]})
                 yield chunk.finish(item.finish_reason)
                 if body.stream_options and body.stream_options.include_usage:
                     yield chunk.usage(item.prompt_tokens, item.completion_tokens)
@@ -550,19 +552,6 @@ def _gateway_error(err: InferenceFailure) -> ApiError:
     return ApiError(err.status, err.type or "EndpointError", str(err.message), headers=headers)
 
 
-def _wire_tool_calls(calls: list[dict[str, Any]], indexed: bool = False) -> list[dict[str, Any]]:
-    """Tool calls in OpenAI's shape; a stream's delta numbers them."""
-    return [
-        {
-            **({"index": index} if indexed else {}),
-            "id": call["id"],
-            "type": "function",
-            "function": {"name": call["name"], "arguments": call["arguments"]},
-        }
-        for index, call in enumerate(calls)
-    ]
-
-
 def _completion(
     completion_id: str,
     model: str,
@@ -572,9 +561,7 @@ def _completion(
     tool_calls: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     prompt, completion = usage.prompt_tokens or 0, usage.completion_tokens or 0
-    message: dict[str, Any] = {"role": "assistant", "content": content}
-    if tool_calls:
-        message |= {"content": content or None, "tool_calls": _wire_tool_calls(tool_calls)}
+    message = wire_message(ChatMessage("assistant", content, tool_calls))
     return {
         "id": completion_id,
         "object": "chat.completion",
