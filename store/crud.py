@@ -17,6 +17,7 @@ from store.models import (
     AssistantVersion,
     Conversation,
     Event,
+    IdempotencyKey,
     Message,
     MessageFeedback,
     ModelCanary,
@@ -347,3 +348,44 @@ async def feedback_for(
         col(MessageFeedback.tenant) == tenant, col(MessageFeedback.message_id).in_(list(message_ids))
     )
     return list((await session.execute(query)).scalars())
+
+
+async def claim_idempotency_key(
+    session: AsyncSession, *, tenant: str, key: str, scope: str, fingerprint: str, at: datetime
+) -> tuple[bool, str]:
+    """Bind `key` to the request `fingerprint` unless it is bound already: (claimed now, the bound
+    fingerprint). The primary key decides between concurrent claims, so exactly one of them wins."""
+    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    row = {"tenant": tenant, "key": key, "scope": scope, "fingerprint": fingerprint, "created_at": at}
+    query = select(IdempotencyKey.fingerprint).where(
+        col(IdempotencyKey.tenant) == tenant,
+        col(IdempotencyKey.key) == key,
+        col(IdempotencyKey.scope) == scope,
+    )
+    while True:  # again only when the binding found was released before it could be read
+        result = await session.execute(insert(_table(IdempotencyKey)).values(row).on_conflict_do_nothing())
+        await session.commit()
+        if result.rowcount == 1:  # type: ignore[attr-defined]
+            return True, fingerprint
+        bound = (await session.execute(query)).scalar_one_or_none()
+        await session.commit()
+        if bound is not None:
+            return False, str(bound)
+
+
+async def release_idempotency_key(
+    session: AsyncSession, *, tenant: str, key: str, scope: str, fingerprint: str
+) -> None:
+    """Free a key whose request was refused, so that a corrected request may use it."""
+    table = _table(IdempotencyKey)
+    await session.execute(
+        table.delete().where(
+            and_(
+                table.c.tenant == tenant,
+                table.c.key == key,
+                table.c.scope == scope,
+                table.c.fingerprint == fingerprint,
+            )
+        )
+    )
+    await session.commit()

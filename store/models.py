@@ -1,6 +1,6 @@
 """Read-model tables: conversations, their messages, the domain events projected from workflows, API
 keys, the traffic weights of model canaries, predictive scaling's decisions, and assistants with their
-versions, experiments and message feedback."""
+versions, experiments and message feedback; the requests clients' idempotency keys were used for."""
 
 from datetime import datetime
 from typing import Any
@@ -208,3 +208,16 @@ class MessageFeedback(SQLModel, table=True):
     rating: int
     comment: str = Field(default="", sa_column=Column(Text, nullable=False))
     updated_at: datetime = _utc(nullable=False)
+
+
+class IdempotencyKey(SQLModel, table=True):
+    """The request a client's Idempotency-Key was first used for: per tenant and scope (a hash of the
+    method and the resource it changes), the fingerprint of the whole request (method, path, body)."""
+
+    __tablename__ = "idempotency_keys"
+
+    tenant: str = Field(primary_key=True, max_length=128)
+    key: str = Field(primary_key=True, max_length=200)
+    scope: str = Field(primary_key=True, max_length=64)
+    fingerprint: str = Field(max_length=64)
+    created_at: datetime = _utc(nullable=False)

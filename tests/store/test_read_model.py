@@ -1,5 +1,6 @@
 """The SQL read model on SQLite and PostgreSQL: migrations, idempotent projection, paging."""
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
@@ -113,6 +114,7 @@ async def test_migrations_create_the_tables(engine: AsyncEngine) -> None:
         "api_keys",
         "model_canaries",
         "scaling_decisions",
+        "idempotency_keys",
         "alembic_version",
     } <= tables
 
@@ -189,7 +191,7 @@ async def test_upgrading_twice_is_harmless(
     assert await current_tables(engine) == before
     async with engine.connect() as connection:
         revision = (await connection.execute(text("SELECT version_num FROM alembic_version"))).all()
-    assert revision == [("0005",)]
+    assert revision == [("0006",)]
     assert await count(sessions, Conversation) == 1
     assert await count(sessions, Message) == 2
     assert await count(sessions, Event) == 3
@@ -323,3 +325,29 @@ async def test_list_conversations_pages_newest_first(
         everything = await crud.list_conversations(session, tenant=TENANT, limit=100)
     assert seen == expected
     assert [row.id for row in everything] == expected
+
+
+async def test_an_idempotency_key_is_bound_to_one_request_once_even_when_claims_race(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    async def claim(fingerprint: str, key: str = "k1", scope: str = "s1") -> tuple[bool, str]:
+        async with sessions() as session:
+            return await crud.claim_idempotency_key(
+                session, tenant=TENANT, key=key, scope=scope, fingerprint=fingerprint, at=T0
+            )
+
+    outcomes = await asyncio.gather(*(claim(f"body-{n}") for n in range(20)))
+    winners = [bound for claimed, bound in outcomes if claimed]
+    assert len(winners) == 1
+    assert {bound for _, bound in outcomes} == set(winners)  # every loser is told the winner's request
+    assert await claim(winners[0]) == (False, winners[0])  # the same request again: a repeat
+    assert await claim("other", scope="s2") == (True, "other")  # another resource: another binding
+    assert await claim("other", key="k2") == (True, "other")
+
+    async with sessions() as session:  # a refused request frees its key, only its own binding
+        await crud.release_idempotency_key(session, tenant=TENANT, key="k1", scope="s1", fingerprint="nope")
+        assert await claim("body-x") == (False, winners[0])
+        await crud.release_idempotency_key(
+            session, tenant=TENANT, key="k1", scope="s1", fingerprint=winners[0]
+        )
+    assert await claim("body-x") == (True, "body-x")
