@@ -64,7 +64,27 @@ class RateLimiter:
         for limit in self._limits(principal, "requests"):
             self._bucket(limit, now).take(1, now)
 
+    def refuse_oversized(self, principal: Principal, tokens: int, what: str) -> None:
+        """Refuse up front (413, not a Retry-After) a request whose estimated tokens exceed a whole
+        minute of a token limit: no wait would ever make room for it, and admitting it would leave the
+        budget in debt for as long as it takes to repay. `what` says how the estimate was made."""
+        for limit in self._limits(principal, "tokens"):
+            if tokens > limit.per_minute:
+                raise ApiError(
+                    413,
+                    "RequestTooLarge",
+                    f"this request needs about {tokens} tokens ({what}), more than the {limit.scope} "
+                    f"limit of {limit.per_minute} tokens/minute allows for one request: send a shorter "
+                    "prompt or a lower max_tokens, or ask for a higher limit",
+                    limit=limit.per_minute,
+                    requested=tokens,
+                )
+
     def charge_tokens(self, principal: Principal, tokens: int) -> None:
+        """Charge tokens a reply used (prompt and completion) to every token limit of the caller; it
+        never raises and never waits, so it is safe in `finally` blocks and done-callbacks."""
+        if tokens <= 0:
+            return
         now = time.monotonic()
         for limit in self._limits(principal, "tokens"):
             self._bucket(limit, now).take(tokens, now)

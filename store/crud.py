@@ -357,7 +357,7 @@ async def claim_idempotency_key(
     fingerprint). The primary key decides between concurrent claims, so exactly one of them wins."""
     insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
     row = {"tenant": tenant, "key": key, "scope": scope, "fingerprint": fingerprint, "created_at": at}
-    query = select(IdempotencyKey.fingerprint).where(
+    query = select(col(IdempotencyKey.fingerprint)).where(
         col(IdempotencyKey.tenant) == tenant,
         col(IdempotencyKey.key) == key,
         col(IdempotencyKey.scope) == scope,

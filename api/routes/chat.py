@@ -10,6 +10,7 @@ import uuid
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Annotated, Any
 
+import anyio
 from fastapi import APIRouter, Header
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import ValidationError
@@ -37,14 +38,18 @@ from api.assistant_schemas import AssistantRef
 from api.auth import ClientDep
 from api.conversation_calls import (
     IdempotencyKey,
+    charge_when_done,
     conversation_closed,
+    idempotent,
+    meter,
+    metered_turn,
     start_operation,
     temporal_unavailable,
     update_id,
 )
 from api.deps import AppState, SessionDep, StateDep
 from api.errors import ApiError, from_update_failure, openai_error_body
-from api.metrics import COMPLETIONS, TOKENS
+from api.metrics import COMPLETIONS
 from api.openai_schemas import ChatCompletion, ChatCompletionRequest, Model, ModelList
 from api.schemas import CONVERSATION_ID_PATTERN
 from policies.access import Principal
@@ -122,6 +127,7 @@ async def chat_completions(
     assistant's analytics."""
     conversation_id = _given(x_conversation_id) or _given(_metadata_conversation_id(body))
     messages = _messages(body)
+    _refuse_oversized(state, caller, body, messages)
     side_request = is_side_request([(m.role, m.content) for m in messages], body.stream)
     ref = _assistant_ref(body)
     if (ref or conversation_id) and not side_request:
@@ -145,6 +151,17 @@ async def chat_completions(
         return await _durable(state, caller, body, conversation_id, messages, idempotency_key)
     # Without a conversation, or for a title request, the reply is not kept.
     return await _one_shot(state, caller, body, body.model, messages)
+
+
+def _refuse_oversized(
+    state: AppState, caller: Principal, body: ChatCompletionRequest, messages: list[ChatMessage]
+) -> None:
+    """Refuse up front what a whole minute of the caller's token limits cannot cover: the prompt's
+    estimate plus max_tokens (an assistant's instructions, or a conversation's summary, come on top)."""
+    prompt = estimate_prompt_tokens(messages)
+    max_tokens = body.params().get("max_tokens") or 0
+    what = f"a prompt of about {prompt}" + (f" plus max_tokens {max_tokens}" if max_tokens else "")
+    state.limiter.refuse_oversized(caller, prompt + max_tokens, what)
 
 
 def _refuse_client_tools(body: ChatCompletionRequest, what: str) -> None:
@@ -261,10 +278,13 @@ async def _one_shot_events(
         yield _sse(openai_error_body(err.status, err.type or "EndpointError", str(err.message)))
         yield chunk.done()
     finally:
-        await stream.aclose()  # a client that went away stops the endpoint's generation too
+        # Charged before anything is awaited: a client that went away cancels this task, and every
+        # await in this block would then raise again at once (anyio's cancel scope), skipping the rest.
         if outcome != "ok":  # what was generated before the end is still metered
             _meter(state, caller, model, estimate_prompt_tokens(messages), estimate_tokens("".join(sent)))
         COMPLETIONS.labels("one-shot", "true", model, outcome).inc()
+        with anyio.CancelScope(shield=True):
+            await stream.aclose()  # a client that went away stops the endpoint's generation too
 
 
 # ---- durable -------------------------------------------------------------------------------
@@ -375,17 +395,19 @@ async def _run_turn(
     key = update_id("chat", idempotency_key)
     handle = state.temporal.get_workflow_handle(workflow_id(caller.tenant, conversation_id))
     headers = {"X-Conversation-Id": conversation_id, "X-Lcp-Mode": "durable"}
+    target = f"/v1/chat/completions conversation={conversation_id}"
+    keyed = idempotent(state, caller.tenant, idempotency_key, "POST", target, body.model_dump(mode="json"))
     if turn.stream_channel is None:
-        async with _conversation_errors(state, start, conversation_id, model, "false"):
-            result: TurnResult = await (
+        async with keyed as repeat, _conversation_errors(state, start, conversation_id, model, "false"):
+            call = (
                 state.temporal.execute_update_with_start_workflow(
                     ConversationWorkflow.chat, turn, start_workflow_operation=start, id=key
                 )
                 if start
                 else handle.execute_update(ConversationWorkflow.chat, turn, id=key)
             )
+            result: TurnResult = await metered_turn(state, caller, call, charge=not repeat, model=model)
         reply = result.reply
-        _meter(state, caller, model, reply.prompt_tokens or 0, reply.completion_tokens or 0)
         COMPLETIONS.labels("durable", "false", model, "ok").inc()
         content = _completion(f"chatcmpl-{reply.id}", reply.model or model, reply.content, reply, "stop")
         if reply.assistant_version:
@@ -395,7 +417,7 @@ async def _run_turn(
     subscription = state.relay.subscribe(turn.stream_channel)
     queue = await subscription.__aenter__()
     try:
-        async with _conversation_errors(state, start, conversation_id, model, "true"):
+        async with keyed as repeat, _conversation_errors(state, start, conversation_id, model, "true"):
             accepted = WorkflowUpdateStage.ACCEPTED  # refusals are HTTP errors, not SSE
             update: WorkflowUpdateHandle[TurnResult] = await (
                 state.temporal.start_update_with_start_workflow(
@@ -411,28 +433,31 @@ async def _run_turn(
     except BaseException:
         await subscription.__aexit__(None, None, None)
         raise
+    # The reply is charged when the turn ends, even if the client has gone by then (the turn goes on).
+    ending: asyncio.Future[TurnResult] = asyncio.ensure_future(update.result())
+    if not repeat:
+        charge_when_done(state, caller, ending, model)
     return StreamingResponse(
-        _durable_events(state, caller, model, conversation_id, update, queue, subscription, body),
+        _durable_events(model, conversation_id, ending, queue, subscription, body, keep=not repeat),
         media_type="text/event-stream",
         headers={**SSE_HEADERS, **headers},
     )
 
 
 async def _durable_events(
-    state: AppState,
-    caller: Principal,
     model: str,
     conversation_id: str,
-    handle: WorkflowUpdateHandle[TurnResult],
+    result: "asyncio.Future[TurnResult]",
     queue: "asyncio.Queue[Delta]",
     subscription: contextlib.AbstractAsyncContextManager[Any],
     body: ChatCompletionRequest,
+    keep: bool,
 ) -> AsyncIterator[str]:
     """Relay the reply's tokens while the workflow's turn runs; the recorded reply is the truth,
     so whatever the relay did not bring is sent from it at the end. A client that goes away does
-    not stop the turn: the reply is recorded whole either way."""
+    not stop the turn: the reply is recorded whole either way, and charged when it is (`keep`: the
+    wait for `result` goes on after the client left, for that charge)."""
     chunk = _Chunks(f"chatcmpl-{uuid.uuid4().hex}", model)
-    result = asyncio.ensure_future(handle.result())
     sent: list[str] = []
     attempt: int | None = None
     outcome = "disconnected"
@@ -449,7 +474,8 @@ async def _durable_events(
         yield chunk.delta({"role": "assistant", "content": ""})
         while not result.done():
             waiting = asyncio.ensure_future(queue.get())
-            await asyncio.wait({waiting, result}, return_when=asyncio.FIRST_COMPLETED)
+            either: set[asyncio.Future[Any]] = {waiting, result}
+            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
             if waiting.done():
                 if event := take(waiting.result()):
                     yield event
@@ -482,12 +508,13 @@ async def _durable_events(
         if body.stream_options and body.stream_options.include_usage:
             yield chunk.usage(reply.prompt_tokens or 0, reply.completion_tokens or 0)
         yield chunk.done()
-        _meter(state, caller, model, reply.prompt_tokens or 0, reply.completion_tokens or 0)
         outcome = "ok"
     finally:
-        result.cancel()  # stops waiting here; the turn itself goes on in the workflow
-        await subscription.__aexit__(None, None, None)
+        if not keep:
+            result.cancel()  # stops waiting here; the turn itself goes on in the workflow
         COMPLETIONS.labels("durable", "true", model, outcome).inc()
+        with anyio.CancelScope(shield=True):  # a client that went away cancels every other await here
+            await subscription.__aexit__(None, None, None)
 
 
 @contextlib.asynccontextmanager
@@ -542,9 +569,7 @@ def _messages(body: ChatCompletionRequest) -> list[ChatMessage]:
 
 
 def _meter(state: AppState, caller: Principal, model: str, prompt: int, completion: int) -> None:
-    state.limiter.charge_tokens(caller, prompt + completion)
-    TOKENS.labels(caller.tenant, model, "prompt").inc(prompt)
-    TOKENS.labels(caller.tenant, model, "completion").inc(completion)
+    meter(state, caller, model, prompt, completion)
 
 
 def _gateway_error(err: InferenceFailure) -> ApiError:

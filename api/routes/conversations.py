@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
+from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.exceptions import WorkflowAlreadyStartedError
@@ -20,6 +21,9 @@ from api.auth import ClientDep
 from api.conversation_calls import (
     IdempotencyKey,
     conversation_closed,
+    idempotent,
+    metered_turn,
+    refuse_oversized,
     start_operation,
     temporal_unavailable,
     update_id,
@@ -43,6 +47,7 @@ from api.schemas import (
     TurnOut,
     VersionIn,
 )
+from policies.access import Principal
 from policies.conversation import Node, leaves, message_problem, path_to
 from store import crud
 from store.models import Conversation, Message
@@ -96,6 +101,9 @@ async def create_conversation(
         )
         if problem:
             raise ApiError(422, "InvalidMessage", problem)
+        params = dict(binding.spec.params) if binding else body.params.model_dump(exclude_none=True)
+        system = binding.spec.instructions if binding else body.system_prompt
+        refuse_oversized(state, caller, [system, body.message.content], params.get("max_tokens"))
     conversation_id = body.id or (
         uuid.uuid5(uuid.NAMESPACE_URL, f"lcp:{tenant}:{idempotency_key}").hex
         if idempotency_key
@@ -116,36 +124,45 @@ async def create_conversation(
         principal=body.user or caller.subject,
     )
     turn: TurnResult | None = None
-    with counted_change("create"):
-        try:
-            if body.message is not None:
-                turn = await state.temporal.execute_update_with_start_workflow(
-                    ConversationWorkflow.send_message,
-                    SendMessage(content=body.message.content, role=body.message.role),
-                    start_workflow_operation=start,
-                    id=update_id("create-send_message", idempotency_key),
-                )
-            else:
-                await state.temporal.execute_update_with_start_workflow(
-                    ConversationWorkflow.open,
-                    start_workflow_operation=start,
-                    id=update_id("create-open", idempotency_key),
-                )
-        except WorkflowUpdateFailedError as err:
-            failure = from_update_failure(err)
-            failure.extra["conversation_id"] = conversation_id  # it exists now: retry into it
-            raise failure from err
-        except (WorkflowAlreadyStartedError, RPCError) as err:
-            with contextlib.suppress(Exception):
-                await start.workflow_handle()  # collect the start's own failure, reported here
-            if isinstance(err, RPCError) and err.status != RPCStatusCode.ALREADY_EXISTS:
-                raise temporal_unavailable(err) from err
-            raise ApiError(
-                409,
-                "ConversationExists",
-                f"conversation {conversation_id} already exists: send messages to "
-                f"/v1/conversations/{conversation_id}/messages, or pick another id",
-            ) from err
+    keyed = idempotent(
+        state, tenant, idempotency_key, "POST", "/v1/conversations", body.model_dump(mode="json")
+    )
+    async with keyed as repeat:
+        with counted_change("create"):
+            try:
+                if body.message is not None:
+                    turn = await metered_turn(
+                        state,
+                        caller,
+                        state.temporal.execute_update_with_start_workflow(
+                            ConversationWorkflow.send_message,
+                            SendMessage(content=body.message.content, role=body.message.role),
+                            start_workflow_operation=start,
+                            id=update_id("create-send_message", idempotency_key),
+                        ),
+                        charge=not repeat,
+                    )
+                else:
+                    await state.temporal.execute_update_with_start_workflow(
+                        ConversationWorkflow.open,
+                        start_workflow_operation=start,
+                        id=update_id("create-open", idempotency_key),
+                    )
+            except WorkflowUpdateFailedError as err:
+                failure = from_update_failure(err)
+                failure.extra["conversation_id"] = conversation_id  # it exists now: retry into it
+                raise failure from err
+            except (WorkflowAlreadyStartedError, RPCError) as err:
+                with contextlib.suppress(Exception):
+                    await start.workflow_handle()  # collect the start's own failure, reported here
+                if isinstance(err, RPCError) and err.status != RPCStatusCode.ALREADY_EXISTS:
+                    raise temporal_unavailable(err) from err
+                raise ApiError(
+                    409,
+                    "ConversationExists",
+                    f"conversation {conversation_id} already exists: send messages to "
+                    f"/v1/conversations/{conversation_id}/messages, or pick another id",
+                ) from err
     row = await _fresh_conversation(session, tenant, conversation_id)
     return ConversationCreated(conversation=_conversation_out(row), turn=_turn_out(turn) if turn else None)
 
@@ -195,10 +212,13 @@ async def send_message(
     idempotency_key: IdempotencyKey = None,
 ) -> TurnOut:
     """Send a user message; the model's reply is in the response and already stored."""
-    tenant = caller.tenant
+    refuse_oversized(state, caller, [body.content])
     request = SendMessage(body.content, body.role, body.expected_version)
     update = ConversationWorkflow.send_message
-    return _turn_out(await _update(state, session, tenant, conversation_id, update, request, idempotency_key))
+    target = f"/v1/conversations/{conversation_id}/messages"
+    return _turn_out(
+        await _update(state, session, caller, conversation_id, update, request, idempotency_key, target, body)
+    )
 
 
 @router.post("/{conversation_id}/messages/{message_id}/edit", response_model=TurnOut)
@@ -212,10 +232,13 @@ async def edit_message(
     idempotency_key: IdempotencyKey = None,
 ) -> TurnOut:
     """Replace a user message on a new branch and get a fresh reply to it."""
-    tenant = caller.tenant
+    refuse_oversized(state, caller, [body.content])
     request = EditMessage(message_id, body.content, body.expected_version)
     update = ConversationWorkflow.edit_message
-    return _turn_out(await _update(state, session, tenant, conversation_id, update, request, idempotency_key))
+    target = f"/v1/conversations/{conversation_id}/messages/{message_id}/edit"
+    return _turn_out(
+        await _update(state, session, caller, conversation_id, update, request, idempotency_key, target, body)
+    )
 
 
 @router.post("/{conversation_id}/messages/{message_id}/regenerate", response_model=TurnOut)
@@ -229,10 +252,12 @@ async def regenerate(
     idempotency_key: IdempotencyKey = None,
 ) -> TurnOut:
     """Ask again for an assistant reply; the new one becomes a new branch."""
-    tenant = caller.tenant
     request = Regenerate(message_id, body.expected_version if body else None)
     update = ConversationWorkflow.regenerate
-    return _turn_out(await _update(state, session, tenant, conversation_id, update, request, idempotency_key))
+    target = f"/v1/conversations/{conversation_id}/messages/{message_id}/regenerate"
+    return _turn_out(
+        await _update(state, session, caller, conversation_id, update, request, idempotency_key, target, body)
+    )
 
 
 @router.post("/{conversation_id}/archive", response_model=ConversationOut)
@@ -245,12 +270,11 @@ async def archive(
     idempotency_key: IdempotencyKey = None,
 ) -> ConversationOut:
     """Close the conversation: it stays readable and takes no more messages."""
-    tenant = caller.tenant
     request = Archive(body.expected_version if body else None)
-    await _update(
-        state, session, tenant, conversation_id, ConversationWorkflow.archive, request, idempotency_key
-    )
-    return _conversation_out(await _fresh_conversation(session, tenant, conversation_id))
+    target = f"/v1/conversations/{conversation_id}/archive"
+    update = ConversationWorkflow.archive
+    await _update(state, session, caller, conversation_id, update, request, idempotency_key, target, body)
+    return _conversation_out(await _fresh_conversation(session, caller.tenant, conversation_id))
 
 
 @router.put("/{conversation_id}/assistant", response_model=ConversationOut)
@@ -276,7 +300,8 @@ async def switch_assistant(
     binding = await assistant_binding(session, tenant, ref, row.principal or caller.subject)
     request = SwitchAssistant(binding, body.expected_version)
     update = ConversationWorkflow.switch_assistant
-    await _update(state, session, tenant, conversation_id, update, request, idempotency_key)
+    target = f"/v1/conversations/{conversation_id}/assistant"
+    await _update(state, session, caller, conversation_id, update, request, idempotency_key, target, body)
     return _conversation_out(await _fresh_conversation(session, tenant, conversation_id))
 
 
@@ -329,25 +354,33 @@ async def _fresh_conversation(session: AsyncSession, tenant: str, conversation_i
 async def _update(
     state: AppState,
     session: AsyncSession,
-    tenant: str,
+    caller: Principal,
     conversation_id: str,
     update: Any,
     arg: Any,
     key: str | None,
+    target: str,
+    body: BaseModel | None,
 ) -> Any:
     """Apply a change through the conversation's workflow (its ID names the tenant, so a tenant
-    can only ever reach its own conversations); the SQL read happens only on the error path."""
+    can only ever reach its own conversations); the SQL read happens only on the error path. The
+    Idempotency-Key is bound to (target, body) first; a reply's tokens are charged to the caller."""
+    tenant = caller.tenant
     handle = state.temporal.get_workflow_handle(workflow_id(tenant, conversation_id))
-    with counted_change(update.__name__):
-        try:
-            return await handle.execute_update(update, arg, id=update_id(update.__name__, key))
-        except WorkflowUpdateFailedError as err:
-            raise from_update_failure(err) from err
-        except RPCError as err:
-            if err.status != RPCStatusCode.NOT_FOUND:
-                raise temporal_unavailable(err) from err
-            row = await _require(session, tenant, conversation_id)  # 404 when it never existed
-            raise conversation_closed(conversation_id, row.status) from err
+    fingerprinted = body.model_dump(mode="json") if body is not None else None
+    method = "PUT" if target.endswith("/assistant") else "POST"
+    async with idempotent(state, tenant, key, method, target, fingerprinted) as repeat:
+        with counted_change(update.__name__):
+            try:
+                call = handle.execute_update(update, arg, id=update_id(update.__name__, key))
+                return await metered_turn(state, caller, call, charge=not repeat)
+            except WorkflowUpdateFailedError as err:
+                raise from_update_failure(err) from err
+            except RPCError as err:
+                if err.status != RPCStatusCode.NOT_FOUND:
+                    raise temporal_unavailable(err) from err
+                row = await _require(session, tenant, conversation_id)  # 404 when it never existed
+                raise conversation_closed(conversation_id, row.status) from err
 
 
 def _encode_cursor(row: Conversation) -> str:

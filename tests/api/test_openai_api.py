@@ -425,7 +425,9 @@ async def test_token_limit_answers_429_once_spent(api_url: str, mint_key: MintKe
     sdk = openai.AsyncOpenAI(
         base_url=f"{api_url}/v1", api_key=await mint_key(tokens_per_minute=50), max_retries=0
     )
-    await sdk.chat.completions.create(model="sim-zero", messages=[{"role": "user", "content": LONG_REPLY}])
+    # ~34 prompt tokens fit the budget (a prompt that doesn't is a 413 up front); the echoed reply spends it
+    spend = "[echo] " + " ".join(["spend"] * 30)
+    await sdk.chat.completions.create(model="sim-zero", messages=[{"role": "user", "content": spend}])
     with pytest.raises(openai.RateLimitError) as err:
         await sdk.chat.completions.create(model="sim-zero", messages=[{"role": "user", "content": "x"}])
     assert "tokens/minute" in err.value.message and err.value.response.headers["retry-after"]
