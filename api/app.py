@@ -11,6 +11,7 @@ from activities.gateway import Gateway, ModelWeights, load_routes, make_http_cli
 from activities.token_relay import MemoryRelay, PostgresRelay, make_relay
 from api import errors
 from api.auth import Authenticator
+from api.bodies import BodyGuard
 from api.deps import AppState
 from api.limits import RateLimiter
 from api.metrics import MetricsMiddleware
@@ -72,6 +73,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     # /docs and /redoc serve their assets from the package, not a CDN: they work offline.
     app = FastAPIOffline(title="lcp", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    # Outermost last: metrics see the bodies BodyGuard refuses (413, 422) as well.
+    app.add_middleware(BodyGuard, max_body_bytes=settings.api.max_body_bytes)
     app.add_middleware(MetricsMiddleware)
     errors.install(app)
     app.include_router(health.router)

@@ -79,6 +79,13 @@ def _is_openai(request: Request) -> bool:
     return request.url.path.startswith(OPENAI_PATHS)
 
 
+def error_body_for(path: str, status: int, type_: str, message: str, **extra: Any) -> dict[str, Any]:
+    """The error body in the shape the route at `path` answers: OpenAI's on its routes, lcp's elsewhere."""
+    if path.startswith(OPENAI_PATHS):
+        return openai_error_body(status, type_, message, extra.get("param"))
+    return error_body(type_, message, **extra)
+
+
 def _respond(
     request: Request,
     status: int,
@@ -87,10 +94,7 @@ def _respond(
     headers: dict[str, str] | None = None,
     **extra: Any,
 ) -> JSONResponse:
-    if _is_openai(request):
-        body = openai_error_body(status, type_, message, extra.get("param"))
-    else:
-        body = error_body(type_, message, **extra)
+    body = error_body_for(request.url.path, status, type_, message, **extra)
     return JSONResponse(body, status_code=status, headers=headers)
 
 
@@ -115,9 +119,21 @@ def start_refused(err: WorkflowUpdateFailedError, fallback_type: str) -> ApiErro
     return ApiError(status, kind or fallback_type, message)
 
 
-def _describe(error: dict[str, Any]) -> str:
+# A request can break thousands of rules at once (200,000 unknown keys): the answer names the first few,
+# each cut short, and counts the rest, so it stays a few kilobytes whatever was sent.
+MAX_PROBLEMS_SHOWN = 20
+MAX_FIELD_CHARS = 200
+MAX_PROBLEM_CHARS = 300
+
+
+def _cut(text: str, limit: int) -> str:
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")  # no lone surrogate reaches the body
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _describe(error: dict[str, Any]) -> tuple[str, str]:
     where = ".".join(str(part) for part in error.get("loc", ()) if part != "body") or "body"
-    return f"{where}: {error.get('msg', 'invalid')}"
+    return _cut(where, MAX_FIELD_CHARS), _cut(str(error.get("msg", "invalid")), MAX_PROBLEM_CHARS)
 
 
 def install(app: FastAPI) -> None:
@@ -127,15 +143,21 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = [_describe(error) for error in exc.errors()]
-        split = [problem.split(": ", 1) for problem in problems]
+        errors = exc.errors()
+        shown = [_describe(error) for error in errors[:MAX_PROBLEMS_SHOWN]]
+        message = "the request is invalid: " + "; ".join(f"{field}: {problem}" for field, problem in shown)
+        extra: dict[str, Any] = {}
+        if more := len(errors) - len(shown):
+            message += f"; and {more:,} more problem(s) not listed: fix these and send it again"
+            extra["more_problems"] = more
         return _respond(
             request,
             400 if _is_openai(request) else 422,  # OpenAI answers malformed requests with 400
             "InvalidRequest",
-            "the request is invalid: " + "; ".join(problems),
-            details=[{"field": field, "problem": problem} for field, problem in split],
-            param=split[0][0] if split else None,
+            message,
+            details=[{"field": field, "problem": problem} for field, problem in shown],
+            param=shown[0][0] if shown else None,
+            **extra,
         )
 
     @app.exception_handler(Exception)

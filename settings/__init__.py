@@ -32,6 +32,13 @@ class ApiSettings(BaseModel):
         description="How streamed tokens reach the API: postgres (LISTEN/NOTIFY, any process layout) "
         "or memory (API and worker in one process); auto picks postgres when the read model is on it.",
     )
+    max_body_bytes: int = Field(
+        default=4 * 1024 * 1024,
+        ge=1024,
+        description="Largest request body the API reads; larger ones are a 413, refused as they arrive. "
+        "The default holds a 128k-token chat history sent whole, or a 32,000-character message even "
+        "written as JSON escapes, with room to spare.",
+    )
 
 
 class ConversationSettings(BaseModel):
