@@ -1,26 +1,59 @@
 """Demand forecasting for predictive scaling: a scikit-learn tree ensemble over a request-rate series, and
-the Temporal activity that reads the series from Prometheus and keeps one fitted model per service."""
+the Temporal activity that reads the series from Prometheus and keeps one fitted model per service.
+
+Memory is bounded by design, whatever the series (see `ForecastSettings.fit_bytes`):
+- a (near-)constant series (`vector(1)`, an idle service at 0) gets a level model, no trees;
+- at most `max_history_points` points are read and at most `max_train_samples` samples are learned from;
+- a tree has at most 2 * samples / min_samples_leaf nodes, each keeping one value per horizon step;
+- the planning quantile is found by bisection over the training peaks, `QUERY_CHUNK` rows at a time, with
+  one count per tree and row: it never gathers a leaf's members, however many samples a leaf holds
+  (a series with many ties, such as a mostly idle one, puts thousands in one leaf);
+- a fit whose estimated working memory is above `FIT_MEMORY_LIMIT_BYTES` is refused before it starts.
+
+The forecasting worker's ceiling, `WORKER_MEMORY_CEILING_BYTES`: the interpreter with its libraries, plus
+`CONCURRENT_FORECASTS` fits at once, plus the fitted models it keeps (`MODEL_CACHE_BYTES`, least recently
+used dropped first)."""
 
 from __future__ import annotations
 
 import math
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
+from typing import Protocol
 
 import numpy as np
 import sklearn
 from sklearn.ensemble import ExtraTreesRegressor
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
 from activities.prometheus import BadQuery, NoData, PrometheusUnavailable, PromQL, PromQLError, Series
 
 Points = Sequence[float] | np.ndarray  # a series' timestamps or values
 
+MIB = 2**20
+FIT_MEMORY_LIMIT_BYTES = 1024 * MIB  # the most one fit's estimated working memory may be
+MODEL_CACHE_BYTES = 512 * MIB  # fitted models a worker keeps (one per scaling target)
+CONCURRENT_FORECASTS = 2  # forecasts one worker runs at once (workers/main.py)
+INTERPRETER_BYTES = 256 * MIB  # Python, numpy, scikit-learn, temporalio: a worker before any fit
+WORKER_MEMORY_CEILING_BYTES = (
+    INTERPRETER_BYTES + CONCURRENT_FORECASTS * FIT_MEMORY_LIMIT_BYTES + MODEL_CACHE_BYTES
+)  # 2.75 GiB
+# A series whose log1p(rate) spans no more than this (1 %) is forecast as its current level, without trees:
+# trees learn nothing from it, and a constant target put every sample in one leaf.
+NEAR_CONSTANT_LOG_SPREAD = 0.01
+QUERY_CHUNK = 512  # rows forecast at once
+
 
 class NotEnoughHistory(ValueError):
     """The series is too short to train and check a forecaster on."""
+
+
+class ForecastTooLarge(ValueError):
+    """A fit with these settings would need more memory than FIT_MEMORY_LIMIT_BYTES."""
 
 
 @dataclass(frozen=True)
@@ -38,6 +71,7 @@ class ForecastSettings:
     min_samples_leaf: int = 5
     peak_min_samples_leaf: int = 5  # the lead-peak model's leaves hold the samples its quantiles come from
     max_train_samples: int = 8000  # older samples are thinned out (neighbouring steps say much the same)
+    max_history_points: int = 100_000  # only the newest are read (69 days at 60 s, 14 days at 12 s)
     min_history_steps: int = 240
     holdout_steps: int = 1440
     planning_quantile: float = 0.8
@@ -57,6 +91,8 @@ class ForecastSettings:
             return "level_steps >= 1, n_estimators >= 2 and min_samples_leaf >= 1 are required"
         if self.max_train_samples < 100 or self.holdout_steps < 1:
             return "max_train_samples must be >= 100 and holdout_steps >= 1"
+        if self.max_history_points < 2 * self.max_train_samples:
+            return "max_history_points must be at least twice max_train_samples"
         if not 0 < self.planning_quantile < 1:
             return f"planning_quantile must be in (0, 1), got {self.planning_quantile}"
         return None
@@ -65,6 +101,41 @@ class ForecastSettings:
     def lookback_steps(self) -> int:
         """Points a sample needs before its own, not counting seasons."""
         return max(max(self.lags), max(self.windows, default=1), self.level_steps)
+
+    def feature_count(self, seasons: int) -> int:
+        return len(self.lags) + len(self.windows) + 1 + seasons * (len(_season_points(self)) + 4)
+
+    def fit_bytes(self, points: int) -> int:
+        """An upper bound of the memory a fit on `points` points and its forecasts use, beyond the
+        interpreter's: it depends on the settings and the number of points only, never on the values.
+        The terms: the grid and its features; the training samples and their targets (and scikit-learn's
+        float32 and contiguous copies); two fitted models alive at once (a cached one is replaced only after
+        its successor is fitted), each with up to 2 * samples / min_samples_leaf nodes per tree, a node
+        keeping a value per horizon step, and the lead-peak model's sorted leaf keys; one chunk of
+        per-tree forecasts."""
+        n = min(max(points, 0), self.max_history_points)
+        features = self.feature_count(len(self.season_s))
+        samples = min(self.max_train_samples, n)
+        trees, horizon = self.n_estimators, self.horizon_steps
+        node = 64  # sklearn's Node struct
+        series = n * (2 * features + 16) * 8
+        training = samples * (features * 12 + horizon * 16)
+        paths = trees * (2 * samples // self.min_samples_leaf + 1) * (horizon * 8 + node)
+        peak = trees * ((2 * samples // self.peak_min_samples_leaf + 1) * (8 + node + 4) + samples * 8)
+        chunk = min(QUERY_CHUNK, n) * trees * (horizon + 16) * 8
+        return series + training + 2 * (paths + peak) + chunk
+
+    def too_large(self, points: int) -> str | None:
+        """Why a fit on `points` points would be refused (over FIT_MEMORY_LIMIT_BYTES), or None."""
+        needed = self.fit_bytes(points)
+        if needed <= FIT_MEMORY_LIMIT_BYTES:
+            return None
+        return (
+            f"a fit with {self.n_estimators} trees, a {self.horizon_steps}-step horizon and "
+            f"{min(points, self.max_history_points):,} points would need up to {needed / MIB:,.0f} MiB, more "
+            f"than the forecaster's {FIT_MEMORY_LIMIT_BYTES / MIB:,.0f} MiB per fit: forecast fewer steps "
+            "ahead (a longer step or a shorter horizon)"
+        )
 
 
 @dataclass(frozen=True)
@@ -116,10 +187,11 @@ class _Grid:
     values: np.ndarray
 
 
-def regular(timestamps: Points, values: Points, step_s: float) -> _Grid:
+def regular(timestamps: Points, values: Points, step_s: float, max_points: int | None = None) -> _Grid:
     """The points on a grid of `step_s` from the first timestamp. A missing or NaN point takes the value
     of the point before it (the first known value at the very start): a fill that never looks ahead, so
-    a point's features use nothing later than it, here and in a replay alike."""
+    a point's features use nothing later than it, here and in a replay alike. With `max_points`, only the
+    newest that many steps are kept (the grid starts at the oldest point within them)."""
     ts = np.asarray(timestamps, dtype=float)
     ys = np.asarray(values, dtype=float)
     if ts.shape != ys.shape or ts.ndim != 1:
@@ -130,6 +202,11 @@ def regular(timestamps: Points, values: Points, step_s: float) -> _Grid:
         raise NotEnoughHistory("the series has no numeric points")
     order = np.argsort(ts, kind="stable")
     ts, ys = ts[order], np.maximum(ys[order], 0.0)
+    if max_points is not None:
+        recent = ts > ts[-1] - max_points * step_s + step_s / 2
+        ts, ys = ts[recent], ys[recent]
+        if not np.isfinite(ys).any():
+            raise NotEnoughHistory(f"the newest {max_points} steps have no numeric points")
     index = np.rint((ts - ts[0]) / step_s).astype(int)
     filled = np.full(index[-1] + 1, np.nan)
     filled[index] = ys  # two points in one slot: the later wins
@@ -229,7 +306,7 @@ class Forecaster:
         if problem := self.settings.problem():
             raise ValueError(problem)
         self.provenance: ModelProvenance | None = None
-        self._models: _Models | None = None
+        self._models: _Model | None = None
         self._seasons: list[int] = []
 
     def minimum_history_steps(self) -> int:
@@ -244,28 +321,37 @@ class Forecaster:
 
     def fit(self, timestamps: Points, values: Points) -> ModelProvenance:
         """Check the model on the newest points (fit without them, forecast them: the confidence is
-        1 - that error), then fit on all."""
+        1 - that error), then fit on all. A (near-)constant series gets a level model and no trees."""
         s = self.settings
-        grid = regular(timestamps, values, s.step_s)
+        grid = regular(timestamps, values, s.step_s, s.max_history_points)
         n = grid.values.size
         if n < self.minimum_history_steps():
             raise NotEnoughHistory(
                 f"forecasting needs at least {self.minimum_history_steps()} points at {s.step_s:g} s "
                 f"({self.minimum_history_steps() * s.step_s / 3600:.1f} h), got {n}"
             )
-        seasons = self.usable_seasons(n)
-        features = _features(grid, seasons, s)
+        if problem := s.too_large(n):
+            raise ForecastTooLarge(problem)
         logs = np.log1p(grid.values)
+        spread = float(logs.max() - logs.min())
+        constant = spread <= NEAR_CONSTANT_LOG_SPREAD  # trees would learn nothing, at a cost
+        seasons = [] if constant else self.usable_seasons(n)
+        features = _features(grid, seasons, s)
         holdout = min(s.holdout_steps, max(s.lead_steps + 10, n // 4))
         split = n - holdout
-        train_rows = self._train_rows(features.first_row, split, s)
-        if train_rows.size < 50:
-            raise NotEnoughHistory(
-                f"{n} points leave {train_rows.size} samples to learn from before the {holdout}-point "
-                f"holdout (seasons of {[x * s.step_s for x in seasons]} s need a season before the first)"
-            )
-        check = _Models.fit(features, logs, train_rows, s)
         rows = np.arange(max(split, features.first_row), n - s.lead_steps)
+        if constant:
+            check: _Model = _Level(spread)
+            all_rows = np.arange(n)
+        else:
+            train_rows = self._train_rows(features.first_row, split, s)
+            if train_rows.size < 50:
+                raise NotEnoughHistory(
+                    f"{n} points leave {train_rows.size} samples to learn from before the {holdout}-point "
+                    f"holdout (seasons of {[x * s.step_s for x in seasons]} s need a season before the first)"
+                )
+            check = _Models.fit(features, logs, train_rows, s)
+            all_rows = self._train_rows(features.first_row, n, s)
         mean_peak, planned = check.peaks(features, rows, s)
         actual = np.max([grid.values[rows + h] for h in range(1, s.lead_steps + 1)], axis=0)
         naive = np.expm1(features.level[rows])
@@ -276,15 +362,27 @@ class Forecaster:
         naive_error = float(np.abs(naive - actual).sum()) / total
         coverage = float(np.mean(actual <= planned + 1e-9))
 
-        all_rows = self._train_rows(features.first_row, n, s)
-        self._models, self._seasons = _Models.fit(features, logs, all_rows, s), seasons
+        if isinstance(check, _Level):
+            self._models, self._seasons = check, seasons
+            model = (
+                f"level, no trees: log1p(rate) spans {spread:.3g} over {n} points (at most "
+                f"{NEAR_CONSTANT_LOG_SPREAD:g} is near-constant), so every step ahead is the current level "
+                f"(the {s.level_steps}-step mean), low and high that level within the span, and the "
+                "planned peak its high"
+            )
+        else:
+            del check  # its memory goes back before the final model is fitted
+            self._models, self._seasons = _Models.fit(features, logs, all_rows, s), seasons
+            model = (
+                f"2 x ExtraTreesRegressor(n_estimators={s.n_estimators}, max_features=0.5) on log1p(rate) "
+                f"minus log1p(the {s.level_steps}-step mean): horizons 1..{s.horizon_steps} "
+                f"(min_samples_leaf={s.min_samples_leaf}) and the peak over 1..{s.lead_steps}, its quantile "
+                f"from the training peaks sharing its leaves (quantile regression forest, "
+                f"min_samples_leaf={s.peak_min_samples_leaf})"
+            )
         self.provenance = ModelProvenance(
-            model=f"2 x ExtraTreesRegressor(n_estimators={s.n_estimators}, max_features=0.5) on log1p(rate) "
-            f"minus log1p(the {s.level_steps}-step mean): horizons 1..{s.horizon_steps} (min_samples_leaf="
-            f"{s.min_samples_leaf}) and the peak over 1..{s.lead_steps}, its quantile from the training "
-            f"peaks sharing its leaves (quantile regression forest, "
-            f"min_samples_leaf={s.peak_min_samples_leaf})",
-            features=features.names,
+            model=model,
+            features=[] if constant else features.names,
             sklearn_version=sklearn.__version__,
             seed=s.seed,
             trained_at=self._clock(),
@@ -304,17 +402,25 @@ class Forecaster:
         )
         return self.provenance
 
+    @property
+    def model_bytes(self) -> int:
+        """Memory the fitted model holds (0 before a fit)."""
+        return self._models.nbytes if self._models is not None else 0
+
     def predict(self, timestamps: Points, values: Points) -> Forecast:
         """The forecast after the newest point."""
-        grid = regular(timestamps, values, self.settings.step_s)
+        grid = regular(timestamps, values, self.settings.step_s, self.settings.max_history_points)
         return self._forecasts(grid, np.array([grid.values.size - 1]))[0]
 
     def predict_at(self, timestamps: Points, values: Points, at: Sequence[int]) -> list[Forecast]:
         """The forecasts made right after each point index in `at`, each from the points up to it only
         (one batch: what a replay needs, many decisions at once). The series must be regular already."""
-        grid = regular(timestamps, values, self.settings.step_s)
+        grid = regular(timestamps, values, self.settings.step_s, self.settings.max_history_points)
         if grid.values.size != len(values):
-            raise ValueError("predict_at needs a regular series without gaps (its indexes must hold)")
+            raise ValueError(
+                "predict_at needs a regular series without gaps, of at most max_history_points (its "
+                "indexes must hold)"
+            )
         return self._forecasts(grid, np.asarray(at, dtype=int))
 
     def _forecasts(self, grid: _Grid, rows: np.ndarray) -> list[Forecast]:
@@ -324,23 +430,25 @@ class Forecaster:
         if grid.values.size < self.settings.lookback_steps + 1 + max(self._seasons, default=0):
             raise NotEnoughHistory(f"a forecast needs a season and {s.lookback_steps} points of history")
         features = _features(grid, self._seasons, s)
-        per_tree = _per_tree(self._models.paths, features.matrix[rows]) + features.level[rows, None]
-        mean = np.expm1(per_tree.mean(axis=0))
-        low, high = (np.expm1(np.quantile(per_tree, q, axis=0)) for q in (0.1, 0.9))
-        _, planned = self._models.peaks(features, rows, s)
         confidence = self.provenance.confidence
-        return [
-            Forecast(
-                start_ts=float(grid.timestamps[row] + s.step_s),
-                step_s=s.step_s,
-                mean=tuple(np.maximum(mean[i], 0.0).round(6).tolist()),
-                low=tuple(np.maximum(low[i], 0.0).round(6).tolist()),
-                high=tuple(np.maximum(high[i], 0.0).round(6).tolist()),
-                peak_rps=max(0.0, float(planned[i])),
-                confidence=confidence,
-            )
-            for i, row in enumerate(rows)
-        ]
+        forecasts = []
+        for start in range(0, rows.size, QUERY_CHUNK):
+            chunk = rows[start : start + QUERY_CHUNK]
+            mean, low, high = self._models.paths(features, chunk, s)
+            _, planned = self._models.peaks(features, chunk, s)
+            forecasts += [
+                Forecast(
+                    start_ts=float(grid.timestamps[row] + s.step_s),
+                    step_s=s.step_s,
+                    mean=tuple(np.maximum(mean[i], 0.0).round(6).tolist()),
+                    low=tuple(np.maximum(low[i], 0.0).round(6).tolist()),
+                    high=tuple(np.maximum(high[i], 0.0).round(6).tolist()),
+                    peak_rps=max(0.0, float(planned[i])),
+                    confidence=confidence,
+                )
+                for i, row in enumerate(chunk)
+            ]
+        return forecasts
 
     @staticmethod
     def _train_rows(first: int, end: int, s: ForecastSettings) -> np.ndarray:
@@ -363,14 +471,65 @@ def _new_model(s: ForecastSettings, min_samples_leaf: int) -> ExtraTreesRegresso
     )
 
 
+class _Model(Protocol):
+    """What a fitted model answers, for rows of a feature matrix (at most QUERY_CHUNK at once)."""
+
+    @property
+    def nbytes(self) -> int:
+        """Memory the model holds."""
+        ...
+
+    def paths(
+        self, features: _Features, rows: np.ndarray, s: ForecastSettings
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Mean, low (p10) and high (p90) requests/s at each step of the horizon: (rows, horizon) each."""
+        ...
+
+    def peaks(
+        self, features: _Features, rows: np.ndarray, s: ForecastSettings
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The mean and the planning quantile of the lead peak (requests/s) after each row."""
+        ...
+
+
+@dataclass
+class _Level:
+    """A (near-)constant series' model: no change from the current level, within the history's span."""
+
+    spread: float  # max - min of log1p(rate) over the history
+    nbytes = 0
+
+    def paths(
+        self, features: _Features, rows: np.ndarray, s: ForecastSettings
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        level = np.repeat(features.level[rows, None], s.horizon_steps, axis=1)
+        return np.expm1(level), np.expm1(np.maximum(level - self.spread, 0.0)), np.expm1(level + self.spread)
+
+    def peaks(
+        self, features: _Features, rows: np.ndarray, s: ForecastSettings
+    ) -> tuple[np.ndarray, np.ndarray]:
+        level = features.level[rows]
+        return np.expm1(level), np.expm1(level + self.spread)
+
+
 @dataclass
 class _Models:
     """Two ensembles on the same features: the paths over the horizon (mean, spread), and the peak over
-    the lead, whose quantile is planned on."""
+    the lead, whose quantile is planned on.
 
-    paths: ExtraTreesRegressor
+    The quantile needs, for a row, the training peaks in the leaves the row falls in (each leaf weighs one
+    tree's share). Gathering them costs rows x leaf population x trees, without a bound: a series with many
+    ties puts most samples in one leaf. So the leaves are kept as sorted keys (node, rank of the peak among
+    the training peaks), and the quantile is found by bisection over those ranks: at each step, one
+    binary search per tree and row counts the leaf's peaks at or below the candidate. Memory: one key per
+    training sample and tree, and rows x trees per step. The answer is the same as gathering's."""
+
+    paths_model: ExtraTreesRegressor
     peak: ExtraTreesRegressor
-    peak_leaves: list[tuple[np.ndarray, np.ndarray]]  # per tree: training samples' leaves, targets
+    peak_values: np.ndarray  # the training peaks' distinct values, ascending
+    leaf_keys: np.ndarray  # sorted: (tree's node offset + node) * peak_values.size + rank, a sample per tree
+    node_offsets: np.ndarray  # each tree's first node in the keys' numbering
+    leaf_sizes: np.ndarray  # training samples per node (numbered as in the keys)
 
     @classmethod
     def fit(cls, features: _Features, logs: np.ndarray, rows: np.ndarray, s: ForecastSettings) -> _Models:
@@ -378,47 +537,68 @@ class _Models:
         targets = _targets(logs, features.level, rows, s.horizon_steps)
         paths = _new_model(s, s.min_samples_leaf).fit(x, targets)
         peak_target = targets[:, : s.lead_steps].max(axis=1)
+        del targets
         peak = _new_model(s, s.peak_min_samples_leaf).fit(x, peak_target)
-        leaves = []
-        for tree in peak.estimators_:
-            leaf = tree.apply(x)
-            order = np.argsort(leaf, kind="stable")
-            leaves.append((leaf[order], peak_target[order]))
-        return cls(paths, peak, leaves)
+        values, ranks = np.unique(peak_target, return_inverse=True)
+        counts = [tree.tree_.node_count for tree in peak.estimators_]
+        offsets = np.r_[0, np.cumsum(counts)[:-1]].astype(np.int64)
+        leaves = zip(peak.estimators_, offsets, strict=True)
+        nodes = np.concatenate([tree.apply(x) + offset for tree, offset in leaves])
+        keys = np.sort(nodes.astype(np.int64) * values.size + np.tile(ranks.ravel(), len(counts)))
+        sizes = np.bincount(nodes, minlength=int(sum(counts))).astype(np.int32)
+        return cls(paths, peak, values, keys, offsets, sizes)
+
+    @property
+    def nbytes(self) -> int:
+        trees = [*self.paths_model.estimators_, *self.peak.estimators_]
+        held = (self.peak_values, self.leaf_keys, self.node_offsets, self.leaf_sizes)
+        nodes = sum(tree.tree_.value.nbytes + tree.tree_.node_count * 64 for tree in trees)
+        return int(nodes + sum(array.nbytes for array in held))
+
+    def paths(
+        self, features: _Features, rows: np.ndarray, s: ForecastSettings
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        matrix = features.matrix[rows]
+        per_tree = np.stack(
+            [tree.predict(matrix).reshape(rows.size, -1) for tree in self.paths_model.estimators_]
+        )
+        per_tree += features.level[rows, None]
+        mean = np.expm1(per_tree.mean(axis=0))
+        low, high = (np.expm1(np.quantile(per_tree, q, axis=0)) for q in (0.1, 0.9))
+        return mean, low, high
 
     def peaks(
         self, features: _Features, rows: np.ndarray, s: ForecastSettings
     ) -> tuple[np.ndarray, np.ndarray]:
-        """The mean and the planning quantile of the lead peak (requests/s) after each row."""
+        mean, planned = np.empty(rows.size), np.empty(rows.size)
+        for start in range(0, rows.size, QUERY_CHUNK):
+            chunk = slice(start, start + QUERY_CHUNK)
+            mean[chunk], planned[chunk] = self._peaks(features, rows[chunk], s)
+        return mean, planned
+
+    def _peaks(
+        self, features: _Features, rows: np.ndarray, s: ForecastSettings
+    ) -> tuple[np.ndarray, np.ndarray]:
         x = features.matrix[rows]
         level = features.level[rows]
-        per_tree = np.stack([tree.predict(x) for tree in self.peak.estimators_])
-        mean = np.expm1(per_tree.mean(axis=0) + level)
-        rows_of, values, weights = [], [], []
-        for tree, (leaf_of, target) in zip(self.peak.estimators_, self.peak_leaves, strict=True):
-            leaf = tree.apply(x)
-            starts = np.searchsorted(leaf_of, leaf, "left")
-            sizes = np.searchsorted(leaf_of, leaf, "right") - starts
-            firsts = np.repeat(np.cumsum(sizes) - sizes, sizes)
-            members = np.repeat(starts, sizes) + np.arange(int(sizes.sum())) - firsts
-            rows_of.append(np.repeat(np.arange(rows.size), sizes))
-            values.append(target[members])
-            weights.append(np.repeat(1.0 / sizes, sizes))
-        # Each row's weighted sample of training peaks (every tree's leaf weighs 1): its quantile.
-        row_of, value, weight = (np.concatenate(parts) for parts in (rows_of, values, weights))
-        order = np.lexsort((value, row_of))
-        row_of, value, cumulative = row_of[order], value[order], np.cumsum(weight[order])
-        group_starts = np.searchsorted(row_of, np.arange(rows.size), "left")
-        before = np.r_[0.0, cumulative][group_starts]
-        wanted = before + s.planning_quantile * len(self.peak.estimators_) - 1e-9
-        picked = np.minimum(np.searchsorted(cumulative, wanted, "left"), value.size - 1)
-        planned = value[picked]
-        return mean, np.expm1(planned + level)
-
-
-def _per_tree(model: ExtraTreesRegressor, matrix: np.ndarray) -> np.ndarray:
-    """Each tree's predictions: (trees, rows, horizons)."""
-    return np.stack([tree.predict(matrix).reshape(matrix.shape[0], -1) for tree in model.estimators_])
+        trees = self.peak.estimators_
+        mean = np.expm1(np.mean([tree.predict(x) for tree in trees], axis=0) + level)
+        width = self.peak_values.size
+        nodes = np.stack([t.apply(x) + offset for t, offset in zip(trees, self.node_offsets, strict=True)])
+        firsts = nodes.astype(np.int64) * width  # (trees, rows): each leaf's keys start here
+        starts = np.searchsorted(self.leaf_keys, firsts, "left")
+        sizes = self.leaf_sizes[nodes]
+        # The smallest training peak whose weighted share at or below it (each tree's leaf weighs 1) reaches
+        # the quantile: the same pick as sorting the leaves' peaks together and walking their weights.
+        wanted = s.planning_quantile * len(trees) - 1e-9
+        low, high = np.zeros(rows.size, dtype=np.int64), np.full(rows.size, width - 1, dtype=np.int64)
+        while (low < high).any():
+            middle = (low + high) // 2
+            at_or_below = np.searchsorted(self.leaf_keys, firsts + middle, "right") - starts
+            enough = (at_or_below / sizes).sum(axis=0) >= wanted
+            high = np.where(enough, middle, high)
+            low = np.where(enough, low, middle + 1)
+        return mean, np.expm1(self.peak_values[low] + level)
 
 
 # ---- the Temporal activity ---------------------------------------------------------------------------------
@@ -497,12 +677,17 @@ def _blocks(values: tuple[float, ...], size: int, reduce: Callable[[list[float]]
 
 
 class ForecastingActivities:
-    """Forecasts from Prometheus history, one fitted model per key kept in memory (per worker)."""
+    """Forecasts from Prometheus history, one fitted model per key kept in memory (per worker), up to
+    `cache_bytes` of them (the least recently used are dropped, and refitted when next asked for)."""
 
-    def __init__(self, promql: PromQL, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, promql: PromQL, clock: Callable[[], float] = time.time, cache_bytes: int = MODEL_CACHE_BYTES
+    ) -> None:
         self._promql = promql
         self._clock = clock
-        self._models: dict[str, _CachedModel] = {}
+        self._cache_bytes = cache_bytes
+        self._models: OrderedDict[str, _CachedModel] = OrderedDict()
+        self._models_lock = threading.Lock()
         # Activities run on a thread pool: two calls for one key must not both fit; other keys go on.
         self._locks: dict[str, threading.Lock] = {}
         self._locks_lock = threading.Lock()
@@ -510,12 +695,26 @@ class ForecastingActivities:
     @activity.defn(name="forecasting.forecast")
     def forecast(self, request: ForecastInput) -> ForecastResult:
         """The peak demand to plan on over the lead time, and the forecast over the horizon. Data problems
-        come back as a status (the workflow then takes no forecast-driven action); they never raise."""
-        if not (math.isfinite(request.step_s) and request.step_s > 0):
-            return ForecastResult("bad-query", f"the forecast step must be > 0 s, got {request.step_s}")
+        come back as a status (the workflow then takes no forecast-driven action); they never raise.
+        A forecast too large for the worker's memory is refused before anything is read: a non-retryable
+        ApplicationError of type ForecastTooLarge (its retry would be refused the same)."""
+        times = {"step_s": request.step_s, "lookback_s": request.lookback_s, "horizon_s": request.horizon_s}
+        if bad := [name for name, value in times.items() if not (math.isfinite(value) and value > 0)]:
+            return ForecastResult("bad-query", f"{', '.join(bad)} must be a number of seconds > 0")
+        points = request.lookback_s / request.step_s
+        limit = ForecastSettings.max_history_points
+        if points > limit:
+            raise ApplicationError(
+                f"a lookback of {request.lookback_s:g} s at {request.step_s:g} s steps is {points:,.0f} "
+                f"points; the forecaster reads at most {limit:,}: a longer step or a shorter lookback",
+                type="ForecastTooLarge",
+                non_retryable=True,
+            )
         settings = settings_for(request)
         if problem := settings.problem():
             return ForecastResult("bad-query", f"the forecast settings are invalid: {problem}")
+        if problem := settings.too_large(math.floor(points) + 1):
+            raise ApplicationError(problem, type="ForecastTooLarge", non_retryable=True)
         now = self._clock()
         try:
             found = self._promql.range(request.query, now - request.lookback_s, now, request.step_s)
@@ -558,6 +757,8 @@ class ForecastingActivities:
                 return ForecastResult(
                     "short-history", f"no forecast yet: {err}", observed_rps=newest, observed_at=newest_at
                 )
+            except ForecastTooLarge as err:
+                raise ApplicationError(str(err), type="ForecastTooLarge", non_retryable=True) from None
         result = self._result(forecast, cached, trained)
         result.observed_rps, result.observed_at = newest, newest_at
         return result
@@ -569,12 +770,21 @@ class ForecastingActivities:
     def _model(
         self, request: ForecastInput, settings: ForecastSettings, series: Series, now: float
     ) -> tuple[_CachedModel, bool]:
-        cached = self._models.get(request.key)
-        if cached and cached.settings == settings and now - cached.trained_at < request.refresh_s:
-            return cached, False
+        with self._models_lock:
+            cached = self._models.get(request.key)
+            if cached and cached.settings == settings and now - cached.trained_at < request.refresh_s:
+                self._models.move_to_end(request.key)
+                return cached, False
         forecaster = Forecaster(settings, clock=self._clock)
         forecaster.fit(series.timestamps, series.values)
-        self._models[request.key] = cached = _CachedModel(settings, forecaster, now)
+        cached = _CachedModel(settings, forecaster, now)
+        with self._models_lock:
+            self._models[request.key] = cached
+            self._models.move_to_end(request.key)
+            held = sum(model.forecaster.model_bytes for model in self._models.values())
+            while held > self._cache_bytes and len(self._models) > 1:
+                _, dropped = self._models.popitem(last=False)
+                held -= dropped.forecaster.model_bytes
         return cached, True
 
     @staticmethod

@@ -2,10 +2,17 @@
 
 import json
 import math
+import os
+import resource
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
+from temporalio.exceptions import ApplicationError
 
+from activities import forecasting
 from activities.forecasting import (
     Forecaster,
     ForecastingActivities,
@@ -247,3 +254,173 @@ def test_the_model_is_cached_per_key_and_refit_when_old_or_asked_differently() -
     refreshed = activities.forecast(request(planning_quantile=0.9, **patient))
     assert refreshed.trained and refreshed.provenance is not None
     assert refreshed.provenance["trained_at"] == clock.now
+
+
+# ---- memory: bounded by design ----------------------------------------------------------------------------
+
+
+def no_trees(*args: object, **kwargs: object) -> object:
+    raise AssertionError("a tree ensemble was fitted")
+
+
+@pytest.mark.parametrize("rate", [1.0, 0.0, 250.0])
+def test_a_constant_series_is_forecast_as_its_level_without_fitting_trees(
+    rate: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(forecasting, "_new_model", no_trees)
+    timestamps = np.arange(1200, dtype=float)
+    values = np.full(1200, rate)
+    forecaster = Forecaster(SETTINGS)
+
+    provenance = forecaster.fit(timestamps, values)
+    forecast = forecaster.predict(timestamps, values)
+
+    assert forecast.peak_rps == pytest.approx(rate)
+    assert forecast.mean == forecast.low == forecast.high == (pytest.approx(rate),) * SETTINGS.horizon_steps
+    assert provenance.model.startswith("level, no trees: log1p(rate) spans 0 over 1200 points")
+    assert provenance.confidence == 1.0 and provenance.holdout_coverage == 1.0
+    assert provenance.seasons_s == [] and provenance.features == []
+
+
+def test_a_near_constant_series_plans_on_its_level_plus_its_spread(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(forecasting, "_new_model", no_trees)
+    timestamps = np.arange(1200, dtype=float)
+    values = 100.0 + np.random.default_rng(0).uniform(-0.3, 0.3, 1200)  # within 0.6 %
+    forecaster = Forecaster(SETTINGS)
+    forecaster.fit(timestamps, values)
+    forecast = forecaster.predict(timestamps, values)
+    assert values.max() <= forecast.peak_rps <= 101.0
+    assert forecast.low[0] <= values[-3:].mean() <= forecast.high[0]
+
+
+def test_a_series_that_moves_more_than_1_percent_is_fitted_with_trees() -> None:
+    timestamps = np.arange(1200, dtype=float)
+    values = 100.0 + np.random.default_rng(0).uniform(-2, 2, 1200)
+    provenance = Forecaster(SETTINGS).fit(timestamps, values)
+    assert provenance.model.startswith("2 x ExtraTreesRegressor")
+
+
+def reference_quantiles(models: forecasting._Models, nodes: np.ndarray, q: float) -> np.ndarray:
+    """Meinshausen's quantile the direct way: gather every training peak in each row's leaves, weigh each by
+    1 / its leaf's size, sort, walk the weights."""
+    width = models.peak_values.size
+    leaf_of, rank = np.divmod(models.leaf_keys, width)
+    picked = []
+    for row in range(nodes.shape[1]):
+        values, weights = [], []
+        for node in nodes[:, row]:
+            members = models.peak_values[rank[leaf_of == node]]
+            values += members.tolist()
+            weights += [1.0 / members.size] * members.size
+        order = np.argsort(values, kind="stable")
+        cumulative = np.cumsum(np.asarray(weights)[order])
+        at = np.searchsorted(cumulative, q * nodes.shape[0] - 1e-9, "left")
+        picked.append(np.asarray(values)[order][at])
+    return np.asarray(picked)
+
+
+def test_the_planning_quantile_is_the_one_the_leaves_training_peaks_give() -> None:
+    """Bisection over the peaks picks what gathering the leaves' members picks, on a series with many ties
+    (big leaves) and on a noisy one."""
+    rng = np.random.default_rng(5)
+    spiky = np.where(rng.random(1200) < 0.03, 100.0, 0.0)
+    _, noisy = daily(1200, noise=0.3)
+    settings = ForecastSettings(**{**SETTINGS.__dict__, "n_estimators": 20})
+    for values in (spiky, noisy):
+        grid = regular(np.arange(1200.0), values, 1.0)
+        features = forecasting._features(grid, [SEASON], settings)
+        rows = np.arange(features.first_row, 1100)
+        models = forecasting._Models.fit(features, np.log1p(grid.values), rows, settings)
+        asked = np.arange(1100, 1190)
+        _, planned = models.peaks(features, asked, settings)
+        x = features.matrix[asked]
+        trees = zip(models.peak.estimators_, models.node_offsets, strict=True)
+        nodes = np.stack([tree.apply(x) + offset for tree, offset in trees])
+        expected = np.expm1(reference_quantiles(models, nodes, 0.8) + features.level[asked])
+        assert planned == pytest.approx(expected)
+        assert np.unique(planned).size > 1
+
+
+def test_regular_keeps_only_the_newest_max_points() -> None:
+    grid = regular([0.0, 1e9, 1e9 + 1, 1e9 + 3], [1.0, 2.0, 3.0, 4.0], step_s=1, max_points=5)
+    assert grid.timestamps.tolist() == [1e9, 1e9 + 1, 1e9 + 2, 1e9 + 3]  # not a billion-step grid
+    assert grid.values.tolist() == [2.0, 3.0, 3.0, 4.0]
+
+
+MEMORY_CHILD = """
+import resource, sys
+import numpy as np
+from activities.forecasting import Forecaster, ForecastInput, settings_for
+from dataclasses import replace
+cases, trees = sys.argv[1].split(","), int(sys.argv[2])
+points = 14 * 1440  # 14 days at the scaling workflow's 60 s step
+timestamps = 1.7e9 + 60.0 * np.arange(points)
+rng = np.random.default_rng(0)
+series = {"constant": np.ones(points), "zero": np.zeros(points),
+          "spiky": np.where(rng.random(points) < 0.005, 100.0, 0.0)}
+settings = replace(settings_for(ForecastInput(key="k", query="q")), n_estimators=trees)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+for case in cases:
+    forecaster = Forecaster(settings)
+    forecaster.fit(timestamps, series[case])
+    forecaster.predict(timestamps, series[case])
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+print(peak, peak - before, settings.fit_bytes(points))
+"""
+
+
+@pytest.mark.parametrize(("cases", "trees"), [("constant,zero", 100), ("spiky", 15)])
+def test_a_14_day_fit_stays_within_its_memory_estimate_and_under_1_gb(cases: str, trees: int) -> None:
+    """A fresh process (ru_maxrss is a process's peak), under an address-space limit so that a regression
+    fails here instead of taking the machine down. Before the bound, a constant 14-day series needed over
+    20 GB (every sample in one leaf of every tree, gathered for every held-out row), and a mostly idle one
+    with rare spikes 213 MB with 15 trees (its estimate now: 63 MB; it takes 18 MB)."""
+    limit = 3 * 2**30
+
+    def cap() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        [sys.executable, "-c", MEMORY_CHILD, cases, str(trees)],
+        capture_output=True,
+        text=True,
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"},
+        preexec_fn=cap,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    peak, grown, estimate = (int(word) for word in done.stdout.split())
+    assert peak < 2**30
+    assert grown <= estimate
+
+
+@pytest.mark.parametrize(
+    ("changes", "words"),
+    [
+        ({"lookback_s": 1e9}, "the forecaster reads at most 100,000"),  # 31 years of seconds
+        (
+            {"horizon_s": 20_000.0, "lookback_s": 40_000.0, "season_s": []},
+            "more than the forecaster's 1,024 MiB",
+        ),
+    ],
+)
+def test_a_forecast_too_large_for_the_worker_is_refused_before_prometheus_is_asked(
+    changes: dict[str, object], words: str
+) -> None:
+    activities, promql, _ = activity_with()
+    with pytest.raises(ApplicationError, match=words) as raised:
+        activities.forecast(request(**changes))
+    assert raised.value.type == "ForecastTooLarge" and raised.value.non_retryable
+    assert promql.calls == []
+
+
+def test_the_worker_keeps_fitted_models_within_its_cache_budget() -> None:
+    timestamps, values = daily(1200)
+    activities = ForecastingActivities(FakePromQL(timestamps, values), Clock(1200.0), cache_bytes=1)  # type: ignore[arg-type]
+    patient = {"max_age_s": 1000.0}
+    assert activities.forecast(request(key="a", **patient)).trained
+    assert activities.forecast(request(key="b", **patient)).trained  # a is dropped: over the budget
+    assert not activities.forecast(request(key="b", **patient)).trained  # the newest is always kept
+    assert activities.forecast(request(key="a", **patient)).trained
