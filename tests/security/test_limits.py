@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from settings import RateLimit, Settings
+from tests.api.test_assistants_api import _create
 
 # The read model matters to the idempotency race only: the rest runs once, on SQLite.
 sqlite_only = pytest.mark.parametrize("database_kind", ["sqlite"], indirect=True)
@@ -84,13 +85,14 @@ ROUTES = [
     "chat-stream",
     "chat-durable",
     "chat-durable-stream",
+    "assistant",
 ]
 
 
 @sqlite_only
 @pytest.mark.parametrize("route", ROUTES)
 async def test_every_route_that_makes_the_model_work_charges_its_tokens(
-    route: str, api: httpx.AsyncClient, client: Client
+    route: str, api: httpx.AsyncClient, admin: httpx.AsyncClient, client: Client
 ) -> None:
     conversation_id, message_id, reply_id = await conversation_with_reply(api)
     hostile = await client(tokens_per_minute=SMALL_BUDGET)
@@ -111,6 +113,12 @@ async def test_every_route_that_makes_the_model_work_charges_its_tokens(
     elif route in ("chat", "chat-durable"):
         headers = durable if route == "chat-durable" else {}
         response = await hostile.post("/v1/chat/completions", json=chat, headers=headers)
+    elif route == "assistant":
+        assistant_id = f"a{uuid.uuid4().hex[:10]}"
+        await _create(admin, assistant_id, publish=True)
+        response = await hostile.post(
+            "/v1/chat/completions", json={**chat, "model": f"assistant:{assistant_id}"}
+        )
     else:
         headers = durable if route == "chat-durable-stream" else {}
         stream = {**chat, "stream": True}
