@@ -494,6 +494,44 @@ def bench_canary(
         console.print(f"written to {json_file}")
 
 
+@bench_app.command("forecast-memory")
+def bench_forecast_memory(
+    json_file: Annotated[Path | None, typer.Option("--json", help="Write the results here.")] = None,
+    trace: Annotated[
+        Path | None,
+        typer.Option(
+            help="The real series: a trace lab/traces.py reads (default: ServeGen m-large in "
+            "../shared/data/traces).",
+            show_default=False,
+        ),
+    ] = None,
+    days: Annotated[float, typer.Option(help="History each fit learns from, in days of 60 s steps.")] = 14.0,
+    cases: Annotated[
+        list[str] | None,
+        typer.Option(help="constant, zero, noisy, spiky, real (repeat, or comma-separated; default: all)."),
+    ] = None,
+) -> None:
+    """Peak memory of one forecaster fit per kind of series, each in a fresh process."""
+    from api.cli.bench import write_json
+    from api.cli.bench_forecast import CASES, DEFAULT_TRACE, run_bench, table
+
+    chosen = tuple(n.strip() for item in cases or [] for n in item.split(",") if n.strip())
+    if unknown := [name for name in chosen if name not in CASES]:
+        err_console.print(f"lcp bench forecast-memory: unknown cases {unknown}: one of {', '.join(CASES)}")
+        raise typer.Exit(2)
+    result = run_bench(
+        chosen or CASES,
+        trace or DEFAULT_TRACE,
+        days,
+        echo=lambda line: console.print(f"lcp bench forecast-memory: {line}", highlight=False),
+    )
+    console.print(table(result))
+    console.print("goal (peak RSS under 1 GB on every series):", result["goal"]["peak_rss_under_1_gb"])
+    if json_file:
+        write_json(result, json_file)
+        console.print(f"written to {json_file}")
+
+
 # ---- lcp rollout: a client of /v1/rollouts; the logic is in api/cli/rollout.py -----------------------------
 
 
