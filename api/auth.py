@@ -1,7 +1,9 @@
 """Who is calling: API keys and OIDC bearer tokens become a Principal; each route names the role it needs."""
 
 import hmac
+import math
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Annotated
 
@@ -9,14 +11,18 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from api.auth_throttle import FailureThrottle
 from api.errors import ApiError
-from api.keys import hash_key, key_id_of
+from api.keys import hash_key, key_id_of, well_formed
 from api.oidc import OidcError, OidcUnavailable, OidcVerifier
-from policies.access import ADMIN, CLIENT, SRE, Principal, permits
+from policies.access import ADMIN, CLIENT, PLATFORM_ROLES, SRE, Principal, permits
+from settings import AuthSettings
 from store import crud
 
 KEY_CACHE_S = 10.0  # a revoked key stops working in other API processes within this time
 KEY_CACHE_MAX = 10_000
+# An lcp key is 60 characters and an OIDC access token a few KB; a longer header is refused unread.
+MAX_AUTHORIZATION_CHARS = 8192
 CHALLENGE = {"WWW-Authenticate": "Bearer"}
 # Declares the scheme in the OpenAPI spec (the Authorize button in /docs); checking is ours.
 BEARER = HTTPBearer(auto_error=False, description="An lcp API key (lcp_...) or an OIDC access token.")
@@ -26,16 +32,73 @@ def _unauthorized(message: str) -> ApiError:
     return ApiError(401, "Unauthorized", message, headers=CHALLENGE)
 
 
-class Authenticator:
-    """Turns an Authorization header into a Principal. Error messages never repeat the credential."""
+def _invalid_key() -> ApiError:
+    return _unauthorized("the API key is not valid: it is unknown or was revoked")
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], oidc: OidcVerifier | None = None) -> None:
+
+class Authenticator:
+    """Turns an Authorization header into a Principal. Error messages never repeat the credential.
+
+    Failed authentications are counted per client address (`throttle`, per process): past the burst, an
+    address gets 429s until it has earned an attempt back, before its credential is even read.
+    """
+
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        oidc: OidcVerifier | None = None,
+        settings: AuthSettings | None = None,
+    ) -> None:
+        settings = settings or AuthSettings()
         self._sessions = sessions
         self._oidc = oidc  # set when an OIDC issuer is configured
-        self._keys: dict[str, tuple[Principal | None, float]] = {}
+        self.throttle = FailureThrottle(settings.failures_burst, settings.failures_per_minute)
+        self._keys: dict[str, tuple[Principal, float]] = {}  # digest -> (principal, valid until)
+        # Digests of keys found unknown or revoked, until when: a repeated bad key costs no lookup.
+        self._unknown: OrderedDict[str, float] = OrderedDict()
 
-    async def authenticate(self, authorization: str | None) -> Principal:
-        scheme, _, credential = (authorization or "").partition(" ")
+    async def authenticate(self, authorization: str | None, client: str | None = None) -> Principal:
+        """The caller behind `authorization`, sent from the address `client`."""
+        self._refuse_throttled(client)
+        if not authorization:
+            raise _unauthorized(
+                "missing credentials: send 'Authorization: Bearer <API key or OIDC token>' "
+                "(create a key with `lcp keys create`)"
+            )
+        try:
+            return await self._authenticate(authorization)
+        except ApiError as err:
+            if err.status in (401, 431):
+                self.throttle.failed(client)
+            raise
+
+    def check_token(self, authorization: str | None, expected: str, client: str | None = None) -> None:
+        """Accept only `Authorization: Bearer <expected>` (a shared secret such as the metrics scrape
+        token), counting a wrong one as a failed authentication."""
+        self._refuse_throttled(client)
+        try:
+            _refuse_oversized(authorization)
+            scheme, _, credential = (authorization or "").partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(credential.strip(), expected):
+                raise _unauthorized("this route needs 'Authorization: Bearer <its token>'")
+        except ApiError:
+            self.throttle.failed(client)
+            raise
+
+    def _refuse_throttled(self, client: str | None) -> None:
+        wait = self.throttle.retry_after(client)
+        if wait is not None:
+            seconds = max(1, math.ceil(wait))
+            raise ApiError(
+                429,
+                "TooManyFailedAuthentications",
+                f"too many failed authentications from your address: try again in {seconds} s",
+                headers={"Retry-After": str(seconds)},
+            )
+
+    async def _authenticate(self, authorization: str) -> Principal:
+        _refuse_oversized(authorization)
+        scheme, _, credential = authorization.partition(" ")
         credential = credential.strip()
         if scheme.lower() != "bearer" or not credential:
             raise _unauthorized(
@@ -43,6 +106,8 @@ class Authenticator:
                 "(create a key with `lcp keys create`)"
             )
         if key_id_of(credential) is not None:
+            if not well_formed(credential):
+                raise _invalid_key()
             return await self._from_key(credential)
         if self._oidc is not None and credential.count(".") == 2:
             return await self._from_token(self._oidc, credential)
@@ -51,15 +116,22 @@ class Authenticator:
     async def _from_key(self, key: str) -> Principal:
         digest = hash_key(key)
         now = time.monotonic()
-        cached = self._keys.get(digest)
-        if cached is None or cached[1] < now:
-            principal = await self._lookup(key)
-            if len(self._keys) >= KEY_CACHE_MAX:
-                self._keys.clear()
-            self._keys[digest] = cached = (principal, now + KEY_CACHE_S)
-        if cached[0] is None:
-            raise _unauthorized("the API key is not valid: it is unknown or was revoked")
-        return cached[0]
+        known = self._keys.get(digest)
+        if known is not None and known[1] > now:
+            return known[0]
+        if self._unknown.get(digest, 0.0) > now:
+            raise _invalid_key()
+        principal = await self._lookup(key)
+        if principal is None:
+            self._unknown[digest] = now + KEY_CACHE_S
+            self._unknown.move_to_end(digest)
+            while len(self._unknown) > KEY_CACHE_MAX:
+                self._unknown.popitem(last=False)
+            raise _invalid_key()
+        if len(self._keys) >= KEY_CACHE_MAX:
+            self._keys.clear()
+        self._keys[digest] = (principal, now + KEY_CACHE_S)
+        return principal
 
     async def _lookup(self, key: str) -> Principal | None:
         key_id = key_id_of(key)
@@ -79,11 +151,7 @@ class Authenticator:
 
     def forget(self, key_id: str) -> None:
         """Drop a (revoked) key from this process's cache at once."""
-        self._keys = {
-            digest: entry
-            for digest, entry in self._keys.items()
-            if entry[0] is None or entry[0].key_id != key_id
-        }
+        self._keys = {digest: entry for digest, entry in self._keys.items() if entry[0].key_id != key_id}
 
     @staticmethod
     async def _from_token(oidc: OidcVerifier, token: str) -> Principal:
@@ -102,11 +170,15 @@ def require(role: str) -> Callable[..., Awaitable[Principal]]:
         request: Request, _: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)]
     ) -> Principal:
         state = request.app.state.lcp
-        caller: Principal = await state.auth.authenticate(request.headers.get("authorization"))
+        client = request.client.host if request.client else None
+        caller: Principal = await state.auth.authenticate(request.headers.get("authorization"), client)
         if not permits(caller.roles, role):
             held = ", ".join(sorted(caller.roles)) or "none"
+            grantor = " (a platform role: only a platform admin grants it)" if role in PLATFORM_ROLES else ""
             raise ApiError(
-                403, "Forbidden", f"this route needs the {role!r} role; your credentials carry: {held}"
+                403,
+                "Forbidden",
+                f"this route needs the {role!r} role{grantor}; your credentials carry: {held}",
             )
         state.limiter.admit(caller)
         return caller
@@ -117,3 +189,13 @@ def require(role: str) -> Callable[..., Awaitable[Principal]]:
 ClientDep = Annotated[Principal, Depends(require(CLIENT))]
 SreDep = Annotated[Principal, Depends(require(SRE))]
 AdminDep = Annotated[Principal, Depends(require(ADMIN))]
+
+
+def _refuse_oversized(authorization: str | None) -> None:
+    if authorization is not None and len(authorization) > MAX_AUTHORIZATION_CHARS:
+        raise ApiError(
+            431,
+            "AuthorizationTooLarge",
+            f"the Authorization header is longer than {MAX_AUTHORIZATION_CHARS} characters, so it was not "
+            "read: send 'Authorization: Bearer <API key or OIDC token>'",
+        )

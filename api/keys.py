@@ -1,17 +1,21 @@
 """API keys: minted here, shown once, stored as a SHA-256 hash (admin route, `lcp keys`, `lcp dev`)."""
 
 import hashlib
+import re
 import secrets
 from datetime import UTC, datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.schemas import MAX_REQUESTS_PER_MINUTE, MAX_TOKENS_PER_MINUTE
-from policies.access import unknown_roles
+from policies.access import ROLES, unknown_roles
 from store import crud
 from store.models import ApiKey
 
 PREFIX = "lcp_"
+ID_BYTES, SECRET_BYTES = 6, 32
+# What `create_key` makes: lcp_<12 hex digits>_<43 URL-safe characters>.
+KEY_SHAPE = re.compile(rf"{PREFIX}[0-9a-f]{{{2 * ID_BYTES}}}_[A-Za-z0-9_-]{{{(SECRET_BYTES * 4 + 2) // 3}}}")
 
 
 class InvalidKeySpec(ValueError):
@@ -31,6 +35,11 @@ def key_id_of(key: str) -> str | None:
     return key_id if key_id and secret else None
 
 
+def well_formed(key: str) -> bool:
+    """Whether `key` has the exact shape of a key lcp mints (no other can be valid: no lookup needed)."""
+    return KEY_SHAPE.fullmatch(key) is not None
+
+
 async def create_key(
     session: AsyncSession,
     *,
@@ -44,17 +53,17 @@ async def create_key(
     if not tenant.strip() or not name.strip():
         raise InvalidKeySpec("tenant and name must not be empty")
     if not roles:
-        raise InvalidKeySpec("a key needs at least one role: client, sre or admin")
+        raise InvalidKeySpec(f"a key needs at least one role: {', '.join(ROLES)}")
     if bad := unknown_roles(roles):
-        raise InvalidKeySpec(f"unknown role(s) {', '.join(bad)}: roles are client, sre and admin")
+        raise InvalidKeySpec(f"unknown role(s) {', '.join(bad)}: roles are {', '.join(ROLES)}")
     for name_, value, most in (
         ("requests_per_minute", requests_per_minute, MAX_REQUESTS_PER_MINUTE),
         ("tokens_per_minute", tokens_per_minute, MAX_TOKENS_PER_MINUTE),
     ):
         if value is not None and not 1 <= value <= most:
             raise InvalidKeySpec(f"{name_} must be between 1 and {most}")
-    key_id = secrets.token_hex(6)
-    key = f"{PREFIX}{key_id}_{secrets.token_urlsafe(32)}"
+    key_id = secrets.token_hex(ID_BYTES)
+    key = f"{PREFIX}{key_id}_{secrets.token_urlsafe(SECRET_BYTES)}"
     row = ApiKey(
         id=key_id,
         tenant=tenant,

@@ -182,7 +182,19 @@ MAX_TOKENS_PER_MINUTE = 2 * 10**9  # the column is a 32-bit integer on PostgreSQ
 
 class KeyCreate(Strict):
     name: str = Field(min_length=1, max_length=200, description="What the key is for, e.g. 'librechat'.")
-    roles: list[Literal["client", "sre", "admin"]] = Field(default=["client"], min_length=1)
+    roles: list[Literal["client", "admin", "sre", "platform"]] = Field(
+        default=["client"],
+        min_length=1,
+        description="Tenant roles (client, admin) or platform roles (sre, platform): only a platform admin "
+        "grants platform roles.",
+    )
+    tenant: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=100,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
+        description="Platform admins only: the tenant the key acts in. Empty: your own.",
+    )
     requests_per_minute: int | None = Field(
         default=None, ge=1, le=MAX_REQUESTS_PER_MINUTE, description="Empty: the default limit."
     )

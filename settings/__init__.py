@@ -3,7 +3,7 @@
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, BaseModel, Field, field_validator
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from temporal.constants import CONVERSATIONS_QUEUE, FORECASTING_QUEUE, OPS_QUEUE
@@ -62,7 +62,9 @@ class OidcSettings(BaseModel):
     tenant_claim: str = Field(default="tenant", description="Dotted path of the claim naming the tenant.")
     roles_claim: str = Field(default="realm_access.roles", description="Dotted path of the roles list.")
     role_map: dict[str, str] = Field(
-        default_factory=dict, description="Issuer role -> lcp role; roles named like lcp's map to themselves."
+        default_factory=dict,
+        description="Issuer role -> lcp role (client, admin, sre, platform); roles named like lcp's map "
+        "to themselves.",
     )
     default_tenant: str = Field(default="", description="Tenant for tokens without the tenant claim.")
     algorithms: list[str] = ["RS256", "ES256", "PS256"]
@@ -70,6 +72,27 @@ class OidcSettings(BaseModel):
     jwks_cache_s: float = 3600.0
     jwks_refresh_min_s: float = Field(
         default=5.0, description="Least time between two JWKS fetches caused by an unknown kid."
+    )
+
+
+class AuthSettings(BaseModel):
+    """How much failed authentication one client address may cost each API process before a 429."""
+
+    failures_burst: int = Field(
+        default=20, ge=1, description="Failed authentications an address may make in a row before a 429."
+    )
+    failures_per_minute: float = Field(
+        default=10.0, gt=0, description="How fast an address earns those attempts back once it has used them."
+    )
+
+
+class MetricsSettings(BaseModel):
+    """Who may read the API's /metrics: anyone (without tenant-labelled series) or a scraper with a token."""
+
+    token: SecretStr | None = Field(
+        default=None,
+        description="Bearer token a scraper sends to /metrics; when set, /metrics refuses everyone else and "
+        "serves every series, tenant-labelled ones included. Empty: /metrics is open and leaves those out.",
     )
 
 
@@ -167,6 +190,8 @@ class Settings(BaseSettings):
     api: ApiSettings = ApiSettings()
     conversation: ConversationSettings = ConversationSettings()
     oidc: OidcSettings = OidcSettings()
+    auth: AuthSettings = AuthSettings()
+    metrics: MetricsSettings = MetricsSettings()
     limits: LimitSettings = LimitSettings()
     rollout: RolloutSettings = RolloutSettings()
     scaling: ScalingSettings = ScalingSettings()

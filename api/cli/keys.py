@@ -10,12 +10,14 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.keys import create_key, hash_key, key_id_of
+from policies.access import ADMIN, PLATFORM
 from store import crud
 from store.db import make_engine, make_sessionmaker
 from store.migrate import upgrade
 from store.models import ApiKey
 
 DEV_KEY_FILE = "dev-admin.key"
+DEV_KEY_ROLES = (ADMIN, PLATFORM)  # a tenant admin of "default", and the platform admin
 
 
 @asynccontextmanager
@@ -46,8 +48,9 @@ async def revoke(database_url: str, key_id: str) -> ApiKey | None:
 
 
 async def dev_admin_key(database_url: str, home: Path) -> str:
-    """The `lcp dev` admin key of the default tenant: minted on first start, kept (mode 0600) in the
-    state dir so later starts reuse it, and minted again if it was revoked."""
+    """The `lcp dev` key of the default tenant, a platform admin's (the README's tour runs rollouts, scaling
+    and chaos with it): minted on first start, kept (mode 0600) in the state dir so later starts reuse it,
+    and minted again if it was revoked or predates the platform role."""
     path = home / DEV_KEY_FILE
     if path.exists():
         key = path.read_text().strip()
@@ -56,8 +59,10 @@ async def dev_admin_key(database_url: str, home: Path) -> str:
             async with _session(database_url) as session:
                 row = await crud.get_api_key(session, key_id=key_id)
             if row is not None and row.revoked_at is None and row.key_hash == hash_key(key):
-                return key
-    _, key = await mint(database_url, tenant="default", name="lcp dev admin", roles=["admin"])
+                if PLATFORM in row.roles:
+                    return key
+                await revoke(database_url, key_id)
+    _, key = await mint(database_url, tenant="default", name="lcp dev admin", roles=list(DEV_KEY_ROLES))
     path.write_text(key + "\n")
     os.chmod(path, 0o600)
     return key

@@ -1,14 +1,16 @@
-"""API keys of the caller's tenant: create (shown once), list, revoke — role `admin`."""
+"""API keys: create (shown once), list, revoke. A tenant admin manages its own tenant's keys with tenant
+roles; a platform admin any tenant's keys, with any role."""
 
 from datetime import UTC, datetime
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 
 from api.auth import AdminDep
 from api.deps import SessionDep, StateDep
 from api.errors import ApiError
 from api.keys import create_key
 from api.schemas import ERROR_RESPONSES, KeyCreate, KeyCreated, KeyList, KeyOut
+from policies.access import PLATFORM, grant_refusal, may_revoke
 from store import crud
 
 router = APIRouter(prefix="/v1/admin/keys", tags=["admin"], responses=ERROR_RESPONSES)
@@ -16,10 +18,14 @@ router = APIRouter(prefix="/v1/admin/keys", tags=["admin"], responses=ERROR_RESP
 
 @router.post("", status_code=201, response_model=KeyCreated)
 async def create(body: KeyCreate, session: SessionDep, caller: AdminDep) -> KeyCreated:
-    """Mint a key in your tenant. The response holds the key; lcp keeps only its hash."""
+    """Mint a key, in your tenant or (platform admins) in the tenant the body names. Platform roles (sre,
+    platform) only a platform admin grants. The response holds the key; lcp keeps only its hash."""
+    tenant = body.tenant or caller.tenant
+    if refusal := grant_refusal(caller.roles, caller.tenant, body.roles, tenant):
+        raise ApiError(403, "Forbidden", refusal)
     row, key = await create_key(
         session,
-        tenant=caller.tenant,
+        tenant=tenant,
         name=body.name,
         roles=list(body.roles),
         requests_per_minute=body.requests_per_minute,
@@ -29,19 +35,37 @@ async def create(body: KeyCreate, session: SessionDep, caller: AdminDep) -> KeyC
 
 
 @router.get("", response_model=KeyList)
-async def list_keys(session: SessionDep, caller: AdminDep) -> KeyList:
-    """Your tenant's keys, revoked ones included (never the keys themselves)."""
-    rows = await crud.list_api_keys(session, tenant=caller.tenant)
+async def list_keys(
+    session: SessionDep,
+    caller: AdminDep,
+    tenant: str | None = Query(
+        default=None, max_length=100, description="Platform admins: only this tenant's."
+    ),
+) -> KeyList:
+    """Your tenant's keys, revoked ones included (never the keys themselves). A platform admin sees every
+    tenant's, or the one `tenant` names."""
+    if PLATFORM not in caller.roles:
+        if tenant not in (None, caller.tenant):
+            raise ApiError(
+                403, "Forbidden", "a tenant admin lists its own tenant's keys only: leave 'tenant' out"
+            )
+        tenant = caller.tenant
+    rows = await crud.list_api_keys(session, tenant=tenant)
     return KeyList(data=[KeyOut.model_validate(row, from_attributes=True) for row in rows])
 
 
 @router.delete("/{key_id}", response_model=KeyOut)
 async def revoke(key_id: str, session: SessionDep, state: StateDep, caller: AdminDep) -> KeyOut:
-    """Revoke a key of your tenant; it stops working at once here and within 10 s everywhere."""
+    """Revoke a key of your tenant (a platform admin: any key); it stops working at once here and within
+    10 s everywhere. A key with a platform role only a platform admin revokes."""
     row = await crud.get_api_key(session, key_id=key_id)
-    if row is None or row.tenant != caller.tenant:
+    if row is None or (PLATFORM not in caller.roles and row.tenant != caller.tenant):
         raise ApiError(
             404, "KeyNotFound", f"no key {key_id} in your tenant: list them with GET /v1/admin/keys"
+        )
+    if not may_revoke(caller.roles, caller.tenant, row.roles, row.tenant):
+        raise ApiError(
+            403, "Forbidden", f"key {key_id} carries a platform role: only a platform admin revokes it"
         )
     row = await crud.revoke_api_key(session, key_id=key_id, at=datetime.now(UTC))
     state.auth.forget(key_id)

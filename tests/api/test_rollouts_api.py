@@ -59,7 +59,7 @@ def api_url(rollout_settings: Settings) -> Iterator[str]:
 async def keys(api_url: str, rollout_settings: Settings) -> dict[str, str]:
     """A key per role of the default tenant (the served app has migrated the database by now)."""
     minted = {}
-    for role in ("client", "sre", "admin"):
+    for role in ("client", "sre", "admin", "platform"):
         _, minted[role] = await mint(
             rollout_settings.resolved_database_url(), tenant="default", name=f"rollouts-{role}", roles=[role]
         )
@@ -277,7 +277,9 @@ async def test_an_invalid_rollout_is_422_saying_what_is_wrong(
 # ---- roles ------------------------------------------------------------------------------------------------
 
 
-async def test_a_client_key_gets_403_on_every_rollout_route(api_url: str, keys: dict[str, str]) -> None:
+async def test_client_and_tenant_admin_keys_get_403_on_every_rollout_route(
+    api_url: str, keys: dict[str, str]
+) -> None:
     calls = [
         ("POST", "/v1/rollouts", _body("any-service", WAIT_FOR_HUMAN)),
         ("GET", "/v1/rollouts", None),
@@ -286,14 +288,15 @@ async def test_a_client_key_gets_403_on_every_rollout_route(api_url: str, keys: 
     ]
     async with httpx.AsyncClient(base_url=api_url, timeout=30) as http:
         for method, path, body in calls:
-            for key, status in ((keys["client"], 403), ("", 401)):
+            # a tenant admin is no SRE: rollouts are the platform's
+            for key, status in ((keys["client"], 403), (keys["admin"], 403), ("", 401)):
                 headers = {"Authorization": f"Bearer {key}"} if key else {}
                 response = await http.request(method, path, json=body, headers=headers)
                 assert response.status_code == status, (method, path, response.text)
                 if status == 403:
                     assert "needs the 'sre' role" in response.json()["error"]["message"]
-        # admin holds every role: it gets past the check to the answer
-        admin = {"Authorization": f"Bearer {keys['admin']}"}
+        # the platform admin holds every role: it gets past the check to the answer
+        admin = {"Authorization": f"Bearer {keys['platform']}"}
         response = await http.get(f"/v1/rollouts/{NAMESPACE}/never-started", headers=admin)
         assert response.status_code == 404, response.text
         response = await http.get("/v1/rollouts", headers=admin)

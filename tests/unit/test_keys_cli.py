@@ -5,7 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from api.keys import hash_key
+from api.cli.keys import DEV_KEY_FILE, dev_admin_key, list_keys, mint
+from api.keys import hash_key, key_id_of
 
 
 def _lcp(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -36,3 +37,27 @@ def test_keys_are_shown_once_stored_hashed_listed_and_revoked(tmp_path: Path) ->
 
     bad = _lcp(tmp_path, "create", "--tenant", "acme", "--name", "x", "--role", "root")
     assert bad.returncode == 2 and "unknown role(s) root" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_the_deployer_grants_platform_roles(tmp_path: Path) -> None:
+    created = _lcp(
+        tmp_path, "create", "--tenant", "ops", "--name", "oncall", "--role", "sre", "--role", "platform"
+    )
+    assert created.returncode == 0, created.stderr
+    assert "(platform, sre)" in created.stderr
+
+
+async def test_the_dev_key_is_a_platform_admins_and_an_older_one_is_replaced(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'lcp.db'}"
+    key = await dev_admin_key(url, tmp_path)
+    assert await dev_admin_key(url, tmp_path) == key  # kept across starts
+    (row,) = await list_keys(url, "default")
+    assert {"admin", "platform"} <= set(row.roles)
+    # A dev key from before the platform role cannot run the README's rollouts: it is replaced.
+    _, old = await mint(url, tenant="default", name="lcp dev admin", roles=["admin"])
+    (tmp_path / DEV_KEY_FILE).write_text(old + "\n")
+    new = await dev_admin_key(url, tmp_path)
+    assert new != old and (tmp_path / DEV_KEY_FILE).read_text().strip() == new
+    rows = {row.id: row for row in await list_keys(url, "default")}
+    assert rows[key_id_of(old) or ""].revoked_at is not None
+    assert "platform" in rows[key_id_of(new) or ""].roles

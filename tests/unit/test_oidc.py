@@ -356,6 +356,15 @@ async def test_role_map_and_unknown_roles(idp: Provider, http: httpx.AsyncClient
     assert principal.roles == frozenset({"client"})
 
 
+async def test_issuer_roles_map_to_the_platform_roles(
+    idp: Provider, http: httpx.AsyncClient, signers: Signers
+) -> None:
+    token = signers["k1"].token(claims(idp, realm_access={"roles": ["lcp-platform-admins", "oncall"]}))
+    role_map = {"lcp-platform-admins": "platform", "oncall": "sre"}
+    principal = await verifier(idp, http, role_map=role_map).verify(token)
+    assert principal.roles == frozenset({"platform", "sre"})
+
+
 async def test_roles_from_another_claim(idp: Provider, http: httpx.AsyncClient, signers: Signers) -> None:
     token = signers["k1"].token(claims(idp, realm_access=None, groups=["sre"]))
     assert (await verifier(idp, http).verify(token)).roles == frozenset()
