@@ -1,12 +1,23 @@
 """Prometheus metrics of the API: requests by route, method and status, and their latency."""
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.metrics_core import Metric
 from starlette.responses import Response
+
+# Labels that say whose traffic a series counts: kept out of an exposition anyone may read.
+TENANT_LABELS = frozenset({"tenant", "assistant", "user"})
 
 REQUESTS = Counter("lcp_http_requests_total", "HTTP requests", ["route", "method", "code"])
 LATENCY = Histogram(
@@ -62,8 +73,22 @@ class MetricsMiddleware:
             LATENCY.labels(route, scope["method"]).observe(time.perf_counter() - started)
 
 
-def metrics_response() -> Response:
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+class _WithoutTenantLabels:
+    """The default registry's metric families, less every family with a series labelled by tenant."""
+
+    def collect(self) -> Iterable[Metric]:
+        for family in REGISTRY.collect():
+            if not any(TENANT_LABELS & sample.labels.keys() for sample in family.samples):
+                yield family
+
+
+_OPEN = CollectorRegistry(auto_describe=False)
+_OPEN.register(_WithoutTenantLabels())
+
+
+def metrics_response(*, tenant_labelled: bool) -> Response:
+    """Every metric, or (for a caller without the scrape token) those that name no tenant."""
+    return Response(generate_latest(REGISTRY if tenant_labelled else _OPEN), media_type=CONTENT_TYPE_LATEST)
 
 
 COMPLETIONS = Counter(

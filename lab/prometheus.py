@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -38,12 +39,14 @@ def prometheus_binary() -> str:
 
 @dataclass(frozen=True)
 class ScrapeTarget:
-    """One endpoint for Prometheus to scrape: `address` is host:port, `labels` are added to its series."""
+    """One endpoint for Prometheus to scrape: `address` is host:port, `labels` are added to its series,
+    `bearer_token` is sent to it (lcp's API with LCP_METRICS__TOKEN set)."""
 
     job: str
     address: str
     metrics_path: str = "/metrics"
     labels: dict[str, str] = field(default_factory=dict)
+    bearer_token: str | None = field(default=None, repr=False)
 
 
 def duration(seconds: float) -> str:
@@ -63,6 +66,7 @@ def render_config(
 ) -> str:
     """Prometheus YAML config: one scrape job per `job`, one static group per target with its labels."""
     jobs: dict[str, dict[str, Any]] = {}
+    tokens: dict[str, str | None] = {}
     for target in targets:
         job = jobs.setdefault(
             target.job,
@@ -70,6 +74,10 @@ def render_config(
         )
         if job["metrics_path"] != target.metrics_path:
             raise ValueError(f"job {target.job!r} has targets with different metrics paths")
+        if tokens.setdefault(target.job, target.bearer_token or None) != (target.bearer_token or None):
+            raise ValueError(f"job {target.job!r} has targets with different bearer tokens")
+        if target.bearer_token:
+            job["authorization"] = {"type": "Bearer", "credentials": target.bearer_token}
         group: dict[str, Any] = {"targets": [target.address]}
         if target.labels:
             group["labels"] = {str(k): str(v) for k, v in target.labels.items()}
@@ -94,6 +102,8 @@ def write_config(
 ) -> Path:
     """Render the config for `targets` into `path` (then `reload` a running Prometheus to apply it)."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600)  # it may hold a scrape token: readable by its owner only
+    os.chmod(path, 0o600)
     path.write_text(render_config(targets, scrape_interval_s, evaluation_interval_s, lab))
     return path
 

@@ -206,10 +206,12 @@ class Stack:
     def scrape_targets(self) -> list[ScrapeTarget]:
         """What Prometheus scrapes: the lab's workload and the LLM simulator (both simulated) and lcp."""
         host, ports = self.ports.host, self.ports
+        token = Settings(home=self.home).metrics.token  # LCP_METRICS__TOKEN: then the API's /metrics needs it
+        bearer = token.get_secret_value() if token else None
         return [
             ScrapeTarget("lab-workload", f"{host}:{ports.workload}", labels=SIMULATED),
             ScrapeTarget("llm-simulator", f"{host}:{ports.llm}", labels=SIMULATED),
-            ScrapeTarget("lcp-api", f"{host}:{ports.api}"),
+            ScrapeTarget("lcp-api", f"{host}:{ports.api}", bearer_token=bearer),
             ScrapeTarget("lcp-ops-worker", f"{host}:{ports.ops_metrics}"),
         ]
 

@@ -2,7 +2,7 @@
 
 import asyncio
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy import text
 from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
@@ -39,5 +39,12 @@ async def readyz(state: StateDep) -> JSONResponse:
 
 
 @router.get("/metrics", response_class=Response)
-async def metrics() -> Response:
-    return metrics_response()
+async def metrics(request: Request, state: StateDep) -> Response:
+    """Prometheus metrics. With `metrics.token` set, only a scraper sending it as a bearer token reads
+    them, every series included; without it, anyone does, less the series labelled by tenant."""
+    token = state.settings.metrics.token
+    if token is None or not token.get_secret_value():
+        return metrics_response(tenant_labelled=False)
+    client = request.client.host if request.client else None
+    state.auth.check_token(request.headers.get("authorization"), token.get_secret_value(), client)
+    return metrics_response(tenant_labelled=True)

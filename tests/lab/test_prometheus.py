@@ -166,6 +166,18 @@ def test_render_config_groups_targets_by_job_with_their_labels() -> None:
         render_config([ScrapeTarget("x", "a:1"), ScrapeTarget("x", "a:2", metrics_path="/m")])
 
 
+def test_render_config_sends_a_job_its_bearer_token(tmp_path: Path) -> None:
+    targets = [ScrapeTarget("lcp-api", "127.0.0.1:8000", bearer_token="t0ken"), ScrapeTarget("lab", "a:1")]
+    lcp, lab = yaml.safe_load(render_config(targets))["scrape_configs"]
+    assert lcp["authorization"] == {"type": "Bearer", "credentials": "t0ken"}
+    assert "authorization" not in lab
+    assert "t0ken" not in repr(targets[0])
+    with pytest.raises(ValueError, match="different bearer tokens"):
+        render_config([ScrapeTarget("x", "a:1"), ScrapeTarget("x", "a:2", bearer_token="t")])
+    written = write_config(tmp_path / CONFIG_NAME, targets)
+    assert written.stat().st_mode & 0o077 == 0  # the token is readable by its owner only
+
+
 def test_counter_arrives_with_the_simulated_label(promql: PromQL, exporter: Exporter) -> None:
     def counter_is(expected: float) -> None:
         [sample] = promql.instant("lcp_test_requests_total")
