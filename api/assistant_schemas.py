@@ -1,10 +1,11 @@
 """Request and answer bodies of the assistant routes (answers are mostly the workflow's AssistantView)."""
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from api.text import Name, Prose
 from policies.assignment import Arm
 from policies.assistants import BUILTIN_TOOLS, AssistantSpec, ToolSpec
 
@@ -13,21 +14,23 @@ VERSION = r"^v[1-9][0-9]{0,5}$"
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """A request body: unknown fields refused, and no coercion (`true` is not 1, `"5"` not 5)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class ToolIn(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$", description="The function name the model calls.")
-    description: str = Field(default="", max_length=2000)
+    description: Prose = Field(default="", max_length=2000)
     parameters: dict[str, Any] = Field(
         default_factory=lambda: {"type": "object", "properties": {}},
         description="JSON schema of the arguments (OpenAI's function-calling `parameters`).",
     )
     kind: Literal["http", "builtin"] = "http"
-    url: str = Field(default="", max_length=2000, description="http tools: the endpoint called.")
+    url: Name = Field(default="", max_length=2000, description="http tools: the endpoint called.")
     method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"] = "POST"
     timeout_s: float = Field(default=10.0, gt=0, le=300)
-    auth_secret: str = Field(
+    auth_secret: Name = Field(
         default="", max_length=128, description="A named secret sent as the Authorization header."
     )
     idempotent: bool = Field(
@@ -39,13 +42,30 @@ class ToolIn(_Strict):
         return ToolSpec(**self.model_dump())
 
 
+MAX_GENERATED_TOKENS = 1_000_000  # more than any model writes in one reply
+StopSequence = Annotated[str, Field(min_length=1, max_length=1000)]
+Stop = StopSequence | Annotated[list[StopSequence], Field(max_length=16)]
+
+
+class AssistantParams(_Strict):
+    """Generation params an assistant's version sets (OpenAI's names and ranges)."""
+
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, ge=0, le=1)
+    max_tokens: int | None = Field(default=None, ge=1, le=MAX_GENERATED_TOKENS)
+    presence_penalty: float | None = Field(default=None, ge=-2, le=2)
+    frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
+    seed: int | None = Field(default=None, ge=-(2**63), le=2**63 - 1)
+    stop: Stop | None = None
+
+
 class SpecFields(_Strict):
     """The editable parts of an assistant; on an edit, the fields left out keep the latest version's."""
 
-    name: str | None = Field(default=None, min_length=1, max_length=200)
-    model: str | None = Field(default=None, min_length=1, max_length=200)
-    instructions: str | None = Field(default=None, max_length=100_000, description="The system prompt.")
-    params: dict[str, Any] | None = Field(default=None, description="temperature, top_p, max_tokens, ...")
+    name: Name | None = Field(default=None, min_length=1, max_length=200)
+    model: Name | None = Field(default=None, min_length=1, max_length=200)
+    instructions: Prose | None = Field(default=None, max_length=100_000, description="The system prompt.")
+    params: AssistantParams | None = Field(default=None, description="temperature, top_p, max_tokens, ...")
     tools: list[ToolIn] | None = Field(default=None, max_length=64)
     max_tool_rounds: int | None = Field(default=None, ge=0, le=16)
 
@@ -62,14 +82,14 @@ class SpecFields(_Strict):
 
 class AssistantCreate(SpecFields):
     id: str = Field(pattern=ASSISTANT_ID, description="Lowercase letters, digits, '-' and '_'.")
-    name: str = Field(min_length=1, max_length=200)  # type: ignore[assignment]
-    model: str = Field(min_length=1, max_length=200)  # type: ignore[assignment]
-    note: str = Field(default="", max_length=2000, description="What this version is for.")
+    name: Name = Field(min_length=1, max_length=200)  # type: ignore[assignment]
+    model: Name = Field(min_length=1, max_length=200)  # type: ignore[assignment]
+    note: Prose = Field(default="", max_length=2000, description="What this version is for.")
     publish: bool = Field(default=False, description="Publish v1 at once.")
 
 
 class AssistantEdit(SpecFields):
-    note: str = Field(default="", max_length=2000, description="What changed, and why.")
+    note: Prose = Field(default="", max_length=2000, description="What changed, and why.")
     expected_version: str | None = Field(
         default=None, pattern=VERSION, description="The latest version you read: 409 if another came since."
     )
@@ -77,14 +97,14 @@ class AssistantEdit(SpecFields):
 
 class PublishIn(_Strict):
     version: str = Field(pattern=VERSION)
-    reason: str = Field(default="", max_length=2000)
+    reason: Prose = Field(default="", max_length=2000)
 
 
 class RollbackIn(_Strict):
     to_version: str | None = Field(
         default=None, pattern=VERSION, description="Empty: the version live before the current one."
     )
-    reason: str = Field(default="", max_length=2000)
+    reason: Prose = Field(default="", max_length=2000)
 
 
 class ArmIn(_Strict):
@@ -99,19 +119,19 @@ class ArmIn(_Strict):
 class ExperimentCreate(_Strict):
     id: str = Field(pattern=ASSISTANT_ID)
     arms: list[ArmIn] = Field(min_length=2, max_length=10)
-    reason: str = Field(default="", max_length=2000)
+    reason: Prose = Field(default="", max_length=2000)
 
 
 class ExperimentAdjust(_Strict):
     arms: list[ArmIn] = Field(min_length=2, max_length=10, description="Same arms and order; new shares.")
-    reason: str = Field(default="", max_length=2000)
+    reason: Prose = Field(default="", max_length=2000)
 
 
 class ExperimentStop(_Strict):
-    promote: str | None = Field(
+    promote: Name | None = Field(
         default=None, max_length=64, description="An arm's name or version to make live; empty: abort."
     )
-    reason: str = Field(default="", max_length=2000)
+    reason: Prose = Field(default="", max_length=2000)
 
 
 class AssistantSummary(BaseModel):
@@ -164,5 +184,8 @@ class AssistantSwitch(_Strict):
         description="Empty: the version that serves the conversation's user now (live, or their arm).",
     )
     expected_version: int | None = Field(
-        default=None, description="The conversation version you read: 409 if it changed since."
+        default=None,
+        ge=0,
+        le=2**31 - 1,
+        description="The conversation version you read: 409 if it changed since.",
     )

@@ -4,17 +4,28 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from api.assistant_schemas import AssistantRef
+from api.assistant_schemas import MAX_GENERATED_TOKENS, AssistantRef, Stop
+from api.errors import ApiError
+from api.text import Name
+
+# One-shot and durable turns take the same messages: at most this many (a long chat sent whole is a few
+# hundred), user messages not blank and at most LCP_CONVERSATION__MAX_MESSAGE_CHARS, system messages at
+# most as long as a conversation's system prompt. The body limit bounds the rest.
+MAX_MESSAGES = 2048
+MAX_SYSTEM_CHARS = 100_000
+# Requests are strict: no coercion, so `true` is not 1 and "5" not 5; extra fields are ignored, as OpenAI's
+# SDKs and LibreChat send many.
+_LENIENT = ConfigDict(extra="allow", strict=True)
 
 
 class ContentPart(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = _LENIENT
     type: str
     text: str | None = None
 
 
 class FunctionCall(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = _LENIENT
     name: str = Field(min_length=1, max_length=64)
     arguments: str = ""
 
@@ -22,14 +33,14 @@ class FunctionCall(BaseModel):
 class ToolCall(BaseModel):
     """A tool call the model made: in a reply, and sent back with the conversation."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = _LENIENT
     id: str = Field(min_length=1, max_length=200)
     type: Literal["function"] = "function"
     function: FunctionCall
 
 
 class ChatMessageIn(BaseModel):
-    model_config = ConfigDict(extra="allow")  # name, ... are accepted and ignored
+    model_config = _LENIENT  # name, ... are accepted and ignored
     role: Literal["system", "developer", "user", "assistant", "tool", "function"]
     content: str | list[ContentPart] | None = None
     tool_calls: list[ToolCall] | None = Field(default=None, description="An assistant's tool calls.")
@@ -51,7 +62,7 @@ class ChatMessageIn(BaseModel):
 
 
 class FunctionDeclaration(BaseModel):
-    model_config = ConfigDict(extra="allow")  # strict, ... are passed on
+    model_config = _LENIENT  # strict, ... are passed on
     name: str = Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$")
     description: str | None = None
     parameters: dict[str, Any] | None = None
@@ -60,21 +71,24 @@ class FunctionDeclaration(BaseModel):
 class ToolDeclaration(BaseModel):
     """A tool the client offers the model (OpenAI function calling); the client runs it."""
 
+    model_config = ConfigDict(strict=True)
     type: Literal["function"] = "function"
     function: FunctionDeclaration
 
 
 class NamedFunction(BaseModel):
-    name: str
+    model_config = ConfigDict(strict=True)
+    name: str = Field(max_length=64)
 
 
 class NamedToolChoice(BaseModel):
+    model_config = ConfigDict(strict=True)
     type: Literal["function"] = "function"
     function: NamedFunction
 
 
 class StreamOptions(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = _LENIENT
     include_usage: bool = False
 
 
@@ -82,28 +96,29 @@ class ChatCompletionRequest(BaseModel):
     """What OpenAI's chat API takes. Unknown optional fields are ignored, not refused, as
     LibreChat and the SDKs send many (frequency_penalty, logit_bias, user, ...)."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = _LENIENT
 
-    model: str = Field(
+    model: Name = Field(
         default="",
+        max_length=200,
         description="A model, or an assistant as `assistant:ID` or `assistant:ID@vN` (see GET /v1/models).",
     )
     assistant: AssistantRef | None = Field(
         default=None, description="Instead of a model: the assistant (and optionally version) to answer."
     )
-    messages: list[ChatMessageIn] = Field(min_length=1)
+    messages: list[ChatMessageIn] = Field(min_length=1, max_length=MAX_MESSAGES)
     stream: bool = False
     stream_options: StreamOptions | None = None
-    user: str | None = None
+    user: Name | None = Field(default=None, max_length=200)
     metadata: dict[str, Any] | None = Field(
         default=None, description="metadata.conversation_id makes the turn durable, like X-Conversation-Id."
     )
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, ge=0, le=1)
-    max_tokens: int | None = Field(default=None, ge=1)
-    max_completion_tokens: int | None = Field(default=None, ge=1)
-    seed: int | None = None
-    stop: str | list[str] | None = None
+    max_tokens: int | None = Field(default=None, ge=1, le=MAX_GENERATED_TOKENS)
+    max_completion_tokens: int | None = Field(default=None, ge=1, le=MAX_GENERATED_TOKENS)
+    seed: int | None = Field(default=None, ge=-(2**63), le=2**63 - 1)
+    stop: Stop | None = None
     presence_penalty: float | None = Field(default=None, ge=-2, le=2)
     frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
     n: int | None = Field(default=None, ge=1, le=1, description="Only one choice per request.")
@@ -212,3 +227,27 @@ class Model(BaseModel):
 class ModelList(BaseModel):
     object: Literal["list"] = "list"
     data: list[Model]
+
+
+def check_message_limits(body: ChatCompletionRequest, max_message_chars: int) -> None:
+    """The content rules a conversation applies to a user's message, for every chat completion, one-shot
+    or durable: a user message is not empty or whitespace only and is at most `max_message_chars` long,
+    and a system message is at most as long as a conversation's system prompt. A 422 names the message."""
+    for index, message in enumerate(body.messages):
+        if isinstance(message.content, list) and any(part.type != "text" for part in message.content):
+            continue  # the route refuses non-text parts itself
+        text = message.text()
+        problem = None
+        if message.role == "user" and not text.strip():
+            problem = "message content is empty or whitespace only: send some text"
+        elif message.role == "user" and len(text) > max_message_chars:
+            problem = (
+                f"message content is {len(text):,} characters, over the limit of {max_message_chars:,}: "
+                "shorten it or split it into several messages"
+            )
+        elif message.role in ("system", "developer") and len(text) > MAX_SYSTEM_CHARS:
+            problem = f"a system message is {len(text):,} characters, over the limit of {MAX_SYSTEM_CHARS:,}"
+        if problem:
+            raise ApiError(
+                422, "InvalidMessage", f"messages[{index}]: {problem}", param=f"messages.{index}.content"
+            )

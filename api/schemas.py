@@ -6,6 +6,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from api.assistant_schemas import AssistantRef
+from api.text import Name, Prose
 
 # SQLite hands timestamps back without their zone; every timestamp lcp stores is UTC.
 UtcDatetime = Annotated[
@@ -40,22 +41,32 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
+# Versions, seeds: bounded so a number never overflows a column or an endpoint's integer.
+MAX_VERSION = 2**31 - 1
+SEED_RANGE = {"ge": -(2**63), "le": 2**63 - 1}
+
+
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """A request body: unknown fields refused, and no coercion (`true` is not 1, `"5"` not 5, 1.0 not 1)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class GenerationParams(Strict):
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, gt=0, le=1)
     max_tokens: int | None = Field(default=None, ge=1, le=32_768)
-    seed: int | None = None
+    seed: int | None = Field(default=None, **SEED_RANGE)
 
 
 class MessageIn(Strict):
     content: str = Field(description="The user's message text.")
-    role: str = Field(default="user", description="Only 'user' messages are sent by clients.")
+    role: str = Field(default="user", max_length=20, description="Only 'user' messages are sent by clients.")
     expected_version: int | None = Field(
-        default=None, description="Optimistic concurrency: the version you last read; 409 if stale."
+        default=None,
+        ge=0,
+        le=MAX_VERSION,
+        description="Optimistic concurrency: the version you last read; 409 if stale.",
     )
 
 
@@ -65,9 +76,9 @@ class ConversationCreate(Strict):
         pattern=CONVERSATION_ID_PATTERN,
         description="Your own id for the conversation; generated when absent.",
     )
-    title: str | None = Field(default=None, max_length=300)
-    model: str | None = Field(default=None, description="A model from the models policy.")
-    system_prompt: str | None = Field(default=None, max_length=100_000)
+    title: Name | None = Field(default=None, max_length=300)
+    model: Name | None = Field(default=None, max_length=200, description="A model from the models policy.")
+    system_prompt: Prose | None = Field(default=None, max_length=100_000)
     params: GenerationParams = GenerationParams()
     message: MessageIn | None = Field(default=None, description="An optional first message.")
     assistant: AssistantRef | None = Field(
@@ -75,7 +86,7 @@ class ConversationCreate(Strict):
         description="An assistant instead of a model: its version (or your experiment arm's) sets the model, "
         "instructions, params and tools.",
     )
-    user: str | None = Field(
+    user: Name | None = Field(
         default=None,
         max_length=200,
         description="Your end user's id: experiments assign arms per user (default: the caller).",
@@ -84,13 +95,13 @@ class ConversationCreate(Strict):
 
 class EditIn(Strict):
     content: str
-    expected_version: int | None = None
+    expected_version: int | None = Field(default=None, ge=0, le=MAX_VERSION)
 
 
 class FeedbackIn(Strict):
     rating: Literal["up", "down"]
-    comment: str = Field(default="", max_length=2000)
-    user: str | None = Field(
+    comment: Prose = Field(default="", max_length=2000)
+    user: Name | None = Field(
         default=None, max_length=200, description="Your end user's id (default: the caller)."
     )
 
@@ -103,7 +114,7 @@ class FeedbackOut(BaseModel):
 
 
 class VersionIn(Strict):
-    expected_version: int | None = None
+    expected_version: int | None = Field(default=None, ge=0, le=MAX_VERSION)
 
 
 class MessageOut(BaseModel):
@@ -181,7 +192,7 @@ MAX_TOKENS_PER_MINUTE = 2 * 10**9  # the column is a 32-bit integer on PostgreSQ
 
 
 class KeyCreate(Strict):
-    name: str = Field(min_length=1, max_length=200, description="What the key is for, e.g. 'librechat'.")
+    name: Name = Field(min_length=1, max_length=200, description="What the key is for, e.g. 'librechat'.")
     roles: list[Literal["client", "admin", "sre", "platform"]] = Field(
         default=["client"],
         min_length=1,

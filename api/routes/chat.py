@@ -50,7 +50,7 @@ from api.conversation_calls import (
 from api.deps import AppState, SessionDep, StateDep
 from api.errors import ApiError, from_update_failure, openai_error_body
 from api.metrics import COMPLETIONS
-from api.openai_schemas import ChatCompletion, ChatCompletionRequest, Model, ModelList
+from api.openai_schemas import ChatCompletion, ChatCompletionRequest, Model, ModelList, check_message_limits
 from api.schemas import CONVERSATION_ID_PATTERN
 from policies.access import Principal
 from policies.conversation import is_side_request
@@ -125,6 +125,7 @@ async def chat_completions(
     answer: its version's model, instructions, params and tools apply, and the turn is always durable
     (a new conversation when none is named, its ID in `X-Conversation-Id`), so it counts in the
     assistant's analytics."""
+    check_message_limits(body, state.settings.conversation.max_message_chars)  # one-shot and durable alike
     conversation_id = _given(x_conversation_id) or _given(_metadata_conversation_id(body))
     messages = _messages(body)
     _refuse_oversized(state, caller, body, messages)
