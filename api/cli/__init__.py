@@ -262,6 +262,7 @@ def keys_list(tenant: Annotated[str | None, typer.Option(help="Only this tenant'
     from rich.table import Table
 
     from api.cli.keys import list_keys
+    from api.cli.show import shown
 
     rows = asyncio.run(list_keys(_settings("keys list").resolved_database_url(), tenant))
     table = Table()
@@ -269,10 +270,10 @@ def keys_list(tenant: Annotated[str | None, typer.Option(help="Only this tenant'
         table.add_column(column)
     for row in rows:
         table.add_row(
-            row.id,
-            row.tenant,
-            row.name,
-            ",".join(row.roles),
+            shown(row.id),
+            shown(row.tenant),
+            shown(row.name),
+            shown(",".join(row.roles)),
             str(row.requests_per_minute or "default"),
             str(row.tokens_per_minute or "default"),
             f"{row.created_at:%Y-%m-%d %H:%M}",
@@ -285,12 +286,14 @@ def keys_list(tenant: Annotated[str | None, typer.Option(help="Only this tenant'
 def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key's id (from `lcp keys list`).")]) -> None:
     """Revoke a key: refused at once by new API processes, within 10 s by running ones."""
     from api.cli.keys import revoke
+    from api.cli.show import shown
 
     row = asyncio.run(revoke(_settings("keys revoke").resolved_database_url(), key_id))
     if row is None:
         err_console.print(f"lcp keys revoke: no key {key_id}: see `lcp keys list`", highlight=False)
         raise typer.Exit(1)
-    console.print(f"key {row.id} ({row.tenant}/{row.name}) revoked at {row.revoked_at:%Y-%m-%d %H:%M:%S}")
+    who = shown(f"{row.id} ({row.tenant}/{row.name})")
+    console.print(f"key {who} revoked at {row.revoked_at:%Y-%m-%d %H:%M:%S}")
 
 
 @temporal_app.command("setup")

@@ -8,12 +8,14 @@ from typing import Any
 import yaml
 from rich import box
 from rich.console import Group, RenderableType
+from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
 from api.cli.rest import ApiClient, CliError
 from api.cli.rollout import number
+from api.cli.show import plain, shown
 
 View = Mapping[str, Any]
 STATE_STYLE = {
@@ -132,7 +134,7 @@ def _arms(experiment: View | None) -> str:
     if not experiment:
         return ""
     arms = ", ".join(f"{a['name']}={a['version']} {a['share']}" for a in experiment.get("arms") or [])
-    return f"{experiment['id']}: {arms}"
+    return shown(f"{experiment['id']}: {arms}")
 
 
 def render_list(assistants: Sequence[View]) -> RenderableType:
@@ -141,11 +143,11 @@ def render_list(assistants: Sequence[View]) -> RenderableType:
         table.add_column(column, overflow="fold")
     for found in assistants:
         table.add_row(
-            found["id"],
-            found.get("name") or "",
+            shown(found["id"]),
+            shown(found.get("name") or ""),
             _state(found.get("state")),
-            found.get("live_version") or "—",
-            found.get("latest_version") or "",
+            shown(found.get("live_version") or "—"),
+            shown(found.get("latest_version") or ""),
             _arms(found.get("experiment")),
             _when(found.get("updated_at")),
         )
@@ -160,14 +162,14 @@ def render_versions(versions: Sequence[View], live: str | None = None) -> Render
         table.add_column(column, overflow="fold")
     for version in versions:
         spec = version.get("spec") or {}
-        label = Text(version["version"], style="bold green" if version["version"] == live else "")
+        label = Text(plain(version["version"]), style="bold green" if version["version"] == live else "")
         table.add_row(
             label,
-            str(spec.get("model") or ""),
-            ", ".join(tool["name"] for tool in spec.get("tools") or []) or "—",
-            ", ".join(version.get("changed") or []) if version.get("number", 1) > 1 else "(first)",
-            version.get("note") or "",
-            version.get("created_by") or "",
+            shown(spec.get("model") or ""),
+            shown(", ".join(tool["name"] for tool in spec.get("tools") or []) or "—"),
+            shown(", ".join(version.get("changed") or [])) if version.get("number", 1) > 1 else "(first)",
+            shown(version.get("note") or ""),
+            shown(version.get("created_by") or ""),
             _when(version.get("created_at")),
             _when(version.get("published_at")) or "—",
         )
@@ -179,26 +181,32 @@ def render_assistant(view: View) -> RenderableType:
     versions = view.get("versions") or []
     latest = versions[-1] if versions else {}
     title = Text.assemble(
-        (view["assistant_id"], "bold"),
+        (plain(view["assistant_id"]), "bold"),
         "  ",
         _state(view.get("state")),
-        f"  live {view.get('live_version') or '—'}",
+        plain(f"  live {view.get('live_version') or '—'}"),
     )
     lines: list[RenderableType] = [
-        Text(f"{(latest.get('spec') or {}).get('name', '')} · created by {view.get('created_by', '')}"),
+        Text(
+            plain(f"{(latest.get('spec') or {}).get('name', '')} · created by {view.get('created_by', '')}")
+        ),
         render_versions(versions, view.get("live_version")),
     ]
     if experiment := view.get("experiment"):
-        lines.append(Text(f"experiment {_arms(experiment)} (started by {experiment.get('started_by')})"))
+        started_by = plain(experiment.get("started_by"))
+        lines.append(Text.from_markup(f"experiment {_arms(experiment)} (started by {escape(started_by)})"))
     for past in (view.get("past_experiments") or [])[-3:]:
         winner = f", winner {past['winner']}" if past.get("winner") else ""
-        lines.append(Text(f"past experiment {past['id']}: {past['state']}{winner}", style="dim"))
+        lines.append(Text(plain(f"past experiment {past['id']}: {past['state']}{winner}"), style="dim"))
     history = (view.get("history") or [])[-HISTORY_SHOWN:]
     if history:
         table = Table(box=None, show_header=False, padding=(0, 1))
         for event in history:
             table.add_row(
-                _when(event.get("at")), event.get("kind", ""), event.get("by", ""), event.get("message", "")
+                _when(event.get("at")),
+                shown(event.get("kind", "")),
+                shown(event.get("by", "")),
+                shown(event.get("message", "")),
             )
         lines.append(table)
     return Panel(Group(*lines), title=title, title_align="left", box=box.ROUNDED)
@@ -210,7 +218,7 @@ def _percent(value: float | None) -> str:
 
 def _usage_row(label: Sequence[str], usage: View) -> list[str]:
     return [
-        *label,
+        *(shown(part) for part in label),
         str(usage["conversations"]),
         str(usage["turns"]),
         f"{usage['errors']} ({_percent(usage.get('error_rate'))})",
@@ -263,6 +271,6 @@ def render_stats(stats: View) -> RenderableType:
             for column in ("arm", "metric", "difference"):
                 diffs.add_column(column)
             for diff in experiment["differences"]:
-                diffs.add_row(diff["arm"], diff["metric"], _difference(diff))
+                diffs.add_row(shown(diff["arm"]), shown(diff["metric"]), _difference(diff))
             parts.append(diffs)
     return Group(*parts)

@@ -16,6 +16,7 @@ from rich.text import Text
 from api.cli import rest
 from api.cli.rest import ApiClient, CliError
 from api.cli.rollout import number
+from api.cli.show import plain, shown
 
 View = Mapping[str, Any]
 PHASE_STYLE = {
@@ -106,7 +107,7 @@ def render_header(view: View) -> RenderableType:
     grid.add_column()
     grid.add_row("run", f"{view['id']}  ({view['fault']} on {view['target']}, engine {view['engine']})")
     grid.add_row("phase", _styled(view.get("phase"), PHASE_STYLE))
-    grid.add_row("message", view.get("message") or "-")
+    grid.add_row("message", shown(view.get("message") or "-", lines=True))
     if view.get("verdict"):
         grid.add_row("litmus verdict", view["verdict"])
     if view.get("probe_success_percentage") is not None:
@@ -128,19 +129,26 @@ def render_journal(view: View) -> RenderableType:
     for entry in view.get("journal") or []:
         detail = entry.get("error") or ", ".join(f"{k}={v}" for k, v in (entry.get("output") or {}).items())
         table.add_row(
-            entry["step"], _styled(entry.get("status"), STEP_STYLE), number(entry.get("duration_s")), detail
+            shown(entry["step"]),
+            _styled(entry.get("status"), STEP_STYLE),
+            number(entry.get("duration_s")),
+            shown(detail),
         )
     return table
 
 
-def render_probes(view: View, shown: int = 12) -> RenderableType:
+def render_probes(view: View, last: int = 12) -> RenderableType:
     table = Table(box=box.SIMPLE_HEAD, title="probes (newest last)", title_justify="left")
     for column in ("when", "probe", "passed", "value", "detail"):
         table.add_column(column, overflow="fold")
-    for probe in (view.get("probes") or [])[-shown:]:
+    for probe in (view.get("probes") or [])[-last:]:
         passed = Text("yes", style="green") if probe["passed"] else Text("no", style="bold red")
         table.add_row(
-            probe["when"], probe["probe"], passed, number(probe.get("value")), probe.get("detail", "")
+            shown(probe["when"]),
+            shown(probe["probe"]),
+            passed,
+            number(probe.get("value")),
+            shown(probe.get("detail", "")),
         )
     return table
 
@@ -155,8 +163,8 @@ def render_list(runs: Sequence[Mapping[str, Any]]) -> RenderableType:
         table.add_column(column)
     for run in runs:
         table.add_row(
-            run["id"],
-            run.get("target") or "-",
+            shown(run["id"]),
+            shown(run.get("target") or "-"),
             _styled(run.get("phase"), PHASE_STYLE),
             run.get("status") or "-",
             (run.get("started_at") or "-")[:19].replace("T", " "),
@@ -172,8 +180,8 @@ def render_schedules(schedules: Sequence[Mapping[str, Any]]) -> RenderableType:
         table.add_column(column, overflow="fold")
     for found in schedules:
         table.add_row(
-            found["id"],
-            found["spec"],
+            shown(found["id"]),
+            shown(found["spec"]),
             "yes" if found["paused"] else "no",
             "\n".join(at[:19].replace("T", " ") for at in found["next_runs"]) or "-",
             "\n".join(found["recent_runs"]) or "-",
@@ -209,7 +217,7 @@ def watch(api: ChaosApi, experiment: str, run: str, console: Console, poll_s: fl
         view = api.get(experiment, run)
         if view["phase"] != last:
             last = view["phase"]
-            console.print(Text.assemble(_styled(last, PHASE_STYLE), f"  {view.get('message', '')}"))
+            console.print(Text.assemble(_styled(last, PHASE_STYLE), plain(f"  {view.get('message', '')}")))
         if view.get("finished_at"):  # the report is written (a phase can be final before cleanup ends)
             console.print(render_chaos(view))
             return 0 if last == "Passed" else 1

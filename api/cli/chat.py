@@ -7,6 +7,8 @@ import httpx
 from rich.console import Console
 from rich.panel import Panel
 
+from api.cli.show import shown
+
 HELP = "commands: /new (new conversation)  /regen (new reply)  /history  /quit"
 
 
@@ -46,7 +48,7 @@ class ChatSession:
             if response.status_code == 200:
                 self._show_turn(response.json())
                 return
-        self.console.print(f"[red]error:[/red] {_error(response)}", highlight=False)
+        self.console.print(f"[red]error:[/red] {shown(_error(response))}", highlight=False)
 
     def regenerate(self) -> None:
         if not (self.conversation_id and self.last_reply_id):
@@ -58,7 +60,7 @@ class ChatSession:
         if response.status_code == 200:
             self._show_turn(response.json())
         else:
-            self.console.print(f"[red]error:[/red] {_error(response)}", highlight=False)
+            self.console.print(f"[red]error:[/red] {shown(_error(response))}", highlight=False)
 
     def history(self) -> None:
         if not self.conversation_id:
@@ -67,7 +69,8 @@ class ChatSession:
         detail = self.http.get(f"/v1/conversations/{self.conversation_id}").json()
         for message in detail["messages"]:
             style = "cyan" if message["role"] == "user" else "green"
-            self.console.print(f"[{style}]{message['role']}[/{style}]: {message['content']}")
+            text = shown(message["content"], lines=True)
+            self.console.print(f"[{style}]{shown(message['role'])}[/{style}]: {text}", highlight=False)
         self.console.print(f"[dim]{len(detail['branches'])} branch(es)[/dim]")
 
     def _show_turn(self, turn: dict[str, object]) -> None:
@@ -78,7 +81,9 @@ class ChatSession:
             f"{reply.get('model')} · {reply.get('completion_tokens')} tokens · "
             f"{reply.get('latency_ms') or 0:.0f} ms · v{turn['version']}"
         )
-        self.console.print(Panel(reply["content"], title="assistant", subtitle=footer))
+        self.console.print(
+            Panel(shown(reply["content"], lines=True), title="assistant", subtitle=shown(footer))
+        )
 
 
 def run_chat(api_url: str, api_key: str, model: str | None, conversation_id: str | None) -> None:

@@ -8,6 +8,8 @@ import httpx
 from rich.console import Console
 from rich.text import Text
 
+from api.cli.show import plain
+
 Client = TypeVar("Client", bound="ApiClient")
 
 
@@ -81,7 +83,7 @@ def guarded(group: str, command: str, err_console: Console, run: Callable[[], in
     try:
         return run()
     except CliError as err:
-        err_console.print(Text(f"lcp {group} {command}: {err.message}", style="red"), soft_wrap=True)
+        err_console.print(Text(f"lcp {group} {command}: {plain(err.message)}", style="red"), soft_wrap=True)
         return 1
     except KeyboardInterrupt:
         err_console.print(

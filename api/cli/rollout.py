@@ -18,6 +18,7 @@ from rich.text import Text
 
 from api.cli import rest
 from api.cli.rest import ApiClient, CliError
+from api.cli.show import plain, shown
 
 View = Mapping[str, Any]
 FINISHED = ("Succeeded", "RolledBack", "Frozen", "Failed")
@@ -218,10 +219,10 @@ def outcome_line(view: View) -> Text:
         (f"{view.get('namespace')}/{view.get('service')}", "bold"),
         ": ",
         _phase(view.get("phase")),
-        f", {step_label(view)}: {view.get('message') or ''}",
+        plain(f", {step_label(view)}: {view.get('message') or ''}"),
     )
     if view.get("paused_by"):
-        line.append(f" (paused by {view['paused_by']})", style="yellow")
+        line.append(plain(f" (paused by {view['paused_by']})"), style="yellow")
     return line
 
 
@@ -229,20 +230,20 @@ def render_header(view: View, now: datetime | None = None) -> RenderableType:
     phase = view.get("phase")
     title = Text.assemble((f"{view.get('namespace')}/{view.get('service')}", "bold"), "  ", _phase(phase))
     if view.get("paused_by"):
-        title.append(f"  paused by {view['paused_by']}", style="yellow")
+        title.append(plain(f"  paused by {view['paused_by']}"), style="yellow")
     if view.get("awaiting_decision"):
         title.append("  waiting for a human: promote or abort", style="yellow")
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="dim", no_wrap=True)
     grid.add_column()
     release = view.get("image") or f"model {view.get('service')}"  # a model's rollout has no image
-    grid.add_row("release", f"{release} as {view.get('version')}")
+    grid.add_row("release", shown(f"{release} as {view.get('version')}"))
     stable = view.get("stable_version")
     stable_image = view.get("stable_image")
     was = f"{stable or '?'} ({stable_image})" if stable_image else f"{stable or '(not read yet)'}"
     if view.get("phase") == "Succeeded":
         was += f", now replaced by {view.get('version')}"
-    grid.add_row("stable", was)
+    grid.add_row("stable", shown(was))
     started = _time(view.get("started_at"))
     finished = _time(view.get("finished_at"))
     when = f"{_clock(view.get('started_at'))} by {view.get('requested_by') or 'someone'}"
@@ -251,13 +252,15 @@ def render_header(view: View, now: datetime | None = None) -> RenderableType:
         when += f", finished {_clock(view.get('finished_at'))} after {took}"
     elif started:
         when += f", running {duration(((now or datetime.now(UTC)) - started).total_seconds())}"
-    grid.add_row("started", when)
+    grid.add_row("started", shown(when))
     how = f"router {view.get('router')}, judge {view.get('judge')}"
     if view.get("stable_deployment"):
-        grid.add_row("deployments", f"{view['stable_deployment']} → {view.get('canary_deployment')} ({how})")
+        grid.add_row(
+            "deployments", shown(f"{view['stable_deployment']} → {view.get('canary_deployment')} ({how})")
+        )
     else:
-        grid.add_row("split", how)
-    grid.add_row("now", Text(str(view.get("message") or ""), style="italic"))
+        grid.add_row("split", shown(how))
+    grid.add_row("now", Text(plain(view.get("message") or "", lines=True), style="italic"))
     return Panel(
         Group(title, grid), title=str(view.get("id") or "rollout"), title_align="left", box=box.ROUNDED
     )
@@ -273,7 +276,7 @@ def render_steps(view: View) -> RenderableType:
     grid.add_column(justify="right", style="dim")
     grid.add_column()
     for i, step in enumerate(steps):
-        text = describe_step(step)
+        text = plain(describe_step(step))
         if i < index:
             grid.add_row(Text("✓", style="green"), str(i), Text(text))
         elif phase == "Succeeded":  # a full promotion skipped the rest
@@ -386,7 +389,7 @@ def render_analysis(view: View) -> RenderableType | None:
     )
     parts: list[RenderableType] = [heading]
     if analysis.get("reason"):
-        parts.append(Text(str(analysis["reason"]), style="italic"))
+        parts.append(Text(plain(analysis["reason"], lines=True), style="italic"))
     measurements = list(analysis.get("measurements") or ())
     if measurements:
         table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
@@ -402,7 +405,7 @@ def render_analysis(view: View) -> RenderableType | None:
                 str(measurement.get("template")),
                 Text(phase, style=ANALYSIS_STYLE.get(phase, "")),
                 number(measurement.get("value")),
-                str(measurement.get("message") or ""),
+                shown(measurement.get("message") or ""),
             )
         if len(measurements) > MEASUREMENTS_SHOWN:
             parts.append(
@@ -416,18 +419,18 @@ def render_analysis(view: View) -> RenderableType | None:
     return Group(*parts)
 
 
-def render_history(view: View, shown: int = HISTORY_SHOWN) -> RenderableType:
+def render_history(view: View, last: int = HISTORY_SHOWN) -> RenderableType:
     events = list(view.get("history") or ())
     grid = Table.grid(padding=(0, 1))
     grid.add_column(style="dim", no_wrap=True)
     grid.add_column(no_wrap=True, style="bold")
     grid.add_column(overflow="fold")
-    for event in events[-shown:]:
+    for event in events[-last:]:
         by = f" (by {event['by']})" if event.get("by") else ""
-        grid.add_row(_clock(event.get("at")), str(event.get("kind")), f"{event.get('message')}{by}")
+        grid.add_row(_clock(event.get("at")), shown(event.get("kind")), shown(f"{event.get('message')}{by}"))
     heading = Text("history", style="bold underline")
-    if len(events) > shown:
-        heading.append(f"  (last {shown} of {len(events)})", style="dim")
+    if len(events) > last:
+        heading.append(f"  (last {last} of {len(events)})", style="dim")
     return Group(heading, grid)
 
 

@@ -14,6 +14,7 @@ from rich.text import Text
 from api.cli import rest
 from api.cli.rest import ApiClient
 from api.cli.rollout import number
+from api.cli.show import plain, shown
 
 View = Mapping[str, Any]
 PHASE_STYLE = {"Active": "bold green", "ForecastOnly": "bold cyan", "Stopped": "dim", "Failed": "bold red"}
@@ -104,7 +105,7 @@ def render_header(view: View) -> RenderableType:
     grid.add_row("mode", Text.assemble(_styled(view.get("phase"), PHASE_STYLE), f"  {view.get('mode', '')}"))
     health = view.get("health") or "-"
     grid.add_row("health", Text(health, style="green" if health == "ok" else "bold yellow"))
-    grid.add_row("message", view.get("message") or "-")
+    grid.add_row("message", shown(view.get("message") or "-", lines=True))
     grid.add_row(
         "policy",
         f"{bounds.get('min_replicas')}–{bounds.get('max_replicas')} replicas, "
@@ -116,7 +117,8 @@ def render_header(view: View) -> RenderableType:
     last = view.get("last") or {}
     if last.get("forecast_status") not in (None, "", "ok"):
         grid.add_row(
-            "forecaster", Text(f"{last['forecast_status']}: {last.get('detail') or ''}", style="yellow")
+            "forecaster",
+            Text(plain(f"{last['forecast_status']}: {last.get('detail') or ''}"), style="yellow"),
         )
     forecast = view.get("forecast")
     if forecast and forecast.get("mean"):
@@ -145,12 +147,12 @@ def _model_line(model: Mapping[str, Any]) -> str:
     return ", ".join(parts)
 
 
-def render_decisions(decisions: Sequence[Mapping[str, Any]], shown: int = DECISIONS_SHOWN) -> RenderableType:
+def render_decisions(decisions: Sequence[Mapping[str, Any]], last: int = DECISIONS_SHOWN) -> RenderableType:
     """The newest decisions first, one line each (the newest one's reason is the header's message)."""
     table = Table(box=box.SIMPLE_HEAD, title="decisions (newest first)", title_justify="left")
     for column in ("#", "at", "status", "rps", "forecast", "conf", "replicas", "ready", "basis"):
         table.add_column(column, justify="left" if column in ("status", "basis") else "right", no_wrap=True)
-    for decision in list(decisions)[:shown]:
+    for decision in list(decisions)[:last]:
         table.add_row(
             str(decision.get("seq", "")),
             _clock(decision.get("at")),
