@@ -39,8 +39,11 @@ def _invalid_key() -> ApiError:
 class Authenticator:
     """Turns an Authorization header into a Principal. Error messages never repeat the credential.
 
-    Failed authentications are counted per client address (`throttle`, per process): past the burst, an
-    address gets 429s until it has earned an attempt back, before its credential is even read.
+    Failed authentications that cost something are counted per client address (`throttle`, per
+    process): a key or token that was looked up or checked and refused, and an oversized header. Past
+    the burst, an address gets 429s until it has earned an attempt back, before its credential is
+    even read. A credential refused on its shape alone costs nothing and is not counted: clients that
+    send garbage get their 401 without locking out the address they share.
     """
 
     def __init__(
@@ -60,30 +63,38 @@ class Authenticator:
     async def authenticate(self, authorization: str | None, client: str | None = None) -> Principal:
         """The caller behind `authorization`, sent from the address `client`."""
         self._refuse_throttled(client)
-        if not authorization:
+        if authorization is not None and len(authorization) > MAX_AUTHORIZATION_CHARS:
+            self.throttle.failed(client)
+            raise _too_large()
+        scheme, _, credential = (authorization or "").partition(" ")
+        credential = credential.strip()
+        if scheme.lower() != "bearer" or not credential:
             raise _unauthorized(
                 "missing credentials: send 'Authorization: Bearer <API key or OIDC token>' "
                 "(create a key with `lcp keys create`)"
             )
-        try:
-            return await self._authenticate(authorization)
-        except ApiError as err:
-            if err.status in (401, 431):
-                self.throttle.failed(client)
-            raise
+        if key_id_of(credential) is not None:
+            if not well_formed(credential):
+                raise _invalid_key()  # no key lcp mints looks like this: refused without a lookup
+            return await self._counted(self._from_key(credential), client)
+        if self._oidc is not None and credential.count(".") == 2:
+            return await self._counted(self._from_token(self._oidc, credential), client)
+        raise _unauthorized("the bearer credential is neither an lcp API key nor an accepted OIDC token")
 
     def check_token(self, authorization: str | None, expected: str, client: str | None = None) -> None:
         """Accept only `Authorization: Bearer <expected>` (a shared secret such as the metrics scrape
-        token), counting a wrong one as a failed authentication."""
+        token), counting a wrong one (a guess, not a missing one) as a failed authentication."""
         self._refuse_throttled(client)
-        try:
-            _refuse_oversized(authorization)
-            scheme, _, credential = (authorization or "").partition(" ")
-            if scheme.lower() != "bearer" or not hmac.compare_digest(credential.strip(), expected):
-                raise _unauthorized("this route needs 'Authorization: Bearer <its token>'")
-        except ApiError:
+        if authorization is not None and len(authorization) > MAX_AUTHORIZATION_CHARS:
             self.throttle.failed(client)
-            raise
+            raise _too_large()
+        scheme, _, credential = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            credential.strip().encode(), expected.encode()
+        ):
+            if authorization:
+                self.throttle.failed(client)
+            raise _unauthorized("this route needs 'Authorization: Bearer <its token>'")
 
     def _refuse_throttled(self, client: str | None) -> None:
         wait = self.throttle.retry_after(client)
@@ -96,22 +107,14 @@ class Authenticator:
                 headers={"Retry-After": str(seconds)},
             )
 
-    async def _authenticate(self, authorization: str) -> Principal:
-        _refuse_oversized(authorization)
-        scheme, _, credential = authorization.partition(" ")
-        credential = credential.strip()
-        if scheme.lower() != "bearer" or not credential:
-            raise _unauthorized(
-                "missing credentials: send 'Authorization: Bearer <API key or OIDC token>' "
-                "(create a key with `lcp keys create`)"
-            )
-        if key_id_of(credential) is not None:
-            if not well_formed(credential):
-                raise _invalid_key()
-            return await self._from_key(credential)
-        if self._oidc is not None and credential.count(".") == 2:
-            return await self._from_token(self._oidc, credential)
-        raise _unauthorized("the bearer credential is neither an lcp API key nor an accepted OIDC token")
+    async def _counted(self, check: Awaitable[Principal], client: str | None) -> Principal:
+        """Await a lookup or a token check, counting a refusal against `client`."""
+        try:
+            return await check
+        except ApiError as err:
+            if err.status == 401:
+                self.throttle.failed(client)
+            raise
 
     async def _from_key(self, key: str) -> Principal:
         digest = hash_key(key)
@@ -191,11 +194,10 @@ SreDep = Annotated[Principal, Depends(require(SRE))]
 AdminDep = Annotated[Principal, Depends(require(ADMIN))]
 
 
-def _refuse_oversized(authorization: str | None) -> None:
-    if authorization is not None and len(authorization) > MAX_AUTHORIZATION_CHARS:
-        raise ApiError(
-            431,
-            "AuthorizationTooLarge",
-            f"the Authorization header is longer than {MAX_AUTHORIZATION_CHARS} characters, so it was not "
-            "read: send 'Authorization: Bearer <API key or OIDC token>'",
-        )
+def _too_large() -> ApiError:
+    return ApiError(
+        431,
+        "AuthorizationTooLarge",
+        f"the Authorization header is longer than {MAX_AUTHORIZATION_CHARS} characters, so it was not "
+        "read: send 'Authorization: Bearer <API key or OIDC token>'",
+    )

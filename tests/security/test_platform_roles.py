@@ -221,6 +221,11 @@ async def test_repeated_failed_authentication_from_one_address_gets_429(
     burst = settings.auth.failures_burst
     async with httpx.AsyncClient(base_url=api_url, timeout=30) as http:
         assert (await http.get("/v1/models", headers=_auth(valid))).status_code == 200
+        # Credentials refused on their shape alone cost nothing and do not count: a client sending
+        # garbage does not lock out the address it shares.
+        for garbage in ("Bearer", "Bearer x", "Basic dXNlcjpwYXNz", "Bearer lcp_nope_notakey", "Bearer a.b"):
+            for _ in range(burst):
+                assert (await http.get("/v1/models", headers={"Authorization": garbage})).status_code == 401
         guesses = [_random_key() for _ in range(burst + 5)]
         answers = [(await http.get("/v1/models", headers=_auth(key))).status_code for key in guesses]
         assert answers == [401] * burst + [429] * 5
@@ -228,8 +233,8 @@ async def test_repeated_failed_authentication_from_one_address_gets_429(
         assert throttled.status_code == 429 and int(throttled.headers["retry-after"]) >= 1
         assert "too many failed authentications" in _message(throttled)
         assert all(key.split("_", 2)[2] not in throttled.text for key in guesses)
-        # Missing credentials cost nothing and are not counted; an address that is throttled is
-        # throttled whatever it sends, a valid key included, until it has earned an attempt back.
+        # An address that is throttled is throttled whatever it sends, a valid key included, until it
+        # has earned an attempt back.
         assert (await http.get("/v1/models", headers=_auth(valid))).status_code == 429
     assert len(lookups) == 1 + burst  # the valid key once, each guess once, nothing while throttled
 
