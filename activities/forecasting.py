@@ -16,6 +16,7 @@ used dropped first)."""
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
@@ -33,15 +34,16 @@ from temporalio.exceptions import ApplicationError
 from activities.prometheus import BadQuery, NoData, PrometheusUnavailable, PromQL, PromQLError, Series
 
 Points = Sequence[float] | np.ndarray  # a series' timestamps or values
+log = logging.getLogger(__name__)
 
 MIB = 2**20
 FIT_MEMORY_LIMIT_BYTES = 1024 * MIB  # the most one fit's estimated working memory may be
-MODEL_CACHE_BYTES = 512 * MIB  # fitted models a worker keeps (one per scaling target)
+MODEL_CACHE_BYTES = 1024 * MIB  # fitted models a worker keeps, one per target (about 60 MiB at the defaults)
 CONCURRENT_FORECASTS = 2  # forecasts one worker runs at once (workers/main.py)
 INTERPRETER_BYTES = 256 * MIB  # Python, numpy, scikit-learn, temporalio: a worker before any fit
 WORKER_MEMORY_CEILING_BYTES = (
     INTERPRETER_BYTES + CONCURRENT_FORECASTS * FIT_MEMORY_LIMIT_BYTES + MODEL_CACHE_BYTES
-)  # 2.75 GiB
+)  # 3.25 GiB
 # A series whose log1p(rate) spans no more than this (1 %) is forecast as its current level, without trees:
 # trees learn nothing from it, and a constant target put every sample in one leaf.
 NEAR_CONSTANT_LOG_SPREAD = 0.01
@@ -783,8 +785,14 @@ class ForecastingActivities:
             self._models.move_to_end(request.key)
             held = sum(model.forecaster.model_bytes for model in self._models.values())
             while held > self._cache_bytes and len(self._models) > 1:
-                _, dropped = self._models.popitem(last=False)
+                key, dropped = self._models.popitem(last=False)
                 held -= dropped.forecaster.model_bytes
+                log.warning(
+                    "forecasting: dropped the model of %s to keep fitted models within %d MiB (it is "
+                    "refitted when next asked for)",
+                    key,
+                    self._cache_bytes // MIB,
+                )
         return cached, True
 
     @staticmethod
