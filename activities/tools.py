@@ -7,6 +7,7 @@ import json
 import logging
 import math
 import operator
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from referencing.exceptions import Unresolvable
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.egress import AddressNotAllowed
 from policies.assistants import ToolSpec
 
 __all__ = ["ToolActivities", "ToolCallInput", "ToolCallResult", "ToolFailure", "calculate", "host_allowed"]
@@ -34,6 +36,8 @@ ERROR_BODY_CHARS = 500  # how much of a refusal's body the model sees
 HEARTBEAT_EVERY_S = 1.0
 MAX_EXPRESSION_CHARS = 1000
 MAX_RESULT_BITS = 10_000  # a calculator result bigger than this (about 3000 digits) is refused
+# A secret lives at <secrets dir>/<tenant>/<name>: the tenant must be a plain folder name.
+TENANT_FOLDER = re.compile(r"(?!\.{1,2}\Z)[A-Za-z0-9_.@-]{1,128}")
 
 
 @dataclass
@@ -42,6 +46,9 @@ class ToolCallInput:
     call_id: str
     arguments: str  # JSON text, as the model wrote it
     idempotency_key: str  # sent as Idempotency-Key, the same on every attempt of this call
+    # Whose secrets the call may use. Empty for calls scheduled before tenants reached this activity:
+    # those get no secret rather than someone else's.
+    tenant: str = ""
 
 
 @dataclass
@@ -73,6 +80,8 @@ def _error(message: str) -> str:
 
 
 class ToolActivities:
+    """`http` must be a fenced client (activities.egress.fenced_client): tools are URLs a tenant chose."""
+
     def __init__(
         self,
         http: httpx.AsyncClient,
@@ -96,7 +105,7 @@ class ToolActivities:
             if request.tool.kind == "builtin":
                 content = run_builtin(request.tool.builtin, arguments)
             else:
-                content = await self._http_call(request.tool, arguments, request.idempotency_key)
+                content = await self._http_call(request, arguments)
             result = ToolCallResult(ok=True, content=self._truncated(content))
         except _Refused as refused:
             result = ToolCallResult(ok=False, content=_error(str(refused)), error_type=refused.error_type)
@@ -116,7 +125,8 @@ class ToolActivities:
             return content
         return f"{content[:limit]}\n[truncated: the result had {len(content)} characters]"
 
-    async def _http_call(self, tool: ToolSpec, arguments: dict[str, Any], idempotency_key: str) -> str:
+    async def _http_call(self, request: ToolCallInput, arguments: dict[str, Any]) -> str:
+        tool = request.tool
         host = (urlsplit(tool.url).hostname or "").lower()
         if not host_allowed(host, self._allowed_hosts):
             raise _Refused(
@@ -124,9 +134,9 @@ class ToolActivities:
                 f"tool {tool.name!r} calls {host or tool.url!r}, which is not among the hosts tools may call "
                 "(LCP_TOOLS__ALLOWED_HOSTS); the tool was not called",
             )
-        headers = {"Idempotency-Key": idempotency_key}
+        headers = {"Idempotency-Key": request.idempotency_key}
         if tool.auth_secret:
-            headers["Authorization"] = self._secret(tool)
+            headers["Authorization"] = self._secret(tool, request.tenant)
         method = tool.method.upper()
         payload: dict[str, Any] = (
             {"json": arguments} if method in BODY_METHODS else {"params": _query_params(arguments)}
@@ -136,6 +146,10 @@ class ToolActivities:
                 response = await self._http.request(
                     method, tool.url, headers=headers, timeout=tool.timeout_s, **payload
                 )
+        except AddressNotAllowed as err:
+            raise _Refused(
+                "AddressNotAllowed", f"tool {tool.name!r} was not called: {err}; ask the operator to open it"
+            ) from err
         except (TimeoutError, httpx.TimeoutException) as err:
             raise ToolFailure(
                 f"tool {tool.name!r} did not answer within {tool.timeout_s:g} s", type="ToolTimeout"
@@ -144,12 +158,15 @@ class ToolActivities:
             raise ToolFailure(f"tool {tool.name!r} is unreachable: {err!r}", type="ToolUnavailable") from err
         return _answer(tool, response)
 
-    def _secret(self, tool: ToolSpec) -> str:
-        """The Authorization header's value: the secret file's contents, stripped. The file may be a
-        symlink (as Kubernetes mounts secrets); the name may not lead out of the secrets directory."""
+    def _secret(self, tool: ToolSpec, tenant: str) -> str:
+        """The Authorization header's value: the contents, stripped, of the tenant's own secret file
+        <secrets dir>/<tenant>/<name>. The file may be a symlink (as Kubernetes mounts secrets); neither
+        the tenant nor the name may lead out of the tenant's folder."""
         name = tool.auth_secret
-        path = self._secrets_dir / name
+        path = self._secrets_dir / tenant / name
         try:
+            if not TENANT_FOLDER.fullmatch(tenant):
+                raise FileNotFoundError(f"tenant {tenant!r} cannot name a secrets folder")
             if name in (".", "..") or "/" in name or "\\" in name:
                 raise FileNotFoundError(path)
             return path.read_text().strip()
@@ -157,8 +174,8 @@ class ToolActivities:
             log.warning("tool %s: secret %r not readable at %s: %r", tool.name, tool.auth_secret, path, err)
             raise _Refused(
                 "MissingSecret",
-                f"tool {tool.name!r} needs the secret {tool.auth_secret!r}, which is not configured; "
-                "the tool was not called",
+                f"tool {tool.name!r} needs the secret {tool.auth_secret!r}, which is not configured for "
+                "this tenant; the tool was not called",
             ) from err
 
 

@@ -21,6 +21,7 @@ __all__ = [
     "HttpProbe",
     "Hypothesis",
     "Probe",
+    "PROBE_METHODS",
     "PromProbe",
     "Target",
     "engine_name",
@@ -34,7 +35,9 @@ __all__ = [
 FAULTS = ("pod-delete", "pod-network-loss", "pod-cpu-hog")
 WHEN = ("before", "during", "after")
 APP_KINDS = ("deployment", "statefulset", "daemonset")
-HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+# A probe observes: a method that could change something would let a run's request act on whatever its URL
+# reaches (a DELETE through the Kubernetes API was one), with the status code told back.
+PROBE_METHODS = ("GET", "HEAD")
 LITMUS_API_VERSION = "litmuschaos.io/v1alpha1"
 MAX_WEIGHT = 10  # ChaosCenter's fault weights run from 0 to 10
 DEFAULT_CATALOGUE = Path(__file__).with_name("catalogue.yaml")  # the lab demo's experiments
@@ -196,8 +199,8 @@ class HttpProbe:
             return f"url: must be an http:// or https:// URL with a host, got {self.url!r}"
         if not _is_whole(self.expected_status) or not 100 <= self.expected_status <= 599:
             return f"expected_status: must be an HTTP status code (100-599), got {self.expected_status!r}"
-        if self.method not in HTTP_METHODS:
-            return f"method: must be one of {', '.join(HTTP_METHODS)}, got {self.method!r}"
+        if self.method not in PROBE_METHODS:
+            return f"method: a probe only reads, so it must be GET or HEAD, got {self.method!r}"
         if not _is_finite(self.timeout_s) or self.timeout_s <= 0:
             return f"timeout_s: must be a number of seconds > 0, got {self.timeout_s!r}"
         return None

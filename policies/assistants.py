@@ -110,7 +110,7 @@ def _validate_tool(tool: ToolSpec) -> None:
         raise InvalidAssistant(f'{where}: parameters must be a JSON schema with "type": "object"')
     if not 0 < tool.timeout_s <= MAX_TOOL_TIMEOUT_S:
         raise InvalidAssistant(f"{where}: timeout_s must be above 0 and at most {MAX_TOOL_TIMEOUT_S:.0f}")
-    if tool.auth_secret and not SECRET_NAME.match(tool.auth_secret):
+    if tool.auth_secret and (not SECRET_NAME.match(tool.auth_secret) or tool.auth_secret in (".", "..")):
         raise InvalidAssistant(f"{where}: auth_secret names a secret: letters, digits, '_', '.', '-'")
     if tool.kind == "builtin":
         if tool.builtin not in BUILTIN_TOOLS:

@@ -158,13 +158,28 @@ class ToolSettings(BaseModel):
 
     secrets_dir: Path | None = Field(
         default=None,
-        description="One file per secret, named as a tool's auth_secret; empty: `secrets` in the state dir.",
+        description="A folder per tenant holding a file per secret: `<dir>/<tenant>/<auth_secret>`; "
+        "empty: `secrets` in the state dir.",
     )
     max_result_chars: int = Field(default=16_000, gt=0, description="Longer results are cut to this.")
     allowed_hosts: list[str] = Field(
         default_factory=list,
         description="Hosts HTTP tools may call (`api.example.com`, or `*.example.com` for its subdomains); "
-        "empty: any. Set it in production, so an assistant cannot be pointed at internal endpoints.",
+        "empty: any name. Whatever the name, internal addresses stay refused unless LCP_EGRESS__ALLOW "
+        "opens them.",
+    )
+
+
+class EgressSettings(BaseModel):
+    """Where calls made on a tenant's behalf (HTTP tools, chaos HTTP probes) may connect: public addresses,
+    and what `allow` opens. Checked by the address a name resolves to, when connecting."""
+
+    allow: list[str] = Field(
+        default_factory=list,
+        description="Opens non-public destinations (loopback, private, link-local, ...), which are refused "
+        "otherwise: host names (`metrics.internal`, `*.svc.cluster.local`, which open whatever they resolve "
+        "to), addresses (`10.0.0.7`, `[fd00::7]`) or networks (`10.20.0.0/16`), each with an optional "
+        "`:port` (`127.0.0.1:8601`). JSON list.",
     )
 
 
@@ -197,6 +212,7 @@ class Settings(BaseSettings):
     scaling: ScalingSettings = ScalingSettings()
     chaos: ChaosSettings = ChaosSettings()
     tools: ToolSettings = ToolSettings()
+    egress: EgressSettings = EgressSettings()
 
     @field_validator("database_url")
     @classmethod

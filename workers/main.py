@@ -8,12 +8,12 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import timedelta
 
-import httpx
 from kubernetes import config
 from prometheus_client import start_http_server
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from activities.egress import EgressRules, fenced_client
 from activities.forecasting import ForecastingActivities
 from activities.gateway import Gateway, ModelWeights, load_routes, make_http_client
 from activities.inference import InferenceActivities
@@ -51,8 +51,9 @@ async def conversation_worker(
     routes = load_routes(settings.models_file, llm_url=settings.llm_url)
     inference = InferenceActivities(Gateway(http, routes, ModelWeights(sessions)), relay)
     store = StoreActivities(sessions, single_writer=engine.dialect.name == "sqlite")
-    # Assistants' tools are other people's endpoints: a client of their own, no redirects, no retries here.
-    tool_http = httpx.AsyncClient(follow_redirects=False, transport=httpx.AsyncHTTPTransport(retries=0))
+    # Assistants' tools are URLs a tenant chose: a fenced client of their own (no internal addresses, no
+    # redirects, no cookies, no retries here).
+    tool_http = fenced_client(EgressRules(settings.egress.allow))
     tools = ToolActivities(
         tool_http,
         settings.resolved_secrets_dir(),
@@ -105,7 +106,7 @@ async def ops_worker(client: Client, settings: Settings) -> AsyncIterator[Worker
     models = ModelActivities(sessions, routes)
     store = StoreActivities(sessions, single_writer=engine.dialect.name == "sqlite")
     litmus = LitmusActivities(api_client)
-    probe_http = httpx.AsyncClient(follow_redirects=False)
+    probe_http = fenced_client(EgressRules(settings.egress.allow))  # probe URLs come with a request, too
     probes = ProbeActivities(probe_http)
     visibility = VisibilityActivities(client)
     executor = ThreadPoolExecutor(max_workers=32, thread_name_prefix="ops-activity")

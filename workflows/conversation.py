@@ -608,7 +608,11 @@ class ConversationWorkflow:
                 result = await workflow.execute_activity_method(
                     ToolActivities.call,
                     ToolCallInput(
-                        tool=tool, call_id=call["id"], arguments=call["arguments"], idempotency_key=key
+                        tool=tool,
+                        call_id=call["id"],
+                        arguments=call["arguments"],
+                        idempotency_key=key,
+                        tenant=self._input.tenant,
                     ),
                     **_options.tool_call(tool),
                 )

@@ -125,6 +125,14 @@ def lcp_env(home: Path, temporal: str, llm_url: str, **extra: str) -> dict[str, 
     }
 
 
+def demo_egress_allow(workload_port: int) -> str:
+    """LCP_EGRESS__ALLOW for the demo: the caller's own entries, and the lab workload on loopback, which the
+    catalogue's chaos HTTP probes check; nothing else internal (Temporal, the lab's Kubernetes API,
+    Prometheus, the API) is open to tools or probes."""
+    own = json.loads(os.environ.get("LCP_EGRESS__ALLOW") or "[]")
+    return json.dumps([*own, f"127.0.0.1:{workload_port}"])
+
+
 def spawn_lcp(args: Sequence[str], env: dict[str, str], log_file: Path) -> subprocess.Popen[bytes]:
     """Start `lcp ARGS` as a child process, its output appended to `log_file`."""
     log = open(log_file, "ab")  # noqa: SIM115 - the child owns it
@@ -155,6 +163,7 @@ class Stack:
             LCP_API__HOST=self.ports.host,
             LCP_API__PORT=str(self.ports.api),
             LCP_ROLLOUT__PROMETHEUS_URL=self.ports.urls()["prometheus"],
+            LCP_EGRESS__ALLOW=demo_egress_allow(self.ports.workload),
         )
         self.children.append((name, spawn_lcp(args, env, self.logs / f"{name}.log")))
 

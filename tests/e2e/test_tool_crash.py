@@ -2,6 +2,7 @@
 called twice (the model is told its outcome is unknown); an idempotent one is retried and succeeds."""
 
 import asyncio
+import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -66,13 +67,16 @@ def slow_tool() -> Iterator[SlowTool]:
 
 
 @pytest.fixture(scope="module")
-async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[DrillStack]:
+async def stack(tmp_path_factory: pytest.TempPathFactory, slow_tool: SlowTool) -> AsyncIterator[DrillStack]:
     stack = DrillStack(Path(tmp_path_factory.mktemp("tool-crash")))
-    try:
-        await stack.start()
-        yield stack
-    finally:
-        await asyncio.to_thread(stack.close)
+    with pytest.MonkeyPatch.context() as env:
+        # The stack's processes inherit this: the tool is on loopback, which the egress fence refuses.
+        env.setenv("LCP_EGRESS__ALLOW", json.dumps([slow_tool.url.removeprefix("http://")]))
+        try:
+            await stack.start()
+            yield stack
+        finally:
+            await asyncio.to_thread(stack.close)
 
 
 @pytest.fixture(scope="module")

@@ -254,9 +254,17 @@ def _with_probe(probe: PromProbe | HttpProbe) -> Experiment:
         ),
         (
             _with_probe(replace(HTTP, method="get")),
-            "hypothesis.probes[0].method: must be one of GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS, "
-            "got 'get'",
+            "hypothesis.probes[0].method: a probe only reads, so it must be GET or HEAD, got 'get'",
         ),
+        (
+            _with_probe(replace(HTTP, method="DELETE")),
+            "hypothesis.probes[0].method: a probe only reads, so it must be GET or HEAD, got 'DELETE'",
+        ),
+        (
+            _with_probe(replace(HTTP, method="POST")),
+            "hypothesis.probes[0].method: a probe only reads, so it must be GET or HEAD, got 'POST'",
+        ),
+        (_with_probe(replace(HTTP, method="HEAD")), None),
         (
             _with_probe(replace(HTTP, timeout_s=0.0)),
             "hypothesis.probes[0].timeout_s: must be a number of seconds > 0, got 0.0",

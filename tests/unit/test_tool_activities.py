@@ -8,13 +8,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
+from activities.egress import EgressRules, fenced_client
 from activities.gateway import Gateway, make_http_client
 from activities.inference import ChatCompletionInput, ChatMessage, InferenceActivities
 from activities.token_relay import MemoryRelay
@@ -31,12 +31,20 @@ ORDER_SCHEMA = {
 }
 
 
+TENANT = "acme"
+
+
 @dataclass
 class ToolServer:
     """A tool endpoint that records every request it gets."""
 
     url: str
     requests: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def address(self) -> str:
+        """host:port, as the egress allow-list opens it: the server is on loopback, refused by default."""
+        return self.url.removeprefix("http://")
 
 
 def _tool_app(requests: list[dict[str, Any]]) -> FastAPI:
@@ -75,13 +83,15 @@ def server() -> Iterator[ToolServer]:
 
 @pytest.fixture
 def secrets(tmp_path: Path) -> Path:
-    (tmp_path / "orders-token").write_text("Bearer s3cret\n")
+    """The secrets folder, with the tenant's own secret in its folder."""
+    (tmp_path / TENANT).mkdir()
+    (tmp_path / TENANT / "orders-token").write_text("Bearer s3cret\n")
     return tmp_path
 
 
 @pytest.fixture
-async def tools(secrets: Path) -> AsyncIterator[ToolActivities]:
-    async with httpx.AsyncClient() as http:
+async def tools(secrets: Path, server: ToolServer) -> AsyncIterator[ToolActivities]:
+    async with fenced_client(EgressRules([server.address])) as http:
         yield ToolActivities(http, secrets, max_result_chars=200)
 
 
@@ -91,9 +101,11 @@ def _http_tool(server: ToolServer, path: str = "orders", **overrides: Any) -> To
 
 
 async def _call(
-    tools: ToolActivities, tool: ToolSpec, arguments: str, key: str = "wf/call_1"
+    tools: ToolActivities, tool: ToolSpec, arguments: str, key: str = "wf/call_1", tenant: str = TENANT
 ) -> ToolCallResult:
-    request = ToolCallInput(tool=tool, call_id="call_1", arguments=arguments, idempotency_key=key)
+    request = ToolCallInput(
+        tool=tool, call_id="call_1", arguments=arguments, idempotency_key=key, tenant=tenant
+    )
     result: ToolCallResult = await ActivityEnvironment().run(tools.call, request)
     return result
 
@@ -165,9 +177,9 @@ async def test_post_sends_json_with_the_secret_and_the_idempotency_key(
 async def test_a_secret_may_be_a_symlink_as_kubernetes_mounts_them(
     tools: ToolActivities, server: ToolServer, secrets: Path
 ) -> None:
-    (secrets / "..data").mkdir()
-    (secrets / "..data" / "mounted").write_text("Bearer mounted\n")
-    (secrets / "mounted").symlink_to(secrets / "..data" / "mounted")
+    (secrets / TENANT / "..data").mkdir()
+    (secrets / TENANT / "..data" / "mounted").write_text("Bearer mounted\n")
+    (secrets / TENANT / "mounted").symlink_to(secrets / TENANT / "..data" / "mounted")
     result = await _call(tools, _http_tool(server, auth_secret="mounted"), '{"order_id": "A1"}')
     assert result.ok and server.requests[-1]["authorization"] == "Bearer mounted"
 
@@ -193,7 +205,7 @@ async def test_a_missing_secret_is_an_error_result_and_no_call(
 
 async def test_a_host_outside_the_allowed_ones_is_never_called(secrets: Path, server: ToolServer) -> None:
     before = len(server.requests)
-    async with httpx.AsyncClient() as http:
+    async with fenced_client(EgressRules([server.address])) as http:
         fenced = ToolActivities(http, secrets, allowed_hosts=["api.example.com", "*.internal.example"])
         result = await _call(fenced, _http_tool(server, auth_secret="orders-token"), '{"order_id": "A1"}')
         assert result.error_type == "ToolNotAllowed" and "LCP_TOOLS__ALLOWED_HOSTS" in _error(result)
@@ -240,16 +252,66 @@ async def test_a_slow_tool_times_out_and_raises(tools: ToolActivities, server: T
     assert caught.value.type == "ToolTimeout" and "within 0.3 s" in caught.value.message
 
 
-async def test_an_unreachable_tool_raises(tools: ToolActivities) -> None:
+async def test_an_unreachable_tool_raises(secrets: Path) -> None:
     tool = ToolSpec(name="gone", url="http://127.0.0.1:9/nothing")
-    with pytest.raises(ApplicationError) as caught:
-        await _call(tools, tool, "{}")
+    async with fenced_client(EgressRules(["127.0.0.1:9"])) as http:
+        with pytest.raises(ApplicationError) as caught:
+            await _call(ToolActivities(http, secrets), tool, "{}")
     assert caught.value.type == "ToolUnavailable"
 
 
 async def test_a_long_result_is_cut_to_the_limit(tools: ToolActivities, server: ToolServer) -> None:
     result = await _call(tools, _http_tool(server, "big"), '{"order_id": "A1"}')
     assert result.ok and result.content == "x" * 200 + "\n[truncated: the result had 500 characters]"
+
+
+# ---- a hostile tenant's tools ----------------------------------------------------------------------
+
+
+async def test_a_tool_at_an_internal_address_is_an_error_result_and_its_secret_not_sent(
+    secrets: Path, server: ToolServer
+) -> None:
+    before = len(server.requests)
+    tool = _http_tool(server, auth_secret="orders-token", url=server.url.replace("127.0.0.1", "localhost"))
+    async with fenced_client(EgressRules()) as http:  # nothing opened: loopback stays closed
+        result = await _call(ToolActivities(http, secrets), tool, '{"order_id": "A1"}')
+    assert result.error_type == "AddressNotAllowed"
+    assert "was not called" in _error(result) and "LCP_EGRESS__ALLOW" in _error(result)
+    assert len(server.requests) == before
+
+
+@pytest.mark.parametrize(
+    ("tenant", "why"),
+    [
+        ("globex", "another tenant naming acme's secret"),
+        ("", "a call without a tenant (scheduled before tenants reached tools)"),
+        ("..", "a tenant named to climb out of the secrets folder"),
+        ("acme/../acme", "a tenant with a path in it"),
+        ("acme\n", "a tenant with a newline"),
+    ],
+)
+async def test_a_secret_is_read_only_from_the_calling_tenants_own_folder(
+    tools: ToolActivities, server: ToolServer, secrets: Path, tenant: str, why: str
+) -> None:
+    (secrets / "orders-token").write_text("Bearer flat-layout\n")  # the old, shared layout: never read
+    before = len(server.requests)
+    tool = _http_tool(server, auth_secret="orders-token")
+    result = await _call(tools, tool, '{"order_id": "A1"}', tenant=tenant)
+    assert result.error_type == "MissingSecret", why
+    assert "not configured for this tenant" in _error(result)
+    assert len(server.requests) == before
+
+
+async def test_each_tenant_sends_its_own_secret(
+    tools: ToolActivities, server: ToolServer, secrets: Path
+) -> None:
+    (secrets / "globex").mkdir()
+    (secrets / "globex" / "orders-token").write_text("Bearer globex\n")
+    tool = _http_tool(server, auth_secret="orders-token")
+    assert (await _call(tools, tool, '{"order_id": "A1"}', tenant="globex")).ok
+    assert server.requests[-1]["authorization"] == "Bearer globex"
+    assert (await _call(tools, tool, '{"order_id": "A1"}', tenant=TENANT)).ok
+    assert server.requests[-1]["authorization"] == "Bearer s3cret"
 
 
 # ---- built-ins -------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer, Worker
 
+from activities.egress import EgressRules, fenced_client
 from activities.gateway import Gateway, load_routes, make_http_client
 from activities.inference import ChatCompletionInput, ChatCompletionResult, ChatMessage, InferenceActivities
 from activities.store import StoreActivities
@@ -90,6 +91,13 @@ def tool_server() -> Iterator[ToolServer]:
         yield ToolServer(url, requests)
 
 
+@pytest.fixture
+def settings(settings: Settings, tool_server: ToolServer) -> Settings:
+    """The suite's settings, with the egress allow-list opening the tool server (it is on loopback)."""
+    allow = [tool_server.url.removeprefix("http://")]
+    return settings.model_copy(update={"egress": settings.egress.model_copy(update={"allow": allow})})
+
+
 def lookup_order(server: ToolServer, path: str = "orders", **overrides: Any) -> ToolSpec:
     return ToolSpec(
         name="lookup_order",
@@ -156,7 +164,7 @@ async def running(
     relay = relay or MemoryRelay()
     engine = make_engine(settings.resolved_database_url())
     store = StoreActivities(make_sessionmaker(engine), single_writer=True)
-    async with httpx.AsyncClient() as tool_http:
+    async with fenced_client(EgressRules(settings.egress.allow)) as tool_http:
         tools = ToolActivities(
             tool_http,
             settings.resolved_secrets_dir(),
@@ -187,9 +195,9 @@ async def http() -> AsyncIterator[httpx.AsyncClient]:
 
 @pytest.fixture
 def secrets(settings: Settings) -> Settings:
-    secrets_dir = settings.resolved_secrets_dir()
-    secrets_dir.mkdir(parents=True)
-    (secrets_dir / "orders").write_text("Bearer orders-token\n")
+    tenant_secrets = settings.resolved_secrets_dir() / TENANT  # a tenant's secrets are in its own folder
+    tenant_secrets.mkdir(parents=True)
+    (tenant_secrets / "orders").write_text("Bearer orders-token\n")
     return settings
 
 
