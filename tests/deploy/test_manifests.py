@@ -264,6 +264,7 @@ def test_the_api_is_probed_scaled_and_kept_available(objs: list[Obj]) -> None:
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     hpa = by_kind(objs, "HorizontalPodAutoscaler")["lcp-api"]
     assert hpa["spec"]["scaleTargetRef"]["name"] == "lcp-api"
+    assert "replicas" not in api["spec"]  # the HPA owns the count: `kubectl apply` must not reset it
     assert hpa["spec"]["metrics"][0]["resource"]["name"] == "cpu"
     assert container["resources"]["requests"]["cpu"]  # the HPA's utilisation is of the request
     selector = api["spec"]["selector"]["matchLabels"]
