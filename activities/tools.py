@@ -9,7 +9,9 @@ import math
 import operator
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,12 +22,13 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import httpx
 import jsonschema
 from jsonschema.exceptions import SchemaError, best_match
-from referencing.exceptions import Unresolvable
+from referencing import Registry, Resource
+from referencing.exceptions import NoSuchResource, Unresolvable
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.egress import AddressNotAllowed
-from policies.assistants import ToolSpec
+from policies.assistants import ToolSpec, parameters_problem
 
 __all__ = ["ToolActivities", "ToolCallInput", "ToolCallResult", "ToolFailure", "calculate", "host_allowed"]
 
@@ -36,6 +39,9 @@ ERROR_BODY_CHARS = 500  # how much of a refusal's body the model sees
 HEARTBEAT_EVERY_S = 1.0
 MAX_EXPRESSION_CHARS = 1000
 MAX_RESULT_BITS = 10_000  # a calculator result bigger than this (about 3000 digits) is refused
+# References one check of a call's arguments may follow: a few refs that each branch (anyOf of two refs to
+# the next) would otherwise take exponential time, however small the schema.
+MAX_REFERENCES_FOLLOWED = 2_000
 # A secret lives at <secrets dir>/<tenant>/<name>: the tenant must be a plain folder name.
 TENANT_FOLDER = re.compile(r"(?!\.{1,2}\Z)[A-Za-z0-9_.@-]{1,128}")
 
@@ -191,7 +197,8 @@ def host_allowed(host: str, allowed: Sequence[str]) -> bool:
 
 def parse_arguments(tool: ToolSpec, text: str) -> dict[str, Any]:
     """The call's arguments as a JSON object that fits the tool's parameters schema (Draft 2020-12
-    unless the schema names its own `$schema`); else _Refused saying what is wrong and where."""
+    unless the schema names its own `$schema`); else _Refused saying what is wrong and where. Only
+    references within the schema resolve: nothing is ever fetched, and the check's work is bounded."""
     try:
         arguments = json.loads(text) if text.strip() else {}
     except ValueError as err:
@@ -200,17 +207,78 @@ def parse_arguments(tool: ToolSpec, text: str) -> dict[str, Any]:
         kind = type(arguments).__name__
         raise _Refused("InvalidArguments", f"invalid arguments: expected a JSON object, not {kind}")
     schema = tool.parameters
-    validator_class = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
+    if reason := parameters_problem(schema):  # a version stored before the API checked this
+        raise _Refused("InvalidToolSchema", f"tool {tool.name!r} has an invalid parameters schema: {reason}")
+    validator_class = _bounded(
+        jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
+    )
     try:
-        validator_class.check_schema(schema)
-        problem = best_match(validator_class(schema).iter_errors(arguments))
-    except (SchemaError, Unresolvable) as err:
+        with _reference_budget():
+            validator_class.check_schema(schema)
+            validator = validator_class(schema, registry=LOCAL_ONLY)
+            problem = best_match(validator.iter_errors(arguments))
+    except (SchemaError, Unresolvable, _TooMuchWork, RecursionError) as err:
         reason = getattr(err, "message", None) or str(err)
+        if isinstance(err, RecursionError):
+            reason = "its references lead back to themselves without end"
         message = f"tool {tool.name!r} has an invalid parameters schema: {reason}"
         raise _Refused("InvalidToolSchema", message) from err
     if problem is not None:
         raise _Refused("InvalidArguments", f"invalid arguments: {problem.message} (at {problem.json_path})")
     return arguments
+
+
+def _refuse_retrieval(uri: str) -> Resource:
+    """A tool's schema is a tenant's: a reference outside it is never fetched (it could point anywhere)."""
+    raise NoSuchResource(ref=uri)  # type: ignore[call-arg]
+
+
+LOCAL_ONLY: Registry = Registry(retrieve=_refuse_retrieval)  # type: ignore[call-arg]
+
+
+class _TooMuchWork(Exception):
+    """Checking the arguments followed more references than MAX_REFERENCES_FOLLOWED."""
+
+
+_references_left: ContextVar[int] = ContextVar("references_left", default=0)
+
+
+@contextmanager
+def _reference_budget() -> Iterator[None]:
+    """Lets the checks inside it follow at most MAX_REFERENCES_FOLLOWED references."""
+    token = _references_left.set(MAX_REFERENCES_FOLLOWED)
+    try:
+        yield
+    finally:
+        _references_left.reset(token)
+
+
+def _counted(follow: Callable[..., Iterator[Any]]) -> Callable[..., Iterator[Any]]:
+    def counted(validator: Any, ref: Any, instance: Any, schema: Any) -> Iterator[Any]:
+        left = _references_left.get()
+        if left <= 0:
+            raise _TooMuchWork(
+                f"checking arguments against it follows more than {MAX_REFERENCES_FOLLOWED} references"
+            )
+        _references_left.set(left - 1)
+        yield from follow(validator, ref, instance, schema)
+
+    return counted
+
+
+_BOUNDED: dict[type, type] = {}
+
+
+def _bounded(validator_class: Any) -> Any:
+    """`validator_class`, its reference keywords counted against the budget."""
+    if validator_class not in _BOUNDED:
+        keywords = {
+            keyword: _counted(validator_class.VALIDATORS[keyword])
+            for keyword in ("$ref", "$dynamicRef", "$recursiveRef")
+            if keyword in validator_class.VALIDATORS
+        }
+        _BOUNDED[validator_class] = jsonschema.validators.extend(validator_class, keywords)
+    return _BOUNDED[validator_class]
 
 
 def _query_params(arguments: dict[str, Any]) -> dict[str, str]:

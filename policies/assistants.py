@@ -18,6 +18,7 @@ __all__ = [
     "Served",
     "ToolSpec",
     "changed_fields",
+    "parameters_problem",
     "serve",
     "spec_from_data",
     "validate_spec",
@@ -33,6 +34,9 @@ TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # OpenAI's rule for function n
 SECRET_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 MAX_TOOL_ROUNDS = 16
 MAX_TOOL_TIMEOUT_S = 300.0
+MAX_SCHEMA_VALUES = 5_000  # objects, lists and scalars in one tool's parameters schema
+MAX_SCHEMA_DEPTH = 32
+REFERENCE_KEYWORDS = ("$ref", "$dynamicRef", "$recursiveRef")
 
 
 class InvalidAssistant(ValueError):
@@ -108,6 +112,8 @@ def _validate_tool(tool: ToolSpec) -> None:
         raise InvalidAssistant(f"{where}: a name is 1 to 64 letters, digits, '_' or '-'")
     if not isinstance(tool.parameters, dict) or tool.parameters.get("type") != "object":
         raise InvalidAssistant(f'{where}: parameters must be a JSON schema with "type": "object"')
+    if problem := parameters_problem(tool.parameters):
+        raise InvalidAssistant(f"{where}: invalid parameters schema: {problem}")
     if not 0 < tool.timeout_s <= MAX_TOOL_TIMEOUT_S:
         raise InvalidAssistant(f"{where}: timeout_s must be above 0 and at most {MAX_TOOL_TIMEOUT_S:.0f}")
     if tool.auth_secret and (not SECRET_NAME.match(tool.auth_secret) or tool.auth_secret in (".", "..")):
@@ -123,6 +129,33 @@ def _validate_tool(tool: ToolSpec) -> None:
         raise InvalidAssistant(f"{where}: url must be an http(s) URL, not {tool.url!r}")
     if tool.method not in TOOL_METHODS:
         raise InvalidAssistant(f"{where}: method must be one of {list(TOOL_METHODS)}")
+
+
+def parameters_problem(schema: Any) -> str | None:
+    """What makes a parameters schema unusable whatever the arguments, or None: more than
+    MAX_SCHEMA_VALUES values, nesting deeper than MAX_SCHEMA_DEPTH, or a reference that does not point
+    inside the schema (`#...`). A schema is a tenant's: lcp never fetches what it names elsewhere."""
+    pending: list[tuple[Any, int]] = [(schema, 1)]
+    counted = 1
+    while pending:
+        value, depth = pending.pop()
+        if depth > MAX_SCHEMA_DEPTH:
+            return f"it nests deeper than {MAX_SCHEMA_DEPTH} levels"
+        inside: list[Any] = []
+        if isinstance(value, dict):
+            for key, inner in value.items():
+                if key in REFERENCE_KEYWORDS and isinstance(inner, str) and not inner.startswith("#"):
+                    return (
+                        f"{key} {inner[:200]!r} does not point within the schema (#/...); nothing is fetched"
+                    )
+                inside.append(inner)
+        elif isinstance(value, list):
+            inside = value
+        counted += len(inside)
+        if counted > MAX_SCHEMA_VALUES:
+            return f"it has more than {MAX_SCHEMA_VALUES} values"
+        pending.extend((inner, depth + 1) for inner in inside)
+    return None
 
 
 def changed_fields(old: AssistantSpec | None, new: AssistantSpec) -> list[str]:

@@ -1,8 +1,9 @@
 """A hostile tenant against the egress fence, on the real stack: tools aimed at internal services, another
-tenant's secret, a cookie left by another tenant's call, and chaos probes that would write or would name
-their own Prometheus."""
+tenant's secret, a cookie left by another tenant's call, a schema `$ref` to an internal URL, and chaos
+probes that would write or would name their own Prometheus."""
 
 import copy
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -169,6 +170,62 @@ async def test_a_cookie_set_on_one_tenants_call_is_not_sent_on_anothers(
     async with tenant(ATTACKER) as attacker:
         assert (await _tool_turn(attacker, _tool(f"{collector.url}/whoami")))["ok"]
     assert collector.requests[-1]["path"] == "whoami" and collector.requests[-1]["cookie"] is None
+
+
+# ---- 7. schema references --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "parameters",
+    [
+        {"type": "object", "properties": {"q": {"$ref": "{internal}/schema.json"}}},
+        {"type": "object", "$defs": {"deep": {"items": {"$ref": "{internal}/x#/y"}}}},
+        {"type": "object", "properties": {"q": {"$dynamicRef": "{internal}/meta"}}},
+        {"type": "object", "allOf": [{"$ref": "//127.0.0.1:1/protocol-relative"}]},
+    ],
+)
+async def test_a_schema_reference_to_an_internal_url_is_refused_at_once_and_never_fetched(
+    tenant: Callable[..., Any], internal: Server, parameters: dict[str, Any]
+) -> None:
+    before = len(internal.requests)
+    parameters = _filled(parameters, internal.url)
+    async with tenant(ATTACKER) as attacker:
+        started = time.monotonic()
+        body = {"id": f"r-{uuid.uuid4().hex[:8]}", "name": "Ref", "model": "sim-zero"}
+        response = await attacker.post(
+            "/v1/assistants", json={**body, "tools": [_tool(internal.url, parameters=parameters)]}
+        )
+        assert time.monotonic() - started < 5
+        assert response.status_code == 422, response.text
+        assert "invalid parameters schema" in response.text and "nothing is fetched" in response.text
+    assert len(internal.requests) == before
+
+
+async def test_a_schema_too_big_to_check_is_refused(tenant: Callable[..., Any], collector: Server) -> None:
+    wide = {"type": "object", "properties": {f"p{i}": {"type": "string"} for i in range(3000)}}
+    deep: dict[str, Any] = {"type": "string"}
+    for _ in range(40):
+        deep = {"anyOf": [deep]}
+    async with tenant(ATTACKER) as attacker:
+        for parameters, reason in (
+            (wide, "more than 5000 values"),
+            ({"type": "object", "properties": {"q": deep}}, "deeper than 32"),
+        ):
+            body = {"id": f"s-{uuid.uuid4().hex[:8]}", "name": "Big", "model": "sim-zero"}
+            response = await attacker.post(
+                "/v1/assistants", json={**body, "tools": [_tool(collector.url, parameters=parameters)]}
+            )
+            assert response.status_code == 422 and reason in response.text, response.text
+
+
+def _filled(value: Any, internal: str) -> Any:
+    if isinstance(value, str):
+        return value.replace("{internal}", internal)
+    if isinstance(value, dict):
+        return {key: _filled(inner, internal) for key, inner in value.items()}
+    if isinstance(value, list):
+        return [_filled(inner, internal) for inner in value]
+    return value
 
 
 # ---- 5. chaos probes -------------------------------------------------------------------------------

@@ -314,6 +314,76 @@ async def test_each_tenant_sends_its_own_secret(
     assert server.requests[-1]["authorization"] == "Bearer s3cret"
 
 
+def _schema_with(reference: str) -> dict[str, Any]:
+    return {"type": "object", "properties": {"order_id": {"$ref": reference}}}
+
+
+async def test_a_remote_reference_in_a_schema_is_never_fetched(
+    tools: ToolActivities, server: ToolServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    before = len(server.requests)
+    tool = _http_tool(server, parameters=_schema_with(f"{server.url}/schema.json"))
+    result = await _call(tools, tool, '{"order_id": "A1"}')
+    assert result.error_type == "InvalidToolSchema" and "nothing is fetched" in _error(result)
+    # The spec check aside, the validator itself has nothing to fetch with.
+    monkeypatch.setattr("activities.tools.parameters_problem", lambda schema: None)
+    result = await _call(tools, tool, '{"order_id": "A1"}')
+    assert result.error_type == "InvalidToolSchema" and "invalid parameters schema" in _error(result)
+    assert len(server.requests) == before
+
+
+async def test_a_local_reference_still_works(tools: ToolActivities, server: ToolServer) -> None:
+    schema = {**_schema_with("#/$defs/order_id"), "$defs": {"order_id": {"type": "string"}}}
+    tool = _http_tool(server, parameters=schema)
+    assert (await _call(tools, tool, '{"order_id": "A1"}')).ok
+    assert "is not of type 'string'" in _error(await _call(tools, tool, '{"order_id": 5}'))
+
+
+def _branching(levels: int) -> dict[str, Any]:
+    """A small schema whose check would branch 2**levels ways: each level is anyOf two refs to the next."""
+    defs: dict[str, Any] = {
+        f"l{i}": {"anyOf": [{"$ref": f"#/$defs/l{i + 1}"}, {"$ref": f"#/$defs/l{i + 1}"}]}
+        for i in range(levels)
+    }
+    defs[f"l{levels}"] = {"type": "string"}
+    return {"type": "object", "$defs": defs, "properties": {"order_id": {"$ref": "#/$defs/l0"}}}
+
+
+def _nested(levels: int) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "string"}
+    for _ in range(levels):
+        schema = {"anyOf": [schema]}
+    return schema
+
+
+@pytest.mark.parametrize(
+    ("schema", "reason"),
+    [
+        (_branching(40), "follows more than 2000 references"),
+        (
+            {
+                "type": "object",
+                "$defs": {"loop": {"anyOf": [{"$ref": "#/$defs/loop"}]}},
+                "properties": {"order_id": {"$ref": "#/$defs/loop"}},
+            },
+            "lead back to themselves",
+        ),
+        (
+            {"type": "object", "properties": {f"p{i}": {"type": "string"} for i in range(3000)}},
+            "more than 5000 values",
+        ),
+        ({"type": "object", "properties": {"order_id": _nested(40)}}, "deeper than 32 levels"),
+    ],
+)
+async def test_a_schema_that_would_take_long_to_check_is_refused_quickly(
+    tools: ToolActivities, server: ToolServer, schema: dict[str, Any], reason: str
+) -> None:
+    started = asyncio.get_running_loop().time()
+    result = await _call(tools, _http_tool(server, parameters=schema), '{"order_id": 1}')
+    assert result.error_type == "InvalidToolSchema" and reason in _error(result)
+    assert asyncio.get_running_loop().time() - started < 2
+
+
 # ---- built-ins -------------------------------------------------------------------------------------
 
 CLOCK = ToolSpec(
