@@ -1,6 +1,7 @@
 """Every request body before a route reads it: refused with a 413 once it passes LCP_API__MAX_BODY_BYTES
 (by its Content-Length, or while a chunked body arrives: never read whole), and with a 422 when its JSON
-holds a lone surrogate or a NUL character in any key or value, which no route could store or answer."""
+holds a lone surrogate or a NUL character in any key or value, or its URL a NUL, which no route could
+store or answer (PostgreSQL refuses NUL in text)."""
 
 import json
 import re
@@ -87,6 +88,10 @@ class BodyGuard:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        if b"%00" in scope.get("raw_path", b"") or b"%00" in scope.get("query_string", b""):
+            message = "the URL has a NUL character (%00) in its path or query: remove it"
+            await _answer(scope, send, 422, "InvalidText", message)
             return
         declared = Headers(scope=scope).get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:

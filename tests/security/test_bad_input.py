@@ -151,6 +151,14 @@ async def test_lone_surrogates_anywhere_are_a_422_and_the_connection_stays_usabl
 
 
 @on_sqlite
+async def test_a_nul_in_the_url_is_a_422(api: httpx.AsyncClient) -> None:
+    for url in ("/v1/conversations/a%00b", "/v1/conversations?cursor=%00", "/v1/assistants?state=x%00"):
+        response = await api.get(url)
+        assert response.status_code == 422, (url, response.text)
+        assert response.json()["error"]["type"] == "InvalidText"
+
+
+@on_sqlite
 async def test_a_body_over_the_limit_is_refused_before_it_is_read(api_url: str, mint_key: Any) -> None:
     key = await mint_key()
     # Declared too large: answered at once, though the body never comes.
