@@ -14,7 +14,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.egress import EgressRules, fenced_client
-from activities.forecasting import ForecastingActivities
+from activities.forecasting import CONCURRENT_FORECASTS, ForecastingActivities
 from activities.gateway import Gateway, ModelWeights, load_routes, make_http_client
 from activities.inference import InferenceActivities
 from activities.kubernetes import KubernetesActivities
@@ -153,16 +153,16 @@ async def ops_worker(client: Client, settings: Settings) -> AsyncIterator[Worker
 @asynccontextmanager
 async def forecasting_worker(client: Client, settings: Settings) -> AsyncIterator[Worker]:
     """A worker for the forecaster alone: training is CPU-heavy, so it runs apart from chat turns and
-    ops work, a couple of forecasts at a time."""
+    ops work, CONCURRENT_FORECASTS at a time (the worker's memory ceiling counts on it)."""
     promql = PromQL(settings.rollout.prometheus_url)
     forecasting = ForecastingActivities(promql)
-    executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="forecast")
+    executor = ThreadPoolExecutor(max_workers=CONCURRENT_FORECASTS, thread_name_prefix="forecast")
     worker = Worker(
         client,
         task_queue=settings.scaling.forecast_task_queue,
         activities=[forecasting.forecast],
         activity_executor=executor,
-        max_concurrent_activities=2,
+        max_concurrent_activities=CONCURRENT_FORECASTS,
         graceful_shutdown_timeout=timedelta(seconds=10),
     )
     try:
