@@ -226,7 +226,7 @@ def lab_status(
 def keys_create(
     tenant: Annotated[str, typer.Option(help="Tenant the key acts in.")],
     name: Annotated[str, typer.Option(help="What the key is for, e.g. librechat.")],
-    role: Annotated[list[str], typer.Option(help="client, sre or admin; repeat for several.")] = ["client"],  # noqa: B006
+    role: Annotated[list[str], typer.Option(help="client, admin, sre, platform; repeatable.")] = ["client"],  # noqa: B006
     rpm: Annotated[int | None, typer.Option(help="Requests/minute for this key (default: settings).")] = None,
     tpm: Annotated[int | None, typer.Option(help="Tokens/minute for this key (default: settings).")] = None,
 ) -> None:
