@@ -35,6 +35,13 @@ def by_kind(objs: list[Obj], kind: str) -> dict[str, Obj]:
     return {obj["metadata"]["name"]: obj for obj in objs if obj["kind"] == kind}
 
 
+def configmap(objs: list[Obj], name: str) -> dict[str, str]:
+    """The data of a generated ConfigMap (kustomize appends a hash of its content to the name)."""
+    (found,) = [cm for cm_name, cm in by_kind(objs, "ConfigMap").items() if cm_name.rsplit("-", 1)[0] == name]
+    data: dict[str, str] = found["data"]
+    return data
+
+
 def test_both_overlays_render_the_whole_application(objs: list[Obj]) -> None:
     deployments = by_kind(objs, "Deployment")
     assert {"lcp-api", *(f"lcp-worker-{queue}" for queue in TASK_QUEUES)} <= set(deployments)
@@ -156,9 +163,7 @@ def _field_path(model: type[BaseModel], parts: list[str]) -> bool:
 
 def _environment(objs: list[Obj]) -> dict[str, dict[str, Any]]:
     """Per container: the env var names it gets, literal values and where secrets come from."""
-    settings = next(
-        cm for name, cm in by_kind(objs, "ConfigMap").items() if name.startswith("lcp-settings-")
-    )["data"]
+    settings = configmap(objs, "lcp-settings")
     out: dict[str, dict[str, Any]] = {}
     for name, pod in pod_templates(objs).items():
         env: dict[str, Any] = {}
@@ -189,6 +194,14 @@ def test_every_setting_is_one_lcp_reads_and_the_whole_set_is_valid(objs: list[Ob
             assert settings.models_file == Path("/etc/lcp/policies/models.yaml")
 
 
+def test_a_misspelt_setting_is_what_the_settings_check_catches() -> None:
+    """pydantic-settings ignores an unknown LCP_ name: the check above must not."""
+    assert _field_path(Settings, ["temporal", "address"]) and _field_path(Settings, ["database_url"])
+    assert not _field_path(Settings, ["temporal", "adress"])
+    assert not _field_path(Settings, ["rollout", "kubeconfig", "path"])
+    assert not _field_path(Settings, ["metrics_token"])
+
+
 def _nested(env: dict[str, str]) -> dict[str, Any]:
     """Env vars as pydantic-settings would read them, as init arguments (the test's environment stays out)."""
     out: dict[str, Any] = {}
@@ -205,26 +218,22 @@ def _nested(env: dict[str, str]) -> dict[str, Any]:
 
 
 def test_files_the_settings_name_are_mounted(objs: list[Obj]) -> None:
-    settings = next(cm for n, cm in by_kind(objs, "ConfigMap").items() if n.startswith("lcp-settings-"))[
-        "data"
-    ]
-    policies = next(cm for n, cm in by_kind(objs, "ConfigMap").items() if n.startswith("lcp-policies-"))[
-        "data"
-    ]
-    files = {v for k, v in settings.items() if k.endswith(("_FILE", "__KUBECONFIG"))}
-    for name, pod in pod_templates(objs).items():
-        if name.endswith(("lcp-ops", "lcp-sim", "Job lcp/lcp-db-migrate", "Job lcp/lcp-temporal-setup")):
-            continue
-        mounts = {m["mountPath"]: m["name"] for m in pod["containers"][0]["volumeMounts"]}
-        for path in files:
-            if path.endswith("kubeconfig") and "worker-ops" not in name:
-                continue
-            folder, file = path.rsplit("/", 1)
-            assert folder in mounts, f"{name} reads {path} but mounts nothing at {folder}"
-            if folder == "/etc/lcp/policies":
-                assert file in policies
-    ops = pod_templates(objs)["Deployment lcp/lcp-worker-ops"]
-    assert ops["serviceAccountName"] == "lcp-ops" and ops["automountServiceAccountToken"] is True
+    settings, policies = configmap(objs, "lcp-settings"), configmap(objs, "lcp-policies")
+    policy_files = {v for k, v in settings.items() if k.endswith("_FILE")}
+    assert policy_files == {f"/etc/lcp/policies/{file}" for file in policies}
+    readers = {n: pod for n, pod in pod_templates(objs).items() if re.search(r"lcp-(api|worker-)", n)}
+    assert len(readers) == 1 + len(TASK_QUEUES)
+    for name, pod in readers.items():
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        mounts = {m["mountPath"]: volumes[m["name"]] for m in pod["containers"][0]["volumeMounts"]}
+        assert mounts["/etc/lcp/policies"]["configMap"]["name"].startswith("lcp-policies-"), name
+        if name.endswith("lcp-worker-ops"):
+            assert settings["LCP_ROLLOUT__KUBECONFIG"] == "/etc/lcp/kube/kubeconfig"
+            kube = mounts["/etc/lcp/kube"]["configMap"]["name"]
+            assert kube.startswith("lcp-ops-kubeconfig-") and "kubeconfig" in configmap(
+                objs, "lcp-ops-kubeconfig"
+            )
+            assert pod["serviceAccountName"] == "lcp-ops" and pod["automountServiceAccountToken"] is True
 
 
 @pytest.mark.parametrize("copy", sorted(POLICY_COPIES))
@@ -356,8 +365,7 @@ def test_the_manifests_carry_no_secret_values(objs: list[Obj]) -> None:
                 assert isinstance(value, dict) and "secretKeyRef" in value, (
                     f"{name}: {var} must come from a Secret (valueFrom.secretKeyRef), not a literal"
                 )
-    settings = next(cm for n, cm in by_kind(objs, "ConfigMap").items() if n.startswith("lcp-settings-"))
-    assert "DATABASE_URL" not in settings["data"]
+    assert not [var for var in configmap(objs, "lcp-settings") if SECRETISH.search(var)]
 
 
 def test_the_secret_check_finds_a_literal_credential() -> None:
@@ -377,10 +385,7 @@ def test_the_secret_check_finds_a_literal_credential() -> None:
 def test_the_ops_kubeconfig_is_the_in_cluster_service_account(objs: list[Obj], tmp_path: Path) -> None:
     """The official client loads it (as workers/main.py does) and sends the mounted token to the API
     server the cluster's DNS names."""
-    configmap = next(
-        cm for n, cm in by_kind(objs, "ConfigMap").items() if n.startswith("lcp-ops-kubeconfig-")
-    )
-    kubeconfig = yaml.safe_load(configmap["data"]["kubeconfig"])
+    kubeconfig = yaml.safe_load(configmap(objs, "lcp-ops-kubeconfig")["kubeconfig"])
     mounted = Path("/var/run/secrets/kubernetes.io/serviceaccount")
     (tmp_path / "token").write_text("the-service-account-token")
     (tmp_path / "ca.crt").write_text("-----BEGIN CERTIFICATE-----\n")
