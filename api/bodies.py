@@ -90,8 +90,7 @@ class BodyGuard:
             await self.app(scope, receive, send)
             return
         if b"%00" in scope.get("raw_path", b"") or b"%00" in scope.get("query_string", b""):
-            message = "the URL has a NUL character (%00) in its path or query: remove it"
-            await _answer(scope, send, 422, "InvalidText", message)
+            await _answer(scope, send, 422, "InvalidText", "the URL has a NUL character (%00): remove it")
             return
         declared = Headers(scope=scope).get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:

@@ -43,7 +43,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 # Versions, seeds: bounded so a number never overflows a column or an endpoint's integer.
 MAX_VERSION = 2**31 - 1
-SEED_RANGE = {"ge": -(2**63), "le": 2**63 - 1}
+SEED_MIN, SEED_MAX = -(2**63), 2**63 - 1
 
 
 class Strict(BaseModel):
@@ -56,7 +56,7 @@ class GenerationParams(Strict):
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, gt=0, le=1)
     max_tokens: int | None = Field(default=None, ge=1, le=32_768)
-    seed: int | None = Field(default=None, **SEED_RANGE)
+    seed: int | None = Field(default=None, ge=SEED_MIN, le=SEED_MAX)
 
 
 class MessageIn(Strict):
