@@ -1,6 +1,7 @@
 """`lcp chat`: a terminal chat against the lcp API, for a first look."""
 
 import json
+import re
 from pathlib import Path
 
 import httpx
@@ -9,6 +10,7 @@ from rich.panel import Panel
 
 from api.cli.show import shown
 
+_NOT_IN_TITLES = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\u2028\u2029]")
 HELP = "commands: /new (new conversation)  /regen (new reply)  /history  /quit"
 
 
@@ -16,6 +18,11 @@ def dev_info(home: Path) -> dict[str, str]:
     """What `lcp dev` wrote to dev.json (API URL, admin key...), or nothing."""
     dev = home / "dev.json"
     return dict(json.loads(dev.read_text())) if dev.exists() else {}
+
+
+def _title(text: str) -> str:
+    """The first words of the first message, as a title the API accepts (no control or bidi characters)."""
+    return " ".join(_NOT_IN_TITLES.sub(" ", text).split())[:60]
 
 
 def _error(response: httpx.Response) -> str:
@@ -33,7 +40,7 @@ class ChatSession:
 
     def send(self, text: str) -> None:
         if self.conversation_id is None:
-            body: dict[str, object] = {"message": {"content": text}, "title": text[:60]}
+            body: dict[str, object] = {"message": {"content": text}, "title": _title(text)}
             if self.model:
                 body["model"] = self.model
             response = self.http.post("/v1/conversations", json=body)

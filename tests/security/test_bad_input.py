@@ -17,6 +17,7 @@ from rich.console import Console
 from api.cli.assistants import render_list
 from api.cli.chat import ChatSession
 from api.cli.show import plain, shown
+from api.schemas import ConversationCreate
 from settings import ApiSettings
 
 # The API tests run against the real stack on one database: the rules do not depend on it.
@@ -341,3 +342,18 @@ def test_lcp_chat_shows_a_hostile_reply_and_history_as_text() -> None:
         assert raw not in output, repr(raw)
     text = console.export_text()
     assert "[bold]not bold[/bold]" in text and "\\x1b]0;owned" in text and "second line" in text
+
+
+def test_lcp_chat_titles_a_conversation_with_text_the_api_accepts() -> None:
+    sent: list[dict[str, Any]] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        sent.append(json.loads(request.content))
+        return httpx.Response(422, json={"error": {"type": "InvalidRequest", "message": "no"}})
+
+    console = Console(record=True, width=120)
+    with httpx.Client(base_url="http://lcp", transport=httpx.MockTransport(answer)) as http:
+        ChatSession(http, console, model=None).send("pasted\tfrom a \x1b[1mterminal\x1b[0m \u202eand more")
+    title = sent[0]["title"]
+    assert title == "pasted from a [1mterminal [0m and more"
+    ConversationCreate.model_validate({"title": title})  # the API's own rule for titles
