@@ -39,7 +39,7 @@ def _schema(api_url: str, modes: list[GenerationMode]) -> Any:
 
 @pytest.mark.parametrize("database_kind", ["sqlite"], indirect=True)
 async def test_no_input_gets_a_server_error(api_url: str, mint_key: MintKey) -> None:
-    key = await mint_key(roles=("admin", "sre"), requests_per_minute=10**9, tokens_per_minute=2 * 10**9)
+    key = await mint_key(roles=("platform",), requests_per_minute=10**9, tokens_per_minute=2 * 10**9)
     schema = _schema(api_url, [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
     headers = {"Authorization": f"Bearer {key}"}
     failures: list[str] = []
@@ -90,7 +90,7 @@ def _variants(body: Any) -> Iterator[tuple[str, Any]]:
 async def test_hostile_payloads_get_no_server_error(api_url: str, mint_key: MintKey) -> None:
     """Starting from one valid body per operation, every field gets every hostile value; then the whole
     body is replaced by deep nesting and by a body over the size limit."""
-    key = await mint_key(roles=("admin", "sre"), requests_per_minute=10**9, tokens_per_minute=2 * 10**9)
+    key = await mint_key(roles=("platform",), requests_per_minute=10**9, tokens_per_minute=2 * 10**9)
     schema = _schema(api_url, [GenerationMode.POSITIVE])
     failures: list[str] = []
     sent = 0
