@@ -21,7 +21,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import httpx
 import jsonschema
-from jsonschema.exceptions import SchemaError, best_match
+import regex
+from jsonschema.exceptions import SchemaError, ValidationError, best_match
 from referencing import Registry, Resource
 from referencing.exceptions import NoSuchResource, Unresolvable
 from temporalio import activity
@@ -42,6 +43,9 @@ MAX_RESULT_BITS = 10_000  # a calculator result bigger than this (about 3000 dig
 # References one check of a call's arguments may follow: a few refs that each branch (anyOf of two refs to
 # the next) would otherwise take exponential time, however small the schema.
 MAX_REFERENCES_FOLLOWED = 2_000
+# Time all of a schema's patterns get to check one call's arguments: `re` backtracks exponentially on some
+# (`^(a|aa)+$` against 40 a's and a !), so they run under the regex module, which can stop.
+MAX_PATTERN_S = 0.5
 # A secret lives at <secrets dir>/<tenant>/<name>: the tenant must be a plain folder name.
 TENANT_FOLDER = re.compile(r"(?!\.{1,2}\Z)[A-Za-z0-9_.@-]{1,128}")
 
@@ -213,11 +217,11 @@ def parse_arguments(tool: ToolSpec, text: str) -> dict[str, Any]:
         jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
     )
     try:
-        with _reference_budget():
+        with _check_budget():
             validator_class.check_schema(schema)
             validator = validator_class(schema, registry=LOCAL_ONLY)
             problem = best_match(validator.iter_errors(arguments))
-    except (SchemaError, Unresolvable, _TooMuchWork, RecursionError) as err:
+    except (SchemaError, Unresolvable, _Unusable, RecursionError) as err:
         reason = getattr(err, "message", None) or str(err)
         if isinstance(err, RecursionError):
             reason = "its references lead back to themselves without end"
@@ -236,28 +240,33 @@ def _refuse_retrieval(uri: str) -> Resource:
 LOCAL_ONLY: Registry = Registry(retrieve=_refuse_retrieval)  # type: ignore[call-arg]
 
 
-class _TooMuchWork(Exception):
-    """Checking the arguments followed more references than MAX_REFERENCES_FOLLOWED."""
+class _Unusable(Exception):
+    """The schema cannot check these arguments within bounds: too many references followed, patterns
+    that take too long, or a pattern the regex module cannot read."""
 
 
 _references_left: ContextVar[int] = ContextVar("references_left", default=0)
+_patterns_until: ContextVar[float] = ContextVar("patterns_until", default=0.0)
 
 
 @contextmanager
-def _reference_budget() -> Iterator[None]:
-    """Lets the checks inside it follow at most MAX_REFERENCES_FOLLOWED references."""
-    token = _references_left.set(MAX_REFERENCES_FOLLOWED)
+def _check_budget() -> Iterator[None]:
+    """Lets the checks inside it follow MAX_REFERENCES_FOLLOWED references and match patterns for
+    MAX_PATTERN_S seconds."""
+    references = _references_left.set(MAX_REFERENCES_FOLLOWED)
+    patterns = _patterns_until.set(time.monotonic() + MAX_PATTERN_S)
     try:
         yield
     finally:
-        _references_left.reset(token)
+        _references_left.reset(references)
+        _patterns_until.reset(patterns)
 
 
 def _counted(follow: Callable[..., Iterator[Any]]) -> Callable[..., Iterator[Any]]:
     def counted(validator: Any, ref: Any, instance: Any, schema: Any) -> Iterator[Any]:
         left = _references_left.get()
         if left <= 0:
-            raise _TooMuchWork(
+            raise _Unusable(
                 f"checking arguments against it follows more than {MAX_REFERENCES_FOLLOWED} references"
             )
         _references_left.set(left - 1)
@@ -266,17 +275,73 @@ def _counted(follow: Callable[..., Iterator[Any]]) -> Callable[..., Iterator[Any
     return counted
 
 
+def _matches(pattern: str, text: str) -> bool:
+    """What re.search(pattern, text) would say, within what is left of the pattern time."""
+    try:
+        left = _patterns_until.get() - time.monotonic()
+        if left <= 0:
+            raise TimeoutError
+        return regex.search(pattern, text, timeout=left) is not None
+    except TimeoutError as err:
+        raise _Unusable(f"its patterns take longer than {MAX_PATTERN_S:g} s to check the arguments") from err
+    except regex.error as err:
+        raise _Unusable(f"pattern {pattern!r} cannot be used: {err}") from err
+
+
+def _pattern(validator: Any, pattern: str, instance: Any, schema: Any) -> Iterator[ValidationError]:
+    if validator.is_type(instance, "string") and not _matches(pattern, instance):
+        yield ValidationError(f"{instance!r} does not match {pattern!r}")
+
+
+def _pattern_properties(
+    validator: Any, patterns: dict[str, Any], instance: Any, schema: Any
+) -> Iterator[Any]:
+    if not validator.is_type(instance, "object"):
+        return
+    for pattern, subschema in patterns.items():
+        for name, value in instance.items():
+            if _matches(pattern, name):
+                yield from validator.descend(value, subschema, path=name, schema_path=pattern)
+
+
+def _additional_properties(original: Callable[..., Iterator[Any]]) -> Callable[..., Iterator[Any]]:
+    """additionalProperties, with the names that patternProperties match found by _matches."""
+
+    def additional_properties(validator: Any, additional: Any, instance: Any, schema: Any) -> Iterator[Any]:
+        patterns = schema.get("patternProperties")
+        if not patterns or not validator.is_type(instance, "object"):
+            yield from original(validator, additional, instance, schema)
+            return
+        declared = schema.get("properties", {})
+        extras = sorted(
+            name for name in instance if name not in declared and not any(_matches(p, name) for p in patterns)
+        )
+        if validator.is_type(additional, "object"):
+            for name in extras:
+                yield from validator.descend(instance[name], additional, path=name)
+        elif not additional and extras:
+            verb = "does" if len(extras) == 1 else "do"
+            listed, regexes = ", ".join(map(repr, extras)), ", ".join(map(repr, sorted(patterns)))
+            yield ValidationError(f"{listed} {verb} not match any of the regexes: {regexes}")
+
+    return additional_properties
+
+
 _BOUNDED: dict[type, type] = {}
 
 
 def _bounded(validator_class: Any) -> Any:
-    """`validator_class`, its reference keywords counted against the budget."""
+    """`validator_class`, its reference keywords counted against the budget and its patterns matched
+    within the pattern time."""
     if validator_class not in _BOUNDED:
+        originals = validator_class.VALIDATORS
         keywords = {
-            keyword: _counted(validator_class.VALIDATORS[keyword])
+            keyword: _counted(originals[keyword])
             for keyword in ("$ref", "$dynamicRef", "$recursiveRef")
-            if keyword in validator_class.VALIDATORS
+            if keyword in originals
         }
+        keywords |= {"pattern": _pattern, "patternProperties": _pattern_properties}
+        keywords["additionalProperties"] = _additional_properties(originals["additionalProperties"])
         _BOUNDED[validator_class] = jsonschema.validators.extend(validator_class, keywords)
     return _BOUNDED[validator_class]
 

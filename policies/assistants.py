@@ -134,9 +134,12 @@ def _validate_tool(tool: ToolSpec) -> None:
 def parameters_problem(schema: Any) -> str | None:
     """What makes a parameters schema unusable whatever the arguments, or None: more than
     MAX_SCHEMA_VALUES values, nesting deeper than MAX_SCHEMA_DEPTH, or a reference that does not point
-    inside the schema (`#...`). A schema is a tenant's: lcp never fetches what it names elsewhere."""
+    inside the schema (`#...`). A schema is a tenant's: lcp never fetches what it names elsewhere. Nor
+    may it use patternProperties and unevaluatedProperties together (that check runs the patterns
+    where lcp cannot bound their time)."""
     pending: list[tuple[Any, int]] = [(schema, 1)]
     counted = 1
+    unbounded: set[str] = set()
     while pending:
         value, depth = pending.pop()
         if depth > MAX_SCHEMA_DEPTH:
@@ -148,6 +151,8 @@ def parameters_problem(schema: Any) -> str | None:
                     return (
                         f"{key} {inner[:200]!r} does not point within the schema (#/...); nothing is fetched"
                     )
+                if key in ("patternProperties", "unevaluatedProperties"):
+                    unbounded.add(key)
                 inside.append(inner)
         elif isinstance(value, list):
             inside = value
@@ -155,6 +160,8 @@ def parameters_problem(schema: Any) -> str | None:
         if counted > MAX_SCHEMA_VALUES:
             return f"it has more than {MAX_SCHEMA_VALUES} values"
         pending.extend((inner, depth + 1) for inner in inside)
+    if len(unbounded) == 2:
+        return "patternProperties and unevaluatedProperties cannot be used together; use additionalProperties"
     return None
 
 

@@ -384,6 +384,44 @@ async def test_a_schema_that_would_take_long_to_check_is_refused_quickly(
     assert asyncio.get_running_loop().time() - started < 2
 
 
+BACKTRACKS = "^(a|aa)+$"  # exponential in re against a run of a's that ends in something else
+
+
+@pytest.mark.parametrize(
+    "parameters",
+    [
+        {"type": "object", "properties": {"order_id": {"type": "string", "pattern": BACKTRACKS}}},
+        {"type": "object", "patternProperties": {BACKTRACKS: {"type": "string"}}},
+        {"type": "object", "patternProperties": {BACKTRACKS: {}}, "additionalProperties": False},
+        {"type": "object", "propertyNames": {"pattern": BACKTRACKS}},
+    ],
+)
+async def test_a_pattern_that_backtracks_is_stopped_within_the_pattern_time(
+    tools: ToolActivities, server: ToolServer, parameters: dict[str, Any]
+) -> None:
+    arguments = json.dumps({"a" * 40 + "!": "x", "order_id": "a" * 40 + "!"})
+    started = asyncio.get_running_loop().time()
+    result = await _call(tools, _http_tool(server, parameters=parameters), arguments)
+    assert result.error_type == "InvalidToolSchema" and "patterns take longer than 0.5 s" in _error(result)
+    assert asyncio.get_running_loop().time() - started < 5  # in re: 2**40 steps
+
+
+async def test_patterns_still_check_arguments(tools: ToolActivities, server: ToolServer) -> None:
+    parameters = {
+        "type": "object",
+        "properties": {"order_id": {"type": "string", "pattern": "^A[0-9]+$"}},
+        "patternProperties": {"^x-": {"type": "integer"}},
+        "additionalProperties": False,
+    }
+    tool = _http_tool(server, parameters=parameters)
+    assert (await _call(tools, tool, '{"order_id": "A1", "x-count": 2}')).ok
+    assert "'B1' does not match '^A[0-9]+$'" in _error(await _call(tools, tool, '{"order_id": "B1"}'))
+    assert "is not of type 'integer'" in _error(await _call(tools, tool, '{"order_id": "A1", "x-n": "2"}'))
+    assert "'color' does not match any of the regexes: '^x-'" in _error(
+        await _call(tools, tool, '{"order_id": "A1", "color": "red"}')
+    )
+
+
 # ---- built-ins -------------------------------------------------------------------------------------
 
 CLOCK = ToolSpec(
