@@ -701,6 +701,7 @@ class ForecastingActivities:
         A forecast too large for the worker's memory is refused before anything is read: a non-retryable
         ApplicationError of type ForecastTooLarge (its retry would be refused the same)."""
         times = {"step_s": request.step_s, "lookback_s": request.lookback_s, "horizon_s": request.horizon_s}
+        times |= {"lead_s": request.lead_s} | {f"season_s[{i}]": x for i, x in enumerate(request.season_s)}
         if bad := [name for name, value in times.items() if not (math.isfinite(value) and value > 0)]:
             return ForecastResult("bad-query", f"{', '.join(bad)} must be a number of seconds > 0")
         points = request.lookback_s / request.step_s

@@ -211,6 +211,13 @@ def test_query_errors_come_back_as_a_status(error: Exception, status: str, words
     assert words in result.detail
 
 
+def test_times_that_are_not_positive_numbers_are_a_bad_query() -> None:
+    activities, promql, _ = activity_with()
+    result = activities.forecast(request(horizon_s=math.inf, season_s=[30.0, math.nan]))
+    assert result.status == "bad-query" and promql.calls == []
+    assert result.detail == "horizon_s, season_s[1] must be a number of seconds > 0"
+
+
 def test_more_than_one_series_is_a_bad_query() -> None:
     activities, promql, _ = activity_with()
     promql.series = promql.series * 2
