@@ -368,6 +368,17 @@ def test_the_manifests_carry_no_secret_values(objs: list[Obj]) -> None:
     assert not [var for var in configmap(objs, "lcp-settings") if SECRETISH.search(var)]
 
 
+def test_the_models_policy_names_endpoint_keys_only_by_variable(objs: list[Obj]) -> None:
+    """An endpoint's api_key in the shipped models policy is a ${VAR} (from a Secret), never the key."""
+    policy = yaml.safe_load(configmap(objs, "lcp-policies")["models.yaml"])
+    entries = [*policy["models"], *(m["canary"] for m in policy["models"] if m.get("canary"))]
+    for entry in entries:
+        key = entry.get("api_key")
+        assert key is None or re.fullmatch(r"\$\{[A-Z_][A-Z0-9_]*(:-)?\}", key), (
+            f"{entry.get('name', 'a canary')}: api_key {key!r}"
+        )
+
+
 def test_the_secret_check_finds_a_literal_credential() -> None:
     objs = render("prod")
     api = by_kind(objs, "Deployment")["lcp-api"]["spec"]["template"]["spec"]["containers"][0]
