@@ -125,12 +125,14 @@ def lcp_env(home: Path, temporal: str, llm_url: str, **extra: str) -> dict[str, 
     }
 
 
-def demo_egress_allow(workload_port: int) -> str:
-    """LCP_EGRESS__ALLOW for the demo: the caller's own entries, and the lab workload on loopback, which the
-    catalogue's chaos HTTP probes check; nothing else internal (Temporal, the lab's Kubernetes API,
-    Prometheus, the API) is open to tools or probes."""
+def demo_egress_allow(host: str, workload_port: int) -> str:
+    """LCP_EGRESS__ALLOW for the demo: the caller's own entries, and the lab workload (on loopback and on
+    the stack's host), which the catalogue's chaos HTTP probes check; nothing else internal (Temporal,
+    the lab's Kubernetes API, Prometheus, the API) is open to tools or probes."""
     own = json.loads(os.environ.get("LCP_EGRESS__ALLOW") or "[]")
-    return json.dumps([*own, f"127.0.0.1:{workload_port}"])
+    hosts = dict.fromkeys(("127.0.0.1", host))
+    entries = [f"[{h}]:{workload_port}" if ":" in h else f"{h}:{workload_port}" for h in hosts]
+    return json.dumps([*own, *entries])
 
 
 def spawn_lcp(args: Sequence[str], env: dict[str, str], log_file: Path) -> subprocess.Popen[bytes]:
@@ -163,7 +165,7 @@ class Stack:
             LCP_API__HOST=self.ports.host,
             LCP_API__PORT=str(self.ports.api),
             LCP_ROLLOUT__PROMETHEUS_URL=self.ports.urls()["prometheus"],
-            LCP_EGRESS__ALLOW=demo_egress_allow(self.ports.workload),
+            LCP_EGRESS__ALLOW=demo_egress_allow(self.ports.host, self.ports.workload),
         )
         self.children.append((name, spawn_lcp(args, env, self.logs / f"{name}.log")))
 

@@ -2,6 +2,7 @@
 (rebinding included), the allow-list opening exactly what it names, and no cookies, proxies or redirects."""
 
 import ipaddress
+import json
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -245,9 +246,14 @@ def test_lcp_dev_opens_the_lab_workload_and_keeps_the_callers_entries(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.delenv("LCP_EGRESS__ALLOW", raising=False)
-    assert demo_egress_allow(8601) == '["127.0.0.1:8601"]'
+    assert demo_egress_allow("127.0.0.1", 8601) == '["127.0.0.1:8601"]'
+    assert demo_egress_allow("0.0.0.0", 8601) == '["127.0.0.1:8601", "0.0.0.0:8601"]'
+    assert demo_egress_allow("::1", 8601) == '["127.0.0.1:8601", "[::1]:8601"]'
     monkeypatch.setenv("LCP_EGRESS__ALLOW", '["tools.internal"]')
-    assert demo_egress_allow(18601) == '["tools.internal", "127.0.0.1:18601"]'
+    assert demo_egress_allow("127.0.0.1", 18601) == '["tools.internal", "127.0.0.1:18601"]'
+    rules = EgressRules(json.loads(demo_egress_allow("::1", 18601)))  # every entry parses
+    assert rules.refusal("localhost", ipaddress.ip_address("::1"), 18601) is None
+    assert rules.refusal("localhost", ipaddress.ip_address("::1"), 7233) == "loopback"  # Temporal stays shut
 
 
 # ---- cookies, redirects, proxies -------------------------------------------------------------------
