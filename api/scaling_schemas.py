@@ -1,16 +1,18 @@
 """Bodies of the predictive-scaling routes (the live state is the workflow's own ScalingView)."""
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from api.ops_bounds import InRange
 from api.rollout_schemas import NAME
-from policies.scaling import ScalingBounds
+from policies.scaling import BOUNDS_RANGES, MAX_SEASONS, SEASON_RANGE, SETTINGS_RANGES, ScalingBounds
 from workflows.scaling import DEFAULT_QUERY, ScalingInput
 
 _DEFAULT = ScalingInput(namespace="", deployment="")
 _BOUNDS = ScalingBounds()
+_B, _S = BOUNDS_RANGES, SETTINGS_RANGES  # each field's range, as the workflow checks it too
 
 
 class ScalingCreate(BaseModel):
@@ -19,32 +21,55 @@ class ScalingCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    namespace: str = Field(default="default", pattern=NAME)
-    deployment: str = Field(pattern=NAME)
+    namespace: str = Field(default="default", pattern=NAME, max_length=63)
+    deployment: str = Field(pattern=NAME, max_length=63)
     mode: Literal["forecast-only", "active"] = "forecast-only"
-    capacity_rps: float = Field(gt=0, description="Requests/s one replica serves at its SLO.")
-    min_replicas: int = Field(default=_BOUNDS.min_replicas, ge=1, description="Never below (never 0).")
-    max_replicas: int = Field(default=_BOUNDS.max_replicas, ge=1)
-    target_utilization: float = Field(default=_BOUNDS.target_utilization, gt=0, le=1)
-    tolerance: float = Field(default=_BOUNDS.tolerance, ge=0, lt=1)
-    max_up_factor: float = Field(default=_BOUNDS.max_up_factor, ge=1)
-    max_down_factor: float = Field(default=_BOUNDS.max_down_factor, ge=1)
-    scale_down_stabilization_s: float = Field(default=_BOUNDS.scale_down_stabilization_s, ge=0)
-    min_confidence: float = Field(default=_BOUNDS.min_confidence, ge=0, le=1)
+    capacity_rps: Annotated[float, InRange(_B["capacity_rps"])] = Field(
+        description="Requests/s one replica serves at its SLO."
+    )
+    min_replicas: Annotated[int, InRange(_B["min_replicas"])] = Field(
+        default=_BOUNDS.min_replicas, description="Never below (never 0)."
+    )
+    max_replicas: Annotated[int, InRange(_B["max_replicas"])] = _BOUNDS.max_replicas
+    target_utilization: Annotated[float, InRange(_B["target_utilization"])] = _BOUNDS.target_utilization
+    tolerance: Annotated[float, InRange(_B["tolerance"])] = _BOUNDS.tolerance
+    max_up_factor: Annotated[float, InRange(_B["max_up_factor"])] = _BOUNDS.max_up_factor
+    max_down_factor: Annotated[float, InRange(_B["max_down_factor"])] = _BOUNDS.max_down_factor
+    scale_down_stabilization_s: Annotated[float, InRange(_B["scale_down_stabilization_s"])] = (
+        _BOUNDS.scale_down_stabilization_s
+    )
+    min_confidence: Annotated[float, InRange(_B["min_confidence"])] = _BOUNDS.min_confidence
     query: str = Field(
         default=DEFAULT_QUERY,
         min_length=1,
+        max_length=2000,
         description="PromQL giving the target's requests/s; {{namespace}} and {{deployment}} are filled in.",
     )
-    interval_s: float = Field(default=_DEFAULT.interval_s, gt=0, description="Between decisions.")
-    startup_s: float = Field(default=_DEFAULT.startup_s, ge=0, description="A new pod's start-up time.")
-    horizon_s: float = Field(default=_DEFAULT.horizon_s, gt=0, description="How far the forecast looks.")
-    step_s: float = Field(default=_DEFAULT.step_s, gt=0, description="Resolution of the history.")
-    lookback_s: float = Field(default=_DEFAULT.lookback_s, gt=0, description="History to learn from.")
-    season_s: list[float] = Field(default_factory=lambda: list(_DEFAULT.season_s))
-    refresh_s: float = Field(default=_DEFAULT.refresh_s, gt=0, description="Retrain when older than this.")
-    max_age_s: float = Field(default=_DEFAULT.max_age_s, gt=0, description="Older data counts as stale.")
-    planning_quantile: float = Field(default=_DEFAULT.planning_quantile, gt=0, lt=1)
+    interval_s: Annotated[float, InRange(_S["interval_s"])] = Field(
+        default=_DEFAULT.interval_s, description="Between decisions."
+    )
+    startup_s: Annotated[float, InRange(_S["startup_s"])] = Field(
+        default=_DEFAULT.startup_s, description="A new pod's start-up time."
+    )
+    horizon_s: Annotated[float, InRange(_S["horizon_s"])] = Field(
+        default=_DEFAULT.horizon_s, description="How far the forecast looks."
+    )
+    step_s: Annotated[float, InRange(_S["step_s"])] = Field(
+        default=_DEFAULT.step_s, description="Resolution of the history."
+    )
+    lookback_s: Annotated[float, InRange(_S["lookback_s"])] = Field(
+        default=_DEFAULT.lookback_s, description="History to learn from."
+    )
+    season_s: list[Annotated[float, InRange(SEASON_RANGE)]] = Field(
+        default_factory=lambda: list(_DEFAULT.season_s), max_length=MAX_SEASONS
+    )
+    refresh_s: Annotated[float, InRange(_S["refresh_s"])] = Field(
+        default=_DEFAULT.refresh_s, description="Retrain when older than this."
+    )
+    max_age_s: Annotated[float, InRange(_S["max_age_s"])] = Field(
+        default=_DEFAULT.max_age_s, description="Older data counts as stale."
+    )
+    planning_quantile: Annotated[float, InRange(_S["planning_quantile"])] = _DEFAULT.planning_quantile
 
 
 class ModeIn(BaseModel):

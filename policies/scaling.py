@@ -1,7 +1,10 @@
 """Predictive scaling: how many replicas to set from the demand now and a forecast of the peak ahead."""
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
+
+from policies.ranges import DAY_S, HOUR_S, REPLICAS, SHARE, Range, seconds
 
 # Float noise (3.0000000001 from 2.4 / 0.8) must not cost a replica: ceilings and the tolerance band give
 # this much relative slack.
@@ -36,32 +39,77 @@ class ScalingBounds:
     min_confidence: float = 0.5  # a forecast below this confidence is ignored (reactive need only)
 
     def problem(self) -> str | None:
-        """Why these bounds can't be used, as one sentence naming the field; None when they are fine."""
-        if not is_whole(self.min_replicas) or self.min_replicas < 1:
-            return f"min_replicas must be a whole number ≥ 1 (never zero), got {self.min_replicas!r}"
-        if not is_whole(self.max_replicas) or self.max_replicas < self.min_replicas:
-            return (
-                f"max_replicas must be a whole number ≥ min_replicas ({self.min_replicas}), "
-                f"got {self.max_replicas!r}"
-            )
-        if not (is_finite_number(self.capacity_rps) and self.capacity_rps > 0):
-            return f"capacity_rps must be a positive, finite number of requests/s, got {self.capacity_rps!r}"
-        if not (is_finite_number(self.target_utilization) and 0 < self.target_utilization <= 1):
-            return f"target_utilization must be in (0, 1], e.g. 0.8, got {self.target_utilization!r}"
-        if not (is_finite_number(self.tolerance) and 0 <= self.tolerance < 1):
-            return f"tolerance must be in [0, 1), e.g. 0.1, got {self.tolerance!r}"
-        if not (is_finite_number(self.max_up_factor) and self.max_up_factor >= 1):
-            return f"max_up_factor must be a number ≥ 1, got {self.max_up_factor!r}"
-        if not (is_finite_number(self.max_down_factor) and self.max_down_factor >= 1):
-            return f"max_down_factor must be a number ≥ 1, got {self.max_down_factor!r}"
-        if not (is_finite_number(self.scale_down_stabilization_s) and self.scale_down_stabilization_s >= 0):
-            return (
-                "scale_down_stabilization_s must be a number of seconds ≥ 0, "
-                f"got {self.scale_down_stabilization_s!r}"
-            )
-        if not (is_finite_number(self.min_confidence) and 0 <= self.min_confidence <= 1):
-            return f"min_confidence must be in [0, 1], got {self.min_confidence!r}"
+        """Why these bounds can't be used, as one sentence naming the field and its range; None when they
+        are fine."""
+        for name, allowed in BOUNDS_RANGES.items():
+            if problem := allowed.problem(name, getattr(self, name)):
+                return problem
+        if self.max_replicas < self.min_replicas:
+            return f"max_replicas must be ≥ min_replicas ({self.min_replicas}), got {self.max_replicas!r}"
         return None
+
+
+# The range of every setting of a scaling target (BOUNDS_RANGES: its ScalingBounds; SETTINGS_RANGES: the
+# rest of the workflow's input). Decisions come at most once a second, no count runs past what a cluster
+# holds, and one forecast reads at most MAX_HISTORY_POINTS points and predicts at most MAX_HORIZON_STEPS.
+MAX_FACTOR = 100.0
+MAX_SEASONS = 4
+MAX_HISTORY_POINTS = 2_000_000  # lookback_s / step_s: 14 days is 20,160 at 1 min, 1,209,600 at 1 s
+MAX_HORIZON_STEPS = 1_440  # horizon_s / step_s: a day at 1 min
+BOUNDS_RANGES: dict[str, Range] = {
+    "min_replicas": REPLICAS,
+    "max_replicas": REPLICAS,
+    "capacity_rps": Range(0, 1_000_000, low_open=True, what="a number of requests/s"),
+    "target_utilization": Range(0, 1, low_open=True),
+    "tolerance": Range(0, 1, high_open=True),
+    "max_up_factor": Range(1, MAX_FACTOR),
+    "max_down_factor": Range(1, MAX_FACTOR),
+    "scale_down_stabilization_s": seconds(0, DAY_S),
+    "min_confidence": SHARE,
+}
+SETTINGS_RANGES: dict[str, Range] = {
+    "interval_s": seconds(1, DAY_S),
+    "startup_s": seconds(0, HOUR_S),
+    "horizon_s": seconds(1, 7 * DAY_S),
+    "step_s": seconds(1, HOUR_S),
+    "lookback_s": seconds(60, 90 * DAY_S),
+    "refresh_s": seconds(10, 7 * DAY_S),
+    "max_age_s": seconds(1, DAY_S),
+    "planning_quantile": Range(0, 1, low_open=True, high_open=True),
+}
+SEASON_RANGE = seconds(1, 366 * DAY_S)
+
+
+def settings_problem(settings: Mapping[str, object]) -> str | None:
+    """Why a scaling target's settings (SETTINGS_RANGES' names and season_s) can't be used, naming the
+    field and its range; None when they are fine. Pairs that depend on each other are checked by the
+    workflow's input_problem."""
+    for name, allowed in SETTINGS_RANGES.items():
+        if problem := allowed.problem(name, settings.get(name)):
+            return problem
+    seasons = settings.get("season_s")
+    if not isinstance(seasons, list | tuple) or len(seasons) > MAX_SEASONS:
+        return f"season_s must be a list of at most {MAX_SEASONS} seasons, got {seasons!r}"
+    for index, season in enumerate(seasons):
+        if problem := SEASON_RANGE.problem(f"season_s[{index}]", season):
+            return problem
+    step, lookback, horizon = settings["step_s"], settings["lookback_s"], settings["horizon_s"]
+    assert (
+        isinstance(step, int | float)
+        and isinstance(lookback, int | float)
+        and isinstance(horizon, int | float)
+    )
+    if lookback / step > MAX_HISTORY_POINTS:
+        return (
+            f"lookback_s / step_s must be at most {MAX_HISTORY_POINTS} points of history, got "
+            f"{lookback:g} / {step:g} = {lookback / step:.0f}: lengthen step_s or shorten lookback_s"
+        )
+    if horizon / step > MAX_HORIZON_STEPS:
+        return (
+            f"horizon_s / step_s must be at most {MAX_HORIZON_STEPS} forecast steps, got "
+            f"{horizon:g} / {step:g} = {horizon / step:.0f}: lengthen step_s or shorten horizon_s"
+        )
+    return None
 
 
 def _check_rps(name: str, value: float) -> None:

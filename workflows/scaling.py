@@ -7,7 +7,15 @@ from typing import Any, Literal
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
 
-from policies.scaling import Decision, DecisionInput, Recommendation, ScalingBounds, decide, remember
+from policies.scaling import (
+    Decision,
+    DecisionInput,
+    Recommendation,
+    ScalingBounds,
+    decide,
+    remember,
+    settings_problem,
+)
 from temporal.constants import FORECASTING_QUEUE, PHASE
 from workflows import _options
 from workflows._failures import cause, cause_type
@@ -134,11 +142,8 @@ def input_problem(request: ScalingInput) -> str | None:
         return problem
     if not request.query.strip():
         return "query must be a PromQL expression giving requests per second"
-    for name in ("interval_s", "step_s", "lookback_s", "refresh_s", "max_age_s"):
-        if not getattr(request, name) > 0:
-            return f"{name} must be > 0"
-    if request.startup_s < 0:
-        return "startup_s must be >= 0"
+    if problem := settings_problem(vars(request)):
+        return problem
     if request.horizon_s < request.lead_s:
         return (
             f"horizon_s ({request.horizon_s:g}) must cover the pod start-up time plus one interval "
@@ -146,10 +151,6 @@ def input_problem(request: ScalingInput) -> str | None:
         )
     if request.lookback_s < 2 * request.horizon_s:
         return f"lookback_s ({request.lookback_s:g}) must be at least twice horizon_s ({request.horizon_s:g})"
-    if not 0 < request.planning_quantile < 1:
-        return "planning_quantile must be between 0 and 1"
-    if any(not season > 0 for season in request.season_s):
-        return "every season_s must be > 0"
     return None
 
 

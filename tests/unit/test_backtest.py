@@ -139,7 +139,10 @@ def test_the_command_prints_a_table_and_writes_json_and_a_png(tmp_path: Path) ->
         (["--trace", "/no/such/trace.csv"], "/no/such/trace.csv: no such file or directory"),
         (["--trace", "{bad}"], "can't read the trace: "),
         (["--trace", "{good}", "--startup", "-5"], "startup must be positive"),
-        (["--trace", "{good}", "--target-utilization", "1.5"], "target_utilization must be in (0, 1]"),
+        (
+            ["--trace", "{good}", "--target-utilization", "1.5"],
+            "target_utilization must be a number > 0 and ≤ 1",
+        ),
     ],
 )
 def test_bad_input_exits_2_with_one_clear_line(tmp_path: Path, arguments: list[str], message: str) -> None:
