@@ -2,35 +2,53 @@
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
-from policies.canary import DEFAULT_CONSECUTIVE_ERROR_LIMIT, Analyze, Pause, SetWeight, Step
+from api.ops_bounds import InRange
+from policies.canary import (
+    ANALYSIS_INTERVAL_RANGE,
+    COUNT_RANGE,
+    DEFAULT_CONSECUTIVE_ERROR_LIMIT,
+    LIMIT_RANGE,
+    MIN_SAMPLES_RANGE,
+    PAUSE_RANGE,
+    TIME_SCALE_RANGE,
+    Analyze,
+    Pause,
+    SetWeight,
+    Step,
+)
+from policies.ranges import PERCENT, REPLICAS, Range, whole
 
 NAME = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"  # a Kubernetes object name (RFC 1123 label)
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class SetWeightIn(_Strict):
     kind: Literal["set_weight"]
-    percent: int = Field(ge=0, le=100)
+    percent: Annotated[int, InRange(whole(0, 100, "a whole percentage"))]
 
 
 class PauseIn(_Strict):
     kind: Literal["pause"]
-    duration_s: float | None = Field(default=None, ge=0, description="None: until a human promotes.")
+    duration_s: Annotated[float, InRange(PAUSE_RANGE)] | None = Field(
+        default=None, description="None: until a human promotes."
+    )
 
 
 class AnalyzeIn(_Strict):
     kind: Literal["analyze"]
-    templates: list[str] = Field(min_length=1, description="Metric templates, measured together.")
-    interval_s: float = Field(gt=0)
-    count: int = Field(ge=1)
-    failure_limit: int = Field(default=0, ge=0)
-    inconclusive_limit: int = Field(default=0, ge=0)
-    consecutive_error_limit: int = Field(default=DEFAULT_CONSECUTIVE_ERROR_LIMIT, ge=0)
+    templates: list[str] = Field(
+        min_length=1, max_length=20, description="Metric templates, measured together."
+    )
+    interval_s: Annotated[float, InRange(ANALYSIS_INTERVAL_RANGE)]
+    count: Annotated[int, InRange(COUNT_RANGE)]
+    failure_limit: Annotated[int, InRange(LIMIT_RANGE)] = 0
+    inconclusive_limit: Annotated[int, InRange(LIMIT_RANGE)] = 0
+    consecutive_error_limit: Annotated[int, InRange(LIMIT_RANGE)] = DEFAULT_CONSECUTIVE_ERROR_LIMIT
 
 
 StepIn = Annotated[SetWeightIn | PauseIn | AnalyzeIn, Field(discriminator="kind")]
@@ -52,11 +70,11 @@ def to_step(step: SetWeightIn | PauseIn | AnalyzeIn) -> Step:
 
 
 class JudgeSettingsIn(_Strict):
-    confidence: float = Field(default=0.98, gt=0, lt=1)
-    pass_threshold: float = Field(default=95.0, ge=0, le=100)
-    marginal_threshold: float = Field(default=75.0, ge=0, le=100)
-    min_samples: int = Field(default=5, ge=3)
-    samples_per_interval: int = Field(default=6, ge=3, le=60)
+    confidence: Annotated[float, InRange(Range(0, 1, low_open=True, high_open=True))] = 0.98
+    pass_threshold: Annotated[float, InRange(PERCENT)] = 95.0
+    marginal_threshold: Annotated[float, InRange(PERCENT)] = 75.0
+    min_samples: Annotated[int, InRange(MIN_SAMPLES_RANGE)] = 5
+    samples_per_interval: Annotated[int, InRange(whole(3, 60))] = 6
 
 
 class RolloutCreate(_Strict):
@@ -83,24 +101,25 @@ class RolloutCreate(_Strict):
         description="The plan; default: 10% → pause 2 min → 20% → pause 2 min → analysis → 50% → "
         "pause 5 min → 100%.",
     )
-    time_scale: float = Field(
-        default=1.0, gt=0, le=100, description="Multiplies the default plan's durations (not given steps)."
+    time_scale: Annotated[float, InRange(TIME_SCALE_RANGE)] = Field(
+        default=1.0, description="Multiplies the default plan's durations (not given steps)."
     )
     router: Literal["replicas", "istio", "gateway-api"] = "replicas"
     judge: Literal["threshold", "statistical"] = "threshold"
     judge_settings: JudgeSettingsIn = JudgeSettingsIn()
     templates: dict[str, Any] | None = Field(
         default=None,
+        max_length=20,
         description="Metric templates added to (or replacing by name) the server's, in the shape of "
         "policies/analysis.yaml's `templates` mapping.",
     )
-    total_replicas: int | None = Field(default=None, ge=1, le=10_000)
+    total_replicas: Annotated[int, InRange(REPLICAS)] | None = None
     on_failure: Literal["rollback", "freeze"] = "rollback"
-    allow_decrease: bool = False
+    allow_decrease: StrictBool = False
 
 
 class PromoteIn(_Strict):
-    full: bool = Field(default=False, description="Skip every remaining step and analysis.")
+    full: StrictBool = Field(default=False, description="Skip every remaining step and analysis.")
     reason: str = Field(default="", max_length=500)
 
 

@@ -9,9 +9,21 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Literal, cast
 
+from policies.ranges import DAY_S, Range, seconds, whole
+
 # ── Steps as data (Argo Rollouts' canary strategy: setWeight / pause / analysis) ─────────────────────────
 
 MAX_STEPS = 50
+# The range of each numeric setting of a plan: an analysis measures at most once a second and at most
+# MAX_COUNT times, a pause lasts at most a week, and time_scale keeps the standard plan inside both.
+MAX_COUNT = 500
+PAUSE_RANGE = seconds(0, 7 * DAY_S)
+ANALYSIS_INTERVAL_RANGE = seconds(1, DAY_S)
+COUNT_RANGE = whole(1, MAX_COUNT)
+LIMIT_RANGE = whole(0, MAX_COUNT)
+TIME_SCALE_RANGE = Range(0.05, 100)  # × the standard plan's 30 s analysis interval: ≥ 1.5 s
+WEIGHT_RANGE = Range(0, 100, low_open=True)  # a metric's weight in the judge's score
+MIN_SAMPLES_RANGE = whole(3, 1000)
 # Argo's DefaultConsecutiveErrorLimit (analysis/analysis.go in argoproj/argo-rollouts).
 DEFAULT_CONSECUTIVE_ERROR_LIMIT = 4
 # The standard plan's analysis per judge: the threshold judge reads the canary against fixed bounds (its
@@ -121,21 +133,18 @@ def _weight_problem(step: SetWeight, previous: int | None, allow_decrease: bool)
 
 
 def _pause_problem(step: Pause) -> str | None:
-    duration = step.duration_s
-    if duration is not None and not (isinstance(duration, int | float) and math.isfinite(duration)):
-        return f"pause duration {duration!r} is not a number of seconds (use None to wait for a human)"
-    if duration is not None and duration < 0:
-        return f"pause duration {duration} s is negative (use None to wait for a human)"
-    return None
+    if step.duration_s is None:
+        return None
+    problem = PAUSE_RANGE.problem("pause duration_s", step.duration_s)
+    return f"{problem} (None waits for a human)" if problem else None
 
 
 def limits_problem(limits: RunLimits, count: int) -> str | None:
     """Argo's checks on a metric's limits (ValidateMetrics in utils/analysis): limits ≥ 0, and `count` at
     least as large as the failure and inconclusive limits, or the run could never fail on them."""
     for name in ("failure_limit", "inconclusive_limit", "consecutive_error_limit"):
-        value = getattr(limits, name)
-        if not _is_int(value) or value < 0:
-            return f"{name} must be a whole number ≥ 0, got {value!r}"
+        if problem := LIMIT_RANGE.problem(name, getattr(limits, name)):
+            return problem
     if count < limits.failure_limit:
         return f"count ({count}) must be ≥ failure_limit ({limits.failure_limit})"
     if count < limits.inconclusive_limit:
@@ -153,11 +162,10 @@ def _analyze_problem(step: Analyze, known_templates: Collection[str] | None) -> 
     if unknown and known_templates is not None:
         known = ", ".join(sorted(known_templates)) or "none"
         return f"analysis template {unknown[0]!r} is not defined (known: {known})"
-    interval = step.interval_s
-    if not (isinstance(interval, int | float) and math.isfinite(interval) and interval > 0):
-        return f"analysis interval_s must be a positive number of seconds, got {interval!r}"
-    if not _is_int(step.count) or step.count < 1:
-        return f"analysis count must be a whole number ≥ 1, got {step.count!r}"
+    if problem := ANALYSIS_INTERVAL_RANGE.problem("analysis interval_s", step.interval_s):
+        return problem
+    if problem := COUNT_RANGE.problem("analysis count", step.count):
+        return problem
     return limits_problem(step.limits, step.count)
 
 
@@ -415,8 +423,8 @@ def template_problem(template: MetricTemplate) -> str | None:
             return f"template {template.name!r}: unknown comparison {condition.op!r}"
         if condition is not None and not math.isfinite(condition.bound):
             return f"template {template.name!r}: bound {condition.bound!r} is not a finite number"
-    if not (math.isfinite(template.weight) and template.weight > 0):
-        return f"template {template.name!r}: weight must be a positive number, got {template.weight}"
+    if problem := WEIGHT_RANGE.problem("weight", template.weight):
+        return f"template {template.name!r}: {problem}"
     return None
 
 
@@ -699,11 +707,11 @@ def judge_config_problem(config: JudgeConfig) -> str | None:
             f"thresholds must satisfy 0 ≤ marginal ({config.marginal_threshold}) ≤ pass "
             f"({config.pass_threshold}) ≤ 100"
         )
-    if config.min_samples < 3:
-        return f"min_samples must be at least 3, got {config.min_samples}"
+    if problem := MIN_SAMPLES_RANGE.problem("min_samples", config.min_samples):
+        return problem
     for metric in config.metrics:
-        if not (math.isfinite(metric.weight) and metric.weight > 0):
-            return f"metric {metric.name!r}: weight must be a positive number, got {metric.weight}"
+        if problem := WEIGHT_RANGE.problem("weight", metric.weight):
+            return f"metric {metric.name!r}: {problem}"
         if not (metric.allowed_relative >= 0 and metric.allowed_absolute >= 0):
             return f"metric {metric.name!r}: allowed_relative and allowed_absolute must be ≥ 0"
     return None

@@ -34,6 +34,7 @@ from policies.canary import (
     render_query,
     template_problem,
 )
+from policies.ranges import REPLICAS
 from temporal.constants import PHASE
 from workflows import _options
 from workflows._failures import cause, cause_type
@@ -137,8 +138,10 @@ def input_problem(request: RolloutInput) -> str | None:
         return f"router must be one of {', '.join(ROUTERS)}, not {request.router!r}"
     if request.judge not in JUDGES:
         return f"judge must be one of {', '.join(JUDGES)}, not {request.judge!r}"
-    if request.total_replicas is not None and request.total_replicas < 1:
-        return f"total_replicas must be at least 1, got {request.total_replicas}"
+    if request.total_replicas is not None and (
+        problem := REPLICAS.problem("total_replicas", request.total_replicas)
+    ):
+        return problem
     if not (math.isfinite(request.min_window_s) and request.min_window_s > 0):
         return f"min_window_s must be a positive number of seconds, got {request.min_window_s}"
     problem = plan_problem(

@@ -236,7 +236,10 @@ async def test_a_missing_deployment_is_404_and_so_is_an_unknown_rollout(sre: htt
     ("change", "said"),
     [
         ({"steps": [{"kind": "jump", "percent": 10}]}, "'jump' found using 'kind' does not match"),
-        ({"steps": [_weight(150)]}, "steps.0.set_weight.percent: Input should be less than or equal to 100"),
+        (
+            {"steps": [_weight(150)]},
+            "steps.0.set_weight.percent: must be a whole percentage from 0 to 100, got 150",
+        ),
         ({"steps": [_weight(50), _weight(20)]}, "weight goes down from 50% to 20%"),
         (
             {"steps": [{"kind": "analyze", "templates": ["no-such-metric"], "interval_s": 1, "count": 1}]},
