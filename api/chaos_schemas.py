@@ -1,8 +1,18 @@
 """Bodies of the chaos routes (a run's state is the workflow's own ChaosView)."""
 
-from typing import Any
+import re
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
+
+from api.ops_bounds import InRange
+from policies.ranges import DAY_S, MINUTE_S, seconds
+
+# A game day comes at most once a minute and at least once a year: every_s in this range, and a cron
+# expression of five fields (minute hour day month weekday: no seconds field, no @every) or a macro.
+EVERY_RANGE = seconds(MINUTE_S, 366 * DAY_S)
+CRON_MACROS = ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly")
+_CRON_FIELD = re.compile(r"[0-9A-Za-z*?/,#\-]{1,40}")
 
 
 class ChaosCreate(BaseModel):
@@ -52,9 +62,28 @@ class ScheduleCreate(BaseModel):
 
     experiment: str | None = None
     definition: dict[str, Any] | None = None
-    cron: str | None = Field(default=None, description='A cron expression, e.g. "0 14 * * WED" (UTC).')
-    every_s: float | None = Field(default=None, ge=60, description="Or an interval, at least a minute.")
-    paused: bool = False
+    cron: str | None = Field(
+        default=None,
+        max_length=200,
+        description='A cron expression of five fields, e.g. "0 14 * * WED" (UTC), or @daily, @hourly, ...',
+    )
+    every_s: Annotated[float, InRange(EVERY_RANGE)] | None = Field(
+        default=None, description="Or an interval, from a minute to a year."
+    )
+    paused: StrictBool = False
+
+    @field_validator("cron")
+    @classmethod
+    def _five_fields(cls, cron: str | None) -> str | None:
+        if cron is None or cron.strip() in CRON_MACROS:
+            return cron
+        fields = cron.split()
+        if len(fields) != 5 or not all(_CRON_FIELD.fullmatch(field) for field in fields):
+            raise ValueError(
+                "must be five fields (minute hour day-of-month month day-of-week, e.g. '0 14 * * WED') or "
+                f"one of {', '.join(CRON_MACROS)}: runs at most once a minute"
+            )
+        return cron
 
     @model_validator(mode="after")
     def _one_each(self) -> "ScheduleCreate":

@@ -3,12 +3,14 @@
 import hashlib
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from policies.chaos import COMPARATORS
+from policies.ranges import DAY_S, HOUR_S, seconds
 
 __all__ = [
     "COMPARATORS",
@@ -40,7 +42,18 @@ APP_KINDS = ("deployment", "statefulset", "daemonset")
 PROBE_METHODS = ("GET", "HEAD")
 LITMUS_API_VERSION = "litmuschaos.io/v1alpha1"
 MAX_WEIGHT = 10  # ChaosCenter's fault weights run from 0 to 10
+# Numeric ranges: probes run at most once a second, each waits at most a minute, a hypothesis holds at most
+# MAX_PROBES of them, and a fault lasts at most a day.
+MAX_PROBES = 20
+PROBE_INTERVAL_RANGE = seconds(1, HOUR_S)
+PROBE_TIMEOUT_RANGE = seconds(0, 60, low_open=True)
+RECOVER_RANGE = seconds(0, HOUR_S)
+MAX_ENV_VALUE = 1000  # characters of one fault setting
 DEFAULT_CATALOGUE = Path(__file__).with_name("catalogue.yaml")  # the lab demo's experiments
+# What a catalogue's {{name}} placeholders stand for unless the loader is told otherwise: the lab's workload
+# simulator at its default address (`lcp dev --workload-port` moves it, and tells the API through
+# LCP_CHAOS__WORKLOAD_URL).
+DEFAULT_PLACEHOLDERS = {"workload": "http://127.0.0.1:8601"}
 
 # litmus-go's own defaults: what each experiment's Go code reads when a variable is unset
 # (pkg/generic/<fault>/environment). They are rendered into every engine on purpose: chaos-charts'
@@ -78,13 +91,13 @@ FAULT_EXTRA_KEYS: dict[str, tuple[str, ...]] = {
     "pod-cpu-hog": (*_TARGETING, *_RUNTIME, "STRESS_IMAGE"),
 }
 # Settings litmus-go parses as whole numbers (strconv.Atoi), with the range that makes sense.
-_WHOLE_NUMBERS: dict[str, tuple[int, int | None]] = {
-    "TOTAL_CHAOS_DURATION": (1, None),
-    "CHAOS_INTERVAL": (1, None),
-    "RAMP_TIME": (0, None),
+_WHOLE_NUMBERS: dict[str, tuple[int, int]] = {
+    "TOTAL_CHAOS_DURATION": (1, int(DAY_S)),
+    "CHAOS_INTERVAL": (1, int(HOUR_S)),
+    "RAMP_TIME": (0, int(HOUR_S)),
     "PODS_AFFECTED_PERC": (0, 100),
     "NETWORK_PACKET_LOSS_PERCENTAGE": (0, 100),
-    "CPU_CORES": (0, None),
+    "CPU_CORES": (0, 256),
     "CPU_LOAD": (0, 100),
 }
 _CHOICES = {
@@ -201,8 +214,8 @@ class HttpProbe:
             return f"expected_status: must be an HTTP status code (100-599), got {self.expected_status!r}"
         if self.method not in PROBE_METHODS:
             return f"method: a probe only reads, so it must be GET or HEAD, got {self.method!r}"
-        if not _is_finite(self.timeout_s) or self.timeout_s <= 0:
-            return f"timeout_s: must be a number of seconds > 0, got {self.timeout_s!r}"
+        if problem := PROBE_TIMEOUT_RANGE.problem("timeout_s", self.timeout_s, ": "):
+            return problem
         return None
 
 
@@ -226,8 +239,10 @@ class Hypothesis:
         return tuple(probe for probe in self.probes if when in probe.when)
 
     def problem(self) -> str | None:
-        if not _is_finite(self.interval_s) or self.interval_s <= 0:
-            return f"interval_s: must be a number of seconds > 0, got {self.interval_s!r}"
+        if problem := PROBE_INTERVAL_RANGE.problem("interval_s", self.interval_s, ": "):
+            return problem
+        if len(self.probes) > MAX_PROBES:
+            return f"probes: at most {MAX_PROBES} probes, got {len(self.probes)}"
         seen: set[str] = set()
         for index, probe in enumerate(self.probes):
             where = f"probes[{index}]"
@@ -326,8 +341,8 @@ class Experiment:
                 return f"{where}.{problem}"
         if not _is_whole(self.weight) or not 0 <= self.weight <= MAX_WEIGHT:
             return f"weight: must be a whole number from 0 to {MAX_WEIGHT}, got {self.weight!r}"
-        if not _is_finite(self.recover_within_s) or self.recover_within_s < 0:
-            return f"recover_within_s: must be a number of seconds ≥ 0, got {self.recover_within_s!r}"
+        if problem := RECOVER_RANGE.problem("recover_within_s", self.recover_within_s, ": "):
+            return problem
         return None
 
 
@@ -416,10 +431,12 @@ def parse_experiments(data: Any) -> list[Experiment]:
     return experiments
 
 
-def load_experiments(path: str | Path) -> list[Experiment]:
+def load_experiments(path: str | Path, placeholders: Mapping[str, str] | None = None) -> list[Experiment]:
     """Experiments from a YAML file, or from YAML text (a str with a line break); ExperimentError names
-    the file. PyYAML is imported here, not at the top: it is not stdlib, and the module stays importable
-    wherever only the definitions are needed (a workflow sandbox)."""
+    the file. Every `{{name}}` in its strings is replaced by `placeholders[name]` (DEFAULT_PLACEHOLDERS for
+    those not given), e.g. `url: "{{workload}}/healthz"`. PyYAML is imported here, not at the top: it is
+    not stdlib, and the module stays importable wherever only the definitions are needed (a workflow
+    sandbox)."""
     import yaml
 
     if isinstance(path, str) and "\n" in path:
@@ -435,9 +452,22 @@ def load_experiments(path: str | Path) -> list[Experiment]:
     except yaml.YAMLError as exc:
         raise ExperimentError(f"{source}: not valid YAML: {exc}") from None
     try:
-        return parse_experiments(data)
+        return parse_experiments(_filled(data, {**DEFAULT_PLACEHOLDERS, **(placeholders or {})}))
     except ExperimentError as exc:
         raise ExperimentError(f"{source}: {exc}") from None
+
+
+def _filled(data: Any, placeholders: Mapping[str, str]) -> Any:
+    """`data` with each `{{name}}` in its strings replaced by its value."""
+    if isinstance(data, str):
+        for name, value in placeholders.items():
+            data = data.replace("{{" + name + "}}", value)
+        return data
+    if isinstance(data, list):
+        return [_filled(item, placeholders) for item in data]
+    if isinstance(data, dict):
+        return {key: _filled(value, placeholders) for key, value in data.items()}
+    return data
 
 
 def experiment_to_data(experiment: Experiment) -> dict[str, Any]:
@@ -638,12 +668,14 @@ def _env_value_problem(key: str, value: str) -> str | None:
         if value == "" and key in _EMPTY_MEANS_DEFAULT:
             return None
         low, high = _WHOLE_NUMBERS[key]
-        number = int(value) if value.isdigit() and value.isascii() else None
-        if number is None or number < low or (high is not None and number > high):
-            bounds = f"from {low} to {high}" if high is not None else f"≥ {low}"
-            return f"must be a whole number {bounds}, got {value!r}"
+        # At most 9 digits: int() of thousands of digits raises instead of answering.
+        number = int(value) if value.isdigit() and value.isascii() and len(value) <= 9 else None
+        if number is None or not low <= number <= high:
+            return f"must be a whole number from {low} to {high}, got {value[:20]!r}"
     if key in _CHOICES and value not in _CHOICES[key]:
-        return f"must be one of {', '.join(_CHOICES[key])}, got {value!r}"
+        return f"must be one of {', '.join(_CHOICES[key])}, got {value[:20]!r}"
+    if len(value) > MAX_ENV_VALUE:
+        return f"must be at most {MAX_ENV_VALUE} characters, got {len(value)}"
     return None
 
 

@@ -148,6 +148,11 @@ class ChaosSettings(BaseModel):
     catalogue_file: Path | None = Field(
         default=None, description="Experiments YAML; empty means chaos/catalogue.yaml (the lab demo's)."
     )
+    workload_url: str = Field(
+        default="http://127.0.0.1:8601",
+        description="What the catalogue's {{workload}} stands for: the lab's workload simulator (lcp dev "
+        "sets it from --workload-port).",
+    )
     allowed_namespaces: list[str] = Field(default_factory=lambda: ["lab"])
     max_pods_affected_perc: float = Field(default=50.0, gt=0, le=100, description="Blast-radius limit.")
 

@@ -228,7 +228,10 @@ async def abort(experiment: str, run: str, body: ReasonIn, state: StateDep, call
 
 def _catalogue(state: AppState) -> dict[str, Experiment]:
     try:
-        experiments = load_experiments(state.settings.chaos.catalogue_file or DEFAULT_CATALOGUE)
+        chaos = state.settings.chaos
+        experiments = load_experiments(
+            chaos.catalogue_file or DEFAULT_CATALOGUE, {"workload": chaos.workload_url.rstrip("/")}
+        )
     except ExperimentError as err:
         raise ApiError(500, "BadCatalogue", f"the chaos catalogue is invalid: {err}") from err
     return {experiment.name: experiment for experiment in experiments}

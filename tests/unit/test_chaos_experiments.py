@@ -181,15 +181,15 @@ def _with_probe(probe: PromProbe | HttpProbe) -> Experiment:
         ),
         (
             replace(EXPERIMENT, fault=Fault("pod-delete", (("TOTAL_CHAOS_DURATION", "-5"),))),
-            "fault.env.TOTAL_CHAOS_DURATION: must be a whole number ≥ 1, got '-5'",
+            "fault.env.TOTAL_CHAOS_DURATION: must be a whole number from 1 to 86400, got '-5'",
         ),
         (
             replace(EXPERIMENT, fault=Fault("pod-delete", (("TOTAL_CHAOS_DURATION", "30s"),))),
-            "fault.env.TOTAL_CHAOS_DURATION: must be a whole number ≥ 1, got '30s'",
+            "fault.env.TOTAL_CHAOS_DURATION: must be a whole number from 1 to 86400, got '30s'",
         ),
         (
             replace(EXPERIMENT, fault=Fault("pod-delete", (("CHAOS_INTERVAL", "0"),))),
-            "fault.env.CHAOS_INTERVAL: must be a whole number ≥ 1, got '0'",
+            "fault.env.CHAOS_INTERVAL: must be a whole number from 1 to 3600, got '0'",
         ),
         (
             replace(EXPERIMENT, fault=Fault("pod-delete", (("PODS_AFFECTED_PERC", "150"),))),
@@ -212,7 +212,7 @@ def _with_probe(probe: PromProbe | HttpProbe) -> Experiment:
         ),
         (
             replace(EXPERIMENT, hypothesis=Hypothesis((PROM,), interval_s=0.0)),
-            "hypothesis.interval_s: must be a number of seconds > 0, got 0.0",
+            "hypothesis.interval_s: must be a number of seconds from 1 to 3600, got 0.0",
         ),
         (
             replace(EXPERIMENT, hypothesis=Hypothesis((PROM, replace(HTTP, name="success-rate")))),
@@ -267,14 +267,14 @@ def _with_probe(probe: PromProbe | HttpProbe) -> Experiment:
         (_with_probe(replace(HTTP, method="HEAD")), None),
         (
             _with_probe(replace(HTTP, timeout_s=0.0)),
-            "hypothesis.probes[0].timeout_s: must be a number of seconds > 0, got 0.0",
+            "hypothesis.probes[0].timeout_s: must be a number of seconds > 0 and ≤ 60, got 0.0",
         ),
         (replace(EXPERIMENT, weight=11), "weight: must be a whole number from 0 to 10, got 11"),
         (replace(EXPERIMENT, weight=-1), "weight: must be a whole number from 0 to 10, got -1"),
         (replace(EXPERIMENT, weight=0), None),
         (
             replace(EXPERIMENT, recover_within_s=-1.0),
-            "recover_within_s: must be a number of seconds ≥ 0, got -1.0",
+            "recover_within_s: must be a number of seconds from 0 to 3600, got -1.0",
         ),
     ],
 )
@@ -493,7 +493,8 @@ _DELETE = object()
         ),
         (
             {"experiments": [_entry(fault__env={"TOTAL_CHAOS_DURATION": -30})]},
-            "experiments[0].fault.env.TOTAL_CHAOS_DURATION: must be a whole number ≥ 1, got '-30'",
+            "experiments[0].fault.env.TOTAL_CHAOS_DURATION: must be a whole number from 1 to 86400, "
+            "got '-30'",
         ),
         (
             {"experiments": [_entry(hypothesis__interval_s="5s")]},
