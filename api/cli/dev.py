@@ -1,4 +1,5 @@
-"""`lcp dev`: runs the whole embedded stack in the foreground and stops all of it on Ctrl-C."""
+"""`lcp dev`: runs the whole embedded stack in the foreground, restarts a child that exits (with backoff),
+and stops all of it on Ctrl-C or when a child keeps failing."""
 
 import asyncio
 import json
@@ -23,6 +24,7 @@ from temporal.devserver import start_dev_server
 
 STOP_GRACE_S = 10.0
 READY_TIMEOUT_S = 90.0
+Launch = Callable[[], subprocess.Popen[bytes]]
 
 
 def _ephemeral_low() -> int:
@@ -148,6 +150,98 @@ def spawn_lcp(args: Sequence[str], env: dict[str, str], log_file: Path) -> subpr
     )
 
 
+@dataclass(frozen=True)
+class RestartPolicy:
+    """How `lcp dev` restarts a child that exits: after first_delay_s, doubling with each failure up to
+    max_delay_s; a child that has failed max_failures times within window_s stops the whole stack (it
+    will not come up by itself). Failures older than the window are forgotten, so a child that crashes
+    once a day is restarted every time, after first_delay_s."""
+
+    first_delay_s: float = 1.0
+    max_delay_s: float = 30.0
+    max_failures: int = 5
+    window_s: float = 300.0
+
+    def delay(self, failures: int) -> float:
+        """The wait before restarting a child with `failures` recent failures (this one included)."""
+        return min(self.first_delay_s * 2 ** max(0, failures - 1), self.max_delay_s)
+
+
+def _exit_said(code: int) -> str:
+    """How a child ended, in words: `exited with code 1`, `was killed by SIGKILL (exit code -9)`."""
+    if code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name} (exit code {code})"
+        except ValueError:
+            pass
+    return f"exited with code {code}"
+
+
+class Supervisor:
+    """Restarts `lcp dev`'s children with backoff. `children` is the stack's own list (name, process),
+    updated in place, so that stopping stays in reverse start order; `launchers` start each child again;
+    `note(name, line)` records what happened. Pure bookkeeping on a clock the caller passes: `step(now)`
+    does what is due (notices exits, starts children whose delay is over) and returns a sentence when a
+    child keeps failing; `drain()` hands over the lines to show on the console."""
+
+    def __init__(
+        self,
+        children: list[tuple[str, subprocess.Popen[bytes]]],
+        launchers: dict[str, Launch],
+        policy: RestartPolicy,
+        note: Callable[[str, str], None] = lambda name, line: None,
+    ) -> None:
+        self.children, self.launchers, self.policy, self.note = children, launchers, policy, note
+        self.failures: dict[str, list[float]] = {}  # when each child failed, within the window
+        self.due: dict[str, float] = {}  # children waiting to be started again, and when
+        self._lines: list[str] = []
+
+    def _say(self, name: str, line: str) -> None:
+        self._lines.append(line)
+        self.note(name, line)
+
+    def drain(self) -> list[str]:
+        lines, self._lines = self._lines, []
+        return lines
+
+    def _failed(self, name: str, now: float, what: str) -> str | None:
+        """Count a failure; schedule the restart, or say why everything must stop."""
+        recent = [at for at in self.failures.get(name, []) if at > now - self.policy.window_s] + [now]
+        self.failures[name] = recent
+        if len(recent) >= self.policy.max_failures:
+            line = (
+                f"lcp dev: {name} {what}: {len(recent)} failures in {self.policy.window_s:g} s, so it is "
+                "not restarted again and everything stops"
+            )
+            self.note(name, line)
+            return line
+        delay = self.policy.delay(len(recent))
+        self._say(name, f"lcp dev: {name} {what}; restarting it in {delay:g} s (failure {len(recent)})")
+        self.due[name] = now + delay
+        return None
+
+    def step(self, now: float) -> str | None:
+        for name, process in self.children:
+            code = process.poll()
+            if code is not None and name not in self.due:
+                if given_up := self._failed(name, now, _exit_said(code)):
+                    return given_up
+        for name, at in list(self.due.items()):
+            if now < at:
+                continue
+            del self.due[name]
+            try:
+                process = self.launchers[name]()
+            except Exception as err:  # e.g. its port still taken: one more failure, retried later
+                if given_up := self._failed(name, now, f"could not be started again ({err})"):
+                    return given_up
+                continue
+            index = next(i for i, (child, _) in enumerate(self.children) if child == name)
+            self.children[index] = (name, process)
+            self._say(name, f"lcp dev: {name} restarted (pid {process.pid})")
+        return None
+
+
 class Stack:
     """The child processes of `lcp dev`, started in order and stopped in reverse."""
 
@@ -155,6 +249,7 @@ class Stack:
         self.home, self.ports = home, ports
         self.logs = home / "logs"
         self.children: list[tuple[str, subprocess.Popen[bytes]]] = []
+        self.launchers: dict[str, Launch] = {}
         self.api_key = ""
 
     def _spawn(self, name: str, *args: str) -> None:
@@ -166,18 +261,28 @@ class Stack:
             LCP_API__PORT=str(self.ports.api),
             LCP_ROLLOUT__PROMETHEUS_URL=self.ports.urls()["prometheus"],
             LCP_EGRESS__ALLOW=demo_egress_allow(self.ports.host, self.ports.workload),
+            # The chaos catalogue's probes check the lab's workload where this stack runs it.
+            LCP_CHAOS__WORKLOAD_URL=self.ports.urls()["workload"],
         )
-        self.children.append((name, spawn_lcp(args, env, self.logs / f"{name}.log")))
+        self._add(name, lambda: spawn_lcp(args, env, self.logs / f"{name}.log"))
+
+    def _add(self, name: str, launch: Launch) -> None:
+        """Start a child and remember how, so that supervision can start it again."""
+        self.launchers[name] = launch
+        self.children.append((name, launch()))
 
     def start(self) -> None:
         self.logs.mkdir(parents=True, exist_ok=True)
-        temporal = start_dev_server(
-            self.home / "temporal.db",
-            self.ports.temporal,
-            self.ports.ui,
-            log_file=self.logs / "temporal.log",
+        # Restarted, Temporal opens the same SQLite file: workflows carry on where they were.
+        self._add(
+            "temporal",
+            lambda: start_dev_server(
+                self.home / "temporal.db",
+                self.ports.temporal,
+                self.ports.ui,
+                log_file=self.logs / "temporal.log",
+            ),
         )
-        self.children.append(("temporal", temporal))
         self._spawn("llm-simulator", "sim", "--host", self.ports.host, "--port", str(self.ports.llm))
         self._wait_tcp("temporal", self.ports.temporal)
         database_url = Settings(home=self.home).resolved_database_url()
@@ -193,17 +298,19 @@ class Stack:
             "--kube-port", str(ports.kube), "--workload-port", str(ports.workload),
         )  # fmt: skip
         try:
-            prometheus = start_prometheus(
-                self.scrape_targets(),
-                self.home / "prometheus",
-                host=ports.host,
-                port=ports.prometheus,
-                log_file=self.logs / "prometheus.log",
-                scrape_interval_s=5,
+            self._add(
+                "prometheus",
+                lambda: start_prometheus(
+                    self.scrape_targets(),
+                    self.home / "prometheus",
+                    host=ports.host,
+                    port=ports.prometheus,
+                    log_file=self.logs / "prometheus.log",
+                    scrape_interval_s=5,
+                ),
             )
         except (FileNotFoundError, PrometheusStartError) as err:
             raise StackError(str(err)) from None
-        self.children.append(("prometheus", prometheus))
         urls = ports.urls()
         self._wait_http("llm-simulator", f"http://{ports.host}:{ports.llm}/healthz")
         self._wait_http("temporal", urls["ui"])
@@ -257,8 +364,10 @@ class Stack:
             time.sleep(0.25)
         raise StackError(f"{name} did not answer at {url} in {READY_TIMEOUT_S:.0f} s")
 
-    def wait(self) -> str:
-        """Block until a signal asks us to stop (returns '') or a child dies (returns its name)."""
+    def supervise(self, echo: Callable[[str], None], policy: "RestartPolicy | None" = None) -> str:
+        """Watch the children until a signal asks us to stop (returns ''): a child that exits is started
+        again after a backoff, said on the console and in logs/dev.log; one that keeps failing (see
+        RestartPolicy) ends the watch, and the returned sentence says why."""
         stop = {"asked": False}
 
         def _ask(*_: object) -> None:
@@ -266,12 +375,25 @@ class Stack:
 
         for sig in STOP_SIGNALS:
             signal.signal(sig, _ask)
+        supervisor = Supervisor(self.children, self.launchers, policy or RestartPolicy(), self._note)
         while not stop["asked"]:
-            for name, process in self.children:
-                if process.poll() is not None:
-                    return name
+            given_up = supervisor.step(time.monotonic())
+            for line in [*supervisor.drain(), *([given_up] if given_up else [])]:
+                echo(line)
+            if given_up:
+                return given_up
             time.sleep(0.2)
         return ""
+
+    def _note(self, name: str, line: str) -> None:
+        """A supervision line, in logs/dev.log and in the child's own log (where its restart shows)."""
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        for log in (self.logs / "dev.log", self.logs / f"{name}.log"):
+            try:
+                with open(log, "a", encoding="utf-8") as out:
+                    out.write(f"{stamp} {line}\n")
+            except OSError:
+                pass
 
     def stop(self) -> None:
         for _, process in reversed(self.children):
@@ -321,11 +443,11 @@ def run_dev(home: Path, ports: Ports, echo: Callable[[str], None]) -> int:
     )
     echo(f"admin API key (tenant default) in {dev_json}; state in {home}, logs in {stack.logs}")
     echo(f"lab: KUBECONFIG={home / 'kubeconfig'} reaches the simulated cluster; `lcp lab status` shows it")
-    echo("Ctrl-C stops everything")
-    died = stack.wait()
+    echo("Ctrl-C stops everything; a child that exits is restarted")
+    given_up = stack.supervise(echo)
     stack.stop()
-    if died:
-        echo(f"lcp dev: {died} stopped unexpectedly, so everything was stopped: see {stack.logs}")
+    if given_up:
+        echo(f"lcp dev: everything was stopped: see {stack.logs}")
         return 1
     echo("lcp dev: stopped")
     return 0

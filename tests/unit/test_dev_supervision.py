@@ -1,0 +1,183 @@
+"""`lcp dev` restarts a child that exits, with backoff, says so, and stops everything only when a child
+keeps failing (it used to stop the whole stack when any child exited, an OOM-killed worker included)."""
+
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from api.cli.dev import Ports, RestartPolicy, Stack, Supervisor
+
+
+class FakeChild:
+    """Enough of a Popen: running until `exit(code)`."""
+
+    count = 0
+
+    def __init__(self) -> None:
+        FakeChild.count += 1
+        self.pid = 1000 + FakeChild.count
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        return self.returncode
+
+    def exit(self, code: int) -> None:
+        self.returncode = code
+
+
+class FakeStack:
+    def __init__(self, *names: str) -> None:
+        self.started: dict[str, list[FakeChild]] = {name: [] for name in names}
+        self.broken: set[str] = set()  # launching these raises
+        self.launchers = {name: self._launcher(name) for name in names}
+        self.children = [(name, self.launchers[name]()) for name in names]
+        self.notes: list[tuple[str, str]] = []
+
+    def _launcher(self, name: str):  # type: ignore[no-untyped-def]
+        def launch() -> FakeChild:
+            if name in self.broken:
+                raise OSError(f"port of {name} still taken")
+            child = FakeChild()
+            self.started[name].append(child)
+            return child
+
+        return launch
+
+    def current(self, name: str) -> FakeChild:
+        return dict(self.children)[name]  # type: ignore[return-value]
+
+    def supervisor(self, policy: RestartPolicy) -> Supervisor:
+        return Supervisor(
+            self.children,  # type: ignore[arg-type]
+            self.launchers,  # type: ignore[arg-type]
+            policy,
+            lambda name, line: self.notes.append((name, line)),
+        )
+
+
+POLICY = RestartPolicy(first_delay_s=1.0, max_delay_s=4.0, max_failures=5, window_s=60.0)
+
+
+def test_a_child_that_exits_is_restarted_with_doubling_delays_and_said_so() -> None:
+    stack = FakeStack("temporal", "api", "ops-worker")
+    supervisor = stack.supervisor(POLICY)
+    assert supervisor.step(0.0) is None and supervisor.drain() == []
+
+    stack.current("api").exit(137)  # e.g. OOM-killed
+    assert supervisor.step(10.0) is None
+    [line] = supervisor.drain()
+    assert "api" in line and "137" in line and "restarting it in 1 s" in line
+    assert supervisor.step(10.5) is None and len(stack.started["api"]) == 1  # not before its delay
+    assert supervisor.step(11.0) is None
+    assert len(stack.started["api"]) == 2 and stack.current("api") is stack.started["api"][-1]
+    assert "api restarted" in supervisor.drain()[0]
+
+    delays = []
+    for now in (12.0, 20.0, 30.0):  # it keeps failing: 2 s, then 4 s, then capped at 4 s
+        stack.current("api").exit(1)
+        supervisor.step(now)
+        delays.append(supervisor.due["api"] - now)
+        supervisor.step(now + 5)
+    assert delays == [2.0, 4.0, 4.0]
+    # the others were never touched, and the order of the children (stopped in reverse) is kept
+    assert [name for name, _ in stack.children] == ["temporal", "api", "ops-worker"]
+    assert len(stack.started["temporal"]) == len(stack.started["ops-worker"]) == 1
+    assert all(name == "api" for name, _ in stack.notes)  # every line also went to the logs
+
+    supervisor.drain()
+    stack.current("temporal").exit(-9)
+    supervisor.step(40.0)
+    assert "temporal was killed by SIGKILL (exit code -9); restarting it in 1 s" in supervisor.drain()[0]
+
+
+def test_a_child_that_keeps_failing_stops_everything_with_a_clear_sentence() -> None:
+    stack = FakeStack("temporal", "forecasting-worker")
+    supervisor = stack.supervisor(POLICY)
+    now = 0.0
+    for _ in range(POLICY.max_failures - 1):
+        stack.current("forecasting-worker").exit(1)
+        assert supervisor.step(now) is None
+        now += 5
+        assert supervisor.step(now) is None
+    stack.current("forecasting-worker").exit(1)
+    given_up = supervisor.step(now)
+    assert given_up is not None
+    assert (
+        "forecasting-worker" in given_up
+        and "5 failures in 60 s" in given_up
+        and "everything stops" in given_up
+    )
+    assert ("forecasting-worker", given_up) in stack.notes
+
+
+def test_failures_outside_the_window_are_forgotten() -> None:
+    stack = FakeStack("lab")
+    supervisor = stack.supervisor(POLICY)
+    for day in range(10):  # once a day, forever: restarted every time, after the first delay
+        now = day * 86400.0
+        stack.current("lab").exit(1)
+        assert supervisor.step(now) is None
+        assert supervisor.due["lab"] == now + POLICY.first_delay_s
+        supervisor.step(now + 1)
+    assert len(stack.started["lab"]) == 11
+
+
+def test_a_restart_that_cannot_start_counts_as_a_failure_and_is_tried_again() -> None:
+    stack = FakeStack("prometheus")
+    supervisor = stack.supervisor(POLICY)
+    stack.current("prometheus").exit(2)
+    supervisor.step(0.0)
+    stack.broken.add("prometheus")
+    assert supervisor.step(1.0) is None
+    assert "could not be started again (port of prometheus still taken)" in supervisor.drain()[-1]
+    stack.broken.clear()
+    supervisor.step(3.0)  # 1 s + 2 s
+    assert len(stack.started["prometheus"]) == 2 and stack.current("prometheus").poll() is None
+
+
+@pytest.fixture
+def signals() -> Iterator[None]:
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    yield
+    for sig, handler in saved.items():
+        signal.signal(sig, handler)
+
+
+def test_lcp_dev_supervises_real_children_and_says_so_on_the_console_and_in_the_logs(
+    tmp_path: Path, signals: None
+) -> None:
+    """Stack.supervise as run_dev calls it: a real child that exits is started again (its pid changes),
+    each restart is one console line and a line in logs/dev.log and the child's log; one that always
+    fails ends the watch with the reason, and stop() then ends the survivor."""
+    stack = Stack(tmp_path, Ports("127.0.0.1", 1, 2, 3, 4, 5, 6, 7))
+    stack.logs.mkdir(parents=True)
+    marker = tmp_path / "runs"
+
+    def flaky() -> subprocess.Popen[bytes]:  # appends a line per start, then fails
+        return subprocess.Popen([sys.executable, "-c", f"open({str(marker)!r}, 'a').write('x'); exit(3)"])
+
+    def steady() -> subprocess.Popen[bytes]:
+        return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+
+    stack._add("steady", steady)
+    stack._add("flaky", flaky)
+    steady_pid = dict(stack.children)["steady"].pid
+    echoed: list[str] = []
+    policy = RestartPolicy(first_delay_s=0.05, max_delay_s=0.1, max_failures=3, window_s=60.0)
+    try:
+        given_up = stack.supervise(echoed.append, policy)
+    finally:
+        stack.stop()
+    assert marker.read_text() == "xxx"  # started, then restarted twice
+    assert "flaky exited with code 3" in given_up and "3 failures in 60 s" in given_up
+    restarts = [line for line in echoed if "restarting it in" in line]
+    assert len(restarts) == 2 and all("flaky exited with code 3" in line for line in restarts)
+    assert echoed[-1] == given_up
+    assert given_up in (stack.logs / "dev.log").read_text()
+    assert "restarted (pid" in (stack.logs / "flaky.log").read_text()
+    steady_child = dict(stack.children)["steady"]
+    assert steady_child.pid == steady_pid and steady_child.poll() is not None  # never restarted; stopped
