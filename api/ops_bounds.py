@@ -39,6 +39,9 @@ class InRange:
         self, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler
     ) -> dict[str, Any]:
         found = dict(handler(schema))
-        found["exclusiveMinimum" if self.allowed.low_open else "minimum"] = self.allowed.low
-        found["exclusiveMaximum" if self.allowed.high_open else "maximum"] = self.allowed.high
+        low, high = self.allowed.low, self.allowed.high
+        if self.allowed.whole:
+            low, high = int(low), int(high)
+        found["exclusiveMinimum" if self.allowed.low_open else "minimum"] = low
+        found["exclusiveMaximum" if self.allowed.high_open else "maximum"] = high
         return found
