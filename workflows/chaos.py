@@ -190,6 +190,11 @@ class ChaosExperimentWorkflow:
 
     async def _safety(self) -> dict[str, Any]:
         experiment = self._in.experiment
+        # A run started without the API (a client, a Schedule made elsewhere) gets the API's checks, ranges
+        # included, before anything touches the cluster; nothing is scheduled when it passes.
+        if problem := experiment.problem():
+            self._refusal = ApplicationError(f"the experiment is invalid: {problem}", type="InvalidSpec")
+            raise _Stop(REFUSED, f"refused: {problem}")
         target = experiment.target
         state: TargetState = await self._activity(
             LitmusActivities.target_state,

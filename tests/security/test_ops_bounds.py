@@ -4,8 +4,10 @@ the range, through the API and in the policies' own checks that the workflows ru
 adversarial pass: `interval_s: 1e-9` ran a decision loop flat out, replicas of 1e12 and factors of 1e300
 were accepted."""
 
+import asyncio
 import json
 import math
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
@@ -13,6 +15,15 @@ from typing import Any
 
 import httpx
 import pytest
+from temporalio.client import (
+    Client,
+    WithStartWorkflowOperation,
+    WorkflowExecutionStatus,
+    WorkflowUpdateFailedError,
+)
+from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.exceptions import ApplicationError
+from temporalio.worker import Worker
 
 from chaos.experiments import (
     DEFAULT_CATALOGUE,
@@ -26,13 +37,17 @@ from chaos.experiments import (
     parse_experiments,
 )
 from policies.canary import Analyze, Pause, SetWeight, plan_problem
+from policies.chaos import SafetyPolicy
 from policies.ranges import Range
 from policies.scaling import ScalingBounds
 from settings import Settings
 from tests.api.conftest import MintKey
-from workflows.scaling import ScalingInput, input_problem
+from workflows.canary import CanaryRolloutWorkflow, RolloutInput
+from workflows.chaos import ChaosExperimentWorkflow, ChaosInput
+from workflows.scaling import PredictiveScalingWorkflow, ScalingInput, input_problem
 
 NAN, INF = math.nan, math.inf
+RUNNING = WorkflowExecutionStatus.RUNNING
 on_sqlite = pytest.mark.parametrize("database_kind", ["sqlite"], indirect=True)
 
 
@@ -279,6 +294,57 @@ def test_lcp_dev_tells_its_children_where_the_workload_is(
     stack = dev.Stack(tmp_path, dev.Ports("127.0.0.1", 1, 2, 3, 4, 5, 23456, 7))
     stack._spawn("api", "api")
     assert started["api"]["LCP_CHAOS__WORKLOAD_URL"] == "http://127.0.0.1:23456"
+
+
+# ── workflows started without the API refuse the same ───────────────────────────────────────────────────
+
+
+async def test_ops_workflows_started_directly_refuse_out_of_range_numbers(client: Client) -> None:
+    """A client that starts the workflows itself (not through the API) meets the same ranges: each refuses
+    in its `accepted` update, as InvalidSpec naming the field, before touching the cluster (this worker
+    has no activities at all)."""
+    queue = f"ops-bounds-{uuid.uuid4().hex[:8]}"
+    bad_chaos = replace(EXPERIMENT, hypothesis=Hypothesis(interval_s=1e-9))
+    bad_rollout = RolloutInput("lab", "shop", "lab.local/shop:v2", "v2", [SetWeight(10), Pause(1e12)], {})
+    starts: list[tuple[Any, Any, Any, str]] = [
+        (
+            PredictiveScalingWorkflow.run,
+            _scaling(interval_s=1e-9),
+            PredictiveScalingWorkflow.accepted,
+            "interval_s",
+        ),
+        (CanaryRolloutWorkflow.run, bad_rollout, CanaryRolloutWorkflow.accepted, "pause duration_s"),
+        (
+            ChaosExperimentWorkflow.run,
+            ChaosInput(bad_chaos, "r1", SafetyPolicy()),
+            ChaosExperimentWorkflow.accepted,
+            "hypothesis.interval_s",
+        ),
+    ]
+    async with Worker(
+        client,
+        task_queue=queue,
+        workflows=[PredictiveScalingWorkflow, CanaryRolloutWorkflow, ChaosExperimentWorkflow],
+    ):
+        for run, request, accepted, field in starts:
+            start = WithStartWorkflowOperation(
+                run,
+                request,
+                id=f"{queue}/{field}",
+                task_queue=queue,
+                id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+            )
+            with pytest.raises(WorkflowUpdateFailedError) as refused:  # as the API starts them
+                # Accepting the input would call an activity this worker lacks: a hang, cut at 30 s.
+                update = client.execute_update_with_start_workflow(accepted, start_workflow_operation=start)
+                await asyncio.wait_for(update, 30)
+            cause = refused.value.cause
+            assert isinstance(cause, ApplicationError) and cause.type == "InvalidSpec", cause
+            assert field in cause.message and "must be a number of seconds from" in cause.message, (
+                cause.message
+            )
+            if (await (handle := await start.workflow_handle()).describe()).status == RUNNING:
+                await handle.terminate("test over")
 
 
 # ── the policies' own checks (what the workflows and the CLI refuse) ─────────────────────────────────────
