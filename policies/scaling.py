@@ -55,7 +55,10 @@ class ScalingBounds:
 MAX_FACTOR = 100.0
 MAX_SEASONS = 4
 MAX_HISTORY_POINTS = 2_000_000  # lookback_s / step_s: 14 days is 20,160 at 1 min, 1,209,600 at 1 s
-MAX_HORIZON_STEPS = 1_440  # horizon_s / step_s: a day at 1 min
+# horizon_s / step_s: 72 min at a 1 min step, 6 h at 5 min. The forecaster's features and every tree node
+# grow with the steps ahead; past this, a fit with MAX_SEASONS seasons and a lead as long as the horizon
+# would need more than its memory limit per fit (activities/forecasting.py; a unit test ties the two).
+MAX_HORIZON_STEPS = 72
 BOUNDS_RANGES: dict[str, Range] = {
     "min_replicas": REPLICAS,
     "max_replicas": REPLICAS,

@@ -6,6 +6,7 @@ import os
 import resource
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -20,8 +21,10 @@ from activities.forecasting import (
     ForecastSettings,
     NotEnoughHistory,
     regular,
+    settings_for,
 )
 from activities.prometheus import BadQuery, NoData, PrometheusUnavailable, Series
+from policies.scaling import MAX_HORIZON_STEPS, MAX_SEASONS
 
 SEASON = 30  # steps (seconds) per "day"
 BASE, BUSY = 10.0, 40.0
@@ -431,3 +434,22 @@ def test_the_worker_keeps_fitted_models_within_its_cache_budget() -> None:
     assert activities.forecast(request(key="b", **patient)).trained  # a is dropped: over the budget
     assert not activities.forecast(request(key="b", **patient)).trained  # the newest is always kept
     assert activities.forecast(request(key="a", **patient)).trained
+
+
+def test_every_horizon_the_api_accepts_fits_within_the_memory_limit() -> None:
+    """The scaling target's ranges (policies/scaling.py) admit no forecast the worker would refuse as
+    ForecastTooLarge: the longest horizon, the most seasons and the most history still fit."""
+    step_s = 60.0
+    request = ForecastInput(
+        key="t",
+        query="q",
+        step_s=step_s,
+        horizon_s=MAX_HORIZON_STEPS * step_s,
+        lead_s=MAX_HORIZON_STEPS * step_s,
+        lookback_s=90 * 86400.0,
+        season_s=[86400.0 * (index + 1) for index in range(MAX_SEASONS)],
+    )
+    worst = settings_for(request)
+    assert worst.horizon_steps == MAX_HORIZON_STEPS
+    assert worst.too_large(10**9) is None
+    assert replace(worst, horizon_steps=MAX_HORIZON_STEPS + 20).too_large(10**9) is not None
