@@ -99,7 +99,7 @@ def test_no_data_and_bad_queries_are_error_readings(readings: PrometheusActiviti
         ({"templates": {"x": {"query": "up"}}}, "neither a success nor a failure"),
         ({"templates": {"x": {"query": "up", "failure": "> 1", "direction": "up"}}}, "not one of increase"),
         ({"templates": {"x": {"query": "up", "failure": "> 1", "weight": -1}}}, "weight: -1 is not a number"),
-        ({"templates": {"x": {"query": "up", "failure": "> 1", "weight": 0}}}, "weight must be a positive"),
+        ({"templates": {"x": {"query": "up", "failure": "> 1", "weight": 0}}}, "weight must be a number > 0"),
         ({"templates": {"x": {"query": "up", "failure": "> 1", "min_traffic": 100}}}, "min_traffic needs a"),
     ],
 )
