@@ -186,6 +186,12 @@ class EgressSettings(BaseModel):
         "to), addresses (`10.0.0.7`, `[fd00::7]`) or networks (`10.20.0.0/16`), each with an optional "
         "`:port` (`127.0.0.1:8601`). JSON list.",
     )
+    probe_allow: list[str] = Field(
+        default_factory=list,
+        description="Also opened, for chaos HTTP probes only (a platform operator's, GET or HEAD): entries "
+        "as in `allow`. Tenants' tools never reach what only this opens (lcp dev opens the lab workload "
+        "here, whose admin routes inject faults). JSON list.",
+    )
 
 
 class Settings(BaseSettings):

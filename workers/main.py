@@ -39,6 +39,17 @@ from workflows.scaling import PredictiveScalingWorkflow
 log = logging.getLogger(__name__)
 
 
+def tool_egress_rules(settings: Settings) -> EgressRules:
+    """Where assistants' tools (URLs a tenant chose, any method) may connect: LCP_EGRESS__ALLOW only."""
+    return EgressRules(settings.egress.allow)
+
+
+def probe_egress_rules(settings: Settings) -> EgressRules:
+    """Where chaos HTTP probes (GET or HEAD, a platform operator's) may connect: LCP_EGRESS__ALLOW and
+    what LCP_EGRESS__PROBE_ALLOW opens for probes only."""
+    return EgressRules([*settings.egress.allow, *settings.egress.probe_allow])
+
+
 @asynccontextmanager
 async def conversation_worker(
     client: Client, settings: Settings, relay: TokenRelay | None = None
@@ -53,7 +64,7 @@ async def conversation_worker(
     store = StoreActivities(sessions, single_writer=engine.dialect.name == "sqlite")
     # Assistants' tools are URLs a tenant chose: a fenced client of their own (no internal addresses, no
     # redirects, no cookies, no retries here).
-    tool_http = fenced_client(EgressRules(settings.egress.allow))
+    tool_http = fenced_client(tool_egress_rules(settings))
     tools = ToolActivities(
         tool_http,
         settings.resolved_secrets_dir(),
@@ -106,7 +117,7 @@ async def ops_worker(client: Client, settings: Settings) -> AsyncIterator[Worker
     models = ModelActivities(sessions, routes)
     store = StoreActivities(sessions, single_writer=engine.dialect.name == "sqlite")
     litmus = LitmusActivities(api_client)
-    probe_http = fenced_client(EgressRules(settings.egress.allow))  # probe URLs come with a request, too
+    probe_http = fenced_client(probe_egress_rules(settings))  # probe URLs come with a request, too
     probes = ProbeActivities(probe_http)
     visibility = VisibilityActivities(client)
     executor = ThreadPoolExecutor(max_workers=32, thread_name_prefix="ops-activity")

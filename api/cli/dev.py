@@ -127,11 +127,12 @@ def lcp_env(home: Path, temporal: str, llm_url: str, **extra: str) -> dict[str, 
     }
 
 
-def demo_egress_allow(host: str, workload_port: int) -> str:
-    """LCP_EGRESS__ALLOW for the demo: the caller's own entries, and the lab workload (on loopback and on
-    the stack's host), which the catalogue's chaos HTTP probes check; nothing else internal (Temporal,
-    the lab's Kubernetes API, Prometheus, the API) is open to tools or probes."""
-    own = json.loads(os.environ.get("LCP_EGRESS__ALLOW") or "[]")
+def demo_probe_allow(host: str, workload_port: int) -> str:
+    """LCP_EGRESS__PROBE_ALLOW for the demo: the caller's own entries, and the lab workload (on loopback and
+    on the stack's host), which the catalogue's chaos HTTP probes check. Only probes (GET or HEAD, a
+    platform operator's) get it: a tenant's tool could PUT /admin/faults there and fail the lab's services.
+    Nothing else internal (Temporal, the lab's Kubernetes API, Prometheus, the API) is open to either."""
+    own = json.loads(os.environ.get("LCP_EGRESS__PROBE_ALLOW") or "[]")
     hosts = dict.fromkeys(("127.0.0.1", host))
     entries = [f"[{h}]:{workload_port}" if ":" in h else f"{h}:{workload_port}" for h in hosts]
     return json.dumps([*own, *entries])
@@ -253,18 +254,22 @@ class Stack:
         self.api_key = ""
 
     def _spawn(self, name: str, *args: str) -> None:
-        env = lcp_env(
+        env = self.child_env()
+        self._add(name, lambda: spawn_lcp(args, env, self.logs / f"{name}.log"))
+
+    def child_env(self) -> dict[str, str]:
+        """The environment every lcp child of this stack runs with."""
+        return lcp_env(
             self.home,
             f"{self.ports.host}:{self.ports.temporal}",
             self.ports.urls()["llm"],
             LCP_API__HOST=self.ports.host,
             LCP_API__PORT=str(self.ports.api),
             LCP_ROLLOUT__PROMETHEUS_URL=self.ports.urls()["prometheus"],
-            LCP_EGRESS__ALLOW=demo_egress_allow(self.ports.host, self.ports.workload),
+            LCP_EGRESS__PROBE_ALLOW=demo_probe_allow(self.ports.host, self.ports.workload),
             # The chaos catalogue's probes check the lab's workload where this stack runs it.
             LCP_CHAOS__WORKLOAD_URL=self.ports.urls()["workload"],
         )
-        self._add(name, lambda: spawn_lcp(args, env, self.logs / f"{name}.log"))
 
     def _add(self, name: str, launch: Launch) -> None:
         """Start a child and remember how, so that supervision can start it again."""

@@ -17,7 +17,7 @@ from temporalio.testing import ActivityEnvironment
 
 from activities.egress import AddressNotAllowed, EgressRules, address_kind, fenced_client
 from activities.probes import HttpProbeInput, HttpProbeResult, ProbeActivities
-from api.cli.dev import demo_egress_allow
+from api.cli.dev import demo_probe_allow
 from tests.http_server import serve_in_thread
 
 
@@ -242,16 +242,16 @@ def test_a_bad_entry_is_refused_with_what_to_write(entry: str) -> None:
         EgressRules([entry])
 
 
-def test_lcp_dev_opens_the_lab_workload_and_keeps_the_callers_entries(
+def test_lcp_dev_opens_the_lab_workload_to_probes_and_keeps_the_callers_entries(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.delenv("LCP_EGRESS__ALLOW", raising=False)
-    assert demo_egress_allow("127.0.0.1", 8601) == '["127.0.0.1:8601"]'
-    assert demo_egress_allow("0.0.0.0", 8601) == '["127.0.0.1:8601", "0.0.0.0:8601"]'
-    assert demo_egress_allow("::1", 8601) == '["127.0.0.1:8601", "[::1]:8601"]'
-    monkeypatch.setenv("LCP_EGRESS__ALLOW", '["tools.internal"]')
-    assert demo_egress_allow("127.0.0.1", 18601) == '["tools.internal", "127.0.0.1:18601"]'
-    rules = EgressRules(json.loads(demo_egress_allow("::1", 18601)))  # every entry parses
+    monkeypatch.delenv("LCP_EGRESS__PROBE_ALLOW", raising=False)
+    assert demo_probe_allow("127.0.0.1", 8601) == '["127.0.0.1:8601"]'
+    assert demo_probe_allow("0.0.0.0", 8601) == '["127.0.0.1:8601", "0.0.0.0:8601"]'
+    assert demo_probe_allow("::1", 8601) == '["127.0.0.1:8601", "[::1]:8601"]'
+    monkeypatch.setenv("LCP_EGRESS__PROBE_ALLOW", '["tools.internal"]')
+    assert demo_probe_allow("127.0.0.1", 18601) == '["tools.internal", "127.0.0.1:18601"]'
+    rules = EgressRules(json.loads(demo_probe_allow("::1", 18601)))  # every entry parses
     assert rules.refusal("localhost", ipaddress.ip_address("::1"), 18601) is None
     assert rules.refusal("localhost", ipaddress.ip_address("::1"), 7233) == "loopback"  # Temporal stays shut
 
