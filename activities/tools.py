@@ -9,6 +9,7 @@ import math
 import operator
 import re
 import time
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -113,10 +114,10 @@ class ToolActivities:
         try:
             arguments = parse_arguments(request.tool, request.arguments)
             if request.tool.kind == "builtin":
-                content = run_builtin(request.tool.builtin, arguments)
+                content = self._truncated(run_builtin(request.tool.builtin, arguments))
             else:
-                content = await self._http_call(request, arguments)
-            result = ToolCallResult(ok=True, content=self._truncated(content))
+                content = await self._http_call(request, arguments)  # cut as it is read
+            result = ToolCallResult(ok=True, content=content)
         except _Refused as refused:
             result = ToolCallResult(ok=False, content=_error(str(refused)), error_type=refused.error_type)
         finally:
@@ -129,11 +130,13 @@ class ToolActivities:
             await asyncio.sleep(HEARTBEAT_EVERY_S)
             activity.heartbeat()
 
-    def _truncated(self, content: str) -> str:
+    def _truncated(self, content: str, read_whole: bool = True) -> str:
         limit = self._max_result_chars
-        if len(content) <= limit:
+        if read_whole and len(content) <= limit:
             return content
-        return f"{content[:limit]}\n[truncated: the result had {len(content)} characters]"
+        if read_whole:
+            return f"{content[:limit]}\n[truncated: the result had {len(content)} characters]"
+        return f"{content[:limit]}\n[truncated: the answer was longer than this; the rest was not read]"
 
     async def _http_call(self, request: ToolCallInput, arguments: dict[str, Any]) -> str:
         tool = request.tool
@@ -144,7 +147,8 @@ class ToolActivities:
                 f"tool {tool.name!r} calls {host or tool.url!r}, which is not among the hosts tools may call "
                 "(LCP_TOOLS__ALLOWED_HOSTS); the tool was not called",
             )
-        headers = {"Idempotency-Key": request.idempotency_key}
+        # Uncompressed, please: an answer is read only up to a limit, and a small gzip can hold gigabytes.
+        headers = {"Idempotency-Key": request.idempotency_key, "Accept-Encoding": "identity"}
         if tool.auth_secret:
             headers["Authorization"] = self._secret(tool, request.tenant)
         method = tool.method.upper()
@@ -152,10 +156,13 @@ class ToolActivities:
             {"json": arguments} if method in BODY_METHODS else {"params": _query_params(arguments)}
         )
         try:
-            async with asyncio.timeout(tool.timeout_s):  # the whole call, not each read
-                response = await self._http.request(
+            async with (
+                asyncio.timeout(tool.timeout_s),  # the whole call, not each read
+                self._http.stream(
                     method, tool.url, headers=headers, timeout=tool.timeout_s, **payload
-                )
+                ) as response,
+            ):
+                text, whole = await _read_text(response, self._max_result_bytes())
         except AddressNotAllowed as err:
             raise _Refused(
                 "AddressNotAllowed", f"tool {tool.name!r} was not called: {err}; ask the operator to open it"
@@ -166,7 +173,12 @@ class ToolActivities:
             ) from err
         except httpx.TransportError as err:
             raise ToolFailure(f"tool {tool.name!r} is unreachable: {err!r}", type="ToolUnavailable") from err
-        return _answer(tool, response)
+        return self._truncated(_answer(tool, response.status_code, text), whole)
+
+    def _max_result_bytes(self) -> int:
+        """How much of a tool's answer is read: enough for max_result_chars characters of UTF-8 (and for an
+        error's excerpt); the rest is never read, so an endless or huge answer cannot fill the worker."""
+        return 4 * max(self._max_result_chars, ERROR_BODY_CHARS)
 
     def _secret(self, tool: ToolSpec, tenant: str) -> str:
         """The Authorization header's value: the contents, stripped, of the tenant's own secret file
@@ -355,12 +367,33 @@ def _query_params(arguments: dict[str, Any]) -> dict[str, str]:
     }
 
 
-def _answer(tool: ToolSpec, response: httpx.Response) -> str:
+async def _read_text(response: httpx.Response, limit: int) -> tuple[str, bool]:
+    """The answer's body as text, reading (and inflating) at most `limit` bytes, and whether that was all of
+    it. The tool's server chooses how much it sends, and one worker serves every tenant: never read it all."""
+    body = bytearray()
+    over = False
+    async for chunk in response.aiter_raw():
+        body += chunk
+        if len(body) > limit:
+            over = True
+            break
+    if response.headers.get("content-encoding", "identity").lower() not in ("identity", ""):
+        # Compressed: decompress no more than the limit either (a small gzip can hold gigabytes).
+        decoder = zlib.decompressobj(wbits=47)  # gzip or zlib
+        try:
+            raw = decoder.decompress(bytes(body), limit + 1)
+        except zlib.error:
+            raw = bytes(body)
+        over = over or len(raw) > limit or bool(decoder.unconsumed_tail)
+        body = bytearray(raw)
+    return bytes(body[:limit]).decode(response.encoding or "utf-8", errors="replace"), not over
+
+
+def _answer(tool: ToolSpec, status: int, text: str) -> str:
     """A 2xx answer's text; other answers fail: 5xx might work later, anything else will not."""
-    status = response.status_code
     if 200 <= status < 300:
-        return response.text
-    excerpt = response.text[:ERROR_BODY_CHARS]
+        return text
+    excerpt = text[:ERROR_BODY_CHARS]
     if status >= 500:
         raise ToolFailure(f"tool {tool.name!r} answered HTTP {status}: {excerpt}", type="ToolError")
     raise _Refused("ToolRejected", f"tool {tool.name!r} answered HTTP {status}: {excerpt}")
@@ -429,6 +462,8 @@ def calculate(expression: str) -> Number:
         raise ValueError("not an arithmetic expression") from err
     try:
         value = _evaluate(tree.body)
+    except RecursionError as err:  # "-" * 998 + "1" parses, and nests 998 deep
+        raise ValueError("the expression nests too deeply") from err
     except ZeroDivisionError as err:
         raise ValueError("division by zero") from err
     except OverflowError as err:
