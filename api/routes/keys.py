@@ -11,17 +11,21 @@ from api.errors import ApiError
 from api.keys import create_key
 from api.schemas import ERROR_RESPONSES, KeyCreate, KeyCreated, KeyList, KeyOut
 from policies.access import PLATFORM, grant_refusal, may_revoke
+from settings import LimitSettings
 from store import crud
 
 router = APIRouter(prefix="/v1/admin/keys", tags=["admin"], responses=ERROR_RESPONSES)
 
 
 @router.post("", status_code=201, response_model=KeyCreated)
-async def create(body: KeyCreate, session: SessionDep, caller: AdminDep) -> KeyCreated:
+async def create(body: KeyCreate, session: SessionDep, state: StateDep, caller: AdminDep) -> KeyCreated:
     """Mint a key, in your tenant or (platform admins) in the tenant the body names. Platform roles (sre,
-    platform) only a platform admin grants. The response holds the key; lcp keeps only its hash."""
+    platform) only a platform admin grants, as it does limits above the platform's defaults for keys (a
+    tenant admin may set lower ones). The response holds the key; lcp keeps only its hash."""
     tenant = body.tenant or caller.tenant
     if refusal := grant_refusal(caller.roles, caller.tenant, body.roles, tenant):
+        raise ApiError(403, "Forbidden", refusal)
+    if PLATFORM not in caller.roles and (refusal := _limit_refusal(body, state.settings.limits)):
         raise ApiError(403, "Forbidden", refusal)
     row, key = await create_key(
         session,
@@ -32,6 +36,23 @@ async def create(body: KeyCreate, session: SessionDep, caller: AdminDep) -> KeyC
         tokens_per_minute=body.tokens_per_minute,
     )
     return KeyCreated(**KeyOut.model_validate(row, from_attributes=True).model_dump(), key=key)
+
+
+def _limit_refusal(body: KeyCreate, limits: LimitSettings) -> str | None:
+    """Why a tenant admin may not give a key these limits, or None. The limits a key carries stand in for
+    the platform's per-key defaults (LCP_LIMITS__PER_KEY__*), which guard the shared model endpoints:
+    a tenant admin may lower them for a key, never raise them (or it could lift its tenant's limits
+    by minting itself a key of 2,000,000,000 tokens a minute)."""
+    for field, asked, most in (
+        ("requests_per_minute", body.requests_per_minute, limits.per_key.requests_per_minute),
+        ("tokens_per_minute", body.tokens_per_minute, limits.per_key.tokens_per_minute),
+    ):
+        if asked is not None and most is not None and asked > most:
+            return (
+                f"{field} {asked} is above this platform's default of {most} for a key: a tenant admin may "
+                "set a lower limit or leave it out; only a platform admin grants a higher one"
+            )
+    return None
 
 
 @router.get("", response_model=KeyList)
