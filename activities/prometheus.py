@@ -3,27 +3,28 @@
 
 from __future__ import annotations
 
-import ast
 import json
 import math
-import re
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import requests
 import yaml
 from prometheus_api_client import PrometheusConnect
-from prometheus_api_client.exceptions import PrometheusApiClientException
 from temporalio import activity
 from urllib3.util.retry import Retry
 
 from policies.canary import DEFAULT_TEMPLATES_FILE, MetricTemplate, parse_templates
 
 MAX_POINTS_PER_QUERY = 11_000  # Prometheus refuses a range query with more points per series
+# What one answer may hold, read as it arrives: a query is an operator's (a scaling target, a probe), and
+# one that answers thousands of series (`{__name__=~".+"}`, `topk(5000, ...)`) or a subquery at a fine
+# resolution would otherwise be read whole into the worker, up to Prometheus' own max-samples (50 million
+# by default: gigabytes of JSON). One series of 11,000 points is about 400 KB.
+MAX_ANSWER_BYTES = 8 * 2**20
+MAX_RANGE_POINTS = 1_000_000  # points one range() keeps over all its pieces (the forecaster reads 100,000)
 
 
 class PromQLError(Exception):
@@ -50,6 +51,10 @@ class NotANumber(PromQLError):
     """The query answered NaN (e.g. 0/0 in a ratio when there is no traffic)."""
 
 
+class AnswerTooLarge(BadQuery):
+    """The answer is larger than lcp reads (MAX_ANSWER_BYTES, MAX_RANGE_POINTS): too many series or points."""
+
+
 @dataclass(frozen=True)
 class Sample:
     """One series of an instant query: its labels, its value and the evaluation time."""
@@ -73,6 +78,7 @@ class PromQL:
 
     def __init__(self, url: str, timeout_s: float = 10.0) -> None:
         self.url = url
+        self.timeout_s = timeout_s
         # No retries: callers (Temporal activities) retry, and "down" must be reported promptly.
         no_retry = Retry(total=0, raise_on_status=False)
         self.client = PrometheusConnect(url=url, timeout=timeout_s, retry=no_retry)
@@ -115,11 +121,18 @@ class PromQL:
         found: dict[tuple[tuple[str, str], ...], Series] = {}
         piece_s = step_s * (MAX_POINTS_PER_QUERY - 1)
         piece_start = start
+        kept = 0
         while piece_start <= end:
             piece_end = min(piece_start + piece_s, end)
             for item in self._range(query, piece_start, piece_end, step_s):
                 key = tuple(sorted(item["metric"].items()))
                 series = found.setdefault(key, Series(dict(item["metric"]), [], []))
+                kept += len(item["values"])
+                if kept > MAX_RANGE_POINTS:
+                    raise AnswerTooLarge(
+                        f"{query!r} answered more than {MAX_RANGE_POINTS:,} points in {len(found):,} or more "
+                        "series: lcp reads at most that much of one range query (sum the series?)"
+                    )
                 for t, v in item["values"]:
                     if series.timestamps and float(t) <= series.timestamps[-1]:
                         continue  # the pieces share their boundary point
@@ -131,16 +144,17 @@ class PromQL:
         return list(found.values())
 
     def _range(self, query: str, start: float, end: float, step_s: float) -> list[dict[str, Any]]:
-        result: list[dict[str, Any]] = self._call(
-            query,
-            lambda: self.client.custom_query_range(
-                query, datetime.fromtimestamp(start, UTC), datetime.fromtimestamp(end, UTC), step=str(step_s)
-            ),
-        )
+        params = {
+            "query": query,
+            "start": round(start),  # whole seconds, as prometheus_api_client sent them
+            "end": round(end),
+            "step": str(step_s),
+        }
+        result: list[dict[str, Any]] = self._get(query, "query_range", params)
         return result or []
 
     def _instant(self, query: str, at: float) -> list[Sample]:
-        result = self._call(query, lambda: self.client.custom_query(query, params={"time": f"{at:.3f}"}))
+        result = self._get(query, "query", {"query": query, "time": f"{at:.3f}"})
         if not result:
             raise NoData(f"{query!r} matched no series")
         if not isinstance(result[0], dict):  # a scalar: [time, "value"]
@@ -152,30 +166,60 @@ class PromQL:
             for item in result
         ]
 
-    def _call(self, query: str, request: Callable[[], Any]) -> Any:
+    def _get(self, query: str, endpoint: str, params: dict[str, Any]) -> Any:
+        """`data.result` of /api/v1/<endpoint>, read as it arrives and refused past MAX_ANSWER_BYTES. The
+        query carries Prometheus' own `timeout`, so an expensive one stops there when lcp stops waiting
+        (rather than after Prometheus' query.timeout, 2 minutes by default)."""
+        client = self.client
         try:
-            return request()
+            with client._session.get(
+                f"{self.url.rstrip('/')}/api/v1/{endpoint}",
+                params={**params, "timeout": f"{self.timeout_s:g}s"},
+                headers=client.headers,
+                auth=client.auth,
+                timeout=self.timeout_s,
+                stream=True,
+            ) as response:
+                body = self._read(query, response)
         except requests.RequestException as exc:
             raise PrometheusUnavailable(f"prometheus at {self.url} is unavailable: {exc}") from exc
-        except PrometheusApiClientException as exc:
-            status, message = _http_error(str(exc))
-            if status in (400, 422):
-                raise BadQuery(f"prometheus rejected {query!r}: {message}") from exc
-            if status >= 500:
-                raise PrometheusUnavailable(f"prometheus at {self.url} answered {status}: {message}") from exc
-            raise PromQLError(f"prometheus answered {status} to {query!r}: {message}") from exc
+        try:
+            answer = json.loads(body)
+        except ValueError:
+            answer = None
+        if response.status_code == 200 and isinstance(answer, dict) and isinstance(answer.get("data"), dict):
+            return answer["data"].get("result")
+        error = answer.get("error") if isinstance(answer, dict) else None
+        message = str(error) if error else body[:500].decode(errors="replace").strip()
+        status = response.status_code
+        if isinstance(answer, dict) and answer.get("errorType") == "timeout":
+            raise BadQuery(f"prometheus gave up on {query!r} after lcp's {self.timeout_s:g} s: {message}")
+        if status in (400, 422):
+            raise BadQuery(f"prometheus rejected {query!r}: {message}")
+        if status >= 500 or status == 200:
+            raise PrometheusUnavailable(f"prometheus at {self.url} answered {status}: {message}")
+        raise PromQLError(f"prometheus answered {status} to {query!r}: {message}")
+
+    @staticmethod
+    def _read(query: str, response: requests.Response) -> bytes:
+        declared = response.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > MAX_ANSWER_BYTES:
+            raise AnswerTooLarge(_too_large(query, int(declared)))
+        chunks: list[bytes] = []
+        size = 0
+        for chunk in response.iter_content(chunk_size=64 * 1024):
+            size += len(chunk)
+            if size > MAX_ANSWER_BYTES:
+                raise AnswerTooLarge(_too_large(query, size))
+            chunks.append(chunk)
+        return b"".join(chunks)
 
 
-def _http_error(text: str) -> tuple[int, str]:
-    """Status and Prometheus' own error message out of prometheus_api_client's exception text."""
-    match = re.fullmatch(r"HTTP Status Code (\d+) \((b(['\"]).*\3)\)", text, re.DOTALL)
-    if not match:
-        return 0, text
-    body = ast.literal_eval(match[2]).decode(errors="replace")
-    try:
-        return int(match[1]), str(json.loads(body).get("error", body))
-    except (ValueError, AttributeError):
-        return int(match[1]), body.strip()
+def _too_large(query: str, size: int) -> str:
+    return (
+        f"{query!r} answered more than {MAX_ANSWER_BYTES // 2**20} MiB ({size:,} bytes read so far): lcp "
+        "reads at most that much of one answer; a query for lcp answers one series (sum the series?)"
+    )
 
 
 def _describe(labels: dict[str, str]) -> str:
