@@ -54,7 +54,9 @@ class ScalingBounds:
 # holds, and one forecast reads at most MAX_HISTORY_POINTS points and predicts at most MAX_HORIZON_STEPS.
 MAX_FACTOR = 100.0
 MAX_SEASONS = 4
-MAX_HISTORY_POINTS = 2_000_000  # lookback_s / step_s: 14 days is 20,160 at 1 min, 1,209,600 at 1 s
+# lookback_s / step_s: what the forecasting activity reads (ForecastSettings.max_history_points), 69 days
+# at 1 min, 14 days at 12 s; a longer lookback was accepted here and its every forecast refused there.
+MAX_HISTORY_POINTS = 100_000
 # horizon_s / step_s: 72 min at a 1 min step, 6 h at 5 min. The forecaster's features and every tree node
 # grow with the steps ahead; past this, a fit with MAX_SEASONS seasons and a lead as long as the horizon
 # would need more than its memory limit per fit (activities/forecasting.py; a unit test ties the two).

@@ -110,7 +110,7 @@ SCALING_CASES: list[tuple[str, object, str]] = [
 ]
 # Settings each in range that multiply into too much work for one forecast.
 SCALING_PAIRS: list[tuple[dict[str, object], str, str]] = [
-    ({"step_s": 1.0, "lookback_s": 90 * 86400.0}, "lookback_s / step_s", "at most 2000000 points"),
+    ({"step_s": 1.0, "lookback_s": 90 * 86400.0}, "lookback_s / step_s", "at most 100000 points"),
     ({"step_s": 1.0, "lookback_s": 86400.0, "horizon_s": 7200.0}, "horizon_s / step_s", "at most 72"),
     ({"season_s": [3600.0] * 5}, "season_s", "at most 4"),
 ]
@@ -397,7 +397,7 @@ def _scaling(**change: object) -> ScalingInput:
         ({"lookback_s": INF}, "lookback_s must be a number of seconds from 60 to 7776000"),
         ({"season_s": [1e300]}, "season_s[0] must be a number of seconds from 1 to 31622400"),
         ({"season_s": [60.0] * 5}, "season_s must be a list of at most 4 seasons"),
-        ({"lookback_s": 3e6, "horizon_s": 10.0}, "lookback_s / step_s must be at most 2000000 points"),
+        ({"lookback_s": 3e6, "horizon_s": 10.0}, "lookback_s / step_s must be at most 100000 points"),
         ({"planning_quantile": 0.0}, "planning_quantile must be a number > 0 and < 1"),
     ],
 )

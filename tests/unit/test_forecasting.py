@@ -24,7 +24,7 @@ from activities.forecasting import (
     settings_for,
 )
 from activities.prometheus import BadQuery, NoData, PrometheusUnavailable, Series
-from policies.scaling import MAX_HORIZON_STEPS, MAX_SEASONS
+from policies.scaling import MAX_HISTORY_POINTS, MAX_HORIZON_STEPS, MAX_SEASONS, settings_problem
 
 SEASON = 30  # steps (seconds) per "day"
 BASE, BUSY = 10.0, 40.0
@@ -453,3 +453,20 @@ def test_every_horizon_the_api_accepts_fits_within_the_memory_limit() -> None:
     assert worst.horizon_steps == MAX_HORIZON_STEPS
     assert worst.too_large(10**9) is None
     assert replace(worst, horizon_steps=MAX_HORIZON_STEPS + 20).too_large(10**9) is not None
+
+
+def test_every_lookback_the_api_accepts_is_one_the_worker_reads() -> None:
+    """The most history a scaling target may ask for (lookback_s / step_s) is what the forecasting activity
+    reads: it used to be 2,000,000 points in the API and 100,000 in the worker, so a target of 14 days at
+    1 s (1,209,600 points, accepted) had every forecast refused as ForecastTooLarge and ran on the reactive
+    need only."""
+    settings = {
+        "interval_s": 15.0, "startup_s": 10.0, "horizon_s": 72.0, "step_s": 1.0,
+        "lookback_s": float(MAX_HISTORY_POINTS), "refresh_s": 3600.0, "max_age_s": 300.0,
+        "planning_quantile": 0.8, "season_s": [3600.0],
+    }  # fmt: skip
+    assert settings_problem(settings) is None
+    assert settings_problem({**settings, "lookback_s": MAX_HISTORY_POINTS + 1.0}) is not None
+    activities, promql, _ = activity_with()
+    activities.forecast(request(lookback_s=float(MAX_HISTORY_POINTS), horizon_s=72.0, season_s=[3600.0]))
+    assert promql.calls, "the activity refused, as too large, a lookback the API accepts"
