@@ -242,4 +242,4 @@ def refuse_oversized(
     estimate = estimate_prompt_tokens([ChatMessage("user", text) for text in texts if text])
     extra = max_tokens if isinstance(max_tokens, int) and not isinstance(max_tokens, bool) else 0
     what = f"a prompt of about {estimate}" + (f" plus max_tokens {extra}" if extra else "")
-    state.limiter.refuse_oversized(caller, estimate + extra, what)
+    state.limiter.reserve(caller, estimate + extra, what)

@@ -1,6 +1,7 @@
 """Per-key and per-tenant request and token limits, kept in this API process's memory."""
 
 import time
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 from api.errors import ApiError
@@ -15,6 +16,18 @@ class _Limit:
     name: str  # the key id / subject, or the tenant
     unit: str  # "requests" or "tokens"
     per_minute: int
+
+
+@dataclass
+class _Reservation:
+    """Tokens a request took from its token limits up front, still to be set against what its replies use."""
+
+    left: int
+
+
+# The current request's reservation: its replies' charges (also in done-callbacks and stream generators,
+# which run in a copy of the request's context) spend it before taking more from the buckets.
+_RESERVED: ContextVar[_Reservation | None] = ContextVar("lcp_reserved_tokens", default=None)
 
 
 class RateLimiter:
@@ -80,9 +93,41 @@ class RateLimiter:
                     requested=tokens,
                 )
 
+    def reserve(self, principal: Principal, tokens: int, what: str) -> None:
+        """Admit a request that will make a model work, taking its estimated `tokens` from its token
+        limits now: a 413 when a whole minute cannot cover them (refuse_oversized), a 429 when what is
+        left cannot. Charging only once replies came left every concurrent request admitted against the
+        same unspent budget (30 at once spent 8 times a key's minute). The replies' tokens are set against
+        the reservation first (charge_tokens); a request refused after it keeps its estimate spent."""
+        self.refuse_oversized(principal, tokens, what)
+        if tokens <= 0:
+            return
+        now = time.monotonic()
+        limits = self._limits(principal, "tokens")
+        for limit in limits:
+            wait = self._bucket(limit, now).wait_s(tokens, now)
+            if wait > 0:
+                seconds = retry_after_s(wait)
+                raise ApiError(
+                    429,
+                    "RateLimited",
+                    f"{limit.scope} limit of {limit.per_minute} tokens/minute cannot cover this request "
+                    f"now ({what}, with requests still running counted); retry in {seconds} s",
+                    headers={"Retry-After": str(seconds)},
+                )
+        for limit in limits:
+            self._bucket(limit, now).take(tokens, now)
+        _RESERVED.set(_Reservation(tokens) if limits else None)
+
     def charge_tokens(self, principal: Principal, tokens: int) -> None:
-        """Charge tokens a reply used (prompt and completion) to every token limit of the caller; it
-        never raises and never waits, so it is safe in `finally` blocks and done-callbacks."""
+        """Charge tokens a reply used (prompt and completion) to every token limit of the caller, less
+        what the request reserved and has not set against an earlier reply; it never raises and never
+        waits, so it is safe in `finally` blocks and done-callbacks."""
+        reservation = _RESERVED.get()
+        if reservation is not None and reservation.left > 0:
+            covered = min(reservation.left, max(tokens, 0))
+            reservation.left -= covered
+            tokens -= covered
         if tokens <= 0:
             return
         now = time.monotonic()

@@ -162,7 +162,7 @@ def _refuse_oversized(
     prompt = estimate_prompt_tokens(messages)
     max_tokens = body.params().get("max_tokens") or 0
     what = f"a prompt of about {prompt}" + (f" plus max_tokens {max_tokens}" if max_tokens else "")
-    state.limiter.refuse_oversized(caller, prompt + max_tokens, what)
+    state.limiter.reserve(caller, prompt + max_tokens, what)
 
 
 def _refuse_client_tools(body: ChatCompletionRequest, what: str) -> None:
