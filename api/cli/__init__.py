@@ -247,10 +247,15 @@ def keys_create(
             )
         )
     except InvalidKeySpec as err:
-        err_console.print(f"lcp keys create: {err}", highlight=False)
+        from api.cli.show import shown
+
+        err_console.print(f"lcp keys create: {shown(err)}", highlight=False)
         raise typer.Exit(2) from None
+    from api.cli.show import shown
+
     err_console.print(
-        f"key {row.id} for tenant {row.tenant} ({', '.join(row.roles)}); shown once, store it now:",
+        f"key {shown(row.id)} for tenant {shown(row.tenant)} ({shown(', '.join(row.roles))}); shown once, "
+        "store it now:",
         highlight=False,
     )
     print(key)  # alone on stdout, so `KEY=$(lcp keys create ...)` works

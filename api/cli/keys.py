@@ -1,15 +1,19 @@
 """`lcp keys`: API keys straight in the read-model database (no admin key needed to mint the first)."""
 
 import os
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from pydantic import TypeAdapter, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from api.keys import create_key, hash_key, key_id_of
+from api.cli.show import plain
+from api.keys import InvalidKeySpec, create_key, hash_key, key_id_of
+from api.text import Name
 from policies.access import ADMIN, PLATFORM
 from store import crud
 from store.db import make_engine, make_sessionmaker
@@ -31,8 +35,34 @@ async def _session(database_url: str) -> AsyncIterator[AsyncSession]:
         await engine.dispose()
 
 
+# What POST /v1/admin/keys takes (api/schemas.py's KeyCreate): this tool writes to the database past the
+# API's checks, and a tenant or a name holding an escape sequence reached terminals (this command's own
+# "key ... for tenant ..." line printed it raw), workflow ids and logs.
+TENANT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+MAX_NAME = 200
+
+
+def spec_problem(tenant: str, name: str) -> str | None:
+    """Why `lcp keys create` refuses this tenant or name (as the API would), or None."""
+    if not TENANT.fullmatch(tenant):
+        return (
+            "--tenant must be 1 to 100 letters, digits, '.', '_' or '-', starting with a letter or digit, "
+            f"got {plain(tenant)}"
+        )
+    if not name.strip() or len(name) > MAX_NAME:
+        return f"--name must be 1 to {MAX_NAME} characters, not blank"
+    try:
+        TypeAdapter(Name).validate_python(name)
+    except ValidationError as err:
+        return f"--name: {err.errors()[0]['msg']}"
+    return None
+
+
 async def mint(database_url: str, **spec: Any) -> tuple[ApiKey, str]:
-    """`api.keys.create_key` on the database at `database_url` (same keyword arguments)."""
+    """`api.keys.create_key` on the database at `database_url` (same keyword arguments), with the tenant and
+    the name checked as the API checks them."""
+    if problem := spec_problem(str(spec.get("tenant", "")), str(spec.get("name", ""))):
+        raise InvalidKeySpec(problem)
     async with _session(database_url) as session:
         return await create_key(session, **spec)
 
