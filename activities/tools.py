@@ -236,7 +236,7 @@ def parse_arguments(tool: ToolSpec, text: str) -> dict[str, Any]:
             validator = validator_class(schema, registry=LOCAL_ONLY)
             try:
                 problem = best_match(validator.iter_errors(arguments))
-            except (ArithmeticError, ValueError, TypeError, RecursionError) as err:
+            except (ArithmeticError, ValueError, TypeError) as err:  # a reference loop is the schema's
                 # The arguments, not the schema: a 4,000-digit integer against multipleOf 0.1 overflows.
                 raise _Refused(
                     "InvalidArguments",
