@@ -45,7 +45,7 @@ class ProbeActivities:
             response = await self._http.request(request.method, request.url, timeout=request.timeout_s)
         except AddressNotAllowed as err:
             return HttpProbeResult(False, None, f"{request.method} {request.url}: not sent: {err}")
-        except httpx.HTTPError as err:
+        except (httpx.HTTPError, httpx.InvalidURL) as err:  # InvalidURL is no HTTPError: it raised, retried
             seen = f"{request.method} {request.url}: {type(err).__name__}: {err}"
             return HttpProbeResult(False, None, seen)
         passed = response.status_code == request.expected_status

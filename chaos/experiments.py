@@ -49,6 +49,25 @@ PROBE_INTERVAL_RANGE = seconds(1, HOUR_S)
 PROBE_TIMEOUT_RANGE = seconds(0, 60, low_open=True)
 RECOVER_RANGE = seconds(0, HOUR_S)
 MAX_ENV_VALUE = 1000  # characters of one fault setting
+# A probe's name, URL and query are shown in every run's journal, the CLI and the logs, and the URL is sent:
+# control, bidi and separator characters are refused (a URL holding one is one httpx will not send, which
+# made the probe's activity raise on every attempt and held the run in its steady-state check), and lengths
+# are bounded.
+MAX_PROBE_NAME = 100
+MAX_PROBE_URL = 2000
+MAX_PROBE_QUERY = 2000
+_UNSHOWABLE = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\u2028\u2029]")
+_UNSHOWABLE_IN_QUERY = re.compile(  # a query may span lines
+    "[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\u2028\u2029]"
+)
+
+
+def _unshowable(text: str, pattern: re.Pattern[str] = _UNSHOWABLE) -> str | None:
+    """Where `text` holds a character that may not be in it (e.g. 'U+001B at character 4'), or None."""
+    found = pattern.search(text)
+    return None if found is None else f"U+{ord(found.group()):04X} at character {found.start()}"
+
+
 DEFAULT_CATALOGUE = Path(__file__).with_name("catalogue.yaml")  # the lab demo's experiments
 # What a catalogue's {{name}} placeholders stand for unless the loader is told otherwise: the lab's workload
 # simulator at its default address (`lcp dev --workload-port` moves it, and tells the API through
@@ -179,6 +198,10 @@ class PromProbe:
     def problem(self) -> str | None:
         if not isinstance(self.query, str) or not self.query.strip():
             return "query: must be a PromQL query that returns one value"
+        if len(self.query) > MAX_PROBE_QUERY:
+            return f"query: at most {MAX_PROBE_QUERY} characters, got {len(self.query)}"
+        if where := _unshowable(self.query, _UNSHOWABLE_IN_QUERY):
+            return f"query: control and bidi-override characters are not allowed (found {where})"
         if self.comparator not in COMPARATORS:
             return f"comparator: must be one of {', '.join(COMPARATORS)}, got {self.comparator!r}"
         if not _is_finite(self.value):
@@ -204,6 +227,10 @@ class HttpProbe:
         _tuple_field(self, "when")
 
     def problem(self) -> str | None:
+        if isinstance(self.url, str) and len(self.url) > MAX_PROBE_URL:
+            return f"url: at most {MAX_PROBE_URL} characters, got {len(self.url)}"
+        if isinstance(self.url, str) and (where := _unshowable(self.url)):
+            return f"url: control and bidi-override characters are not allowed (found {where})"
         try:
             parts = urlsplit(self.url) if isinstance(self.url, str) else None
         except ValueError:  # e.g. an unclosed IPv6 bracket
@@ -250,6 +277,10 @@ class Hypothesis:
                 return f"{where}: must be a PromProbe or an HttpProbe, got {type(probe).__name__}"
             if not isinstance(probe.name, str) or not probe.name.strip():
                 return f"{where}.name: a probe needs a name"
+            if len(probe.name) > MAX_PROBE_NAME:
+                return f"{where}.name: at most {MAX_PROBE_NAME} characters, got {len(probe.name)}"
+            if found := _unshowable(probe.name):
+                return f"{where}.name: control and bidi-override characters are not allowed (found {found})"
             if probe.name in seen:
                 return f"{where}.name: {probe.name!r} names two probes; probe names must be unique"
             seen.add(probe.name)
