@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 
 from api.cli.keys import dev_admin_key
+from api.cli.show import plain
 from lab.prometheus import SIMULATED, PrometheusStartError, ScrapeTarget, start_prometheus
 from settings import Settings
 from store.migrate import upgrade_database
@@ -191,8 +192,10 @@ class Supervisor:
         launchers: dict[str, Launch],
         policy: RestartPolicy,
         note: Callable[[str, str], None] = lambda name, line: None,
+        last_words: Callable[[str], str] = lambda name: "",
     ) -> None:
         self.children, self.launchers, self.policy, self.note = children, launchers, policy, note
+        self.last_words = last_words  # why a child that exited with an error did: its log's last line
         self.failures: dict[str, list[float]] = {}  # when each child failed, within the window
         self.due: dict[str, float] = {}  # children waiting to be started again, and when
         self._lines: list[str] = []
@@ -225,7 +228,10 @@ class Supervisor:
         for name, process in self.children:
             code = process.poll()
             if code is not None and name not in self.due:
-                if given_up := self._failed(name, now, _exit_said(code)):
+                what = _exit_said(code)
+                if code > 0 and (words := self.last_words(name)):
+                    what += f" ({words})"  # e.g. its port taken: "exited with code 1" alone said nothing
+                if given_up := self._failed(name, now, what):
                     return given_up
         for name, at in list(self.due.items()):
             if now < at:
@@ -380,7 +386,9 @@ class Stack:
 
         for sig in STOP_SIGNALS:
             signal.signal(sig, _ask)
-        supervisor = Supervisor(self.children, self.launchers, policy or RestartPolicy(), self._note)
+        supervisor = Supervisor(
+            self.children, self.launchers, policy or RestartPolicy(), self._note, self.last_words
+        )
         while not stop["asked"]:
             given_up = supervisor.step(time.monotonic())
             for line in [*supervisor.drain(), *([given_up] if given_up else [])]:
@@ -389,6 +397,22 @@ class Stack:
                 return given_up
             time.sleep(0.2)
         return ""
+
+    def last_words(self, name: str) -> str:
+        """The last line a child wrote to its log (an exception's, typically) and where the rest is, with
+        control characters escaped and cut to 200 characters; '' when there is none."""
+        log = self.logs / f"{name}.log"
+        try:
+            with open(log, "rb") as source:
+                source.seek(max(0, source.seek(0, os.SEEK_END) - 4096))
+                tail = source.read().decode(errors="replace")
+        except OSError:
+            return ""
+        said = [line.strip() for line in tail.splitlines() if line.strip() and "lcp dev: " not in line]
+        if not said:
+            return ""
+        last = plain(said[-1])
+        return f"{last[:200]}{'…' if len(last) > 200 else ''}; see {log}"
 
     def _note(self, name: str, line: str) -> None:
         """A supervision line, in logs/dev.log and in the child's own log (where its restart shows)."""

@@ -181,3 +181,28 @@ def test_lcp_dev_supervises_real_children_and_says_so_on_the_console_and_in_the_
     assert "restarted (pid" in (stack.logs / "flaky.log").read_text()
     steady_child = dict(stack.children)["steady"]
     assert steady_child.pid == steady_pid and steady_child.poll() is not None  # never restarted; stopped
+
+
+def test_a_child_that_exits_with_an_error_is_said_with_its_last_words(tmp_path: Path) -> None:
+    """An ops worker whose metrics port was taken crash-looped with "exited with code 1" and nothing else
+    on the console: the line now carries the last line of the child's log and where that log is."""
+    stack = FakeStack("ops-worker", "api")
+    real = Stack(tmp_path, Ports("127.0.0.1", 1, 2, 3, 4, 5, 6, 7))
+    real.logs.mkdir()
+    (real.logs / "ops-worker.log").write_text(
+        "Traceback (most recent call last):\n  ...\nOSError: [Errno 98] Address already in use\x1b[2J\n"
+        "2026-12-03 08:33:51 lcp dev: ops-worker restarted (pid 17673)\n"
+    )
+    supervisor = Supervisor(
+        stack.children,  # type: ignore[arg-type]
+        stack.launchers,  # type: ignore[arg-type]
+        POLICY,
+        last_words=real.last_words,
+    )
+    stack.current("ops-worker").exit(1)
+    stack.current("api").exit(-9)
+    supervisor.step(0.0)
+    worker, api = supervisor.drain()
+    assert "exited with code 1 (OSError: [Errno 98] Address already in use\\x1b[2J; see " in worker
+    assert str(real.logs / "ops-worker.log") in worker and "\x1b" not in worker
+    assert api.startswith("lcp dev: api was killed by SIGKILL (exit code -9); restarting")  # no log to read
