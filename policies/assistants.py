@@ -2,6 +2,8 @@
 edit changed, and which version serves a user (the live one, or an experiment arm)."""
 
 import re
+import re._constants as sre_constants
+import re._parser as sre_parse
 from dataclasses import dataclass, field, fields
 from typing import Any
 from urllib.parse import urlsplit
@@ -37,6 +39,15 @@ MAX_TOOL_TIMEOUT_S = 300.0
 MAX_SCHEMA_VALUES = 5_000  # objects, lists and scalars in one tool's parameters schema
 MAX_SCHEMA_DEPTH = 32
 REFERENCE_KEYWORDS = ("$ref", "$dynamicRef", "$recursiveRef")
+# What all of a schema's patterns may expand to: the regex module that matches them compiles a bounded
+# repeat by unrolling it, so ((a{1000}){1000}){1000} took 12 s and over 4 GiB before matching began, out
+# of reach of its match timeout. A pattern's size counts each repeat's count times what it repeats.
+MAX_PATTERN_SIZE = 100_000
+_REPEATS = tuple(
+    getattr(sre_constants, name)
+    for name in ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT")
+    if hasattr(sre_constants, name)
+)
 
 
 class InvalidAssistant(ValueError):
@@ -134,12 +145,14 @@ def _validate_tool(tool: ToolSpec) -> None:
 def parameters_problem(schema: Any) -> str | None:
     """What makes a parameters schema unusable whatever the arguments, or None: more than
     MAX_SCHEMA_VALUES values, nesting deeper than MAX_SCHEMA_DEPTH, or a reference that does not point
-    inside the schema (`#...`). A schema is a tenant's: lcp never fetches what it names elsewhere. Nor
+    inside the schema (`#...`), or patterns that unroll to more than MAX_PATTERN_SIZE steps in all. A schema
+    is a tenant's: lcp never fetches what it names elsewhere. Nor
     may it use patternProperties and unevaluatedProperties together (that check runs the patterns
     where lcp cannot bound their time)."""
     pending: list[tuple[Any, int]] = [(schema, 1)]
     counted = 1
     unbounded: set[str] = set()
+    pattern_steps = 0
     while pending:
         value, depth = pending.pop()
         if depth > MAX_SCHEMA_DEPTH:
@@ -153,6 +166,16 @@ def parameters_problem(schema: Any) -> str | None:
                     )
                 if key in ("patternProperties", "unevaluatedProperties"):
                     unbounded.add(key)
+                patterns = [inner] if key == "pattern" and isinstance(inner, str) else []
+                if key == "patternProperties" and isinstance(inner, dict):
+                    patterns = list(inner)
+                for pattern in patterns:
+                    pattern_steps += pattern_size(pattern)
+                    if pattern_steps > MAX_PATTERN_SIZE:
+                        return (
+                            f"its patterns expand to more than {MAX_PATTERN_SIZE:,} steps "
+                            f"(at {pattern[:100]!r}): use smaller repeat counts, or + and *"
+                        )
                 inside.append(inner)
         elif isinstance(value, list):
             inside = value
@@ -163,6 +186,34 @@ def parameters_problem(schema: Any) -> str | None:
     if len(unbounded) == 2:
         return "patternProperties and unevaluatedProperties cannot be used together; use additionalProperties"
     return None
+
+
+def pattern_size(pattern: str) -> int:
+    """How big `pattern` is once its bounded repeats are unrolled (each counted times what it repeats,
+    an open-ended one by its minimum); 0 for a pattern Python cannot read (its check says why later)."""
+    try:
+        parsed = sre_parse.parse(pattern)
+    except (re.error, RecursionError, OverflowError, ValueError):
+        return 0
+    return _size(parsed)
+
+
+def _size(parsed: sre_parse.SubPattern) -> int:
+    total = 0
+    for op, value in parsed:
+        if op in _REPEATS:
+            least, most, inner = value
+            times = least if most == sre_constants.MAXREPEAT else most
+            total += max(times, 1) * _size(inner)
+            continue
+        total += 1
+        parts = value if isinstance(value, tuple | list) else (value,)
+        for part in parts:
+            if isinstance(part, sre_parse.SubPattern):
+                total += _size(part)
+            elif isinstance(part, list):
+                total += sum(_size(item) for item in part if isinstance(item, sre_parse.SubPattern))
+    return max(total, 1)
 
 
 def changed_fields(old: AssistantSpec | None, new: AssistantSpec) -> list[str]:
