@@ -1,19 +1,23 @@
 """Which assistant version serves a new conversation: resolved from the read model for the caller's user."""
 
+from collections.abc import Mapping
+
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.assistant_schemas import AssistantRef
 from api.errors import ApiError
 from policies.assignment import Arm
 from policies.assistants import AssistantBinding, Experiment, InvalidAssistant, serve, spec_from_data
+from policies.models import ModelRoute
 from store import crud
 from workflows.assistant import ARCHIVED
 
 
 async def assistant_binding(
-    session: AsyncSession, tenant: str, ref: AssistantRef, user: str
+    session: AsyncSession, tenant: str, ref: AssistantRef, user: str, routes: Mapping[str, ModelRoute]
 ) -> AssistantBinding:
-    """The version that serves `user`: the one asked for, else their experiment arm's, else the live one."""
+    """The version that serves `user`: the one asked for, else their experiment arm's, else the live one;
+    refused when that version's model is not served to the tenant (`routes`: the gateway's models)."""
     row = await crud.get_assistant(session, tenant=tenant, assistant_id=ref.id)
     if row is None:
         raise ApiError(404, "AssistantNotFound", f"no assistant {ref.id}: GET /v1/assistants lists yours")
@@ -38,6 +42,17 @@ async def assistant_binding(
             "VersionNotFound",
             f"assistant {ref.id} has no version {served.version} (latest: {row.latest_version})",
         )
-    return AssistantBinding(
-        ref.id, served.version, spec_from_data(version.spec), served.experiment_id, served.arm
-    )
+    spec = spec_from_data(version.spec)
+    if problem := unserved_model(routes, tenant, spec.model):
+        raise ApiError(422, "UnknownModel", f"assistant {ref.id} {served.version}: {problem}")
+    return AssistantBinding(ref.id, served.version, spec, served.experiment_id, served.arm)
+
+
+def unserved_model(routes: Mapping[str, ModelRoute], tenant: str, model: str) -> str | None:
+    """Why `model` may not answer `tenant` (unknown, or limited to other tenants by the models policy's
+    `tenants:`), or None. An assistant names its model itself, so it is checked like a request's."""
+    route = routes.get(model)
+    if route is not None and route.serves(tenant):
+        return None
+    served = sorted(name for name, route in routes.items() if route.serves(tenant))
+    return f"model {model!r} is not served to your tenant; pick one of: {', '.join(served)}"

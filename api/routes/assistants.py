@@ -15,6 +15,7 @@ from temporalio.common import (
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from api.assistant_calls import unserved_model
 from api.assistant_schemas import (
     AssistantCreate,
     AssistantEdit,
@@ -61,7 +62,7 @@ Handle = WorkflowHandle[AssistantWorkflow, AssistantView]
 @router.post("", status_code=201, response_model=AssistantView)
 async def create_assistant(body: AssistantCreate, state: StateDep, caller: AdminDep) -> AssistantView:
     """A new assistant with its first version, v1 (a draft until published; `publish: true` does it now)."""
-    spec = _valid(body.applied_to(None))
+    spec = _valid(body.applied_to(None), state, caller.tenant)
     request = AssistantInput(caller.tenant, body.id, spec, caller.subject, body.note)
     start = WithStartWorkflowOperation(
         AssistantWorkflow.run,
@@ -129,7 +130,7 @@ async def edit_assistant(
         session, tenant=caller.tenant, assistant_id=assistant_id, version=row.latest_version
     )
     assert latest is not None  # stored with the assistant row
-    spec = _valid(body.applied_to(spec_from_data(latest.spec)))
+    spec = _valid(body.applied_to(spec_from_data(latest.spec)), state, caller.tenant)
     request = Edit(spec, caller.subject, body.note, body.expected_version or row.latest_version)
     return await _change(state, caller.tenant, assistant_id, AssistantWorkflow.edit, request)
 
@@ -219,11 +220,13 @@ async def archive(assistant_id: str, body: ReasonIn, state: StateDep, caller: Ad
 # ---- helpers ---------------------------------------------------------------------------------------------
 
 
-def _valid(spec: AssistantSpec) -> AssistantSpec:
+def _valid(spec: AssistantSpec, state: AppState, tenant: str) -> AssistantSpec:
     try:
         validate_spec(spec)
     except InvalidAssistant as err:
         raise ApiError(422, "InvalidSpec", str(err)) from None
+    if problem := unserved_model(state.gateway.routes, tenant, spec.model):
+        raise ApiError(422, "InvalidSpec", problem)
     return spec
 
 

@@ -135,7 +135,9 @@ async def chat_completions(
         _refuse_client_tools(body, "an assistant's turn" if ref else "a durable turn")
     if ref:
         if side_request:  # a title request: answered by the assistant's model, and not kept
-            binding = await assistant_binding(session, caller.tenant, ref, body.user or caller.subject)
+            binding = await assistant_binding(
+                session, caller.tenant, ref, body.user or caller.subject, state.gateway.routes
+            )
             return await _one_shot(state, caller, body, binding.spec.model, messages)
         return await _assistant_turn(
             state, session, caller, body, ref, conversation_id, messages, idempotency_key
@@ -342,7 +344,7 @@ async def _assistant_turn(
     _check_durable(conversation_id, messages)
     start = None
     if await crud.get_conversation(session, tenant=tenant, conversation_id=conversation_id) is None:
-        binding = await assistant_binding(session, tenant, ref, user)
+        binding = await assistant_binding(session, tenant, ref, user, state.gateway.routes)
         start = start_operation(
             state.settings.conversation,
             tenant=tenant,

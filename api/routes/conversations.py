@@ -86,7 +86,9 @@ async def create_conversation(
                 "give an assistant or a model with its system prompt and params, not both: "
                 "the assistant's version sets them",
             )
-        binding = await assistant_binding(session, tenant, body.assistant, body.user or caller.subject)
+        binding = await assistant_binding(
+            session, tenant, body.assistant, body.user or caller.subject, state.gateway.routes
+        )
     model = binding.spec.model if binding else body.model or state.settings.conversation.default_model
     served = sorted(name for name, route in state.gateway.routes.items() if route.serves(tenant))
     if model not in served:
@@ -297,7 +299,9 @@ async def switch_assistant(
             f"conversation {conversation_id} is served by model {row.model}, not an assistant",
         )
     ref = AssistantRef(id=row.assistant_id, version=body.version)
-    binding = await assistant_binding(session, tenant, ref, row.principal or caller.subject)
+    binding = await assistant_binding(
+        session, tenant, ref, row.principal or caller.subject, state.gateway.routes
+    )
     request = SwitchAssistant(binding, body.expected_version)
     update = ConversationWorkflow.switch_assistant
     target = f"/v1/conversations/{conversation_id}/assistant"

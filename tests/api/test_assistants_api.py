@@ -172,7 +172,9 @@ async def test_roles_unknown_assistants_and_archiving(
     assistant_id = _id()
     error(await api.post("/v1/assistants", json={"id": assistant_id, "name": "x", "model": "m"}), 403)
     await _create(admin, assistant_id, publish=True)
-    error(await admin.post("/v1/assistants", json={"id": assistant_id, "name": "x", "model": "m"}), 409)
+    error(
+        await admin.post("/v1/assistants", json={"id": assistant_id, "name": "x", "model": "sim-zero"}), 409
+    )
     error(await api.post("/v1/conversations", json={"assistant": {"id": "nope"}}), 404, "AssistantNotFound")
     both = {"assistant": {"id": assistant_id}, "model": "sim-zero"}
     error(await api.post("/v1/conversations", json=both), 422)
