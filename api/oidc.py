@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import jwt
 
-from policies.access import ROLES, Principal
+from policies.access import PLATFORM_ROLES, ROLES, Principal
 from settings import OidcSettings
 
 log = logging.getLogger(__name__)
@@ -194,10 +194,16 @@ class OidcVerifier:
             raise OidcError(f"the token's {s.roles_claim!r} claim is not a list of role names")
         roles = set()
         for name in names:
-            if isinstance(name, str):
-                role = s.role_map.get(name, name)  # unmapped names stand for themselves
-                if role in ROLES:
-                    roles.add(role)
+            if not isinstance(name, str):
+                continue
+            if name in s.role_map:
+                role = s.role_map[name]
+            elif name not in PLATFORM_ROLES:
+                role = name  # an unmapped tenant role name stands for itself
+            else:
+                continue  # a group a tenant could name "platform" must not make it one: map it explicitly
+            if role in ROLES:
+                roles.add(role)
         return Principal(subject=f"oidc:{subject}", tenant=tenant, roles=frozenset(roles))
 
 

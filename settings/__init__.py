@@ -63,8 +63,8 @@ class OidcSettings(BaseModel):
     roles_claim: str = Field(default="realm_access.roles", description="Dotted path of the roles list.")
     role_map: dict[str, str] = Field(
         default_factory=dict,
-        description="Issuer role -> lcp role (client, admin, sre, platform); roles named like lcp's map "
-        "to themselves.",
+        description="Issuer role -> lcp role (client, admin, sre, platform); unmapped roles named client "
+        "or admin map to themselves, while sre and platform are granted only through an entry here.",
     )
     default_tenant: str = Field(default="", description="Tenant for tokens without the tenant claim.")
     algorithms: list[str] = ["RS256", "ES256", "PS256"]
