@@ -36,7 +36,8 @@ class AddressNotAllowed(Exception):
     def __init__(self, host: str, port: int, address: IPAddress, kind: str) -> None:
         super().__init__(
             f"{host}:{port} is not a public address and is not in the egress allow-list "
-            "(LCP_EGRESS__ALLOW); outbound calls made for a tenant may not reach internal addresses"
+            "(LCP_EGRESS__ALLOW, and LCP_EGRESS__PROBE_ALLOW for chaos probes); outbound calls made for a "
+            "tenant may not reach internal addresses"
         )
         self.host, self.port, self.address, self.kind = host, port, address, kind
 
