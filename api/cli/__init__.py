@@ -810,6 +810,13 @@ def scaling_start(
     startup: Annotated[float, typer.Option(help="A new pod's start-up time, seconds.")] = 120.0,
     horizon: Annotated[float, typer.Option(help="How far the forecast looks, seconds.")] = 1800.0,
     step: Annotated[float, typer.Option(help="Resolution of the history it learns from, seconds.")] = 60.0,
+    lookback: Annotated[
+        float | None,
+        typer.Option(
+            help="How much history it learns from, seconds (default 14 days; at most 100,000 steps).",
+            show_default=False,
+        ),
+    ] = None,
     query: Annotated[
         str | None,
         typer.Option(
@@ -835,6 +842,8 @@ def scaling_start(
         "horizon_s": horizon,
         "step_s": step,
     }
+    if lookback is not None:
+        body["lookback_s"] = lookback
     if query:
         body["query"] = query
 

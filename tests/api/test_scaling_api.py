@@ -248,7 +248,8 @@ async def test_the_cli_starts_shows_switches_and_stops(
     common = ["-n", NAMESPACE]
     code, out, err = await _lcp(
         api_url, keys["sre"], "start", deployment, *common, "--capacity", "110", "--min", "2",
-        "--interval", "1", "--startup", "1", "--horizon", "10", "--step", "1", "--query", _body("")["query"],
+        "--interval", "1", "--startup", "1", "--horizon", "10", "--step", "1", "--lookback", "3600",
+        "--query", _body("")["query"],
     )  # fmt: skip
     assert code == 0, err
     assert f"{NAMESPACE}/{deployment}" in out and "ForecastOnly" in out
