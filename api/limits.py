@@ -120,15 +120,18 @@ class RateLimiter:
         _RESERVED.set(_Reservation(tokens) if limits else None)
 
     def charge_tokens(self, principal: Principal, tokens: int) -> None:
-        """Charge tokens a reply used (prompt and completion) to every token limit of the caller, less
-        what the request reserved and has not set against an earlier reply; it never raises and never
-        waits, so it is safe in `finally` blocks and done-callbacks."""
+        """Charge tokens a reply used (prompt and completion) to every token limit of the caller: the
+        request's first charge settles its reservation (what was reserved and not used is given back);
+        it never raises and never waits, so it is safe in `finally` blocks and done-callbacks."""
         reservation = _RESERVED.get()
         if reservation is not None and reservation.left > 0:
+            # The reply is known now: what it used comes out of the reservation, and the rest (max_tokens
+            # the model did not write) goes back, or every request would pay for its whole max_tokens.
             covered = min(reservation.left, max(tokens, 0))
-            reservation.left -= covered
             tokens -= covered
-        if tokens <= 0:
+            tokens -= reservation.left - covered  # negative: given back
+            reservation.left = 0
+        if tokens == 0:
             return
         now = time.monotonic()
         for limit in self._limits(principal, "tokens"):

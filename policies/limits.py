@@ -33,8 +33,9 @@ class Bucket:
         return 0.0 if missing <= 0 else missing / self.rate_per_s
 
     def take(self, cost: float, now: float) -> None:
+        """Take `cost` units (a negative cost gives units back, never past the capacity)."""
         self.refill(now)
-        self.level -= cost
+        self.level = min(self.capacity, self.level - cost)
 
 
 def retry_after_s(wait_s: float) -> int:

@@ -40,3 +40,21 @@ async def test_concurrent_requests_cannot_spend_a_budget_many_times_over(
     assert all(int(answer.headers["Retry-After"]) >= 1 for answer in refused)
     spent = sum(answer.json()["usage"]["total_tokens"] for answer in admitted)
     assert spent <= BUDGET + MAX_TOKENS
+
+
+async def test_what_a_reply_did_not_use_of_its_max_tokens_is_given_back(
+    api_url: str, mint_key: MintKey
+) -> None:
+    """A reservation covers prompt and max_tokens; once the reply is known, the unused part returns to the
+    budget, so a client that asks for a generous max_tokens is not charged for tokens never written."""
+    key = await mint_key(tenant="hooli", roles=("client",), tokens_per_minute=1000)
+    async with httpx.AsyncClient(
+        base_url=api_url, timeout=60, headers={"Authorization": f"Bearer {key}"}
+    ) as http:
+        body = {"model": "sim-zero", "max_tokens": 600, "messages": [{"role": "user", "content": "hi"}]}
+        first = await http.post("/v1/chat/completions", json=body)
+        assert first.status_code == 200, first.text
+        assert first.json()["usage"]["total_tokens"] < 400  # far less than it reserved
+        # Without the give-back, 600+ tokens of the 1000 stay spent and this is a 429.
+        second = await http.post("/v1/chat/completions", json=body)
+        assert second.status_code == 200, second.text
