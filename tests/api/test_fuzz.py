@@ -19,7 +19,14 @@ EXAMPLES = int(os.environ.get("LCP_FUZZ_EXAMPLES", "25"))
 
 # What a hostile tenant puts in a string field: JSON escapes that decode to a lone surrogate, NUL, bidi
 # overrides and terminal escapes, and a string far past every content limit.
-HOSTILE_STRINGS = ("\ud800", "a\udfffb", "\x00", "\u202e\u2066evil", "\x1b[31m\x1b]0;title\x07", "x" * 1_000_000)
+HOSTILE_STRINGS = (
+    "\ud800",
+    "a\udfffb",
+    "\x00",
+    "\u202e\u2066evil",
+    "\x1b[31m\x1b]0;title\x07",
+    "x" * 1_000_000,
+)
 # ...and in a number field: booleans, huge, negative, non-finite (as Python's json writes them) and strings.
 HOSTILE_NUMBERS: tuple[Any, ...] = (True, 10**30, -(10**12), 1e308, float("nan"), "1")
 DEEP = 10_000  # nesting depth of a body that is all brackets
