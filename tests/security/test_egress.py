@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse, Response
 from settings import Settings
 from tests.api.conftest import MintKey
 from tests.http_server import serve_in_thread
+from tests.security.tool_turns import tool_turn
 
 pytestmark = pytest.mark.parametrize("database_kind", ["sqlite"], indirect=True)
 
@@ -109,20 +110,7 @@ def _tool(url: str, **fields: Any) -> dict[str, Any]:
 
 
 async def _tool_turn(http: httpx.AsyncClient, tool: dict[str, Any]) -> dict[str, Any]:
-    """Publish an assistant with `tool`, have the model call it (the simulator calls a tool the message
-    names), and return the call as the conversation recorded it."""
-    assistant_id = f"a-{uuid.uuid4().hex[:8]}"
-    body = {"id": assistant_id, "name": "Spy", "model": "sim-zero", "tools": [tool], "publish": True}
-    created = await http.post("/v1/assistants", json=body)
-    assert created.status_code == 201, created.text
-    message = {"role": "user", "content": f'{tool["name"]} {{"q": "everything"}}'}
-    turn = await http.post(
-        "/v1/chat/completions", json={"model": f"assistant:{assistant_id}", "messages": [message]}
-    )
-    assert turn.status_code == 200, turn.text
-    detail = await http.get(f"/v1/conversations/{turn.headers['X-Conversation-Id']}")
-    [call] = detail.json()["messages"][-1]["tool_calls"]
-    return dict(call)
+    return await tool_turn(http, tool, '{"q": "everything"}')
 
 
 # ---- 1. tools aimed at internal services -----------------------------------------------------------

@@ -6,13 +6,13 @@ slow freeze every tenant's requests, and arguments that make it raise are a fail
 import asyncio
 import json
 import time
-import uuid
 from typing import Any
 
 import httpx
 import pytest
 
 from tests.api.conftest import MintKey
+from tests.security.tool_turns import tool_turn
 
 pytestmark = pytest.mark.parametrize("database_kind", ["sqlite"], indirect=True)
 
@@ -26,19 +26,8 @@ async def _turn(
     async with httpx.AsyncClient(
         base_url=api_url, timeout=120, headers={"Authorization": f"Bearer {key}"}
     ) as http:
-        assistant_id = f"a-{uuid.uuid4().hex[:8]}"
         tool = {"name": "calc", "kind": "builtin", "builtin": "calculator", "parameters": parameters}
-        body = {"id": assistant_id, "name": "Slow", "model": "sim-zero", "tools": [tool], "publish": True}
-        created = await http.post("/v1/assistants", json=body)
-        assert created.status_code == 201, created.text
-        message = {"role": "user", "content": f"calc {arguments}"}
-        turn = await http.post(
-            "/v1/chat/completions", json={"model": f"assistant:{assistant_id}", "messages": [message]}
-        )
-        assert turn.status_code == 200, turn.text
-        detail = await http.get(f"/v1/conversations/{turn.headers['X-Conversation-Id']}")
-        [call] = detail.json()["messages"][-1]["tool_calls"]
-        return dict(call)
+        return await tool_turn(http, tool, arguments)
 
 
 async def test_unique_items_over_many_objects_do_not_freeze_the_api(api_url: str, mint_key: MintKey) -> None:
