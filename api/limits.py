@@ -66,13 +66,8 @@ class RateLimiter:
         for limit, cost in checks:
             wait = self._bucket(limit, now).wait_s(cost, now)
             if wait > 0:
-                seconds = retry_after_s(wait)
-                raise ApiError(
-                    429,
-                    "RateLimited",
-                    f"{limit.scope} limit of {limit.per_minute} {limit.unit}/minute reached; "
-                    f"retry in {seconds} s",
-                    headers={"Retry-After": str(seconds)},
+                raise _rate_limited(
+                    f"{limit.scope} limit of {limit.per_minute} {limit.unit}/minute reached", wait
                 )
         for limit in self._limits(principal, "requests"):
             self._bucket(limit, now).take(1, now)
@@ -107,13 +102,10 @@ class RateLimiter:
         for limit in limits:
             wait = self._bucket(limit, now).wait_s(tokens, now)
             if wait > 0:
-                seconds = retry_after_s(wait)
-                raise ApiError(
-                    429,
-                    "RateLimited",
+                raise _rate_limited(
                     f"{limit.scope} limit of {limit.per_minute} tokens/minute cannot cover this request "
-                    f"now ({what}, with requests still running counted); retry in {seconds} s",
-                    headers={"Retry-After": str(seconds)},
+                    f"now ({what}, with requests still running counted)",
+                    wait,
                 )
         for limit in limits:
             self._bucket(limit, now).take(tokens, now)
@@ -136,3 +128,11 @@ class RateLimiter:
         now = time.monotonic()
         for limit in self._limits(principal, "tokens"):
             self._bucket(limit, now).take(tokens, now)
+
+
+def _rate_limited(reason: str, wait_s: float) -> ApiError:
+    """The 429 for a spent limit: `reason`, then when to retry, also in Retry-After."""
+    seconds = retry_after_s(wait_s)
+    return ApiError(
+        429, "RateLimited", f"{reason}; retry in {seconds} s", headers={"Retry-After": str(seconds)}
+    )
