@@ -13,6 +13,8 @@ COPY workflows workflows
 COPY activities activities
 COPY workers workers
 COPY api api
+COPY cli cli
+COPY inference inference
 COPY policies policies
 COPY chaos chaos
 COPY temporal temporal

@@ -8,8 +8,8 @@ from typing import Any
 
 from temporalio import activity
 
-from activities.gateway import ChatCompletionResult, ChatMessage, Gateway
-from activities.token_relay import Delta, TokenRelay
+from inference.gateway import ChatCompletionResult, ChatMessage, Gateway
+from inference.token_relay import Delta, TokenRelay
 
 __all__ = ["ChatCompletionInput", "ChatCompletionResult", "ChatMessage", "InferenceActivities"]
 

@@ -47,7 +47,7 @@ class ModelSplit:
 
 
 class ModelActivities:
-    """`routes`: the models policy (activities.gateway.load_routes) the gateways serve."""
+    """`routes`: the models policy (inference.gateway.load_routes) the gateways serve."""
 
     def __init__(self, sessions: async_sessionmaker[AsyncSession], routes: dict[str, ModelRoute]) -> None:
         self._sessions = sessions

@@ -7,8 +7,6 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
-from activities.gateway import Gateway, ModelWeights, load_routes, make_http_client
-from activities.token_relay import MemoryRelay, PostgresRelay, make_relay
 from api import errors
 from api.auth import Authenticator
 from api.bodies import BodyGuard
@@ -17,6 +15,8 @@ from api.limits import RateLimiter
 from api.metrics import MetricsMiddleware
 from api.oidc import OidcVerifier
 from api.routes import assistants, chaos, chat, conversations, health, keys, rollouts, scaling
+from inference.gateway import Gateway, ModelWeights, load_routes, make_http_client
+from inference.token_relay import MemoryRelay, PostgresRelay, make_relay
 from settings import Settings
 from store.db import make_engine, make_sessionmaker
 from store.migrate import upgrade

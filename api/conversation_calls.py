@@ -20,11 +20,11 @@ from temporalio.common import (
 )
 from temporalio.service import RPCError
 
-from activities.gateway import ChatMessage, estimate_prompt_tokens
 from activities.store import MessageRecord
 from api.deps import AppState
 from api.errors import ApiError
 from api.metrics import TOKENS
+from inference.gateway import ChatMessage, estimate_prompt_tokens
 from policies.access import Principal
 from policies.assistants import AssistantBinding
 from settings import ConversationSettings

@@ -8,10 +8,10 @@ from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from temporalio.client import Client
 
-from activities.gateway import Gateway
-from activities.token_relay import TokenRelay
 from api.auth import Authenticator
 from api.limits import RateLimiter
+from inference.gateway import Gateway
+from inference.token_relay import TokenRelay
 from settings import Settings
 
 

@@ -7,7 +7,7 @@ from contextlib import contextmanager
 
 import uvicorn
 
-from api.cli.dev import free_port
+from cli.dev import free_port
 
 __all__ = ["free_port", "serve_in_thread"]
 

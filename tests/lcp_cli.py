@@ -12,7 +12,7 @@ async def run_lcp(api_url: str, key: str, *args: str) -> tuple[int, str, str]:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "api.cli",
+        "cli",
         *args,
         "--api",
         api_url,

@@ -15,7 +15,6 @@ from temporalio.worker import Worker
 
 from activities.egress import EgressRules, fenced_client
 from activities.forecasting import CONCURRENT_FORECASTS, ForecastingActivities
-from activities.gateway import Gateway, ModelWeights, load_routes, make_http_client
 from activities.inference import InferenceActivities
 from activities.kubernetes import KubernetesActivities
 from activities.litmus import LitmusActivities
@@ -23,9 +22,10 @@ from activities.models import ModelActivities
 from activities.probes import ProbeActivities
 from activities.prometheus import PrometheusActivities, PromQL
 from activities.store import StoreActivities
-from activities.token_relay import PostgresRelay, TokenRelay, make_relay
 from activities.tools import ToolActivities
 from activities.visibility import VisibilityActivities
+from inference.gateway import Gateway, ModelWeights, load_routes, make_http_client
+from inference.token_relay import PostgresRelay, TokenRelay, make_relay
 from settings import Settings
 from store.db import make_engine, make_sessionmaker
 from temporal.client import connect

@@ -24,15 +24,6 @@ from temporalio.client import (
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities.gateway import (
-    ChatCompletionResult,
-    ChatMessage,
-    InferenceFailure,
-    estimate_prompt_tokens,
-    estimate_tokens,
-    wire_message,
-)
-from activities.token_relay import Delta
 from api.assistant_calls import assistant_binding
 from api.assistant_schemas import AssistantRef
 from api.auth import ClientDep
@@ -52,6 +43,15 @@ from api.errors import ApiError, from_update_failure, openai_error_body
 from api.metrics import COMPLETIONS
 from api.openai_schemas import ChatCompletion, ChatCompletionRequest, Model, ModelList, check_message_limits
 from api.schemas import CONVERSATION_ID_PATTERN
+from inference.gateway import (
+    ChatCompletionResult,
+    ChatMessage,
+    InferenceFailure,
+    estimate_prompt_tokens,
+    estimate_tokens,
+    wire_message,
+)
+from inference.token_relay import Delta
 from policies.access import Principal
 from policies.conversation import is_side_request
 from store import crud

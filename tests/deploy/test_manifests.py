@@ -12,7 +12,7 @@ import yaml
 from kubernetes import client, config
 from pydantic import BaseModel
 
-from api.cli import app as lcp_app
+from cli import app as lcp_app
 from settings import Settings
 from temporal.constants import TASK_QUEUES
 from tests.deploy.render import DEPLOY, OVERLAYS, REPO, Obj, kustomize, name_of, pod_templates, render

@@ -10,7 +10,7 @@ def test_bench_chat_reports_floor_and_lcp(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     args = ["bench", "chat", "--turns", "16", "--concurrency", "4", "--warmup", "4"]
     subprocess.run(
-        [sys.executable, "-m", "api.cli", *args, "--json", str(out)], check=True, timeout=300,
+        [sys.executable, "-m", "cli", *args, "--json", str(out)], check=True, timeout=300,
         capture_output=True,
     )  # fmt: skip
     result = json.loads(out.read_text())
@@ -34,7 +34,7 @@ def test_bench_chat_reports_floor_and_lcp(tmp_path: Path) -> None:
 def test_bench_stream_measures_the_relay_and_the_signal_alternative(tmp_path: Path) -> None:
     out = tmp_path / "stream.json"
     subprocess.run(
-        [sys.executable, "-m", "api.cli", "bench", "stream", "--turns", "2", "--json", str(out)],
+        [sys.executable, "-m", "cli", "bench", "stream", "--turns", "2", "--json", str(out)],
         check=True, timeout=300, capture_output=True,
     )  # fmt: skip
     result = json.loads(out.read_text())

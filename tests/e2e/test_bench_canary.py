@@ -13,8 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from activities.prometheus import load_templates
-from api.cli import app
-from api.cli.bench_canary import (
+from bench.canary import (
     BROKEN_ERROR_SHARE,
     CANARY_REPLICAS,
     COUNT,
@@ -35,6 +34,7 @@ from api.cli.bench_canary import (
     simulate_run,
     success_rate,
 )
+from cli import app
 from lab.workload import Fault
 from policies.canary import STANDARD_TEMPLATES, Analyze, JudgeConfig, SetWeight, current_weight, standard_plan
 
@@ -45,7 +45,7 @@ def test_bench_canary_reports_every_scenario_and_judge(tmp_path: Path) -> None:
     out = tmp_path / "bench-canary.json"
     args = ["bench", "canary", "--runs", "3", "--seed", "7", "--workers", "2", "--json", str(out)]
     done = subprocess.run(
-        [sys.executable, "-m", "api.cli", *args], check=True, timeout=300, capture_output=True, text=True
+        [sys.executable, "-m", "cli", *args], check=True, timeout=300, capture_output=True, text=True
     )
     assert "SIMULATION" in done.stdout and "SIMULATED canary analysis" in done.stdout
     result = json.loads(out.read_text())

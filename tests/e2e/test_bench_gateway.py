@@ -11,7 +11,7 @@ def test_bench_gateway_reports_direct_and_lcp(tmp_path: Path) -> None:
     out = tmp_path / "bench-gateway.json"
     args = ["bench", "gateway", "--requests", "20", "--throughput-requests", "100", "--warmup", "5"]
     subprocess.run(
-        [sys.executable, "-m", "api.cli", *args, "--no-litellm", "--json", str(out)], check=True,
+        [sys.executable, "-m", "cli", *args, "--no-litellm", "--json", str(out)], check=True,
         timeout=300, capture_output=True,
     )  # fmt: skip
     result = json.loads(out.read_text())

@@ -19,7 +19,7 @@ from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
-from activities.gateway import (
+from inference.gateway import (
     ChatMessage,
     Gateway,
     InferenceFailure,
@@ -314,7 +314,7 @@ async def test_a_worker_killed_mid_rollout_resumes(
     def spawn() -> subprocess.Popen[bytes]:
         log = open(tmp_path / "worker.log", "ab")  # noqa: SIM115
         return subprocess.Popen(
-            [sys.executable, "-m", "api.cli", "worker", "--queue", "ops"],
+            [sys.executable, "-m", "cli", "worker", "--queue", "ops"],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,

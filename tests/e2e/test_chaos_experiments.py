@@ -245,7 +245,7 @@ async def test_a_worker_killed_during_injection_still_cleans_up(
     def spawn() -> subprocess.Popen[bytes]:
         log = open(tmp_path / "worker.log", "ab")  # noqa: SIM115
         return subprocess.Popen(
-            [sys.executable, "-m", "api.cli", "worker", "--queue", "ops"],
+            [sys.executable, "-m", "cli", "worker", "--queue", "ops"],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,

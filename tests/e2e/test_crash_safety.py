@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from api.cli.drills import DrillStack
+from cli.drills import DrillStack
 from tests.conftest import fresh_postgres_database
 
 

@@ -30,7 +30,7 @@ class DevStack:
 
     def args(self) -> list[str]:
         return [
-            sys.executable, "-m", "api.cli", "dev", "--home", str(self.home),
+            sys.executable, "-m", "cli", "dev", "--home", str(self.home),
             "--api-port", str(self.ports["api"]), "--temporal-port", str(self.ports["temporal"]),
             "--ui-port", str(self.ports["ui"]), "--llm-port", str(self.ports["llm"]),
             "--kube-port", str(self.ports["kube"]), "--workload-port", str(self.ports["workload"]),
@@ -107,7 +107,7 @@ def test_dev_runs_resumes_and_stops_cleanly(stack: DevStack, tmp_path: Path) -> 
     assert "chat-api" in [d.metadata.name for d in apps.list_namespaced_deployment("lab").items]
     for _ in range(30):  # Prometheus discovers its scrape targets a few seconds after it starts
         status = subprocess.run(
-            [sys.executable, "-m", "api.cli", "lab", "status", "--home", str(stack.home)],
+            [sys.executable, "-m", "cli", "lab", "status", "--home", str(stack.home)],
             capture_output=True, text=True, timeout=60, env={**os.environ, "COLUMNS": "200"},
         )  # fmt: skip
         if "lab-workload" in status.stdout:

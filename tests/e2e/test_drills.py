@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from api.cli.drills import SCENARIOS, DrillStack, run_drill
 from chaos.drills import DRILLS, find_drill
+from cli.drills import SCENARIOS, DrillStack, run_drill
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +40,7 @@ async def test_the_drill_finds_nothing_lost_or_duplicated(stack: DrillStack, nam
 
 async def _lcp(*args: str) -> tuple[int, str, str]:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "api.cli", "chaos", *args,
+        sys.executable, "-m", "cli", "chaos", *args,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         env={**os.environ, "COLUMNS": "160"},
     )  # fmt: skip

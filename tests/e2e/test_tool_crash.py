@@ -13,7 +13,7 @@ import pytest
 from fastapi import FastAPI, Request
 from temporalio.client import Client
 
-from api.cli.drills import DrillStack
+from cli.drills import DrillStack
 from policies.assistants import AssistantBinding, AssistantSpec, ToolSpec
 from settings import TemporalSettings
 from temporal.client import connect

@@ -14,10 +14,10 @@ import httpx
 import pytest
 from rich.console import Console
 
-from api.cli.assistants import render_list
-from api.cli.chat import ChatSession
-from api.cli.show import plain, shown
 from api.schemas import ConversationCreate
+from cli.assistants import render_list
+from cli.chat import ChatSession
+from cli.show import plain, shown
 from settings import ApiSettings
 
 # The API tests run against the real stack on one database: the rules do not depend on it.

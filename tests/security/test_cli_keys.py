@@ -11,14 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from api.cli.keys import list_keys, mint
+from cli.keys import list_keys, mint
 from api.keys import InvalidKeySpec
 
 
 def _lcp(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "LCP_HOME": str(home), "DATABASE_URL": "", "COLUMNS": "200"}
     return subprocess.run(
-        [sys.executable, "-m", "api.cli", "keys", *args], capture_output=True, text=True, env=env, timeout=60
+        [sys.executable, "-m", "cli", "keys", *args], capture_output=True, text=True, env=env, timeout=60
     )
 
 

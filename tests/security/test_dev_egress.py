@@ -12,7 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from activities.egress import AddressNotAllowed, fenced_client
-from api.cli import dev
+from cli import dev
 from settings import Settings
 from tests.http_server import free_port, serve_in_thread
 from workers.main import probe_egress_rules, tool_egress_rules

@@ -282,7 +282,7 @@ def test_the_catalogue_fills_in_the_workload_and_defaults_to_the_lab_port() -> N
 def test_lcp_dev_tells_its_children_where_the_workload_is(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from api.cli import dev
+    from cli import dev
 
     started: dict[str, dict[str, str]] = {}
 

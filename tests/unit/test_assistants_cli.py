@@ -6,8 +6,8 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from api.cli.assistants import parse_arms, parse_params, render_stats, spec_body
-from api.cli.rest import CliError
+from cli.assistants import parse_arms, parse_params, render_stats, spec_body
+from cli.rest import CliError
 
 
 def _usage(**extra: Any) -> dict[str, Any]:

@@ -8,7 +8,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from api.cli.scaling_backtest import backtest_command
+from cli.scaling_backtest import backtest_command
 from lab.backtest import BacktestError, BacktestSettings, Deployment, run_backtest
 
 # 10 requests/s for 20 minutes, then 100 requests/s: replicas serve 10 requests/s, ready 120 s after creation.

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from api.cli.dev import Ports, RestartPolicy, Stack, Supervisor
+from cli.dev import Ports, RestartPolicy, Stack, Supervisor
 
 
 class FakeChild:

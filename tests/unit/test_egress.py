@@ -17,7 +17,7 @@ from temporalio.testing import ActivityEnvironment
 
 from activities.egress import AddressNotAllowed, EgressRules, address_kind, fenced_client
 from activities.probes import HttpProbeInput, HttpProbeResult, ProbeActivities
-from api.cli.dev import demo_probe_allow
+from cli.dev import demo_probe_allow
 from tests.http_server import serve_in_thread
 
 

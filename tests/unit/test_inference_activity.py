@@ -12,9 +12,9 @@ from fastapi.responses import StreamingResponse
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from activities.gateway import ChatCompletionResult, Gateway, make_http_client
 from activities.inference import ChatCompletionInput, ChatMessage, InferenceActivities
-from activities.token_relay import MemoryRelay
+from inference.gateway import ChatCompletionResult, Gateway, make_http_client
+from inference.token_relay import MemoryRelay
 from policies.models import ModelRoute
 from tests.http_server import serve_in_thread
 

@@ -5,14 +5,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-from api.cli.keys import DEV_KEY_FILE, dev_admin_key, list_keys, mint
 from api.keys import hash_key, key_id_of
+from cli.keys import DEV_KEY_FILE, dev_admin_key, list_keys, mint
 
 
 def _lcp(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "LCP_HOME": str(home), "DATABASE_URL": "", "COLUMNS": "200"}
     return subprocess.run(
-        [sys.executable, "-m", "api.cli", "keys", *args], capture_output=True, text=True, env=env, timeout=60
+        [sys.executable, "-m", "cli", "keys", *args], capture_output=True, text=True, env=env, timeout=60
     )
 
 

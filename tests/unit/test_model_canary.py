@@ -17,7 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from activities.gateway import (
+from activities.models import ModelActivities, ModelCanaryInput, ModelSplit, ModelWeightInput
+from inference.gateway import (
     ChatCompletionResult,
     ChatMessage,
     Gateway,
@@ -26,7 +27,6 @@ from activities.gateway import (
     load_routes,
     make_http_client,
 )
-from activities.models import ModelActivities, ModelCanaryInput, ModelSplit, ModelWeightInput
 from lab.llm_simulator import DEFAULT_PROFILES
 from lab.llm_simulator import create_app as create_simulator
 from policies.models import DEFAULT_POLICY_FILE, ModelRoute, ModelsPolicyError, parse_routes
@@ -396,7 +396,7 @@ async def test_a_database_failure_keeps_the_last_known_weights(
     await _set(sessions, "kept", 30)
     assert (await weights.get("kept")) is not None
     flaky.broken = True
-    with caplog.at_level(logging.WARNING, logger="activities.gateway"):
+    with caplog.at_level(logging.WARNING, logger="inference.gateway"):
         for _ in range(3):
             clock.now += 1.0
             split = await weights.get("kept")

@@ -2,7 +2,7 @@
 
 import pytest
 
-from activities.gateway import load_routes
+from inference.gateway import load_routes
 from policies.conversation import Node, Recorded, Said, leaves, match_history, message_problem, path_to
 from policies.models import DEFAULT_POLICY_FILE, ModelsPolicyError, expand_env, parse_routes
 

@@ -13,8 +13,8 @@ import pytest
 from rich.console import Console, RenderableType
 from typer.testing import CliRunner
 
-from api.cli import app
-from api.cli.rollout import (
+from cli import app
+from cli.rollout import (
     CliError,
     RolloutApi,
     guarded,

@@ -4,7 +4,7 @@ import io
 
 from rich.console import Console
 
-from api.cli.scaling import render_list, render_scaling, replicas_change, sparkline
+from cli.scaling import render_list, render_scaling, replicas_change, sparkline
 
 VIEW = {
     "id": "scaling/lab/web",

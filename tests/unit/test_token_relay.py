@@ -6,7 +6,7 @@ import asyncio
 import asyncpg
 import pytest
 
-from activities.token_relay import Delta, PostgresRelay, asyncpg_dsn
+from inference.token_relay import Delta, PostgresRelay, asyncpg_dsn
 from tests.conftest import fresh_postgres_database
 
 

@@ -15,10 +15,10 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities.egress import EgressRules, fenced_client
-from activities.gateway import Gateway, make_http_client
 from activities.inference import ChatCompletionInput, ChatMessage, InferenceActivities
-from activities.token_relay import MemoryRelay
 from activities.tools import ToolActivities, ToolCallInput, ToolCallResult, calculate, host_allowed
+from inference.gateway import Gateway, make_http_client
+from inference.token_relay import MemoryRelay
 from policies.assistants import ToolSpec
 from policies.models import ModelRoute
 from tests.http_server import serve_in_thread

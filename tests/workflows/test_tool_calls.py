@@ -19,11 +19,11 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer, Worker
 
 from activities.egress import EgressRules, fenced_client
-from activities.gateway import Gateway, load_routes, make_http_client
 from activities.inference import ChatCompletionInput, ChatCompletionResult, ChatMessage, InferenceActivities
 from activities.store import StoreActivities
-from activities.token_relay import MemoryRelay
 from activities.tools import ToolActivities
+from inference.gateway import Gateway, load_routes, make_http_client
+from inference.token_relay import MemoryRelay
 from policies.assistants import AssistantBinding, AssistantSpec, ToolSpec
 from settings import Settings
 from store import crud

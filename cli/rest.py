@@ -8,7 +8,7 @@ import httpx
 from rich.console import Console
 from rich.text import Text
 
-from api.cli.show import plain
+from cli.show import plain
 
 Client = TypeVar("Client", bound="ApiClient")
 
@@ -49,7 +49,7 @@ class ApiClient:
     @classmethod
     def connect(cls: type[Client], api_url: str | None, home: Path, api_key: str | None) -> Client:
         """A client of the API at `api_url` with `api_key`, by default those `lcp dev` wrote to dev.json."""
-        from api.cli.chat import dev_info
+        from cli.chat import dev_info
 
         dev = dev_info(home)
         return cls(api_url or dev.get("api", "http://127.0.0.1:8000"), api_key or dev.get("api_key", ""))

@@ -22,8 +22,8 @@ import uvloop
 import yaml
 from rich.table import Table
 
-from api.cli.bench import bench_key, cpu_seconds, free_port, machine, percentile
-from api.cli.dev import lcp_env, spawn_lcp
+from bench.chat import bench_key, cpu_seconds, free_port, machine, percentile
+from cli.dev import lcp_env, spawn_lcp
 from temporal.devserver import start_dev_server
 
 MODEL = "sim-zero"  # the simulator answers at once: only the gateways' own time shows

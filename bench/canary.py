@@ -283,7 +283,7 @@ def _check_templates(templates: dict[str, MetricTemplate], names: Sequence[str])
         if missing:
             raise BenchError(
                 f"template {name!r} no longer reads as the benchmark evaluates it (missing {missing}): "
-                "update api/cli/bench_canary.py"
+                "update bench/canary.py"
             )
 
 
@@ -536,7 +536,7 @@ def _task(
 
 
 def _percentile(values: Sequence[float], q: float) -> float | None:
-    """Nearest rank, as the other benchmarks report (api.cli.bench.percentile)."""
+    """Nearest rank, as the other benchmarks report (bench.chat.percentile)."""
     if not values:
         return None
     ordered = sorted(values)
@@ -643,7 +643,7 @@ def run_canary_bench(
         s.name: {j: [] for j in settings.judges} for s in chosen
     }
     if settings.workers > 1:
-        # fork: `python -m api.cli` runs the CLI at import, so a spawned child would start it again.
+        # fork: `python -m cli` runs the CLI at import, so a spawned child would start it again.
         with ProcessPoolExecutor(settings.workers, mp_context=get_context("fork")) as pool:
             done = pool.map(_task, tasks, chunksize=max(1, len(tasks) // (settings.workers * 8)))
             for name, _, decided in done:
@@ -656,7 +656,7 @@ def run_canary_bench(
                 collected[name][judge].append(decision)
     wall_s = time.perf_counter() - started
 
-    from api.cli.bench import machine
+    from bench.chat import machine
 
     results = {
         name: {judge: summarize(decisions, plan.interval_s) for judge, decisions in per_judge.items()}

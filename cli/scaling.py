@@ -11,10 +11,10 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from api.cli import rest
-from api.cli.rest import ApiClient
-from api.cli.rollout import number
-from api.cli.show import plain, shown
+from cli import rest
+from cli.rest import ApiClient
+from cli.rollout import number
+from cli.show import plain, shown
 
 View = Mapping[str, Any]
 PHASE_STYLE = {"Active": "bold green", "ForecastOnly": "bold cyan", "Stopped": "dim", "Failed": "bold red"}

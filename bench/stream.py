@@ -14,10 +14,10 @@ import httpx
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from api.cli.bench import bench_key, cpu_seconds, free_port, machine
-from api.cli.dev import lcp_env, spawn_lcp
+from bench.chat import bench_key, cpu_seconds, free_port, machine
+from bench.floor import BenchTokenSinkWorkflow
+from cli.dev import lcp_env, spawn_lcp
 from temporal.devserver import start_dev_server
-from workflows.bench_floor import BenchTokenSinkWorkflow
 
 SINK_QUEUE = "bench-token-sink"
 REPLY_WORDS = 128  # the simulator's longest natural reply; echoed so every turn is the same size

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import httpx
 
-from api.cli.keys import dev_admin_key
-from api.cli.show import plain
+from cli.keys import dev_admin_key
+from cli.show import plain
 from lab.prometheus import SIMULATED, PrometheusStartError, ScrapeTarget, start_prometheus
 from settings import Settings
 from store.migrate import upgrade_database
@@ -143,7 +143,7 @@ def spawn_lcp(args: Sequence[str], env: dict[str, str], log_file: Path) -> subpr
     """Start `lcp ARGS` as a child process, its output appended to `log_file`."""
     log = open(log_file, "ab")  # noqa: SIM115 - the child owns it
     return subprocess.Popen(
-        [sys.executable, "-m", "api.cli", *args],
+        [sys.executable, "-m", "cli", *args],
         stdout=log,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,

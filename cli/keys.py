@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from api.cli.show import plain
+from cli.show import plain
 from api.keys import InvalidKeySpec, create_key, hash_key, key_id_of
 from api.text import Name
 from policies.access import ADMIN, PLATFORM

@@ -1,4 +1,9 @@
-"""The `lcp` command line (Typer + rich): dev stack, API, workers, simulator, chat, benchmarks."""
+"""The `lcp` command line (Typer + rich): dev stack, API, workers, simulator, chat, benchmarks.
+
+A new command goes in the sub-app of its resource (cli/rollout.py, cli/scaling.py, ...), declared
+here; it talks to the API over HTTP (cli/rest.py) and imports heavy modules (the lab, bench/,
+activities/) only inside the command, so `lcp --help` stays fast. The benchmarks themselves live in
+bench/."""
 
 import asyncio
 import logging
@@ -87,7 +92,7 @@ def dev(
 ) -> None:
     """Run the whole embedded stack in the foreground: Temporal, API with its worker, LLM simulator,
     the lab (a simulated cluster) and Prometheus."""
-    from api.cli.dev import Ports, StackError, run_dev
+    from cli.dev import Ports, StackError, run_dev
 
     _settings("dev")  # a wrong setting is one clear line before anything starts
     try:
@@ -216,7 +221,7 @@ def lab_status(
     home: Annotated[Path, typer.Option(help="State directory holding dev.json.")] = Path(".lcp"),
 ) -> None:
     """What the lab runs: Deployments and their readiness, simulated traffic, Prometheus targets."""
-    from api.cli.lab import show_status
+    from cli.lab import show_status
 
     code = show_status(home, console)
     raise typer.Exit(code)
@@ -231,8 +236,8 @@ def keys_create(
     tpm: Annotated[int | None, typer.Option(help="Tokens/minute for this key (default: settings).")] = None,
 ) -> None:
     """Mint an API key. It is printed once; only its hash is stored."""
-    from api.cli.keys import mint
     from api.keys import InvalidKeySpec
+    from cli.keys import mint
 
     settings = _settings("keys create")
     try:
@@ -247,11 +252,11 @@ def keys_create(
             )
         )
     except InvalidKeySpec as err:
-        from api.cli.show import shown
+        from cli.show import shown
 
         err_console.print(f"lcp keys create: {shown(err)}", highlight=False)
         raise typer.Exit(2) from None
-    from api.cli.show import shown
+    from cli.show import shown
 
     err_console.print(
         f"key {shown(row.id)} for tenant {shown(row.tenant)} ({shown(', '.join(row.roles))}); shown once, "
@@ -266,8 +271,8 @@ def keys_list(tenant: Annotated[str | None, typer.Option(help="Only this tenant'
     """List keys (never the keys themselves)."""
     from rich.table import Table
 
-    from api.cli.keys import list_keys
-    from api.cli.show import shown
+    from cli.keys import list_keys
+    from cli.show import shown
 
     rows = asyncio.run(list_keys(_settings("keys list").resolved_database_url(), tenant))
     table = Table()
@@ -290,8 +295,8 @@ def keys_list(tenant: Annotated[str | None, typer.Option(help="Only this tenant'
 @keys_app.command("revoke")
 def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key's id (from `lcp keys list`).")]) -> None:
     """Revoke a key: refused at once by new API processes, within 10 s by running ones."""
-    from api.cli.keys import revoke
-    from api.cli.show import shown
+    from cli.keys import revoke
+    from cli.show import shown
 
     row = asyncio.run(revoke(_settings("keys revoke").resolved_database_url(), key_id))
     if row is None:
@@ -329,7 +334,7 @@ def chat(
     ] = None,
 ) -> None:
     """Chat with a model through the lcp API, in the terminal."""
-    from api.cli.chat import dev_info, run_chat
+    from cli.chat import dev_info, run_chat
 
     dev = dev_info(home)
     run_chat(
@@ -356,7 +361,7 @@ def bench_chat(
     """Chat-turn latency and throughput: lcp through its HTTP API vs the bare Temporal floor."""
     from rich.table import Table
 
-    from api.cli.bench import run_bench, write_json
+    from bench.chat import run_bench, write_json
 
     console.print("lcp bench chat: starting a dev server, simulator (zero latency), worker and API…")
     result = run_bench(turns, concurrency, warmup, turns_per_conversation, combined)
@@ -394,8 +399,8 @@ def bench_gateway(
     ] = None,
 ) -> None:
     """One-shot gateway overhead: the simulator called directly, through lcp and through LiteLLM."""
-    from api.cli.bench import write_json
-    from api.cli.bench_gateway import BenchError, Plan, run_gateway_bench, tables
+    from bench.chat import write_json
+    from bench.gateway import BenchError, Plan, run_gateway_bench, tables
 
     plan = Plan(requests, concurrency, throughput_requests, warmup)
     try:
@@ -429,8 +434,8 @@ def bench_stream(
     ] = "sim-llama-8b",
 ) -> None:
     """Durable streaming: lcp's token relay against the same token batches sent as workflow signals."""
-    from api.cli.bench import write_json
-    from api.cli.bench_stream import run
+    from bench.chat import write_json
+    from bench.stream import run
 
     console.print("lcp bench stream: starting a dev server, simulator and API (with its worker)…")
     result = asyncio.run(run(turns, model))
@@ -462,8 +467,7 @@ def bench_canary(
     import os
     import time
 
-    from api.cli.bench import write_json
-    from api.cli.bench_canary import (
+    from bench.canary import (
         SCENARIO_NAMES,
         SIMULATION_NOTE,
         BenchError,
@@ -472,6 +476,7 @@ def bench_canary(
         run_canary_bench,
         table,
     )
+    from bench.chat import write_json
 
     chosen = tuple(n.strip() for item in scenarios or [] for n in item.split(",") if n.strip())
     settings = Settings(
@@ -520,8 +525,8 @@ def bench_forecast_memory(
     ] = None,
 ) -> None:
     """Peak memory of one forecaster fit per kind of series, each in a fresh process."""
-    from api.cli.bench import write_json
-    from api.cli.bench_forecast import CASES, DEFAULT_TRACE, run_bench, table
+    from bench.chat import write_json
+    from bench.forecast_memory import CASES, DEFAULT_TRACE, run_bench, table
 
     chosen = tuple(n.strip() for item in cases or [] for n in item.split(",") if n.strip())
     if unknown := [name for name in chosen if name not in CASES]:
@@ -540,7 +545,7 @@ def bench_forecast_memory(
         console.print(f"written to {json_file}")
 
 
-# ---- lcp rollout: a client of /v1/rollouts; the logic is in api/cli/rollout.py -----------------------------
+# ---- lcp rollout: a client of /v1/rollouts; the logic is in cli/rollout.py -----------------------------
 
 
 class RolloutRouter(StrEnum):
@@ -577,7 +582,7 @@ RolloutWatch = Annotated[
 
 
 def _rollout_exit(command: str, run: Callable[[], int]) -> None:
-    from api.cli.rollout import guarded
+    from cli.rollout import guarded
 
     raise typer.Exit(guarded(command, err_console, run))
 
@@ -634,7 +639,7 @@ def rollout_start(
     api_key: RolloutKey = None,
 ) -> None:
     """Start a canary rollout of a Deployment or (--model) a model: answers once the canary exists."""
-    from api.cli import rollout
+    from cli import rollout
 
     def run() -> int:
         body = rollout.start_body(
@@ -669,7 +674,7 @@ def rollout_status(
     api_key: RolloutKey = None,
 ) -> None:
     """The rollout as it stands: steps, traffic, the last analysis, the history."""
-    from api.cli import rollout
+    from cli import rollout
 
     def run() -> int:
         with rollout.connect(api_url, home, api_key) as api:
@@ -743,7 +748,7 @@ def _rollout_action(
     api_key: str | None,
     full: bool = False,
 ) -> None:
-    from api.cli import rollout
+    from cli import rollout
 
     def run() -> int:
         with rollout.connect(api_url, home, api_key) as api:
@@ -767,7 +772,7 @@ def rollout_list(
     api_key: RolloutKey = None,
 ) -> None:
     """Rollouts, newest first."""
-    from api.cli import rollout
+    from cli import rollout
 
     def run() -> int:
         with rollout.connect(api_url, home, api_key) as api:
@@ -782,13 +787,13 @@ ScalingDeployment = Annotated[str, typer.Argument(help="The Deployment to scale.
 
 
 def _scaling_exit(command: str, run: Callable[[], int]) -> None:
-    from api.cli.scaling import guarded
+    from cli.scaling import guarded
 
     raise typer.Exit(guarded(command, err_console, run))
 
 
 def _register_backtest() -> None:
-    from api.cli.scaling_backtest import backtest_command
+    from cli.scaling_backtest import backtest_command
 
     scaling_app.command("backtest")(backtest_command)
 
@@ -828,7 +833,7 @@ def scaling_start(
     api_key: RolloutKey = None,
 ) -> None:
     """Scale a Deployment ahead of demand (forecast-only until you set the mode to active)."""
-    from api.cli import scaling
+    from cli import scaling
 
     body: dict[str, object] = {
         "namespace": namespace,
@@ -867,7 +872,7 @@ def scaling_status(
     api_key: RolloutKey = None,
 ) -> None:
     """Mode, health, the latest forecast and model, and recent decisions."""
-    from api.cli import scaling
+    from cli import scaling
 
     def run() -> int:
         with scaling.connect(api_url, home, api_key) as api:
@@ -887,7 +892,7 @@ def scaling_mode(
     api_key: RolloutKey = None,
 ) -> None:
     """Switch between forecast-only (nothing scaled) and active."""
-    from api.cli import scaling
+    from cli import scaling
 
     def run() -> int:
         with scaling.connect(api_url, home, api_key) as api:
@@ -907,7 +912,7 @@ def scaling_stop(
     api_key: RolloutKey = None,
 ) -> None:
     """Stop scaling the Deployment (it keeps its replicas)."""
-    from api.cli import scaling
+    from cli import scaling
 
     def run() -> int:
         with scaling.connect(api_url, home, api_key) as api:
@@ -928,7 +933,7 @@ def scaling_list(
     api_key: RolloutKey = None,
 ) -> None:
     """Scaling targets, newest first."""
-    from api.cli import scaling
+    from cli import scaling
 
     def run() -> int:
         with scaling.connect(api_url, home, api_key) as api:
@@ -945,7 +950,7 @@ ChaosRun = Annotated[str, typer.Argument(help="The run's id (`lcp chaos list` sh
 
 
 def _chaos_exit(command: str, run: Callable[[], int]) -> None:
-    from api.cli.chaos import guarded
+    from cli.chaos import guarded
 
     raise typer.Exit(guarded(command, err_console, run))
 
@@ -955,7 +960,7 @@ def chaos_catalogue(
     api_url: RolloutApiUrl = None, home: RolloutHome = Path(".lcp"), api_key: RolloutKey = None
 ) -> None:
     """The experiments the API runs by name."""
-    from api.cli import chaos
+    from cli import chaos
 
     def run() -> int:
         with chaos.connect(api_url, home, api_key) as api:
@@ -983,8 +988,8 @@ def chaos_run(
     api_key: RolloutKey = None,
 ) -> None:
     """Run an experiment: safety policy, steady state, the fault, cleanup, recovery, report."""
-    from api.cli import chaos
-    from api.cli.rest import CliError
+    from cli import chaos
+    from cli.rest import CliError
 
     def run() -> int:
         if experiment is None and file is None:
@@ -1009,7 +1014,7 @@ def chaos_status(
     api_key: RolloutKey = None,
 ) -> None:
     """A run's phase, journal, probes, verdict and score."""
-    from api.cli import chaos
+    from cli import chaos
 
     def run() -> int:
         with chaos.connect(api_url, home, api_key) as api:
@@ -1031,7 +1036,7 @@ def chaos_abort(
     api_key: RolloutKey = None,
 ) -> None:
     """Stop the fault now; cleanup and the recovery check still run."""
-    from api.cli import chaos
+    from cli import chaos
 
     def run() -> int:
         with chaos.connect(api_url, home, api_key) as api:
@@ -1052,7 +1057,7 @@ def chaos_list(
     api_key: RolloutKey = None,
 ) -> None:
     """Experiment runs, newest first."""
-    from api.cli import chaos
+    from cli import chaos
 
     def run() -> int:
         with chaos.connect(api_url, home, api_key) as api:
@@ -1079,7 +1084,7 @@ def chaos_schedule(
     api_key: RolloutKey = None,
 ) -> None:
     """A recurring game day on a Temporal Schedule; each run passes the same safety policy."""
-    from api.cli import chaos
+    from cli import chaos
 
     def run() -> int:
         body = chaos.run_body(experiment, file, None) | {"cron": cron, "every_s": every, "paused": paused}
@@ -1095,7 +1100,7 @@ def chaos_schedules(
     api_url: RolloutApiUrl = None, home: RolloutHome = Path(".lcp"), api_key: RolloutKey = None
 ) -> None:
     """Game-day schedules, with their next and recent runs."""
-    from api.cli import chaos
+    from cli import chaos
 
     def run() -> int:
         with chaos.connect(api_url, home, api_key) as api:
@@ -1113,7 +1118,7 @@ def chaos_unschedule(
     api_key: RolloutKey = None,
 ) -> None:
     """Delete a game-day schedule (runs under way finish and clean up)."""
-    from api.cli import chaos
+    from cli import chaos
 
     def run() -> int:
         with chaos.connect(api_url, home, api_key) as api:
@@ -1127,7 +1132,7 @@ def chaos_unschedule(
 @chaos_app.command("drills")
 def chaos_drills() -> None:
     """The drills `lcp chaos drill` runs against lcp's own processes."""
-    from api.cli.drill_views import render_catalogue
+    from cli.drill_views import render_catalogue
 
     console.print(render_catalogue())
 
@@ -1150,15 +1155,15 @@ def chaos_drill(
     import shutil
     import tempfile
 
-    from api.cli.drill_views import render_report
     from chaos.drills import DRILLS, DrillReport, UnknownDrill, find_drill
+    from cli.drill_views import render_report
 
     try:
         drills = list(DRILLS) if name == "all" else [find_drill(name)]
     except UnknownDrill as err:
         err_console.print(f"lcp chaos drill: {err}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
-    from api.cli.drills import run_drills  # the harness: heavy to import, so only once the name is known
+    from cli.drills import run_drills  # the harness: heavy to import, so only once the name is known
 
     state = home or Path(tempfile.mkdtemp(prefix="lcp-drill-"))
 
@@ -1222,8 +1227,8 @@ def _assistants(command: str, call: Callable[..., object], as_json: bool = False
     """Run `call(api)` against the API and print what it returns (rendered, or as JSON)."""
 
     def run(api_url: str | None, home: Path, api_key: str | None) -> None:
-        from api.cli import assistants
-        from api.cli.rest import guarded
+        from cli import assistants
+        from cli.rest import guarded
 
         def go() -> int:
             with assistants.connect(api_url, home, api_key) as api:
@@ -1246,7 +1251,7 @@ def assistants_list(
     api_url: RolloutApiUrl = None, home: RolloutHome = Path(".lcp"), api_key: AssistantKey = None
 ) -> None:
     """Your tenant's assistants: state, live version, a running experiment."""
-    from api.cli.assistants import render_list
+    from cli.assistants import render_list
 
     _assistants("list", lambda api: render_list(api.all()))(api_url, home, api_key)
 
@@ -1260,7 +1265,7 @@ def assistants_show(
     api_key: AssistantKey = None,
 ) -> None:
     """One assistant: every version, the live one, experiments and recent changes."""
-    from api.cli.assistants import render_assistant
+    from cli.assistants import render_assistant
 
     def call(api: Any) -> object:
         view = api.get(assistant)
@@ -1277,7 +1282,7 @@ def assistants_versions(
     api_key: AssistantKey = None,
 ) -> None:
     """Every version: model, tools, what changed, who and when, when published."""
-    from api.cli.assistants import render_versions
+    from cli.assistants import render_versions
 
     _assistants("versions", lambda api: render_versions(api.versions(assistant)))(api_url, home, api_key)
 
@@ -1297,7 +1302,7 @@ def assistants_create(
     api_key: AssistantKey = None,
 ) -> None:
     """A new assistant; its first version is v1 (a draft unless --publish)."""
-    from api.cli.assistants import render_assistant, spec_body
+    from cli.assistants import render_assistant, spec_body
 
     def call(api: Any) -> object:
         body = spec_body(file, name=name, model=model, instructions=instructions, params=param or ()) | {
@@ -1328,7 +1333,7 @@ def assistants_edit(
     api_key: AssistantKey = None,
 ) -> None:
     """A new version: the fields given replace the latest version's (live stays until you publish)."""
-    from api.cli.assistants import render_assistant, spec_body
+    from cli.assistants import render_assistant, spec_body
 
     def call(api: Any) -> object:
         body = spec_body(file, name=name, model=model, instructions=instructions, params=param or ()) | {
@@ -1396,7 +1401,7 @@ def assistants_experiment_start(
     api_key: AssistantKey = None,
 ) -> None:
     """Split new conversations between versions; each user keeps the arm they were assigned."""
-    from api.cli.assistants import parse_arms
+    from cli.assistants import parse_arms
 
     def body() -> dict[str, Any]:
         return {"id": experiment, "arms": parse_arms(arm), "reason": reason}
@@ -1415,7 +1420,7 @@ def assistants_experiment_adjust(
     api_key: AssistantKey = None,
 ) -> None:
     """New shares for the same arms, in the same order."""
-    from api.cli.assistants import parse_arms
+    from cli.assistants import parse_arms
 
     def body() -> dict[str, Any]:
         return {"arms": parse_arms(arm), "reason": reason}
@@ -1453,7 +1458,7 @@ def assistants_stats(
 ) -> None:
     """Usage per version (turns, errors, tokens, latency, feedback); per experiment, each arm minus the
     control with a 95% interval."""
-    from api.cli.assistants import render_stats
+    from cli.assistants import render_stats
 
     def call(api: Any) -> object:
         stats = api.stats(assistant)
@@ -1471,7 +1476,7 @@ def _assistant_action(
     home: Path,
     api_key: str | None,
 ) -> None:
-    from api.cli.assistants import render_assistant
+    from cli.assistants import render_assistant
 
     def call(api: Any) -> object:
         given = body() if callable(body) else body

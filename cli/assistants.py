@@ -13,9 +13,9 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from api.cli.rest import ApiClient, CliError
-from api.cli.rollout import number
-from api.cli.show import plain, shown
+from cli.rest import ApiClient, CliError
+from cli.rollout import number
+from cli.show import plain, shown
 
 View = Mapping[str, Any]
 STATE_STYLE = {

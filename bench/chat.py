@@ -19,10 +19,10 @@ import httpx
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from api.cli.dev import free_port, lcp_env, spawn_lcp
-from api.cli.keys import mint
+from bench.floor import BenchFloorWorkflow, noop
+from cli.dev import free_port, lcp_env, spawn_lcp
+from cli.keys import mint
 from temporal.devserver import DYNAMIC_CONFIG, start_dev_server
-from workflows.bench_floor import BenchFloorWorkflow, noop
 
 FLOOR_QUEUE = "bench-floor"
 

@@ -17,9 +17,9 @@ import httpx
 from kubernetes import client as kube_client
 from kubernetes import config as kube_config
 
-from api.cli.dev import free_port, lcp_env, spawn_lcp
-from api.cli.keys import mint
 from chaos.drills import Check, Drill, DrillReport, exactly, stored_once
+from cli.dev import free_port, lcp_env, spawn_lcp
+from cli.keys import mint
 from lab.cluster_view import VERSION_LABEL
 from lab.server import DEMO_NAMESPACE, DEMO_SERVICE
 from store.migrate import upgrade_database

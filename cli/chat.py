@@ -8,7 +8,7 @@ import httpx
 from rich.console import Console
 from rich.panel import Panel
 
-from api.cli.show import shown
+from cli.show import shown
 
 _NOT_IN_TITLES = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\u2028\u2029]")
 HELP = "commands: /new (new conversation)  /regen (new reply)  /history  /quit"

@@ -16,9 +16,9 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from api.cli import rest
-from api.cli.rest import ApiClient, CliError
-from api.cli.show import plain, shown
+from cli import rest
+from cli.rest import ApiClient, CliError
+from cli.show import plain, shown
 
 View = Mapping[str, Any]
 FINISHED = ("Succeeded", "RolledBack", "Frozen", "Failed")

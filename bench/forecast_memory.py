@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 DAY_S = 86400.0
 STEP_S = 60.0  # the scaling workflow's default step_s (ScalingInput.step_s)
 DAYS = 14  # ScalingInput.lookback_s
-DEFAULT_TRACE = Path(__file__).resolve().parents[3] / "shared/data/traces/servegen_language/m-large"
+DEFAULT_TRACE = Path(__file__).resolve().parents[2] / "shared/data/traces/servegen_language/m-large"
 CASES = ("constant", "zero", "noisy", "spiky", "real")
 DESCRIPTIONS = {
     "constant": "1 request/s at every point (`vector(1)`)",
@@ -97,7 +97,7 @@ def _limit(limit_bytes: int) -> Callable[[], None]:
 
 def run_case(case: str, trace: Path, days: float = DAYS, limit_bytes: int = LIMIT_BYTES) -> dict[str, Any]:
     """One case in a fresh process under an address-space limit: its figures, or what went wrong."""
-    root = Path(__file__).resolve().parents[2]
+    root = Path(__file__).resolve().parents[1]
     env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
     done = subprocess.run(  # the file itself, not `-m`: the child loads no CLI, only the forecaster
         [sys.executable, __file__, case, str(trace), str(days)],
@@ -122,7 +122,7 @@ def run_bench(
     echo: Callable[[str], None] = lambda line: None,
 ) -> dict[str, Any]:
     from activities.forecasting import FIT_MEMORY_LIMIT_BYTES, WORKER_MEMORY_CEILING_BYTES
-    from api.cli.bench import machine
+    from bench.chat import machine
 
     results = []
     for case in cases:
@@ -177,7 +177,7 @@ def table(result: dict[str, Any]) -> Table:
 
 
 if __name__ == "__main__":  # one case, in the process `run_case` starts
-    here = Path(__file__).resolve().parent  # api/cli would shadow the top-level `lab` package
+    here = Path(__file__).resolve().parent  # bench/ on sys.path would shadow packages
     sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != here]
     name, trace_path, span_days = sys.argv[1], Path(sys.argv[2]), float(sys.argv[3])
     sys.stdout.write(json.dumps(measure(name, trace_path, span_days)) + "\n")
