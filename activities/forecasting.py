@@ -22,7 +22,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Protocol
 
 import numpy as np
@@ -31,6 +31,11 @@ from sklearn.ensemble import ExtraTreesRegressor
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.contracts import forecasting as contract
+from activities.contracts.forecasting import (
+    ForecastInput,
+    ForecastResult,
+)
 from activities.prometheus import BadQuery, NoData, PrometheusUnavailable, PromQL, PromQLError, Series
 
 Points = Sequence[float] | np.ndarray  # a series' timestamps or values
@@ -609,40 +614,6 @@ MAX_POINTS_RETURNED = 60  # forecast points in a result (longer horizons are ave
 
 
 @dataclass
-class ForecastInput:
-    """One forecast of one service's request rate. Times in seconds."""
-
-    key: str  # the cached model's key, e.g. "scaling/lab/chat-api"
-    query: str  # PromQL answering one series of requests/s
-    step_s: float = 60.0
-    lookback_s: float = 14 * 86400.0
-    horizon_s: float = 1800.0
-    lead_s: float = 180.0  # the need is planned on the peak over this long (start-up + one interval)
-    season_s: list[float] = field(default_factory=lambda: [86400.0, 604800.0])
-    refresh_s: float = 3600.0  # retrain when the cached model is older than this
-    max_age_s: float = 300.0  # a newest point older than this is stale
-    planning_quantile: float = 0.8
-
-
-@dataclass
-class ForecastResult:
-    """status: ok | prometheus-down | no-data | stale | nan | bad-query | short-history."""
-
-    status: str
-    detail: str  # one sentence saying what happened
-    observed_rps: float | None = None  # the newest point (also set on short-history)
-    observed_at: float | None = None
-    peak_rps: float | None = None
-    confidence: float = 0.0
-    forecast: list[float] = field(default_factory=list)  # mean requests/s per step after observed_at
-    low: list[float] = field(default_factory=list)
-    high: list[float] = field(default_factory=list)
-    step_s: float = 60.0  # of the three lists above
-    provenance: dict[str, object] | None = None
-    trained: bool = False  # this call (re)trained the model
-
-
-@dataclass
 class _CachedModel:
     settings: ForecastSettings
     forecaster: Forecaster
@@ -678,7 +649,7 @@ def _blocks(values: tuple[float, ...], size: int, reduce: Callable[[list[float]]
     return [round(reduce(list(values[i : i + size])), 6) for i in range(0, len(values), size)]
 
 
-class ForecastingActivities:
+class ForecastingActivities(contract.ForecastingActivities):
     """Forecasts from Prometheus history, one fitted model per key kept in memory (per worker), up to
     `cache_bytes` of them (the least recently used are dropped, and refitted when next asked for)."""
 

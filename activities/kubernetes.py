@@ -4,13 +4,27 @@ import contextlib
 import copy
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
+
+from activities.contracts import kubernetes as contract
+from activities.contracts.kubernetes import (
+    ROUTERS,
+    DeploymentRef,
+    DeploymentState,
+    EnsureCanaryInput,
+    PromoteInput,
+    RollbackInput,
+    Router,
+    ScaleDeploymentInput,
+    SetWeightInput,
+    WeightState,
+    canary_name,
+)
 
 __all__ = [
     "DeploymentRef",
@@ -34,13 +48,10 @@ MANAGED_BY = "lcp"
 CANARY_OF_LABEL = "lcp.dev/canary-of"
 # The rollout's replica total, kept on the canary Deployment from one step to the next (see set_weight).
 TOTAL_ANNOTATION = "lcp.dev/total-replicas"
-CANARY_SUFFIX = "-canary"
 
 ISTIO = ("networking.istio.io", "v1beta1", "virtualservices")
 GATEWAY_API = ("gateway.networking.k8s.io", "v1", "httproutes")
 
-Router = Literal["replicas", "istio", "gateway-api"]
-ROUTERS: tuple[str, ...] = ("replicas", "istio", "gateway-api")
 
 # Error types; TargetNotFound and InvalidSpec are permanent, NotReady asks Temporal to try again later.
 TARGET_NOT_FOUND = "TargetNotFound"
@@ -52,120 +63,7 @@ PERMANENT_STATUSES = frozenset({400, 403, 405, 415, 422})
 Obj = dict[str, Any]
 
 
-@dataclass
-class EnsureCanaryInput:
-    namespace: str
-    service: str
-    stable_deployment: str
-    canary_version: str
-    image: str
-    replicas: int = 0  # the canary's replicas when it is created (or re-created for a new version)
-    container: str | None = None  # the container that gets `image`; None: the first one
-
-
-@dataclass
-class DeploymentRef:
-    namespace: str
-    name: str
-
-
-@dataclass
-class ScaleDeploymentInput:
-    namespace: str
-    name: str
-    replicas: int
-
-
-@dataclass
-class DeploymentState:
-    """A Deployment as its status reports it. Counts missing from the status read as 0."""
-
-    namespace: str
-    name: str
-    desired: int  # spec.replicas
-    current: int  # status.replicas: pods of any template, old ones included
-    updated: int  # pods of the current template
-    ready: int
-    available: int
-    image: str  # the first container's
-    version: str | None  # the pod template's lcp.dev/version label
-    generation: int
-    observed_generation: int
-    resource_version: str = ""
-
-    @property
-    def serving(self) -> int:
-        """Ready pods of the current template, as far as the status can tell (0 until it is observed)."""
-        if self.observed_generation < self.generation:
-            return 0
-        return min(self.ready, self.updated)
-
-    @property
-    def rolled_out(self) -> bool:
-        """The current template runs on all desired replicas, all ready, and no old pod is left."""
-        return self.serving >= self.desired and self.current == self.desired
-
-
-@dataclass
-class SetWeightInput:
-    namespace: str
-    service: str
-    stable_deployment: str
-    canary_deployment: str
-    canary_percent: int
-    router: Router = "replicas"
-    # None: the total recorded on the canary (see set_weight); a value here is recorded for later steps.
-    total_replicas: int | None = None
-    stable_version: str | None = None  # None: the stable pod template's lcp.dev/version label
-    canary_version: str | None = None  # None: the canary pod template's lcp.dev/version label
-
-
-@dataclass
-class RollbackInput:
-    namespace: str
-    service: str
-    stable_deployment: str
-    canary_deployment: str
-    router: Router = "replicas"
-    total_replicas: int | None = None
-    freeze: bool = False  # keep the canary's pods (for a look at them); traffic still goes to stable
-    stable_version: str | None = None
-    canary_version: str | None = None
-
-
-@dataclass
-class PromoteInput:
-    namespace: str
-    service: str
-    stable_deployment: str
-    canary_deployment: str
-    image: str
-    version: str  # the canary's lcp.dev/version: the stable's after promotion
-    container: str | None = None  # the container that gets `image`; None: the first one
-    router: Router = "replicas"
-    total_replicas: int | None = None  # None: as set_weight resolves it (recorded on the canary, ...)
-
-
 _RouterInput = SetWeightInput | RollbackInput | PromoteInput  # the requests that weight a route
-
-
-@dataclass
-class WeightState:
-    """The split as it now stands. With the replica router the percents are the ratio of desired
-    replicas, which is the traffic split once the pods are ready; with a router they are its weights."""
-
-    router: str
-    stable_percent: float
-    canary_percent: float
-    total_replicas: int
-    stable_replicas: int
-    canary_replicas: int
-    stable_ready: int
-    canary_ready: int
-
-
-def canary_name(stable_deployment: str) -> str:
-    return stable_deployment + CANARY_SUFFIX
 
 
 def replica_split(total: int, percent: int) -> tuple[int, int]:
@@ -192,7 +90,7 @@ def router_canary_replicas(total: int, percent: int) -> int:
     return max(1, -(-total * percent // 100))
 
 
-class KubernetesActivities:
+class KubernetesActivities(contract.KubernetesActivities):
     """Blocking kubernetes-client calls: plain `def` activities that run on the worker's thread pool.
     Each converges to the state it is asked for, so a retried call repeats nothing and undoes nothing."""
 

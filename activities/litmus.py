@@ -2,70 +2,28 @@
 ChaosResults read, and the state of the pods an experiment targets."""
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, cast
 
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from temporalio import activity
 
+from activities.contracts import litmus as contract
+from activities.contracts.litmus import (
+    CreateEngineInput,
+    EngineRef,
+    ResultRef,
+    ResultState,
+    TargetRef,
+    TargetState,
+)
 from activities.kubernetes import permanent_errors
 
 LITMUS = ("litmuschaos.io", "v1alpha1")
 ENGINES, RESULTS = "chaosengines", "chaosresults"
 
 
-@dataclass
-class EngineRef:
-    namespace: str
-    name: str
-
-
-@dataclass
-class CreateEngineInput:
-    manifest: dict[str, Any]  # a rendered ChaosEngine (chaos.experiments.render_engine)
-
-
-@dataclass
-class ResultRef:
-    namespace: str
-    name: str  # <engine>-<experiment>
-
-
-@dataclass
-class ResultState:
-    """A ChaosResult's experimentStatus; `found` is False until the operator has written it."""
-
-    found: bool
-    phase: str = ""
-    verdict: str = "Awaited"
-    probe_success_percentage: str = "Awaited"  # a string in Litmus' schema: "Awaited" while running
-    fail_step: str = ""
-
-    @property
-    def finished(self) -> bool:
-        return self.found and self.verdict not in ("", "Awaited")
-
-
-@dataclass
-class TargetRef:
-    namespace: str
-    app_label: str  # key=value
-
-
-@dataclass
-class TargetState:
-    """The pods an experiment targets: how many there are and how many are ready."""
-
-    pods: int
-    ready: int
-
-    @property
-    def steady(self) -> bool:
-        return self.pods > 0 and self.ready == self.pods
-
-
-class LitmusActivities:
+class LitmusActivities(contract.LitmusActivities):
     """Blocking kubernetes-client calls (plain `def` activities on the worker's thread pool), each
     idempotent: creating an engine that exists, stopping a stopped one or deleting a deleted one is done."""
 

@@ -7,16 +7,20 @@ import json
 import math
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import requests
-import yaml
 from prometheus_api_client import PrometheusConnect
 from temporalio import activity
 from urllib3.util.retry import Retry
 
-from policies.canary import DEFAULT_TEMPLATES_FILE, MetricTemplate, parse_templates
+from activities.contracts import prometheus as contract
+from activities.contracts.prometheus import (
+    MeasureInput,
+    MeasureResult,
+    SamplesInput,
+    SamplesResult,
+)
 
 MAX_POINTS_PER_QUERY = 11_000  # Prometheus refuses a range query with more points per series
 # What one answer may hold, read as it arrives: a query is an operator's (a scaling target, a probe), and
@@ -230,48 +234,13 @@ def _labels(samples: list[Sample]) -> list[str]:
     return [_describe(s.labels) for s in samples]
 
 
-@dataclass
-class MeasureInput:
-    query: str  # PromQL, its template's placeholders already filled in
-
-
-@dataclass
-class MeasureResult:
-    value: float | None
-    error: str | None = None  # why there is no value (no data, NaN, a bad query)
-    error_type: str | None = None  # the PromQLError subclass's name: NoData, NotANumber, BadQuery, ...
-
-
-def load_templates(path: Path | None = None) -> dict[str, MetricTemplate]:
-    """The metric templates file (default: policies/analysis.yaml)."""
-    return parse_templates(yaml.safe_load((path or DEFAULT_TEMPLATES_FILE).read_text()))
-
-
-@dataclass
-class SamplesInput:
-    """Per-interval values of one metric for the canary and the baseline, over [start, end]."""
-
-    canary_query: str
-    baseline_query: str
-    start: float  # unix seconds
-    end: float
-    step_s: float
-
-
-@dataclass
-class SamplesResult:
-    canary: list[float]
-    baseline: list[float]
-    error: str | None = None  # why a side has no samples (no data, a bad query)
-
-
 def _points(series: list[Series]) -> list[float]:
     if len(series) != 1:
         raise PromQLError(f"expected one series, got {len(series)}: {[_describe(s.labels) for s in series]}")
     return [value for value in series[0].values if math.isfinite(value)]
 
 
-class PrometheusActivities:
+class PrometheusActivities(contract.PrometheusActivities):
     def __init__(self, promql: PromQL) -> None:
         self._promql = promql
 

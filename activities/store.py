@@ -3,14 +3,18 @@ assistants."""
 
 import asyncio
 import contextlib
-from dataclasses import asdict, dataclass, field
-from datetime import datetime
-from typing import Any
+from dataclasses import asdict
 
 from prometheus_client import Counter, Gauge
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 
+from activities.contracts import store as contract
+from activities.contracts.store import (
+    AssistantProjection,
+    ProjectionInput,
+    ScalingDecisionRecord,
+)
 from store import crud
 
 # lcp's own /metrics (the worker that stores decisions exports them): what predictive scaling decided.
@@ -32,139 +36,7 @@ SCALING_DATA_OK = Gauge(
 )
 
 
-@dataclass
-class ConversationRecord:
-    id: str
-    tenant: str
-    workflow_id: str
-    model: str
-    status: str
-    version: int
-    message_count: int
-    created_at: datetime
-    updated_at: datetime
-    title: str | None = None
-    system_prompt: str | None = None
-    params: dict[str, Any] = field(default_factory=dict)
-    active_leaf_id: str | None = None
-    summary: str | None = None
-    assistant_id: str | None = None
-    assistant_version: str | None = None
-    experiment_id: str | None = None
-    arm: str | None = None
-    principal: str | None = None
-
-
-@dataclass
-class MessageRecord:
-    """One message, as the conversation workflow keeps it and the read model stores it."""
-
-    id: str
-    parent_id: str | None
-    role: str
-    content: str
-    version: int
-    seq: int
-    created_at: datetime
-    model: str | None = None
-    prompt_tokens: int | None = None
-    completion_tokens: int | None = None
-    latency_ms: float | None = None
-    assistant_version: str | None = None  # a reply's: the assistant version (and arm) that wrote it
-    arm: str | None = None
-    tool_calls: list[dict[str, Any]] | None = None  # a reply's tool calls, in the order they ran
-
-
-@dataclass
-class EventRecord:
-    stream: str
-    seq: int
-    tenant: str
-    type: str
-    occurred_at: datetime
-    payload: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class ProjectionInput:
-    conversation: ConversationRecord
-    messages: list[MessageRecord] = field(default_factory=list)
-    events: list[EventRecord] = field(default_factory=list)
-
-
-@dataclass
-class ScalingDecisionRecord:
-    """One predictive-scaling decision, as the workflow made it (the scaling_decisions row)."""
-
-    workflow_id: str
-    seq: int
-    namespace: str
-    deployment: str
-    at: datetime
-    mode: str
-    status: str
-    data_status: str
-    forecast_status: str = ""
-    detail: str = ""
-    observed_rps: float | None = None
-    forecast_peak_rps: float | None = None
-    confidence: float | None = None
-    current_replicas: int | None = None
-    ready_replicas: int | None = None
-    reactive_need: int | None = None
-    forecast_need: int | None = None
-    target: int | None = None
-    basis: str = ""
-    limited_by: str | None = None
-    reason: str = ""
-    forecast: dict[str, Any] = field(default_factory=dict)
-    model: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class AssistantVersionRecord:
-    version: str
-    number: int
-    spec: dict[str, Any]
-    changed: list[str]
-    note: str
-    created_by: str
-    created_at: datetime
-    published_at: datetime | None = None
-
-
-@dataclass
-class AssistantExperimentRecord:
-    id: str
-    arms: list[dict[str, Any]]  # [{name, version, share}] in assignment order
-    state: str
-    started_by: str
-    started_at: datetime
-    winner: str | None = None
-    ended_at: datetime | None = None
-
-
-@dataclass
-class AssistantProjection:
-    """An assistant as it stands after a change: the row conversations resolve versions from, every
-    version and every experiment (storing the same projection twice changes nothing)."""
-
-    workflow_id: str
-    tenant: str
-    assistant_id: str
-    name: str
-    state: str
-    live_version: str | None
-    latest_version: str
-    experiment: dict[str, Any] | None  # the running one: {id, arms}
-    created_by: str
-    created_at: datetime
-    updated_at: datetime
-    versions: list[AssistantVersionRecord] = field(default_factory=list)
-    experiments: list[AssistantExperimentRecord] = field(default_factory=list)
-
-
-class StoreActivities:
+class StoreActivities(contract.StoreActivities):
     def __init__(self, sessions: async_sessionmaker[AsyncSession], single_writer: bool = False) -> None:
         self._sessions = sessions
         # SQLite takes one writer at a time; queueing writers here avoids its busy-wait backoff,

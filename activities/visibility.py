@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from temporalio import activity
 from temporalio.client import Client
 
+from temporal.visibility import running_workflows
+
 
 @dataclass
 class RunningQuery:
@@ -21,10 +23,3 @@ class VisibilityActivities:
     async def running(self, query: RunningQuery) -> list[str]:
         """Ids of the running workflows of `kind` on `service`."""
         return await running_workflows(self._client, query.kind, query.service)
-
-
-async def running_workflows(client: Client, kind: str, service: str) -> list[str]:
-    found = client.list_workflows(
-        f"LcpKind = '{kind}' AND LcpService = '{service}' AND ExecutionStatus = 'Running'"
-    )
-    return [execution.id async for execution in found]

@@ -21,7 +21,6 @@ from settings import Settings
 from store.db import make_engine, make_sessionmaker
 from store.migrate import upgrade
 from temporal.client import connect
-from workers.main import conversation_worker
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +48,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 await relay.listen()
                 stack.push_async_callback(relay.close)
             if settings.api.with_worker:
+                # The worker's activities are implementations: loaded only when this process hosts one.
+                from workers.conversations import conversation_worker
+
                 worker = await stack.enter_async_context(conversation_worker(temporal, settings, relay))
                 await stack.enter_async_context(worker)
             elif isinstance(relay, MemoryRelay):

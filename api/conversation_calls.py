@@ -20,7 +20,7 @@ from temporalio.common import (
 )
 from temporalio.service import RPCError
 
-from activities.store import MessageRecord
+from activities.contracts.store import MessageRecord
 from api.deps import AppState
 from api.errors import ApiError
 from api.metrics import TOKENS

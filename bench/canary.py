@@ -623,7 +623,7 @@ def run_canary_bench(
     if not chosen:
         raise BenchError("no scenario to run")
     if templates is None:
-        from activities.prometheus import load_templates
+        from activities.contracts.prometheus import load_templates
 
         templates = load_templates()
     plan = AnalysisPlan(templates, settings.interval_s, settings.count)

@@ -64,7 +64,8 @@ def series(case: str, trace: Path, points: int) -> tuple[Any, Any]:
 
 def measure(case: str, trace: Path, days: float = DAYS) -> dict[str, Any]:
     """Fit and forecast once in this process; the peak RSS is this process's (run one case per process)."""
-    from activities.forecasting import Forecaster, ForecastInput, settings_for
+    from activities.contracts.forecasting import ForecastInput
+    from activities.forecasting import Forecaster, settings_for
 
     points = round(days * DAY_S / STEP_S)
     timestamps, values = series(case, trace, points)

@@ -142,7 +142,7 @@ class RolloutLab:
 
 def rollout_input(service: str, steps: list[Step], version: str = "v2", **options: Any) -> RolloutInput:
     """A rollout of `service` to `version` with the default templates."""
-    from activities.prometheus import load_templates
+    from activities.contracts.prometheus import load_templates
 
     templates = load_templates()
     named = {name for step in steps if isinstance(step, Analyze) for name in step.templates}

@@ -15,82 +15,31 @@ from temporalio.worker import Worker
 
 from activities.egress import EgressRules, fenced_client
 from activities.forecasting import CONCURRENT_FORECASTS, ForecastingActivities
-from activities.inference import InferenceActivities
 from activities.kubernetes import KubernetesActivities
 from activities.litmus import LitmusActivities
 from activities.models import ModelActivities
 from activities.probes import ProbeActivities
 from activities.prometheus import PrometheusActivities, PromQL
 from activities.store import StoreActivities
-from activities.tools import ToolActivities
 from activities.visibility import VisibilityActivities
-from inference.gateway import Gateway, ModelWeights, load_routes, make_http_client
+from inference.gateway import load_routes
 from inference.token_relay import PostgresRelay, TokenRelay, make_relay
 from settings import Settings
 from store.db import make_engine, make_sessionmaker
 from temporal.client import connect
 from temporal.constants import CONVERSATIONS_QUEUE, FORECASTING_QUEUE, TASK_QUEUES
-from workflows.assistant import AssistantWorkflow
+from workers.conversations import conversation_worker
 from workflows.canary import CanaryRolloutWorkflow
 from workflows.chaos import ChaosExperimentWorkflow
-from workflows.conversation import ConversationWorkflow
 from workflows.scaling import PredictiveScalingWorkflow
 
 log = logging.getLogger(__name__)
-
-
-def tool_egress_rules(settings: Settings) -> EgressRules:
-    """Where assistants' tools (URLs a tenant chose, any method) may connect: LCP_EGRESS__ALLOW only."""
-    return EgressRules(settings.egress.allow)
 
 
 def probe_egress_rules(settings: Settings) -> EgressRules:
     """Where chaos HTTP probes (GET or HEAD, a platform operator's) may connect: LCP_EGRESS__ALLOW and
     what LCP_EGRESS__PROBE_ALLOW opens for probes only."""
     return EgressRules([*settings.egress.allow, *settings.egress.probe_allow])
-
-
-@asynccontextmanager
-async def conversation_worker(
-    client: Client, settings: Settings, relay: TokenRelay | None = None
-) -> AsyncIterator[Worker]:
-    """A worker for conversation workflows and their activities, with clients built once;
-    `relay` carries streamed replies' tokens to the API."""
-    engine = make_engine(settings.resolved_database_url())
-    http = make_http_client()
-    sessions = make_sessionmaker(engine)
-    routes = load_routes(settings.models_file, llm_url=settings.llm_url)
-    inference = InferenceActivities(Gateway(http, routes, ModelWeights(sessions)), relay)
-    store = StoreActivities(sessions, single_writer=engine.dialect.name == "sqlite")
-    # Assistants' tools are URLs a tenant chose: a fenced client of their own (no internal addresses, no
-    # redirects, no cookies, no retries here).
-    tool_http = fenced_client(tool_egress_rules(settings))
-    tools = ToolActivities(
-        tool_http,
-        settings.resolved_secrets_dir(),
-        settings.tools.max_result_chars,
-        settings.tools.allowed_hosts,
-    )
-    worker = Worker(
-        client,
-        task_queue=settings.conversation.task_queue,
-        workflows=[ConversationWorkflow, AssistantWorkflow],
-        activities=[
-            inference.chat_completion,
-            store.project_conversation,
-            store.project_assistant,
-            tools.call,
-        ],
-        graceful_shutdown_timeout=timedelta(seconds=10),
-        max_concurrent_activities=256,
-        max_concurrent_workflow_tasks=64,
-    )
-    try:
-        yield worker
-    finally:
-        await tool_http.aclose()
-        await http.aclose()
-        await engine.dispose()
 
 
 @asynccontextmanager

@@ -15,7 +15,7 @@ from workflows import _options
 from workflows._records import Actor, HistoryEvent
 
 with workflow.unsafe.imports_passed_through():
-    from activities.store import (
+    from activities.contracts.store import (
         AssistantExperimentRecord,
         AssistantProjection,
         AssistantVersionRecord,

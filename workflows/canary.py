@@ -41,7 +41,7 @@ from workflows._failures import cause, cause_type
 from workflows._records import Actor, HistoryEvent
 
 with workflow.unsafe.imports_passed_through():
-    from activities.kubernetes import (
+    from activities.contracts.kubernetes import (
         ROUTERS,
         DeploymentRef,
         DeploymentState,
@@ -54,14 +54,14 @@ with workflow.unsafe.imports_passed_through():
         WeightState,
         canary_name,
     )
-    from activities.models import ModelActivities, ModelCanaryInput, ModelSplit, ModelWeightInput
-    from activities.prometheus import (
+    from activities.contracts.prometheus import (
         MeasureInput,
         MeasureResult,
         PrometheusActivities,
         SamplesInput,
         SamplesResult,
     )
+    from activities.models import ModelActivities, ModelCanaryInput, ModelSplit, ModelWeightInput
 
 T = TypeVar("T")
 Judge = Literal["threshold", "statistical"]

@@ -32,7 +32,7 @@ from workflows._failures import cause
 from workflows._records import Actor
 
 with workflow.unsafe.imports_passed_through():
-    from activities.litmus import (
+    from activities.contracts.litmus import (
         CreateEngineInput,
         EngineRef,
         LitmusActivities,
@@ -41,8 +41,8 @@ with workflow.unsafe.imports_passed_through():
         TargetRef,
         TargetState,
     )
+    from activities.contracts.prometheus import MeasureInput, MeasureResult, PrometheusActivities
     from activities.probes import HttpProbeInput, HttpProbeResult, ProbeActivities
-    from activities.prometheus import MeasureInput, MeasureResult, PrometheusActivities
     from activities.visibility import RunningQuery, VisibilityActivities
 
 T = TypeVar("T")

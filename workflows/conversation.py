@@ -17,18 +17,18 @@ from temporal.constants import PHASE
 from workflows import _options
 
 with workflow.unsafe.imports_passed_through():
-    from activities.inference import (
-        ChatCompletionInput,
-        ChatCompletionResult,
-        ChatMessage,
-        InferenceActivities,
-    )
-    from activities.store import (
+    from activities.contracts.store import (
         ConversationRecord,
         EventRecord,
         MessageRecord,
         ProjectionInput,
         StoreActivities,
+    )
+    from activities.inference import (
+        ChatCompletionInput,
+        ChatCompletionResult,
+        ChatMessage,
+        InferenceActivities,
     )
     from activities.tools import ToolActivities, ToolCallInput, ToolCallResult
 

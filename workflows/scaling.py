@@ -22,15 +22,15 @@ from workflows._failures import cause, cause_type
 from workflows._records import Actor, HistoryEvent
 
 with workflow.unsafe.imports_passed_through():
-    from activities.forecasting import ForecastingActivities, ForecastInput, ForecastResult
-    from activities.kubernetes import (
+    from activities.contracts.forecasting import ForecastingActivities, ForecastInput, ForecastResult
+    from activities.contracts.kubernetes import (
         DeploymentRef,
         DeploymentState,
         KubernetesActivities,
         ScaleDeploymentInput,
     )
-    from activities.prometheus import MeasureInput, MeasureResult, PrometheusActivities
-    from activities.store import ScalingDecisionRecord, StoreActivities
+    from activities.contracts.prometheus import MeasureInput, MeasureResult, PrometheusActivities
+    from activities.contracts.store import ScalingDecisionRecord, StoreActivities
 
 Mode = Literal["forecast-only", "active"]
 MODES = ("forecast-only", "active")

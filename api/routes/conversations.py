@@ -14,7 +14,7 @@ from temporalio.client import WorkflowUpdateFailedError
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities.store import MessageRecord
+from activities.contracts.store import MessageRecord
 from api.assistant_calls import assistant_binding
 from api.assistant_schemas import AssistantRef, AssistantSwitch
 from api.auth import ClientDep

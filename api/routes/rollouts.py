@@ -18,8 +18,7 @@ from temporalio.common import (
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities.prometheus import load_templates
-from activities.visibility import running_workflows
+from activities.contracts.prometheus import load_templates
 from api.auth import SreDep
 from api.conversation_calls import temporal_unavailable
 from api.deps import AppState, StateDep
@@ -45,6 +44,7 @@ from policies.canary import (
     standard_plan,
 )
 from temporal.constants import KIND, PHASE, SERVICE
+from temporal.visibility import running_workflows
 from workflows._records import Actor
 from workflows.canary import (
     MODELS_NAMESPACE,

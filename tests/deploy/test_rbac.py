@@ -16,16 +16,17 @@ from temporalio.exceptions import ApplicationError
 
 import activities.kubernetes as kubernetes_activities
 import activities.litmus as litmus_activities
-from activities.kubernetes import (
+from activities.contracts.kubernetes import (
     DeploymentRef,
     EnsureCanaryInput,
-    KubernetesActivities,
     PromoteInput,
     RollbackInput,
     ScaleDeploymentInput,
     SetWeightInput,
 )
-from activities.litmus import CreateEngineInput, LitmusActivities, ResultRef, TargetRef
+from activities.contracts.litmus import CreateEngineInput, ResultRef, TargetRef
+from activities.kubernetes import KubernetesActivities
+from activities.litmus import LitmusActivities
 from chaos.experiments import load_experiments, render_engine
 from lab.controllers import ControllerManager, default_controllers
 from lab.kube import KINDS, LabEmulator, LabKubernetes

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from activities.prometheus import load_templates
+from activities.contracts.prometheus import load_templates
 from bench.canary import (
     BROKEN_ERROR_SHARE,
     CANARY_REPLICAS,

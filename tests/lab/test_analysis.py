@@ -6,7 +6,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from activities.prometheus import MeasureInput, PrometheusActivities, PromQL, SamplesInput, load_templates
+from activities.contracts.prometheus import MeasureInput, SamplesInput, load_templates
+from activities.prometheus import PrometheusActivities, PromQL
 from lab.prometheus import SIMULATED, ScrapeTarget, start_prometheus, stop_prometheus, wait_ready
 from lab.traces import Constant
 from lab.workload import Fault, InMemoryCluster, ServiceSpec, VersionState, Workload, create_app

@@ -15,7 +15,8 @@ from activities.egress import AddressNotAllowed, fenced_client
 from cli import dev
 from settings import Settings
 from tests.http_server import free_port, serve_in_thread
-from workers.main import probe_egress_rules, tool_egress_rules
+from workers.conversations import tool_egress_rules
+from workers.main import probe_egress_rules
 
 
 def _workload(hits: list[str]) -> FastAPI:

@@ -9,14 +9,14 @@ import pytest
 from sqlalchemy import func, inspect, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from activities.store import (
+from activities.contracts.store import (
     ConversationRecord,
     EventRecord,
     MessageRecord,
     ProjectionInput,
     ScalingDecisionRecord,
-    StoreActivities,
 )
+from activities.store import StoreActivities
 from store import crud
 from store.db import make_engine, make_sessionmaker
 from store.migrate import current_tables, upgrade

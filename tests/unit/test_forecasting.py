@@ -14,10 +14,10 @@ import pytest
 from temporalio.exceptions import ApplicationError
 
 from activities import forecasting
+from activities.contracts.forecasting import ForecastInput
 from activities.forecasting import (
     Forecaster,
     ForecastingActivities,
-    ForecastInput,
     ForecastSettings,
     NotEnoughHistory,
     regular,

@@ -12,19 +12,21 @@ import pytest
 from kubernetes import client, config
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
-from activities.kubernetes import (
-    GATEWAY_API,
-    ISTIO,
+from activities.contracts.kubernetes import (
     DeploymentRef,
     DeploymentState,
     EnsureCanaryInput,
-    KubernetesActivities,
     PromoteInput,
     RollbackInput,
     Router,
     ScaleDeploymentInput,
     SetWeightInput,
     WeightState,
+)
+from activities.kubernetes import (
+    GATEWAY_API,
+    ISTIO,
+    KubernetesActivities,
     replica_split,
     router_canary_replicas,
 )

@@ -20,7 +20,7 @@ from temporalio.exceptions import ApplicationError
 from settings import Settings
 from store import crud
 from store.db import make_engine, make_sessionmaker
-from workers.main import conversation_worker
+from workers.conversations import conversation_worker
 from workflows.conversation import (
     ConversationInput,
     ConversationLimits,

@@ -29,7 +29,7 @@ from settings import Settings
 from store import crud
 from store.db import make_engine, make_sessionmaker
 from tests.http_server import serve_in_thread
-from workers.main import conversation_worker
+from workers.conversations import conversation_worker
 from workflows.conversation import (
     ChatTurn,
     ConversationInput,
