@@ -11,9 +11,9 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from cli.show import plain
 from api.keys import InvalidKeySpec, create_key, hash_key, key_id_of
 from api.text import Name
+from cli.show import plain
 from policies.access import ADMIN, PLATFORM
 from store import crud
 from store.db import make_engine, make_sessionmaker

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from cli.keys import list_keys, mint
 from api.keys import InvalidKeySpec
+from cli.keys import list_keys, mint
 
 
 def _lcp(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
