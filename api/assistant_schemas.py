@@ -5,6 +5,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from api.strict import Strict
 from api.text import Name, Prose
 from policies.assignment import Arm
 from policies.assistants import BUILTIN_TOOLS, AssistantSpec, ToolSpec
@@ -13,13 +14,7 @@ ASSISTANT_ID = r"^[a-z0-9]([-a-z0-9_]{0,62}[a-z0-9])?$"
 VERSION = r"^v[1-9][0-9]{0,5}$"
 
 
-class _Strict(BaseModel):
-    """A request body: unknown fields refused, and no coercion (`true` is not 1, `"5"` not 5)."""
-
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-
-class ToolIn(_Strict):
+class ToolIn(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$", description="The function name the model calls.")
     description: Prose = Field(default="", max_length=2000)
     parameters: dict[str, Any] = Field(
@@ -47,7 +42,7 @@ StopSequence = Annotated[str, Field(min_length=1, max_length=1000)]
 Stop = StopSequence | Annotated[list[StopSequence], Field(max_length=16)]
 
 
-class AssistantParams(_Strict):
+class AssistantParams(Strict):
     """Generation params an assistant's version sets (OpenAI's names and ranges)."""
 
     temperature: float | None = Field(default=None, ge=0, le=2)
@@ -59,7 +54,7 @@ class AssistantParams(_Strict):
     stop: Stop | None = None
 
 
-class SpecFields(_Strict):
+class SpecFields(Strict):
     """The editable parts of an assistant; on an edit, the fields left out keep the latest version's."""
 
     name: Name | None = Field(default=None, min_length=1, max_length=200)
@@ -95,19 +90,19 @@ class AssistantEdit(SpecFields):
     )
 
 
-class PublishIn(_Strict):
+class PublishIn(Strict):
     version: str = Field(pattern=VERSION)
     reason: Prose = Field(default="", max_length=2000)
 
 
-class RollbackIn(_Strict):
+class RollbackIn(Strict):
     to_version: str | None = Field(
         default=None, pattern=VERSION, description="Empty: the version live before the current one."
     )
     reason: Prose = Field(default="", max_length=2000)
 
 
-class ArmIn(_Strict):
+class ArmIn(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][-A-Za-z0-9_.]{0,63}$")
     version: str = Field(pattern=VERSION)
     share: int = Field(ge=0, le=10_000, description="Relative weight (percent, usually).")
@@ -116,18 +111,18 @@ class ArmIn(_Strict):
         return Arm(self.name, self.version, self.share)
 
 
-class ExperimentCreate(_Strict):
+class ExperimentCreate(Strict):
     id: str = Field(pattern=ASSISTANT_ID)
     arms: list[ArmIn] = Field(min_length=2, max_length=10)
     reason: Prose = Field(default="", max_length=2000)
 
 
-class ExperimentAdjust(_Strict):
+class ExperimentAdjust(Strict):
     arms: list[ArmIn] = Field(min_length=2, max_length=10, description="Same arms and order; new shares.")
     reason: Prose = Field(default="", max_length=2000)
 
 
-class ExperimentStop(_Strict):
+class ExperimentStop(Strict):
     promote: Name | None = Field(
         default=None, max_length=64, description="An arm's name or version to make live; empty: abort."
     )
@@ -167,7 +162,7 @@ class VersionList(BaseModel):
     data: list[StoredVersion]
 
 
-class AssistantRef(_Strict):
+class AssistantRef(Strict):
     """Which assistant serves a conversation: the live version (or the user's experiment arm), or the
     version named."""
 
@@ -175,7 +170,7 @@ class AssistantRef(_Strict):
     version: str | None = Field(default=None, pattern=VERSION)
 
 
-class AssistantSwitch(_Strict):
+class AssistantSwitch(Strict):
     """Move a conversation to another version of its assistant."""
 
     version: str | None = Field(

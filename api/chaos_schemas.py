@@ -3,9 +3,10 @@
 import re
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
+from pydantic import BaseModel, Field, StrictBool, field_validator, model_validator
 
 from api.ops_bounds import InRange
+from api.strict import Strict
 from policies.ranges import DAY_S, MINUTE_S, seconds
 
 # A game day comes at most once a minute and at least once a year: every_s in this range, and a cron
@@ -15,10 +16,8 @@ CRON_MACROS = ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnig
 _CRON_FIELD = re.compile(r"[0-9A-Za-z*?/,#\-]{1,40}")
 
 
-class ChaosCreate(BaseModel):
+class ChaosCreate(Strict):
     """An experiment from the catalogue by name, or one given whole (the catalogue YAML's shape)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     experiment: str | None = Field(default=None, description="A catalogue experiment's name.")
     definition: dict[str, Any] | None = Field(default=None, description="An experiment, as in the YAML.")
@@ -55,10 +54,8 @@ class ChaosList(BaseModel):
     data: list[ChaosSummary]
 
 
-class ScheduleCreate(BaseModel):
+class ScheduleCreate(Strict):
     """A recurring game day: an experiment (by name or whole) on a cron or every so many seconds."""
-
-    model_config = ConfigDict(extra="forbid")
 
     experiment: str | None = None
     definition: dict[str, Any] | None = None

@@ -2,9 +2,10 @@
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool
+from pydantic import BaseModel, Field, StrictBool
 
 from api.ops_bounds import InRange
+from api.strict import Strict
 from policies.canary import (
     ANALYSIS_INTERVAL_RANGE,
     COUNT_RANGE,
@@ -23,23 +24,19 @@ from policies.ranges import PERCENT, REPLICAS, Range, whole
 NAME = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"  # a Kubernetes object name (RFC 1123 label)
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
-
-class SetWeightIn(_Strict):
+class SetWeightIn(Strict):
     kind: Literal["set_weight"]
     percent: Annotated[int, InRange(whole(0, 100, "a whole percentage"))]
 
 
-class PauseIn(_Strict):
+class PauseIn(Strict):
     kind: Literal["pause"]
     duration_s: Annotated[float, InRange(PAUSE_RANGE)] | None = Field(
         default=None, description="None: until a human promotes."
     )
 
 
-class AnalyzeIn(_Strict):
+class AnalyzeIn(Strict):
     kind: Literal["analyze"]
     templates: list[str] = Field(
         min_length=1, max_length=20, description="Metric templates, measured together."
@@ -69,7 +66,7 @@ def to_step(step: SetWeightIn | PauseIn | AnalyzeIn) -> Step:
     )
 
 
-class JudgeSettingsIn(_Strict):
+class JudgeSettingsIn(Strict):
     confidence: Annotated[float, InRange(Range(0, 1, low_open=True, high_open=True))] = 0.98
     pass_threshold: Annotated[float, InRange(PERCENT)] = 95.0
     marginal_threshold: Annotated[float, InRange(PERCENT)] = 75.0
@@ -77,7 +74,7 @@ class JudgeSettingsIn(_Strict):
     samples_per_interval: Annotated[int, InRange(whole(3, 60))] = 6
 
 
-class RolloutCreate(_Strict):
+class RolloutCreate(Strict):
     target: Literal["deployment", "model"] = Field(
         default="deployment",
         description="deployment: a Kubernetes Deployment named `service`; model: the model `service` in "
@@ -118,12 +115,12 @@ class RolloutCreate(_Strict):
     allow_decrease: StrictBool = False
 
 
-class PromoteIn(_Strict):
+class PromoteIn(Strict):
     full: StrictBool = Field(default=False, description="Skip every remaining step and analysis.")
     reason: str = Field(default="", max_length=500)
 
 
-class ReasonIn(_Strict):
+class ReasonIn(Strict):
     reason: str = Field(default="", max_length=500)
 
 

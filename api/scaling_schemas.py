@@ -7,6 +7,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from api.ops_bounds import InRange
 from api.rollout_schemas import NAME
+from api.strict import Strict
 from policies.scaling import BOUNDS_RANGES, MAX_SEASONS, SEASON_RANGE, SETTINGS_RANGES, ScalingBounds
 from workflows.scaling import DEFAULT_QUERY, ScalingInput
 
@@ -15,11 +16,9 @@ _BOUNDS = ScalingBounds()
 _B, _S = BOUNDS_RANGES, SETTINGS_RANGES  # each field's range, as the workflow checks it too
 
 
-class ScalingCreate(BaseModel):
+class ScalingCreate(Strict):
     """A Deployment to scale ahead of demand. New targets start in forecast-only mode: decisions are
     recorded, nothing is scaled, until an SRE switches them to active."""
-
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     namespace: str = Field(default="default", pattern=NAME, max_length=63)
     deployment: str = Field(pattern=NAME, max_length=63)
@@ -72,9 +71,7 @@ class ScalingCreate(BaseModel):
     planning_quantile: Annotated[float, InRange(_S["planning_quantile"])] = _DEFAULT.planning_quantile
 
 
-class ModeIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class ModeIn(Strict):
     mode: Literal["forecast-only", "active"]
     reason: str = Field(default="", max_length=500)
 

@@ -6,6 +6,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from api.assistant_schemas import AssistantRef
+from api.strict import Strict
 from api.text import Name, Prose
 
 # SQLite hands timestamps back without their zone; every timestamp lcp stores is UTC.
@@ -44,12 +45,6 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 # Versions, seeds: bounded so a number never overflows a column or an endpoint's integer.
 MAX_VERSION = 2**31 - 1
 SEED_MIN, SEED_MAX = -(2**63), 2**63 - 1
-
-
-class Strict(BaseModel):
-    """A request body: unknown fields refused, and no coercion (`true` is not 1, `"5"` not 5, 1.0 not 1)."""
-
-    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class GenerationParams(Strict):
