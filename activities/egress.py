@@ -15,6 +15,8 @@ from typing import Any
 import httpcore
 import httpx
 
+from policies.errors import PermanentError
+
 __all__ = ["AddressNotAllowed", "EgressRules", "FencedBackend", "address_kind", "fenced_client"]
 
 log = logging.getLogger(__name__)
@@ -28,7 +30,7 @@ NAT64 = ipaddress.IPv6Network("64:ff9b::/96")  # the well-known prefix: an IPv4 
 SHARED = ipaddress.IPv4Network("100.64.0.0/10")  # carrier-grade NAT (RFC 6598)
 
 
-class AddressNotAllowed(Exception):
+class AddressNotAllowed(PermanentError):
     """A connection the fence refused: the name resolved to an address that is not public and that the
     allow-list does not open. Its message says so without naming the address; `address` and `kind` are
     for the operator's log."""

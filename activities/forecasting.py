@@ -29,7 +29,6 @@ import numpy as np
 import sklearn
 from sklearn.ensemble import ExtraTreesRegressor
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
 
 from activities.contracts import forecasting as contract
 from activities.contracts.forecasting import (
@@ -37,6 +36,8 @@ from activities.contracts.forecasting import (
     ForecastResult,
 )
 from activities.prometheus import BadQuery, NoData, PrometheusUnavailable, PromQL, PromQLError, Series
+from policies.errors import PermanentError, TransientError
+from temporal.failures import application_error
 
 Points = Sequence[float] | np.ndarray  # a series' timestamps or values
 log = logging.getLogger(__name__)
@@ -55,11 +56,11 @@ NEAR_CONSTANT_LOG_SPREAD = 0.01
 QUERY_CHUNK = 512  # rows forecast at once
 
 
-class NotEnoughHistory(ValueError):
+class NotEnoughHistory(TransientError, ValueError):
     """The series is too short to train and check a forecaster on."""
 
 
-class ForecastTooLarge(ValueError):
+class ForecastTooLarge(PermanentError, ValueError):
     """A fit with these settings would need more memory than FIT_MEMORY_LIMIT_BYTES."""
 
 
@@ -678,17 +679,17 @@ class ForecastingActivities(contract.ForecastingActivities):
         points = request.lookback_s / request.step_s
         limit = ForecastSettings.max_history_points
         if points > limit:
-            raise ApplicationError(
-                f"a lookback of {request.lookback_s:g} s at {request.step_s:g} s steps is {points:,.0f} "
-                f"points; the forecaster reads at most {limit:,}: a longer step or a shorter lookback",
-                type="ForecastTooLarge",
-                non_retryable=True,
+            raise application_error(
+                ForecastTooLarge(
+                    f"a lookback of {request.lookback_s:g} s at {request.step_s:g} s steps is {points:,.0f} "
+                    f"points; the forecaster reads at most {limit:,}: a longer step or a shorter lookback"
+                )
             )
         settings = settings_for(request)
         if problem := settings.problem():
             return ForecastResult("bad-query", f"the forecast settings are invalid: {problem}")
         if problem := settings.too_large(math.floor(points) + 1):
-            raise ApplicationError(problem, type="ForecastTooLarge", non_retryable=True)
+            raise application_error(ForecastTooLarge(problem))
         now = self._clock()
         try:
             found = self._promql.range(request.query, now - request.lookback_s, now, request.step_s)
@@ -732,7 +733,7 @@ class ForecastingActivities(contract.ForecastingActivities):
                     "short-history", f"no forecast yet: {err}", observed_rps=newest, observed_at=newest_at
                 )
             except ForecastTooLarge as err:
-                raise ApplicationError(str(err), type="ForecastTooLarge", non_retryable=True) from None
+                raise application_error(err) from None
         result = self._result(forecast, cached, trained)
         result.observed_rps, result.observed_at = newest, newest_at
         return result

@@ -21,6 +21,7 @@ from activities.contracts.prometheus import (
     SamplesInput,
     SamplesResult,
 )
+from policies.errors import LcpError, PermanentError, TransientError
 
 MAX_POINTS_PER_QUERY = 11_000  # Prometheus refuses a range query with more points per series
 # What one answer may hold, read as it arrives: a query is an operator's (a scaling target, a probe), and
@@ -31,27 +32,27 @@ MAX_ANSWER_BYTES = 8 * 2**20
 MAX_RANGE_POINTS = 1_000_000  # points one range() keeps over all its pieces (the forecaster reads 100,000)
 
 
-class PromQLError(Exception):
+class PromQLError(LcpError):
     """A PromQL query gave no usable answer."""
 
 
-class PrometheusUnavailable(PromQLError):
+class PrometheusUnavailable(PromQLError, TransientError):
     """Prometheus did not answer: down, unreachable, starting, or overloaded (HTTP 5xx)."""
 
 
-class BadQuery(PromQLError):
+class BadQuery(PromQLError, PermanentError):
     """Prometheus rejected the query (HTTP 400/422): a syntax or evaluation error."""
 
 
-class NoData(PromQLError):
+class NoData(PromQLError, TransientError):
     """The query is valid but matched no series (missing metric, target down, window too short)."""
 
 
-class StaleData(PromQLError):
+class StaleData(PromQLError, TransientError):
     """The newest sample of a series is older than the caller allows."""
 
 
-class NotANumber(PromQLError):
+class NotANumber(PromQLError, TransientError):
     """The query answered NaN (e.g. 0/0 in a ratio when there is no traffic)."""
 
 

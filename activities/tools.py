@@ -31,6 +31,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.egress import AddressNotAllowed
 from policies.assistants import ToolSpec, parameters_problem
+from policies.errors import PermanentError, TransientError
 
 __all__ = ["ToolActivities", "ToolCallInput", "ToolCallResult", "ToolFailure", "calculate", "host_allowed"]
 
@@ -70,7 +71,7 @@ class ToolCallResult:
     duration_ms: float = 0
 
 
-class ToolFailure(ApplicationError):
+class ToolFailure(ApplicationError, TransientError):
     """A call whose outcome is unknown or that may work later (5xx, timeout, no connection): raised, so
     an idempotent tool is retried."""
 
@@ -78,7 +79,7 @@ class ToolFailure(ApplicationError):
         super().__init__(message, type=type)
 
 
-class _Refused(Exception):
+class _Refused(PermanentError):
     """A call that failed for good; it becomes an error result for the model."""
 
     def __init__(self, error_type: str, message: str) -> None:
@@ -261,7 +262,7 @@ def _refuse_retrieval(uri: str) -> Resource:
 LOCAL_ONLY: Registry = Registry(retrieve=_refuse_retrieval)  # type: ignore[call-arg]
 
 
-class _Unusable(Exception):
+class _Unusable(PermanentError):
     """The schema cannot check these arguments within bounds: too many references followed, patterns
     that take too long, or a pattern the regex module cannot read."""
 

@@ -10,6 +10,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 
+from policies.errors import LcpError
+
 log = logging.getLogger(__name__)
 
 # ApplicationError types raised by workflows (update validators and handlers) -> HTTP status.
@@ -43,7 +45,7 @@ WORKFLOW_ERROR_STATUS = {
 }
 
 
-class ApiError(Exception):
+class ApiError(LcpError):
     def __init__(
         self, status: int, type_: str, message: str, headers: dict[str, str] | None = None, **extra: Any
     ) -> None:

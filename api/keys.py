@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.schemas import MAX_REQUESTS_PER_MINUTE, MAX_TOKENS_PER_MINUTE
 from policies.access import ROLES, unknown_roles
+from policies.errors import PermanentError
 from store import crud
 from store.models import ApiKey
 
@@ -18,7 +19,7 @@ ID_BYTES, SECRET_BYTES = 6, 32
 KEY_SHAPE = re.compile(rf"{PREFIX}[0-9a-f]{{{2 * ID_BYTES}}}_[A-Za-z0-9_-]{{{(SECRET_BYTES * 4 + 2) // 3}}}")
 
 
-class InvalidKeySpec(ValueError):
+class InvalidKeySpec(PermanentError, ValueError):
     """A key was asked for with a bad tenant, name or role."""
 
 

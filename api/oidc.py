@@ -10,6 +10,7 @@ import httpx
 import jwt
 
 from policies.access import PLATFORM_ROLES, ROLES, Principal
+from policies.errors import PermanentError, TransientError
 from settings import OidcSettings
 
 log = logging.getLogger(__name__)
@@ -18,11 +19,11 @@ FETCH_TIMEOUT_S = 10.0  # discovery and JWKS requests; the verification lock is 
 REQUIRED_CLAIMS = ["exp", "iss", "aud", "sub"]
 
 
-class OidcError(Exception):
+class OidcError(PermanentError):
     """The token is refused (answer 401); the message says why, never repeating the token or a part of it."""
 
 
-class OidcUnavailable(Exception):
+class OidcUnavailable(TransientError):
     """The issuer's signing keys cannot be fetched now, so no token can be checked (answer 503, not 401)."""
 
 

@@ -46,6 +46,7 @@ from policies.canary import (
     judge_run,
     judgment_measurement,
 )
+from policies.errors import PermanentError
 
 # ---- the simulated service ---------------------------------------------------------------------------
 
@@ -91,7 +92,7 @@ SIMULATION_NOTE = (
 )
 
 
-class BenchError(RuntimeError):
+class BenchError(PermanentError, RuntimeError):
     """The benchmark cannot run as asked (an unknown scenario, templates it cannot evaluate)."""
 
 

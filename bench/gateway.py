@@ -24,6 +24,7 @@ from rich.table import Table
 
 from bench.chat import bench_key, cpu_seconds, free_port, machine, percentile
 from cli.dev import lcp_env, spawn_lcp
+from policies.errors import LcpError
 from temporal.devserver import start_dev_server
 
 MODEL = "sim-zero"  # the simulator answers at once: only the gateways' own time shows
@@ -71,7 +72,7 @@ LITELLM_ENV_REMOVED = ("DATABASE_URL", "LITELLM_MASTER_KEY", "REDIS_HOST", "REDI
 LITELLM_RUN = "import sys; from litellm import run_server; sys.argv[0] = 'litellm'; sys.exit(run_server())"
 
 
-class BenchError(RuntimeError):
+class BenchError(LcpError, RuntimeError):
     """The benchmark could not run (a server did not start, or answered wrongly)."""
 
 

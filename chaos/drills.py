@@ -3,6 +3,8 @@
 from dataclasses import dataclass, field
 from typing import Literal
 
+from policies.errors import PermanentError
+
 __all__ = ["DRILLS", "Check", "Drill", "DrillReport", "UnknownDrill", "exactly", "find_drill", "stored_once"]
 
 Victim = Literal["conversation-worker", "ops-worker", "temporal", "api"]
@@ -77,7 +79,7 @@ DRILLS: tuple[Drill, ...] = (
 )
 
 
-class UnknownDrill(ValueError):
+class UnknownDrill(PermanentError, ValueError):
     def __init__(self, name: str) -> None:
         super().__init__(f"no drill named {name!r}; drills: {', '.join(d.name for d in DRILLS)}")
 

@@ -10,6 +10,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from policies.chaos import COMPARATORS
+from policies.errors import PermanentError
 from policies.ranges import DAY_S, HOUR_S, seconds
 
 __all__ = [
@@ -436,7 +437,7 @@ def render_engine(
 # ── Experiments as data (YAML) ────────────────────────────────────────────────────────────────────────
 
 
-class ExperimentError(ValueError):
+class ExperimentError(PermanentError, ValueError):
     """An experiment definition is malformed; the message starts with the path of the bad field."""
 
 

@@ -27,6 +27,7 @@ from prometheus_client import Counter, Histogram
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.exceptions import ApplicationError
 
+from policies.errors import LcpError
 from policies.models import DEFAULT_POLICY_FILE, STABLE_VERSION, ModelRoute, expand_env, parse_routes
 from store import crud
 
@@ -136,7 +137,7 @@ class _StreamedToolCalls:
         return [_tool_call(call["id"], call["name"], call["arguments"]) for call in calls] or None
 
 
-class InferenceFailure(ApplicationError):
+class InferenceFailure(ApplicationError, LcpError):
     """An endpoint could not answer. `type` says how (EndpointRejected, EndpointBusy, EndpointError,
     EndpointTimeout, EndpointUnavailable, UnknownModel); `status` is the HTTP status the API answers
     with on the one-shot path; `retry_after` comes from the endpoint's Retry-After."""

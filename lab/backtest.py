@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from activities.forecasting import Forecaster, ForecastSettings, NotEnoughHistory
+from policies.errors import PermanentError
 from policies.hpa import Hpa, HpaSpec
 from policies.scaling import DecisionInput, Recommendation, ScalingBounds, decide, remember, replicas_for
 
@@ -24,7 +25,7 @@ GOAL_UNDER_PROVISIONED = 0.5
 GOAL_REPLICA_HOURS = 1.1
 
 
-class BacktestError(ValueError):
+class BacktestError(PermanentError, ValueError):
     """The trace or the settings can't be backtested (one sentence, for the CLI)."""
 
 

@@ -17,6 +17,7 @@ import kmock
 from lab.controllers import DEFAULT_INTERVAL, Controller, is_ready
 from lab.kube import SIMULATED_LABEL, LabKubernetes, Obj, parse_label_selector
 from lab.workload import VERSION_LABEL, Fault, UnknownService, Workload
+from policies.errors import PermanentError
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +139,7 @@ def cpu_hog_fault(cores: int, load_perc: float, affected: float) -> Fault:
     return Fault(cpu_saturation=min(100.0, 1 / capacity) if capacity > 0 else 100.0)
 
 
-class _Failed(Exception):
+class _Failed(PermanentError):
     """The experiment fails, as litmus-go's do: (failedStep, errorCode)."""
 
     def __init__(self, step: str, code: str) -> None:

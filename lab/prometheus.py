@@ -15,6 +15,8 @@ from typing import Any
 import httpx
 import yaml
 
+from policies.errors import LcpError
+
 DEBIAN_BINARY = Path("/usr/bin/prometheus")
 CONFIG_NAME = "prometheus.yml"
 LOG_NAME = "prometheus.log"
@@ -23,7 +25,7 @@ LAB_NAME = "lcp-lab"
 SIMULATED = {"simulated": "true"}
 
 
-class PrometheusStartError(RuntimeError):
+class PrometheusStartError(LcpError, RuntimeError):
     """Prometheus could not be started, did not become ready, or refused a config reload."""
 
 

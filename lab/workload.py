@@ -32,6 +32,7 @@ from prometheus_client.utils import floatToGoString
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from lab.traces import Constant, Replay, TrafficSource
+from policies.errors import PermanentError
 
 logger = logging.getLogger(__name__)
 
@@ -167,7 +168,7 @@ class ServiceSpec:
             raise ValueError(f"latency_sigma must be between 0 and 3, got {self.latency_sigma}")
 
 
-class UnknownService(LookupError):
+class UnknownService(PermanentError, LookupError):
     """The workload does not simulate this service."""
 
 

@@ -30,12 +30,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 
+from policies.errors import PermanentError
+
 # The bucket is the first 53 bits of the digest (a float holds 53 bits exactly, so it is never 1.0).
 _BUCKET_BITS = 53
 _SEPARATOR = "\x1f"  # ASCII unit separator: the canonical encoding is "\x1f".join(parts), as UTF-8
 
 
-class InvalidArms(ValueError):
+class InvalidArms(PermanentError, ValueError):
     """An experiment's arms can't be used; the message says which arm and what is wrong."""
 
 

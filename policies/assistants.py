@@ -9,6 +9,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from policies.assignment import Arm, assign
+from policies.errors import PermanentError
 
 __all__ = [
     "BUILTIN_TOOLS",
@@ -50,7 +51,7 @@ _REPEATS = tuple(
 )
 
 
-class InvalidAssistant(ValueError):
+class InvalidAssistant(PermanentError, ValueError):
     """An assistant spec that cannot be used; the message says which field and what is wrong."""
 
 

@@ -9,6 +9,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Literal, cast
 
+from policies.errors import PermanentError
 from policies.ranges import DAY_S, Range, seconds, whole
 
 # ── Steps as data (Argo Rollouts' canary strategy: setWeight / pause / analysis) ─────────────────────────
@@ -852,7 +853,7 @@ DEFAULT_TEMPLATES_FILE = Path(__file__).with_name("analysis.yaml")
 _CONDITION = re.compile(r"^\s*(>=|<=|>|<)\s*(-?[0-9.]+(?:[eE][-+]?[0-9]+)?)\s*$")
 
 
-class TemplatesError(ValueError):
+class TemplatesError(PermanentError, ValueError):
     """A metric templates document is malformed."""
 
 

@@ -12,6 +12,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from policies.errors import PermanentError
+
 DEFAULT_POLICY_FILE = Path(__file__).with_name("models.yaml")
 STABLE_VERSION = "stable"
 _VAR = re.compile(r"\$\{(\w+)(?::-([^}]*))?\}")
@@ -38,7 +40,7 @@ class ModelRoute:
         return self.tenants is None or tenant in self.tenants
 
 
-class ModelsPolicyError(ValueError):
+class ModelsPolicyError(PermanentError, ValueError):
     """The models policy file is malformed."""
 
 

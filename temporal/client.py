@@ -7,12 +7,13 @@ import time
 from temporalio.client import Client, TLSConfig
 from temporalio.contrib.pydantic import pydantic_data_converter
 
+from policies.errors import TransientError
 from settings import TemporalSettings
 
 log = logging.getLogger(__name__)
 
 
-class TemporalUnreachable(RuntimeError):
+class TemporalUnreachable(TransientError, RuntimeError):
     """Temporal did not answer within the connect timeout."""
 
 
