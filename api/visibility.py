@@ -1,5 +1,5 @@
 """lcp's workflows as Temporal shows them, for the routes of rollouts, scaling and chaos: lists from its
-visibility, and one workflow's current view."""
+visibility, one workflow's current view, and Temporal's refusals as the routes answer them (404, 503)."""
 
 from collections.abc import Callable
 from typing import Any, TypedDict, TypeVar
@@ -11,11 +11,12 @@ from temporalio.client import (
     WorkflowHandle,
     WorkflowQueryFailedError,
 )
-from temporalio.service import RPCError
+from temporalio.service import RPCError, RPCStatusCode
 
 from api.conversation_calls import temporal_unavailable
 from api.errors import ApiError
 from temporal.constants import PHASE
+from temporal.visibility import kind_query
 
 View = TypeVar("View")
 
@@ -34,19 +35,41 @@ async def current_view(handle: WorkflowHandle[Any, View], state_query: Callable[
     return await handle.result()
 
 
-async def executions(
-    temporal: Client,
-    query: str,
-    limit: int,
-    keep: Callable[[WorkflowExecution], bool] = lambda _: True,
-) -> list[WorkflowExecution]:
-    """Up to `limit` executions matching `query` (newest first) that `keep` accepts; a 503 when Temporal
-    does not answer."""
-    found: list[WorkflowExecution] = []
+async def view_or_missing(
+    handle: WorkflowHandle[Any, View], state_query: Callable[[Any], View], missing: ApiError
+) -> View:
+    """The workflow's current view; `missing` (the route's 404) when Temporal knows no such workflow."""
     try:
-        async for execution in temporal.list_workflows(query):
-            if keep(execution):
-                found.append(execution)
+        return await current_view(handle, state_query)
+    except RPCError as err:
+        raise missing_or_unavailable(err, missing) from err
+
+
+def missing_or_unavailable(err: RPCError, missing: ApiError) -> ApiError:
+    """Temporal's NOT_FOUND as the route's `missing`; any other refusal a 503."""
+    return missing if err.status == RPCStatusCode.NOT_FOUND else temporal_unavailable(err)
+
+
+Names = tuple[str, str]  # what a workflow id holds after its kind: rollout/{namespace}/{service}, ...
+
+
+async def listed(
+    temporal: Client,
+    kind: str,
+    limit: int,
+    *,
+    service: str | None = None,
+    phase: str | None = None,
+    keep: Callable[[Names], bool] = lambda _: True,
+) -> list[tuple[Names, WorkflowExecution]]:
+    """Up to `limit` workflows of `kind` (newest first, on `service` and in `phase` when given) whose
+    names `keep` accepts, each with its names; a 503 when Temporal does not answer."""
+    found: list[tuple[Names, WorkflowExecution]] = []
+    try:
+        async for execution in temporal.list_workflows(kind_query(kind, service=service, phase=phase)):
+            _, first, second = execution.id.split("/", 2)
+            if keep((first, second)):
+                found.append(((first, second), execution))
                 if len(found) >= limit:
                     break
     except RPCError as err:

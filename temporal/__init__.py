@@ -1,1 +1,2 @@
-"""Temporal plumbing: client factory, task queues and search attributes, the dev-server launcher."""
+"""Temporal plumbing: client factory, task queues and search attributes, visibility queries, lcp's errors
+as Temporal failures, the dev-server launcher."""

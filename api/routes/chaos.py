@@ -41,7 +41,7 @@ from api.deps import AppState, StateDep
 from api.errors import ApiError, from_update_failure, start_refused
 from api.rollout_schemas import ReasonIn
 from api.schemas import ERROR_RESPONSES
-from api.visibility import current_view, executions, summary_fields
+from api.visibility import listed, missing_or_unavailable, summary_fields, view_or_missing
 from chaos.experiments import (
     DEFAULT_CATALOGUE,
     Experiment,
@@ -180,17 +180,16 @@ async def list_experiments(
     limit: int = Query(default=50, ge=1, le=500),
 ) -> ChaosList:
     """Experiment runs, newest first, from Temporal's visibility."""
-    query = "LcpKind = 'chaos'" + (f" AND LcpPhase = '{phase}'" if phase else "")
-    found = await executions(state.temporal, query, limit)
+    found = await listed(state.temporal, "chaos", limit, phase=phase)
     return ChaosList(
         data=[
             ChaosSummary(
-                experiment=execution.id.split("/", 2)[1],
-                run=execution.id.split("/", 2)[2],
+                experiment=experiment,
+                run=run,
                 target=execution.typed_search_attributes.get(SERVICE),
                 **summary_fields(execution),
             )
-            for execution in found
+            for (experiment, run), execution in found
         ]
     )
 
@@ -199,12 +198,8 @@ async def list_experiments(
 async def get_experiment(experiment: str, run: str, state: StateDep, caller: SreDep) -> ChaosView:
     """The run as it stands: phase, probes, the journal of steps, verdict and score once it ends."""
     handle = _handle(state, experiment, run)
-    try:
-        return await current_view(handle, ChaosExperimentWorkflow.state)
-    except RPCError as err:
-        if err.status == RPCStatusCode.NOT_FOUND:
-            raise ApiError(404, "ExperimentNotFound", f"no chaos run {handle.id}") from err
-        raise temporal_unavailable(err) from err
+    missing = ApiError(404, "ExperimentNotFound", f"no chaos run {handle.id}")
+    return await view_or_missing(handle, ChaosExperimentWorkflow.state, missing)
 
 
 @router.post("/{experiment}/{run}/abort", response_model=ChaosView)
@@ -218,9 +213,8 @@ async def abort(experiment: str, run: str, body: ReasonIn, state: StateDep, call
     except WorkflowUpdateFailedError as err:
         raise from_update_failure(err) from err
     except RPCError as err:
-        if err.status == RPCStatusCode.NOT_FOUND:
-            raise ApiError(404, "ExperimentNotFound", f"no running chaos run {handle.id}") from err
-        raise temporal_unavailable(err) from err
+        missing = ApiError(404, "ExperimentNotFound", f"no running chaos run {handle.id}")
+        raise missing_or_unavailable(err, missing) from err
 
 
 # ---- helpers ---------------------------------------------------------------------------------------------

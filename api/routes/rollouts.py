@@ -5,7 +5,6 @@ from typing import Any
 from fastapi import APIRouter, Query
 from temporalio.client import (
     WithStartWorkflowOperation,
-    WorkflowExecution,
     WorkflowHandle,
     WorkflowUpdateFailedError,
 )
@@ -33,7 +32,7 @@ from api.rollout_schemas import (
     to_step,
 )
 from api.schemas import ERROR_RESPONSES
-from api.visibility import current_view, executions, summary_fields
+from api.visibility import Names, listed, summary_fields, view_or_missing
 from policies.access import Principal
 from policies.canary import (
     STANDARD_MODEL_TEMPLATES,
@@ -106,26 +105,20 @@ async def list_rollouts(
     limit: int = Query(default=50, ge=1, le=500),
 ) -> RolloutList:
     """Rollouts, newest first, from Temporal's visibility (filter by namespace, service, phase)."""
-    query = "LcpKind = 'rollout'"
-    if namespace and service:
-        query += f" AND LcpService = '{namespace}/{service}'"
-    if phase:
-        query += f" AND LcpPhase = '{phase}'"
 
-    def wanted(execution: WorkflowExecution) -> bool:
-        _, ns, name = execution.id.split("/", 2)
-        return not ((namespace and ns != namespace) or (service and name != service))
+    def wanted(names: Names) -> bool:
+        return not ((namespace and names[0] != namespace) or (service and names[1] != service))
 
-    found = await executions(state.temporal, query, limit, wanted)
+    found = await listed(
+        state.temporal,
+        "rollout",
+        limit,
+        service=f"{namespace}/{service}" if namespace and service else None,
+        phase=phase,
+        keep=wanted,
+    )
     return RolloutList(
-        data=[
-            RolloutSummary(
-                namespace=execution.id.split("/", 2)[1],
-                service=execution.id.split("/", 2)[2],
-                **summary_fields(execution),
-            )
-            for execution in found
-        ]
+        data=[RolloutSummary(namespace=ns, service=name, **summary_fields(e)) for (ns, name), e in found]
     )
 
 
@@ -243,10 +236,8 @@ def _handle(state: AppState, namespace: str, service: str) -> Handle:
 
 async def _view(handle: Handle) -> RolloutView:
     """A running rollout answers its query; a finished one its result (no worker needed)."""
-    try:
-        return await current_view(handle, CanaryRolloutWorkflow.state)
-    except RPCError as err:
-        raise _not_found_or_unavailable(err, handle.id) from err
+    missing = ApiError(404, "RolloutNotFound", f"no rollout {handle.id}: start one with POST /v1/rollouts")
+    return await view_or_missing(handle, CanaryRolloutWorkflow.state, missing)
 
 
 async def _change(state: AppState, namespace: str, service: str, update: Any, request: Any) -> RolloutView:
@@ -261,13 +252,7 @@ async def _change(state: AppState, namespace: str, service: str, update: Any, re
             # The workflow finished (or never ran): say which.
             await _view(handle)
             raise ApiError(409, "RolloutFinished", f"{handle.id} has finished: start a new rollout") from err
-        raise _not_found_or_unavailable(err, handle.id) from err
-
-
-def _not_found_or_unavailable(err: RPCError, rollout_id: str) -> ApiError:
-    if err.status == RPCStatusCode.NOT_FOUND:
-        return ApiError(404, "RolloutNotFound", f"no rollout {rollout_id}: start one with POST /v1/rollouts")
-    return temporal_unavailable(err)
+        raise temporal_unavailable(err) from err
 
 
 async def _running_conflict(state: AppState, request: RolloutInput) -> ApiError:

@@ -29,7 +29,7 @@ from api.scaling_schemas import (
     StoredDecision,
 )
 from api.schemas import ERROR_RESPONSES
-from api.visibility import current_view, executions, summary_fields
+from api.visibility import listed, missing_or_unavailable, summary_fields, view_or_missing
 from policies.access import Principal
 from policies.scaling import ScalingBounds
 from store import crud
@@ -92,21 +92,15 @@ async def list_scaling(
     limit: int = Query(default=50, ge=1, le=500),
 ) -> ScalingList:
     """Scaling targets, newest first, from Temporal's visibility (filter by namespace, phase)."""
-    query = "LcpKind = 'scaling'"
-    if phase:
-        query += f" AND LcpPhase = '{phase}'"
-    found = await executions(
-        state.temporal, query, limit, lambda e: not namespace or e.id.split("/", 2)[1] == namespace
+    found = await listed(
+        state.temporal,
+        "scaling",
+        limit,
+        phase=phase,
+        keep=lambda names: not namespace or names[0] == namespace,
     )
     return ScalingList(
-        data=[
-            ScalingSummary(
-                namespace=execution.id.split("/", 2)[1],
-                deployment=execution.id.split("/", 2)[2],
-                **summary_fields(execution),
-            )
-            for execution in found
-        ]
+        data=[ScalingSummary(namespace=ns, deployment=name, **summary_fields(e)) for (ns, name), e in found]
     )
 
 
@@ -114,10 +108,8 @@ async def list_scaling(
 async def get_scaling(namespace: str, deployment: str, state: StateDep, caller: SreDep) -> ScalingView:
     """The target as it stands: mode, health, the latest forecast and model, recent decisions."""
     handle = _handle(state, namespace, deployment)
-    try:
-        return await current_view(handle, PredictiveScalingWorkflow.state)
-    except RPCError as err:
-        raise _not_found_or_unavailable(err, handle.id) from err
+    missing = ApiError(404, "ScalingNotFound", f"no scaling {handle.id}: start one with POST /v1/scaling")
+    return await view_or_missing(handle, PredictiveScalingWorkflow.state, missing)
 
 
 @router.get("/{namespace}/{deployment}/decisions", response_model=DecisionList)
@@ -204,18 +196,11 @@ async def _change(
         return view
     except WorkflowUpdateFailedError as err:
         raise from_update_failure(err) from err
-    except RPCError as err:
-        if err.status == RPCStatusCode.NOT_FOUND:  # never started, or stopped
-            raise ApiError(
-                404, "ScalingNotFound", f"no running scaling {handle.id}: start one with POST /v1/scaling"
-            ) from err
-        raise temporal_unavailable(err) from err
-
-
-def _not_found_or_unavailable(err: RPCError, scaling_id: str) -> ApiError:
-    if err.status == RPCStatusCode.NOT_FOUND:
-        return ApiError(404, "ScalingNotFound", f"no scaling {scaling_id}: start one with POST /v1/scaling")
-    return temporal_unavailable(err)
+    except RPCError as err:  # NOT_FOUND: never started, or stopped
+        missing = ApiError(
+            404, "ScalingNotFound", f"no running scaling {handle.id}: start one with POST /v1/scaling"
+        )
+        raise missing_or_unavailable(err, missing) from err
 
 
 def _running_conflict(request: ScalingInput) -> ApiError:
