@@ -3,7 +3,7 @@ assistants."""
 
 import asyncio
 import contextlib
-from dataclasses import asdict
+from dataclasses import asdict, fields
 
 from prometheus_client import Counter, Gauge
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -63,22 +63,17 @@ class StoreActivities(contract.StoreActivities):
     @activity.defn(name="store.project_assistant")
     async def project_assistant(self, projection: AssistantProjection) -> None:
         key = {"tenant": projection.tenant, "assistant_id": projection.assistant_id}
+        # The assistants row: the projection's own fields, its assistant_id as the row's id.
+        assistant = {
+            field.name: getattr(projection, field.name)
+            for field in fields(projection)
+            if field.name not in ("versions", "experiments")
+        }
+        assistant["id"] = assistant.pop("assistant_id")
         async with self._write_lock, self._sessions() as session:
             await crud.project_assistant(
                 session,
-                assistant={
-                    "tenant": projection.tenant,
-                    "id": projection.assistant_id,
-                    "workflow_id": projection.workflow_id,
-                    "name": projection.name,
-                    "state": projection.state,
-                    "live_version": projection.live_version,
-                    "latest_version": projection.latest_version,
-                    "experiment": projection.experiment,
-                    "created_by": projection.created_by,
-                    "created_at": projection.created_at,
-                    "updated_at": projection.updated_at,
-                },
+                assistant=assistant,
                 versions=[{**asdict(version), **key} for version in projection.versions],
                 experiments=[{**asdict(experiment), **key} for experiment in projection.experiments],
             )

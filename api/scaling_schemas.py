@@ -70,6 +70,13 @@ class ScalingCreate(Strict):
     )
     planning_quantile: Annotated[float, InRange(_S["planning_quantile"])] = _DEFAULT.planning_quantile
 
+    def to_input(self, *, forecast_queue: str, requested_by: str) -> ScalingInput:
+        """The workflow's input: each field under its own name, the bounds (BOUNDS_RANGES' names) gathered
+        in its ScalingBounds."""
+        fields = self.model_dump()
+        bounds = ScalingBounds(**{name: fields.pop(name) for name in BOUNDS_RANGES})
+        return ScalingInput(**fields, bounds=bounds, forecast_queue=forecast_queue, requested_by=requested_by)
+
 
 class ModeIn(Strict):
     mode: Literal["forecast-only", "active"]

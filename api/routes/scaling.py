@@ -31,7 +31,6 @@ from api.scaling_schemas import (
 from api.schemas import ERROR_RESPONSES
 from api.visibility import listed, missing_or_unavailable, summary_fields, view_or_missing
 from policies.access import Principal
-from policies.scaling import ScalingBounds
 from store import crud
 from temporal.constants import KIND, PHASE, SERVICE
 from workflows._records import Actor
@@ -147,34 +146,8 @@ async def stop(
 
 
 def _scaling_input(body: ScalingCreate, state: AppState, caller: Principal) -> ScalingInput:
-    bounds = ScalingBounds(
-        min_replicas=body.min_replicas,
-        max_replicas=body.max_replicas,
-        capacity_rps=body.capacity_rps,
-        target_utilization=body.target_utilization,
-        tolerance=body.tolerance,
-        max_up_factor=body.max_up_factor,
-        max_down_factor=body.max_down_factor,
-        scale_down_stabilization_s=body.scale_down_stabilization_s,
-        min_confidence=body.min_confidence,
-    )
-    request = ScalingInput(
-        namespace=body.namespace,
-        deployment=body.deployment,
-        bounds=bounds,
-        mode=body.mode,
-        query=body.query,
-        interval_s=body.interval_s,
-        startup_s=body.startup_s,
-        horizon_s=body.horizon_s,
-        step_s=body.step_s,
-        lookback_s=body.lookback_s,
-        season_s=list(body.season_s),
-        refresh_s=body.refresh_s,
-        max_age_s=body.max_age_s,
-        planning_quantile=body.planning_quantile,
-        forecast_queue=state.settings.scaling.forecast_task_queue,
-        requested_by=caller.subject,
+    request = body.to_input(
+        forecast_queue=state.settings.scaling.forecast_task_queue, requested_by=caller.subject
     )
     if problem := input_problem(request):
         raise ApiError(422, "InvalidScaling", problem)
