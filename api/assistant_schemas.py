@@ -68,7 +68,8 @@ class SpecFields(Strict):
         given = self.model_dump(exclude_none=True, include=set(SpecFields.model_fields) - {"tools"})
         tools = [tool.to_tool() for tool in self.tools] if self.tools is not None else None
         if base is None:
-            return AssistantSpec(**given, **({"tools": tools} if tools is not None else {}))
+            listed: dict[str, Any] = {"tools": tools} if tools is not None else {}
+            return AssistantSpec(**given, **listed)
         spec = AssistantSpec(**{**base.__dict__, **given})
         if tools is not None:
             spec.tools = tools
@@ -77,8 +78,8 @@ class SpecFields(Strict):
 
 class AssistantCreate(SpecFields):
     id: str = Field(pattern=ASSISTANT_ID, description="Lowercase letters, digits, '-' and '_'.")
-    name: Name = Field(min_length=1, max_length=200)  # type: ignore[assignment]
-    model: Name = Field(min_length=1, max_length=200)  # type: ignore[assignment]
+    name: Name = Field(min_length=1, max_length=200)
+    model: Name = Field(min_length=1, max_length=200)
     note: Prose = Field(default="", max_length=2000, description="What this version is for.")
     publish: bool = Field(default=False, description="Publish v1 at once.")
 
