@@ -1,6 +1,7 @@
 """AssistantWorkflow: one assistant's immutable versions, publishing, rollback and A/B experiments."""
 
 import asyncio
+import copy
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -70,13 +71,6 @@ class AssistantView:
     past_experiments: list[ExperimentView] = field(default_factory=list)
     history: list[HistoryEvent] = field(default_factory=list)
 
-    @property
-    def latest(self) -> VersionView:
-        return self.versions[-1]
-
-    def find(self, version: str) -> VersionView | None:
-        return next((v for v in self.versions if v.version == version), None)
-
 
 @dataclass
 class AssistantInput:
@@ -85,7 +79,7 @@ class AssistantInput:
     spec: AssistantSpec
     created_by: str
     note: str = ""
-    carried: AssistantView | None = None  # the state, across continue-as-new
+    carried: AssistantView | None = None  # the state, as its view, across continue-as-new
 
 
 @dataclass
@@ -134,6 +128,45 @@ class StopExperiment:
     experiment_id: str = ""  # when given, it must be the running one
 
 
+@dataclass
+class AssistantState:
+    """Everything the assistant changes as it runs; the query's AssistantView is read from it and the input
+    (and continue-as-new carries that view)."""
+
+    created_at: datetime
+    phase: str = DRAFT  # the view's `state`
+    versions: list[VersionView] = field(default_factory=list)
+    live_version: str | None = None
+    published: list[str] = field(default_factory=list)  # versions in the order they went live
+    experiment: ExperimentView | None = None  # the running one
+    past_experiments: list[ExperimentView] = field(default_factory=list)
+    history: list[HistoryEvent] = field(default_factory=list)
+    stored: bool = False  # the first version is in the read model
+
+    @property
+    def latest(self) -> VersionView:
+        return self.versions[-1]
+
+    def find(self, version: str) -> VersionView | None:
+        return next((v for v in self.versions if v.version == version), None)
+
+
+def _carried_state(view: AssistantView) -> AssistantState:
+    """The state a run hands to the next (as its view), copied so that the input stays as it came."""
+    carried = copy.deepcopy(view)
+    return AssistantState(
+        created_at=carried.created_at,
+        phase=carried.state,
+        versions=carried.versions,
+        live_version=carried.live_version,
+        published=carried.published,
+        experiment=carried.experiment,
+        past_experiments=carried.past_experiments,
+        history=carried.history,
+        stored=True,
+    )
+
+
 def _refuse(type_: str, message: str) -> ApplicationError:
     return ApplicationError(message, type=type_, non_retryable=True)
 
@@ -143,44 +176,57 @@ class AssistantWorkflow:
     @workflow.init
     def __init__(self, request: AssistantInput) -> None:
         self._in = request
-        self._view = request.carried or AssistantView(
-            tenant=request.tenant,
-            assistant_id=request.assistant_id,
-            created_by=request.created_by,
-            created_at=workflow.now(),
+        self._state = (
+            _carried_state(request.carried) if request.carried else AssistantState(created_at=workflow.now())
         )
         self._projecting = asyncio.Lock()
-        self._stored = request.carried is not None  # the first version is in the read model
 
     @workflow.run
     async def run(self, request: AssistantInput) -> AssistantView:
-        if not self._view.versions:
+        if not self._state.versions:
             try:
                 validate_spec(request.spec)
             except InvalidAssistant as err:
                 raise _refuse("InvalidSpec", str(err)) from None
             self._add_version(request.spec, request.created_by, request.note)
             await self._project()
-        self._stored = True
+        self._state.stored = True
         await workflow.wait_condition(
-            lambda: self._view.state == ARCHIVED or workflow.info().is_continue_as_new_suggested()
+            lambda: self._state.phase == ARCHIVED or workflow.info().is_continue_as_new_suggested()
         )
         await workflow.wait_condition(workflow.all_handlers_finished)
-        if self._view.state != ARCHIVED:
-            workflow.continue_as_new(replace(self._in, carried=self._view))
-        return self._view
+        if self._state.phase != ARCHIVED:
+            workflow.continue_as_new(replace(self._in, carried=self._view()))
+        return self._view()
 
     @workflow.query
     def state(self) -> AssistantView:
-        return self._view
+        return self._view()
+
+    def _view(self) -> AssistantView:
+        """The assistant as the query shows it: the input's names, the state's versions and experiments."""
+        request, state = self._in, self._state
+        return AssistantView(
+            tenant=request.tenant,
+            assistant_id=request.assistant_id,
+            created_by=request.created_by,
+            created_at=state.created_at,
+            state=state.phase,
+            versions=list(state.versions),
+            live_version=state.live_version,
+            published=list(state.published),
+            experiment=state.experiment,
+            past_experiments=list(state.past_experiments),
+            history=list(state.history),
+        )
 
     # ---- updates -------------------------------------------------------------------------------------
 
     @workflow.update
     async def accepted(self) -> AssistantView:
         """Answers once the first version is stored (for the API's update-with-start)."""
-        await workflow.wait_condition(lambda: self._stored)
-        return self._view
+        await workflow.wait_condition(lambda: self._state.stored)
+        return self._view()
 
     @workflow.update
     async def edit(self, request: Edit) -> AssistantView:
@@ -188,12 +234,12 @@ class AssistantWorkflow:
         version = self._add_version(request.spec, request.by, request.note)
         self._record("edited", f"{version.version} changes {', '.join(version.changed)}", request.by)
         await self._project()
-        return self._view
+        return self._view()
 
     @edit.validator
     def _check_edit(self, request: Edit) -> None:
         self._check_open()
-        latest = self._view.latest.version if self._view.versions else None
+        latest = self._state.latest.version if self._state.versions else None
         if request.expected_version and request.expected_version != latest:
             raise _refuse(
                 "VersionConflict",
@@ -203,7 +249,7 @@ class AssistantWorkflow:
             validate_spec(request.spec)
         except InvalidAssistant as err:
             raise _refuse("InvalidSpec", str(err)) from None
-        if self._view.versions and not changed_fields(self._view.latest.spec, request.spec):
+        if self._state.versions and not changed_fields(self._state.latest.spec, request.spec):
             raise _refuse("NothingChanged", f"the spec is the same as {latest}: no version was made")
 
     @workflow.update
@@ -212,19 +258,19 @@ class AssistantWorkflow:
         self._go_live(request.version)
         self._record("published", f"{request.version} is live", request.by, request.reason)
         await self._project()
-        return self._view
+        return self._view()
 
     @publish.validator
     def _check_publish(self, request: Publish) -> None:
         self._check_open()
         self._check_exists(request.version)
-        if self._view.experiment is not None:
+        if self._state.experiment is not None:
             raise _refuse(
                 "ExperimentRunning",
-                f"experiment {self._view.experiment.id} is running: stop it (promoting a winner or not) "
+                f"experiment {self._state.experiment.id} is running: stop it (promoting a winner or not) "
                 "before publishing, or roll back, which ends it",
             )
-        if request.version == self._view.live_version:
+        if request.version == self._state.live_version:
             raise _refuse("AlreadyDone", f"{request.version} is already live")
 
     @workflow.update
@@ -232,12 +278,12 @@ class AssistantWorkflow:
         """Back to an earlier published version in one step; a running experiment is aborted."""
         target = request.to_version or self._previous_live()
         assert target is not None  # the validator made sure
-        if self._view.experiment is not None:
+        if self._state.experiment is not None:
             self._end_experiment("aborted", None, request.by, f"rolled back to {target}")
         self._go_live(target)
         self._record("rolled-back", f"{target} is live again", request.by, request.reason)
         await self._project()
-        return self._view
+        return self._view()
 
     @rollback.validator
     def _check_rollback(self, request: Rollback) -> None:
@@ -247,36 +293,36 @@ class AssistantWorkflow:
                 raise _refuse("NothingToRollBack", "no earlier version was ever live: name a version")
             return
         self._check_exists(request.to_version)
-        if request.to_version not in self._view.published:
+        if request.to_version not in self._state.published:
             raise _refuse(
                 "NeverPublished",
                 f"{request.to_version} was never published; roll back to one that was "
-                f"({', '.join(self._view.published) or 'none yet'}) or publish it",
+                f"({', '.join(self._state.published) or 'none yet'}) or publish it",
             )
-        if request.to_version == self._view.live_version and self._view.experiment is None:
+        if request.to_version == self._state.live_version and self._state.experiment is None:
             raise _refuse("AlreadyDone", f"{request.to_version} is already live")
 
     @workflow.update
     async def start_experiment(self, request: StartExperiment) -> AssistantView:
         """Split users between versions, sticky per user, until a winner is promoted or it is aborted."""
-        self._view.experiment = ExperimentView(request.id, list(request.arms), request.by, workflow.now())
-        self._set_state(EXPERIMENTING)
+        self._state.experiment = ExperimentView(request.id, list(request.arms), request.by, workflow.now())
+        self._set_phase(EXPERIMENTING)
         self._record(
             "experiment-started", f"{request.id}: {_arms_text(request.arms)}", request.by, request.reason
         )
         await self._project()
-        return self._view
+        return self._view()
 
     @start_experiment.validator
     def _check_start_experiment(self, request: StartExperiment) -> None:
         self._check_open()
-        if self._view.live_version is None:
+        if self._state.live_version is None:
             raise _refuse(
                 "NotPublished", "publish a version first: an experiment compares against users' version"
             )
-        if self._view.experiment is not None:
-            raise _refuse("ExperimentRunning", f"experiment {self._view.experiment.id} is already running")
-        if any(past.id == request.id for past in self._view.past_experiments):
+        if self._state.experiment is not None:
+            raise _refuse("ExperimentRunning", f"experiment {self._state.experiment.id} is already running")
+        if any(past.id == request.id for past in self._state.past_experiments):
             raise _refuse("AlreadyDone", f"experiment {request.id} already ran; give the new one another id")
         if len(request.arms) < 2:
             raise _refuse("InvalidArms", "an experiment needs two arms or more")
@@ -285,7 +331,7 @@ class AssistantWorkflow:
     @workflow.update
     async def adjust_experiment(self, request: AdjustExperiment) -> AssistantView:
         """New shares for the running experiment's arms; users move only as the new shares require."""
-        experiment = self._view.experiment
+        experiment = self._state.experiment
         assert experiment is not None
         before = _arms_text(experiment.arms)
         experiment.arms = list(request.arms)
@@ -293,7 +339,7 @@ class AssistantWorkflow:
             "experiment-adjusted", f"{before} → {_arms_text(request.arms)}", request.by, request.reason
         )
         await self._project()
-        return self._view
+        return self._view()
 
     @adjust_experiment.validator
     def _check_adjust(self, request: AdjustExperiment) -> None:
@@ -313,11 +359,11 @@ class AssistantWorkflow:
         experiment = self._running()
         winner = _winner(experiment, request.promote) if request.promote else None
         self._end_experiment("promoted" if winner else "aborted", winner, request.by, request.reason)
-        if winner and winner != self._view.live_version:
+        if winner and winner != self._state.live_version:
             self._go_live(winner)
-        self._set_state(PUBLISHED)
+        self._set_phase(PUBLISHED)
         await self._project()
-        return self._view
+        return self._view()
 
     @stop_experiment.validator
     def _check_stop_experiment(self, request: StopExperiment) -> None:
@@ -332,12 +378,12 @@ class AssistantWorkflow:
     @workflow.update
     async def archive(self, request: Actor) -> AssistantView:
         """Retire the assistant: no new conversations start with it; its history stays readable."""
-        if self._view.experiment is not None:
+        if self._state.experiment is not None:
             self._end_experiment("aborted", None, request.by, "archived")
-        self._set_state(ARCHIVED)
+        self._set_phase(ARCHIVED)
         self._record("archived", "no new conversations", request.by, request.reason)
         await self._project()
-        return self._view
+        return self._view()
 
     @archive.validator
     def _check_archive(self, request: Actor) -> None:
@@ -346,71 +392,71 @@ class AssistantWorkflow:
     # ---- state changes -------------------------------------------------------------------------------
 
     def _add_version(self, spec: AssistantSpec, by: str, note: str) -> VersionView:
-        previous = self._view.latest.spec if self._view.versions else None
-        number = len(self._view.versions) + 1
+        previous = self._state.latest.spec if self._state.versions else None
+        number = len(self._state.versions) + 1
         version = VersionView(
             version_name(number), number, spec, changed_fields(previous, spec), by, workflow.now(), note
         )
-        self._view.versions.append(version)
+        self._state.versions.append(version)
         if number == 1:
             self._record("created", f"{version.version} drafted", by)
         return version
 
     def _go_live(self, version: str) -> None:
-        found = self._view.find(version)
+        found = self._state.find(version)
         assert found is not None
         found.published_at = found.published_at or workflow.now()
-        self._view.live_version = version
-        self._view.published.append(version)
-        if self._view.experiment is None:
-            self._set_state(PUBLISHED)
+        self._state.live_version = version
+        self._state.published.append(version)
+        if self._state.experiment is None:
+            self._set_phase(PUBLISHED)
 
     def _end_experiment(self, outcome: str, winner: str | None, by: str, reason: str) -> None:
-        experiment = self._view.experiment
+        experiment = self._state.experiment
         assert experiment is not None
         experiment.state, experiment.winner, experiment.ended_at = outcome, winner, workflow.now()
-        self._view.past_experiments.append(experiment)
-        self._view.experiment = None
+        self._state.past_experiments.append(experiment)
+        self._state.experiment = None
         result = f"{winner} promoted" if winner else "aborted"
         self._record(f"experiment-{outcome}", f"{experiment.id}: {result}", by, reason)
 
     def _previous_live(self) -> str | None:
         """The version live before the current one (skipping republishing of the same version)."""
-        for version in reversed(self._view.published):
-            if version != self._view.live_version:
+        for version in reversed(self._state.published):
+            if version != self._state.live_version:
                 return version
         return None
 
-    def _set_state(self, state: str) -> None:
-        if state != self._view.state:
-            self._view.state = state
-            workflow.upsert_search_attributes([PHASE.value_set(state)])
+    def _set_phase(self, phase: str) -> None:
+        if phase != self._state.phase:
+            self._state.phase = phase
+            workflow.upsert_search_attributes([PHASE.value_set(phase)])
 
     def _record(self, kind: str, message: str, by: str = "", reason: str = "") -> None:
         text = f"{message} ({reason})" if reason else message
-        self._view.history.append(HistoryEvent(workflow.now(), kind, text, by))
+        self._state.history.append(HistoryEvent(workflow.now(), kind, text, by))
 
     async def _project(self) -> None:
         """Store the assistant as it stands now in the read model (conversations read it from there)."""
         async with self._projecting:
-            view = self._view
+            request, state = self._in, self._state
             await workflow.execute_activity_method(
                 StoreActivities.project_assistant,
                 AssistantProjection(
                     workflow_id=workflow.info().workflow_id,
-                    tenant=view.tenant,
-                    assistant_id=view.assistant_id,
-                    name=view.latest.spec.name,
-                    state=view.state,
-                    live_version=view.live_version,
-                    latest_version=view.latest.version,
-                    experiment=_experiment_data(view.experiment) if view.experiment else None,
-                    created_by=view.created_by,
-                    created_at=view.created_at,
+                    tenant=request.tenant,
+                    assistant_id=request.assistant_id,
+                    name=state.latest.spec.name,
+                    state=state.phase,
+                    live_version=state.live_version,
+                    latest_version=state.latest.version,
+                    experiment=_experiment_data(state.experiment) if state.experiment else None,
+                    created_by=request.created_by,
+                    created_at=state.created_at,
                     updated_at=workflow.now(),
-                    versions=[_version_record(v) for v in view.versions],
+                    versions=[_version_record(v) for v in state.versions],
                     experiments=[
-                        _experiment_record(e) for e in [*view.past_experiments, view.experiment] if e
+                        _experiment_record(e) for e in [*state.past_experiments, state.experiment] if e
                     ],
                 ),
                 **_options.PROJECTION,
@@ -419,14 +465,12 @@ class AssistantWorkflow:
     # ---- checks --------------------------------------------------------------------------------------
 
     def _check_open(self) -> None:
-        if self._view.state == ARCHIVED:
-            raise _refuse(
-                "AssistantArchived", f"{self._view.assistant_id} is archived: create a new assistant"
-            )
+        if self._state.phase == ARCHIVED:
+            raise _refuse("AssistantArchived", f"{self._in.assistant_id} is archived: create a new assistant")
 
     def _check_exists(self, version: str) -> None:
-        if self._view.find(version) is None:
-            known = ", ".join(v.version for v in self._view.versions)
+        if self._state.find(version) is None:
+            known = ", ".join(v.version for v in self._state.versions)
             raise _refuse("VersionNotFound", f"no version {version}; versions: {known}")
 
     def _check_arms(self, arms: list[Arm]) -> None:
@@ -439,7 +483,7 @@ class AssistantWorkflow:
 
     def _running(self, experiment_id: str = "") -> ExperimentView:
         self._check_open()
-        experiment = self._view.experiment
+        experiment = self._state.experiment
         if experiment is None:
             raise _refuse("NoExperiment", "no experiment is running: start one first")
         if experiment_id not in ("", experiment.id):

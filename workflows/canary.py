@@ -236,16 +236,42 @@ class RolloutView:
     requested_by: str = ""
 
 
+@dataclass
+class CanaryState:
+    """Everything the rollout changes as it runs; the query's RolloutView is read from it and the input."""
+
+    started_at: datetime
+    step_started: datetime  # when the step under way began (its clock stops while a human pause holds)
+    phase: str = PROGRESSING
+    message: str = "starting"
+    step: int = 0  # the step under way; a full promotion leaves it where it happened
+    weight_applied: bool = False  # the step's weight is routed
+    analysis_done: AnalysisPhase | None = None  # the Analyze step's outcome
+    decision: Decision | None = None  # a human's word on the step
+    desired_weight: int = 0
+    weights: WeightState | None = None
+    stable_version: str | None = None
+    stable_image: str | None = None
+    paused_by: str | None = None  # a human's pause (the rollout holds until resume)
+    awaiting_decision: bool = False  # a step waits for promote (Pause(None), inconclusive analysis)
+    abort: Actor | None = None
+    full: Actor | None = None  # a full promotion's requester
+    prepared: bool = False  # the target was read and the canary made, or the rollout was refused
+    refusal: ApplicationError | None = None  # why it did not start
+    finishing: bool = False  # rolling back or promoting: no more human changes
+    wake: int = 0  # bumped on every human action, so that waits notice it
+    analyses: list[AnalysisView] = field(default_factory=list)
+    history: list[HistoryEvent] = field(default_factory=list)
+    finished_at: datetime | None = None
+
+    @property
+    def decided(self) -> bool:
+        """A human's word (promote, abort, full promotion) ends the step under way."""
+        return self.decision is not None or self.abort is not None or self.full is not None
+
+
 class _Interrupted(Exception):
     """A human's abort or full promotion cut an action short."""
-
-
-class _Refused(Exception):
-    """The rollout cannot start: `type` says why, as an activity's error type does."""
-
-    def __init__(self, type_: str, message: str) -> None:
-        super().__init__(message)
-        self.type = type_
 
 
 def _reject(type_: str, message: str) -> ApplicationError:
@@ -261,30 +287,7 @@ class CanaryRolloutWorkflow:
     @workflow.init
     def __init__(self, request: RolloutInput) -> None:
         self._in = request
-        self._view = RolloutView(
-            id=workflow.info().workflow_id,
-            namespace=request.namespace,
-            service=request.service,
-            stable_deployment=request.stable if request.target == "deployment" else "",
-            canary_deployment=canary_name(request.stable) if request.target == "deployment" else "",
-            image=request.image,
-            version=request.version,
-            target=request.target,
-            router=request.router if request.target == "deployment" else "gateway",
-            judge=request.judge,
-            steps=list(request.steps),
-            started_at=workflow.now(),
-            requested_by=request.requested_by,
-        )
-        self._prepared = False
-        self._refusal: _Refused | None = None
-        self._finishing = False  # rolling back or promoting: no more human changes
-        self._decision: Decision | None = None  # a human's word on the current step
-        self._abort: Actor | None = None
-        self._full: Actor | None = None
-        self._paused_since: datetime | None = None
-        self._analysis_done: AnalysisPhase | None = None  # the current Analyze step's outcome
-        self._wake = 0  # bumped on every human action, so that waits notice it
+        self._state = CanaryState(started_at=workflow.now(), step_started=workflow.now())
         what = request.image or f"model {request.service}"
         self._record("started", f"rollout of {what} as {request.version}", request.requested_by)
 
@@ -292,39 +295,40 @@ class CanaryRolloutWorkflow:
 
     @workflow.run
     async def run(self, request: RolloutInput) -> RolloutView:
+        state = self._state
         try:
             if problem := input_problem(request):
-                raise _Refused("InvalidSpec", f"the rollout is invalid: {problem}")
+                raise _reject("InvalidSpec", f"the rollout is invalid: {problem}")
             await self._prepare()
         except ActivityError as err:
-            self._refusal = _Refused(cause_type(err), f"could not start: {cause(err)}")
-        except _Refused as refusal:
-            self._refusal = refusal
-        self._prepared = True
-        if self._refusal is not None:
-            self._finish(FAILED, str(self._refusal))
-            return self._view
+            state.refusal = _reject(cause_type(err), f"could not start: {cause(err)}")
+        except ApplicationError as refusal:
+            state.refusal = refusal
+        state.prepared = True
+        if state.refusal is not None:
+            self._finish(FAILED, state.refusal.message)
+            return self._view()
         try:
             await self._steps()
         except _Interrupted:
             pass
-        if self._view.phase not in FINISHED:
-            if self._full is not None and self._abort is None:
+        if state.phase not in FINISHED:
+            if state.full is not None and state.abort is None:
                 await self._promote_fully()
             else:
                 await self._rollback(self._abort_reason())
         await workflow.wait_condition(workflow.all_handlers_finished)
-        return self._view
+        return self._view()
 
     async def _prepare(self) -> None:
         """Read the stable Deployment and make the canary (at 0 replicas) from it; for a model, check
         the policy names this canary version and start it at 0%."""
-        request = self._in
+        request, state = self._in, self._state
         if request.target == "model":
             split: ModelSplit = await self._kube(
-                ModelActivities.prepare, ModelCanaryInput(request.service, request.version, self._view.id)
+                ModelActivities.prepare, ModelCanaryInput(request.service, request.version, self._id)
             )
-            self._view.stable_version = split.stable_version
+            state.stable_version = split.stable_version
             self._record(
                 "prepared", f"model {request.service}: {split.stable_version} → {split.canary_version}"
             )
@@ -332,9 +336,9 @@ class CanaryRolloutWorkflow:
         stable: DeploymentState = await self._kube(
             KubernetesActivities.read_deployment, DeploymentRef(request.namespace, request.stable)
         )
-        self._view.stable_version, self._view.stable_image = stable.version, stable.image
+        state.stable_version, state.stable_image = stable.version, stable.image
         if stable.version == request.version:
-            raise _Refused(
+            raise _reject(
                 "InvalidSpec",
                 f"{request.namespace}/{request.stable} already runs version {stable.version}: "
                 "give the new release another version",
@@ -350,44 +354,44 @@ class CanaryRolloutWorkflow:
                 container=request.container,
             ),
         )
-        self._record("prepared", f"canary {self._view.canary_deployment} made from {request.stable}")
+        self._record("prepared", f"canary {canary_name(request.stable)} made from {request.stable}")
 
     async def _steps(self) -> None:
         """Walk the plan with `decide_step` until it rolls back or completes."""
-        steps = self._in.steps
-        index, weight_applied = 0, False
-        step_started = workflow.now()
+        steps, state = self._in.steps, self._state
+        state.step_started = workflow.now()
         while True:
-            if self._abort is not None or self._full is not None:
+            if state.abort is not None or state.full is not None:
                 raise _Interrupted
-            if self._paused_since is not None:
+            if state.paused_by is not None:
                 paused_at = workflow.now()
-                await self._wait(lambda: self._paused_since is None)
-                step_started += workflow.now() - paused_at  # a pause step's clock stops while paused
+                await self._wait(lambda: state.paused_by is None)
+                state.step_started += workflow.now() - paused_at  # a pause step's clock stops while paused
                 continue
-            elapsed = (workflow.now() - step_started).total_seconds()
-            progress = StepProgress(elapsed, weight_applied, self._analysis_done, self._decision)
+            index = state.step
+            elapsed = (workflow.now() - state.step_started).total_seconds()
+            progress = StepProgress(elapsed, state.weight_applied, state.analysis_done, state.decision)
             decision = decide_step(steps, index, progress)
-            self._view.step, self._view.message = decision.index, decision.reason
+            state.step, state.message = decision.index, decision.reason
             awaiting = decision.action is StepAction.WAIT and decision.wait_s is None
-            self._view.awaiting_decision = awaiting
+            state.awaiting_decision = awaiting
             self._set_phase(PAUSED if awaiting else PROGRESSING)
             if decision.action is StepAction.SET_WEIGHT:
                 assert decision.weight is not None
                 await self._set_weight(decision.weight, interruptible_by_full=True)
-                weight_applied = True
+                state.weight_applied = True
             elif decision.action is StepAction.RUN_ANALYSIS:
                 step = steps[index]
                 assert isinstance(step, Analyze)
-                self._analysis_done = await self._analyze(index, step)
+                state.analysis_done = await self._analyze(index, step)
             elif decision.action is StepAction.WAIT:
                 await self._wait(lambda: False, decision.wait_s)
             elif decision.action is StepAction.ADVANCE:
                 self._record("step", f"step {index} done: {decision.reason}")
                 if not isinstance(steps[index], SetWeight):
-                    self._decision = None  # a promote was for this step; one during a weight change waits
-                index, weight_applied, self._analysis_done = decision.index, False, None
-                step_started = workflow.now()
+                    state.decision = None  # a promote was for this step; one during a weight change waits
+                state.weight_applied, state.analysis_done = False, None
+                state.step_started = workflow.now()
             elif decision.action is StepAction.ROLLBACK:
                 await self._rollback(decision.reason)
                 return
@@ -396,16 +400,16 @@ class CanaryRolloutWorkflow:
                 return
 
     def _abort_reason(self) -> str:
-        actor = self._abort or Actor()
+        actor = self._state.abort or Actor()
         return f"aborted by {actor.by or 'a human'}: {actor.reason or 'no reason given'}"
 
     async def _promote_fully(self) -> None:
-        actor = self._full or Actor()
+        actor = self._state.full or Actor()
         self._record("promote", "full promotion: the remaining steps are skipped", actor.by)
         try:
             await self._set_weight(100, interruptible_by_full=False)
         except _Interrupted:
-            if self._view.phase not in FINISHED:  # an abort came after the full promotion: it wins
+            if self._state.phase not in FINISHED:  # an abort came after the full promotion: it wins
                 await self._rollback(self._abort_reason())
             return
         await self._promote()
@@ -416,12 +420,12 @@ class CanaryRolloutWorkflow:
         """Route `percent`% to the canary; an abort (or a full promotion, when asked) cuts it short. A
         refusal from Kubernetes rolls back."""
         request = self._in
-        self._view.desired_weight = percent
-        self._view.message = f"routing {percent}% to the canary"
+        self._state.desired_weight = percent
+        self._state.message = f"routing {percent}% to the canary"
         change = (
             self._model_weights(
                 ModelActivities.set_weight,
-                ModelWeightInput(request.service, request.version, percent, self._view.id),
+                ModelWeightInput(request.service, request.version, percent, self._id),
             )
             if request.target == "model"
             else self._kube(
@@ -429,13 +433,13 @@ class CanaryRolloutWorkflow:
                 SetWeightInput(
                     **self._deployments(),
                     canary_percent=percent,
-                    stable_version=self._view.stable_version,
+                    stable_version=self._state.stable_version,
                     canary_version=request.version,
                 ),
             )
         )
         try:
-            self._view.weights = await self._interruptible(change, interruptible_by_full)
+            self._state.weights = await self._interruptible(change, interruptible_by_full)
         except ActivityError as err:
             await self._rollback(f"could not route {percent}% to the canary: {cause(err)}")
             raise _Interrupted from err
@@ -444,23 +448,23 @@ class CanaryRolloutWorkflow:
     async def _rollback(self, reason: str) -> None:
         request = self._in
         freeze = request.on_failure == "freeze" and request.target == "deployment"
-        self._finishing = True
-        self._view.message = f"rolling back: {reason}"
-        self._view.desired_weight = 0
+        self._state.finishing = True
+        self._state.message = f"rolling back: {reason}"
+        self._state.desired_weight = 0
         try:
             if request.target == "model":
-                self._view.weights = await self._model_weights(
+                self._state.weights = await self._model_weights(
                     ModelActivities.rollback,
-                    ModelCanaryInput(request.service, request.version, self._view.id),
+                    ModelCanaryInput(request.service, request.version, self._id),
                     _options.KUBERNETES_ROLLBACK,
                 )
             else:
-                self._view.weights = await self._kube(
+                self._state.weights = await self._kube(
                     KubernetesActivities.rollback,
                     RollbackInput(
                         **self._deployments(),
                         freeze=freeze,
-                        stable_version=self._view.stable_version,
+                        stable_version=self._state.stable_version,
                         canary_version=request.version,
                     ),
                     _options.KUBERNETES_ROLLBACK,
@@ -472,12 +476,12 @@ class CanaryRolloutWorkflow:
 
     async def _promote(self) -> None:
         request = self._in
-        self._finishing = True
-        self._view.message = f"promoting {request.version} to stable"
+        self._state.finishing = True
+        self._state.message = f"promoting {request.version} to stable"
         try:
             if request.target == "model":
-                self._view.weights = await self._model_weights(
-                    ModelActivities.promote, ModelCanaryInput(request.service, request.version, self._view.id)
+                self._state.weights = await self._model_weights(
+                    ModelActivities.promote, ModelCanaryInput(request.service, request.version, self._id)
                 )
                 self._finish(
                     SUCCEEDED,
@@ -485,7 +489,7 @@ class CanaryRolloutWorkflow:
                     "version in the models policy",
                 )
                 return
-            self._view.weights = await self._kube(
+            self._state.weights = await self._kube(
                 KubernetesActivities.promote,
                 PromoteInput(
                     **self._deployments(),
@@ -508,7 +512,7 @@ class CanaryRolloutWorkflow:
             "namespace": request.namespace,
             "service": request.service,
             "stable_deployment": request.stable,
-            "canary_deployment": self._view.canary_deployment,
+            "canary_deployment": canary_name(request.stable),
             "router": request.router,
             "total_replicas": request.total_replicas,
         }
@@ -540,12 +544,11 @@ class CanaryRolloutWorkflow:
     async def _analyze(self, index: int, step: Analyze) -> AnalysisPhase | None:
         """Measure every `interval_s` until the run is decided; None when a human's word cut it short."""
         view = AnalysisView(index, list(step.templates), self._in.judge, workflow.now())
-        self._view.analyses.append(view)
+        self._state.analyses.append(view)
         self._record("analysis", f"analysing {step.label} every {step.interval_s:g} s")
         taken: dict[str, list[Measurement]] = {name: [] for name in step.templates}
         while True:
-            decided = self._decision is not None or self._abort is not None or self._full is not None
-            if decided or not await self._sleep(step.interval_s):
+            if self._state.decided or not await self._sleep(step.interval_s):
                 view.reason = "ended by a human"
                 return None
             if self._in.judge == "statistical":
@@ -601,7 +604,7 @@ class CanaryRolloutWorkflow:
         window = _window(sample_s, self._in.min_window_s)
         start, end = view.started_at.timestamp(), workflow.now().timestamp()
         names = step.templates
-        baseline = self._view.stable_version or ""
+        baseline = self._state.stable_version or ""
         results: list[SamplesResult] = await asyncio.gather(
             *(
                 self._samples(
@@ -642,7 +645,7 @@ class CanaryRolloutWorkflow:
             namespace=request.namespace,
             service=request.service,
             version=version,
-            baseline_version=self._view.stable_version or "",
+            baseline_version=self._state.stable_version or "",
             window=window,
         )
 
@@ -668,10 +671,10 @@ class CanaryRolloutWorkflow:
 
     async def _wait(self, until: Callable[[], bool], timeout_s: float | None = None) -> bool:
         """Wait until `until()` holds, a human acts, or `timeout_s` passes; True unless it timed out."""
-        wake = self._wake
+        wake = self._state.wake
         try:
             await workflow.wait_condition(
-                lambda: until() or self._wake != wake,
+                lambda: until() or self._state.wake != wake,
                 timeout=timedelta(seconds=timeout_s) if timeout_s is not None else None,
             )
         except TimeoutError:
@@ -684,7 +687,7 @@ class CanaryRolloutWorkflow:
         deadline = workflow.now() + timedelta(seconds=seconds)
         while (left := (deadline - workflow.now()).total_seconds()) > 0:
             await self._wait(lambda: False, left)
-            if self._decision is not None or self._abort is not None or self._full is not None:
+            if self._state.decided:
                 return False
         return True
 
@@ -693,7 +696,7 @@ class CanaryRolloutWorkflow:
         task = asyncio.ensure_future(action)
 
         def stop() -> bool:
-            return self._abort is not None or (by_full and self._full is not None)
+            return self._state.abort is not None or (by_full and self._state.full is not None)
 
         await workflow.wait_condition(lambda: task.done() or stop())
         if not task.done():
@@ -709,67 +712,66 @@ class CanaryRolloutWorkflow:
 
     @workflow.query
     def state(self) -> RolloutView:
-        return self._view
+        return self._view()
 
     @workflow.update
     async def accepted(self) -> RolloutView:
         """Answers once the rollout has read its target and made the canary, or failed to (for the API's
         update-with-start: a missing Deployment is a 404 there, not a rollout that fails later)."""
-        await workflow.wait_condition(lambda: self._prepared)
-        if self._refusal is not None:
-            raise _reject(self._refusal.type, str(self._refusal))
-        return self._view
+        await workflow.wait_condition(lambda: self._state.prepared)
+        if self._state.refusal is not None:
+            raise self._state.refusal
+        return self._view()
 
     @workflow.update
     def promote(self, request: PromoteRequest) -> RolloutView:
         """Go on: end the current step (or, `full`, every step), lifting a human pause."""
         if request.full:
-            self._full = request
+            self._state.full = request
         else:
-            self._decision = Decision.PROMOTE
-            self._record("promote", request.reason or f"step {self._view.step} promoted", request.by)
+            self._state.decision = Decision.PROMOTE
+            self._record("promote", request.reason or f"step {self._state.step} promoted", request.by)
         self._lift_pause()
         self._human_acted()
-        return self._view
+        return self._view()
 
     @promote.validator
     def _check_promote(self, request: PromoteRequest) -> None:
         self._check_running("promote")
-        if self._full is not None:
+        if self._state.full is not None:
             raise _reject("AlreadyDone", "a full promotion is already under way")
 
     @workflow.update
     def pause(self, request: Actor) -> RolloutView:
         """Hold the rollout where it is (an analysis under way keeps measuring) until resume or promote."""
-        self._paused_since = workflow.now()
-        self._view.paused_by = request.by or "someone"
+        self._state.paused_by = request.by or "someone"
         self._set_phase(PAUSED)
         self._record("pause", request.reason or "paused", request.by)
         self._human_acted()
-        return self._view
+        return self._view()
 
     @pause.validator
     def _check_pause(self, request: Actor) -> None:
         self._check_running("pause")
-        if self._paused_since is not None:
-            raise _reject("AlreadyDone", f"the rollout is already paused by {self._view.paused_by}")
+        if self._state.paused_by is not None:
+            raise _reject("AlreadyDone", f"the rollout is already paused by {self._state.paused_by}")
 
     @workflow.update
     def resume(self, request: Actor) -> RolloutView:
         """Lift a human pause; at an inconclusive analysis, analyse again."""
-        if self._paused_since is not None:
+        if self._state.paused_by is not None:
             self._lift_pause()
             self._record("resume", request.reason or "resumed", request.by)
         else:
             self._record("resume", request.reason or "analysing again", request.by)
-            self._analysis_done = None
+            self._state.analysis_done = None
         self._human_acted()
-        return self._view
+        return self._view()
 
     @resume.validator
     def _check_resume(self, request: Actor) -> None:
         self._check_running("resume")
-        if self._paused_since is None and not self._inconclusive():
+        if self._state.paused_by is None and not self._inconclusive():
             raise _reject(
                 "NothingToResume",
                 "the rollout is not paused (a step that waits for a human needs promote or abort)",
@@ -777,59 +779,94 @@ class CanaryRolloutWorkflow:
 
     @workflow.update
     def abort(self, request: Actor) -> RolloutView:
-        self._abort = request
-        self._decision = Decision.ABORT
-        self._view.message = f"rolling back: {self._abort_reason()}"
+        self._state.abort = request
+        self._state.decision = Decision.ABORT
+        self._state.message = f"rolling back: {self._abort_reason()}"
         self._record("abort", request.reason or "aborted", request.by)
         self._human_acted()
-        return self._view
+        return self._view()
 
     @abort.validator
     def _check_abort(self, request: Actor) -> None:
         self._check_running("abort")
-        if self._abort is not None:
+        if self._state.abort is not None:
             raise _reject("AlreadyDone", "the rollout is already being aborted")
 
     # ---- bookkeeping -----------------------------------------------------------------------------------
 
+    @property
+    def _id(self) -> str:
+        return workflow.info().workflow_id
+
+    def _view(self) -> RolloutView:
+        """The rollout as the query shows it: the input's names and plan, the state's progress."""
+        request, state = self._in, self._state
+        deployment = request.target == "deployment"
+        return RolloutView(
+            id=self._id,
+            namespace=request.namespace,
+            service=request.service,
+            stable_deployment=request.stable if deployment else "",
+            canary_deployment=canary_name(request.stable) if deployment else "",
+            image=request.image,
+            version=request.version,
+            target=request.target,
+            router=request.router if deployment else "gateway",
+            judge=request.judge,
+            steps=list(request.steps),
+            started_at=state.started_at,
+            phase=state.phase,
+            message=state.message,
+            step=state.step,
+            desired_weight=state.desired_weight,
+            weights=state.weights,
+            stable_version=state.stable_version,
+            stable_image=state.stable_image,
+            paused_by=state.paused_by,
+            awaiting_decision=state.awaiting_decision,
+            analyses=list(state.analyses),
+            history=list(state.history),
+            finished_at=state.finished_at,
+            requested_by=request.requested_by,
+        )
+
     def _check_running(self, action: str) -> None:
-        if self._view.phase in FINISHED:
+        if self._state.phase in FINISHED:
             raise _reject(
-                "RolloutFinished", f"cannot {action}: the rollout has finished ({self._view.phase})"
+                "RolloutFinished", f"cannot {action}: the rollout has finished ({self._state.phase})"
             )
-        if self._finishing:
+        if self._state.finishing:
             raise _reject(
-                "RolloutFinished", f"cannot {action}: the rollout is finishing ({self._view.message})"
+                "RolloutFinished", f"cannot {action}: the rollout is finishing ({self._state.message})"
             )
-        if not self._prepared:
+        if not self._state.prepared:
             raise _reject("RolloutStarting", f"cannot {action} yet: the rollout is still starting")
 
     def _lift_pause(self) -> None:
-        if self._paused_since is not None:
-            self._paused_since = None
-            self._view.paused_by = None
+        if self._state.paused_by is not None:
+            self._state.paused_by = None
             self._set_phase(PROGRESSING)
 
     def _inconclusive(self) -> bool:
-        return self._analysis_done is AnalysisPhase.INCONCLUSIVE
+        return self._state.analysis_done is AnalysisPhase.INCONCLUSIVE
 
     def _human_acted(self) -> None:
-        self._wake += 1
+        self._state.wake += 1
 
     def _record(self, kind: str, message: str, by: str = "") -> None:
-        self._view.history.append(HistoryEvent(workflow.now(), kind, message, by))
+        self._state.history.append(HistoryEvent(workflow.now(), kind, message, by))
 
     def _finish(self, phase: str, reason: str) -> None:
-        self._view.message = reason
-        self._view.finished_at = workflow.now()
-        self._view.awaiting_decision = False
+        self._state.message = reason
+        self._state.finished_at = workflow.now()
+        self._state.awaiting_decision = False
         self._set_phase(phase)
         self._record(phase.lower(), reason)
 
     def _set_phase(self, phase: str) -> None:
         """The phase, also as the LcpPhase search attribute; a human pause shows until it is lifted."""
-        if self._paused_since is not None and phase == PROGRESSING:
+        if self._state.paused_by is not None and phase == PROGRESSING:
             phase = PAUSED
-        if phase != self._view.phase:
-            self._view.phase = phase
+        if phase != self._state.phase:
+            self._state.phase = phase
             workflow.upsert_search_attributes([PHASE.value_set(phase)])

@@ -129,62 +129,65 @@ class _Stop(Exception):
         self.phase, self.message = phase, message
 
 
+@dataclass
+class ChaosState:
+    """Everything the experiment changes as it runs; the query's ChaosView is read from it and the input."""
+
+    started_at: datetime
+    phase: str = CHECKING
+    message: str = "checking the safety policy"
+    verdict: str = ""
+    probes: list[ProbeResult] = field(default_factory=list)
+    journal: list[JournalEntry] = field(default_factory=list)
+    probe_success_percentage: float | None = None
+    resilience_score: float | None = None
+    time_to_recover_s: float | None = None
+    injected: bool = False
+    cleaned_up: bool = False
+    finished_at: datetime | None = None
+    abort: Actor | None = None
+    checked: bool = False  # the safety policy has been checked (or the experiment ended before)
+    refusal: ApplicationError | None = None  # why the safety policy (or the spec) refused it
+
+
 @workflow.defn(name="ChaosExperiment")
 class ChaosExperimentWorkflow:
     @workflow.init
     def __init__(self, request: ChaosInput) -> None:
-        experiment = request.experiment
         self._in = request
-        # A Schedule starts each run with the same input and its own id (Temporal appends the time).
-        self._run = request.run or workflow.info().workflow_id.rsplit("/", 1)[-1]
-        self._engine = EngineRef(experiment.target.namespace, engine_name(experiment, self._run))
-        self._view = ChaosView(
-            id=workflow.info().workflow_id,
-            experiment=experiment.name,
-            run=self._run,
-            target=f"{experiment.target.namespace}/{experiment.target.service}",
-            fault=experiment.fault.kind,
-            engine=self._engine.name,
-            phase=CHECKING,
-            message="checking the safety policy",
-            started_at=workflow.now(),
-            requested_by=request.requested_by,
-        )
-        self._abort: Actor | None = None
-        self._checked = False
-        self._refusal: ApplicationError | None = None
+        self._state = ChaosState(started_at=workflow.now())
 
     @workflow.run
     async def run(self, request: ChaosInput) -> ChaosView:
         try:
             await self._step("safety", self._safety)
-            self._checked = True
+            self._state.checked = True
             await self._step("steady-state-before", lambda: self._hypothesis("before"))
             await self._step("inject", self._inject)
             self._set_phase(VERIFYING)
         except _Stop as stop:
             self._set_phase(stop.phase)
-            self._view.message = stop.message
+            self._state.message = stop.message
         finally:
-            self._checked = True
-            if self._view.injected:
+            self._state.checked = True
+            if self._state.injected:
                 # Always, also when the workflow is cancelled or the fault was aborted.
                 try:
                     await asyncio.shield(asyncio.ensure_future(self._step("cleanup", self._cleanup)))
                 except _Stop as stop:  # Kubernetes refused it outright: say so, never fail the workflow task
                     self._set_phase(ERROR)
-                    self._view.message = (
-                        f"cleanup failed, check engine {self._view.engine} by hand: {stop.message}"
+                    self._state.message = (
+                        f"cleanup failed, check engine {self._engine.name} by hand: {stop.message}"
                     )
-        if self._view.injected and self._view.cleaned_up:
+        if self._state.injected and self._state.cleaned_up:
             try:
                 await self._step("steady-state-after", self._recover)
             except _Stop as stop:
                 self._set_phase(stop.phase)
-                self._view.message = stop.message
+                self._state.message = stop.message
         await self._step("report", self._report)
         await workflow.wait_condition(workflow.all_handlers_finished)
-        return self._view
+        return self._view()
 
     # ---- steps -------------------------------------------------------------------------------------------
 
@@ -193,7 +196,9 @@ class ChaosExperimentWorkflow:
         # A run started without the API (a client, a Schedule made elsewhere) gets the API's checks, ranges
         # included, before anything touches the cluster; nothing is scheduled when it passes.
         if problem := experiment.problem():
-            self._refusal = ApplicationError(f"the experiment is invalid: {problem}", type="InvalidSpec")
+            self._state.refusal = ApplicationError(
+                f"the experiment is invalid: {problem}", type="InvalidSpec"
+            )
             raise _Stop(REFUSED, f"refused: {problem}")
         target = experiment.target
         state: TargetState = await self._activity(
@@ -202,7 +207,7 @@ class ChaosExperimentWorkflow:
             _options.KUBERNETES_READ,
         )
         rollouts: list[str] = await self._activity(
-            VisibilityActivities.running, RunningQuery("rollout", self._view.target), _options.PROJECTION
+            VisibilityActivities.running, RunningQuery("rollout", self._target), _options.PROJECTION
         )
         safety = SafetyInput(
             namespace=target.namespace,
@@ -215,7 +220,7 @@ class ChaosExperimentWorkflow:
         if state.pods == 0:
             raise _Stop(REFUSED, f"no pods match {target.app_label} in {target.namespace}: nothing to test")
         if problem := safety_problem(safety, self._in.policy):
-            self._refusal = ApplicationError(problem, type="ChaosRefused")
+            self._state.refusal = ApplicationError(problem, type="ChaosRefused")
             raise _Stop(REFUSED, f"refused: {problem}")
         return {"pods": state.pods, "ready": state.ready, "running_rollouts": rollouts}
 
@@ -234,28 +239,27 @@ class ChaosExperimentWorkflow:
             await self._probe(probe, when) for probe in self._in.experiment.hypothesis.probes_for(when)
         ]
         if record:
-            self._view.probes.extend(results)
+            self._state.probes.extend(results)
         return results
 
     async def _inject(self) -> dict[str, Any]:
         experiment = self._in.experiment
         self._set_phase(INJECTING)
-        self._view.message = f"{experiment.fault.kind} on {self._view.target}"
+        self._state.message = f"{experiment.fault.kind} on {self._target}"
         manifest = render_engine(experiment, self._run)
         await self._activity(
             LitmusActivities.create_engine, CreateEngineInput(manifest), _options.KUBERNETES_READ
         )
-        self._view.injected = True
+        self._state.injected = True
         result_ref = ResultRef(self._engine.namespace, result_name(self._engine.name, experiment))
         deadline = workflow.now() + timedelta(seconds=experiment.fault.duration_s + self._in.grace_s)
         interval = timedelta(seconds=experiment.hypothesis.interval_s)
         next_probe = workflow.now()  # continuous probes start with the fault
         result = ResultState(found=False)
         while True:
-            if self._abort is not None:
+            if (abort := self._state.abort) is not None:
                 raise _Stop(
-                    ABORTED,
-                    f"aborted by {self._abort.by or 'an SRE'}: {self._abort.reason or 'no reason given'}",
+                    ABORTED, f"aborted by {abort.by or 'an SRE'}: {abort.reason or 'no reason given'}"
                 )
             if workflow.now() >= next_probe:
                 for reading in await self._round("during"):
@@ -273,11 +277,11 @@ class ChaosExperimentWorkflow:
                 )
             try:
                 await workflow.wait_condition(
-                    lambda: self._abort is not None, timeout=timedelta(seconds=self._in.poll_s)
+                    lambda: self._state.abort is not None, timeout=timedelta(seconds=self._in.poll_s)
                 )
             except TimeoutError:
                 pass
-        self._view.verdict = result.verdict
+        self._state.verdict = result.verdict
         if result.verdict not in ("Pass", "Stopped"):
             raise _Stop(
                 ERROR,
@@ -286,7 +290,7 @@ class ChaosExperimentWorkflow:
         return {"verdict": result.verdict, "probe_success_percentage": result.probe_success_percentage}
 
     async def _cleanup(self) -> dict[str, Any]:
-        if self._view.phase in (INJECTING, VERIFYING):
+        if self._state.phase in (INJECTING, VERIFYING):
             self._set_phase(CLEANING_UP)
         stopped = await self._activity(
             LitmusActivities.stop_engine, self._engine, _options.KUBERNETES_ROLLBACK
@@ -294,7 +298,7 @@ class ChaosExperimentWorkflow:
         deleted = await self._activity(
             LitmusActivities.delete_engine, self._engine, _options.KUBERNETES_ROLLBACK
         )
-        self._view.cleaned_up = True
+        self._state.cleaned_up = True
         return {"stopped": stopped, "deleted": deleted}
 
     async def _recover(self) -> dict[str, Any]:
@@ -312,16 +316,16 @@ class ChaosExperimentWorkflow:
             # target was still recovering, are what the deadline is for.
             last = await self._round("after", record=False) if state.steady else []
             if state.steady and all(r.passed for r in last):
-                self._view.probes.extend(last)
-                self._view.time_to_recover_s = (workflow.now() - started).total_seconds()
-                if self._view.phase in (VERIFYING, CLEANING_UP):
+                self._state.probes.extend(last)
+                self._state.time_to_recover_s = (workflow.now() - started).total_seconds()
+                if self._state.phase in (VERIFYING, CLEANING_UP):
                     self._set_phase(PASSED)
-                    self._view.message = (
-                        f"the steady state held; recovered in {self._view.time_to_recover_s:.1f} s"
+                    self._state.message = (
+                        f"the steady state held; recovered in {self._state.time_to_recover_s:.1f} s"
                     )
-                return {"time_to_recover_s": self._view.time_to_recover_s}
+                return {"time_to_recover_s": self._state.time_to_recover_s}
             if workflow.now() >= deadline:
-                self._view.probes.extend(last)
+                self._state.probes.extend(last)
                 raise _Stop(
                     FAILED,
                     f"not back to steady state within {experiment.recover_within_s:g} s "
@@ -330,18 +334,18 @@ class ChaosExperimentWorkflow:
             await workflow.sleep(self._in.poll_s)
 
     async def _report(self) -> dict[str, Any]:
-        probes = self._view.probes
+        probes = self._state.probes
         percentage = probe_success_percentage(sum(1 for p in probes if p.passed), len(probes))
-        self._view.probe_success_percentage = percentage
-        if self._view.injected:
-            self._view.resilience_score = resilience_score([(self._in.experiment.weight, percentage)])
-        self._view.finished_at = workflow.now()
+        self._state.probe_success_percentage = percentage
+        if self._state.injected:
+            self._state.resilience_score = resilience_score([(self._in.experiment.weight, percentage)])
+        self._state.finished_at = workflow.now()
         return {
-            "phase": self._view.phase,
-            "verdict": self._view.verdict,
+            "phase": self._state.phase,
+            "verdict": self._state.verdict,
             "probe_success_percentage": percentage,
-            "resilience_score": self._view.resilience_score,
-            "time_to_recover_s": self._view.time_to_recover_s,
+            "resilience_score": self._state.resilience_score,
+            "time_to_recover_s": self._state.time_to_recover_s,
         }
 
     # ---- probes and activities ---------------------------------------------------------------------------
@@ -376,7 +380,7 @@ class ChaosExperimentWorkflow:
 
     async def _step(self, name: str, run: Callable[[], Awaitable[dict[str, Any]]]) -> None:
         entry = JournalEntry(step=name, started_at=workflow.now())
-        self._view.journal.append(entry)
+        self._state.journal.append(entry)
         try:
             entry.output = await run()
             entry.status = "succeeded"
@@ -394,31 +398,72 @@ class ChaosExperimentWorkflow:
 
     @workflow.query
     def state(self) -> ChaosView:
-        return self._view
+        return self._view()
 
     @workflow.update
     async def accepted(self) -> ChaosView:
         """Answers once the safety policy has been checked (for the API's update-with-start: a refused
         experiment is a 409 there)."""
-        await workflow.wait_condition(lambda: self._checked)
-        if self._refusal is not None:
-            raise self._refusal
-        return self._view
+        await workflow.wait_condition(lambda: self._state.checked)
+        if self._state.refusal is not None:
+            raise self._state.refusal
+        return self._view()
 
     @workflow.update
     def abort(self, request: Actor) -> ChaosView:
         """Stop the fault now; cleanup and the recovery check still run."""
-        self._abort = request
-        return self._view
+        self._state.abort = request
+        return self._view()
 
     @abort.validator
     def _check_abort(self, request: Actor) -> None:
-        if self._view.phase in FINISHED or self._abort is not None:
+        if self._state.phase in FINISHED or self._state.abort is not None:
             raise ApplicationError(
-                f"{self._view.id} is not injecting ({self._view.phase})", type="NotRunning"
+                f"{workflow.info().workflow_id} is not injecting ({self._state.phase})", type="NotRunning"
             )
 
+    # ---- bookkeeping -------------------------------------------------------------------------------------
+
+    @property
+    def _run(self) -> str:
+        # A Schedule starts each run with the same input and its own id (Temporal appends the time).
+        return self._in.run or workflow.info().workflow_id.rsplit("/", 1)[-1]
+
+    @property
+    def _engine(self) -> EngineRef:
+        return EngineRef(self._in.experiment.target.namespace, engine_name(self._in.experiment, self._run))
+
+    @property
+    def _target(self) -> str:
+        target = self._in.experiment.target
+        return f"{target.namespace}/{target.service}"
+
+    def _view(self) -> ChaosView:
+        """The experiment as the query shows it: the input's names, the state's progress."""
+        experiment, state = self._in.experiment, self._state
+        return ChaosView(
+            id=workflow.info().workflow_id,
+            experiment=experiment.name,
+            run=self._run,
+            target=self._target,
+            fault=experiment.fault.kind,
+            engine=self._engine.name,
+            phase=state.phase,
+            message=state.message,
+            started_at=state.started_at,
+            requested_by=self._in.requested_by,
+            verdict=state.verdict,
+            probes=list(state.probes),
+            journal=list(state.journal),
+            probe_success_percentage=state.probe_success_percentage,
+            resilience_score=state.resilience_score,
+            time_to_recover_s=state.time_to_recover_s,
+            injected=state.injected,
+            cleaned_up=state.cleaned_up,
+            finished_at=state.finished_at,
+        )
+
     def _set_phase(self, phase: str) -> None:
-        if phase != self._view.phase:
-            self._view.phase = phase
+        if phase != self._state.phase:
+            self._state.phase = phase
             workflow.upsert_search_attributes([PHASE.value_set(phase)])

@@ -1,6 +1,7 @@
 """ConversationWorkflow: one durable conversation, its message tree, turns, branches and archive."""
 
 import asyncio
+import copy
 import functools
 import json
 from dataclasses import dataclass, field, replace
@@ -54,7 +55,8 @@ class ConversationLimits:
 
 @dataclass
 class ConversationState:
-    """Everything a run carries; continue-as-new hands a compact copy to the next run."""
+    """Everything the conversation changes as it runs; continue-as-new hands a compact copy to the next
+    run."""
 
     created_at: datetime
     messages: dict[str, MessageRecord] = field(default_factory=dict)
@@ -69,6 +71,15 @@ class ConversationState:
     # Results of the latest turns by update id (the client's Idempotency-Key): Temporal dedupes
     # update ids within a run only, so a retry that lands after continue-as-new is answered here.
     recent_turns: dict[str, "TurnResult"] = field(default_factory=dict)
+    # Who answers: what the run's input names, until a switch to another version of its assistant
+    # (continue-as-new hands them on in the next run's input).
+    model: str = ""
+    system_prompt: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    assistant: AssistantBinding | None = None
+    # This run's alone: the next run starts them afresh.
+    turns_this_run: int = 0
+    pending_events: list[EventRecord] = field(default_factory=list)  # not yet in the read model
 
 
 @dataclass
@@ -198,10 +209,15 @@ class ConversationWorkflow:
     @workflow.init
     def __init__(self, input: ConversationInput) -> None:
         self._input = input
-        self._state = input.state or ConversationState(created_at=workflow.now())
+        carried = copy.deepcopy(input.state) if input.state else ConversationState(created_at=workflow.now())
+        self._state = replace(
+            carried,
+            model=input.model,
+            system_prompt=input.system_prompt,
+            params=dict(input.params),
+            assistant=input.assistant,
+        )
         self._lock = asyncio.Lock()
-        self._turns_this_run = 0
-        self._new_events: list[EventRecord] = []
         if input.state is None:
             self._event("conversation.created", model=input.model, title=input.title)
 
@@ -214,7 +230,7 @@ class ConversationWorkflow:
         await workflow.wait_condition(workflow.all_handlers_finished)
         if self._state.status == "archived":
             return self.status()
-        workflow.continue_as_new(replace(self._input, state=self._state))
+        workflow.continue_as_new(self._next_run())
 
     # ---- queries ---------------------------------------------------------------------------
 
@@ -227,7 +243,7 @@ class ConversationWorkflow:
             version=self._state.version,
             active_leaf_id=self._state.active_leaf_id,
             message_count=self._state.message_count,
-            turns_this_run=self._turns_this_run,
+            turns_this_run=self._state.turns_this_run,
             summary=self._state.summary,
         )
 
@@ -237,7 +253,7 @@ class ConversationWorkflow:
     async def open(self) -> ConversationStatus:
         """Make sure the conversation is in the read model (used when it starts with no message)."""
         async with self._lock:
-            if self._new_events:
+            if self._state.pending_events:
                 await self._project([])
         return self.status()
 
@@ -348,16 +364,12 @@ class ConversationWorkflow:
         params and tools from the next turn on. Replies already written keep the version that wrote them."""
         async with self._lock:
             self._check_switch(request)
-            old, new = self._input.assistant, request.binding
+            state, new = self._state, request.binding
+            old = state.assistant
             assert old is not None
-            self._input = replace(
-                self._input,
-                assistant=new,
-                model=new.spec.model,
-                system_prompt=new.spec.instructions or None,
-                params=dict(new.spec.params),
-            )
-            self._state.version += 1
+            state.assistant, state.model = new, new.spec.model
+            state.system_prompt, state.params = new.spec.instructions or None, dict(new.spec.params)
+            state.version += 1
             self._event(
                 "assistant.switched",
                 assistant_id=new.assistant_id,
@@ -420,7 +432,7 @@ class ConversationWorkflow:
 
     def _check_switch(self, request: SwitchAssistant) -> None:
         self._check_writable(request.expected_version)
-        current = self._input.assistant
+        current = self._state.assistant
         if current is None or current.assistant_id != request.binding.assistant_id:
             serving = f"assistant {current.assistant_id}" if current else "no assistant"
             raise _reject(
@@ -432,10 +444,10 @@ class ConversationWorkflow:
     def _check_chat_assistant(self, request: ChatTurn) -> None:
         """A turn that names an assistant must go to a conversation of that assistant, and a turn that
         names a bare model cannot override an assistant's (its experiment arm would mean nothing)."""
-        current = self._input.assistant
+        current = self._state.assistant
         if request.assistant_id is not None:
             if current is None or current.assistant_id != request.assistant_id:
-                serving = f"assistant {current.assistant_id}" if current else f"model {self._input.model}"
+                serving = f"assistant {current.assistant_id}" if current else f"model {self._state.model}"
                 raise _reject(
                     "AssistantMismatch",
                     f"conversation {self._input.conversation_id} is served by {serving}, not assistant "
@@ -487,9 +499,9 @@ class ConversationWorkflow:
         new = [*(imported or []), *([user] if user else [])]
         context = self._context(reply_parent.id, extra=new)
         request = ChatCompletionInput(
-            model=model or self._input.model,
+            model=model or self._state.model,
             messages=context,
-            params={**self._input.params, **(params or {})},
+            params={**self._state.params, **(params or {})},
             stream_channel=stream_channel,
         )
         try:
@@ -498,7 +510,7 @@ class ConversationWorkflow:
             cause = err.cause
             reason = str(cause) if cause else str(err)
             kind = cause.type if isinstance(cause, ApplicationError) and cause.type else "Unknown"
-            served = self._input.assistant
+            served = self._state.assistant
             by = {"assistant_version": served.version, "arm": served.arm} if served else {}
             self._event("turn.failed", reason=reason, error_type=kind, **by)
             await self._project([])
@@ -510,14 +522,16 @@ class ConversationWorkflow:
 
         parent_id = user.id if user else reply_parent.id
         reply = self._new_message("assistant", completion.content, parent_id)
-        before = (replace(self._state, messages=dict(self._state.messages)), list(self._new_events))
+        before = replace(
+            self._state, messages=dict(self._state.messages), pending_events=list(self._state.pending_events)
+        )
         reply.model = completion.model
         reply.prompt_tokens = completion.prompt_tokens
         reply.completion_tokens = completion.completion_tokens
         reply.latency_ms = completion.latency_ms
         reply.tool_calls = tool_calls
-        if self._input.assistant:
-            reply.assistant_version, reply.arm = self._input.assistant.version, self._input.assistant.arm
+        if self._state.assistant:
+            reply.assistant_version, reply.arm = self._state.assistant.version, self._state.assistant.arm
         added = [*new, reply]
         for message in added:
             self._state.messages[message.id] = message
@@ -529,13 +543,13 @@ class ConversationWorkflow:
             await self._project(added)
         except ActivityError as err:
             # Nothing of this turn reached the read model: forget it here too, so both agree.
-            self._state, self._new_events = before
+            self._state = before
             raise _reject(
                 "ReadModelUnavailable",
                 f"the reply could not be stored, so the turn was dropped: {err.cause or err}; "
                 "retry the message",
             ) from err
-        self._turns_this_run += 1
+        self._state.turns_this_run += 1
         shown = user or reply_parent
         result = TurnResult(
             conversation_id=self._input.conversation_id,
@@ -562,7 +576,7 @@ class ConversationWorkflow:
         is asked once more with tool_choice "none", to answer in text. The reply's text is every round's
         (as streamed: a model may write before its calls); tokens are summed; latency is the whole
         turn's. Without tools, this is one inference call, as it always was."""
-        binding = self._input.assistant
+        binding = self._state.assistant
         if binding is None or not binding.spec.tools:
             return await self._complete(request), None
         tools = {tool.name: tool for tool in binding.spec.tools}
@@ -659,8 +673,8 @@ class ConversationWorkflow:
     def _context(self, leaf_id: str, extra: list[MessageRecord]) -> list[ChatMessage]:
         """What the model sees: system prompt, summary of older turns, then the branch to leaf."""
         context: list[ChatMessage] = []
-        if self._input.system_prompt:
-            context.append(ChatMessage("system", self._input.system_prompt))
+        if self._state.system_prompt:
+            context.append(ChatMessage("system", self._state.system_prompt))
         if self._state.summary:
             context.append(
                 ChatMessage("system", f"Summary of the earlier conversation: {self._state.summary}")
@@ -677,7 +691,7 @@ class ConversationWorkflow:
     # ---- read model ------------------------------------------------------------------------
 
     def _event(self, type_: str, **payload: Any) -> None:
-        self._new_events.append(
+        self._state.pending_events.append(
             EventRecord(
                 stream=workflow.info().workflow_id,
                 seq=self._state.next_event_seq,
@@ -691,21 +705,22 @@ class ConversationWorkflow:
 
     async def _project(self, messages: list[MessageRecord]) -> None:
         """Write the conversation header, new messages and pending events to the read model."""
-        state, binding = self._state, self._input.assistant
+        state = self._state
+        binding = state.assistant
         batch = ProjectionInput(
             conversation=ConversationRecord(
                 id=self._input.conversation_id,
                 tenant=self._input.tenant,
                 workflow_id=workflow.info().workflow_id,
-                model=self._input.model,
+                model=state.model,
                 status=state.status,
                 version=state.version,
                 message_count=state.message_count,
                 created_at=state.created_at,
                 updated_at=workflow.now(),
                 title=self._input.title,
-                system_prompt=self._input.system_prompt,
-                params=self._input.params,
+                system_prompt=state.system_prompt,
+                params=state.params,
                 active_leaf_id=state.active_leaf_id,
                 summary=state.summary,
                 assistant_id=binding.assistant_id if binding else None,
@@ -715,19 +730,31 @@ class ConversationWorkflow:
                 principal=self._input.principal,
             ),
             messages=messages,
-            events=self._new_events,
+            events=state.pending_events,
         )
         await workflow.execute_local_activity_method(
             StoreActivities.project_conversation, batch, **_options.PROJECTION
         )
-        self._new_events = []
+        self._state.pending_events = []
 
     # ---- continue-as-new -------------------------------------------------------------------
+
+    def _next_run(self) -> ConversationInput:
+        """The next run's input: who answers now, and the state with this run's counters reset."""
+        state = self._state
+        return replace(
+            self._input,
+            model=state.model,
+            system_prompt=state.system_prompt,
+            params=state.params,
+            assistant=state.assistant,
+            state=replace(state, turns_this_run=0, pending_events=[]),
+        )
 
     def _should_continue(self) -> bool:
         return (
             workflow.info().is_continue_as_new_suggested()
-            or self._turns_this_run >= self._input.limits.max_turns_per_run
+            or self._state.turns_this_run >= self._input.limits.max_turns_per_run
         )
 
     async def _compact(self) -> None:
@@ -760,7 +787,7 @@ class ConversationWorkflow:
         try:
             result: ChatCompletionResult = await workflow.execute_activity_method(
                 InferenceActivities.chat_completion,
-                ChatCompletionInput(model=self._input.model, messages=prompt, params={}),
+                ChatCompletionInput(model=self._state.model, messages=prompt, params={}),
                 **_options.INFERENCE,
             )
             return result.content

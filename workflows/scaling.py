@@ -181,70 +181,83 @@ class ModeChange:
     reason: str = ""
 
 
+@dataclass
+class ScalingState:
+    """Everything scaling changes as it runs; the query's ScalingView and the next run's carry are read
+    from it and the input."""
+
+    mode: Mode  # the input's, until set_mode changes it
+    phase: str
+    started_at: datetime
+    seq: int = 0  # decisions made and stored (the one under way is seq + 1)
+    recent: tuple[Recommendation, ...] = ()  # what `decide` remembers of the latest decisions
+    decisions: list[DecisionView] = field(default_factory=list)  # the latest RECENT_SHOWN, newest last
+    health: str = "starting"
+    message: str = "waiting for the first decision"
+    forecast: ForecastView | None = None
+    model: dict[str, Any] | None = None  # the forecaster's provenance
+    history: list[HistoryEvent] = field(default_factory=list)
+    stopped_at: datetime | None = None
+    decided: bool = False  # the first decision is made (or the settings were refused)
+    refusal: ApplicationError | None = None
+    stop: Actor | None = None
+    wake: int = 0  # bumped on a mode change, so that the wait between decisions notices it
+
+
 @workflow.defn(name="PredictiveScaling")
 class PredictiveScalingWorkflow:
     @workflow.init
     def __init__(self, request: ScalingInput) -> None:
         self._in = request
         carry = request.carry or ScalingCarry(seq=0, recent=[], history=[], decisions=[])
-        self._seq = carry.seq
-        self._recent = tuple(carry.recent)
-        self._view = ScalingView(
-            id=workflow.info().workflow_id,
-            namespace=request.namespace,
-            deployment=request.deployment,
+        self._state = ScalingState(
             mode=request.mode,
             phase=MODE_PHASE.get(request.mode, FAILED),
-            health="starting",
-            message="waiting for the first decision",
-            settings=replace(request, carry=None),
             started_at=carry.started_at or workflow.now(),
-            decisions=carry.seq,
-            last=carry.decisions[-1] if carry.decisions else None,
-            recent=list(carry.decisions),
+            seq=carry.seq,
+            recent=tuple(carry.recent),
+            decisions=list(carry.decisions),
             model=carry.model,
             history=list(carry.history),
+            decided=request.carry is not None,
         )
-        self._decided = request.carry is not None
-        self._refusal: ApplicationError | None = None
-        self._stop: Actor | None = None
-        self._wake = 0
         if request.carry is None:
             self._record("started", f"{request.mode} scaling of {request.namespace}/{request.deployment}")
 
     @workflow.run
     async def run(self, request: ScalingInput) -> ScalingView:
+        state = self._state
         if problem := input_problem(request):
-            self._refusal = ApplicationError(f"scaling is invalid: {problem}", type="InvalidSpec")
-        while self._refusal is None and self._stop is None:
+            state.refusal = ApplicationError(f"scaling is invalid: {problem}", type="InvalidSpec")
+        while state.refusal is None and state.stop is None:
             await self._decide()
-            self._decided = True
-            if self._refusal is not None:
+            state.decided = True
+            if state.refusal is not None:
                 break
-            if workflow.info().is_continue_as_new_suggested() or self._seq % DECISIONS_PER_RUN == 0:
+            if workflow.info().is_continue_as_new_suggested() or state.seq % DECISIONS_PER_RUN == 0:
                 await workflow.wait_condition(workflow.all_handlers_finished)
-                workflow.continue_as_new(replace(self._in, carry=self._carry()))
+                workflow.continue_as_new(replace(self._in, mode=state.mode, carry=self._carry()))
             await self._wait(self._in.interval_s)
-        self._decided = True
-        if self._refusal is not None:
+        state.decided = True
+        if state.refusal is not None:
             self._set_phase(FAILED)
-            self._view.message = str(self._refusal.message)
-            self._record("failed", self._view.message)
+            state.message = str(state.refusal.message)
+            self._record("failed", state.message)
         else:
-            stop = self._stop or Actor()
+            stop = state.stop or Actor()
             self._set_phase(STOPPED)
-            self._view.message = stop.reason or "stopped; the Deployment keeps its replicas"
-            self._record("stopped", self._view.message, stop.by)
-        self._view.stopped_at = workflow.now()
+            state.message = stop.reason or "stopped; the Deployment keeps its replicas"
+            self._record("stopped", state.message, stop.by)
+        state.stopped_at = workflow.now()
         await workflow.wait_condition(workflow.all_handlers_finished)
-        return self._view
+        return self._view()
 
     # ---- one decision ------------------------------------------------------------------------------------
 
     async def _decide(self) -> None:
-        request = self._in
-        self._seq += 1
-        view = DecisionView(seq=self._seq, at=workflow.now(), mode=request.mode, status="", data_status="ok")
+        view = DecisionView(
+            seq=self._state.seq + 1, at=workflow.now(), mode=self._state.mode, status="", data_status="ok"
+        )
         deployment = await self._read_deployment(view)
         if deployment is not None:
             observed = await self._observe(view)
@@ -265,8 +278,8 @@ class PredictiveScalingWorkflow:
             view.status = "target-missing" if cause_type(err) == "TargetNotFound" else "cluster-error"
             view.detail = f"cannot read Deployment {request.namespace}/{request.deployment}: {cause(err)}"
             view.reason = "no action: " + view.detail
-            if not self._decided and view.status == "target-missing":
-                self._refusal = ApplicationError(view.detail, type="TargetNotFound")
+            if not self._state.decided and view.status == "target-missing":
+                self._state.refusal = ApplicationError(view.detail, type="TargetNotFound")
             return None
         view.current_replicas, view.ready_replicas = state.desired, state.ready
         return state
@@ -296,7 +309,7 @@ class PredictiveScalingWorkflow:
         then the reactive one alone."""
         request = self._in
         forecast_input = ForecastInput(
-            key=self._view.id,
+            key=workflow.info().workflow_id,
             query=request.rendered_query,
             step_s=request.step_s,
             lookback_s=request.lookback_s,
@@ -322,14 +335,14 @@ class PredictiveScalingWorkflow:
         if result.status != "ok":
             view.detail = f"no forecast ({result.detail}): reactive need only"
             return None
-        self._view.forecast = ForecastView(
+        self._state.forecast = ForecastView(
             result.observed_at or workflow.now().timestamp(),
             result.step_s,
             result.forecast,
             result.low,
             result.high,
         )
-        self._view.model = result.provenance
+        self._state.model = result.provenance
         return result
 
     async def _act(
@@ -348,17 +361,17 @@ class PredictiveScalingWorkflow:
                 observed_rps=observed_rps,
                 forecast_peak_rps=forecast.peak_rps if forecast is not None else None,
                 confidence=forecast.confidence if forecast is not None else 0.0,
-                recent=self._recent,
+                recent=self._state.recent,
             ),
             request.bounds,
         )
-        self._recent = remember(self._recent, decision, now, request.bounds)
+        self._state.recent = remember(self._state.recent, decision, now, request.bounds)
         if forecast is not None:
             view.forecast_peak_rps, view.confidence = forecast.peak_rps, forecast.confidence
         view.reactive_need, view.forecast_need = decision.reactive_need, decision.forecast_need
         view.target, view.basis, view.limited_by = decision.target, decision.basis, decision.limited_by
         view.reason = decision.reason
-        if request.mode != "active":
+        if self._state.mode != "active":
             view.status = "recorded"
             return
         if decision.target == deployment.desired:
@@ -377,19 +390,18 @@ class PredictiveScalingWorkflow:
         view.status = "scaled"
 
     async def _store(self, view: DecisionView) -> None:
-        request = self._in
-        self._view.decisions = view.seq
-        self._view.last = view
-        self._view.recent = [*self._view.recent, view][-RECENT_SHOWN:]
-        self._view.health = view.data_status if view.data_status != "ok" else view.status
-        if self._view.health in ("scaled", "unchanged", "recorded"):
-            self._view.health = "ok"
-        self._view.message = view.reason or view.detail
-        forecast = self._view.forecast
+        request, state = self._in, self._state
+        state.seq = view.seq
+        state.decisions = [*state.decisions, view][-RECENT_SHOWN:]
+        state.health = view.data_status if view.data_status != "ok" else view.status
+        if state.health in ("scaled", "unchanged", "recorded"):
+            state.health = "ok"
+        state.message = view.reason or view.detail
+        forecast = state.forecast
         await workflow.execute_activity_method(
             StoreActivities.record_scaling_decision,
             ScalingDecisionRecord(
-                workflow_id=self._view.id,
+                workflow_id=workflow.info().workflow_id,
                 seq=view.seq,
                 namespace=request.namespace,
                 deployment=request.deployment,
@@ -415,7 +427,7 @@ class PredictiveScalingWorkflow:
                     if forecast is not None and view.forecast_status == "ok"
                     else {}
                 ),
-                model=(self._view.model or {}) if view.forecast_status == "ok" else {},
+                model=(state.model or {}) if view.forecast_status == "ok" else {},
             ),
             **_options.PROJECTION,
         )
@@ -423,47 +435,47 @@ class PredictiveScalingWorkflow:
     # ---- waiting, queries and updates --------------------------------------------------------------------
 
     async def _wait(self, seconds: float) -> None:
-        wake = self._wake
+        wake = self._state.wake
         try:
             await workflow.wait_condition(
-                lambda: self._stop is not None or self._wake != wake, timeout=timedelta(seconds=seconds)
+                lambda: self._state.stop is not None or self._state.wake != wake,
+                timeout=timedelta(seconds=seconds),
             )
         except TimeoutError:
             pass
 
     def _carry(self) -> ScalingCarry:
+        state = self._state
         return ScalingCarry(
-            seq=self._seq,
-            recent=list(self._recent),
-            history=self._view.history[-50:],
-            decisions=self._view.recent,
-            model=self._view.model,
-            started_at=self._view.started_at,
+            seq=state.seq,
+            recent=list(state.recent),
+            history=state.history[-50:],
+            decisions=state.decisions,
+            model=state.model,
+            started_at=state.started_at,
         )
 
     @workflow.query
     def state(self) -> ScalingView:
-        return self._view
+        return self._view()
 
     @workflow.update
     async def accepted(self) -> ScalingView:
         """Answers after the first decision (for the API's update-with-start): invalid settings or a
         Deployment that does not exist are refused there, not left to a workflow that fails later."""
-        await workflow.wait_condition(lambda: self._decided)
-        if self._refusal is not None:
-            raise self._refusal
-        return self._view
+        await workflow.wait_condition(lambda: self._state.decided)
+        if self._state.refusal is not None:
+            raise self._state.refusal
+        return self._view()
 
     @workflow.update
     def set_mode(self, request: ModeChange) -> ScalingView:
         """forecast-only (decide and record, scale nothing) or active (scale)."""
-        self._in = replace(self._in, mode=request.mode)
-        self._view.mode = request.mode
-        self._view.settings = replace(self._view.settings, mode=request.mode)
+        self._state.mode = request.mode
         self._set_phase(MODE_PHASE[request.mode])
         self._record("mode", request.reason or f"mode set to {request.mode}", request.by)
-        self._wake += 1  # decide at once in the new mode
-        return self._view
+        self._state.wake += 1  # decide at once in the new mode
+        return self._view()
 
     @set_mode.validator
     def _check_mode(self, request: ModeChange) -> None:
@@ -476,26 +488,48 @@ class PredictiveScalingWorkflow:
     @workflow.update
     async def stop(self, request: Actor) -> ScalingView:
         """Stop deciding (after the decision under way); the Deployment keeps the replicas it has."""
-        self._stop = request
-        await workflow.wait_condition(lambda: self._view.phase == STOPPED)
-        return self._view
+        self._state.stop = request
+        await workflow.wait_condition(lambda: self._state.phase == STOPPED)
+        return self._view()
 
     @stop.validator
     def _check_stop(self, request: Actor) -> None:
         self._check_running()
 
     def _check_running(self) -> None:
-        if self._view.phase in (STOPPED, FAILED) or self._stop is not None:
+        if self._state.phase in (STOPPED, FAILED) or self._state.stop is not None:
             raise ApplicationError(
-                f"scaling {self._view.id} has ended ({self._view.phase})", type="NotRunning"
+                f"scaling {workflow.info().workflow_id} has ended ({self._state.phase})", type="NotRunning"
             )
 
+    def _view(self) -> ScalingView:
+        """Scaling as the query shows it: the input's settings (in the mode now), the state's decisions."""
+        request, state = self._in, self._state
+        return ScalingView(
+            id=workflow.info().workflow_id,
+            namespace=request.namespace,
+            deployment=request.deployment,
+            mode=state.mode,
+            phase=state.phase,
+            health=state.health,
+            message=state.message,
+            settings=replace(request, mode=state.mode, carry=None),
+            started_at=state.started_at,
+            decisions=state.seq,
+            last=state.decisions[-1] if state.decisions else None,
+            recent=list(state.decisions),
+            forecast=state.forecast,
+            model=state.model,
+            history=list(state.history),
+            stopped_at=state.stopped_at,
+        )
+
     def _record(self, kind: str, message: str, by: str = "") -> None:
-        self._view.history.append(HistoryEvent(workflow.now(), kind, message, by))
+        self._state.history.append(HistoryEvent(workflow.now(), kind, message, by))
 
     def _set_phase(self, phase: str) -> None:
-        if phase != self._view.phase:
-            self._view.phase = phase
+        if phase != self._state.phase:
+            self._state.phase = phase
             workflow.upsert_search_attributes([PHASE.value_set(phase)])
 
 

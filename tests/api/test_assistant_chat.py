@@ -1,7 +1,6 @@
 """Assistants through OpenAI's chat API (the official `openai` client, model `assistant:ID`), and a running
 conversation moved to another version only when its user asks."""
 
-import os
 import uuid
 from typing import Any
 
@@ -10,8 +9,9 @@ import openai
 import pytest
 from temporalio.client import Client
 
-from tests.api.test_assistants_api import HISTORIES, _create, _ok
+from tests.api.test_assistants_api import _create, _ok
 from tests.api.test_conversations_api import error
+from tests.workflows.saved_histories import save_history
 
 sqlite_only = pytest.mark.parametrize("database_kind", ["sqlite"], indirect=True)
 
@@ -186,6 +186,5 @@ async def test_an_assistant_with_a_tool_calls_it_for_an_openai_client(
     assert (await _ok(switched))["assistant_version"] == "v2"  # a draft, asked for by name
     later = await api.post(f"/v1/conversations/{conversation_id}/messages", json={"content": "[echo] ok"})
     assert (await _ok(later))["reply"]["assistant_version"] == "v2"
-    if os.environ.get("LCP_SAVE_HISTORIES"):  # refresh tests/workflows/histories/ after a deliberate change
-        history = await client.get_workflow_handle(f"conversation/default/{conversation_id}").fetch_history()
-        (HISTORIES / "conversation_v3_assistant_tools.json").write_text(history.to_json())
+    handle = client.get_workflow_handle(f"conversation/default/{conversation_id}")
+    await save_history(handle, "conversation", "assistant_tools")

@@ -1,9 +1,7 @@
 """Assistants over real HTTP: versions, publish, rollback, sticky A/B experiments, and conversations that
 record the version (and arm) serving them."""
 
-import os
 import uuid
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -12,9 +10,9 @@ from temporalio.client import Client
 
 from policies.assignment import Arm, assign
 from tests.api.test_conversations_api import error
+from tests.workflows.saved_histories import save_history
 
 sqlite_only = pytest.mark.parametrize("database_kind", ["sqlite"], indirect=True)
-HISTORIES = Path(__file__).parents[1] / "workflows" / "histories"
 
 
 def _id() -> str:
@@ -160,9 +158,7 @@ async def test_stopping_an_experiment_promotes_the_winner(admin: httpx.AsyncClie
         "experiment-started", "experiment-promoted", "rolled-back",
     ]  # fmt: skip
     await _ok(await admin.post(f"/v1/assistants/{assistant_id}/archive", json={"reason": "done"}))
-    if os.environ.get("LCP_SAVE_HISTORIES"):  # refresh tests/workflows/histories/ after a deliberate change
-        history = await client.get_workflow_handle(f"assistant/default/{assistant_id}").fetch_history()
-        (HISTORIES / "assistant_v1.json").write_text(history.to_json())
+    await save_history(client.get_workflow_handle(f"assistant/default/{assistant_id}"), "assistant")
 
 
 @sqlite_only

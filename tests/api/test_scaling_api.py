@@ -3,11 +3,9 @@ in the test's loop, the rollout lab (emulated Kubernetes API, workload simulator
 `lcp scaling` run as a subprocess against the served app."""
 
 import asyncio
-import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -21,9 +19,8 @@ from settings import Settings, TemporalSettings
 from tests.http_server import serve_in_thread
 from tests.lcp_cli import run_lcp
 from tests.rollout_lab import NAMESPACE, RolloutLab, rollout_lab
+from tests.workflows.saved_histories import save_history
 from workers.main import forecasting_worker, ops_worker
-
-HISTORIES = Path(__file__).parents[1] / "workflows" / "histories"
 
 
 @pytest.fixture(scope="module")
@@ -171,9 +168,7 @@ async def test_start_read_switch_mode_and_stop_over_rest(
     assert lab.deployment(deployment)["spec"]["replicas"] == replicas  # type: ignore[index]
     gone = _error(await sre.post(f"/v1/scaling/{NAMESPACE}/{deployment}/mode", json={"mode": "active"}), 404)
     assert "no running scaling" in gone["message"]
-    if os.environ.get("LCP_SAVE_HISTORIES"):  # refresh tests/workflows/histories/ after a deliberate change
-        history = await client.get_workflow_handle(view["id"]).fetch_history()
-        (HISTORIES / "predictive_scaling_v1.json").write_text(history.to_json())
+    await save_history(client.get_workflow_handle(view["id"]), "predictive_scaling")
 
 
 async def test_bad_requests_are_refused_with_what_is_wrong(

@@ -38,6 +38,7 @@ from store.migrate import upgrade_database
 from temporal.constants import KIND, PHASE, SERVICE
 from tests.http_server import serve_in_thread
 from tests.rollout_lab import RolloutLab, fast_plan, rollout_input, rollout_lab
+from tests.workflows.saved_histories import save_history
 from workers.main import ops_worker
 from workflows._records import Actor
 from workflows.canary import (
@@ -51,8 +52,6 @@ from workflows.canary import (
     RolloutView,
     workflow_id,
 )
-
-HISTORIES = Path(__file__).parents[1] / "workflows" / "histories"
 
 
 @pytest.fixture(scope="module")
@@ -262,9 +261,7 @@ async def test_promote_pause_and_resume_mid_flight(
     assert view.phase == SUCCEEDED and _version(lab, service) == "v2"
     kinds = [e.kind for e in view.history]
     assert kinds.index("pause") < kinds.index("resume") < len(kinds) - 1
-    if os.environ.get("LCP_SAVE_HISTORIES"):  # refresh tests/workflows/histories/ after a deliberate change
-        history = await handle.fetch_history()
-        (HISTORIES / "canary_rollout_v1.json").write_text(history.to_json())
+    await save_history(handle, "canary_rollout")
 
 
 @pytest.mark.usefixtures("worker")

@@ -20,6 +20,7 @@ from policies.canary import Pause, SetWeight
 from settings import Settings
 from temporal.constants import KIND, PHASE, SERVICE
 from tests.rollout_lab import NAMESPACE, RolloutLab, rollout_input, rollout_lab
+from tests.workflows.saved_histories import save_history
 from workers.main import ops_worker
 from workflows.canary import CanaryRolloutWorkflow
 from workflows.canary import workflow_id as rollout_id
@@ -35,7 +36,6 @@ from workflows.chaos import (
 
 Handle = WorkflowHandle[ChaosExperimentWorkflow, ChaosView]
 ENGINES = "litmuschaos.io/v1alpha1/chaosengines"
-HISTORIES = Path(__file__).parents[1] / "workflows" / "histories"
 
 
 @pytest.fixture(scope="module")
@@ -169,8 +169,7 @@ async def test_a_network_loss_that_breaches_the_slo_is_stopped_at_once_and_the_w
     began = time.monotonic()
     handle = await start(client, settings, request)
     view = await finished(handle)
-    if os.environ.get("LCP_SAVE_HISTORIES"):  # refresh tests/workflows/histories/ after a deliberate change
-        (HISTORIES / "chaos_experiment_v1.json").write_text((await handle.fetch_history()).to_json())
+    await save_history(handle, "chaos_experiment")
 
     assert view.phase == FAILED and "breached" in view.message, view.message
     assert time.monotonic() - began < 45  # stopped long before the fault's 60 s

@@ -17,11 +17,15 @@ from temporalio.client import (
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.exceptions import ApplicationError
 
+from activities.inference import ChatMessage
 from settings import Settings
 from store import crud
 from store.db import make_engine, make_sessionmaker
+from tests.workflows.saved_histories import save_history
 from workers.conversations import conversation_worker
 from workflows.conversation import (
+    Archive,
+    ChatTurn,
     ConversationInput,
     ConversationLimits,
     ConversationStatus,
@@ -259,3 +263,57 @@ async def test_continues_as_new_when_the_server_suggests_it(settings: Settings) 
             assert status.turns_this_run < 6  # the limit of 500 turns never came into it
     finally:
         await env.shutdown()
+
+
+@sqlite_only
+async def test_sent_edited_regenerated_and_archived(client: Client, worker: Settings) -> None:
+    """The scenario of histories/conversation_v*.json: every change is a version, edits and regenerations
+    are branches beside what they replace."""
+    conversation_id, _, first = await start(client, worker, "[echo] one")
+    handle = latest(client, conversation_id)
+    second = await handle.execute_update(
+        ConversationWorkflow.send_message, SendMessage("[echo] two", expected_version=1)
+    )
+    edited = await handle.execute_update(
+        ConversationWorkflow.edit_message, EditMessage(second.message.id, "[echo] two, edited", 2)
+    )
+    assert (edited.reply.content, edited.message.parent_id) == ("two, edited", first.reply.id)
+    assert (edited.version, edited.message_variants) == (3, 2)
+    regenerated = await handle.execute_update(
+        ConversationWorkflow.regenerate, Regenerate(edited.reply.id, expected_version=3)
+    )
+    assert regenerated.message.id == edited.message.id
+    assert (regenerated.version, regenerated.reply_variants) == (4, 2)
+    archived = await handle.execute_update(ConversationWorkflow.archive, Archive(expected_version=4))
+    assert (archived.status, archived.version, archived.message_count) == ("archived", 5, 7)
+    await save_history(handle, "conversation")
+
+
+@sqlite_only
+async def test_openai_style_turns_add_only_what_is_new(client: Client, worker: Settings) -> None:
+    """The scenario of histories/conversation_v*_chat.json: each turn re-sends the whole dialogue; a turn
+    sent again is answered again, and a reply the client edited becomes a branch."""
+    conversation_id = uuid.uuid4().hex
+    said = [ChatMessage("user", "[echo] a")]
+    operation = WithStartWorkflowOperation(
+        ConversationWorkflow.run,
+        ConversationInput(tenant=TENANT, conversation_id=conversation_id, model="sim-zero"),
+        id=workflow_id(TENANT, conversation_id),
+        task_queue=worker.conversation.task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+    )
+    first = await client.execute_update_with_start_workflow(
+        ConversationWorkflow.chat, ChatTurn(said), start_workflow_operation=operation
+    )
+    handle = latest(client, conversation_id)
+    said += [ChatMessage("assistant", first.reply.content), ChatMessage("user", "[echo] b")]
+    second = await handle.execute_update(ConversationWorkflow.chat, ChatTurn(said))
+    again = await handle.execute_update(ConversationWorkflow.chat, ChatTurn(said))
+    assert (again.message.id, again.reply_variants) == (second.message.id, 2)
+    edited = [said[0], ChatMessage("assistant", "a, edited"), ChatMessage("user", "[echo] c")]
+    branched = await handle.execute_update(ConversationWorkflow.chat, ChatTurn(edited))
+    assert branched.reply.content == "c"
+    status = await handle.query(ConversationWorkflow.status)
+    assert (status.version, status.message_count) == (4, 8)  # 2 + 2 + a second reply + 3
+    await handle.execute_update(ConversationWorkflow.archive, Archive())
+    await save_history(handle, "conversation", "chat")

@@ -1,19 +1,18 @@
 """Replays saved workflow histories: a change that breaks determinism fails here."""
 
-from pathlib import Path
-
 import pytest
 from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
+from tests.workflows.saved_histories import saved
 from workflows.assistant import AssistantWorkflow
 from workflows.canary import CanaryRolloutWorkflow
 from workflows.chaos import ChaosExperimentWorkflow
 from workflows.conversation import ConversationWorkflow
 from workflows.scaling import PredictiveScalingWorkflow
 
-HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
+HISTORIES = saved()
 
 
 @pytest.mark.parametrize(
@@ -26,7 +25,8 @@ async def test_saved_history_replays(history_json: str) -> None:
     forecast-only decisions, a switch to active, scaling, a stop; chaos_experiment_v1: a network loss
     stopped on a probe breach, cleaned up, recovered; assistant_v1: versions, an experiment promoted,
     a rollback, archived; conversation_v3_assistant_tools: an assistant's tool call, then a switch to
-    another version. Replays cleanly."""
+    another version. Later versions are the same scenarios recorded by later code (the tests that call
+    saved_histories.save_history). Each replays cleanly on today's code."""
     history = WorkflowHistory.from_json("replay-sample", history_json)
     replayer = Replayer(
         workflows=[
