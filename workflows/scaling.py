@@ -1,6 +1,6 @@
 """PredictiveScalingWorkflow: a Deployment scaled ahead of demand (measure, forecast, decide, act)."""
 
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
@@ -401,27 +401,10 @@ class PredictiveScalingWorkflow:
         await workflow.execute_activity_method(
             StoreActivities.record_scaling_decision,
             ScalingDecisionRecord(
+                **asdict(view),  # the record is the view, and what says whose decision it is
                 workflow_id=workflow.info().workflow_id,
-                seq=view.seq,
                 namespace=request.namespace,
                 deployment=request.deployment,
-                at=view.at,
-                mode=view.mode,
-                status=view.status,
-                data_status=view.data_status,
-                forecast_status=view.forecast_status,
-                detail=view.detail,
-                observed_rps=view.observed_rps,
-                forecast_peak_rps=view.forecast_peak_rps,
-                confidence=view.confidence,
-                current_replicas=view.current_replicas,
-                ready_replicas=view.ready_replicas,
-                reactive_need=view.reactive_need,
-                forecast_need=view.forecast_need,
-                target=view.target,
-                basis=view.basis,
-                limited_by=view.limited_by,
-                reason=view.reason,
                 forecast=(
                     {"start": forecast.start, "step_s": forecast.step_s, "mean": forecast.mean}
                     if forecast is not None and view.forecast_status == "ok"
