@@ -1,13 +1,14 @@
 """Runs an ASGI app under a real uvicorn server in a background thread, for tests."""
 
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import pytest
 import uvicorn
 
 from cli.dev import free_port
+from tests.waiting import eventually_sync
 
 __all__ = ["free_port", "serve_in_thread"]
 
@@ -20,11 +21,13 @@ def serve_in_thread(app: object, port: int | None = None) -> Iterator[str]:
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError(f"test server on port {port} did not start")
-        time.sleep(0.02)
+
+    def started() -> bool:
+        if not thread.is_alive():
+            pytest.fail(f"the test server on port {port} stopped before it started")
+        return server.started
+
+    eventually_sync(started, what=f"the test server on port {port} to start", interval=0.02)
     try:
         yield f"http://127.0.0.1:{port}"
     finally:

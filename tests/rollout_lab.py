@@ -11,6 +11,7 @@ from typing import Any
 
 from prometheus_client import start_http_server
 
+from activities.prometheus import PromQL, PromQLError
 from lab.prometheus import SIMULATED, ScrapeTarget, start_prometheus, stop_prometheus, wait_ready
 from lab.server import Lab, LabOptions, demo_objects
 from lab.traces import Constant, TrafficSource
@@ -18,6 +19,7 @@ from lab.workload import Fault, ServiceSpec
 from policies.canary import Analyze, Pause, SetWeight, Step
 from settings import Settings
 from tests.http_server import free_port
+from tests.waiting import eventually
 from workflows.canary import JudgeSettings, RolloutInput
 
 NAMESPACE = "lab"
@@ -130,6 +132,22 @@ class RolloutLab:
             )
         )
         return name
+
+    async def measured(self, query: str) -> float:
+        """`query`'s value once Prometheus can answer it: e.g. a rate over a new service's traffic, once
+        two scrapes of it fall in the window."""
+        promql = PromQL(self.prometheus_url)
+        try:
+            return await eventually(
+                lambda: asyncio.to_thread(promql.value, query),
+                until=lambda _: True,
+                what=f"Prometheus to answer {query}",
+                within=60,
+                interval=0.25,
+                not_yet=(PromQLError,),
+            )
+        finally:
+            promql.close()
 
     def set_fault(self, service: str, version: str, fault: Fault) -> None:
         assert self.lab.workload is not None

@@ -1,8 +1,6 @@
 """The chaos routes over real HTTP: the app served by uvicorn, the ops worker in the test's loop, the
 rollout lab with its Litmus operator (a simulation), and `lcp chaos` run as a subprocess."""
 
-import asyncio
-import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -19,6 +17,7 @@ from settings import Settings, TemporalSettings
 from tests.http_server import serve_in_thread
 from tests.lcp_cli import run_lcp
 from tests.rollout_lab import NAMESPACE, RolloutLab, rollout_lab
+from tests.waiting import eventually
 from workers.main import ops_worker
 
 
@@ -67,8 +66,15 @@ async def sre(api_url: str, key: str, worker: None) -> AsyncIterator[httpx.Async
         yield http
 
 
-def definition(service: str, kind: str, env: dict[str, str], **extra: Any) -> dict[str, Any]:
+def success_rate(service: str) -> str:
     selector = f'namespace="{NAMESPACE}",service="{service}"'
+    return (
+        f'sum(rate(http_requests_total{{{selector},code!~"5.."}}[5s])) '
+        f"/ sum(rate(http_requests_total{{{selector}}}[5s]))"
+    )
+
+
+def definition(service: str, kind: str, env: dict[str, str], **extra: Any) -> dict[str, Any]:
     return {
         "name": f"{service}-{kind}",
         "target": {"namespace": NAMESPACE, "app_label": f"app.kubernetes.io/name={service}"},
@@ -79,8 +85,7 @@ def definition(service: str, kind: str, env: dict[str, str], **extra: Any) -> di
                 {
                     "name": "success-rate",
                     "type": "prometheus",
-                    "query": f'sum(rate(http_requests_total{{{selector},code!~"5.."}}[5s])) '
-                    f"/ sum(rate(http_requests_total{{{selector}}}[5s]))",
+                    "query": success_rate(service),
                     "comparator": ">=",
                     "value": 0.95,
                 }
@@ -99,22 +104,21 @@ def _error(response: httpx.Response, status: int) -> dict[str, Any]:
 async def until(
     http: httpx.AsyncClient, path: str, check: Callable[[dict[str, Any]], bool], within: float = 90
 ) -> dict[str, Any]:
-    deadline = time.monotonic() + within
-    while True:
+    async def view() -> dict[str, Any]:
         response = await http.get(path)
-        assert response.status_code == 200, response.text
-        view: dict[str, Any] = response.json()
-        if check(view):
-            return view
-        assert time.monotonic() < deadline, f"never got there: {view['phase']} {view['message']}"
-        await asyncio.sleep(0.5)
+        if response.status_code != 200:
+            pytest.fail(response.text)
+        found: dict[str, Any] = response.json()
+        return found
+
+    return await eventually(view, until=check, what=f"{path} to get there", within=within, interval=0.2)
 
 
 async def test_run_watch_and_list_an_experiment_over_rest_and_the_cli(
     sre: httpx.AsyncClient, lab: RolloutLab, api_url: str, key: str
 ) -> None:
     service = lab.add_service(replicas=4)
-    await asyncio.sleep(8)  # a few seconds of traffic in Prometheus for the probe's window
+    await lab.measured(success_rate(service))  # the probe can read the service's traffic
     body = {"definition": definition(service, "pod-delete", {"TOTAL_CHAOS_DURATION": "3"}), "run": "r1"}
     response = await sre.post("/v1/chaos", json=body)
     assert response.status_code == 201, response.text
@@ -141,7 +145,7 @@ async def test_a_rollout_is_refused_while_chaos_runs_and_an_abort_still_cleans_u
     sre: httpx.AsyncClient, lab: RolloutLab
 ) -> None:
     service = lab.add_service(replicas=4)
-    await asyncio.sleep(8)
+    await lab.measured(success_rate(service))
     env = {"TOTAL_CHAOS_DURATION": "60", "NETWORK_PACKET_LOSS_PERCENTAGE": "2"}
     response = await sre.post("/v1/chaos", json={"definition": definition(service, "pod-network-loss", env)})
     assert response.status_code == 201, response.text
@@ -189,7 +193,7 @@ async def test_a_game_day_schedule_runs_the_experiment_and_can_be_deleted(
     sre: httpx.AsyncClient, lab: RolloutLab, api_url: str, key: str, client: Client, tmp_path: Path
 ) -> None:
     service = lab.add_service(replicas=4)
-    await asyncio.sleep(8)
+    await lab.measured(success_rate(service))
     file = tmp_path / "experiments.yaml"
     file.write_text(
         yaml.safe_dump({"experiments": [definition(service, "pod-delete", {"TOTAL_CHAOS_DURATION": "2"})]})
@@ -202,13 +206,17 @@ async def test_a_game_day_schedule_runs_the_experiment_and_can_be_deleted(
     assert f"chaos-gameday-{name}" in out and "every 3600 s" in out
 
     await client.get_schedule_handle(f"chaos-gameday-{name}").trigger()  # the next game day, now
-    deadline = time.monotonic() + 90
-    while True:
-        runs = [r for r in (await sre.get("/v1/chaos")).json()["data"] if r["experiment"] == name]
-        if runs and runs[0]["phase"] in ("Passed", "Failed", "Error", "Refused", "NotSteady"):
-            break
-        assert time.monotonic() < deadline, f"the scheduled run never finished: {runs}"
-        await asyncio.sleep(1)
+
+    async def runs_of_the_experiment() -> list[dict[str, Any]]:
+        return [r for r in (await sre.get("/v1/chaos")).json()["data"] if r["experiment"] == name]
+
+    runs = await eventually(
+        runs_of_the_experiment,
+        until=lambda runs: runs and runs[0]["phase"] in ("Passed", "Failed", "Error", "Refused", "NotSteady"),
+        what="the scheduled run to finish",
+        within=90,
+        interval=0.2,
+    )
     assert runs[0]["phase"] == "Passed" and runs[0]["run"].startswith("gameday-")
     view = (await sre.get(f"/v1/chaos/{name}/{runs[0]['run']}")).json()
     assert view["requested_by"].startswith("schedule by") and view["cleaned_up"]

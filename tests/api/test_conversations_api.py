@@ -1,6 +1,5 @@
 """The conversations API over real HTTP: uvicorn, a real worker, Temporal dev server, simulator."""
 
-import asyncio
 import base64
 import json
 import re
@@ -13,6 +12,7 @@ import pytest
 from temporalio.client import Client
 
 from settings import Settings
+from tests.waiting import eventually
 from workflows.conversation import ConversationWorkflow, workflow_id
 
 # Tests where the read model (and so the database) matters run on SQLite and PostgreSQL;
@@ -487,12 +487,12 @@ async def test_one_idempotency_key_for_different_changes_applies_each(api: httpx
 async def _wait_for_new_run(client: Client, conversation_id: str, message_count: int) -> None:
     """Wait until the conversation has continued as new with `message_count` messages."""
     handle = client.get_workflow_handle(workflow_id("default", conversation_id))
-    for _ in range(500):
-        status = await handle.query(ConversationWorkflow.status)
-        if status.turns_this_run == 0 and status.message_count == message_count:
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"conversation never continued as new: {status}")
+    await eventually(
+        lambda: handle.query(ConversationWorkflow.status),
+        until=lambda status: status.turns_this_run == 0 and status.message_count == message_count,
+        what=f"the conversation to continue as new with {message_count} messages",
+        interval=0.02,
+    )
 
 
 @sqlite_only

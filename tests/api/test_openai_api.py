@@ -17,6 +17,7 @@ from api.app import create_app
 from settings import RateLimit, Settings
 from tests.api.conftest import MintKey
 from tests.http_server import serve_in_thread
+from tests.waiting import eventually
 
 LONG_REPLY = "[echo] " + " ".join(f"word{i}" for i in range(300))  # ~300 tokens, 1-3 s on sim-llama-8b
 
@@ -317,15 +318,16 @@ async def test_client_leaving_mid_stream_still_records_the_whole_reply_once(api_
             async for line in response.aiter_lines():
                 if '"content":"' in line and '"content":""' not in line:
                     break  # the first token arrived: hang up
-    for _ in range(200):
-        found = await _conversation(api_url, key, conversation_id)
-        if found.status_code == 200 and found.json()["conversation"]["message_count"] == 2:
-            break
-        await asyncio.sleep(0.1)
+    found = await eventually(
+        lambda: _conversation(api_url, key, conversation_id),
+        until=lambda found: found.status_code == 200 and found.json()["conversation"]["message_count"] == 2,
+        what="the whole reply to be recorded",
+        interval=0.1,
+    )
     messages = found.json()["messages"]
     assert [m["role"] for m in messages] == ["user", "assistant"]
     assert messages[1]["content"] == LONG_REPLY.removeprefix("[echo] ")
-    await asyncio.sleep(0.5)  # nothing more arrives later
+    await asyncio.sleep(0.5)  # not a wait: time for a second copy of the reply to arrive, were one sent
     assert (await _conversation(api_url, key, conversation_id)).json()["conversation"]["message_count"] == 2
 
 

@@ -2,8 +2,6 @@
 rollout lab (emulated Kubernetes API, workload simulator, real Prometheus), and `lcp rollout` run as a
 subprocess against the served app."""
 
-import asyncio
-import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -19,6 +17,7 @@ from settings import Settings, TemporalSettings
 from tests.http_server import serve_in_thread
 from tests.lcp_cli import run_lcp
 from tests.rollout_lab import NAMESPACE, RolloutLab, rollout_lab
+from tests.waiting import eventually
 from workers.main import ops_worker
 
 FINISHED = ("Succeeded", "RolledBack", "Frozen", "Failed")
@@ -100,15 +99,17 @@ async def until(
     http: httpx.AsyncClient, service: str, check: Callable[[dict[str, Any]], bool], within: float = 60
 ) -> dict[str, Any]:
     """GET the rollout until `check(view)` holds."""
-    deadline = time.monotonic() + within
-    while True:
+
+    async def view() -> dict[str, Any]:
         response = await http.get(f"/v1/rollouts/{NAMESPACE}/{service}")
-        assert response.status_code == 200, response.text
-        view: dict[str, Any] = response.json()
-        if check(view):
-            return view
-        assert time.monotonic() < deadline, f"rollout never got there: {view['phase']} {view['message']}"
-        await asyncio.sleep(0.2)
+        if response.status_code != 200:
+            pytest.fail(response.text)
+        found: dict[str, Any] = response.json()
+        return found
+
+    return await eventually(
+        view, until=check, what=f"the rollout of {service} to get there", within=within, interval=0.2
+    )
 
 
 def _error(response: httpx.Response, status: int) -> dict[str, Any]:
@@ -154,12 +155,12 @@ async def test_a_rollout_started_over_rest_reaches_succeeded(
     assert lab.deployment(service)["spec"]["template"]["metadata"]["labels"]["lcp.dev/version"] == "v2"  # type: ignore[index]
 
     # the list reads Temporal's visibility, which catches up with the phase shortly
-    deadline = time.monotonic() + 20
-    while (mine := await _listed(sre, namespace=NAMESPACE, service=service)) and mine[0][
-        "phase"
-    ] != "Succeeded":
-        assert time.monotonic() < deadline, mine
-        await asyncio.sleep(0.2)
+    mine = await eventually(
+        lambda: _listed(sre, namespace=NAMESPACE, service=service),
+        until=lambda mine: mine and mine[0]["phase"] == "Succeeded",
+        what="the list to show the rollout Succeeded",
+        interval=0.2,
+    )
     assert [(r["id"], r["phase"], r["status"]) for r in mine] == [(started["id"], "Succeeded", "COMPLETED")]
     assert started["id"] in [r["id"] for r in await _listed(sre, phase="Succeeded")]
     assert started["id"] in [r["id"] for r in await _listed(sre, service=service)]

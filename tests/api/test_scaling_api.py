@@ -3,7 +3,6 @@ in the test's loop, the rollout lab (emulated Kubernetes API, workload simulator
 `lcp scaling` run as a subprocess against the served app."""
 
 import asyncio
-import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
@@ -19,6 +18,7 @@ from settings import Settings, TemporalSettings
 from tests.http_server import serve_in_thread
 from tests.lcp_cli import run_lcp
 from tests.rollout_lab import NAMESPACE, RolloutLab, rollout_lab
+from tests.waiting import eventually
 from tests.workflows.saved_histories import save_history
 from workers.main import forecasting_worker, ops_worker
 
@@ -104,15 +104,16 @@ def _error(response: httpx.Response, status: int) -> dict[str, Any]:
 async def until(
     http: httpx.AsyncClient, deployment: str, check: Callable[[dict[str, Any]], bool], within: float = 30
 ) -> dict[str, Any]:
-    deadline = time.monotonic() + within
-    while True:
+    async def view() -> dict[str, Any]:
         response = await http.get(f"/v1/scaling/{NAMESPACE}/{deployment}")
-        assert response.status_code == 200, response.text
-        view: dict[str, Any] = response.json()
-        if check(view):
-            return view
-        assert time.monotonic() < deadline, f"never got there: {view['health']} {view['message']}"
-        await asyncio.sleep(0.25)
+        if response.status_code != 200:
+            pytest.fail(response.text)
+        found: dict[str, Any] = response.json()
+        return found
+
+    return await eventually(
+        view, until=check, what=f"the scaling of {deployment} to get there", within=within, interval=0.25
+    )
 
 
 async def test_start_read_switch_mode_and_stop_over_rest(
@@ -144,10 +145,11 @@ async def test_start_read_switch_mode_and_stop_over_rest(
     await until(
         sre, deployment, lambda v: v["last"]["status"] in ("scaled", "unchanged") and v["mode"] == "active"
     )
-    deadline = time.monotonic() + 30
-    while lab.deployment(deployment)["spec"]["replicas"] < 5:  # type: ignore[index]
-        assert time.monotonic() < deadline, "active mode never scaled the Deployment to 5"
-        await asyncio.sleep(0.25)
+    await eventually(
+        lambda: lab.deployment(deployment)["spec"]["replicas"] >= 5,  # type: ignore[index]
+        what="active mode to scale the Deployment to 5",
+        within=30,
+    )
 
     stored = await sre.get(f"/v1/scaling/{NAMESPACE}/{deployment}/decisions", params={"limit": 500})
     assert stored.status_code == 200, stored.text
@@ -164,7 +166,7 @@ async def test_start_read_switch_mode_and_stop_over_rest(
     view = await until(sre, deployment, lambda v: v["phase"] == "Stopped")
     assert view["message"] == "test done" and view["history"][-1]["kind"] == "stopped"
     replicas = lab.deployment(deployment)["spec"]["replicas"]  # type: ignore[index]
-    await asyncio.sleep(2)  # two intervals: nothing scales it any more
+    await asyncio.sleep(2)  # not a wait: two intervals pass, and nothing scales it any more
     assert lab.deployment(deployment)["spec"]["replicas"] == replicas  # type: ignore[index]
     gone = _error(await sre.post(f"/v1/scaling/{NAMESPACE}/{deployment}/mode", json={"mode": "active"}), 404)
     assert "no running scaling" in gone["message"]

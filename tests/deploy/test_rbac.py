@@ -3,16 +3,13 @@ calls, checked three ways — against the client methods the activities' source 
 the lab's API server receives while every activity runs every path, and against the Role's rules."""
 
 import ast
-import asyncio
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import aiohttp.web
 import pytest
 from kubernetes import client, config
-from temporalio.exceptions import ApplicationError
 
 import activities.kubernetes as kubernetes_activities
 import activities.litmus as litmus_activities
@@ -35,9 +32,9 @@ from lab.server import DEMO_SERVICE as SVC
 from lab.server import demo_objects
 from tests.deploy.render import OVERLAYS, REPO, render
 from tests.http_server import free_port
+from tests.waiting import settle
 
 Call = tuple[str, str, str]  # (verb, API group, resource[/subresource])
-T = TypeVar("T")
 
 # Every call the ops worker makes, with where it makes it. The Role must grant exactly these.
 CALLS: dict[Call, str] = {
@@ -233,18 +230,6 @@ def test_requests_map_to_rbac_verbs_as_the_api_server_maps_them() -> None:
     assert as_call("GET", "/apis", {}) is None and as_call("GET", "/version", {}) is None
 
 
-async def _call(activity: Callable[[Any], T], arg: Any, within: float = 20) -> T:
-    """One activity as Temporal runs it: in a thread, again after each NotReady, until it returns."""
-    deadline = time.monotonic() + within
-    while True:
-        try:
-            return await asyncio.to_thread(activity, arg)
-        except ApplicationError as err:
-            if err.type != "NotReady" or time.monotonic() > deadline:
-                raise
-        await asyncio.sleep(0.05)
-
-
 @pytest.fixture
 async def lab(tmp_path: Path) -> AsyncIterator[tuple[RecordingEmulator, client.ApiClient]]:
     kube = LabKubernetes()
@@ -273,27 +258,27 @@ async def test_every_call_the_activities_make_is_granted_and_every_grant_is_used
     recording, api = lab
     kube, litmus = KubernetesActivities(api), LitmusActivities(api)
     canary = f"{SVC}-canary"
-    await _call(kube.read_deployment, DeploymentRef(NS, SVC))
-    await _call(kube.scale_deployment, ScaleDeploymentInput(NS, SVC, 4))
-    await _call(kube.ensure_canary, EnsureCanaryInput(NS, SVC, SVC, "v2", "lab.local/chat-api:v2"))
-    await _call(kube.ensure_canary, EnsureCanaryInput(NS, SVC, SVC, "v2", "lab.local/chat-api:v2.1"))
-    await _call(kube.ensure_canary, EnsureCanaryInput(NS, SVC, SVC, "v3", "lab.local/chat-api:v3"))
-    await _call(kube.set_weight, SetWeightInput(NS, SVC, SVC, canary, 50, total_replicas=6))
-    await _call(kube.rollback, RollbackInput(NS, SVC, SVC, canary))
+    await settle(kube.read_deployment, DeploymentRef(NS, SVC))
+    await settle(kube.scale_deployment, ScaleDeploymentInput(NS, SVC, 4))
+    await settle(kube.ensure_canary, EnsureCanaryInput(NS, SVC, SVC, "v2", "lab.local/chat-api:v2"))
+    await settle(kube.ensure_canary, EnsureCanaryInput(NS, SVC, SVC, "v2", "lab.local/chat-api:v2.1"))
+    await settle(kube.ensure_canary, EnsureCanaryInput(NS, SVC, SVC, "v3", "lab.local/chat-api:v3"))
+    await settle(kube.set_weight, SetWeightInput(NS, SVC, SVC, canary, 50, total_replicas=6))
+    await settle(kube.rollback, RollbackInput(NS, SVC, SVC, canary))
     for router in ("istio", "gateway-api"):
         for percent in (20, 40):
-            await _call(kube.set_weight, SetWeightInput(NS, SVC, SVC, canary, percent, router=router))
-        await _call(kube.rollback, RollbackInput(NS, SVC, SVC, canary, router=router))
-    await _call(kube.set_weight, SetWeightInput(NS, SVC, SVC, canary, 100))
-    await _call(kube.promote, PromoteInput(NS, SVC, SVC, canary, "lab.local/chat-api:v3", "v3"))
+            await settle(kube.set_weight, SetWeightInput(NS, SVC, SVC, canary, percent, router=router))
+        await settle(kube.rollback, RollbackInput(NS, SVC, SVC, canary, router=router))
+    await settle(kube.set_weight, SetWeightInput(NS, SVC, SVC, canary, 100))
+    await settle(kube.promote, PromoteInput(NS, SVC, SVC, canary, "lab.local/chat-api:v3", "v3"))
 
     (experiment, *_) = load_experiments(REPO / "chaos" / "catalogue.yaml")
     engine = render_engine(experiment, "rbac")
-    ref = await _call(litmus.create_engine, CreateEngineInput(engine))
-    await _call(litmus.read_result, ResultRef(ref.namespace, f"{ref.name}-{experiment.fault.kind}"))
-    await _call(litmus.target_state, TargetRef(NS, experiment.target.app_label))
-    await _call(litmus.stop_engine, ref)
-    await _call(litmus.delete_engine, ref)
+    ref = await settle(litmus.create_engine, CreateEngineInput(engine))
+    await settle(litmus.read_result, ResultRef(ref.namespace, f"{ref.name}-{experiment.fault.kind}"))
+    await settle(litmus.target_state, TargetRef(NS, experiment.target.app_label))
+    await settle(litmus.stop_engine, ref)
+    await settle(litmus.delete_engine, ref)
 
     made = {call for request in recording.requests if (call := as_call(*request)) is not None}
     assert made - role_grants() == set(), "calls the Role does not grant (they would be 403 in a cluster)"

@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
@@ -38,6 +37,7 @@ from store.migrate import upgrade_database
 from temporal.constants import KIND, PHASE, SERVICE
 from tests.http_server import serve_in_thread
 from tests.rollout_lab import RolloutLab, fast_plan, rollout_input, rollout_lab
+from tests.waiting import eventually
 from tests.workflows.saved_histories import save_history
 from workers.main import ops_worker
 from workflows._records import Actor
@@ -108,13 +108,13 @@ async def until(
     handle: WorkflowHandle[CanaryRolloutWorkflow, RolloutView], check, within: float = 60
 ) -> RolloutView:  # type: ignore[no-untyped-def]
     """Query the rollout until `check(view)` holds."""
-    deadline = time.monotonic() + within
-    while True:
-        view = await handle.query(CanaryRolloutWorkflow.state)
-        if check(view):
-            return view
-        assert time.monotonic() < deadline, f"rollout never got there: {view.phase} {view.message}"
-        await asyncio.sleep(0.2)
+    return await eventually(
+        lambda: handle.query(CanaryRolloutWorkflow.state),
+        until=check,
+        what=f"{handle.id} to get there",
+        within=within,
+        interval=0.2,
+    )
 
 
 def judged_plan(judge: str, count: int = 2, failures: int = 0, inconclusive: int = 0) -> list[Step]:
@@ -393,7 +393,7 @@ async def chat_traffic(settings: Settings) -> AsyncIterator[None]:
         while True:
             with contextlib.suppress(InferenceFailure):
                 await gateway.complete("chat", [ChatMessage("user", "hello")], {})
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(0.02)  # not a wait: it paces the load
 
     tasks = [asyncio.create_task(ask()) for _ in range(2)]
     try:

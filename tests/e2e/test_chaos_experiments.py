@@ -20,6 +20,7 @@ from policies.canary import Pause, SetWeight
 from settings import Settings
 from temporal.constants import KIND, PHASE, SERVICE
 from tests.rollout_lab import NAMESPACE, RolloutLab, rollout_input, rollout_lab
+from tests.waiting import eventually
 from tests.workflows.saved_histories import save_history
 from workers.main import ops_worker
 from workflows.canary import CanaryRolloutWorkflow
@@ -115,9 +116,9 @@ def engines(lab: RolloutLab) -> list[dict]:  # type: ignore[type-arg]
     return found
 
 
-async def steady() -> None:
-    """Wait until Prometheus has a few seconds of a new service's traffic (the probes' window)."""
-    await asyncio.sleep(8)
+async def steady(lab: RolloutLab, service: str) -> None:
+    """Wait until the probes can read a new service's traffic: Prometheus has it in the probes' window."""
+    await lab.measured(success_rate(service).query)
 
 
 @pytest.mark.usefixtures("worker")
@@ -125,7 +126,7 @@ async def test_a_pod_delete_with_a_steady_workload_passes_and_cleans_up(
     client: Client, settings: Settings, lab: RolloutLab
 ) -> None:
     service = lab.add_service(replicas=4)
-    await steady()
+    await steady(lab, service)
     fault = Fault(
         "pod-delete", (("TOTAL_CHAOS_DURATION", "4"), ("CHAOS_INTERVAL", "2"), ("PODS_AFFECTED_PERC", "25"))
     )
@@ -156,7 +157,7 @@ async def test_a_network_loss_that_breaches_the_slo_is_stopped_at_once_and_the_w
     client: Client, settings: Settings, lab: RolloutLab
 ) -> None:
     service = lab.add_service(replicas=4)
-    await steady()
+    await steady(lab, service)
     fault = Fault(
         "pod-network-loss",
         (
@@ -205,15 +206,16 @@ async def test_an_experiment_against_a_service_mid_rollout_is_refused(
     )
     try:
         fault = Fault("pod-delete", (("TOTAL_CHAOS_DURATION", "4"),))
-        deadline = time.monotonic() + 30
-        while True:  # visibility lists the rollout within a moment of its start
+
+        async def a_run() -> ChaosView:
             run = uuid.uuid4().hex[:6]
-            view = await finished(
+            return await finished(
                 await start(client, settings, ChaosInput(experiment(service, fault), run=run))
             )
-            if view.phase == REFUSED or time.monotonic() > deadline:
-                break
-        assert view.phase == REFUSED and rollout.id in view.message, view.message
+
+        # visibility lists the rollout within a moment of its start
+        view = await eventually(a_run, until=lambda view: view.phase == REFUSED, what="a refusal", within=30)
+        assert rollout.id in view.message, view.message
         assert not view.injected and view.resilience_score is None
         assert [e.step for e in view.journal] == ["safety", "report"]
         assert not [e for e in engines(lab) if e["metadata"]["name"] == view.engine]
@@ -250,7 +252,7 @@ async def test_a_worker_killed_during_injection_still_cleans_up(
             stderr=subprocess.STDOUT,
         )
 
-    await steady()
+    await steady(lab, service)
     first = spawn()
     second: subprocess.Popen[bytes] | None = None
     try:
@@ -265,10 +267,12 @@ async def test_a_worker_killed_during_injection_still_cleans_up(
         name = engine_name(request.experiment, request.run)
         # A new worker process, the safety policy and the steady-state probes come first: on a loaded
         # machine that took over 60 s.
-        deadline = time.monotonic() + 180
-        while not [e for e in engines(lab) if e["metadata"]["name"] == name]:
-            assert time.monotonic() < deadline, "the engine was never created"
-            await asyncio.sleep(0.2)
+        await eventually(
+            lambda: [e for e in engines(lab) if e["metadata"]["name"] == name],
+            what="the engine to be created",
+            within=180,
+            interval=0.2,
+        )
         first.send_signal(signal.SIGKILL)
         first.wait()
         second = spawn()

@@ -8,7 +8,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
@@ -18,6 +17,7 @@ import pytest
 from kubernetes import client, config
 
 from tests.http_server import free_port
+from tests.waiting import eventually_sync
 
 READY_TIMEOUT_S = 120
 
@@ -105,14 +105,20 @@ def test_dev_runs_resumes_and_stops_cleanly(stack: DevStack, tmp_path: Path) -> 
     # The lab: the official client reaches the simulated cluster through the kubeconfig dev wrote
     apps = client.AppsV1Api(config.new_client_from_config(config_file=info["kubeconfig"]))
     assert "chat-api" in [d.metadata.name for d in apps.list_namespaced_deployment("lab").items]
-    for _ in range(30):  # Prometheus discovers its scrape targets a few seconds after it starts
-        status = subprocess.run(
+
+    def lab_status() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
             [sys.executable, "-m", "cli", "lab", "status", "--home", str(stack.home)],
             capture_output=True, text=True, timeout=60, env={**os.environ, "COLUMNS": "200"},
         )  # fmt: skip
-        if "lab-workload" in status.stdout:
-            break
-        time.sleep(1)
+
+    status = eventually_sync(  # Prometheus discovers its scrape targets a few seconds after it starts
+        lab_status,
+        until=lambda status: "lab-workload" in status.stdout,
+        what="`lcp lab status` to list the lab-workload target",
+        within=60,
+        interval=0.5,
+    )
     assert status.returncode == 0, status.stdout + status.stderr
     assert "SIMULATED" in status.stdout and "chat-api" in status.stdout and "lab-workload" in status.stdout
 
@@ -123,11 +129,13 @@ def test_dev_runs_resumes_and_stops_cleanly(stack: DevStack, tmp_path: Path) -> 
         "/v1/rollouts", json={**body, "steps": [*steps, {"kind": "set_weight", "percent": 100}]}
     )
     assert started.status_code == 201, started.text
-    for _ in range(120):
-        rollout = api.get("/v1/rollouts/lab/chat-api").json()
-        if rollout["phase"] not in ("Progressing", "Paused"):
-            break
-        time.sleep(0.5)
+    rollout = eventually_sync(
+        lambda: api.get("/v1/rollouts/lab/chat-api").json(),
+        until=lambda rollout: rollout["phase"] not in ("Progressing", "Paused"),
+        what="the rollout to finish",
+        within=60,
+        interval=0.5,
+    )
     assert rollout["phase"] == "Succeeded", rollout["message"]
     assert (
         apps.read_namespaced_deployment("chat-api", "lab").spec.template.metadata.labels["lcp.dev/version"]
@@ -177,14 +185,14 @@ def _ui_lists_workflow(
         f"--user-data-dir={tmp_path / 'chromium'}", "--virtual-time-budget=10000",
         "--window-size=1400,900",
     ]  # fmt: skip
-    deadline = time.monotonic() + 60
-    dom = ""
-    while time.monotonic() < deadline:  # visibility is eventually consistent: allow a few tries
+
+    def listed() -> str:
         dom = subprocess.run([*base, "--dump-dom", url], capture_output=True, text=True, timeout=90).stdout
-        if workflow_id in dom:
-            break
-        time.sleep(1)
-    assert workflow_id in dom, f"the Temporal UI does not list {workflow_id}"
+        assert workflow_id in dom, f"a page of {len(dom)} characters without it"
+        return dom
+
+    # visibility is eventually consistent: allow a few tries
+    dom = eventually_sync(listed, what=f"the Temporal UI to list {workflow_id}", within=60, interval=1)
     assert workflow_type in dom  # the workflow type column
     if shots := os.environ.get("LCP_SCREENSHOT_DIR"):  # to look at the page yourself
         shot = Path(shots) / f"temporal-ui-{workflow_type.lower()}.png"

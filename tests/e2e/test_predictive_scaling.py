@@ -25,6 +25,7 @@ from store.db import make_engine, make_sessionmaker
 from store.migrate import upgrade_database
 from temporal.constants import KIND, PHASE, SERVICE
 from tests.rollout_lab import NAMESPACE, RolloutLab, rollout_lab
+from tests.waiting import eventually
 from workers.main import forecasting_worker, ops_worker
 from workflows._records import Actor
 from workflows.scaling import MODE_PHASE, PredictiveScalingWorkflow, ScalingInput, ScalingView, workflow_id
@@ -128,13 +129,13 @@ async def start(client: Client, settings: Settings, request: ScalingInput) -> Ha
 
 
 async def until(handle: Handle, check, within: float, what: str) -> ScalingView:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + within
-    while True:
-        view = await handle.query(PredictiveScalingWorkflow.state)
-        if check(view):
-            return view
-        assert time.monotonic() < deadline, f"{what}: never happened; {view.health}: {view.last}"
-        await asyncio.sleep(0.25)
+    return await eventually(
+        lambda: handle.query(PredictiveScalingWorkflow.state),
+        until=check,
+        what=what,
+        within=within,
+        interval=0.25,
+    )
 
 
 @dataclass
@@ -161,7 +162,7 @@ async def watch(lab: RolloutLab, service: str, seconds: float) -> list[Sample]:
                 int(deployment.get("spec", {}).get("replicas", 0)),
             )
         )
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(0.1)  # not a wait: it sets the sampling rate
     return samples
 
 

@@ -3,7 +3,6 @@ called twice (the model is told its outcome is unknown); an idempotent one is re
 
 import asyncio
 import json
-import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -19,6 +18,7 @@ from settings import TemporalSettings
 from temporal.client import connect
 from temporal.constants import CONVERSATIONS_QUEUE
 from tests.http_server import serve_in_thread
+from tests.waiting import eventually
 from workflows.conversation import (
     ConversationInput,
     ConversationWorkflow,
@@ -40,11 +40,7 @@ class SlowTool:
         self.url, self.calls = url, calls
 
     async def until_called(self, path: str) -> None:
-        deadline = time.monotonic() + 60
-        while not self.calls.get(path):
-            if time.monotonic() > deadline:
-                raise AssertionError(f"the tool at /{path} was never called")
-            await asyncio.sleep(0.02)
+        await eventually(lambda: self.calls.get(path), what=f"a call of the tool at /{path}", within=60)
 
 
 def _slow_tool_app(calls: dict[str, list[str]]) -> FastAPI:
@@ -53,7 +49,7 @@ def _slow_tool_app(calls: dict[str, list[str]]) -> FastAPI:
     @app.post("/{path}")
     async def tool(path: str, request: Request) -> dict[str, Any]:
         calls.setdefault(path, []).append(request.headers.get("idempotency-key", ""))
-        await asyncio.sleep(TOOL_BUSY_S)
+        await asyncio.sleep(TOOL_BUSY_S)  # not a wait: the tool is slow, so the worker dies mid-call
         return {"table": "booked" if path == "book" else "free", "party": (await request.json())["party"]}
 
     return app

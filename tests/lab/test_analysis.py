@@ -6,8 +6,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from activities.contracts.prometheus import MeasureInput, SamplesInput, load_templates
-from activities.prometheus import PrometheusActivities, PromQL
+from activities.contracts.prometheus import MeasureInput, SamplesInput, SamplesResult, load_templates
+from activities.prometheus import PrometheusActivities, PromQL, PromQLError
 from lab.prometheus import SIMULATED, ScrapeTarget, start_prometheus, stop_prometheus, wait_ready
 from lab.traces import Constant
 from lab.workload import Fault, InMemoryCluster, ServiceSpec, VersionState, Workload, create_app
@@ -24,6 +24,7 @@ from policies.canary import (
     render_query,
 )
 from tests.http_server import free_port, serve_in_thread
+from tests.waiting import eventually_sync
 
 
 @pytest.fixture(scope="module")
@@ -50,18 +51,16 @@ def readings(prometheus_bin: str, tmp_path_factory: pytest.TempPathFactory) -> I
             wait_ready(f"http://127.0.0.1:{port}", 30, prometheus)
             promql = PromQL(f"http://127.0.0.1:{port}")
             activities = PrometheusActivities(promql)
-            query = render_query(
-                load_templates()["success-rate"].query,
-                namespace="lab",
-                service="shop",
-                version="v2",
-                window="10s",
+            # Two scrapes make a rate, but one over a second of traffic is too noisy for the readings'
+            # ranges below: wait until every series has five in the 10 s window.
+            scrapes = 'min(count_over_time(http_requests_total{namespace="lab",service="shop"}[10s]))'
+            eventually_sync(
+                lambda: promql.value(scrapes) >= 5,
+                what="five scrapes of the workload in the 10 s window",
+                within=60,
+                interval=0.25,
+                not_yet=(PromQLError,),
             )
-            deadline = time.monotonic() + 60
-            while activities.measure(MeasureInput(query)).value is None:  # enough scrapes for rate()
-                assert time.monotonic() < deadline, "Prometheus never had two scrapes of the workload"
-                time.sleep(0.5)
-            time.sleep(3)
             yield activities
         finally:
             stop_prometheus(prometheus)
@@ -134,13 +133,16 @@ def _error_ratio(version: str) -> str:
 
 def test_statistical_judge_on_per_interval_samples(readings: PrometheusActivities) -> None:
     config = JudgeConfig(metrics=(CanaryMetric("error-rate", allowed_absolute=0.005),))
-    deadline = time.monotonic() + 60
-    while True:  # until Prometheus holds 20 s of the workload's history
+
+    def twenty_seconds() -> tuple[float, SamplesResult]:
         end = time.time()
         faulty = readings.samples(SamplesInput(_error_ratio("v2"), _error_ratio("v1"), end - 20, end, 1))
-        if len(faulty.canary) >= 15 or time.monotonic() > deadline:
-            break
-        time.sleep(1)
+        assert len(faulty.canary) >= 15, faulty
+        return end, faulty
+
+    end, faulty = eventually_sync(
+        twenty_seconds, what="Prometheus to hold 20 s of the workload's history", within=60, interval=0.5
+    )
     same = readings.samples(SamplesInput(_error_ratio("v1"), _error_ratio("v1"), end - 20, end, 1))
     assert faulty.error is None and len(faulty.canary) >= 15 and len(faulty.baseline) >= 15
     assert judge_canary({"error-rate": Samples(faulty.canary, faulty.baseline)}, config).phase == (

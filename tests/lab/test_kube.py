@@ -2,7 +2,6 @@
 
 import asyncio
 import json
-import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -17,6 +16,7 @@ from kubernetes.dynamic import DynamicClient
 from lab.controllers import ControllerManager, default_controllers
 from lab.kube import SIMULATED_LABEL, LabKubernetes
 from tests.http_server import free_port
+from tests.waiting import eventually
 
 STARTUP_DELAY = 0.3  # seconds for a lab pod to become ready
 T = TypeVar("T")
@@ -52,18 +52,6 @@ async def namespace(api: client.ApiClient) -> str:
     return name
 
 
-async def eventually(probe: Callable[[], T], done: Callable[[T], bool], what: str, within: float = 20) -> T:
-    """Call `probe` in a thread until `done(value)`; fail with the last value after `within` seconds."""
-    deadline = time.monotonic() + within
-    while True:
-        value = await asyncio.to_thread(probe)
-        if done(value):
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what}: still {value!r} after {within}s")
-        await asyncio.sleep(0.05)
-
-
 def deployment(
     name: str, replicas: int, image: str = "lcp/chat:1", labels: dict[str, str] | None = None
 ) -> Any:
@@ -92,9 +80,9 @@ async def until_ready(api: client.ApiClient, namespace: str, name: str, replicas
     """The Deployment, once it has exactly `replicas` pods and all of them are ready."""
     apps = client.AppsV1Api(api)
     return await eventually(
-        lambda: apps.read_namespaced_deployment(name, namespace),
-        lambda d: (d.status.ready_replicas or 0) == replicas == (d.status.replicas or 0),
-        f"{name} having {replicas} ready replicas",
+        lambda: asyncio.to_thread(apps.read_namespaced_deployment, name, namespace),
+        until=lambda d: (d.status.ready_replicas or 0) == replicas == (d.status.replicas or 0),
+        what=f"{name} to have {replicas} ready replicas",
     )
 
 
@@ -163,7 +151,11 @@ async def test_deployment_pods_become_ready_and_follow_the_scale_subresource(
     created = await asyncio.to_thread(apps.create_namespaced_deployment, namespace, deployment("web", 3))
     assert created.metadata.generation == 1 and created.metadata.uid and created.metadata.resource_version
 
-    pods = await eventually(lambda: pods_of(api, namespace, "web"), lambda p: len(p) == 3, "pods appearing")
+    pods = await eventually(
+        lambda: asyncio.to_thread(pods_of, api, namespace, "web"),
+        until=lambda p: len(p) == 3,
+        what="three pods to appear",
+    )
     for pod in pods:
         assert pod.metadata.name.startswith("web-")
         assert pod.metadata.labels[SIMULATED_LABEL] == "true" and pod.metadata.labels["pod-template-hash"]
@@ -191,11 +183,15 @@ async def test_deployment_pods_become_ready_and_follow_the_scale_subresource(
     await asyncio.to_thread(
         apps.patch_namespaced_deployment_scale, "web", namespace, {"spec": {"replicas": 1}}
     )
-    await eventually(lambda: pods_of(api, namespace, "web"), lambda p: len(p) == 1, "scaling down to one pod")
+    await eventually(
+        lambda: asyncio.to_thread(pods_of, api, namespace, "web"),
+        until=lambda p: len(p) == 1,
+        what="the Deployment to scale down to one pod",
+    )
     scale = await eventually(
-        lambda: apps.read_namespaced_deployment_scale("web", namespace),
-        lambda s: s.status.replicas == 1,
-        "the scale status following",
+        lambda: asyncio.to_thread(apps.read_namespaced_deployment_scale, "web", namespace),
+        until=lambda s: s.status.replicas == 1,
+        what="the scale status to follow",
     )
     assert scale.spec.replicas == 1 and scale.status.selector == "app=web"
     assert (await asyncio.to_thread(apps.read_namespaced_deployment, "web", namespace)).spec.replicas == 1
@@ -511,7 +507,11 @@ async def test_core_objects_and_json_patches(api: client.ApiClient, namespace: s
     assert isinstance(deleted, client.V1Service) and deleted.metadata.name == "chat"
 
     await asyncio.to_thread(apps.create_namespaced_deployment, namespace, deployment("gc", 2))
-    await eventually(lambda: pods_of(api, namespace, "gc"), lambda p: len(p) == 2, "pods appearing")
+    await eventually(
+        lambda: asyncio.to_thread(pods_of, api, namespace, "gc"),
+        until=lambda p: len(p) == 2,
+        what="two pods to appear",
+    )
     await asyncio.to_thread(apps.delete_namespaced_deployment, "gc", namespace)
     assert await asyncio.to_thread(pods_of, api, namespace, "gc") == []  # owned pods go with their owner
 

@@ -9,12 +9,13 @@ import httpx
 import pytest
 from kubernetes import client, config
 
-from activities.prometheus import PromQL
+from activities.prometheus import PromQL, PromQLError
 from lab.prometheus import SIMULATED, ScrapeTarget, start_prometheus, stop_prometheus, wait_ready
 from lab.server import DEMO_NAMESPACE, DEMO_SERVICE, Lab, LabOptions
 from lab.traces import Constant
 from lab.workload import ServiceSpec
 from tests.http_server import free_port
+from tests.waiting import eventually
 
 
 @pytest.fixture
@@ -26,14 +27,6 @@ async def lab(tmp_path: Path) -> AsyncIterator[Lab]:
     await lab.start()
     yield lab
     await lab.stop()
-
-
-async def _eventually(check, what: str, deadline_s: float = 30) -> object:  # type: ignore[no-untyped-def]
-    for _ in range(int(deadline_s / 0.2)):
-        if value := await check():
-            return value
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"never happened: {what}")
 
 
 async def test_demo_service_is_ready_and_its_traffic_is_measured(
@@ -48,7 +41,9 @@ async def test_demo_service_is_ready_and_its_traffic_is_measured(
         deployment = await asyncio.to_thread(apps.read_namespaced_deployment, DEMO_SERVICE, DEMO_NAMESPACE)
         return (deployment.status.ready_replicas or 0) if deployment.status else 0
 
-    assert await _eventually(ready, "the demo Deployment has ready replicas") == 4
+    await eventually(
+        ready, until=lambda replicas: replicas == 4, what="the demo Deployment's 4 replicas to be ready"
+    )
     workload_url = f"http://127.0.0.1:{lab.options.workload_port}"
 
     async def served() -> bool:
@@ -62,7 +57,7 @@ async def test_demo_service_is_ready_and_its_traffic_is_measured(
             for line in metrics.splitlines()
         )
 
-    assert await _eventually(served, "the workload served requests to v1")
+    await eventually(served, what="the workload to serve requests to v1")
 
     port = free_port()
     prometheus = start_prometheus(
@@ -77,12 +72,13 @@ async def test_demo_service_is_ready_and_its_traffic_is_measured(
         promql = PromQL(url)
         query = f'sum(http_requests_total{{service="{DEMO_SERVICE}",code="200",simulated="true"}})'
 
-        async def scraped() -> float:
-            try:
-                return await asyncio.to_thread(promql.value, query)
-            except Exception:
-                return 0.0
-
-        assert await _eventually(scraped, "Prometheus has the lab's request counts", deadline_s=60) > 0
+        await eventually(
+            lambda: asyncio.to_thread(promql.value, query),
+            until=lambda requests: requests > 0,
+            what="Prometheus to have the lab's request counts",
+            within=60,
+            interval=0.2,
+            not_yet=(PromQLError,),
+        )
     finally:
         stop_prometheus(prometheus)

@@ -2,7 +2,6 @@
 and replaced, traffic faults for the chaos duration, ChaosResults in Litmus' schema, stop and delete."""
 
 import asyncio
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -18,6 +17,7 @@ from lab.server import DEMO_NAMESPACE, DEMO_SERVICE, Lab, LabOptions, demo_objec
 from lab.traces import Constant
 from lab.workload import InMemoryCluster, ServiceSpec, Workload
 from tests.http_server import free_port
+from tests.waiting import eventually
 
 LITMUS = ("litmuschaos.io", "v1alpha1", DEMO_NAMESPACE)
 APP_LABEL = f"app.kubernetes.io/name={DEMO_SERVICE}"
@@ -69,21 +69,14 @@ async def ready(api: client.ApiClient) -> None:
     """The demo Deployment has all its replicas ready."""
     apps = client.AppsV1Api(api)
     await eventually(
-        lambda: apps.read_namespaced_deployment(DEMO_SERVICE, DEMO_NAMESPACE).status.ready_replicas,
-        lambda ready: ready == REPLICAS,
-        "the demo Deployment is ready",
+        lambda: asyncio.to_thread(ready_replicas, apps),
+        until=lambda ready: ready == REPLICAS,
+        what="the demo Deployment to be ready",
     )
 
 
-async def eventually(probe: Callable[[], T], done: Callable[[T], bool], what: str, within: float = 20) -> T:
-    deadline = time.monotonic() + within
-    while True:
-        value = await asyncio.to_thread(probe)
-        if done(value):
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what}: still {value!r} after {within}s")
-        await asyncio.sleep(0.05)
+def ready_replicas(apps: client.AppsV1Api) -> int | None:
+    return apps.read_namespaced_deployment(DEMO_SERVICE, DEMO_NAMESPACE).status.ready_replicas
 
 
 def create(api: client.ApiClient, body: dict[str, Any]) -> Any:
@@ -128,12 +121,16 @@ async def test_pod_delete_makes_ready_replicas_dip_and_recover_and_passes(
     )
     result = getter(api, "chaosresults", "kill-pod-delete")
     lowest = REPLICAS
-    deadline = time.monotonic() + 20
-    while experiment_status(await asyncio.to_thread(result)).get("verdict") in (None, "Awaited"):
-        deployment = await asyncio.to_thread(apps.read_namespaced_deployment, DEMO_SERVICE, DEMO_NAMESPACE)
-        lowest = min(lowest, deployment.status.ready_replicas or 0)
-        assert time.monotonic() < deadline, "the pod-delete never ended"
-        await asyncio.sleep(0.05)
+
+    async def verdict() -> str | None:  # and the fewest ready replicas seen meanwhile
+        nonlocal lowest
+        ready = await asyncio.to_thread(ready_replicas, apps)
+        lowest = min(lowest, ready or 0)
+        return experiment_status(await asyncio.to_thread(result)).get("verdict")
+
+    await eventually(
+        verdict, until=lambda found: found not in (None, "Awaited"), what="the pod-delete to end"
+    )
     assert lowest <= REPLICAS // 2  # two of four pods deleted at once
 
     finished = await asyncio.to_thread(result)
@@ -160,9 +157,9 @@ async def test_pod_delete_makes_ready_replicas_dip_and_recover_and_passes(
     assert finished["metadata"]["labels"]["chaosUID"] == chaos_engine["metadata"]["uid"]
 
     await eventually(
-        lambda: apps.read_namespaced_deployment(DEMO_SERVICE, DEMO_NAMESPACE).status.ready_replicas,
-        lambda ready: ready == REPLICAS,
-        "the Deployment recovers",
+        lambda: asyncio.to_thread(ready_replicas, apps),
+        until=lambda ready: ready == REPLICAS,
+        what="the Deployment to recover",
     )
 
 
@@ -172,7 +169,7 @@ async def test_network_loss_fails_requests_for_its_duration_and_awaits_its_verdi
     assert lab.workload is not None
     await create(api, engine("loss", "pod-network-loss", TOTAL_CHAOS_DURATION=3, PODS_AFFECTED_PERC=100))
     result = getter(api, "chaosresults", "loss-pod-network-loss")
-    running = await eventually(result, lambda found: found is not None, "the ChaosResult is written")
+    running = await eventually(lambda: asyncio.to_thread(result), what="the ChaosResult to be written")
     assert experiment_status(running) == {
         "phase": "Running",
         "verdict": "Awaited",
@@ -185,14 +182,19 @@ async def test_network_loss_fails_requests_for_its_duration_and_awaits_its_verdi
     assert experiment["runner"] == "loss-runner" and experiment["lastUpdateTime"].endswith("Z")
 
     assert demo_faults(lab)["v1"]["error_share"] == 1.0  # every pod loses every packet
-    before = lab.workload.service_status(DEMO_NAMESPACE, DEMO_SERVICE)["versions"]
-    errors_before = sum(v["requests"]["500"] for v in before)  # type: ignore[index]
-    await asyncio.sleep(1)
-    during = lab.workload.service_status(DEMO_NAMESPACE, DEMO_SERVICE)["versions"]
-    assert sum(v["requests"]["500"] for v in during) > errors_before  # type: ignore[index]
+    workload = lab.workload
+
+    def errors() -> int:
+        versions = workload.service_status(DEMO_NAMESPACE, DEMO_SERVICE)["versions"]
+        return sum(v["requests"]["500"] for v in versions)  # type: ignore[index]
+
+    errors_before = errors()
+    await eventually(lambda: errors() > errors_before, what="requests to fail under the network loss")
 
     finished = await eventually(
-        result, lambda found: experiment_status(found).get("verdict") == "Pass", "the network loss ends"
+        lambda: asyncio.to_thread(result),
+        until=lambda found: experiment_status(found).get("verdict") == "Pass",
+        what="the network loss to end",
     )
     assert experiment_status(finished)["probeSuccessPercentage"] == "100"
     assert demo_faults(lab) == {}
@@ -203,7 +205,7 @@ async def test_cpu_hog_saturates_until_stopped_and_a_stop_is_verdict_stopped(
     lab: Lab, api: client.ApiClient, ready: None
 ) -> None:
     await create(api, engine("hog", "pod-cpu-hog", TOTAL_CHAOS_DURATION=60, PODS_AFFECTED_PERC=50))
-    await eventually(lambda: demo_faults(lab), lambda faults: "v1" in faults, "the CPU hog starts")
+    await eventually(lambda: "v1" in demo_faults(lab), what="the CPU hog to start")
     # half the pods at twice the service time: capacity 1/2 + 1/4, saturation 4/3
     assert demo_faults(lab)["v1"]["cpu_saturation"] == pytest.approx(4 / 3)
 
@@ -215,9 +217,9 @@ async def test_cpu_hog_saturates_until_stopped_and_a_stop_is_verdict_stopped(
         {"spec": {"engineState": "stop"}},
     )
     stopped = await eventually(
-        getter(api, "chaosengines", "hog"),
-        lambda found: (found or {}).get("status", {}).get("engineStatus") == "stopped",
-        "the engine stops",
+        lambda: asyncio.to_thread(getter(api, "chaosengines", "hog")),
+        until=lambda found: (found or {}).get("status", {}).get("engineStatus") == "stopped",
+        what="the engine to stop",
         within=5,
     )
     assert demo_faults(lab) == {}
@@ -237,7 +239,7 @@ async def test_deleting_a_running_engine_clears_its_faults(
     lab: Lab, api: client.ApiClient, ready: None
 ) -> None:
     await create(api, engine("gone", "pod-network-loss", TOTAL_CHAOS_DURATION=60))
-    await eventually(lambda: demo_faults(lab), lambda faults: "v1" in faults, "the network loss starts")
+    await eventually(lambda: "v1" in demo_faults(lab), what="the network loss to start")
     assert demo_faults(lab)["v1"]["error_share"] == pytest.approx(
         0.25
     )  # one pod of four: PODS_AFFECTED_PERC 0
@@ -245,11 +247,13 @@ async def test_deleting_a_running_engine_clears_its_faults(
     await asyncio.to_thread(
         client.CustomObjectsApi(api).delete_namespaced_custom_object, *LITMUS, "chaosengines", "gone"
     )
-    await eventually(
-        lambda: demo_faults(lab), lambda faults: faults == {}, "the faults are cleared", within=2
-    )
+    await eventually(lambda: demo_faults(lab) == {}, what="the faults to be cleared", within=2)
     # the ChaosResult is owned by its engine in the lab, and so collected with it
-    await eventually(getter(api, "chaosresults", "gone-pod-network-loss"), lambda found: found is None, "gc")
+    await eventually(
+        lambda: asyncio.to_thread(getter(api, "chaosresults", "gone-pod-network-loss")),
+        until=lambda found: found is None,
+        what="the ChaosResult to be collected with its engine",
+    )
 
 
 # --- in process, on a fake clock -------------------------------------------------------------------------

@@ -2,11 +2,11 @@
 
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import TypeVar
 
 import httpx
 import pytest
@@ -25,6 +25,7 @@ from activities.prometheus import (
     PrometheusUnavailable,
     PromQL,
     PromQLError,
+    Sample,
     StaleData,
 )
 from lab.prometheus import (
@@ -41,8 +42,8 @@ from lab.prometheus import (
     write_config,
 )
 from tests.http_server import free_port, serve_in_thread
+from tests.waiting import eventually_sync
 
-T = TypeVar("T")
 LAB = "lcp-test-lab"
 FROZEN_AGE_S = 120.0
 
@@ -83,16 +84,8 @@ def serve_exporter() -> Iterator[Exporter]:
         yield Exporter(address=url.removeprefix("http://"), requests=requests, scrapes=scrapes)
 
 
-def eventually(check: Callable[[], T], timeout_s: float = 60.0) -> T:
-    """Poll `check` until it returns without a PromQLError or AssertionError."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            return check()
-        except (PromQLError, AssertionError) as exc:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"still failing after {timeout_s}s: {exc!r}") from exc
-        time.sleep(0.2)
+# Prometheus scrapes every second: until it has, a query may have no data (a PromQLError) or old data.
+scraped = partial(eventually_sync, within=60, interval=0.2, not_yet=(PromQLError,))
 
 
 @pytest.fixture(scope="module")
@@ -179,18 +172,18 @@ def test_render_config_sends_a_job_its_bearer_token(tmp_path: Path) -> None:
 
 
 def test_counter_arrives_with_the_simulated_label(promql: PromQL, exporter: Exporter) -> None:
-    def counter_is(expected: float) -> None:
+    def counter_is(expected: float) -> Sample:
         [sample] = promql.instant("lcp_test_requests_total")
         assert sample.value == expected, sample
+        return sample
 
-    eventually(lambda: counter_is(7))
-    [sample] = promql.instant("lcp_test_requests_total")
+    sample = scraped(lambda: counter_is(7), what="the counter at 7")
     assert sample.labels["simulated"] == "true"
     assert sample.labels["job"] == "exporter"
     assert sample.labels["instance"] == exporter.address
 
     exporter.requests.inc(3)
-    eventually(lambda: counter_is(10))
+    scraped(lambda: counter_is(10), what="the counter at 10")
     assert promql.value('lcp_test_requests_total{simulated="true"}') == 10
 
 
@@ -200,21 +193,23 @@ def test_rate_and_range_queries(promql: PromQL) -> None:
         assert rate > 0
         return rate
 
-    eventually(scraping)
+    scraped(scraping, what="a rate of scrapes")
 
-    def history() -> None:
+    def history() -> bool:
         now = time.time()
         [series] = promql.range("lcp_test_scrapes_total", now - 10, now, step_s=1)
         assert len(series.timestamps) >= 3 and len(series.timestamps) == len(series.values)
         assert series.timestamps == sorted(series.timestamps)
         assert series.values == sorted(series.values) and series.values[-1] > series.values[0]
         assert series.labels["job"] == "exporter"
+        return True
 
-    eventually(history)
+    scraped(history, what="three seconds of history")
 
     # More points than Prometheus answers in one query (11,000): asked for in pieces, joined seamlessly.
     [first] = promql.range("lcp_test_scrapes_total", time.time() - 60, time.time(), step_s=1)
-    time.sleep(max(0.0, first.timestamps[0] + 13 - time.time()))  # 12 s of history at least
+    # Not a wait on Prometheus: the history needs 12 s of time to pass since its first sample.
+    time.sleep(max(0.0, first.timestamps[0] + 13 - time.time()))
     now = time.time()
     [series] = promql.range("lcp_test_scrapes_total", now - 12, now, step_s=0.001)
     assert len(series.timestamps) > 11_000
@@ -245,7 +240,7 @@ def test_reload_picks_up_a_new_target(
             assert sample.value == 1
             return sample.labels
 
-        labels = eventually(api_up)
+        labels = scraped(api_up, what="the new target scraped")
         assert "simulated" not in labels
         assert promql.value('up{job="exporter"}') == 1
     write_config(data_dir / CONFIG_NAME, targets[:1], scrape_interval_s=1, lab=LAB)
@@ -269,7 +264,7 @@ def test_nan_is_not_a_number(promql: PromQL) -> None:
 
 def test_old_samples_are_stale(promql: PromQL) -> None:
     frozen = 'lcp_test_frozen{job="exporter"}'
-    eventually(lambda: promql.value(frozen))
+    scraped(lambda: promql.value(frozen), what="the frozen gauge scraped")
     with pytest.raises(StaleData, match="older than 30"):
         promql.instant(frozen, max_age_s=30)
     assert promql.value(frozen, max_age_s=FROZEN_AGE_S * 10) == 1

@@ -1,12 +1,10 @@
 """Tests of the lab workload simulator and its traffic sources: splits, faults, latency, traces, admin API."""
 
 import asyncio
-import inspect
 import math
 import random
 import statistics
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +35,7 @@ from lab.workload import (
     traffic_shares,
 )
 from tests.http_server import serve_in_thread
+from tests.waiting import eventually
 
 TRACES = Path(__file__).resolve().parents[3] / "shared" / "data" / "traces"
 AZURE_CONV = TRACES / "azure_llm_2023" / "AzureLLMInferenceTrace_conv.csv"
@@ -314,18 +313,6 @@ async def test_same_seed_same_metrics() -> None:
     assert first.metrics_text() == second.metrics_text() != other.metrics_text()
 
 
-async def eventually(predicate: Callable[[], bool | Awaitable[bool]], what: str) -> None:
-    deadline = time.monotonic() + 10
-    while not await _value(predicate()):
-        if time.monotonic() > deadline:
-            pytest.fail(f"never happened: {what}")
-        await asyncio.sleep(0.01)
-
-
-async def _value(result: bool | Awaitable[bool]) -> bool:
-    return await result if inspect.isawaitable(result) else result
-
-
 async def test_start_ticks_until_stop() -> None:
     cluster = InMemoryCluster()
     cluster.set_versions(NS, SVC, [VersionState("v1", "web-v1", 1)])
@@ -333,11 +320,11 @@ async def test_start_ticks_until_stop() -> None:
     workload.add_service(ServiceSpec(NS, SVC, Constant(1000)))
     workload.start()
     assert workload.running
-    await eventually(lambda: total(workload, "v1") > 0, "requests counted by the loop")
+    await eventually(lambda: total(workload, "v1") > 0, what="the loop to count requests")
     await workload.stop()
     assert not workload.running
     stopped_at = total(workload, "v1")
-    await asyncio.sleep(0.05)
+    await asyncio.sleep(0.05)  # not a wait: five ticks' time, in which a loop still running would count
     assert total(workload, "v1") == stopped_at
 
 
@@ -655,6 +642,6 @@ async def test_served_app_runs_the_loop_in_its_lifespan() -> None:
                     s.name == "http_requests_total" and s.value > 0 for f in families for s in f.samples
                 )
 
-            await eventually(counted, "the served app's loop counts requests")
+            await eventually(counted, what="the served app's loop to count requests")
             assert (await client.get("/admin/status")).json()["running"] is True
     assert not workload.running

@@ -12,6 +12,7 @@ import pytest
 
 from settings import RateLimit, Settings
 from tests.api.test_assistants_api import _create
+from tests.waiting import eventually
 
 # The read model matters to the idempotency race only: the rest runs once, on SQLite.
 sqlite_only = pytest.mark.parametrize("database_kind", ["sqlite"], indirect=True)
@@ -48,15 +49,6 @@ def refused_for_tokens(response: httpx.Response) -> bool:
     """A 429 because a token limit is spent (GET /v1/models costs no tokens, but a budget in debt
     refuses every request until it refills)."""
     return response.status_code == 429 and "tokens/minute" in response.text
-
-
-async def eventually_refused(http: httpx.AsyncClient) -> bool:
-    """Whether the key's token budget is (or becomes, once a turn the client left ends) spent."""
-    for _ in range(150):
-        if refused_for_tokens(await http.get("/v1/models")):
-            return True
-        await asyncio.sleep(0.1)
-    return False
 
 
 async def conversation_with_reply(api: httpx.AsyncClient) -> tuple[str, str, str]:
@@ -174,7 +166,13 @@ async def test_a_durable_stream_dropped_after_the_first_token_is_charged(client:
     hostile = await client(tokens_per_minute=LONG_BUDGET)
     conversation_id = uuid.uuid4().hex
     await hang_up_after_first_token(hostile, {"X-Conversation-Id": conversation_id})
-    assert await eventually_refused(hostile), "the dropped durable turn was not charged"
+    await eventually(  # once the turn the client left ends
+        lambda: hostile.get("/v1/models"),
+        until=refused_for_tokens,
+        what="the dropped durable turn to be charged (its key refused for tokens)",
+        within=15,
+        interval=0.1,
+    )
     recorded = await hostile.get(f"/v1/conversations/{conversation_id}")
     assert refused_for_tokens(recorded)
 

@@ -2,7 +2,6 @@
 lane, bad credentials are cheap and throttled, and /metrics names no tenant to a stranger."""
 
 import secrets
-import time
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -19,6 +18,7 @@ from settings import Settings
 from store import crud
 from tests.api.conftest import MintKey
 from tests.http_server import free_port, serve_in_thread
+from tests.waiting import eventually
 
 # The role logic is the same on either database: one is enough here.
 pytestmark = pytest.mark.parametrize("database_kind", ["sqlite"], indirect=True)
@@ -302,21 +302,22 @@ async def test_the_lab_prometheus_scrapes_with_the_token(
         url = prometheus_url("127.0.0.1", port)
         wait_ready(url, process=process, log_file=data_dir / "prometheus.log")
         with httpx.Client(base_url=url, timeout=10) as prometheus:
-            up = _eventually(prometheus, 'up{job=~"lcp-api.*"}', lambda found: len(found) == 2)
+            up = await _query_until(prometheus, 'up{job=~"lcp-api.*"}', lambda found: len(found) == 2)
             assert {r["metric"]["job"]: r["value"][1] for r in up} == {
                 "lcp-api": "1",
                 "lcp-api-tokenless": "0",
             }
-            _eventually(prometheus, 'lcp_tokens_total{tenant="tenant-secretive",job="lcp-api"}', bool)
+            await _query_until(prometheus, 'lcp_tokens_total{tenant="tenant-secretive",job="lcp-api"}', bool)
     finally:
         stop_prometheus(process)
 
 
-def _eventually(prometheus: httpx.Client, query: str, done: Any, timeout_s: float = 30.0) -> list[Any]:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        found = prometheus.get("/api/v1/query", params={"query": query}).json()["data"]["result"]
-        if done(found):
-            return list(found)
-        assert time.monotonic() < deadline, f"{query}: {found}"
-        time.sleep(0.3)
+async def _query_until(prometheus: httpx.Client, query: str, done: Any) -> list[Any]:
+    """The answer to `query` once `done(answer)` holds."""
+    return await eventually(
+        lambda: prometheus.get("/api/v1/query", params={"query": query}).json()["data"]["result"],
+        until=done,
+        what=f"Prometheus to answer {query}",
+        within=30,
+        interval=0.3,
+    )

@@ -36,7 +36,7 @@ def _hostile_app(sent: dict[str, int]) -> FastAPI:
             while True:
                 sent["endless"] = sent.get("endless", 0) + len(CHUNK)
                 yield CHUNK
-                await asyncio.sleep(0.01)
+                await asyncio.sleep(0.01)  # not a wait: a slow link's pace
 
         return StreamingResponse(body(), media_type="text/plain")
 
@@ -108,7 +108,7 @@ async def test_an_endless_tool_answer_is_cut_not_read_for_ever(
     assert took < 10
     assert call["result"].startswith("AAAA") and "the rest was not read" in call["result"]
     assert len(call["result"]) < 17_000
-    await asyncio.sleep(0.5)
+    await asyncio.sleep(0.5)  # not a wait: time in which a connection still open would carry on
     assert sent["endless"] < 2_000_000  # the connection was dropped, not drained
 
 

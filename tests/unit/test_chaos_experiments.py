@@ -1,5 +1,6 @@
 """Chaos experiments: validation, Litmus ChaosEngine manifests, YAML loading and Temporal payloads."""
 
+import operator
 import re
 from dataclasses import replace
 from pathlib import Path
@@ -10,7 +11,6 @@ import yaml
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from chaos.experiments import (
-    COMPARATORS,
     DEFAULT_CATALOGUE,
     FAULTS,
     WHEN,
@@ -28,6 +28,7 @@ from chaos.experiments import (
     render_engine,
     result_name,
 )
+from policies.chaos import probe_passes
 
 SUCCESS_RATE = (
     'sum(rate(http_requests_total{namespace="lab",service="chat-api",code!~"5.."}[30s]))'
@@ -52,12 +53,6 @@ def env_of(manifest: dict[str, Any]) -> dict[str, str]:
 
 
 # ── the definitions ──────────────────────────────────────────────────────────────────────────────────
-
-
-def test_constants() -> None:
-    assert FAULTS == ("pod-delete", "pod-network-loss", "pod-cpu-hog")
-    assert WHEN == ("before", "during", "after")
-    assert COMPARATORS == (">=", "<=", ">", "<", "==", "!=")
 
 
 def test_target_service_is_the_label_value() -> None:
@@ -280,6 +275,42 @@ def _with_probe(probe: PromProbe | HttpProbe) -> Experiment:
 )
 def test_experiment_problem(experiment: Experiment, expected: str | None) -> None:
     assert experiment.problem() == expected
+
+
+def _choices(problem: str | None) -> list[str]:
+    """The choices a refusal offers: "…: must be one of a, b, c, got 'x'" → [a, b, c]."""
+    found = re.search(r"must (?:be one of|be among) (.+), got", problem or "")
+    assert found, problem
+    return found.group(1).split(", ")
+
+
+def test_every_choice_a_refusal_offers_is_accepted_and_does_what_it_says() -> None:
+    """A user told "must be one of …" can pick any of them: each fault runs in Litmus under its own
+    name, each comparator compares as its symbol reads, and a probe runs at each moment it names."""
+    kinds = _choices(replace(EXPERIMENT, fault=Fault("node-drain")).problem())
+    assert "pod-delete" in kinds
+    for kind in kinds:
+        chosen = replace(EXPERIMENT, fault=Fault(kind))
+        assert chosen.problem() is None, kind
+        assert render_engine(chosen, "r1")["spec"]["experiments"][0]["name"] == kind
+
+    comparators = _choices(_with_probe(replace(PROM, comparator="=>")).problem())
+    assert ">=" in comparators
+    symbols = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt}
+    symbols |= {"==": operator.eq, "!=": operator.ne}
+    for comparator in comparators:
+        assert _with_probe(replace(PROM, comparator=comparator)).problem() is None, comparator
+        readings = (1.0, 2.0, 3.0)
+        assert [probe_passes(comparator, reading, 2.0) for reading in readings] == [
+            symbols[comparator](reading, 2.0) for reading in readings
+        ], comparator
+
+    moments = _choices(_with_probe(replace(PROM, when=("later",))).problem())
+    assert "during" in moments
+    for when in moments:
+        probe = replace(PROM, when=(when,))
+        assert _with_probe(probe).problem() is None, when
+        assert Hypothesis((probe, HTTP)).probes_for(when)[0] == probe
 
 
 # ── Litmus manifests ─────────────────────────────────────────────────────────────────────────────────

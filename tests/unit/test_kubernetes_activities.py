@@ -2,7 +2,6 @@
 replicas, Istio and the Gateway API as the workload simulator reads them, rollback, and error tiers."""
 
 import asyncio
-import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +37,7 @@ from lab.server import DEMO_SERVICE as SVC
 from lab.server import demo_objects
 from lab.workload import traffic_shares
 from tests.http_server import free_port
+from tests.waiting import eventually, settle
 
 STARTUP_DELAY = 0.2  # seconds for a lab pod to become ready
 STABLE = SVC  # the demo's stable Deployment is named like its Service
@@ -80,18 +80,6 @@ async def call(activity: Callable[[Any], T], arg: Any) -> T:
     return await asyncio.to_thread(activity, arg)
 
 
-async def settle(activity: Callable[[Any], T], arg: Any, within: float = 15) -> T:
-    """Attempts as Temporal's retry policy makes them: again after each NotReady, until one returns."""
-    deadline = time.monotonic() + within
-    while True:
-        try:
-            return await call(activity, arg)
-        except ApplicationError as err:
-            if err.type != "NotReady" or time.monotonic() > deadline:
-                raise
-        await asyncio.sleep(0.05)
-
-
 async def read(lab: Cluster, name: str) -> DeploymentState:
     return await call(lab.acts.read_deployment, DeploymentRef(NS, name))
 
@@ -99,12 +87,12 @@ async def read(lab: Cluster, name: str) -> DeploymentState:
 async def until(
     lab: Cluster, name: str, done: Callable[[DeploymentState], bool], within: float = 15
 ) -> DeploymentState:
-    deadline = time.monotonic() + within
-    while not done(state := await read(lab, name)):
-        if time.monotonic() > deadline:
-            pytest.fail(f"{name} never got there: {state}")
-        await asyncio.sleep(0.05)
-    return state
+    async def state_when_done() -> DeploymentState:
+        state = await read(lab, name)
+        assert done(state), state
+        return state
+
+    return await eventually(state_when_done, what=f"{name} to get there", within=within)
 
 
 async def ready_by_version(lab: Cluster) -> dict[str, int]:

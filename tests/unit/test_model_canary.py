@@ -34,6 +34,7 @@ from store import crud
 from store.db import make_engine, make_sessionmaker
 from store.migrate import current_tables
 from tests.http_server import serve_in_thread
+from tests.waiting import eventually
 
 T0 = datetime(2026, 11, 27, 12, 0, 0, tzinfo=UTC)
 ASK = [ChatMessage("user", "[echo] hi")]
@@ -419,17 +420,18 @@ async def test_a_slow_database_does_not_hold_requests_up(sessions: async_session
     flaky.held.clear()
     clock.now += 1.0
     reader = asyncio.create_task(weights.get("slow"))  # it starts the read, and waits for it a while
-    await asyncio.sleep(0)
+    await asyncio.sleep(0)  # not a wait: one turn of the loop, in which the task starts its read
     split = await weights.get("slow")  # a read is under way: this one goes on with the last known at once
     assert split is not None and split.weight == 20
     split = await reader
     assert split is not None and split.weight == 20  # its wait ran out: the last known too
     flaky.held.set()
-    for _ in range(100):
-        await asyncio.sleep(0.01)
-        if (split := await weights.get("slow")) is not None and split.weight == 70:
-            break
-    assert split is not None and split.weight == 70  # the read went on, and landed
+    await eventually(  # the read went on, and landed
+        lambda: weights.get("slow"),
+        until=lambda split: split is not None and split.weight == 70,
+        what="the held read to land",
+        interval=0.01,
+    )
 
 
 # ---- the activities --------------------------------------------------------------------------

@@ -4,10 +4,10 @@ and a lost LISTEN connection comes back by itself."""
 import asyncio
 
 import asyncpg
-import pytest
 
 from inference.token_relay import Delta, PostgresRelay, asyncpg_dsn
 from tests.conftest import fresh_postgres_database
+from tests.waiting import eventually
 
 
 async def _next(queue: "asyncio.Queue[Delta]", wait_s: float = 10) -> Delta:
@@ -33,15 +33,17 @@ async def test_deltas_cross_from_publisher_to_listener(postgres_url: str) -> Non
             admin = await asyncpg.connect(dsn)
             await admin.execute("SELECT pg_terminate_backend($1)", api._listener.get_server_pid())
             await admin.close()
-            for _ in range(100):
+
+            async def relayed() -> str:
                 await worker.publish(Delta("c1", 2, "again"))
-                try:
-                    assert (await _next(queue, wait_s=0.2)).text == "again"
-                    break
-                except TimeoutError:
-                    continue
-            else:
-                pytest.fail("the relay never listened again")
+                return (await _next(queue, wait_s=0.2)).text
+
+            await eventually(
+                relayed,
+                until=lambda text: text == "again",
+                what="the relay to listen again",
+                not_yet=(TimeoutError,),
+            )
     finally:
         await api.close()
         await worker.close()

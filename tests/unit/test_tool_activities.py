@@ -66,7 +66,7 @@ def _tool_app(requests: list[dict[str, Any]]) -> FastAPI:
         if path.startswith("status/"):
             return PlainTextResponse(f"status {path} says no", status_code=int(path.split("/")[1]))
         if path == "slow":
-            await asyncio.sleep(2)
+            await asyncio.sleep(2)  # not a wait: the slow tool under test
         if path == "big":
             return PlainTextResponse("x" * 500)
         return JSONResponse({"order": "A1", "state": "shipped"})
