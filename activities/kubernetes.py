@@ -631,7 +631,7 @@ def _not_ready(message: str, namespace: str, name: str) -> ApplicationError:
 
 def _plain(api: client.ApiClient, model: Any) -> Obj:
     """A kubernetes model as the API's JSON (camelCase keys): what lcp reads, compares and writes."""
-    plain: Obj = api.sanitize_for_serialization(model)  # type: ignore[no-untyped-call]
+    plain: Obj = api.sanitize_for_serialization(model)
     return plain
 
 

@@ -120,7 +120,7 @@ class Bench:
         self.work, self.turns, self.concurrency, self.warmup = work, turns, concurrency, warmup
         self.length = length
         self.combined = combined  # the worker inside the API process, as `lcp dev` runs it
-        self.processes: list[subprocess.Popen[bytes] | multiprocessing.Process] = []
+        self.processes: list[subprocess.Popen[bytes] | multiprocessing.process.BaseProcess] = []
         self.names: list[str] = []
         self.temporal_port, self.api_port, self.llm_port = free_port(), free_port(), free_port()
         self.address = f"127.0.0.1:{self.temporal_port}"

@@ -125,7 +125,7 @@ def run_bench(
     from activities.forecasting import FIT_MEMORY_LIMIT_BYTES, WORKER_MEMORY_CEILING_BYTES
     from bench.chat import machine
 
-    results = []
+    results: list[dict[str, Any]] = []
     for case in cases:
         if case == "real" and not trace.exists():
             results.append({"case": case, "error": f"no trace at {trace} (--trace)"})

@@ -22,8 +22,8 @@ import uvloop
 import yaml
 from rich.table import Table
 
-from bench.chat import bench_key, cpu_seconds, free_port, machine, percentile
-from cli.dev import lcp_env, spawn_lcp
+from bench.chat import bench_key, cpu_seconds, machine, percentile
+from cli.dev import free_port, lcp_env, spawn_lcp
 from policies.errors import LcpError
 from temporal.devserver import start_dev_server
 
@@ -493,7 +493,8 @@ async def measure(servers: Servers, settings: Plan) -> dict[str, Any]:
 
 def _added(side: dict[str, Any], direct: dict[str, Any]) -> dict[str, float]:
     def minus(*path: str) -> float:
-        a, b = side, direct
+        a: Any = side
+        b: Any = direct
         for key in path:
             a, b = a[key], b[key]
         return round(float(a) - float(b), 3)

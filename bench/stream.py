@@ -14,9 +14,9 @@ import httpx
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from bench.chat import bench_key, cpu_seconds, free_port, machine
+from bench.chat import bench_key, cpu_seconds, machine
 from bench.floor import BenchTokenSinkWorkflow
-from cli.dev import lcp_env, spawn_lcp
+from cli.dev import free_port, lcp_env, spawn_lcp
 from temporal.devserver import start_dev_server
 
 SINK_QUEUE = "bench-token-sink"

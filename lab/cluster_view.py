@@ -2,7 +2,7 @@
 lab's API emulator or a real cluster): which Deployments back a Service, and router weights."""
 
 import asyncio
-from typing import Any
+from typing import Any, cast
 
 from kubernetes import client
 
@@ -29,7 +29,8 @@ class KubernetesClusterView:
 
     def _deployments(self, namespace: str, service: str) -> list[Any]:
         try:
-            selector = self._core.read_namespaced_service(service, namespace).spec.selector or {}
+            spec = self._core.read_namespaced_service(service, namespace).spec
+            selector = (spec.selector if spec is not None else None) or {}
         except client.ApiException as err:
             if err.status == 404:
                 return []
@@ -92,4 +93,4 @@ class KubernetesClusterView:
             if err.status == 404:  # the router's resource is not installed in this cluster
                 return []
             raise
-        return list(found.get("items") or [])
+        return list(cast(dict[str, Any], found).get("items") or [])

@@ -322,17 +322,18 @@ async def feedback(
         raise ApiError(404, "MessageNotFound", f"conversation {conversation_id} has no message {message_id}")
     if message.role != "assistant":
         raise ApiError(422, "InvalidFeedback", f"message {message_id} is the user's: rate replies only")
+    principal = body.user or caller.subject
     row = {
         "tenant": caller.tenant,
         "message_id": message_id,
-        "principal": body.user or caller.subject,
+        "principal": principal,
         "conversation_id": conversation_id,
         "rating": 1 if body.rating == "up" else -1,
         "comment": body.comment,
         "updated_at": datetime.now(UTC),
     }
     await crud.set_feedback(session, feedback=row)
-    return FeedbackOut(message_id=message_id, rating=body.rating, comment=body.comment, by=row["principal"])
+    return FeedbackOut(message_id=message_id, rating=body.rating, comment=body.comment, by=principal)
 
 
 # ---- helpers -----------------------------------------------------------------------------
