@@ -6,6 +6,7 @@ from contextlib import contextmanager
 
 import pytest
 import uvicorn
+from starlette.types import ASGIApp
 
 from cli.dev import free_port
 from tests.waiting import eventually_sync
@@ -14,7 +15,7 @@ __all__ = ["free_port", "serve_in_thread"]
 
 
 @contextmanager
-def serve_in_thread(app: object, port: int | None = None) -> Iterator[str]:
+def serve_in_thread(app: ASGIApp, port: int | None = None) -> Iterator[str]:
     """Serve `app` on 127.0.0.1 and yield its base URL until the block ends."""
     port = port or free_port()
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")

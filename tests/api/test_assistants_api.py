@@ -94,7 +94,7 @@ async def test_an_experiment_assigns_users_stickily_and_rollback_ends_it(
     assistant_id = _id()
     await _create(admin, assistant_id, publish=True)
     await _ok(await admin.patch(f"/v1/assistants/{assistant_id}", json={"instructions": "v2 words"}))
-    arms = [
+    arms: list[dict[str, Any]] = [
         {"name": "control", "version": "v1", "share": 50},
         {"name": "treatment", "version": "v2", "share": 50},
     ]

@@ -62,8 +62,10 @@ async def test_no_input_gets_a_server_error(api_url: str, mint_key: MintKey) -> 
             suppress_health_check=list(HealthCheck),
         )
         @given(case=operation.as_strategy())
-        def check(case: schemathesis.Case) -> None:
-            response = case.call(base_url=api_url, headers={**headers, **(case.headers or {})}, timeout=60)
+        def check(case: schemathesis.Case[Any]) -> None:
+            response = case.call(
+                base_url=api_url, headers={**headers, **dict(case.headers or {})}, timeout=60
+            )
             if response.status_code >= 500:
                 failures.append(
                     f"{case.method} {case.formatted_path} -> {response.status_code}: {response.text[:300]}"
@@ -109,7 +111,7 @@ async def test_hostile_payloads_get_no_server_error(api_url: str, mint_key: Mint
 
             @settings(max_examples=1, deadline=None, database=None, suppress_health_check=list(HealthCheck))
             @given(case=operation.as_strategy())
-            def attack(case: schemathesis.Case) -> None:
+            def attack(case: schemathesis.Case[Any]) -> None:
                 nonlocal sent
                 bodies = list(_variants(case.body if isinstance(case.body, dict | list) else {}))
                 bodies += [("<deep>", None), ("<large>", None)]

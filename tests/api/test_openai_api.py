@@ -7,10 +7,17 @@ import logging
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import cast
 
 import httpx
 import openai
 import pytest
+from openai.types.chat import (
+    ChatCompletionFunctionToolParam,
+    ChatCompletionMessageFunctionToolCall,
+    ChatCompletionMessageFunctionToolCallParam,
+    ChatCompletionMessageParam,
+)
 from prometheus_client import REGISTRY
 
 from api.app import create_app
@@ -62,8 +69,15 @@ async def _conversation(api_url: str, key: str, conversation_id: str) -> httpx.R
         return await http.get(f"/v1/conversations/{conversation_id}")
 
 
-def _durable(conversation_id: str) -> dict[str, dict[str, str]]:
-    return {"extra_headers": {"X-Conversation-Id": conversation_id}}
+def _durable(conversation_id: str) -> dict[str, str]:
+    """The header that makes a turn durable."""
+    return {"X-Conversation-Id": conversation_id}
+
+
+def _body(error: openai.APIStatusError) -> dict[str, object]:
+    """The error object of an API error's JSON body."""
+    assert isinstance(error.body, dict)
+    return error.body
 
 
 # ---- models and one-shot -------------------------------------------------------------------
@@ -152,7 +166,7 @@ async def test_errors_surface_as_sdk_exceptions(api_url: str, sdk: openai.AsyncO
 
     with pytest.raises(openai.BadRequestError) as bad:
         await sdk.chat.completions.create(model="sim-zero", messages=[])
-    assert bad.value.body["param"] == "messages" and bad.value.body["type"] == "invalid_request_error"
+    assert _body(bad.value)["param"] == "messages" and _body(bad.value)["type"] == "invalid_request_error"
 
     with pytest.raises(openai.BadRequestError):
         await sdk.chat.completions.create(
@@ -173,7 +187,7 @@ async def test_endpoint_failure_is_a_server_error_and_busy_is_a_rate_limit(
                 await sdk.chat.completions.create(
                     model="sim-zero", messages=[{"role": "user", "content": "x"}]
                 )
-            assert err.value.status_code == 502 and err.value.body["code"] == "EndpointError"
+            assert err.value.status_code == 502 and _body(err.value)["code"] == "EndpointError"
             await http.put("/admin/faults", json={"error_rate_429": 1.0})
             with pytest.raises(openai.RateLimitError):
                 await sdk.chat.completions.create(
@@ -188,13 +202,18 @@ async def test_endpoint_failure_is_a_server_error_and_busy_is_a_rate_limit(
 
 async def test_durable_turns_record_only_what_is_new(api_url: str, key: str, sdk: openai.AsyncOpenAI) -> None:
     conversation_id = uuid.uuid4().hex
-    history = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "[echo] first"}]
-    first = await sdk.chat.completions.create(model="sim-zero", messages=history, **_durable(conversation_id))
+    history: list[ChatCompletionMessageParam] = [
+        {"role": "system", "content": "You are terse."},
+        {"role": "user", "content": "[echo] first"},
+    ]
+    first = await sdk.chat.completions.create(
+        model="sim-zero", messages=history, extra_headers=_durable(conversation_id)
+    )
     assert first.choices[0].message.content == "first"
     # LibreChat re-sends the whole history with each new message
     history += [{"role": "assistant", "content": "first"}, {"role": "user", "content": "[echo] second"}]
     second = await sdk.chat.completions.with_raw_response.create(
-        model="sim-zero", messages=history, **_durable(conversation_id)
+        model="sim-zero", messages=history, extra_headers=_durable(conversation_id)
     )
     assert second.headers["x-conversation-id"] == conversation_id
     assert second.parse().choices[0].message.content == "second"
@@ -247,10 +266,10 @@ async def test_same_idempotency_key_records_the_turn_once(
     api_url: str, key: str, sdk: openai.AsyncOpenAI
 ) -> None:
     conversation_id = uuid.uuid4().hex
-    options = {"extra_headers": {"X-Conversation-Id": conversation_id, "Idempotency-Key": "turn-1"}}
-    messages = [{"role": "user", "content": "hello there"}]
-    first = await sdk.chat.completions.create(model="sim-zero", messages=messages, **options)
-    again = await sdk.chat.completions.create(model="sim-zero", messages=messages, **options)
+    headers = {"X-Conversation-Id": conversation_id, "Idempotency-Key": "turn-1"}
+    messages: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hello there"}]
+    first = await sdk.chat.completions.create(model="sim-zero", messages=messages, extra_headers=headers)
+    again = await sdk.chat.completions.create(model="sim-zero", messages=messages, extra_headers=headers)
     assert again.choices[0].message.content == first.choices[0].message.content
     assert again.id == first.id
     detail = (await _conversation(api_url, key, conversation_id)).json()
@@ -261,8 +280,10 @@ async def test_title_requests_are_answered_but_not_recorded(
     api_url: str, key: str, sdk: openai.AsyncOpenAI
 ) -> None:
     conversation_id = uuid.uuid4().hex
-    older = [{"role": "system", "content": "Please generate a title for this conversation ||>Title:"}]
-    newer = [
+    older: list[ChatCompletionMessageParam] = [
+        {"role": "system", "content": "Please generate a title for this conversation ||>Title:"}
+    ]
+    newer: list[ChatCompletionMessageParam] = [
         {
             "role": "user",
             "content": "Provide a concise, 5-word-or-less title for the conversation, using title case "
@@ -271,7 +292,7 @@ async def test_title_requests_are_answered_but_not_recorded(
     ]
     for messages in (older, newer):
         reply = await sdk.chat.completions.create(
-            model="sim-zero", messages=messages, max_tokens=16, **_durable(conversation_id)
+            model="sim-zero", messages=messages, max_tokens=16, extra_headers=_durable(conversation_id)
         )
         assert reply.choices[0].message.content
     assert (await _conversation(api_url, key, conversation_id)).status_code == 404
@@ -286,7 +307,7 @@ async def test_durable_stream_reaches_the_client_before_the_reply_is_recorded(
         messages=[{"role": "user", "content": LONG_REPLY}],
         stream=True,
         stream_options={"include_usage": True},
-        **_durable(conversation_id),
+        extra_headers=_durable(conversation_id),
     )
     parts: list[str] = []
     recorded_when_first_token_came: int | None = None
@@ -336,15 +357,19 @@ async def test_archived_conversation_refuses_turns_with_409(
 ) -> None:
     conversation_id = uuid.uuid4().hex
     await sdk.chat.completions.create(
-        model="sim-zero", messages=[{"role": "user", "content": "hi"}], **_durable(conversation_id)
+        model="sim-zero",
+        messages=[{"role": "user", "content": "hi"}],
+        extra_headers=_durable(conversation_id),
     )
     async with httpx.AsyncClient(base_url=api_url, headers={"Authorization": f"Bearer {key}"}) as http:
         assert (await http.post(f"/v1/conversations/{conversation_id}/archive")).status_code == 200
     with pytest.raises(openai.ConflictError) as err:
         await sdk.chat.completions.create(
-            model="sim-zero", messages=[{"role": "user", "content": "hi again"}], **_durable(conversation_id)
+            model="sim-zero",
+            messages=[{"role": "user", "content": "hi again"}],
+            extra_headers=_durable(conversation_id),
         )
-    assert err.value.body["code"] == "ConversationClosed"
+    assert _body(err.value)["code"] == "ConversationClosed"
 
 
 # ---- tenants, roles, keys, limits, secrets ---------------------------------------------------
@@ -356,7 +381,9 @@ async def test_tenants_never_see_each_other(api_url: str, key: str, mint_key: Mi
     mine = openai.AsyncOpenAI(base_url=f"{api_url}/v1", api_key=key)
     theirs = openai.AsyncOpenAI(base_url=f"{api_url}/v1", api_key=other_key)
     await mine.chat.completions.create(
-        model="sim-zero", messages=[{"role": "user", "content": "[echo] mine"}], **_durable(conversation_id)
+        model="sim-zero",
+        messages=[{"role": "user", "content": "[echo] mine"}],
+        extra_headers=_durable(conversation_id),
     )
     assert (await _conversation(api_url, other_key, conversation_id)).status_code == 404
     async with httpx.AsyncClient(base_url=api_url, headers={"Authorization": f"Bearer {other_key}"}) as http:
@@ -366,7 +393,9 @@ async def test_tenants_never_see_each_other(api_url: str, key: str, mint_key: Mi
         assert sent.status_code == 404
     # the same id in the other tenant is another conversation
     await theirs.chat.completions.create(
-        model="sim-zero", messages=[{"role": "user", "content": "[echo] theirs"}], **_durable(conversation_id)
+        model="sim-zero",
+        messages=[{"role": "user", "content": "[echo] theirs"}],
+        extra_headers=_durable(conversation_id),
     )
     mine_now = (await _conversation(api_url, key, conversation_id)).json()
     assert [m["content"] for m in mine_now["messages"]] == ["[echo] mine", "mine"]
@@ -498,7 +527,7 @@ async def test_tenant_limit_spans_its_keys(settings: Settings, api_url: str, min
     assert other.status_code == 200  # another tenant is not affected
 
 
-WEATHER = {
+WEATHER: ChatCompletionFunctionToolParam = {
     "type": "function",
     "function": {
         "name": "get_weather",
@@ -506,14 +535,17 @@ WEATHER = {
         "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
     },
 }
-ASKS_FOR_WEATHER = [{"role": "user", "content": 'What is it like outside? get_weather {"city": "Paris"}'}]
+ASKS_FOR_WEATHER: list[ChatCompletionMessageParam] = [
+    {"role": "user", "content": 'What is it like outside? get_weather {"city": "Paris"}'}
+]
 
 
 async def test_client_tools_pass_through_one_shot_whole_and_streamed(sdk: openai.AsyncOpenAI) -> None:
-    whole = await sdk.chat.completions.create(model="sim-zero", messages=ASKS_FOR_WEATHER, tools=[WEATHER])  # type: ignore[arg-type,list-item]
+    whole = await sdk.chat.completions.create(model="sim-zero", messages=ASKS_FOR_WEATHER, tools=[WEATHER])
     choice = whole.choices[0]
     assert choice.finish_reason == "tool_calls" and choice.message.tool_calls
     [call] = choice.message.tool_calls
+    assert isinstance(call, ChatCompletionMessageFunctionToolCall)
     assert call.function.name == "get_weather" and json.loads(call.function.arguments) == {"city": "Paris"}
 
     # Streamed, the SDK's own accumulation finds the same call in the deltas.
@@ -521,8 +553,8 @@ async def test_client_tools_pass_through_one_shot_whole_and_streamed(sdk: openai
     finish = None
     stream = await sdk.chat.completions.create(
         model="sim-zero",
-        messages=ASKS_FOR_WEATHER,  # type: ignore[arg-type]
-        tools=[WEATHER],  # type: ignore[list-item]
+        messages=ASKS_FOR_WEATHER,
+        tools=[WEATHER],
         stream=True,
     )
     async for chunk in stream:
@@ -542,10 +574,14 @@ async def test_client_tools_pass_through_one_shot_whole_and_streamed(sdk: openai
         model="sim-zero",
         messages=[
             *ASKS_FOR_WEATHER,
-            {"role": "assistant", "content": None, "tool_calls": [call.model_dump()]},
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [cast(ChatCompletionMessageFunctionToolCallParam, call.model_dump())],
+            },
             {"role": "tool", "tool_call_id": call.id, "content": '{"temp_c": 21}'},
-        ],  # type: ignore[list-item]
-        tools=[WEATHER],  # type: ignore[list-item]
+        ],
+        tools=[WEATHER],
     )
     reply = answered.choices[0]
     assert reply.finish_reason == "stop" and reply.message.content and "21" in reply.message.content
@@ -554,8 +590,8 @@ async def test_client_tools_pass_through_one_shot_whole_and_streamed(sdk: openai
     # tool_choice "none" gets text, even when a tool is named.
     text = await sdk.chat.completions.create(
         model="sim-zero",
-        messages=ASKS_FOR_WEATHER,  # type: ignore[arg-type]
-        tools=[WEATHER],  # type: ignore[list-item]
+        messages=ASKS_FOR_WEATHER,
+        tools=[WEATHER],
         tool_choice="none",
     )
     assert text.choices[0].message.tool_calls is None and text.choices[0].finish_reason == "stop"
@@ -567,8 +603,8 @@ async def test_client_tools_on_a_durable_turn_are_refused_and_nothing_is_recorde
     with pytest.raises(openai.BadRequestError) as refused:
         await sdk.chat.completions.create(
             model="sim-zero",
-            messages=ASKS_FOR_WEATHER,  # type: ignore[arg-type]
-            tools=[WEATHER],  # type: ignore[list-item]
+            messages=ASKS_FOR_WEATHER,
+            tools=[WEATHER],
             extra_headers={"X-Conversation-Id": "with-tools"},
         )
     assert refused.value.code == "ToolsNotDurable" and "one-shot" in refused.value.message
@@ -577,20 +613,21 @@ async def test_client_tools_on_a_durable_turn_are_refused_and_nothing_is_recorde
     with pytest.raises(openai.BadRequestError) as no_call_id:
         await sdk.chat.completions.create(
             model="sim-zero",
-            messages=[*ASKS_FOR_WEATHER, {"role": "tool", "content": "{}"}],  # type: ignore[list-item]
+            # a tool message without its tool_call_id, ill-typed on purpose: the API must refuse it
+            messages=[*ASKS_FOR_WEATHER, {"role": "tool", "content": "{}"}],  # type: ignore[list-item,misc]
         )
     assert "tool_call_id" in no_call_id.value.message
     with pytest.raises(openai.BadRequestError) as unmade_call:
         await sdk.chat.completions.create(
             model="sim-zero",
-            messages=[*ASKS_FOR_WEATHER, {"role": "tool", "tool_call_id": "call_1", "content": "{}"}],  # type: ignore[list-item]
+            messages=[*ASKS_FOR_WEATHER, {"role": "tool", "tool_call_id": "call_1", "content": "{}"}],
         )
     assert "'call_1'" in unmade_call.value.message and "did not make" in unmade_call.value.message
     with pytest.raises(openai.BadRequestError) as undeclared:
         await sdk.chat.completions.create(
             model="sim-zero",
-            messages=ASKS_FOR_WEATHER,  # type: ignore[arg-type]
-            tools=[WEATHER],  # type: ignore[list-item]
+            messages=ASKS_FOR_WEATHER,
+            tools=[WEATHER],
             tool_choice={"type": "function", "function": {"name": "get_time"}},
         )
     assert "get_time" in undeclared.value.message

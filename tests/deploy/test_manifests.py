@@ -134,6 +134,7 @@ def test_every_container_runs_a_real_lcp_command_with_real_options(objs: list[Ob
         assert path is not None, f"{name}: `lcp {' '.join(args)}` is no lcp command"
         command = root
         for word in path:
+            assert isinstance(command, typer.core.TyperGroup)
             command = command.commands[word]
         assert {arg for arg in args if arg.startswith("-")} <= _options(command), name
         if path == ("worker",):
@@ -415,7 +416,10 @@ def test_the_ops_kubeconfig_is_the_in_cluster_service_account(objs: list[Obj], t
 def test_the_mtls_component_gives_every_temporal_client_its_certificates(tmp_path: Path) -> None:
     here = tmp_path / "overlay"
     here.mkdir()
-    relative = lambda path: Path(*[".."] * len(here.parts[1:]), *path.parts[1:])  # noqa: E731
+
+    def relative(path: Path) -> Path:
+        return Path(*[".."] * len(here.parts[1:]), *path.parts[1:])
+
     (here / "kustomization.yaml").write_text(
         yaml.safe_dump(
             {

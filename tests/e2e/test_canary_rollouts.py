@@ -7,14 +7,14 @@ import signal
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
 import httpx
 import pytest
 from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
-from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
@@ -92,9 +92,7 @@ async def start(
     )
 
 
-def _attributes(request: RolloutInput):  # type: ignore[no-untyped-def]
-    from temporalio.common import SearchAttributePair, TypedSearchAttributes
-
+def _attributes(request: RolloutInput) -> TypedSearchAttributes:
     return TypedSearchAttributes(
         [
             SearchAttributePair(KIND, "rollout"),
@@ -105,8 +103,10 @@ def _attributes(request: RolloutInput):  # type: ignore[no-untyped-def]
 
 
 async def until(
-    handle: WorkflowHandle[CanaryRolloutWorkflow, RolloutView], check, within: float = 60
-) -> RolloutView:  # type: ignore[no-untyped-def]
+    handle: WorkflowHandle[CanaryRolloutWorkflow, RolloutView],
+    check: Callable[[RolloutView], object],
+    within: float = 60,
+) -> RolloutView:
     """Query the rollout until `check(view)` holds."""
     return await eventually(
         lambda: handle.query(CanaryRolloutWorkflow.state),
@@ -223,7 +223,7 @@ async def test_abort_mid_flight_rolls_back_and_a_second_start_is_refused(
     client: Client, ops_settings: Settings, lab: RolloutLab
 ) -> None:
     service = lab.add_service()
-    steps = [SetWeight(25), Pause(None), SetWeight(100)]
+    steps: list[Step] = [SetWeight(25), Pause(None), SetWeight(100)]
     request = rollout_input(service, steps)
     handle = await start(client, ops_settings, request)
     view = await until(handle, lambda v: v.awaiting_decision)
@@ -248,7 +248,7 @@ async def test_promote_pause_and_resume_mid_flight(
 ) -> None:
     service = lab.add_service()
     analysis = Analyze(("success-rate",), interval_s=2.0, count=2)
-    steps = [SetWeight(25), Pause(None), SetWeight(50), analysis, Pause(3600.0), SetWeight(100)]
+    steps: list[Step] = [SetWeight(25), Pause(None), SetWeight(50), analysis, Pause(3600.0), SetWeight(100)]
     handle = await start(client, ops_settings, rollout_input(service, steps))
     await until(handle, lambda v: v.awaiting_decision)
     await handle.execute_update(CanaryRolloutWorkflow.promote, PromoteRequest("sre"))
@@ -319,7 +319,7 @@ async def test_a_worker_killed_mid_rollout_resumes(
 
     first = spawn()
     try:
-        steps = [
+        steps: list[Step] = [
             SetWeight(20),
             Pause(2.0),
             Analyze(("success-rate",), interval_s=3.0, count=3),

@@ -104,7 +104,9 @@ def test_dev_runs_resumes_and_stops_cleanly(stack: DevStack, tmp_path: Path) -> 
 
     # The lab: the official client reaches the simulated cluster through the kubeconfig dev wrote
     apps = client.AppsV1Api(config.new_client_from_config(config_file=info["kubeconfig"]))
-    assert "chat-api" in [d.metadata.name for d in apps.list_namespaced_deployment("lab").items]
+    assert "chat-api" in [
+        d.metadata and d.metadata.name for d in apps.list_namespaced_deployment("lab").items
+    ]
 
     def lab_status() -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -137,10 +139,9 @@ def test_dev_runs_resumes_and_stops_cleanly(stack: DevStack, tmp_path: Path) -> 
         interval=0.5,
     )
     assert rollout["phase"] == "Succeeded", rollout["message"]
-    assert (
-        apps.read_namespaced_deployment("chat-api", "lab").spec.template.metadata.labels["lcp.dev/version"]
-        == "v2"
-    )
+    template = apps.read_namespaced_deployment("chat-api", "lab").spec.template
+    assert template.metadata is not None and template.metadata.labels is not None
+    assert template.metadata.labels["lcp.dev/version"] == "v2"
 
     if shutil.which("chromium"):
         _ui_lists_workflow(info["ui"], f"conversation/default/{conversation_id}", "Conversation", tmp_path)

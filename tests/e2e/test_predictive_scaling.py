@@ -265,7 +265,7 @@ async def test_scales_ahead_of_the_daily_ramp_records_decisions_and_waits_out_pr
         await lab.start_prometheus()
     await until(
         active,
-        lambda v: v.last is not None and v.last.data_status == "ok" and v.last.seq > down.last.seq,  # type: ignore[union-attr]
+        lambda v: v.last is not None and v.last.data_status == "ok" and v.last.seq > down.last.seq,
         60,
         "decisions with data again",
     )

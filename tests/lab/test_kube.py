@@ -5,7 +5,7 @@ import json
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar, cast
 
 import pytest
 import yaml
@@ -20,6 +20,42 @@ from tests.waiting import eventually
 
 STARTUP_DELAY = 0.3  # seconds for a lab pod to become ready
 T = TypeVar("T")
+
+
+class HasMetadata(Protocol):
+    """A Kubernetes object of the official client, whose types leave its metadata optional."""
+
+    @property
+    def metadata(self) -> client.V1ObjectMeta | None: ...
+
+
+def metadata_of(obj: HasMetadata) -> client.V1ObjectMeta:
+    """An object's metadata, which the API server always fills in."""
+    assert obj.metadata is not None
+    return obj.metadata
+
+
+def name_of(obj: HasMetadata) -> str:
+    name = metadata_of(obj).name
+    assert name is not None
+    return name
+
+
+def labels_of(obj: HasMetadata) -> dict[str, str]:
+    return metadata_of(obj).labels or {}
+
+
+class HasPodSpec(Protocol):
+    """A pod or a pod template of the official client."""
+
+    @property
+    def spec(self) -> client.V1PodSpec | None: ...
+
+
+def pod_spec_of(obj: HasPodSpec) -> client.V1PodSpec:
+    """A pod's or a pod template's spec, which the API server always fills in."""
+    assert obj.spec is not None
+    return obj.spec
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +84,8 @@ def api(kubeconfig: Path) -> Iterator[client.ApiClient]:
 @pytest.fixture
 async def namespace(api: client.ApiClient) -> str:
     name = f"t-{uuid.uuid4().hex[:8]}"
-    await asyncio.to_thread(client.CoreV1Api(api).create_namespace, {"metadata": {"name": name}})
+    body = client.V1Namespace(metadata=client.V1ObjectMeta(name=name))
+    await asyncio.to_thread(client.CoreV1Api(api).create_namespace, body)
     return name
 
 
@@ -73,6 +110,7 @@ def pods_of(api: client.ApiClient, namespace: str, app: str) -> list[client.V1Po
 
 
 def ready(pod: client.V1Pod) -> bool:
+    assert pod.status is not None
     return any(c.type == "Ready" and c.status == "True" for c in (pod.status.conditions or []))
 
 
@@ -141,7 +179,7 @@ async def test_kubeconfig_points_the_official_client_at_a_simulated_cluster(
     )
     assert rollouts.namespaced and set(rollouts.subresources) == {"status", "scale"}
     namespaces = await asyncio.to_thread(client.CoreV1Api(api).list_namespace)
-    assert {"default", "kube-system"} <= {n.metadata.name for n in namespaces.items}
+    assert {"default", "kube-system"} <= {name_of(n) for n in namespaces.items}
 
 
 async def test_deployment_pods_become_ready_and_follow_the_scale_subresource(
@@ -149,7 +187,8 @@ async def test_deployment_pods_become_ready_and_follow_the_scale_subresource(
 ) -> None:
     apps = client.AppsV1Api(api)
     created = await asyncio.to_thread(apps.create_namespaced_deployment, namespace, deployment("web", 3))
-    assert created.metadata.generation == 1 and created.metadata.uid and created.metadata.resource_version
+    created_meta = metadata_of(created)
+    assert created_meta.generation == 1 and created_meta.uid and created_meta.resource_version
 
     pods = await eventually(
         lambda: asyncio.to_thread(pods_of, api, namespace, "web"),
@@ -157,13 +196,13 @@ async def test_deployment_pods_become_ready_and_follow_the_scale_subresource(
         what="three pods to appear",
     )
     for pod in pods:
-        assert pod.metadata.name.startswith("web-")
-        assert pod.metadata.labels[SIMULATED_LABEL] == "true" and pod.metadata.labels["pod-template-hash"]
-        (owner,) = pod.metadata.owner_references
+        assert name_of(pod).startswith("web-")
+        assert labels_of(pod)[SIMULATED_LABEL] == "true" and labels_of(pod)["pod-template-hash"]
+        (owner,) = metadata_of(pod).owner_references or []
         assert (owner.kind, owner.name, owner.uid, owner.controller) == (
             "Deployment",
             "web",
-            created.metadata.uid,
+            created_meta.uid,
             True,
         )
     status = (await until_ready(api, namespace, "web", 3)).status
@@ -171,12 +210,12 @@ async def test_deployment_pods_become_ready_and_follow_the_scale_subresource(
     assert status.observed_generation == 1
     assert {c.type: c.status for c in status.conditions} == {"Available": "True", "Progressing": "True"}
     pods = await asyncio.to_thread(pods_of, api, namespace, "web")
-    assert all(ready(p) and p.status.phase == "Running" for p in pods)
+    assert all(ready(p) and p.status is not None and p.status.phase == "Running" for p in pods)
 
     scale = await asyncio.to_thread(
         apps.patch_namespaced_deployment_scale, "web", namespace, {"spec": {"replicas": 5}}
     )
-    assert scale.kind == "Scale" and scale.spec.replicas == 5
+    assert scale.kind == "Scale" and scale.spec is not None and scale.spec.replicas == 5
     await until_ready(api, namespace, "web", 5)
     assert len(await asyncio.to_thread(pods_of, api, namespace, "web")) == 5
 
@@ -190,9 +229,10 @@ async def test_deployment_pods_become_ready_and_follow_the_scale_subresource(
     )
     scale = await eventually(
         lambda: asyncio.to_thread(apps.read_namespaced_deployment_scale, "web", namespace),
-        until=lambda s: s.status.replicas == 1,
+        until=lambda s: s.status is not None and s.status.replicas == 1,
         what="the scale status to follow",
     )
+    assert scale.spec is not None and scale.status is not None
     assert scale.spec.replicas == 1 and scale.status.selector == "app=web"
     assert (await asyncio.to_thread(apps.read_namespaced_deployment, "web", namespace)).spec.replicas == 1
 
@@ -201,7 +241,7 @@ async def test_a_deleted_pod_is_replaced_and_readiness_dips_and_recovers(
     api: client.ApiClient, namespace: str
 ) -> None:
     ready_deployment = await create_ready_deployment(api, namespace, "chat", 3)
-    victim = (await asyncio.to_thread(pods_of, api, namespace, "chat"))[0].metadata.name
+    victim = name_of((await asyncio.to_thread(pods_of, api, namespace, "chat"))[0])
 
     await asyncio.to_thread(client.CoreV1Api(api).delete_namespaced_pod, victim, namespace)
     # The watch resumes from the version read before the delete, so it sees every change since.
@@ -215,7 +255,7 @@ async def test_a_deleted_pod_is_replaced_and_readiness_dips_and_recovers(
     )
     assert min(seen) == 2 and seen[-1] == 3, seen
     pods = await asyncio.to_thread(pods_of, api, namespace, "chat")
-    assert len(pods) == 3 and victim not in {p.metadata.name for p in pods} and all(map(ready, pods))
+    assert len(pods) == 3 and victim not in {name_of(p) for p in pods} and all(map(ready, pods))
 
 
 async def test_a_new_image_rolls_the_pods_without_losing_readiness(
@@ -223,27 +263,30 @@ async def test_a_new_image_rolls_the_pods_without_losing_readiness(
 ) -> None:
     apps = client.AppsV1Api(api)
     await create_ready_deployment(api, namespace, "api", 3)
-    before = {p.metadata.name for p in await asyncio.to_thread(pods_of, api, namespace, "api")}
+    before = {name_of(p) for p in await asyncio.to_thread(pods_of, api, namespace, "api")}
 
     new_image = {"spec": {"template": {"spec": {"containers": [{"name": "app", "image": "lcp/chat:2"}]}}}}
     patched = await asyncio.to_thread(apps.patch_namespaced_deployment, "api", namespace, new_image)
-    (container,) = patched.spec.template.spec.containers
+    (container,) = pod_spec_of(patched.spec.template).containers
     assert container.image == "lcp/chat:2"
-    assert container.ports[0].container_port == 8080  # a strategic merge keeps the container's other fields
-    assert patched.metadata.generation == 2
+    # a strategic merge keeps the container's other fields
+    assert container.ports and container.ports[0].container_port == 8080
+    patched_meta = metadata_of(patched)
+    assert patched_meta.generation == 2 and patched_meta.resource_version is not None
 
-    def rolled(d: Any) -> bool:
+    def rolled(d: client.V1Deployment) -> bool:
         s = d.status
+        assert s is not None
         return s.observed_generation == 2 and s.updated_replicas == s.replicas == (s.ready_replicas or 0) == 3
 
     seen = await asyncio.to_thread(
-        readiness_since, api, namespace, "api", patched.metadata.resource_version, rolled
+        readiness_since, api, namespace, "api", patched_meta.resource_version, rolled
     )
     assert min(seen) == 3, seen  # the surge keeps every old pod until a new one is ready
     pods = await asyncio.to_thread(pods_of, api, namespace, "api")
-    assert len(pods) == 3 and not before & {p.metadata.name for p in pods}
-    assert {p.spec.containers[0].image for p in pods} == {"lcp/chat:2"} and all(map(ready, pods))
-    assert len({p.metadata.labels["pod-template-hash"] for p in pods}) == 1
+    assert len(pods) == 3 and not before & {name_of(p) for p in pods}
+    assert {pod_spec_of(p).containers[0].image for p in pods} == {"lcp/chat:2"} and all(map(ready, pods))
+    assert len({labels_of(p)["pod-template-hash"] for p in pods}) == 1
 
 
 async def test_deployments_list_by_label_and_field_selectors(api: client.ApiClient, namespace: str) -> None:
@@ -261,7 +304,7 @@ async def test_deployments_list_by_label_and_field_selectors(api: client.ApiClie
         found = await asyncio.to_thread(
             apps.list_namespaced_deployment, namespace, label_selector=selector, field_selector=fields
         )
-        return {d.metadata.name for d in found.items}
+        return {name_of(d) for d in found.items}
 
     assert await names("tier=web") == {"stable", "canary"}
     assert await names("tier=web,track!=canary") == {"stable"}
@@ -439,15 +482,20 @@ async def test_a_rollout_scales_through_its_scale_subresource(api: client.ApiCli
     }
     await asyncio.to_thread(custom.create_namespaced_custom_object, *where, body)
 
-    scale = await asyncio.to_thread(
-        custom.patch_namespaced_custom_object_scale, *where, "chat", {"spec": {"replicas": 4}}
+    scale = cast(
+        dict[str, Any],
+        await asyncio.to_thread(
+            custom.patch_namespaced_custom_object_scale, *where, "chat", {"spec": {"replicas": 4}}
+        ),
     )
     assert (
         scale["kind"] == "Scale"
         and scale["spec"]["replicas"] == 4
         and scale["status"]["selector"] == "app=chat"
     )
-    rollout = await asyncio.to_thread(custom.get_namespaced_custom_object, *where, "chat")
+    rollout = cast(
+        dict[str, Any], await asyncio.to_thread(custom.get_namespaced_custom_object, *where, "chat")
+    )
     assert rollout["spec"]["replicas"] == 4 and rollout["metadata"]["generation"] == 2
 
 
@@ -457,6 +505,7 @@ async def test_errors_come_back_as_kubernetes_statuses(api: client.ApiClient, na
     async def failure(method: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[int, str]:
         with pytest.raises(ApiException) as error:
             await asyncio.to_thread(method, *args, **kwargs)
+        assert error.value.body is not None
         return error.value.status, json.loads(error.value.body)["reason"]
 
     assert await failure(apps.read_namespaced_deployment, "nope", namespace) == (404, "NotFound")
@@ -485,17 +534,20 @@ async def test_errors_come_back_as_kubernetes_statuses(api: client.ApiClient, na
 
 async def test_core_objects_and_json_patches(api: client.ApiClient, namespace: str) -> None:
     core, apps = client.CoreV1Api(api), client.AppsV1Api(api)
-    service = {"metadata": {"name": "chat"}, "spec": {"selector": {"app": "chat"}, "ports": [{"port": 80}]}}
+    service = client.V1Service(
+        metadata=client.V1ObjectMeta(name="chat"),
+        spec=client.V1ServiceSpec(selector={"app": "chat"}, ports=[client.V1ServicePort(port=80)]),
+    )
     await asyncio.to_thread(core.create_namespaced_service, namespace, service)
-    config_map = {"metadata": {"name": "flags"}, "data": {"canary": "off"}}
+    config_map = client.V1ConfigMap(metadata=client.V1ObjectMeta(name="flags"), data={"canary": "off"})
     await asyncio.to_thread(core.create_namespaced_config_map, namespace, config_map)
-    event = {
-        "metadata": {"name": "chat.1"},
-        "involvedObject": {"kind": "Deployment", "name": "chat", "namespace": namespace},
-        "reason": "Rollout",
-        "message": "canary at 20%",
-        "type": "Normal",
-    }
+    event = client.CoreV1Event(
+        metadata=client.V1ObjectMeta(name="chat.1"),
+        involved_object=client.V1ObjectReference(kind="Deployment", name="chat", namespace=namespace),
+        reason="Rollout",
+        message="canary at 20%",
+        type="Normal",
+    )
     await asyncio.to_thread(core.create_namespaced_event, namespace, event)
 
     flip = [{"op": "replace", "path": "/data/canary", "value": "on"}]
@@ -504,7 +556,7 @@ async def test_core_objects_and_json_patches(api: client.ApiClient, namespace: s
     events = await asyncio.to_thread(core.list_namespaced_event, namespace)
     assert [e.message for e in events.items] == ["canary at 20%"]
     deleted = await asyncio.to_thread(core.delete_namespaced_service, "chat", namespace)
-    assert isinstance(deleted, client.V1Service) and deleted.metadata.name == "chat"
+    assert isinstance(deleted, client.V1Service) and name_of(deleted) == "chat"
 
     await asyncio.to_thread(apps.create_namespaced_deployment, namespace, deployment("gc", 2))
     await eventually(
@@ -517,7 +569,7 @@ async def test_core_objects_and_json_patches(api: client.ApiClient, namespace: s
 
     await asyncio.to_thread(core.delete_namespace, namespace)
     namespaces = await asyncio.to_thread(core.list_namespace)
-    assert namespace not in {n.metadata.name for n in namespaces.items}
+    assert namespace not in {name_of(n) for n in namespaces.items}
     everywhere = await asyncio.to_thread(
         core.list_config_map_for_all_namespaces, field_selector=f"metadata.namespace={namespace}"
     )
@@ -528,10 +580,13 @@ async def test_watches_resume_filter_and_expire(
     kube: LabKubernetes, api: client.ApiClient, namespace: str
 ) -> None:
     core = client.CoreV1Api(api)
-    await asyncio.to_thread(core.create_namespaced_config_map, namespace, {"metadata": {"name": "before"}})
-    version = (await asyncio.to_thread(core.list_namespaced_config_map, namespace)).metadata.resource_version
+    before = client.V1ConfigMap(metadata=client.V1ObjectMeta(name="before"))
+    await asyncio.to_thread(core.create_namespaced_config_map, namespace, before)
+    listed = await asyncio.to_thread(core.list_namespaced_config_map, namespace)
+    assert listed.metadata is not None
+    version = listed.metadata.resource_version
     for name, team in [("mine", "a"), ("theirs", "b")]:
-        labelled = {"metadata": {"name": name, "labels": {"team": team}}}
+        labelled = client.V1ConfigMap(metadata=client.V1ObjectMeta(name=name, labels={"team": team}))
         await asyncio.to_thread(core.create_namespaced_config_map, namespace, labelled)
     await asyncio.to_thread(core.delete_namespaced_config_map, "mine", namespace)
 
@@ -559,7 +614,8 @@ async def test_a_long_running_lab_forgets_old_requests_and_versions(tmp_path: Pa
         core = client.CoreV1Api(api_client)
 
         def churn() -> None:
-            core.create_namespaced_config_map("default", {"metadata": {"name": "churn"}, "data": {"n": "0"}})
+            first = client.V1ConfigMap(metadata=client.V1ObjectMeta(name="churn"), data={"n": "0"})
+            core.create_namespaced_config_map("default", first)
             for n in range(1, 30):
                 core.patch_namespaced_config_map("churn", "default", {"data": {"n": str(n)}})
 
@@ -567,7 +623,12 @@ async def test_a_long_running_lab_forgets_old_requests_and_versions(tmp_path: Pa
         api_client.close()
         assert len(kube.api) <= 11  # kmock's record of requests (a kmock view's length)
         versions = kube.api.objects["v1/configmaps", "default", "churn"].history
-        assert [version["data"]["n"] for version in versions] == ["27", "28", "29"]
+        # a None would be a deletion marker
+        assert [None if version is None else version["data"]["n"] for version in versions] == [
+            "27",
+            "28",
+            "29",
+        ]
     finally:
         await kube.stop()
 

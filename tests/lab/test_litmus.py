@@ -4,7 +4,7 @@ and replaced, traffic faults for the chaos duration, ChaosResults in Litmus' sch
 import asyncio
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import pytest
 from kubernetes import client, config
@@ -76,7 +76,9 @@ async def ready(api: client.ApiClient) -> None:
 
 
 def ready_replicas(apps: client.AppsV1Api) -> int | None:
-    return apps.read_namespaced_deployment(DEMO_SERVICE, DEMO_NAMESPACE).status.ready_replicas
+    status = apps.read_namespaced_deployment(DEMO_SERVICE, DEMO_NAMESPACE).status
+    assert status is not None
+    return status.ready_replicas
 
 
 def create(api: client.ApiClient, body: dict[str, Any]) -> Any:
@@ -90,7 +92,7 @@ def getter(api: client.ApiClient, plural: str, name: str) -> Callable[[], dict[s
 
     def get() -> dict[str, Any] | None:
         try:
-            return custom.get_namespaced_custom_object(*LITMUS, plural, name)  # type: ignore[no-any-return]
+            return cast(dict[str, Any], custom.get_namespaced_custom_object(*LITMUS, plural, name))
         except ApiException as err:
             if err.status == 404:
                 return None
@@ -106,7 +108,7 @@ def experiment_status(obj: dict[str, Any] | None) -> dict[str, Any]:
 def demo_faults(lab: Lab) -> dict[str, dict[str, Any]]:
     assert lab.workload is not None
     return {
-        fault["version"]: fault
+        cast(str, fault["version"]): fault
         for fault in lab.workload.faults()
         if (fault["namespace"], fault["service"]) == (DEMO_NAMESPACE, DEMO_SERVICE)
     }
@@ -185,8 +187,10 @@ async def test_network_loss_fails_requests_for_its_duration_and_awaits_its_verdi
     workload = lab.workload
 
     def errors() -> int:
-        versions = workload.service_status(DEMO_NAMESPACE, DEMO_SERVICE)["versions"]
-        return sum(v["requests"]["500"] for v in versions)  # type: ignore[index]
+        versions = cast(
+            list[dict[str, Any]], workload.service_status(DEMO_NAMESPACE, DEMO_SERVICE)["versions"]
+        )
+        return sum(v["requests"]["500"] for v in versions)
 
     errors_before = errors()
     await eventually(lambda: errors() > errors_before, what="requests to fail under the network loss")

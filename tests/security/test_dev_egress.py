@@ -11,8 +11,8 @@ import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+import cli.dev as dev
 from activities.egress import AddressNotAllowed, fenced_client
-from cli import dev
 from settings import Settings
 from tests.http_server import free_port, serve_in_thread
 from workers.conversations import tool_egress_rules

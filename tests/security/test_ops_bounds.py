@@ -272,7 +272,7 @@ async def test_the_served_catalogue_uses_the_configured_workload_address(
 
 def test_the_catalogue_fills_in_the_workload_and_defaults_to_the_lab_port() -> None:
     def urls(experiments: list[Experiment]) -> set[str]:
-        return {p.url for e in experiments for p in e.hypothesis.probes if p.type == "http"}  # type: ignore[union-attr]
+        return {p.url for e in experiments for p in e.hypothesis.probes if p.type == "http"}
 
     assert urls(load_experiments(DEFAULT_CATALOGUE)) == {"http://127.0.0.1:8601/healthz"}
     moved = load_experiments(DEFAULT_CATALOGUE, {"workload": "http://10.1.2.3:9000"})
@@ -282,7 +282,7 @@ def test_the_catalogue_fills_in_the_workload_and_defaults_to_the_lab_port() -> N
 def test_lcp_dev_tells_its_children_where_the_workload_is(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from cli import dev
+    import cli.dev as dev
 
     started: dict[str, dict[str, str]] = {}
 
@@ -364,7 +364,7 @@ async def test_ops_workflows_started_directly_refuse_out_of_range_numbers(client
         ({"max_up_factor": 100.0, "max_down_factor": 1}, None),
     ],
 )
-def test_scaling_bounds_problem(change: dict[str, object], starts: str | None) -> None:
+def test_scaling_bounds_problem(change: dict[str, Any], starts: str | None) -> None:
     problem = replace(ScalingBounds(), **change).problem()
     assert problem == starts if starts is None else (problem or "").startswith(starts), problem
 
@@ -411,7 +411,14 @@ def test_scaling_input_problem(change: dict[str, object], starts: str | None) ->
     [
         # the lab tests' plans (tests/rollout_lab.py, tests/e2e) stay valid
         (
-            [SetWeight(20), Pause(1.0), Analyze("x", 2.0, 2), SetWeight(50), Pause(3600.0), SetWeight(100)],
+            [
+                SetWeight(20),
+                Pause(1.0),
+                Analyze(("x",), 2.0, 2),
+                SetWeight(50),
+                Pause(3600.0),
+                SetWeight(100),
+            ],
             None,
         ),
         ([SetWeight(25), Pause(None), SetWeight(100)], None),
@@ -419,12 +426,21 @@ def test_scaling_input_problem(change: dict[str, object], starts: str | None) ->
             [Pause(1e12)],
             "step 0: pause duration_s must be a number of seconds from 0 to 604800, got 1000000000000.0",
         ),
-        ([Analyze("x", 1e-9, 3)], "step 0: analysis interval_s must be a number of seconds from 1 to 86400"),
-        ([Analyze("x", True, 3)], "step 0: analysis interval_s must be a number of seconds from 1 to 86400"),
-        ([Analyze("x", 10, 10**9)], "step 0: analysis count must be a whole number from 1 to 500"),
-        ([Analyze("x", 10, True)], "step 0: analysis count must be a whole number from 1 to 500, got True"),
-        ([Analyze("x", 10, 3, consecutive_error_limit=10**9)], "step 0: consecutive_error_limit must be"),
-        ([SetWeight(True)], "step 0: weight True is not a whole percentage"),  # type: ignore[arg-type]
+        (
+            [Analyze(("x",), 1e-9, 3)],
+            "step 0: analysis interval_s must be a number of seconds from 1 to 86400",
+        ),
+        (
+            [Analyze(("x",), True, 3)],
+            "step 0: analysis interval_s must be a number of seconds from 1 to 86400",
+        ),
+        ([Analyze(("x",), 10, 10**9)], "step 0: analysis count must be a whole number from 1 to 500"),
+        (
+            [Analyze(("x",), 10, True)],
+            "step 0: analysis count must be a whole number from 1 to 500, got True",
+        ),
+        ([Analyze(("x",), 10, 3, consecutive_error_limit=10**9)], "step 0: consecutive_error_limit must be"),
+        ([SetWeight(True)], "step 0: weight True is not a whole percentage"),
     ],
 )
 def test_plan_problem_bounds(steps: list[object], expected: str | None) -> None:

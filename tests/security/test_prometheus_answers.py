@@ -15,7 +15,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from activities import prometheus
-from activities.forecasting import ForecastingActivities, ForecastInput
+from activities.contracts.forecasting import ForecastInput
+from activities.forecasting import ForecastingActivities
 from activities.prometheus import AnswerTooLarge, PromQL
 from tests.http_server import serve_in_thread
 

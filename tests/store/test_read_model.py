@@ -6,7 +6,7 @@ from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import func, inspect, select, text
+from sqlalchemy import func, insert, inspect, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from activities.contracts.store import (
@@ -135,26 +135,22 @@ async def test_upgrade_from_the_first_schema_keeps_every_row(blank_database_url:
             def row(table: str, values: dict[str, object]) -> dict[str, object]:
                 return {k: v for k, v in values.items() if k in columns[table]}
 
+            await connection.execute(insert(Conversation), [row("conversations", asdict(batch.conversation))])
             await connection.execute(
-                Conversation.__table__.insert(), [row("conversations", asdict(batch.conversation))]
-            )
-            await connection.execute(
-                Message.__table__.insert(),
+                insert(Message),
                 [
                     row("messages", {**asdict(m), "conversation_id": "c1", "tenant": TENANT})
                     for m in batch.messages
                 ],
             )
-            await connection.execute(
-                Event.__table__.insert(), [row("events", asdict(e)) for e in batch.events]
-            )
+            await connection.execute(insert(Event), [row("events", asdict(e)) for e in batch.events])
         await upgrade(engine)
         sessions = make_sessionmaker(engine)
         assert await count(sessions, Message) == 2 and await count(sessions, Event) == 3
         async with sessions() as session:
-            row = await crud.get_conversation(session, tenant=TENANT, conversation_id="c1")
+            stored = await crud.get_conversation(session, tenant=TENANT, conversation_id="c1")
             messages = await crud.list_messages(session, tenant=TENANT, conversation_id="c1")
-        assert row is not None and row.title == "a title" and row.params == {"temperature": 0.5}
+        assert stored is not None and stored.title == "a title" and stored.params == {"temperature": 0.5}
         assert [m.role for m in messages] == ["user", "assistant"]
     finally:
         await engine.dispose()

@@ -23,9 +23,10 @@ PAIRS = [
 ]
 
 
-def declared(cls: type) -> dict[str, tuple[str, object]]:
-    """Activity name → (method name, type hints) for the methods `cls` itself defines."""
-    found = {}
+def declared(cls: type) -> dict[str | None, tuple[str, object]]:
+    """Activity name (None for a dynamic one) → (method name, type hints) for the methods `cls` itself
+    defines."""
+    found: dict[str | None, tuple[str, object]] = {}
     for attr, fn in vars(cls).items():
         definition = activity._Definition.from_callable(fn) if callable(fn) else None
         if definition is not None:

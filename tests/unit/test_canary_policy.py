@@ -123,7 +123,7 @@ def test_current_weight_before_any_set_weight_is_zero() -> None:
     assert current_weight([Pause(None), SetWeight(30)], 0) == 0
 
 
-GOOD = Analyze("success-rate", interval_s=10, count=3)
+GOOD = Analyze(("success-rate",), interval_s=10, count=3)
 
 
 @pytest.mark.parametrize(
@@ -151,29 +151,29 @@ GOOD = Analyze("success-rate", interval_s=10, count=3)
             "step 0: pause duration_s must be a number of seconds from 0 to 604800, got nan",
         ),
         (
-            [Analyze("x", interval_s=0, count=3)],
+            [Analyze(("x",), interval_s=0, count=3)],
             {},
             "step 0: analysis interval_s must be a number of seconds from 1",
         ),
         (
-            [Analyze("x", interval_s=-5, count=3)],
+            [Analyze(("x",), interval_s=-5, count=3)],
             {},
             "interval_s must be a number of seconds from 1 to 86400, got -5",
         ),
         (
-            [Analyze("x", interval_s=10, count=0)],
+            [Analyze(("x",), interval_s=10, count=0)],
             {},
             "analysis count must be a whole number from 1 to 500, got 0",
         ),
-        ([Analyze("", interval_s=10, count=1)], {}, "analysis needs at least one template name"),
-        ([Analyze("x", 10, 2, failure_limit=3)], {}, "count (2) must be ≥ failure_limit (3)"),
-        ([Analyze("x", 10, 2, inconclusive_limit=3)], {}, "count (2) must be ≥ inconclusive_limit (3)"),
+        ([Analyze(("",), interval_s=10, count=1)], {}, "analysis needs at least one template name"),
+        ([Analyze(("x",), 10, 2, failure_limit=3)], {}, "count (2) must be ≥ failure_limit (3)"),
+        ([Analyze(("x",), 10, 2, inconclusive_limit=3)], {}, "count (2) must be ≥ inconclusive_limit (3)"),
         (
-            [Analyze("x", 10, 2, failure_limit=-1)],
+            [Analyze(("x",), 10, 2, failure_limit=-1)],
             {},
             "failure_limit must be a whole number from 0 to 500, got -1",
         ),
-        ([Analyze("x", 10, 2, consecutive_error_limit=-1)], {}, "consecutive_error_limit must be a whole"),
+        ([Analyze(("x",), 10, 2, consecutive_error_limit=-1)], {}, "consecutive_error_limit must be a whole"),
         ([GOOD], {"known_templates": {"success-rate"}}, None),
         (
             [SetWeight(5), GOOD],
@@ -190,7 +190,7 @@ def test_plan_problem(steps: list[object], options: dict[str, object], problem: 
 
 def test_steps_survive_a_temporal_payload_round_trip() -> None:
     converter = DataConverter.default.payload_converter
-    plan = standard_plan(0.01) + [Pause(None), Analyze("latency", 5, 4, 1, 2, 3)]
+    plan = standard_plan(0.01) + [Pause(None), Analyze(("latency",), 5, 4, 1, 2, 3)]
     payloads = converter.to_payloads([plan])
     assert converter.from_payloads(payloads, [list[Step]]) == [plan]
     # each step says what it is, for anyone reading the payload (a query result, another SDK)
@@ -201,7 +201,7 @@ def test_steps_survive_a_temporal_payload_round_trip() -> None:
 
 # ── the step function ────────────────────────────────────────────────────────────────────────────────────
 
-PLAN: list[Step] = [SetWeight(10), Pause(120.0), Pause(None), Analyze("success-rate", 30.0, 5)]
+PLAN: list[Step] = [SetWeight(10), Pause(120.0), Pause(None), Analyze(("success-rate",), 30.0, 5)]
 
 
 @pytest.mark.parametrize(
@@ -441,9 +441,9 @@ def test_judge_run_reports_counters_and_the_last_message() -> None:
 
 
 def test_an_analyze_step_carries_its_limits() -> None:
-    step = Analyze("x", 10, 4, failure_limit=1, inconclusive_limit=2, consecutive_error_limit=3)
+    step = Analyze(("x",), 10, 4, failure_limit=1, inconclusive_limit=2, consecutive_error_limit=3)
     assert step.limits == RunLimits(1, 2, 3)
-    assert Analyze("x", 10, 4).limits == RunLimits(0, 0, 4)
+    assert Analyze(("x",), 10, 4).limits == RunLimits(0, 0, 4)
 
 
 # ── Mann-Whitney U ───────────────────────────────────────────────────────────────────────────────────────
@@ -769,7 +769,8 @@ def test_the_worst_metric_decides_the_analysis(phases: list[AnalysisPhase], expe
 
 
 def test_an_analysis_names_each_template_once() -> None:
-    assert Analyze("success-rate", 10, 3).templates == ("success-rate",)
+    # the bare-name shorthand, which the field's type leaves out
+    assert Analyze("success-rate", 10, 3).templates == ("success-rate",)  # type: ignore[arg-type]
     problem = plan_problem([Analyze(("a", "a"), 10, 3)])
     assert problem is not None and "names a template twice" in problem
     problem = plan_problem([Analyze(("a", "b"), 10, 3)], known_templates={"a"})

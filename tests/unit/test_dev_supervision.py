@@ -4,7 +4,7 @@ keeps failing (it used to stop the whole stack when any child exited, an OOM-kil
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -37,7 +37,7 @@ class FakeStack:
         self.children = [(name, self.launchers[name]()) for name in names]
         self.notes: list[tuple[str, str]] = []
 
-    def _launcher(self, name: str):  # type: ignore[no-untyped-def]
+    def _launcher(self, name: str) -> Callable[[], FakeChild]:
         def launch() -> FakeChild:
             if name in self.broken:
                 raise OSError(f"port of {name} still taken")
@@ -48,11 +48,11 @@ class FakeStack:
         return launch
 
     def current(self, name: str) -> FakeChild:
-        return dict(self.children)[name]  # type: ignore[return-value]
+        return dict(self.children)[name]
 
     def supervisor(self, policy: RestartPolicy) -> Supervisor:
         return Supervisor(
-            self.children,  # type: ignore[arg-type]
+            self.children,  # type: ignore[arg-type]  # FakeChild stands in for the Popen
             self.launchers,  # type: ignore[arg-type]
             policy,
             lambda name, line: self.notes.append((name, line)),
@@ -194,7 +194,7 @@ def test_a_child_that_exits_with_an_error_is_said_with_its_last_words(tmp_path: 
         "2026-12-03 08:33:51 lcp dev: ops-worker restarted (pid 17673)\n"
     )
     supervisor = Supervisor(
-        stack.children,  # type: ignore[arg-type]
+        stack.children,  # type: ignore[arg-type]  # FakeChild stands in for the Popen
         stack.launchers,  # type: ignore[arg-type]
         POLICY,
         last_words=real.last_words,

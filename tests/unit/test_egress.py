@@ -4,7 +4,7 @@
 import ipaddress
 import json
 import socket
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -135,7 +135,14 @@ class Recorder(httpcore.AsyncNetworkBackend):
     def __init__(self) -> None:
         self.targets: list[str] = []
 
-    async def connect_tcp(self, host: str, port: int, **_: Any) -> httpcore.AsyncNetworkStream:
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,  # noqa: ASYNC109 - httpcore's interface
+        local_address: str | None = None,
+        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
         self.targets.append(host)
         raise httpcore.ConnectError(f"not connecting to {host}:{port} in a test")
 

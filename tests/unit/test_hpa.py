@@ -3,6 +3,7 @@
 import math
 from collections.abc import Sequence
 from dataclasses import replace
+from typing import Any
 
 import pytest
 
@@ -148,7 +149,7 @@ def test_replay_of_a_spike() -> None:
         ({"scale_up_percent": 0.0}, "scale_up_percent"),
     ],
 )
-def test_spec_problem_names_the_field(change: dict[str, object], field: str) -> None:
+def test_spec_problem_names_the_field(change: dict[str, Any], field: str) -> None:
     spec = replace(SPEC, **change)
     problem = spec.problem()
     assert problem is not None and problem.startswith(field)

@@ -42,7 +42,7 @@ def _ask(model: str = "sim-zero", text: str = "[echo] hi") -> ChatCompletionInpu
     return ChatCompletionInput(model=model, messages=[ChatMessage("user", text)], params={"seed": 1})
 
 
-async def _run(inference: InferenceActivities, request: ChatCompletionInput) -> object:
+async def _run(inference: InferenceActivities, request: ChatCompletionInput) -> ChatCompletionResult:
     return await ActivityEnvironment().run(inference.chat_completion, request)
 
 

@@ -66,7 +66,7 @@ async def lab(tmp_path: Path) -> AsyncIterator[Cluster]:
     ):
         kube.api.create_object(kind, body)
     kubeconfig = str(kube.write_kubeconfig(tmp_path / "kubeconfig"))
-    api = config.new_client_from_config(config_file=kubeconfig)  # type: ignore[no-untyped-call]
+    api = config.new_client_from_config(config_file=kubeconfig)
     lab = Cluster(kube, api, KubernetesActivities(api), KubernetesClusterView(api))
     await until(lab, STABLE, lambda s: s.rolled_out and s.ready == 4)
     yield lab

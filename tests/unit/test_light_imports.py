@@ -5,11 +5,12 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import cast
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-HEAVY = ("sklearn", "numpy", "scipy", "matplotlib", "kubernetes", "kmock", "jsonpatch")
+HEAVY: tuple[str, ...] = ("sklearn", "numpy", "scipy", "matplotlib", "kubernetes", "kmock", "jsonpatch")
 HEAVY += ("prometheus_api_client",)
 
 
@@ -22,7 +23,7 @@ def loaded_after(statement: str) -> list[str]:
     done = subprocess.run(
         [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60, check=True
     )
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return cast(list[str], json.loads(done.stdout.strip().splitlines()[-1]))
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,7 @@
 
 import math
 from dataclasses import replace
+from typing import Any
 
 import pytest
 from temporalio.converter import DataConverter
@@ -213,7 +214,7 @@ def test_remember_appends_and_prunes() -> None:
         ({"min_confidence": -0.1}, "min_confidence"),
     ],
 )
-def test_bounds_problem_names_the_field(change: dict[str, object], field: str) -> None:
+def test_bounds_problem_names_the_field(change: dict[str, Any], field: str) -> None:
     problem = replace(B, **change).problem()
     assert problem is not None and problem.startswith(field)
 
