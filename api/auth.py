@@ -12,6 +12,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from api.auth_throttle import FailureThrottle
+from api.db_deadline import DatabaseDeadline
 from api.errors import ApiError
 from api.keys import hash_key, key_id_of, well_formed
 from api.oidc import OidcError, OidcUnavailable, OidcVerifier
@@ -51,9 +52,11 @@ class Authenticator:
         sessions: async_sessionmaker[AsyncSession],
         oidc: OidcVerifier | None = None,
         settings: AuthSettings | None = None,
+        database_timeout_s: float = 1.0,
     ) -> None:
         settings = settings or AuthSettings()
         self._sessions = sessions
+        self._deadline = DatabaseDeadline("your API key", database_timeout_s)
         self._oidc = oidc  # set when an OIDC issuer is configured
         self.throttle = FailureThrottle(settings.failures_burst, settings.failures_per_minute)
         self._keys: dict[str, tuple[Principal, float]] = {}  # digest -> (principal, valid until)
@@ -124,7 +127,7 @@ class Authenticator:
             return known[0]
         if self._unknown.get(digest, 0.0) > now:
             raise _invalid_key()
-        principal = await self._lookup(key)
+        principal = await self._deadline.run(lambda: self._lookup(key))
         if principal is None:
             self._unknown[digest] = now + KEY_CACHE_S
             self._unknown.move_to_end(digest)
@@ -183,7 +186,7 @@ def require(role: str) -> Callable[..., Awaitable[Principal]]:
                 "Forbidden",
                 f"this route needs the {role!r} role{grantor}; your credentials carry: {held}",
             )
-        state.limiter.admit(caller)
+        await state.limiter.admit(caller)
         return caller
 
     return principal
