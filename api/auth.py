@@ -20,7 +20,10 @@ from policies.access import ADMIN, CLIENT, PLATFORM_ROLES, SRE, Principal, permi
 from settings import AuthSettings
 from store import crud
 
-KEY_CACHE_S = 10.0  # a revoked key stops working in other API processes within this time
+# A revoked key stops working in other API processes within this time: a process looks a key up again
+# once its entry is this old (measured from before the lookup), one primary-key read per key a second.
+KEY_CACHE_S = 1.0
+UNKNOWN_KEY_CACHE_S = 10.0  # an unknown or revoked key is looked up again no sooner than this
 KEY_CACHE_MAX = 10_000
 # An lcp key is 60 characters and an OIDC access token a few KB; a longer header is refused unread.
 MAX_AUTHORIZATION_CHARS = 8192
@@ -129,7 +132,7 @@ class Authenticator:
             raise _invalid_key()
         principal = await self._deadline.run(lambda: self._lookup(key))
         if principal is None:
-            self._unknown[digest] = now + KEY_CACHE_S
+            self._unknown[digest] = now + UNKNOWN_KEY_CACHE_S
             self._unknown.move_to_end(digest)
             while len(self._unknown) > KEY_CACHE_MAX:
                 self._unknown.popitem(last=False)
