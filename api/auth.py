@@ -1,5 +1,6 @@
 """Who is calling: API keys and OIDC bearer tokens become a Principal; each route names the role it needs."""
 
+import asyncio
 import hmac
 import math
 import time
@@ -65,6 +66,7 @@ class Authenticator:
         self._keys: dict[str, tuple[Principal, float]] = {}  # digest -> (principal, valid until)
         # Digests of keys found unknown or revoked, until when: a repeated bad key costs no lookup.
         self._unknown: OrderedDict[str, float] = OrderedDict()
+        self._lookups: dict[str, asyncio.Future[Principal | None]] = {}  # digest -> the lookup in flight
 
     async def authenticate(self, authorization: str | None, client: str | None = None) -> Principal:
         """The caller behind `authorization`, sent from the address `client`."""
@@ -130,16 +132,34 @@ class Authenticator:
             return known[0]
         if self._unknown.get(digest, 0.0) > now:
             raise _invalid_key()
+        lookup = self._lookups.get(digest)
+        if lookup is None:  # requests for a key whose entry just expired share one lookup
+            lookup = self._lookups[digest] = asyncio.ensure_future(self._look_up_and_keep(key, digest))
+
+            def done(lookup: asyncio.Future[Principal | None]) -> None:
+                del self._lookups[digest]
+                if not lookup.cancelled():
+                    lookup.exception()  # read here too: a 503 nobody was left to await is not "lost"
+
+            lookup.add_done_callback(done)
+        principal = await asyncio.shield(lookup)  # a caller that goes away leaves it to the others
+        if principal is None:
+            raise _invalid_key()
+        return principal
+
+    async def _look_up_and_keep(self, key: str, digest: str) -> Principal | None:
+        """Look `key` up and keep the answer, for as long as counted from before the lookup."""
+        started = time.monotonic()
         principal = await self._deadline.run(lambda: self._lookup(key))
         if principal is None:
-            self._unknown[digest] = now + UNKNOWN_KEY_CACHE_S
+            self._unknown[digest] = started + UNKNOWN_KEY_CACHE_S
             self._unknown.move_to_end(digest)
             while len(self._unknown) > KEY_CACHE_MAX:
                 self._unknown.popitem(last=False)
-            raise _invalid_key()
+            return None
         if len(self._keys) >= KEY_CACHE_MAX:
             self._keys.clear()
-        self._keys[digest] = (principal, now + KEY_CACHE_S)
+        self._keys[digest] = (principal, started + KEY_CACHE_S)
         return principal
 
     async def _lookup(self, key: str) -> Principal | None:
