@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from api.app import create_app
+from api.auth import KEY_CACHE_S
 from settings import Settings
 from tests.api.conftest import MintKey
 from tests.http_server import serve_in_thread
@@ -69,7 +70,7 @@ async def test_a_key_revoked_through_one_api_process_is_refused_by_another_withi
         assert revoked.status_code == 200, revoked.text
         revoked_at = time.monotonic()
         assert (await http.get(f"{api_url}/v1/models", headers=use)).status_code == 401  # here: at once
-        await asyncio.sleep(max(0.0, revoked_at + 1.0 - time.monotonic()))
+        await asyncio.sleep(max(0.0, revoked_at + 1.0 - time.monotonic()))  # the promise: within 1 s
         refused = await http.get(f"{second_api_url}/v1/models", headers=use)
     # Before: the other process served the revoked key from its cache for up to 10 s.
     assert refused.status_code == 401, refused.text
@@ -112,7 +113,7 @@ async def test_while_the_database_hangs_or_is_down_requests_get_503_and_retry_af
                 cluster.freeze()  # connections open, nothing answers
                 try:
                     await refused_unserved(http)  # the key still cached: the limits cannot be counted
-                    await asyncio.sleep(1.1)
+                    await asyncio.sleep(KEY_CACHE_S)  # for its cache entry to expire
                     await refused_unserved(http)  # the key cannot be looked up either
                 finally:
                     cluster.freeze(False)
@@ -120,7 +121,7 @@ async def test_while_the_database_hangs_or_is_down_requests_get_503_and_retry_af
 
                 cluster.stop()  # connections refused
                 await refused_unserved(http)
-                await asyncio.sleep(1.1)
+                await asyncio.sleep(KEY_CACHE_S)
                 await refused_unserved(http)
                 cluster.start()
                 await served(http)
