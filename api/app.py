@@ -40,6 +40,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             engine = make_engine(settings.resolved_database_url())
             stack.push_async_callback(engine.dispose)
             await upgrade(engine)
+            limiter = RateLimiter(
+                settings.limits, settings.resolved_database_url(), settings.api.database_timeout_s
+            )
+            stack.push_async_callback(limiter.close)
             temporal = await connect(settings.temporal)
             http = await stack.enter_async_context(make_http_client())
             sessions = make_sessionmaker(engine)
@@ -64,8 +68,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 temporal=temporal,
                 engine=engine,
                 sessions=sessions,
-                auth=Authenticator(sessions, oidc, settings.auth),
-                limiter=RateLimiter(settings.limits),
+                auth=Authenticator(sessions, oidc, settings.auth, settings.api.database_timeout_s),
+                limiter=limiter,
                 gateway=Gateway(
                     http, load_routes(settings.models_file, llm_url=settings.llm_url), ModelWeights(sessions)
                 ),

@@ -1,5 +1,6 @@
 """Who is calling: API keys and OIDC bearer tokens become a Principal; each route names the role it needs."""
 
+import asyncio
 import hmac
 import math
 import time
@@ -12,6 +13,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from api.auth_throttle import FailureThrottle
+from api.db_deadline import DatabaseDeadline
 from api.errors import ApiError
 from api.keys import hash_key, key_id_of, well_formed
 from api.oidc import OidcError, OidcUnavailable, OidcVerifier
@@ -19,7 +21,10 @@ from policies.access import ADMIN, CLIENT, PLATFORM_ROLES, SRE, Principal, permi
 from settings import AuthSettings
 from store import crud
 
-KEY_CACHE_S = 10.0  # a revoked key stops working in other API processes within this time
+# A revoked key stops working in other API processes within this time: a process looks a key up again
+# once its entry is this old (measured from before the lookup), one primary-key read per key a second.
+KEY_CACHE_S = 1.0
+UNKNOWN_KEY_CACHE_S = 10.0  # an unknown or revoked key is looked up again no sooner than this
 KEY_CACHE_MAX = 10_000
 # An lcp key is 60 characters and an OIDC access token a few KB; a longer header is refused unread.
 MAX_AUTHORIZATION_CHARS = 8192
@@ -51,14 +56,17 @@ class Authenticator:
         sessions: async_sessionmaker[AsyncSession],
         oidc: OidcVerifier | None = None,
         settings: AuthSettings | None = None,
+        database_timeout_s: float = 1.0,
     ) -> None:
         settings = settings or AuthSettings()
         self._sessions = sessions
+        self._deadline = DatabaseDeadline("your API key", database_timeout_s)
         self._oidc = oidc  # set when an OIDC issuer is configured
         self.throttle = FailureThrottle(settings.failures_burst, settings.failures_per_minute)
         self._keys: dict[str, tuple[Principal, float]] = {}  # digest -> (principal, valid until)
         # Digests of keys found unknown or revoked, until when: a repeated bad key costs no lookup.
         self._unknown: OrderedDict[str, float] = OrderedDict()
+        self._lookups: dict[str, asyncio.Future[Principal | None]] = {}  # digest -> the lookup in flight
 
     async def authenticate(self, authorization: str | None, client: str | None = None) -> Principal:
         """The caller behind `authorization`, sent from the address `client`."""
@@ -124,16 +132,34 @@ class Authenticator:
             return known[0]
         if self._unknown.get(digest, 0.0) > now:
             raise _invalid_key()
-        principal = await self._lookup(key)
+        lookup = self._lookups.get(digest)
+        if lookup is None:  # requests for a key whose entry just expired share one lookup
+            lookup = self._lookups[digest] = asyncio.ensure_future(self._look_up_and_keep(key, digest))
+
+            def done(lookup: asyncio.Future[Principal | None]) -> None:
+                del self._lookups[digest]
+                if not lookup.cancelled():
+                    lookup.exception()  # read here too: a 503 nobody was left to await is not "lost"
+
+            lookup.add_done_callback(done)
+        principal = await asyncio.shield(lookup)  # a caller that goes away leaves it to the others
         if principal is None:
-            self._unknown[digest] = now + KEY_CACHE_S
+            raise _invalid_key()
+        return principal
+
+    async def _look_up_and_keep(self, key: str, digest: str) -> Principal | None:
+        """Look `key` up and keep the answer, for as long as counted from before the lookup."""
+        started = time.monotonic()
+        principal = await self._deadline.run(lambda: self._lookup(key))
+        if principal is None:
+            self._unknown[digest] = started + UNKNOWN_KEY_CACHE_S
             self._unknown.move_to_end(digest)
             while len(self._unknown) > KEY_CACHE_MAX:
                 self._unknown.popitem(last=False)
-            raise _invalid_key()
+            return None
         if len(self._keys) >= KEY_CACHE_MAX:
             self._keys.clear()
-        self._keys[digest] = (principal, now + KEY_CACHE_S)
+        self._keys[digest] = (principal, started + KEY_CACHE_S)
         return principal
 
     async def _lookup(self, key: str) -> Principal | None:
@@ -183,7 +209,7 @@ def require(role: str) -> Callable[..., Awaitable[Principal]]:
                 "Forbidden",
                 f"this route needs the {role!r} role{grantor}; your credentials carry: {held}",
             )
-        state.limiter.admit(caller)
+        await state.limiter.admit(caller)
         return caller
 
     return principal

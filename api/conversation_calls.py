@@ -233,7 +233,7 @@ def _reply_of(result: Any) -> MessageRecord | None:
     return result.reply if isinstance(result, TurnResult) else None
 
 
-def refuse_oversized(
+async def refuse_oversized(
     state: AppState, caller: Principal, texts: list[str | None], max_tokens: Any = None
 ) -> None:
     """Refuse up front a turn whose prompt estimate (these texts, e.g. a system prompt and the message)
@@ -242,4 +242,4 @@ def refuse_oversized(
     estimate = estimate_prompt_tokens([ChatMessage("user", text) for text in texts if text])
     extra = max_tokens if isinstance(max_tokens, int) and not isinstance(max_tokens, bool) else 0
     what = f"a prompt of about {estimate}" + (f" plus max_tokens {extra}" if extra else "")
-    state.limiter.reserve(caller, estimate + extra, what)
+    await state.limiter.reserve(caller, estimate + extra, what)

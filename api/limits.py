@@ -1,13 +1,35 @@
-"""Per-key and per-tenant request and token limits, kept in this API process's memory."""
+"""Per-key and per-tenant request and token limits, counted in buckets every API process shares."""
 
+import asyncio
+import logging
 import time
+import weakref
+from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from api.db_deadline import DatabaseDeadline
 from api.errors import ApiError
 from policies.access import Principal
-from policies.limits import Bucket, retry_after_s
+from policies.limits import retry_after_s, step_s, wait_s
 from settings import LimitSettings, RateLimit
+from store import limit_buckets
+from store.db import make_counter_engine
+from store.limit_buckets import Bucket, Take
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# How long a process remembers a bucket that refused a request: a client hammering a spent limit costs
+# the database a statement a second, not one a request. Only refusals are remembered (every admission
+# is counted in the database), so no process ever admits more than the shared bucket allows; what
+# another process gives back meanwhile (a token reservation's unused part) is seen once this expires.
+REFUSAL_MEMORY_S = 1.0
+REFUSALS_KEPT = 10_000
 
 
 @dataclass(frozen=True)
@@ -16,6 +38,10 @@ class _Limit:
     name: str  # the key id / subject, or the tenant
     unit: str  # "requests" or "tokens"
     per_minute: int
+
+    @property
+    def bucket(self) -> Bucket:
+        return Bucket(self.scope, self.name, self.unit)
 
 
 @dataclass
@@ -31,12 +57,21 @@ _RESERVED: ContextVar[_Reservation | None] = ContextVar("lcp_reserved_tokens", d
 
 
 class RateLimiter:
-    """Token buckets per (scope, name, unit). Each API process counts on its own, so N replicas
-    allow up to N times the limit; limits are meant as guard rails, not billing."""
+    """Buckets per (scope, name, unit) in the read model (store/limit_buckets.py), shared by every API
+    process, so that N replicas allow a limit once, not N times. Admitting a request is one statement
+    on the database at `database_url`; one that does not answer within `timeout_s` refuses it with a 503."""
 
-    def __init__(self, settings: LimitSettings) -> None:
+    def __init__(self, settings: LimitSettings, database_url: str, timeout_s: float) -> None:
         self._settings = settings
-        self._buckets: dict[tuple[str, str, str], Bucket] = {}
+        self._engine = make_counter_engine(database_url, timeout_s)
+        self._deadline = DatabaseDeadline("the request and token limits", timeout_s)
+        # Buckets that refused a request: their TAT on this process's monotonic clock, and until when
+        # the refusal is remembered.
+        self._refused: dict[Bucket, tuple[float, float]] = {}
+        # Charges on their way to the database, and the buckets each changes.
+        self._charging: dict[asyncio.Task[None], frozenset[Bucket]] = {}
+        # A lock per caller with a request counting now (kept while someone holds or awaits it).
+        self._turns: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
     def _limits(self, principal: Principal, unit: str) -> list[_Limit]:
         tenant = self._settings.tenants.get(principal.tenant, self._settings.per_tenant)
@@ -51,26 +86,18 @@ class RateLimiter:
                 limits.append(_Limit(scope, name, unit, per_minute))
         return limits
 
-    def _bucket(self, limit: _Limit, now: float) -> Bucket:
-        bucket = self._buckets.get((limit.scope, limit.name, limit.unit))
-        if bucket is None or bucket.capacity != limit.per_minute:
-            bucket = self._buckets[(limit.scope, limit.name, limit.unit)] = Bucket.full(limit.per_minute, now)
-        return bucket
-
-    def admit(self, principal: Principal) -> None:
+    async def admit(self, principal: Principal) -> None:
         """Count one request, or refuse it with 429 and Retry-After when a limit is spent
         (a token budget in debt from earlier replies refuses new requests until it refills)."""
-        now = time.monotonic()
-        checks = [(limit, 1.0) for limit in self._limits(principal, "requests")]
-        checks += [(limit, 1.0) for limit in self._limits(principal, "tokens")]
-        for limit, cost in checks:
-            wait = self._bucket(limit, now).wait_s(cost, now)
-            if wait > 0:
-                raise _rate_limited(
-                    f"{limit.scope} limit of {limit.per_minute} {limit.unit}/minute reached", wait
-                )
-        for limit in self._limits(principal, "requests"):
-            self._bucket(limit, now).take(1, now)
+        takes = []
+        for limit in self._limits(principal, "requests") + self._limits(principal, "tokens"):
+            one = step_s(1, limit.per_minute)
+            takes.append((limit, Take(limit.bucket, one if limit.unit == "requests" else 0.0, need_s=one)))
+        await self._spend(
+            principal,
+            takes,
+            lambda limit: f"{limit.scope} limit of {limit.per_minute} {limit.unit}/minute reached",
+        )
 
     def refuse_oversized(self, principal: Principal, tokens: int, what: str) -> None:
         """Refuse up front (413, not a Retry-After) a request whose estimated tokens exceed a whole
@@ -88,7 +115,7 @@ class RateLimiter:
                     requested=tokens,
                 )
 
-    def reserve(self, principal: Principal, tokens: int, what: str) -> None:
+    async def reserve(self, principal: Principal, tokens: int, what: str) -> None:
         """Admit a request that will make a model work, taking its estimated `tokens` from its token
         limits now: a 413 when a whole minute cannot cover them (refuse_oversized), a 429 when what is
         left cannot. Charging only once replies came left every concurrent request admitted against the
@@ -97,24 +124,27 @@ class RateLimiter:
         self.refuse_oversized(principal, tokens, what)
         if tokens <= 0:
             return
-        now = time.monotonic()
         limits = self._limits(principal, "tokens")
+        takes = []
         for limit in limits:
-            wait = self._bucket(limit, now).wait_s(tokens, now)
-            if wait > 0:
-                raise _rate_limited(
-                    f"{limit.scope} limit of {limit.per_minute} tokens/minute cannot cover this request "
-                    f"now ({what}, with requests still running counted)",
-                    wait,
-                )
-        for limit in limits:
-            self._bucket(limit, now).take(tokens, now)
+            estimate = step_s(tokens, limit.per_minute)
+            takes.append((limit, Take(limit.bucket, estimate, need_s=estimate)))
+        await self._spend(
+            principal,
+            takes,
+            lambda limit: (
+                f"{limit.scope} limit of {limit.per_minute} tokens/minute cannot cover this "
+                f"request now ({what}, with requests still running counted)"
+            ),
+        )
         _RESERVED.set(_Reservation(tokens) if limits else None)
 
     def charge_tokens(self, principal: Principal, tokens: int) -> None:
         """Charge tokens a reply used (prompt and completion) to every token limit of the caller: the
         request's first charge settles its reservation (what was reserved and not used is given back);
-        it never raises and never waits, so it is safe in `finally` blocks and done-callbacks."""
+        it never raises and never waits, so it is safe in `finally` blocks and done-callbacks. The
+        charge reaches the database in a task of its own; this process's next admission on the same
+        buckets waits for it."""
         reservation = _RESERVED.get()
         if reservation is not None and reservation.left > 0:
             # The reply is known now: what it used comes out of the reservation, and the rest (max_tokens
@@ -125,14 +155,98 @@ class RateLimiter:
             reservation.left = 0
         if tokens == 0:
             return
+        charges = [
+            (limit.bucket, step_s(tokens, limit.per_minute)) for limit in self._limits(principal, "tokens")
+        ]
+        if not charges:
+            return
+        buckets = frozenset(bucket for bucket, _ in charges)
+        for bucket in buckets:
+            self._refused.pop(bucket, None)  # what it gives back may make room
+        task = asyncio.get_running_loop().create_task(self._charge(charges))
+        self._charging[task] = buckets
+        task.add_done_callback(self._charging.pop)
+
+    async def close(self) -> None:
+        """Let the charges still on their way reach the database, then close the connections."""
+        if self._charging:
+            await asyncio.wait(list(self._charging), timeout=self._deadline.timeout_s)
+        await self._engine.dispose()
+
+    async def _spend(
+        self, principal: Principal, takes: list[tuple[_Limit, Take]], reason: Callable[[_Limit], str]
+    ) -> None:
+        """Take all of `takes` from their buckets, or refuse the request with a 429 naming the limit that
+        makes it wait longest (`reason` says how)."""
+        if not takes:
+            return
+        if remembered := self._remembered_waits(takes):
+            raise _refusal(remembered, reason)
+        await self._deadline.run(lambda: self._spend_in_turn(principal.subject, takes, reason))
+
+    async def _spend_in_turn(
+        self, turn: str, takes: list[tuple[_Limit, Take]], reason: Callable[[_Limit], str]
+    ) -> None:
+        """One statement at a time per caller in this process: a burst waits here rather than on the
+        bucket's row lock, and once one of its requests is refused the others are refused without
+        asking the database."""
+        lock = self._turns.get(turn)
+        if lock is None:
+            lock = self._turns[turn] = asyncio.Lock()
+        async with lock:
+            if remembered := self._remembered_waits(takes):
+                raise _refusal(remembered, reason)
+            buckets = {take.bucket for _, take in takes}
+            if charging := [task for task, changes in self._charging.items() if changes & buckets]:
+                await asyncio.wait(charging)
+            ahead = await self._on_connection(limit_buckets.spend, [take for _, take in takes])
+        if not ahead:
+            return
         now = time.monotonic()
-        for limit in self._limits(principal, "tokens"):
-            self._bucket(limit, now).take(tokens, now)
+        if len(self._refused) >= REFUSALS_KEPT:
+            self._refused = {bucket: kept for bucket, kept in self._refused.items() if kept[1] > now}
+        for bucket, seconds in ahead.items():
+            self._refused[bucket] = (now + seconds, now + REFUSAL_MEMORY_S)
+        waits = {
+            limit: wait_s(ahead[take.bucket], 0.0, take.need_s)
+            for limit, take in takes
+            if take.bucket in ahead
+        }
+        raise _refusal(waits, reason)
+
+    def _remembered_waits(self, takes: list[tuple[_Limit, Take]]) -> dict[_Limit, float]:
+        """The waits this process already knows of, without asking the database."""
+        now = time.monotonic()
+        waits = {}
+        for limit, take in takes:
+            known = self._refused.get(take.bucket)
+            if known is not None and known[1] > now and (wait := wait_s(known[0], now, take.need_s)) > 0:
+                waits[limit] = wait
+        return waits
+
+    async def _charge(self, charges: list[tuple[Bucket, float]]) -> None:
+        try:
+            await self._deadline.run(lambda: self._on_connection(limit_buckets.charge, charges))
+        except ApiError:
+            log.warning("tokens not charged, the database being unreachable: %s", charges)
+
+    async def _on_connection(self, work: Callable[[AsyncConnection, Any], Awaitable[T]], arg: Any) -> T:
+        """`work(connection, arg)` on a pooled connection, and once more on a new one when the pooled one
+        turns out dead (the database restarted: this engine does not ping a connection before each use)."""
+        try:
+            async with self._engine.connect() as connection:
+                return await work(connection, arg)
+        except DBAPIError as err:
+            if not err.connection_invalidated:
+                raise
+        async with self._engine.connect() as connection:
+            return await work(connection, arg)
 
 
-def _rate_limited(reason: str, wait_s: float) -> ApiError:
-    """The 429 for a spent limit: `reason`, then when to retry, also in Retry-After."""
-    seconds = retry_after_s(wait_s)
+def _refusal(waits: dict[_Limit, float], reason: Callable[[_Limit], str]) -> ApiError:
+    """The 429 for the limit that makes the request wait longest."""
+    limit = max(waits, key=lambda limit: waits[limit])
+    seconds = retry_after_s(waits[limit])
     return ApiError(
-        429, "RateLimited", f"{reason}; retry in {seconds} s", headers={"Retry-After": str(seconds)}
+        429, "RateLimited", f"{reason(limit)}; retry in {seconds} s", headers={"Retry-After": str(seconds)}
     )

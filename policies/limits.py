@@ -1,41 +1,35 @@
-"""Token-bucket arithmetic for per-minute limits: pure, with the clock passed in."""
+"""Per-minute limits as GCRA (the generic cell rate algorithm): pure arithmetic, with the clock passed in.
+
+A bucket is one number, its theoretical arrival time (TAT): the moment it is full again. A limit of N
+units a minute spaces units 60/N s apart and lets a whole minute's worth through at once, so a request
+that needs `need_s` seconds of the bucket fits while max(TAT, now) + need_s <= now + 60. Taking moves
+the TAT on; a reply that used more than was left moves it further (debt, waited off by later requests);
+giving back moves it back, never before now (a bucket is never more than full). store/limit_buckets.py
+runs the same arithmetic in SQL, where every API process shares it.
+"""
 
 import math
-from dataclasses import dataclass
+
+WINDOW_S = 60.0
+# Steps of limits that do not divide a minute (60/7 s) add up to a minute plus a rounding error: that
+# much slack keeps the last unit of a whole minute admissible.
+SLACK_S = 1e-6
 
 
-@dataclass
-class Bucket:
-    """`capacity` units per minute, refilled continuously; `level` may go negative (debt) when a
-    request turns out to cost more than was left, and then the next requests wait it off."""
+def step_s(units: float, per_minute: int) -> float:
+    """How much of a bucket's minute `units` take under a limit of `per_minute` (negative: give back)."""
+    return units * WINDOW_S / per_minute
 
-    capacity: float
-    level: float
-    updated_at: float
 
-    @classmethod
-    def full(cls, per_minute: int, now: float) -> "Bucket":
-        return cls(capacity=float(per_minute), level=float(per_minute), updated_at=now)
+def wait_s(tat: float, now: float, need_s: float) -> float:
+    """Seconds until `need_s` fits in a bucket whose TAT is `tat` (0 when it fits now)."""
+    late = max(tat, now) + need_s - (now + WINDOW_S + SLACK_S)
+    return max(0.0, late)
 
-    @property
-    def rate_per_s(self) -> float:
-        return self.capacity / 60.0
 
-    def refill(self, now: float) -> None:
-        elapsed = max(0.0, now - self.updated_at)
-        self.level = min(self.capacity, self.level + elapsed * self.rate_per_s)
-        self.updated_at = now
-
-    def wait_s(self, cost: float, now: float) -> float:
-        """Seconds until `cost` units are available (0 when they are now)."""
-        self.refill(now)
-        missing = min(cost, self.capacity) - self.level
-        return 0.0 if missing <= 0 else missing / self.rate_per_s
-
-    def take(self, cost: float, now: float) -> None:
-        """Take `cost` units (a negative cost gives units back, never past the capacity)."""
-        self.refill(now)
-        self.level = min(self.capacity, self.level - cost)
+def after_taking(tat: float, now: float, take_s: float) -> float:
+    """The TAT once `take_s` is taken (or given back, when negative)."""
+    return max(max(tat, now) + take_s, now)
 
 
 def retry_after_s(wait_s: float) -> int:

@@ -39,6 +39,13 @@ class ApiSettings(BaseModel):
         "The default holds a 128k-token chat history sent whole, or a 32,000-character message even "
         "written as JSON escapes, with room to spare.",
     )
+    database_timeout_s: float = Field(
+        default=1.0,
+        gt=0,
+        description="How long a request's key lookup and limit check wait for the database: past it (or "
+        "when the database is unreachable) the request is refused with a 503 and Retry-After, never "
+        "admitted unlimited.",
+    )
 
 
 class ConversationSettings(BaseModel):

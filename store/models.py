@@ -1,11 +1,12 @@
 """Read-model tables: conversations, their messages, the domain events projected from workflows, API
 keys, the traffic weights of model canaries, predictive scaling's decisions, and assistants with their
-versions, experiments and message feedback; the requests clients' idempotency keys were used for."""
+versions, experiments and message feedback; the requests clients' idempotency keys were used for; the
+buckets of request and token limits every API process shares."""
 
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, CheckConstraint, Column, DateTime, Index, Text, UniqueConstraint
+from sqlalchemy import JSON, CheckConstraint, Column, DateTime, Float, Index, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -221,3 +222,16 @@ class IdempotencyKey(SQLModel, table=True):
     scope: str = Field(primary_key=True, max_length=64)
     fingerprint: str = Field(max_length=64)
     created_at: datetime = _utc(nullable=False)
+
+
+class LimitBucket(SQLModel, table=True):
+    """A limit's bucket (policies/limits.py), shared by every API process: `scope` is key or tenant,
+    `name` the key's subject or the tenant, `unit` requests or tokens; `tat` is when the bucket is full
+    again (GCRA's theoretical arrival time), in seconds since the epoch on the database's clock."""
+
+    __tablename__ = "limit_buckets"
+
+    scope: str = Field(primary_key=True, max_length=16)
+    name: str = Field(sa_column=Column(Text, primary_key=True))
+    unit: str = Field(primary_key=True, max_length=16)
+    tat: float = Field(sa_column=Column(Float(precision=53), nullable=False))

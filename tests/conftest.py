@@ -1,9 +1,6 @@
 """Shared test fixtures: a real Temporal dev server, the LLM simulator, SQLite, PostgreSQL, Prometheus."""
 
 import os
-import shutil
-import subprocess
-import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -20,6 +17,7 @@ from store.migrate import upgrade_database
 from temporal.constants import KIND, PHASE, SERVICE, TENANT
 from temporal.devserver import DYNAMIC_CONFIG, temporal_binary
 from tests.http_server import free_port, serve_in_thread
+from tests.postgres import postgres_cluster
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -71,59 +69,14 @@ def simulator() -> Iterator[str]:
         yield f"{url}/v1"
 
 
-def _pg_bin(name: str) -> str | None:
-    found = shutil.which(name)
-    if found:
-        return found
-    candidates = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"))
-    return str(candidates[-1]) if candidates else None
-
-
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
     """A throwaway PostgreSQL cluster on a free port (or LCP_TEST_POSTGRES_URL if set)."""
     if url := os.environ.get("LCP_TEST_POSTGRES_URL"):
         yield url
         return
-    initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
-    if not (initdb and pg_ctl):
-        if os.environ.get("LCP_REQUIRE_POSTGRES"):
-            pytest.fail("PostgreSQL is required (LCP_REQUIRE_POSTGRES) but initdb/pg_ctl are missing")
-        pytest.skip("PostgreSQL is not installed: `make test` installs it")
-    data = Path(tempfile.mkdtemp(prefix="lcp-pg-"))
-    as_user: list[str] = []
-    if os.geteuid() == 0:  # postgres refuses to run as root
-        shutil.chown(data, "postgres")
-        as_user = ["runuser", "-u", "postgres", "--"]
-    port = free_port()
-    subprocess.run(
-        [*as_user, initdb, "-D", str(data / "db"), "-A", "trust", "-U", "lcp"],
-        check=True,
-        capture_output=True,
-    )
-    subprocess.run(
-        [
-            *as_user,
-            pg_ctl,
-            "-D",
-            str(data / "db"),
-            "-l",
-            str(data / "log"),
-            "-w",
-            "start",
-            "-o",
-            f"-p {port} -k {data} -c listen_addresses=127.0.0.1 -c fsync=off",
-        ],
-        check=True,
-        capture_output=True,
-    )
-    try:
-        yield f"postgresql+asyncpg://lcp@127.0.0.1:{port}/postgres"
-    finally:
-        subprocess.run(
-            [*as_user, pg_ctl, "-D", str(data / "db"), "-m", "immediate", "stop"], capture_output=True
-        )
-        shutil.rmtree(data, ignore_errors=True)
+    with postgres_cluster() as cluster:
+        yield cluster.url
 
 
 @pytest.fixture(scope="session", params=["sqlite", "postgres"])

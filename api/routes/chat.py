@@ -128,7 +128,7 @@ async def chat_completions(
     check_message_limits(body, state.settings.conversation.max_message_chars)  # one-shot and durable alike
     conversation_id = _given(x_conversation_id) or _given(_metadata_conversation_id(body))
     messages = _messages(body)
-    _refuse_oversized(state, caller, body, messages)
+    await _refuse_oversized(state, caller, body, messages)
     side_request = is_side_request([(m.role, m.content) for m in messages], body.stream)
     ref = _assistant_ref(body)
     if (ref or conversation_id) and not side_request:
@@ -156,7 +156,7 @@ async def chat_completions(
     return await _one_shot(state, caller, body, body.model, messages)
 
 
-def _refuse_oversized(
+async def _refuse_oversized(
     state: AppState, caller: Principal, body: ChatCompletionRequest, messages: list[ChatMessage]
 ) -> None:
     """Refuse up front what a whole minute of the caller's token limits cannot cover: the prompt's
@@ -164,7 +164,7 @@ def _refuse_oversized(
     prompt = estimate_prompt_tokens(messages)
     max_tokens = body.params().get("max_tokens") or 0
     what = f"a prompt of about {prompt}" + (f" plus max_tokens {max_tokens}" if max_tokens else "")
-    state.limiter.reserve(caller, prompt + max_tokens, what)
+    await state.limiter.reserve(caller, prompt + max_tokens, what)
 
 
 def _refuse_client_tools(body: ChatCompletionRequest, what: str) -> None:

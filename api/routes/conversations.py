@@ -105,7 +105,7 @@ async def create_conversation(
             raise ApiError(422, "InvalidMessage", problem)
         params = dict(binding.spec.params) if binding else body.params.model_dump(exclude_none=True)
         system = binding.spec.instructions if binding else body.system_prompt
-        refuse_oversized(state, caller, [system, body.message.content], params.get("max_tokens"))
+        await refuse_oversized(state, caller, [system, body.message.content], params.get("max_tokens"))
     conversation_id = body.id or (
         uuid.uuid5(uuid.NAMESPACE_URL, f"lcp:{tenant}:{idempotency_key}").hex
         if idempotency_key
@@ -214,7 +214,7 @@ async def send_message(
     idempotency_key: IdempotencyKey = None,
 ) -> TurnOut:
     """Send a user message; the model's reply is in the response and already stored."""
-    refuse_oversized(state, caller, [body.content])
+    await refuse_oversized(state, caller, [body.content])
     request = SendMessage(body.content, body.role, body.expected_version)
     update = ConversationWorkflow.send_message
     target = f"/v1/conversations/{conversation_id}/messages"
@@ -234,7 +234,7 @@ async def edit_message(
     idempotency_key: IdempotencyKey = None,
 ) -> TurnOut:
     """Replace a user message on a new branch and get a fresh reply to it."""
-    refuse_oversized(state, caller, [body.content])
+    await refuse_oversized(state, caller, [body.content])
     request = EditMessage(message_id, body.content, body.expected_version)
     update = ConversationWorkflow.edit_message
     target = f"/v1/conversations/{conversation_id}/messages/{message_id}/edit"

@@ -78,7 +78,7 @@ async def list_keys(
 @router.delete("/{key_id}", response_model=KeyOut)
 async def revoke(key_id: str, session: SessionDep, state: StateDep, caller: AdminDep) -> KeyOut:
     """Revoke a key of your tenant (a platform admin: any key); it stops working at once here and within
-    10 s everywhere. A key with a platform role only a platform admin revokes."""
+    1 s everywhere. A key with a platform role only a platform admin revokes."""
     row = await crud.get_api_key(session, key_id=key_id)
     if row is None or (PLATFORM not in caller.roles and row.tenant != caller.tenant):
         raise ApiError(

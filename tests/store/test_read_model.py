@@ -115,6 +115,7 @@ async def test_migrations_create_the_tables(engine: AsyncEngine) -> None:
         "model_canaries",
         "scaling_decisions",
         "idempotency_keys",
+        "limit_buckets",
         "alembic_version",
     } <= tables
 
@@ -187,7 +188,7 @@ async def test_upgrading_twice_is_harmless(
     assert await current_tables(engine) == before
     async with engine.connect() as connection:
         revision = (await connection.execute(text("SELECT version_num FROM alembic_version"))).all()
-    assert revision == [("0006",)]
+    assert revision == [("0007",)]
     assert await count(sessions, Conversation) == 1
     assert await count(sessions, Message) == 2
     assert await count(sessions, Event) == 3
