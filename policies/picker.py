@@ -1,0 +1,201 @@
+"""Which deployment of a model serves a request: filter, then score, then pick.
+
+As the Kubernetes Gateway API Inference Extension and llm-d do it: filter out the deployments that
+cannot take the request (cooling down, draining, full, context window too small, labels the request
+does not allow); score the rest on load (waiting and running requests as last read from each
+replica's vLLM /metrics, plus lcp's own calls started since that read), KV-cache use, and prefix
+affinity (how many of the prompt's leading blocks the deployment most likely still holds); pick the
+best score, ties at random. The simpler strategies stay for comparison and for users who want them.
+
+Pure: the clock, the random source and the round-robin turn are passed in.
+"""
+
+import hashlib
+import random
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class Strategy(StrEnum):
+    CACHE_AWARE = "cache_aware"  # filter, score (load, KV cache, prefix affinity), pick
+    ROUND_ROBIN = "round_robin"
+    WEIGHTED_RANDOM = "weighted_random"
+    LEAST_IN_FLIGHT = "least_in_flight"
+
+
+@dataclass(frozen=True)
+class ScoreWeights:
+    """How much each scorer counts (llm-d's default profile: prefix 3, KV cache 2, queue 2)."""
+
+    prefix: float = 3.0
+    kv_cache: float = 2.0
+    queue: float = 2.0
+    # A durable conversation's previous replica counts as holding its whole prefix unless this many
+    # requests already wait there: then the turn goes where it is served sooner.
+    overload_waiting: int = 8
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A deployment as the picker sees it at one moment."""
+
+    id: str
+    weight: float = 1.0
+    max_in_flight: int | None = None
+    context_window: int | None = None
+    labels: Mapping[str, str] = field(default_factory=dict)
+    draining: bool = False
+    cooling_until: float | None = None
+    in_flight: int = 0  # lcp's calls to it now
+    in_flight_at_read: int = 0  # lcp's calls to it when its metrics were last read
+    waiting: float = 0.0  # vllm:num_requests_waiting as last read
+    running: float = 0.0  # vllm:num_requests_running as last read
+    kv_cache_usage: float = 0.0  # vllm:kv_cache_usage_perc as last read, 0..1
+    prefix_blocks_held: int = 0  # leading prompt blocks it most likely holds (from the prefix index)
+
+    @property
+    def load(self) -> float:
+        """Requests it has or will have: as read, plus what lcp sent since."""
+        return self.waiting + self.running + max(0, self.in_flight - self.in_flight_at_read)
+
+
+@dataclass(frozen=True)
+class Request:
+    prompt_tokens: int
+    max_tokens: int = 0
+    labels: Mapping[str, str] = field(default_factory=dict)  # every one must match the deployment's
+    prefix_blocks: int = 0  # how many blocks the prompt has
+    previous: str | None = None  # the deployment that served this conversation's previous turn
+
+
+class Unavailable(StrEnum):
+    """Why no deployment can take a request, in the order a caller should act on them."""
+
+    CONTEXT_WINDOW = "context_window"  # the prompt is too long for every deployment: a fallback or a 400
+    LABELS = "labels"  # no deployment has the labels the request allows
+    COOLING_DOWN = "cooling_down"  # all that fit are cooling down or full: wait for the first back
+    DRAINING = "draining"
+
+
+@dataclass(frozen=True)
+class NoDeployment:
+    reason: Unavailable
+    retry_at: float | None = None  # when the first cooling deployment comes back
+    largest_window: int | None = None  # with CONTEXT_WINDOW: the longest prompt + reply any takes
+
+
+def eligible(candidates: Sequence[Candidate], request: Request, now: float) -> list[Candidate] | NoDeployment:
+    """The candidates that can take the request now, or why none can."""
+    needed = request.prompt_tokens + request.max_tokens
+    fits = [c for c in candidates if c.context_window is None or c.context_window >= needed]
+    if not fits:
+        windows = [c.context_window for c in candidates if c.context_window is not None]
+        return NoDeployment(Unavailable.CONTEXT_WINDOW, largest_window=max(windows, default=None))
+    allowed = [c for c in fits if all(c.labels.get(k) == v for k, v in request.labels.items())]
+    if not allowed:
+        return NoDeployment(Unavailable.LABELS)
+    serving = [c for c in allowed if not c.draining]
+    if not serving:
+        return NoDeployment(Unavailable.DRAINING)
+    ready = [
+        c
+        for c in serving
+        if not (c.cooling_until is not None and now < c.cooling_until)
+        and (c.max_in_flight is None or c.in_flight < c.max_in_flight)
+    ]
+    if not ready:
+        returns = [c.cooling_until for c in serving if c.cooling_until is not None and now < c.cooling_until]
+        return NoDeployment(Unavailable.COOLING_DOWN, retry_at=min(returns) if returns else None)
+    return ready
+
+
+def scores(candidates: Sequence[Candidate], request: Request, weights: ScoreWeights) -> dict[str, float]:
+    """Each candidate's weighted score; higher is better."""
+    loads = [c.load for c in candidates]
+    low, high = min(loads), max(loads)
+    result: dict[str, float] = {}
+    for c in candidates:
+        queue = 1.0 if high == low else (high - c.load) / (high - low)
+        kv = 1.0 - min(1.0, max(0.0, c.kv_cache_usage))
+        if c.id == request.previous and c.waiting < weights.overload_waiting:
+            prefix = 1.0
+        elif request.prefix_blocks:
+            prefix = min(1.0, c.prefix_blocks_held / request.prefix_blocks)
+        else:
+            prefix = 0.0
+        result[c.id] = weights.prefix * prefix + weights.kv_cache * kv + weights.queue * queue
+    return result
+
+
+def pick(
+    strategy: Strategy,
+    candidates: Sequence[Candidate],
+    request: Request,
+    rng: random.Random,
+    turn: int = 0,
+    weights: ScoreWeights = ScoreWeights(),
+) -> Candidate:
+    """One of `candidates` (never empty: filter with `eligible` first)."""
+    if not candidates:
+        raise ValueError("pick needs at least one candidate")
+    if strategy is Strategy.ROUND_ROBIN:
+        return candidates[turn % len(candidates)]
+    if strategy is Strategy.WEIGHTED_RANDOM:
+        total = sum(max(0.0, c.weight) for c in candidates)
+        if total <= 0:
+            return rng.choice(list(candidates))
+        return rng.choices(list(candidates), weights=[max(0.0, c.weight) for c in candidates])[0]
+    if strategy is Strategy.LEAST_IN_FLIGHT:
+        fewest = min(c.in_flight for c in candidates)
+        return rng.choice([c for c in candidates if c.in_flight == fewest])
+    by_id = scores(candidates, request, weights)
+    best = max(by_id.values())
+    return rng.choice([c for c in candidates if by_id[c.id] >= best - 1e-9])
+
+
+class PrefixIndex:
+    """Which prefix blocks each deployment most likely holds: the blocks of the prompts recently routed
+    to it, forgotten least recently used first past `capacity` blocks per deployment (a replica's cache
+    is finite too). Approximate: it does not see a replica's own evictions."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._held: dict[str, OrderedDict[int, None]] = {}
+
+    def held(self, deployment: str, blocks: Sequence[int]) -> int:
+        """How many of `blocks` (chained hashes, in prompt order) the deployment holds from the start."""
+        cache = self._held.get(deployment)
+        count = 0
+        for block in blocks:
+            if cache is None or block not in cache:
+                break
+            count += 1
+        return count
+
+    def routed(self, deployment: str, blocks: Sequence[int]) -> None:
+        cache = self._held.setdefault(deployment, OrderedDict())
+        for block in blocks:
+            cache[block] = None
+            cache.move_to_end(block)
+        while len(cache) > self.capacity:
+            cache.popitem(last=False)
+
+    def forget(self, deployment: str) -> None:
+        """The deployment left the fleet (or came back empty)."""
+        self._held.pop(deployment, None)
+
+
+def prompt_blocks(text: str, block_chars: int = 256) -> list[int]:
+    """The prompt's prefix blocks as chained hashes: block i's hash covers blocks 0..i, so two prompts
+    share a block hash only if they share everything up to it. Only whole blocks count (as in a KV
+    cache); stable across processes, so every API process and worker agree."""
+    hashes: list[int] = []
+    previous = b""
+    for start in range(0, len(text) - block_chars + 1, block_chars):
+        block = text[start : start + block_chars].encode()
+        digest = hashlib.blake2b(previous + block, digest_size=8).digest()
+        hashes.append(int.from_bytes(digest, "big"))
+        previous = digest
+    return hashes
