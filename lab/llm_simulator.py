@@ -24,7 +24,7 @@ import random
 import re
 import time
 import uuid
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Sequence
 from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass, field
@@ -63,6 +63,10 @@ class ModelProfile:
     itl_growth: float  # extra ms of inter-token latency per additional request generating
     max_concurrency: int  # requests generating at once; the rest wait in a queue
     default_max_tokens: int  # longest natural reply, in words
+    # KV cache: what one replica holds, in tokens, in blocks of block_tokens (vLLM's default 16). A
+    # prompt's leading blocks still cached from an earlier request are not prefilled again.
+    kv_cache_tokens: int = 700_000
+    block_tokens: int = 16
 
     def ttft_s(self, prompt_tokens_in_flight: int) -> float:
         return (self.ttft_base_ms + 1000 * prompt_tokens_in_flight / self.prefill_tokens_per_s) / 1000
@@ -74,6 +78,9 @@ class ModelProfile:
 # Derived from ../shared/data/gpu_profiles/README.md (one H200, measured 2026-11-26):
 # TTFT ≈ 20 ms + prompt tokens in flight / 33,000 tok/s; inter-token latency ≈ 4–8 ms at low load,
 # growing with concurrency, for an 8B model on one H200. The 1B profile is about 3x faster.
+# KV cache: an H200 (141 GB) keeps ~100 GB for it after the 8B model's 16 GB of weights; at 128 KiB a
+# token (2 x 32 layers x 8 KV heads x 128 x 2 bytes) that is ~700k tokens; the 1B shape's 32 KiB a
+# token gives ~3M.
 DEFAULT_PROFILES: dict[str, ModelProfile] = {
     p.name: p
     for p in (
@@ -94,6 +101,7 @@ DEFAULT_PROFILES: dict[str, ModelProfile] = {
             itl_growth=1.0 / 63,
             max_concurrency=128,
             default_max_tokens=128,
+            kv_cache_tokens=3_000_000,
         ),
         ModelProfile(  # no latency at all: for tests and benchmarks
             name="sim-zero",
@@ -279,6 +287,9 @@ class FaultConfig(BaseModel):
     fail_next: int = Field(0, ge=0)
     fail_next_status: int = Field(500, ge=400, le=599)
     latency_ms: float = Field(0.0, ge=0)
+    # The next N streamed replies break off after their first tokens: the replica "dies mid-stream"
+    # (the connection drops, no finish_reason, no [DONE]).
+    break_stream_next: int = Field(0, ge=0)
 
     @model_validator(mode="after")
     def _rates_fit(self) -> FaultConfig:
@@ -317,7 +328,25 @@ class _Metrics:
             registry=reg,
             buckets=(0.01, 0.05, 0.1, 0.3, 0.5, 0.8, 1, 1.5, 2, 2.5, 5, 10, 15, 20, 30, 60),
         )
+        self.kv_cache_usage = Gauge(
+            "vllm:kv_cache_usage_perc",
+            "KV-cache usage, 0-1: blocks held by running requests (simulated).",
+            labels,
+            registry=reg,
+        )
         # prometheus_client appends "_total" to counter names: these expose vllm:*_total.
+        self.prefix_queries = PromCounter(
+            "vllm:prefix_cache_queries",
+            "Prompt tokens looked up in the prefix cache (simulated).",
+            labels,
+            registry=reg,
+        )
+        self.prefix_hits = PromCounter(
+            "vllm:prefix_cache_hits",
+            "Prompt tokens found in the prefix cache, not prefilled again (simulated).",
+            labels,
+            registry=reg,
+        )
         self.prompt_tokens = PromCounter(
             "vllm:prompt_tokens", "Prompt tokens processed (simulated).", labels, registry=reg
         )
@@ -331,20 +360,68 @@ class _Metrics:
             registry=reg,
         )
         for name in model_names:  # expose every series from the start, at zero
-            for metric in (self.running, self.waiting, self.ttft, self.e2e):
+            for metric in (self.running, self.waiting, self.kv_cache_usage, self.ttft, self.e2e):
                 metric.labels(name)
+            self.prefix_queries.labels(name)
+            self.prefix_hits.labels(name)
             self.prompt_tokens.labels(name)
             self.generation_tokens.labels(name)
             for reason in ("stop", "length"):
                 self.success.labels(name, reason)
 
 
+class PrefixCache:
+    """A replica's cached KV blocks by chained hash, least recently used evicted first."""
+
+    def __init__(self, capacity_blocks: int) -> None:
+        self.capacity_blocks = capacity_blocks
+        self._blocks: OrderedDict[bytes, None] = OrderedDict()
+
+    def match(self, blocks: Sequence[bytes]) -> int:
+        """How many of the leading `blocks` are cached (those are now the most recently used)."""
+        count = 0
+        for block in blocks:
+            if block not in self._blocks:
+                break
+            self._blocks.move_to_end(block)
+            count += 1
+        return count
+
+    def keep(self, blocks: Sequence[bytes]) -> None:
+        for block in blocks:
+            self._blocks[block] = None
+            self._blocks.move_to_end(block)
+        while len(self._blocks) > self.capacity_blocks:
+            self._blocks.popitem(last=False)
+
+
+def prompt_blocks(messages: list[Message], block_tokens: int) -> list[bytes]:
+    """The prompt's whole blocks of simulated tokens as chained hashes: a block's hash covers every
+    token before it, so two prompts share a cached block only if they share everything up to it."""
+    words: list[str] = []
+    for m in messages:
+        words.append(f"<{m.role}>")
+        words.extend(m.text().split())
+        for call in m.tool_calls or []:
+            words.append(call.function.name)
+            words.extend(call.function.arguments.split())
+    hashes: list[bytes] = []
+    previous = b""
+    for start in range(0, len(words) - block_tokens + 1, block_tokens):
+        block = " ".join(words[start : start + block_tokens]).encode()
+        previous = hashlib.blake2b(previous + block, digest_size=16).digest()
+        hashes.append(previous)
+    return hashes
+
+
 @dataclass
 class _ModelState:
     profile: ModelProfile
     slots: asyncio.Semaphore
+    cache: PrefixCache
     generating: int = 0
     prefill_tokens: int = 0  # prompt tokens of requests now in prefill
+    kv_tokens: int = 0  # tokens held in the KV cache by running requests
 
 
 _OUTCOMES = ("ok", "500", "429", "timeout", "client_error")
@@ -377,6 +454,14 @@ class _Simulator:
             "by_outcome": dict(by_outcome),
             "by_model": by_model,
         }
+
+    def breaks_stream(self, model: str) -> bool:
+        """Whether this streamed reply is to break off mid-stream (and one fewer of the next will)."""
+        faults = self.faults.get(model) or self.faults.get(None)
+        if faults is None or faults.break_stream_next <= 0:
+            return False
+        faults.break_stream_next -= 1
+        return True
 
     def decide_fault(self, model: str) -> tuple[float, int | Literal["timeout"] | None]:
         """Extra latency (s), and the fault to inject: an HTTP status, "timeout", or None."""
@@ -623,10 +708,16 @@ Piece = TypeVar("Piece")
 
 
 async def _generate(
-    sim: _Simulator, state: _ModelState, n_prompt: int, pieces: Sequence[Piece], finish: str
+    sim: _Simulator,
+    state: _ModelState,
+    n_prompt: int,
+    pieces: Sequence[Piece],
+    finish: str,
+    blocks: Sequence[bytes] = (),
 ) -> AsyncGenerator[Piece, None]:
-    """Yield the reply's tokens paced by the model profile: queue, prefill, then decode.
-    `finish` is the engine's finish reason for vLLM's metrics ("stop" for tool calls too)."""
+    """Yield the reply's tokens paced by the model profile: queue, prefill (of the prompt tokens past
+    its cached prefix `blocks`), then decode. `finish` is the engine's finish reason for vLLM's
+    metrics ("stop" for tool calls too)."""
     name, profile, metrics = state.profile.name, state.profile, sim.metrics
     started = time.monotonic()
     metrics.waiting.labels(name).inc()
@@ -636,25 +727,42 @@ async def _generate(
         metrics.waiting.labels(name).dec()
     state.generating += 1
     metrics.running.labels(name).inc()
+    held = n_prompt  # this request's tokens in the KV cache
+    state.kv_tokens += held
     try:
-        state.prefill_tokens += n_prompt
+        cached = min(n_prompt, state.cache.match(blocks) * profile.block_tokens)
+        metrics.prefix_queries.labels(name).inc(n_prompt)
+        metrics.prefix_hits.labels(name).inc(cached)
+        _show_kv_usage(sim, state)
+        uncached = n_prompt - cached
+        state.prefill_tokens += uncached
         try:
             await _sleep(profile.ttft_s(state.prefill_tokens))
         finally:
-            state.prefill_tokens -= n_prompt
+            state.prefill_tokens -= uncached
+        state.cache.keep(blocks)
         metrics.ttft.labels(name).observe(time.monotonic() - started)
         metrics.prompt_tokens.labels(name).inc(n_prompt)
         for i, piece in enumerate(pieces):
             if i:
                 await _sleep(profile.itl_s(state.generating))
             metrics.generation_tokens.labels(name).inc()
+            held += 1
+            state.kv_tokens += 1
             yield piece
         metrics.e2e.labels(name).observe(time.monotonic() - started)
         metrics.success.labels(name, finish).inc()
     finally:
         state.generating -= 1
+        state.kv_tokens -= held
+        _show_kv_usage(sim, state)
         metrics.running.labels(name).dec()
         state.slots.release()
+
+
+def _show_kv_usage(sim: _Simulator, state: _ModelState) -> None:
+    usage = min(1.0, state.kv_tokens / max(1, state.profile.kv_cache_tokens))
+    sim.metrics.kv_cache_usage.labels(state.profile.name).set(usage)
 
 
 def _usage(n_prompt: int, n_completion: int) -> dict[str, int]:
@@ -690,18 +798,32 @@ def _sse_end(
     yield "data: [DONE]\n\n"
 
 
+class StreamBroken(Exception):
+    """A simulated replica death mid-stream: raised inside a streamed reply, it makes the server drop
+    the connection."""
+
+
+BREAK_AFTER_TOKENS = 2  # tokens a stream sends before a break_stream fault cuts it
+
+
 async def _sse(
     base: dict[str, object],
     tokens: AsyncGenerator[str, None],
     finish: str,
     usage: dict[str, int],
     include_usage: bool,
+    breaks: bool = False,
 ) -> AsyncIterator[str]:
     """OpenAI's chat.completion.chunk stream of a text reply, as server-sent events."""
     yield _sse_chunk(base, {"role": "assistant", "content": ""}, include_usage)
     async with aclosing(tokens):
+        sent = 0
         async for piece in tokens:
+            if breaks and sent == BREAK_AFTER_TOKENS:
+                logger.warning("simulated fault: the stream breaks off after %d tokens", sent)
+                raise StreamBroken("simulated fault: the replica died mid-stream")
             yield _sse_chunk(base, {"content": piece}, include_usage)
+            sent += 1
     for event in _sse_end(base, finish, usage, include_usage):
         yield event
 
@@ -788,7 +910,12 @@ def create_app(profiles: dict[str, ModelProfile] | None = None, *, seed: int | N
         if key != profile.name:
             raise ValueError(f"profile key {key!r} does not match its name {profile.name!r}")
     sim = _Simulator(
-        models={n: _ModelState(p, asyncio.Semaphore(p.max_concurrency)) for n, p in profiles.items()},
+        models={
+            n: _ModelState(
+                p, asyncio.Semaphore(p.max_concurrency), PrefixCache(p.kv_cache_tokens // p.block_tokens)
+            )
+            for n, p in profiles.items()
+        },
         metrics=_Metrics(list(profiles)),
         rng=random.Random(seed),
     )
@@ -866,6 +993,7 @@ def create_app(profiles: dict[str, ModelProfile] | None = None, *, seed: int | N
         sim.count(req.model, "ok")
 
         n_prompt = prompt_tokens(req.messages)
+        blocks = prompt_blocks(req.messages, state.profile.block_tokens)
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
         completion_id = f"chatcmpl-sim-{uuid.uuid4().hex[:24]}"
 
@@ -891,7 +1019,7 @@ def create_app(profiles: dict[str, ModelProfile] | None = None, *, seed: int | N
         if calls:
             fragments = _argument_fragments(calls)
             usage = _usage(n_prompt, len(fragments))
-            generated = _generate(sim, state, n_prompt, fragments, "stop")  # vLLM's engine says "stop"
+            generated = _generate(sim, state, n_prompt, fragments, "stop", blocks)  # vLLM says "stop"
             if req.stream:
                 chunks = header("chat.completion.chunk")
                 return streamed(_sse_tool_calls(chunks, calls, generated, usage, include_usage))
@@ -907,9 +1035,11 @@ def create_app(profiles: dict[str, ModelProfile] | None = None, *, seed: int | N
 
         pieces, finish = reply_pieces(req, state.profile)
         usage = _usage(n_prompt, len(pieces))
-        tokens = _generate(sim, state, n_prompt, pieces, finish)
+        tokens = _generate(sim, state, n_prompt, pieces, finish, blocks)
         if req.stream:
-            return streamed(_sse(header("chat.completion.chunk"), tokens, finish, usage, include_usage))
+            breaks = sim.breaks_stream(req.model)
+            events = _sse(header("chat.completion.chunk"), tokens, finish, usage, include_usage, breaks)
+            return streamed(events)
         async with aclosing(tokens):
             content = "".join([piece async for piece in tokens])
         return completed({"role": "assistant", "content": content}, finish, usage)

@@ -686,3 +686,57 @@ def test_bad_tool_shapes_are_400_saying_what_is_wrong(
 def test_the_openai_client_raises_bad_request_for_an_undeclared_tool_choice(oai: openai.OpenAI) -> None:
     with pytest.raises(openai.BadRequestError, match="do not declare"):
         ask(oai, "hi", tool_choice={"type": "function", "function": {"name": "launch_rockets"}})
+
+
+def _metric(client: httpx.Client, name: str, model: str = ZERO) -> float:
+    return samples(client.get("/metrics").text)[(name, frozenset({("model_name", model)}))]
+
+
+def test_a_shared_prompt_prefix_is_served_from_the_prefix_cache(client: httpx.Client) -> None:
+    shared = " ".join(f"w{i}" for i in range(1600))  # 100 blocks of 16 tokens
+    assert content_of(chat(client, shared + " first question"))
+    hits_before = _metric(client, "vllm:prefix_cache_hits_total")
+    queries_before = _metric(client, "vllm:prefix_cache_queries_total")
+    response = chat(client, shared + " another question")
+    prompt = response.json()["usage"]["prompt_tokens"]
+    hits = _metric(client, "vllm:prefix_cache_hits_total") - hits_before
+    assert _metric(client, "vllm:prefix_cache_queries_total") - queries_before == prompt
+    # the role marker and the 1,600 shared words fill 100 whole blocks; the question differs
+    assert hits == 1600
+    assert hits_before == 0  # the first request found nothing cached
+    # a different prompt of the same length shares nothing
+    chat(client, " ".join(f"v{i}" for i in range(1600)))
+    assert _metric(client, "vllm:prefix_cache_hits_total") - hits_before == 1600
+    assert _metric(client, "vllm:kv_cache_usage_perc") == 0  # no request running holds the cache
+
+
+def test_the_prefix_cache_forgets_the_least_recently_used_blocks() -> None:
+    small = {ZERO: ModelProfile(**{**DEFAULT_PROFILES[ZERO].__dict__, "kv_cache_tokens": 16 * 10})}
+    with serve_in_thread(create_app(small, seed=1)) as base, httpx.Client(base_url=base) as http:
+        first = " ".join(f"a{i}" for i in range(159))  # with "<user>": 10 blocks, the cache's size
+        second = " ".join(f"b{i}" for i in range(159))
+        chat(http, first)
+        chat(http, second)  # pushes every block of the first out
+        chat(http, first)
+        assert _metric(http, "vllm:prefix_cache_hits_total") == 0
+        chat(http, first)
+        assert _metric(http, "vllm:prefix_cache_hits_total") == 160
+
+
+def test_a_break_stream_fault_cuts_a_streamed_reply_off(client: httpx.Client, url: str) -> None:
+    assert client.put("/admin/faults", json={"model": ZERO, "break_stream_next": 1}).status_code == 200
+    sdk = openai.OpenAI(base_url=f"{url}/v1", api_key="none", max_retries=0)
+    pieces: list[str] = []
+    with pytest.raises((httpx.RemoteProtocolError, openai.APIConnectionError)):
+        stream = sdk.chat.completions.create(
+            model=ZERO, messages=[{"role": "user", "content": "[echo] one two three four five"}], stream=True
+        )
+        for chunk in stream:
+            if chunk.choices and chunk.choices[0].delta.content:
+                pieces.append(chunk.choices[0].delta.content)
+    assert "".join(pieces).split() == ["one", "two"]
+    # the fault was for one stream: the next one ends properly
+    stream = sdk.chat.completions.create(
+        model=ZERO, messages=[{"role": "user", "content": "[echo] one two three"}], stream=True
+    )
+    assert [c.choices[0].finish_reason for c in stream if c.choices][-1] == "stop"
