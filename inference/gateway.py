@@ -28,7 +28,14 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.exceptions import ApplicationError
 
 from policies.errors import LcpError
-from policies.models import DEFAULT_POLICY_FILE, STABLE_VERSION, ModelRoute, expand_env, parse_routes
+from policies.models import (
+    DEFAULT_POLICY_FILE,
+    STABLE_VERSION,
+    ModelRoute,
+    ModelsPolicyError,
+    expand_env,
+    parse_routes,
+)
 from store import crud
 
 log = logging.getLogger(__name__)
@@ -162,8 +169,11 @@ def load_routes(path: Path | None = None, *, llm_url: str | None = None) -> dict
     env = dict(os.environ)
     if llm_url:
         env["LCP_LLM_URL"] = llm_url
-    text = (path or DEFAULT_POLICY_FILE).read_text()
-    return parse_routes(yaml.safe_load(expand_env(text, env)))
+    path = path or DEFAULT_POLICY_FILE
+    try:
+        return parse_routes(yaml.safe_load(expand_env(path.read_text(), env)))
+    except ModelsPolicyError as err:
+        raise ModelsPolicyError(f"{path}: {err}") from None
 
 
 def make_http_client() -> httpx.AsyncClient:
