@@ -1,5 +1,6 @@
 """The inference activity: one chat completion through the gateway (text, or the tools the model calls),
-optionally streamed to the API through the token relay while it is generated."""
+optionally streamed to the API through the token relay while it is generated. One call per attempt:
+Temporal's retry policy is the only retry loop on this path (the gateway's own is the one-shot path's)."""
 
 import asyncio
 import time
@@ -25,6 +26,9 @@ class ChatCompletionInput:
     stream_channel: str | None = None
     tools: list[dict[str, Any]] | None = None  # OpenAI's tool declarations the model may call
     tool_choice: str | None = None  # "none" | "auto" | "required"; None: the endpoint's default
+    # The deployment that served the conversation's previous turn: it most likely still holds the
+    # conversation's prefix in its KV cache, so the picker prefers it while it is not overloaded.
+    previous_deployment: str | None = None
 
 
 class InferenceActivities:
@@ -44,6 +48,8 @@ class InferenceActivities:
                 request.params,
                 tools=request.tools,
                 tool_choice=request.tool_choice,
+                previous=request.previous_deployment,
+                single_attempt=True,
             )
         finally:
             heartbeat.cancel()
@@ -66,6 +72,8 @@ class InferenceActivities:
             request.params,
             tools=request.tools,
             tool_choice=request.tool_choice,
+            previous=request.previous_deployment,
+            single_attempt=True,
         )
         # Text deltas, then the reply. The channel carries exactly the reply's text, in tool-call rounds
         # too (what a model writes before its calls): what was not yet published goes out at the end.

@@ -1,6 +1,14 @@
 """The inference gateway: calls OpenAI-compatible endpoints (the simulator, vLLM, OpenAI, ...) with httpx,
 whole or streamed, and classes every failure. Used by the inference activity and the one-shot API path.
 
+A model is a group of deployments (inference/fleet.py): each request goes to the one the model's
+routing picks (policies/picker.py). A deployment that fails before the first byte (refused, 5xx, 429,
+timed out) cools down (policies/cooldown.py) and the request goes to another one, within the model's
+timeout; when every deployment is cooling down the request waits for the first back. When none is
+left, the model's fallbacks are tried. On the durable path (`single_attempt`) the gateway makes one
+call and Temporal's retry policy is the only loop: its next attempt finds the failed deployment
+cooling down and goes elsewhere; fallbacks are tried at once only when no other deployment is left.
+
 A model with a canary in the models policy is served by two versions: each request goes to the canary
 with the probability its weight in the read model gives (ModelWeights, table model_canaries), else to
 the stable version. lcp_gateway_requests_total and lcp_gateway_request_duration_seconds count and time
@@ -27,6 +35,8 @@ from prometheus_client import Counter, Histogram
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.exceptions import ApplicationError
 
+from inference.fleet import Fleet, Replica
+from policies.cooldown import Failure
 from policies.errors import LcpError
 from policies.models import (
     DEFAULT_POLICY_FILE,
@@ -36,6 +46,7 @@ from policies.models import (
     expand_env,
     parse_routes,
 )
+from policies.picker import NoDeployment, Request, Unavailable, prompt_blocks
 from store import crud
 
 log = logging.getLogger(__name__)
@@ -54,6 +65,12 @@ GATEWAY_REQUESTS = Counter(
     "models policy's: the stable's or the canary's) and outcome: ok, the failure type (EndpointError, "
     "EndpointRejected, EndpointBusy, EndpointTimeout, EndpointUnavailable), or cancelled",
     ["model", "version", "outcome"],
+)
+BROKEN_STREAMS = Counter(
+    "lcp_gateway_broken_streams_total",
+    "Streamed replies that broke off after they started (a replica died mid-stream), by model and version: "
+    "a durable turn retries on another deployment, a one-shot stream ends with an error event",
+    ["model", "version"],
 )
 GATEWAY_LATENCY = Histogram(
     "lcp_gateway_request_duration_seconds",
@@ -82,6 +99,7 @@ class ChatCompletionResult:
     latency_ms: float
     version: str = STABLE_VERSION  # the version of the model that answered (see the models policy)
     tool_calls: list[dict[str, Any]] | None = None  # the tools the model calls: {"id", "name", "arguments"}
+    deployment: str | None = None  # the deployment of the model that answered (see the models policy)
 
 
 def wire_message(message: ChatMessage) -> dict[str, Any]:
@@ -157,10 +175,15 @@ class InferenceFailure(ApplicationError, LcpError):
         status: int,
         non_retryable: bool = False,
         retry_after: timedelta | None = None,
+        health: Failure | None = None,
     ) -> None:
         super().__init__(message, type=type, non_retryable=non_retryable, next_retry_delay=retry_after)
         self.status = status
         self.retry_after = retry_after
+        self.health = health  # what it says of the deployment's health; None: the request's own fault
+        # Raised on the durable path while another deployment could take the request: Temporal's next
+        # attempt goes there, so no fallback model yet.
+        self.others_ready = False
 
 
 def load_routes(path: Path | None = None, *, llm_url: str | None = None) -> dict[str, ModelRoute]:
@@ -221,9 +244,15 @@ def _retry_after(response: httpx.Response) -> timedelta | None:
 def _transport_failure(route: ModelRoute, err: Exception, timed_out: str, broken: str) -> InferenceFailure:
     if isinstance(err, httpx.TimeoutException):
         return InferenceFailure(
-            f"{route.name}: {timed_out} ({type(err).__name__})", type="EndpointTimeout", status=504
+            f"{route.name}: {timed_out} ({type(err).__name__})",
+            type="EndpointTimeout",
+            status=504,
+            health=Failure.TIMEOUT,
         )
-    return InferenceFailure(f"{route.name}: {broken} ({err})", type="EndpointUnavailable", status=502)
+    health = Failure.UNREACHABLE if isinstance(err, httpx.ConnectError) else Failure.BROKEN_STREAM
+    return InferenceFailure(
+        f"{route.name}: {broken} ({err})", type="EndpointUnavailable", status=502, health=health
+    )
 
 
 @contextlib.contextmanager
@@ -312,6 +341,7 @@ class ModelWeights:
 
 def _result(
     route: ModelRoute,
+    replica: Replica,
     messages: list[ChatMessage],
     content: str,
     finish_reason: str,
@@ -330,7 +360,47 @@ def _result(
         latency_ms=latency_ms,
         version=route.version,
         tool_calls=tool_calls,
+        deployment=replica.deployment.id,
     )
+
+
+# Failures after which another deployment (or a fallback model) may answer: the endpoint's, not the
+# request's. ContentPolicy and ContextWindow go to their own kinds of fallbacks.
+AVAILABILITY_FAILURES = frozenset(
+    {"EndpointUnavailable", "EndpointError", "EndpointBusy", "EndpointTimeout", "NoDeployment"}
+)
+
+
+@dataclass
+class _Call:
+    """What one request asks of the gateway, whichever model and deployment end up serving it."""
+
+    messages: list[ChatMessage]
+    params: dict[str, Any]
+    stream: bool
+    tools: list[dict[str, Any]] | None
+    tool_choice: str | dict[str, Any] | None
+    previous: str | None  # the deployment that served the conversation's previous turn
+    single_attempt: bool
+
+    def __post_init__(self) -> None:
+        text = "\n".join(f"{m.role}\n{m.content}" for m in self.messages)
+        self.blocks = prompt_blocks(text)
+        max_tokens = self.params.get("max_completion_tokens") or self.params.get("max_tokens") or 0
+        self.request = Request(
+            prompt_tokens=estimate_prompt_tokens(self.messages),
+            max_tokens=int(max_tokens),
+            prefix_blocks=len(self.blocks),
+            previous=self.previous,
+        )
+
+
+@dataclass
+class _Opened:
+    route: ModelRoute
+    replica: Replica
+    response: httpx.Response
+    started: float
 
 
 class Gateway:
@@ -341,13 +411,15 @@ class Gateway:
         weights: ModelWeights | None = None,
         *,
         rng: random.Random | None = None,
+        fleet: Fleet | None = None,
     ) -> None:
         """`weights`: the canary weights (None: canaries get no traffic); `rng` draws each request's
-        version (injectable for tests)."""
+        version (injectable for tests); `fleet`: the deployments' state (a fresh one by default)."""
         self._http = http
         self.routes = routes
         self._weights = weights
         self._rng = rng or random.Random()
+        self.fleet = fleet or Fleet()
 
     def route(self, model: str) -> ModelRoute:
         route = self.routes.get(model)
@@ -375,31 +447,24 @@ class Gateway:
             return canary
         return route
 
-    def _request(
-        self,
-        route: ModelRoute,
-        messages: list[ChatMessage],
-        params: dict[str, Any],
-        stream: bool,
-        tools: list[dict[str, Any]] | None = None,
-        tool_choice: str | dict[str, Any] | None = None,
-    ) -> httpx.Request:
+    def _request(self, route: ModelRoute, replica: Replica, call: _Call) -> httpx.Request:
+        deployment = replica.deployment
         body: dict[str, Any] = {
-            "model": route.upstream_model,
-            "messages": [wire_message(m) for m in messages],
-            "stream": stream,
+            "model": deployment.upstream_model,
+            "messages": [wire_message(m) for m in call.messages],
+            "stream": call.stream,
         }
-        if stream:
+        if call.stream:
             body["stream_options"] = {"include_usage": True}
-        body.update({key: value for key, value in params.items() if value is not None})
-        if tools:
-            body["tools"] = tools
-        if tool_choice:
-            body["tool_choice"] = tool_choice
-        headers = {"Authorization": f"Bearer {route.api_key}"} if route.api_key else {}
+        body.update({key: value for key, value in call.params.items() if value is not None})
+        if call.tools:
+            body["tools"] = call.tools
+        if call.tool_choice:
+            body["tool_choice"] = call.tool_choice
+        headers = {"Authorization": f"Bearer {deployment.api_key}"} if deployment.api_key else {}
         return self._http.build_request(
             "POST",
-            f"{route.base_url}/chat/completions",
+            f"{deployment.base_url}/chat/completions",
             json=body,
             headers=headers,
             timeout=httpx.Timeout(route.timeout_s, connect=5.0),
@@ -419,9 +484,10 @@ class Gateway:
         status = response.status_code
         message = _endpoint_message(body, response.reason_phrase)
         if status < 500 and status not in RETRYABLE_CLIENT_ERRORS:
+            kind = _rejection_kind(message)
             return InferenceFailure(
                 f"{route.name} rejected the request (HTTP {status}): {message}",
-                type="EndpointRejected",
+                type=kind,
                 status=status,
                 non_retryable=True,
             )
@@ -431,6 +497,102 @@ class Gateway:
             type="EndpointBusy" if busy else "EndpointError",
             status=status if busy else 502,
             retry_after=_retry_after(response),
+            health=Failure.RATE_LIMITED
+            if status == 429
+            else Failure.TIMEOUT
+            if busy
+            else Failure.SERVER_ERROR,
+        )
+
+    async def _open(self, model: str, call: _Call) -> _Opened:
+        """An endpoint's answer has started (status 200): from the model's own deployments, or else,
+        if none could answer, from one of its fallbacks of the kind the failure calls for."""
+        route = await self.pick(model)
+        try:
+            return await self._open_on(route, call)
+        except InferenceFailure as err:
+            if err.type == "ContextWindowExceeded":
+                fallbacks = route.fallbacks.context_window
+            elif err.type == "ContentPolicyViolation":
+                fallbacks = route.fallbacks.content_policy
+            elif err.type in AVAILABILITY_FAILURES and not err.others_ready:
+                fallbacks = route.fallbacks.general
+            else:
+                raise
+            for name in fallbacks:
+                try:
+                    return await self._open_on(await self.pick(name), call)
+                except InferenceFailure:
+                    log.warning("fallback %s of %s could not answer either", name, model, exc_info=True)
+            raise
+
+    async def _open_on(self, route: ModelRoute, call: _Call) -> _Opened:
+        """Start the request on one of the route's deployments: another one after a failure before the
+        first byte, waiting for a cooling one when none is ready, all within the route's timeout."""
+        deadline = time.monotonic() + route.timeout_s
+        tried: set[str] = set()
+        failure: InferenceFailure | None = None
+        while True:
+            choice = self.fleet.choose(route, call.request, call.blocks, tried)
+            if choice is None:  # every deployment failed this request
+                assert failure is not None
+                raise failure
+            if isinstance(choice, NoDeployment):
+                wait_s = self._wait_s(route, call, choice, deadline)
+                await asyncio.sleep(wait_s)
+                continue
+            self.fleet.started(route, choice, call.blocks)
+            started = time.perf_counter()
+            try:
+                response = await self._send(route, self._request(route, choice, call), call.stream)
+            except InferenceFailure as err:
+                self.fleet.finished(route, choice, err.health, time.perf_counter() - started)
+                _measure(route, _outcome(err), started)
+                if err.health is None:  # the request's own fault: no other deployment will take it
+                    raise
+                if call.single_attempt and self._elsewhere(route, call, choice):
+                    err.others_ready = True
+                    raise
+                failure = err
+                tried.add(choice.deployment.id)
+                continue
+            except BaseException:
+                self.fleet.finished(route, choice, None, time.perf_counter() - started)
+                _measure(route, "cancelled", started)
+                raise
+            return _Opened(route, choice, response, started)
+
+    def _elsewhere(self, route: ModelRoute, call: _Call, failed: Replica) -> bool:
+        """Whether another deployment could take the request now (then Temporal's retry will find it)."""
+        other = self.fleet.choose(route, call.request, call.blocks, {failed.deployment.id})
+        return isinstance(other, Replica)
+
+    def _wait_s(self, route: ModelRoute, call: _Call, none: NoDeployment, deadline: float) -> float:
+        """How long to wait for a deployment to come back, or the failure to raise when none will in time."""
+        if none.reason is Unavailable.CONTEXT_WINDOW:
+            needed = call.request.prompt_tokens + call.request.max_tokens
+            raise InferenceFailure(
+                f"{route.name}: the prompt and the reply need about {needed} tokens, more than any of its "
+                f"deployments takes (at most {none.largest_window}): shorten the conversation or max_tokens",
+                type="ContextWindowExceeded",
+                status=400,
+                non_retryable=True,
+            )
+        now = time.monotonic()
+        if none.reason is Unavailable.COOLING_DOWN and none.retry_at is not None:
+            back_in = max(0.0, none.retry_at - self.fleet.clock())
+            if now + back_in < deadline:
+                return back_in + 0.01
+        retry_after = (
+            timedelta(seconds=max(1.0, none.retry_at - self.fleet.clock())) if none.retry_at else None
+        )
+        reason = {
+            Unavailable.COOLING_DOWN: "every deployment is cooling down or at its concurrency cap",
+            Unavailable.DRAINING: "every deployment is draining",
+            Unavailable.LABELS: "no deployment has the labels the request allows",
+        }.get(none.reason, none.reason.value)
+        raise InferenceFailure(
+            f"{route.name}: {reason}", type="NoDeployment", status=503, retry_after=retry_after
         )
 
     async def complete(
@@ -441,31 +603,37 @@ class Gateway:
         *,
         tools: list[dict[str, Any]] | None = None,
         tool_choice: str | dict[str, Any] | None = None,
+        previous: str | None = None,
+        single_attempt: bool = False,
     ) -> ChatCompletionResult:
         """One whole reply: text, or the tools the model calls (of `tools`, OpenAI's declarations)."""
-        route = await self.pick(model)
-        started = time.perf_counter()
-        outcome = "cancelled"
+        call = _Call(messages, params, False, tools, tool_choice, previous, single_attempt)
+        opened = await self._open(model, call)
+        route, replica, started = opened.route, opened.replica, opened.started
+        outcome, failure = "cancelled", None
         try:
-            request = self._request(route, messages, params, False, tools, tool_choice)
-            response = await self._send(route, request, False)
+            with _transport_errors(route, "endpoint timed out", "reply broke off"):
+                await opened.response.aread()
             latency_ms = (time.perf_counter() - started) * 1000
             try:
-                data = response.json()
+                data = opened.response.json()
                 choice = data["choices"][0]
                 content = choice["message"].get("content") or ""
                 calls = _whole_tool_calls(choice["message"])
                 usage = data.get("usage") or {}
                 finish_reason = choice.get("finish_reason") or "stop"
-                result = _result(route, messages, content, finish_reason, usage, latency_ms, calls)
+                result = _result(route, replica, messages, content, finish_reason, usage, latency_ms, calls)
             except (ValueError, KeyError, IndexError, TypeError) as err:
                 raise self._malformed(route, err) from err
             outcome = "ok"
             return result
         except Exception as err:
             outcome = _outcome(err)
+            failure = err.health if isinstance(err, InferenceFailure) else Failure.SERVER_ERROR
             raise
         finally:
+            await opened.response.aclose()
+            self.fleet.finished(route, replica, failure, time.perf_counter() - started)
             _measure(route, outcome, started)
 
     async def stream(
@@ -476,15 +644,17 @@ class Gateway:
         *,
         tools: list[dict[str, Any]] | None = None,
         tool_choice: str | dict[str, Any] | None = None,
+        previous: str | None = None,
+        single_attempt: bool = False,
     ) -> AsyncGenerator[str | ChatCompletionResult, None]:
         """The reply as it is generated: text deltas, then the whole reply (with any tool calls) as the
         last item."""
-        route = await self.pick(model)
-        started = time.perf_counter()
+        call = _Call(messages, params, True, tools, tool_choice, previous, single_attempt)
+        opened = await self._open(model, call)
+        route, replica, started, response = opened.route, opened.replica, opened.started, opened.response
         outcome: str | None = "cancelled"  # until it ends otherwise: the consumer stopped reading
+        failure: Failure | None = None
         try:
-            request = self._request(route, messages, params, True, tools, tool_choice)
-            response = await self._send(route, request, True)
             parts: list[str] = []
             calls = _StreamedToolCalls()
             finish_reason, usage = "stop", dict[str, Any]()
@@ -506,6 +676,7 @@ class Gateway:
                             yield text
                         finish_reason = choice.get("finish_reason") or finish_reason
             except (httpx.TimeoutException, httpx.TransportError) as err:
+                BROKEN_STREAMS.labels(route.name, route.version).inc()
                 raise _transport_failure(route, err, "stream stalled", "stream broke off") from err
             except (ValueError, AttributeError, TypeError) as err:
                 raise self._malformed(route, err) from err
@@ -513,23 +684,41 @@ class Gateway:
                 await response.aclose()
             content = "".join(parts)
             latency_ms = (time.perf_counter() - started) * 1000
-            result = _result(route, messages, content, finish_reason, usage, latency_ms, calls.result())
+            result = _result(
+                route, replica, messages, content, finish_reason, usage, latency_ms, calls.result()
+            )
             # Counted now: a consumer may well never resume the generator after the last item.
             _measure(route, "ok", started)
+            self.fleet.finished(route, replica, None, time.perf_counter() - started)
             outcome = None
             yield result
         except Exception as err:
             outcome = _outcome(err)
+            failure = err.health if isinstance(err, InferenceFailure) else Failure.SERVER_ERROR
             raise
         finally:
             if outcome is not None:
                 _measure(route, outcome, started)
+                self.fleet.finished(route, replica, failure, time.perf_counter() - started)
 
     @staticmethod
     def _malformed(route: ModelRoute, err: Exception) -> InferenceFailure:
         return InferenceFailure(
-            f"{route.name} sent a malformed completion: {err!r}", type="EndpointError", status=502
+            f"{route.name} sent a malformed completion: {err!r}",
+            type="EndpointError",
+            status=502,
+            health=Failure.SERVER_ERROR,
         )
+
+
+def _rejection_kind(message: str) -> str:
+    """The type of a 4xx rejection: the context window and content policy each have their fallbacks."""
+    lowered = message.lower()
+    if "maximum context length" in lowered or "context window" in lowered or "context_length" in lowered:
+        return "ContextWindowExceeded"
+    if "content policy" in lowered or "content_policy" in lowered or "content_filter" in lowered:
+        return "ContentPolicyViolation"
+    return "EndpointRejected"
 
 
 def _outcome(err: Exception) -> str:

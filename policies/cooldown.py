@@ -1,7 +1,7 @@
 """Passive health of a deployment: failures put it in a cooldown it comes back from by itself.
 
 As LiteLLM does it (its defaults are ours): a 429 or a refused connection cools a deployment down at
-once; other failures (5xx, timeouts, a reply cut short) are counted, and more than `allowed_fails`
+once, and so does a stream cut off mid-reply; other failures (5xx, timeouts) are counted, and more than `allowed_fails`
 of them within `window_s` cool it down. A cooldown lasts `cooldown_s`; a success clears the count.
 Pure: the clock is passed in, the state is a value.
 """
@@ -20,7 +20,9 @@ class Failure(StrEnum):
     BROKEN_STREAM = "broken_stream"  # the reply was cut off mid-stream
 
 
-IMMEDIATE = frozenset({Failure.RATE_LIMITED, Failure.UNREACHABLE})
+# A refused connection or a stream cut off mid-reply says the replica is gone (or going): no point in
+# sending it the next requests until the cooldown has passed.
+IMMEDIATE = frozenset({Failure.RATE_LIMITED, Failure.UNREACHABLE, Failure.BROKEN_STREAM})
 
 
 @dataclass(frozen=True)

@@ -21,10 +21,11 @@ def run(events: list[tuple[float, Failure | None]]) -> Health:
         ([], 0, False, None),
         ([(0, F.RATE_LIMITED)], 1, True, "rate_limited"),
         ([(0, F.UNREACHABLE)], 4.9, True, "unreachable"),
+        ([(0, F.BROKEN_STREAM)], 1, True, "broken_stream"),  # the replica died mid-reply
         ([(0, F.UNREACHABLE)], 5.0, False, "unreachable"),  # comes back by itself
         ([(0, F.SERVER_ERROR)] * 3, 1, False, None),  # allowed_fails tolerated
         (
-            [(0, F.SERVER_ERROR), (1, F.TIMEOUT), (2, F.BROKEN_STREAM), (3, F.SERVER_ERROR)],
+            [(0, F.SERVER_ERROR), (1, F.TIMEOUT), (2, F.SERVER_ERROR), (3, F.SERVER_ERROR)],
             4,
             True,
             "4 failures in 60 s, the last server_error",
