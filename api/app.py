@@ -63,6 +63,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     "read model is not PostgreSQL (see LCP_API__WITH_WORKER, LCP_API__TOKEN_RELAY)"
                 )
             oidc = OidcVerifier(settings.oidc, http) if settings.oidc.issuer else None
+            gateway = Gateway(
+                http, load_routes(settings.models_file, llm_url=settings.llm_url), ModelWeights(sessions)
+            )
+            stack.push_async_callback(gateway.aclose)
             app.state.lcp = AppState(
                 settings=settings,
                 temporal=temporal,
@@ -70,9 +74,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 sessions=sessions,
                 auth=Authenticator(sessions, oidc, settings.auth, settings.api.database_timeout_s),
                 limiter=limiter,
-                gateway=Gateway(
-                    http, load_routes(settings.models_file, llm_url=settings.llm_url), ModelWeights(sessions)
-                ),
+                gateway=gateway,
                 relay=relay,
             )
             yield

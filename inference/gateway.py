@@ -36,6 +36,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.exceptions import ApplicationError
 
 from inference.fleet import Fleet, Replica
+from inference.replica_metrics import ReplicaMetricsReader
 from policies.cooldown import Failure
 from policies.errors import LcpError
 from policies.models import (
@@ -420,6 +421,21 @@ class Gateway:
         self._weights = weights
         self._rng = rng or random.Random()
         self.fleet = fleet or Fleet()
+        self._reader = ReplicaMetricsReader(self.fleet, http, self.routes.values)
+        self._reading: asyncio.Task[None] | None = None
+
+    def _read_replica_metrics(self) -> None:
+        """Start reading the deployments' /metrics, once, when some model has deployments to score."""
+        if self._reading is None and self._reader.replicas():
+            self._reading = asyncio.create_task(self._reader.run(), name="replica-metrics")
+
+    async def aclose(self) -> None:
+        """Stop reading the deployments' /metrics (the HTTP client is its owner's to close)."""
+        if self._reading is not None:
+            self._reading.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reading
+            self._reading = None
 
     def route(self, model: str) -> ModelRoute:
         route = self.routes.get(model)
@@ -507,6 +523,7 @@ class Gateway:
     async def _open(self, model: str, call: _Call) -> _Opened:
         """An endpoint's answer has started (status 200): from the model's own deployments, or else,
         if none could answer, from one of its fallbacks of the kind the failure calls for."""
+        self._read_replica_metrics()
         route = await self.pick(model)
         try:
             return await self._open_on(route, call)

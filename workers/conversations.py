@@ -36,7 +36,8 @@ async def conversation_worker(
     http = make_http_client()
     sessions = make_sessionmaker(engine)
     routes = load_routes(settings.models_file, llm_url=settings.llm_url)
-    inference = InferenceActivities(Gateway(http, routes, ModelWeights(sessions)), relay)
+    gateway = Gateway(http, routes, ModelWeights(sessions))
+    inference = InferenceActivities(gateway, relay)
     store = StoreActivities(sessions, single_writer=engine.dialect.name == "sqlite")
     # Assistants' tools are URLs a tenant chose: a fenced client of their own (no internal addresses, no
     # redirects, no cookies, no retries here).
@@ -64,6 +65,7 @@ async def conversation_worker(
     try:
         yield worker
     finally:
+        await gateway.aclose()
         await tool_http.aclose()
         await http.aclose()
         await engine.dispose()

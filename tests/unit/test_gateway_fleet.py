@@ -36,7 +36,11 @@ def model(name: str, urls: list[str], **fields: Any) -> dict[str, Any]:
 @contextlib.asynccontextmanager
 async def gateway(*models: dict[str, Any]) -> AsyncIterator[Gateway]:
     async with httpx.AsyncClient() as http:
-        yield Gateway(http, parse_routes({"models": list(models)}))
+        gw = Gateway(http, parse_routes({"models": list(models)}))
+        try:
+            yield gw
+        finally:
+            await gw.aclose()
 
 
 def fault(url: str, **settings: Any) -> None:
@@ -187,3 +191,29 @@ async def test_a_replica_that_dies_mid_stream(replicas: list[str]) -> None:
     result = items[-1]
     assert isinstance(result, ChatCompletionResult) and result.deployment == "r1"
     assert result.content.split() == ["token"] * 20
+
+
+async def test_the_picker_reads_each_replica_s_load_and_prefers_the_idle_ones(replicas: list[str]) -> None:
+    """Cache-aware routing scores on what each replica's vLLM /metrics says: a replica busy with
+    requests lcp did not send loses to idle ones."""
+    long_echo = {
+        "model": "sim-llama-8b",
+        "messages": [{"role": "user", "content": "[echo] " + "word " * 600}],
+    }
+    async with gateway(model("m", replicas)) as gw, httpx.AsyncClient(timeout=30) as http:
+        route = gw.route("m")
+        busy = [
+            asyncio.create_task(http.post(f"{replicas[0]}/v1/chat/completions", json=long_echo))
+            for _ in range(3)
+        ]
+        r0 = next(r for r in gw.fleet.replicas(route) if r.deployment.id == "r0")
+        for _ in range(200):  # until r0's metrics show the three generating (about 3 s of work each)
+            await gw._reader.read_all()
+            if r0.running >= 3:
+                break
+            await asyncio.sleep(0.02)
+        assert r0.running == 3
+        answered = {(await gw.complete("m", ASK, {})).deployment for _ in range(6)}
+        for task in busy:
+            task.cancel()
+    assert answered <= {"r1", "r2"}
