@@ -11,6 +11,8 @@ import time
 from collections.abc import Iterable
 from typing import Any, ClassVar
 
+import httpx
+
 from lab.kube import SIMULATED_LABEL, Kind, LabEmulator, LabKubernetes, Obj
 
 log = logging.getLogger(__name__)
@@ -93,7 +95,9 @@ def default_controllers(
     """The controllers a lab cluster runs by default."""
     return [
         Kubelet(kube, pod_startup_delay=pod_startup_delay, interval=interval),
+        ReadinessProbes(kube),
         DeploymentController(kube, interval=interval),
+        EndpointSliceController(kube, interval=interval),
     ]
 
 
@@ -106,9 +110,10 @@ def is_ready(pod: Obj) -> bool:
     return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
 
 
-def _pod_status(pod: Obj, *, ready: bool, ip: str) -> Obj:
+def _pod_status(pod: Obj, *, ready: bool, ip: str, running: bool | None = None) -> Obj:
+    running = ready if running is None else running
     created = pod["metadata"]["creationTimestamp"]
-    since = _timestamp() if ready else created
+    since = _timestamp() if running else created
     flag = "True" if ready else "False"
     containers = (pod.get("spec") or {}).get("containers") or []
     conditions = [
@@ -120,7 +125,7 @@ def _pod_status(pod: Obj, *, ready: bool, ip: str) -> Obj:
     if not ready:
         for condition in conditions[2:]:
             condition["reason"] = "ContainersNotReady"
-    state = {"running": {"startedAt": since}} if ready else {"waiting": {"reason": "ContainerCreating"}}
+    state = {"running": {"startedAt": since}} if running else {"waiting": {"reason": "ContainerCreating"}}
     statuses = [
         {
             "name": container.get("name", ""),
@@ -128,14 +133,14 @@ def _pod_status(pod: Obj, *, ready: bool, ip: str) -> Obj:
             "imageID": f"lab-simulated://{container.get('image', '')}",
             "containerID": f"lab-simulated://{pod['metadata']['uid']}/{container.get('name', '')}",
             "ready": ready,
-            "started": ready,
+            "started": running,
             "restartCount": 0,
             "state": state,
         }
         for container in containers
     ]
     return {
-        "phase": "Running" if ready else "Pending",
+        "phase": "Running" if running else "Pending",
         "conditions": conditions,
         "hostIP": "10.0.0.1",
         "podIP": ip,
@@ -148,9 +153,22 @@ def _timestamp() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
+POD_IP_ANNOTATION = "lab.lcp.dev/pod-ip"  # where a simulated pod's process really listens (127.0.0.1)
+
+
+def readiness_probe(pod: Obj) -> Obj | None:
+    """The first container's readinessProbe.httpGet, if it has one (the only kind the lab runs)."""
+    for container in (pod.get("spec") or {}).get("containers") or []:
+        probe = (container.get("readinessProbe") or {}).get("httpGet")
+        if probe:
+            return dict(probe, _ports=container.get("ports") or [])
+    return None
+
+
 class Kubelet(Controller):
-    """The node's kubelet: every pod is Pending as soon as it exists, then Running and Ready once
-    `pod_startup_delay` seconds have passed. After that, the pod's status is left to others (chaos)."""
+    """The node's kubelet: every pod is Pending as soon as it exists, then Running once
+    `pod_startup_delay` seconds have passed: Ready at once, or, with an HTTP readiness probe, when the
+    probe says so (ReadinessProbes). After that, the pod's status is left to others (probes, chaos)."""
 
     watches = ("v1/pods",)
 
@@ -178,7 +196,7 @@ class Kubelet(Controller):
                 continue
             ready_at = self._ready_at.setdefault(uid, now + self.pod_startup_delay)
             if now >= ready_at:
-                self._set_status(pod, ready=True)
+                self._set_status(pod, ready=readiness_probe(pod) is None, running=True)
                 self._started.add(uid)
                 log.info("lab: simulated pod %s/%s is Running and Ready", meta["namespace"], meta["name"])
             elif "phase" not in (pod.get("status") or {}):
@@ -186,13 +204,180 @@ class Kubelet(Controller):
         self._ready_at = {uid: at for uid, at in self._ready_at.items() if uid in live}
         self._started &= live
 
-    def _set_status(self, pod: Obj, *, ready: bool) -> None:
-        ip = (pod.get("status") or {}).get("podIP")
+    def _set_status(self, pod: Obj, *, ready: bool, running: bool | None = None) -> None:
+        ip = (pod.get("status") or {}).get("podIP") or (pod["metadata"].get("annotations") or {}).get(
+            POD_IP_ANNOTATION
+        )
         if ip is None:
             self._ips += 1
             ip = f"10.244.{self._ips // 250 % 250}.{self._ips % 250 + 2}"
-        pod["status"] = _pod_status(pod, ready=ready, ip=ip)
+        pod["status"] = _pod_status(pod, ready=ready, ip=ip, running=running)
         self.api.replace_object("pods", pod, subresource="status")
+
+
+class ReadinessProbes(Controller):
+    """The kubelet's HTTP readiness probes: every `period` seconds each running pod with a
+    readinessProbe.httpGet is asked for its path; a 2xx or 3xx makes it Ready, anything else (refused,
+    timed out, 5xx) not Ready. A replica that dies leaves its Service's endpoints within a period or two,
+    and comes back when it answers again."""
+
+    def __init__(self, kube: LabKubernetes, *, period: float = 0.5, timeout: float = 0.5) -> None:
+        super().__init__(kube, interval=period)
+        self.timeout = timeout
+
+    async def run(self) -> None:
+        async with httpx.AsyncClient(timeout=self.timeout, trust_env=False) as http:
+            while True:
+                await self.probe_all(http)
+                await asyncio.sleep(self.interval)
+
+    async def probe_all(self, http: httpx.AsyncClient) -> None:
+        pods = [
+            pod
+            for pod in self.api.list_objects("pods")
+            if readiness_probe(pod) is not None
+            and (pod.get("status") or {}).get("phase") == "Running"
+            and not pod["metadata"].get("deletionTimestamp")
+        ]
+        answers = await asyncio.gather(*(self._probe(http, pod) for pod in pods))
+        for pod, ready in zip(pods, answers, strict=True):
+            current = self.api.get_object("pods", pod["metadata"]["namespace"], pod["metadata"]["name"])
+            if current is None or is_ready(current) == ready:
+                continue
+            ip = current["status"].get("podIP", "")
+            current["status"] = _pod_status(current, ready=ready, ip=ip, running=True)
+            self.api.replace_object("pods", current, subresource="status")
+            meta = current["metadata"]
+            log.info(
+                "lab: simulated pod %s/%s is %s",
+                meta["namespace"],
+                meta["name"],
+                "Ready" if ready else "not Ready",
+            )
+
+    async def _probe(self, http: httpx.AsyncClient, pod: Obj) -> bool:
+        probe = readiness_probe(pod) or {}
+        port = _container_port(probe.get("port"), probe["_ports"])
+        host = probe.get("host") or (pod.get("status") or {}).get("podIP")
+        if port is None or not host:
+            return False
+        try:
+            response = await http.get(
+                f"{probe.get('scheme', 'HTTP').lower()}://{host}:{port}{probe.get('path', '/')}"
+            )
+        except httpx.HTTPError:
+            return False
+        return 200 <= response.status_code < 400
+
+
+def _container_port(port: Any, ports: list[Obj]) -> int | None:
+    """A port number, or the number of the container port with that name."""
+    if isinstance(port, int):
+        return port
+    named = next((p.get("containerPort") for p in ports if p.get("name") == port), None)
+    return int(named) if named is not None else (int(port) if str(port).isdigit() else None)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# EndpointSlices
+
+SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+MANAGED_BY_LABEL = "endpointslice.kubernetes.io/managed-by"
+MANAGED_BY = "endpointslice-controller.k8s.io"
+
+
+class EndpointSliceController(Controller):
+    """Kubernetes' EndpointSlice controller: each Service with a selector gets EndpointSlices listing its
+    pods (address, ready/serving/terminating, the pod as targetRef) and their ports. Pods that resolve a
+    named targetPort to different numbers go in different slices, as on a real cluster."""
+
+    watches = ("v1/pods", "v1/services")
+
+    def reconcile(self) -> None:
+        wanted: dict[tuple[str, str], Obj] = {}
+        for service in self.api.list_objects("services"):
+            selector = (service.get("spec") or {}).get("selector")
+            if selector:
+                for slice_ in self._slices(service, selector):
+                    wanted[(slice_["metadata"]["namespace"], slice_["metadata"]["name"])] = slice_
+        existing = self.api.list_objects("endpointslices", label_selector={MANAGED_BY_LABEL: MANAGED_BY})
+        for current in existing:
+            key = (current["metadata"]["namespace"], current["metadata"]["name"])
+            body: Obj | None = wanted.pop(key, None)
+            if body is None:
+                self.api.delete_object("endpointslices", key[0], key[1])
+            elif (body["endpoints"], body["ports"]) != (current.get("endpoints"), current.get("ports")):
+                current["endpoints"], current["ports"] = body["endpoints"], body["ports"]
+                self.api.replace_object("endpointslices", current)
+        for (namespace, _), body in wanted.items():
+            self.api.create_object("endpointslices", body, namespace)
+
+    def _slices(self, service: Obj, selector: dict[str, str]) -> list[Obj]:
+        meta = service["metadata"]
+        namespace, name = meta["namespace"], meta["name"]
+        service_ports = (service.get("spec") or {}).get("ports") or []
+        groups: dict[tuple[int | None, ...], list[dict[str, Any]]] = {}
+        for pod in self.api.list_objects("pods", namespace, label_selector=selector):
+            ip = (pod.get("status") or {}).get("podIP")
+            if not ip:
+                continue
+            container_ports = [p for c in pod["spec"].get("containers") or [] for p in c.get("ports") or []]
+            resolved = tuple(
+                _container_port(port.get("targetPort", port.get("port")), container_ports)
+                for port in service_ports
+            )
+            ready = is_ready(pod) and not pod["metadata"].get("deletionTimestamp")
+            endpoint: dict[str, Any] = {
+                "addresses": [ip],
+                "conditions": {
+                    "ready": ready,
+                    "serving": ready,
+                    "terminating": bool(pod["metadata"].get("deletionTimestamp")),
+                },
+                "targetRef": {
+                    "kind": "Pod",
+                    "namespace": namespace,
+                    "name": pod["metadata"]["name"],
+                    "uid": pod["metadata"]["uid"],
+                },
+            }
+            groups.setdefault(resolved, []).append(endpoint)
+        slices: list[Obj] = []
+        for resolved, endpoints in sorted(groups.items(), key=lambda item: str(item[0])):
+            ports = [
+                {"name": port.get("name", ""), "port": number, "protocol": port.get("protocol", "TCP")}
+                for port, number in zip(service_ports, resolved, strict=True)
+                if number is not None
+            ]
+            suffix = hashlib.sha256(json.dumps(resolved).encode()).hexdigest()[:5]
+            slices.append(
+                {
+                    "apiVersion": "discovery.k8s.io/v1",
+                    "kind": "EndpointSlice",
+                    "metadata": {
+                        "name": f"{name}-{suffix}",
+                        "namespace": namespace,
+                        "labels": {
+                            SERVICE_NAME_LABEL: name,
+                            MANAGED_BY_LABEL: MANAGED_BY,
+                            SIMULATED_LABEL: "true",
+                        },
+                        "ownerReferences": [
+                            {
+                                "apiVersion": "v1",
+                                "kind": "Service",
+                                "name": name,
+                                "uid": meta["uid"],
+                                "controller": True,
+                            }
+                        ],
+                    },
+                    "addressType": "IPv4",
+                    "endpoints": sorted(endpoints, key=lambda e: str(e["targetRef"]["name"])),
+                    "ports": ports,
+                }
+            )
+        return slices
 
 
 # ---------------------------------------------------------------------------------------------------------

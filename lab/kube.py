@@ -62,6 +62,7 @@ KINDS: tuple[Kind, ...] = (
     Kind("", "v1", "services", "Service", returns_deleted_object=True, short_names=("svc",)),
     Kind("", "v1", "configmaps", "ConfigMap", subresources=frozenset(), short_names=("cm",)),
     Kind("", "v1", "events", "Event", subresources=frozenset(), short_names=("ev",)),
+    Kind("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice", subresources=frozenset()),
     Kind("apps", "v1", "deployments", "Deployment", subresources=_STATUS_SCALE, short_names=("deploy",)),
     Kind("apps", "v1", "replicasets", "ReplicaSet", subresources=_STATUS_SCALE, short_names=("rs",)),
     Kind(
