@@ -15,6 +15,7 @@ from api.limits import RateLimiter
 from api.metrics import MetricsMiddleware
 from api.oidc import OidcVerifier
 from api.routes import assistants, chaos, chat, conversations, health, keys, rollouts, scaling
+from inference.discovery import start_discovery
 from inference.gateway import Gateway, ModelWeights, load_routes, make_http_client
 from inference.token_relay import MemoryRelay, PostgresRelay, make_relay
 from settings import Settings
@@ -63,10 +64,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     "read model is not PostgreSQL (see LCP_API__WITH_WORKER, LCP_API__TOKEN_RELAY)"
                 )
             oidc = OidcVerifier(settings.oidc, http) if settings.oidc.issuer else None
-            gateway = Gateway(
-                http, load_routes(settings.models_file, llm_url=settings.llm_url), ModelWeights(sessions)
-            )
+            routes = load_routes(settings.models_file, llm_url=settings.llm_url)
+            gateway = Gateway(http, routes, ModelWeights(sessions))
             stack.push_async_callback(gateway.aclose)
+            discovery = start_discovery(
+                gateway.fleet, routes.values(), settings.resolved_kubeconfig(), settings.rollout.kube_context
+            )
+            stack.callback(discovery.stop)
             app.state.lcp = AppState(
                 settings=settings,
                 temporal=temporal,

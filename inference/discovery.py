@@ -104,6 +104,10 @@ class _ServiceWatch(threading.Thread):
         return result
 
 
+class DiscoveryError(RuntimeError):
+    """Discovery cannot start: no way to reach the Kubernetes API."""
+
+
 class Discovery:
     """The watches of every model with `discovery:` in the models policy, feeding the fleet."""
 
@@ -129,7 +133,15 @@ def start_discovery(
         api_client = config.new_client_from_config(config_file=str(kubeconfig), context=context)
     else:
         configuration = client.Configuration()
-        config.load_incluster_config(client_configuration=configuration)
+        try:
+            config.load_incluster_config(client_configuration=configuration)
+        except config.ConfigException as err:
+            models = ", ".join(m for m, _ in wanted)
+            raise DiscoveryError(
+                f"the models policy discovers the deployments of {models} from Kubernetes, but there is no "
+                f"kubeconfig at {kubeconfig} and this process is not in a pod ({err}): set "
+                "LCP_ROLLOUT__KUBECONFIG, or list the deployments in the policy file"
+            ) from None
         api_client = client.ApiClient(configuration)
     api = client.DiscoveryV1Api(api_client)
     loop = asyncio.get_running_loop()

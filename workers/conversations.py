@@ -13,6 +13,7 @@ from activities.egress import EgressRules, fenced_client
 from activities.inference import InferenceActivities
 from activities.store import StoreActivities
 from activities.tools import ToolActivities
+from inference.discovery import start_discovery
 from inference.gateway import Gateway, ModelWeights, load_routes, make_http_client
 from inference.token_relay import TokenRelay
 from settings import Settings
@@ -37,6 +38,9 @@ async def conversation_worker(
     sessions = make_sessionmaker(engine)
     routes = load_routes(settings.models_file, llm_url=settings.llm_url)
     gateway = Gateway(http, routes, ModelWeights(sessions))
+    discovery = start_discovery(
+        gateway.fleet, routes.values(), settings.resolved_kubeconfig(), settings.rollout.kube_context
+    )
     inference = InferenceActivities(gateway, relay)
     store = StoreActivities(sessions, single_writer=engine.dialect.name == "sqlite")
     # Assistants' tools are URLs a tenant chose: a fenced client of their own (no internal addresses, no
@@ -65,6 +69,7 @@ async def conversation_worker(
     try:
         yield worker
     finally:
+        discovery.stop()
         await gateway.aclose()
         await tool_http.aclose()
         await http.aclose()
