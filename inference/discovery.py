@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from inference.fleet import Fleet
+from policies.errors import PermanentError
 from policies.models import Deployment, KubernetesDiscovery, ModelRoute
 
 log = logging.getLogger(__name__)
@@ -104,7 +105,7 @@ class _ServiceWatch(threading.Thread):
         return result
 
 
-class DiscoveryError(RuntimeError):
+class DiscoveryError(PermanentError, RuntimeError):
     """Discovery cannot start: no way to reach the Kubernetes API."""
 
 
