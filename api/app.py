@@ -14,7 +14,7 @@ from api.deps import AppState
 from api.limits import RateLimiter
 from api.metrics import MetricsMiddleware
 from api.oidc import OidcVerifier
-from api.routes import assistants, chaos, chat, conversations, health, keys, rollouts, scaling
+from api.routes import assistants, chaos, chat, conversations, fleet, health, keys, rollouts, scaling
 from inference.discovery import start_discovery
 from inference.gateway import Gateway, ModelWeights, load_routes, make_http_client
 from inference.token_relay import MemoryRelay, PostgresRelay, make_relay
@@ -96,5 +96,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(rollouts.router)
     app.include_router(scaling.router)
     app.include_router(chaos.router)
+    app.include_router(fleet.router)
     app.include_router(assistants.router)
     return app

@@ -1,0 +1,101 @@
+"""A model served by a fleet of simulator replicas, through the served API: the openai SDK's requests
+spread over the replicas, a replica killed mid-run costs the client nothing, and GET /v1/fleet (role
+sre) shows each deployment's state."""
+
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+import yaml
+
+from api.app import create_app
+from lab.llm_simulator import create_app as simulator_app
+from settings import Settings
+from tests.api.conftest import MintKey
+from tests.http_server import serve_in_thread
+
+
+@pytest.fixture
+def replicas() -> Iterator[tuple[list[str], contextlib.ExitStack]]:
+    """Three replicas; the second one can be stopped (killed) on its own."""
+    with contextlib.ExitStack() as stack:
+        first = stack.enter_context(serve_in_thread(simulator_app(seed=1)))
+        killable = stack.enter_context(contextlib.ExitStack())
+        second = killable.enter_context(serve_in_thread(simulator_app(seed=2)))
+        third = stack.enter_context(serve_in_thread(simulator_app(seed=3)))
+        yield [first, second, third], killable
+
+
+@pytest.fixture
+async def api_url(
+    settings: Settings, tmp_path: Path, replicas: tuple[list[str], contextlib.ExitStack]
+) -> AsyncIterator[str]:
+    urls, _ = replicas
+    policy = {
+        "models": [
+            {
+                "name": "fleet-zero",
+                "owned_by": "lcp-simulator",
+                "upstream_model": "sim-zero",
+                "routing": {"strategy": "round_robin"},
+                "deployments": [
+                    {"name": f"replica-{i}", "base_url": f"{url}/v1"} for i, url in enumerate(urls)
+                ],
+            }
+        ]
+    }
+    settings.models_file = tmp_path / "models.yaml"
+    settings.models_file.write_text(yaml.safe_dump(policy))
+    settings.conversation.task_queue = f"conversations-{uuid.uuid4().hex[:8]}"
+    with serve_in_thread(create_app(settings)) as url:
+        yield url
+
+
+def served(url: str) -> int:
+    return int(httpx.get(f"{url}/admin/stats").json()["received"])
+
+
+async def test_a_fleet_behind_the_openai_sdk(
+    api_url: str, mint_key: MintKey, replicas: tuple[list[str], contextlib.ExitStack]
+) -> None:
+    urls, killable = replicas
+    sdk = openai.AsyncOpenAI(base_url=f"{api_url}/v1", api_key=await mint_key(), max_retries=0)
+    for _ in range(6):
+        reply = await sdk.chat.completions.create(
+            model="fleet-zero", messages=[{"role": "user", "content": "[echo] hi"}]
+        )
+        assert reply.choices[0].message.content == "hi"
+    assert [served(url) for url in urls] == [2, 2, 2]
+    models = await sdk.models.list()
+    assert [m.id for m in models.data] == ["fleet-zero"]  # one entry per model, not per deployment
+
+    killable.close()  # replica-1 dies: no client request fails
+    for _ in range(6):
+        stream = await sdk.chat.completions.create(
+            model="fleet-zero", messages=[{"role": "user", "content": "[echo] still here"}], stream=True
+        )
+        text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+        assert text == "still here"
+
+    sre = {"Authorization": f"Bearer {await mint_key(roles=('sre',))}"}
+    async with httpx.AsyncClient(base_url=api_url, headers=sre) as http:
+        view = (await http.get("/v1/fleet")).json()
+        client = {"Authorization": f"Bearer {await mint_key()}"}
+        assert (await http.get("/v1/fleet", headers=client)).status_code == 403
+        metrics = (await http.get("/metrics")).text
+    assert view["simulated"] is True
+    (model,) = view["models"]
+    assert (model["model"], model["strategy"], model["discovered"]) == ("fleet-zero", "round_robin", False)
+    states = {d["deployment"]: d for d in model["deployments"]}
+    assert states["replica-1"]["state"] == "cooling_down"
+    assert states["replica-1"]["cooling_down_because"] == "unreachable"
+    assert states["replica-0"]["state"] == states["replica-2"]["state"] == "healthy"
+    assert states["replica-0"]["recent_calls"] >= 4 and states["replica-1"]["recent_errors"] >= 1
+    assert (
+        'lcp_gateway_deployment_state{deployment="replica-1",model="fleet-zero",state="cooling_down",'
+        'version="stable"} 1.0' in metrics
+    )
