@@ -24,7 +24,7 @@ import random
 import time
 import uuid
 from collections.abc import AsyncGenerator, Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -383,6 +383,16 @@ class _Call:
     tool_choice: str | dict[str, Any] | None
     previous: str | None  # the deployment that served the conversation's previous turn
     single_attempt: bool
+    # (model, version, deployment) of the deployments that failed this request, and the last failure
+    tried: set[tuple[str, str, str]] = field(default_factory=set)
+    failure: "InferenceFailure | None" = None
+
+    def tried_on(self, route: ModelRoute) -> set[str]:
+        return {d for m, v, d in self.tried if (m, v) == (route.name, route.version)}
+
+    def failed(self, route: ModelRoute, replica: Replica, failure: "InferenceFailure") -> None:
+        self.tried.add((route.name, route.version, replica.deployment.id))
+        self.failure = failure
 
     def __post_init__(self) -> None:
         text = "\n".join(f"{m.role}\n{m.content}" for m in self.messages)
@@ -547,13 +557,12 @@ class Gateway:
         """Start the request on one of the route's deployments: another one after a failure before the
         first byte, waiting for a cooling one when none is ready, all within the route's timeout."""
         deadline = time.monotonic() + route.timeout_s
-        tried: set[str] = set()
-        failure: InferenceFailure | None = None
         while True:
-            choice = self.fleet.choose(route, call.request, call.blocks, tried)
+            choice = self.fleet.choose(route, call.request, call.blocks, call.tried_on(route))
             if choice is None:  # every deployment failed this request
-                assert failure is not None
-                raise failure
+                raise call.failure or InferenceFailure(
+                    f"{route.name}: every deployment failed this request", type="NoDeployment", status=503
+                )
             if isinstance(choice, NoDeployment):
                 wait_s = self._wait_s(route, call, choice, deadline)
                 await asyncio.sleep(wait_s)
@@ -570,8 +579,7 @@ class Gateway:
                 if call.single_attempt and self._elsewhere(route, call, choice):
                     err.others_ready = True
                     raise
-                failure = err
-                tried.add(choice.deployment.id)
+                call.failed(route, choice, err)
                 continue
             except BaseException:
                 self.fleet.finished(route, choice, None, time.perf_counter() - started)
@@ -665,9 +673,28 @@ class Gateway:
         single_attempt: bool = False,
     ) -> AsyncGenerator[str | ChatCompletionResult, None]:
         """The reply as it is generated: text deltas, then the whole reply (with any tool calls) as the
-        last item."""
+        last item. A stream that breaks off before its first item goes to another deployment (on the
+        one-shot path): the consumer has seen nothing yet."""
         call = _Call(messages, params, True, tools, tool_choice, previous, single_attempt)
-        opened = await self._open(model, call)
+        while True:
+            opened = await self._open(model, call)
+            started = False
+            try:
+                async for item in self._relay(opened, call):
+                    started = True
+                    yield item
+                return
+            except InferenceFailure as err:
+                if started or single_attempt or err.health is not Failure.BROKEN_STREAM:
+                    raise
+                log.warning("%s broke off before its first token: trying another deployment", err.message)
+                call.failed(opened.route, opened.replica, err)
+
+    async def _relay(
+        self, opened: "_Opened", call: _Call
+    ) -> AsyncGenerator[str | ChatCompletionResult, None]:
+        """One opened stream's items, measured and counted in the fleet."""
+        messages = call.messages
         route, replica, started, response = opened.route, opened.replica, opened.started, opened.response
         outcome: str | None = "cancelled"  # until it ends otherwise: the consumer stopped reading
         failure: Failure | None = None

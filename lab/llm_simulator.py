@@ -290,6 +290,7 @@ class FaultConfig(BaseModel):
     # The next N streamed replies break off after their first tokens: the replica "dies mid-stream"
     # (the connection drops, no finish_reason, no [DONE]).
     break_stream_next: int = Field(0, ge=0)
+    break_stream_after: int = Field(2, ge=0)  # content tokens such a stream sends before it breaks
 
     @model_validator(mode="after")
     def _rates_fit(self) -> FaultConfig:
@@ -455,13 +456,14 @@ class _Simulator:
             "by_model": by_model,
         }
 
-    def breaks_stream(self, model: str) -> bool:
-        """Whether this streamed reply is to break off mid-stream (and one fewer of the next will)."""
+    def breaks_stream(self, model: str) -> int | None:
+        """After how many tokens this streamed reply breaks off (None: it does not); one fewer of the
+        next ones will."""
         faults = self.faults.get(model) or self.faults.get(None)
         if faults is None or faults.break_stream_next <= 0:
-            return False
+            return None
         faults.break_stream_next -= 1
-        return True
+        return faults.break_stream_after
 
     def decide_fault(self, model: str) -> tuple[float, int | Literal["timeout"] | None]:
         """Extra latency (s), and the fault to inject: an HTTP status, "timeout", or None."""
@@ -803,23 +805,20 @@ class StreamBroken(Exception):
     the connection."""
 
 
-BREAK_AFTER_TOKENS = 2  # tokens a stream sends before a break_stream fault cuts it
-
-
 async def _sse(
     base: dict[str, object],
     tokens: AsyncGenerator[str, None],
     finish: str,
     usage: dict[str, int],
     include_usage: bool,
-    breaks: bool = False,
+    breaks_after: int | None = None,
 ) -> AsyncIterator[str]:
     """OpenAI's chat.completion.chunk stream of a text reply, as server-sent events."""
     yield _sse_chunk(base, {"role": "assistant", "content": ""}, include_usage)
     async with aclosing(tokens):
         sent = 0
         async for piece in tokens:
-            if breaks and sent == BREAK_AFTER_TOKENS:
+            if sent == breaks_after:
                 logger.warning("simulated fault: the stream breaks off after %d tokens", sent)
                 raise StreamBroken("simulated fault: the replica died mid-stream")
             yield _sse_chunk(base, {"content": piece}, include_usage)
@@ -1037,8 +1036,8 @@ def create_app(profiles: dict[str, ModelProfile] | None = None, *, seed: int | N
         usage = _usage(n_prompt, len(pieces))
         tokens = _generate(sim, state, n_prompt, pieces, finish, blocks)
         if req.stream:
-            breaks = sim.breaks_stream(req.model)
-            events = _sse(header("chat.completion.chunk"), tokens, finish, usage, include_usage, breaks)
+            breaks_after = sim.breaks_stream(req.model)
+            events = _sse(header("chat.completion.chunk"), tokens, finish, usage, include_usage, breaks_after)
             return streamed(events)
         async with aclosing(tokens):
             content = "".join([piece async for piece in tokens])

@@ -217,3 +217,17 @@ async def test_the_picker_reads_each_replica_s_load_and_prefers_the_idle_ones(re
         for task in busy:
             task.cancel()
     assert answered <= {"r1", "r2"}
+
+
+async def test_a_stream_that_breaks_before_its_first_token_goes_to_another_replica(
+    replicas: list[str],
+) -> None:
+    fault(replicas[0], break_stream_next=1, break_stream_after=0)  # r0 dies with the request queued
+    long_reply = [ChatMessage("user", "[echo] " + "token " * 5)]
+    async with gateway(model("m", replicas[:2], routing={"strategy": "round_robin"})) as gw:
+        items = await _drain(gw.stream("m", long_reply, {}))  # the one-shot consumer sees nothing of it
+        assert items[-1].deployment == "r1" and "".join(items[:-1]).split() == ["token"] * 5
+        # on the durable path the attempt fails, and Temporal's next one goes elsewhere
+        fault(replicas[1], break_stream_next=1, break_stream_after=0)
+        with pytest.raises(InferenceFailure):
+            await _drain(gw.stream("m", long_reply, {}, single_attempt=True))
