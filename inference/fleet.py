@@ -15,9 +15,9 @@ from policies.cooldown import Failure, Health, record_failure, record_success
 from policies.models import Deployment, ModelRoute
 from policies.picker import Candidate, NoDeployment, PrefixIndex, Request, Strategy, eligible, pick
 
-# ~2 GB of KV cache in 64-token blocks per deployment is what the index remembers: enough to hold the
-# prefixes a replica keeps warm, small in memory (an int per block).
-PREFIX_INDEX_BLOCKS = 32_768
+# About what one simulated H200 replica caches (~700k tokens) in blocks of 256 characters (~64 tokens): the
+# index should not expect a replica to hold more than it can; small in memory (an int per block).
+PREFIX_INDEX_BLOCKS = 16_384
 RECENT_CALLS = 100  # calls per deployment kept for its recent latency and error count
 STATES = ("healthy", "cooling_down", "draining")
 
