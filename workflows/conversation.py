@@ -80,6 +80,7 @@ class ConversationState:
     # This run's alone: the next run starts them afresh.
     turns_this_run: int = 0
     pending_events: list[EventRecord] = field(default_factory=list)  # not yet in the read model
+    last_deployment: str | None = None  # the deployment that served the latest inference call
 
 
 @dataclass
@@ -563,9 +564,13 @@ class ConversationWorkflow:
         return result
 
     async def _complete(self, request: ChatCompletionInput) -> ChatCompletionResult:
+        """One inference call, sent preferably to the deployment that served the previous one: it most
+        likely still holds this conversation's prefix in its KV cache."""
+        request = replace(request, previous_deployment=self._state.last_deployment)
         result: ChatCompletionResult = await workflow.execute_activity_method(
             InferenceActivities.chat_completion, request, **_options.INFERENCE
         )
+        self._state.last_deployment = result.deployment
         return result
 
     async def _reply(

@@ -35,22 +35,23 @@ async def api_url(
     settings: Settings, tmp_path: Path, replicas: tuple[list[str], contextlib.ExitStack]
 ) -> AsyncIterator[str]:
     urls, _ = replicas
+    deployments = [{"name": f"replica-{i}", "base_url": f"{url}/v1"} for i, url in enumerate(urls)]
     policy = {
         "models": [
             {
-                "name": "fleet-zero",
+                "name": name,
                 "owned_by": "lcp-simulator",
                 "upstream_model": "sim-zero",
-                "routing": {"strategy": "round_robin"},
-                "deployments": [
-                    {"name": f"replica-{i}", "base_url": f"{url}/v1"} for i, url in enumerate(urls)
-                ],
+                "routing": {"strategy": strategy},
+                "deployments": deployments,
             }
+            for name, strategy in (("fleet-zero", "round_robin"), ("fleet-cached", "cache_aware"))
         ]
     }
     settings.models_file = tmp_path / "models.yaml"
     settings.models_file.write_text(yaml.safe_dump(policy))
     settings.conversation.task_queue = f"conversations-{uuid.uuid4().hex[:8]}"
+    settings.api.with_worker = True
     with serve_in_thread(create_app(settings)) as url:
         yield url
 
@@ -71,7 +72,7 @@ async def test_a_fleet_behind_the_openai_sdk(
         assert reply.choices[0].message.content == "hi"
     assert [served(url) for url in urls] == [2, 2, 2]
     models = await sdk.models.list()
-    assert [m.id for m in models.data] == ["fleet-zero"]  # one entry per model, not per deployment
+    assert sorted(m.id for m in models.data) == ["fleet-cached", "fleet-zero"]  # a model each, not a deployment
 
     killable.close()  # replica-1 dies: no client request fails
     for _ in range(6):
@@ -88,7 +89,7 @@ async def test_a_fleet_behind_the_openai_sdk(
         assert (await http.get("/v1/fleet", headers=client)).status_code == 403
         metrics = (await http.get("/metrics")).text
     assert view["simulated"] is True
-    (model,) = view["models"]
+    model = next(m for m in view["models"] if m["model"] == "fleet-zero")
     assert (model["model"], model["strategy"], model["discovered"]) == ("fleet-zero", "round_robin", False)
     states = {d["deployment"]: d for d in model["deployments"]}
     assert states["replica-1"]["state"] == "cooling_down"
@@ -99,3 +100,23 @@ async def test_a_fleet_behind_the_openai_sdk(
         'lcp_gateway_deployment_state{deployment="replica-1",model="fleet-zero",state="cooling_down",'
         'version="stable"} 1.0' in metrics
     )
+
+
+async def test_a_durable_conversation_stays_on_the_replica_that_holds_its_prefix(
+    api_url: str, mint_key: MintKey, replicas: tuple[list[str], contextlib.ExitStack]
+) -> None:
+    urls, _ = replicas
+    headers = {"Authorization": f"Bearer {await mint_key()}"}
+    async with httpx.AsyncClient(base_url=api_url, headers=headers, timeout=60) as http:
+        created = await http.post(
+            "/v1/conversations", json={"model": "fleet-cached", "message": {"content": "[echo] one"}}
+        )
+        assert created.status_code == 201, created.text
+        conversation = created.json()["conversation"]["id"]
+        for text in ("two", "three", "four"):
+            sent = await http.post(
+                f"/v1/conversations/{conversation}/messages", json={"content": f"[echo] {text}"}
+            )
+            assert sent.status_code == 200, sent.text
+    counts = sorted(served(url) for url in urls)
+    assert counts == [0, 0, 4]  # every turn went where the previous one was served
