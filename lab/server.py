@@ -11,7 +11,7 @@ import uvicorn
 from kubernetes import client, config
 
 from lab.cluster_view import VERSION_LABEL, KubernetesClusterView
-from lab.controllers import ControllerManager, default_controllers
+from lab.controllers import POD_IP_ANNOTATION, ControllerManager, default_controllers
 from lab.kube import SIMULATED_LABEL, LabKubernetes
 from lab.litmus import ChaosOperator
 from lab.traces import Constant, Replay, TrafficSource
@@ -39,6 +39,9 @@ class LabOptions:
     pod_startup_delay_s: float = 3.0
     trace: Path | None = None  # None: DEFAULT_TRACE when present, else a constant 60 requests/s
     demo: bool = True
+    # The LLM simulator's replicas (their ports on `host`): the lab gives them pods behind the Service
+    # FLEET_SERVICE, so their EndpointSlices list them, as a cluster's would list vLLM pods.
+    llm_replica_ports: tuple[int, ...] = ()
 
 
 def demo_objects(
@@ -67,6 +70,44 @@ def demo_objects(
         },
     }
     return namespace, service, deployment
+
+
+FLEET_NAMESPACE = "inference"
+FLEET_SERVICE = "sim-llama-8b"
+
+
+def fleet_objects(host: str, ports: tuple[int, ...]) -> list[tuple[str, dict]]:  # type: ignore[type-arg]
+    """The simulated LLM fleet as Kubernetes objects: a namespace, a Service, and a pod per replica
+    whose process really listens on host:port (the kubelet probes its /healthz for readiness)."""
+    labels = {NAME_LABEL: FLEET_SERVICE, SIMULATED_LABEL: "true"}
+    objects: list[tuple[str, dict]] = [  # type: ignore[type-arg]
+        ("v1/namespaces", {"metadata": {"name": FLEET_NAMESPACE, "labels": {SIMULATED_LABEL: "true"}}}),
+        (
+            "v1/services",
+            {
+                "metadata": {"name": FLEET_SERVICE, "namespace": FLEET_NAMESPACE, "labels": labels},
+                "spec": {"selector": labels, "ports": [{"name": "http", "port": 8000, "targetPort": "http"}]},
+            },
+        ),
+    ]
+    for index, port in enumerate(ports):
+        container = {
+            "name": "vllm",
+            "image": "lab.local/lcp-llm-simulator",
+            "ports": [{"name": "http", "containerPort": port}],
+            "readinessProbe": {"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 1},
+        }
+        pod = {
+            "metadata": {
+                "name": f"{FLEET_SERVICE}-{index}",
+                "namespace": FLEET_NAMESPACE,
+                "labels": labels,
+                "annotations": {POD_IP_ANNOTATION: host},
+            },
+            "spec": {"containers": [container]},
+        }
+        objects.append(("v1/pods", pod))
+    return objects
 
 
 def traffic_source(trace: Path | None) -> TrafficSource:
@@ -104,6 +145,8 @@ class Lab:
         await self.controllers.start()
         if options.demo:
             self._seed_demo()
+        if options.llm_replica_ports:
+            self._create(fleet_objects(options.host, options.llm_replica_ports))
         self._api_client = config.new_client_from_config(config_file=str(self.kubeconfig))
         self.workload = Workload(KubernetesClusterView(self._api_client))
         if options.demo:
@@ -135,11 +178,12 @@ class Lab:
 
     def _seed_demo(self) -> None:
         namespace, service, deployment = demo_objects()
-        for kind, body in (
-            ("v1/namespaces", namespace),
-            ("v1/services", service),
-            ("apps/v1/deployments", deployment),
-        ):
+        self._create(
+            [("v1/namespaces", namespace), ("v1/services", service), ("apps/v1/deployments", deployment)]
+        )
+
+    def _create(self, objects: list[tuple[str, dict]]) -> None:  # type: ignore[type-arg]
+        for kind, body in objects:
             name = body["metadata"]["name"]
             ns = body["metadata"].get("namespace")
             if self.kube.api.get_object(kind, ns, name) is None:

@@ -14,6 +14,7 @@ from inference.gateway import ChatMessage, Gateway
 from lab.controllers import POD_IP_ANNOTATION, ControllerManager, default_controllers
 from lab.kube import LabKubernetes
 from lab.llm_simulator import create_app
+from lab.server import FLEET_NAMESPACE, FLEET_SERVICE, Lab, LabOptions
 from policies.models import parse_routes
 from tests.http_server import free_port, serve_in_thread
 from tests.waiting import eventually
@@ -133,3 +134,54 @@ async def test_a_service_s_ready_pods_are_the_model_s_deployments(kube: tuple[La
             finally:
                 discovery.stop()
                 await gateway.aclose()
+
+
+async def test_the_lab_publishes_its_llm_replicas_behind_a_service(tmp_path: Path) -> None:
+    """`lcp lab serve` with the simulator's replica ports: their pods and EndpointSlices, as `lcp dev`
+    runs them for the dev stack's sim-llama-8b."""
+    ports = (free_port(), free_port())
+    with replica(ports[0]), replica(ports[1]):
+        options = LabOptions(
+            home=tmp_path,
+            kube_port=free_port(),
+            workload_port=free_port(),
+            pod_startup_delay_s=0.1,
+            demo=False,
+            llm_replica_ports=ports,
+        )
+        lab = Lab(options)
+        await lab.start()
+        try:
+            routes = parse_routes(
+                {
+                    "models": [
+                        {
+                            "name": "sim-llama-8b",
+                            "discovery": {
+                                "kubernetes": {
+                                    "namespace": FLEET_NAMESPACE,
+                                    "service": FLEET_SERVICE,
+                                    "port": "http",
+                                }
+                            },
+                        }
+                    ]
+                }
+            )
+            async with httpx.AsyncClient() as http:
+                gateway = Gateway(http, routes)
+                discovery = start_discovery(gateway.fleet, routes.values(), lab.kubeconfig)
+                try:
+                    found = await eventually(
+                        lambda: sorted(
+                            r.deployment.base_url for r in gateway.fleet.replicas(routes["sim-llama-8b"])
+                        ),
+                        until=lambda urls: len(urls) == 2,
+                        what="both replicas to be ready",
+                    )
+                finally:
+                    discovery.stop()
+                    await gateway.aclose()
+        finally:
+            await lab.stop()
+    assert found == sorted(f"http://127.0.0.1:{port}/v1" for port in ports)
