@@ -42,6 +42,7 @@ from bench.gateway import (
 )
 from bench.replay import TraceRequest, prompt, read_prefix_trace, schedule, shared_prefix_bound
 from cli.dev import free_port, lcp_env, spawn_lcp
+from lab.llm_simulator import DEFAULT_PROFILES
 from temporal.devserver import start_dev_server
 
 PROFILE = "sim-llama-8b"  # the simulator's H200 profile: prefill ~33k tokens/s, ~700k tokens of KV cache
@@ -61,7 +62,8 @@ class FleetPlan:
     trace: Path
     replicas: int = 4
     speed: float = 1.0
-    limit: int | None = 600  # the first records of the trace
+    skip: int = 0  # records of the trace left out at its start
+    limit: int | None = 600  # records replayed after those
     kill: bool = True  # each run once more with a replica killed halfway
     litellm: bool = True
 
@@ -343,9 +345,13 @@ async def _replay(
     counters = [_metrics(u) for u in alive]
     queries = sum(c.get("vllm:prefix_cache_queries_total", 0.0) for c in counters)
     hits = sum(c.get("vllm:prefix_cache_hits_total", 0.0) for c in counters)
-    return _summary(
+    result = _summary(
         outcomes, wall_s, hits / queries if queries else 0.0, statistics.fmean(busy) if busy else 0.0
     )
+    # The prompt tokens the replicas had to prefill (their cache missed), over what they could prefill.
+    capacity = DEFAULT_PROFILES[PROFILE].prefill_tokens_per_s * wall_s * len(bench.replica_ports)
+    result["prefill_load"] = round((queries - hits) / capacity, 3) if capacity else 0.0
+    return result
 
 
 def _summary(outcomes: list[Outcome], wall_s: float, hit_rate: float, busy: float) -> dict[str, Any]:
@@ -393,7 +399,8 @@ def _runs(plan: FleetPlan, litellm: bool) -> Iterator[tuple[str, str, bool]]:
 def run_fleet_bench(
     plan: FleetPlan, *, litellm_python_path: Path | None = None, echo: Callable[[str], None] = print
 ) -> dict[str, Any]:
-    records = read_prefix_trace(plan.trace, plan.limit)
+    everything = read_prefix_trace(plan.trace, None if plan.limit is None else plan.skip + plan.limit)
+    records = everything[plan.skip :]
     if not records:
         raise BenchError(f"{plan.trace} has no records")
     python = litellm_python(litellm_python_path, echo) if plan.litellm else None
@@ -423,6 +430,7 @@ def run_fleet_bench(
         "settings": {
             "trace": str(plan.trace),
             "records": len(records),
+            "skipped": plan.skip,
             "trace_span_s": round(records[-1].at_s - records[0].at_s, 1),
             "speed": plan.speed,
             "replicas": plan.replicas,
@@ -449,6 +457,7 @@ def goals(result: dict[str, Any]) -> dict[str, Any]:
         if result["infinite_cache_hit_rate"]
         else None,
         "round_robin_busy": (runs.get("lcp round_robin") or {}).get("busy"),
+        "round_robin_prefill_load": (runs.get("lcp round_robin") or {}).get("prefill_load"),
     }
     litellm = [
         r["ttft_ms"]["p99"]
@@ -481,6 +490,7 @@ def table(result: dict[str, Any]) -> Table:
         "hit rate",
         "req/s",
         "busy",
+        "prefill",
         "failed",
         "mid-stream",
     ):
@@ -496,6 +506,7 @@ def table(result: dict[str, Any]) -> Table:
             f"{run['prefix_cache_hit_rate']:.0%}",
             f"{run['completed_per_s']:.2f}",
             f"{run['busy']:.0%}",
+            f"{run.get('prefill_load', 0):.0%}",
             str(run["failed_before_first_token"]),
             str(run["broken_mid_stream"]),
         )
