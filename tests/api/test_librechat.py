@@ -3,13 +3,40 @@ re-sending the whole history, title requests, edits and regenerations."""
 
 import json
 import uuid
+from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 
+from lab.llm_simulator import create_app as create_simulator
+from policies.models import DEFAULT_POLICY_FILE
+from settings import Settings
 from tests.api.conftest import MintKey
+from tests.http_server import serve_in_thread
 
 LIBRECHAT_USER = "6650f1c2a1b2c3d4e5f60718"
+
+
+@pytest.fixture
+def settings(settings: Settings, tmp_path: Path) -> Iterator[Settings]:
+    """The test stack's settings, with sim-zero served by a fleet of two simulator replicas: LibreChat's
+    turns go through the gateway's picker, whichever replica answers."""
+    policy = yaml.safe_load(DEFAULT_POLICY_FILE.read_text())
+    with serve_in_thread(create_simulator(seed=2)) as second:
+        for entry in policy["models"]:
+            if entry["name"] == "sim-zero":
+                base_url = entry.pop("base_url")
+                entry["deployments"] = [
+                    {"name": "one", "base_url": base_url},
+                    {"name": "two", "base_url": f"{second}/v1"},
+                ]
+                entry["routing"] = {"strategy": "round_robin"}
+        settings.models_file = tmp_path / "models.yaml"
+        settings.models_file.write_text(yaml.safe_dump(policy))
+        yield settings
+        assert httpx.get(f"{second}/admin/stats").json()["received"] > 0, "the second replica answered nothing"
 
 
 @pytest.fixture
