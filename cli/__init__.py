@@ -201,6 +201,12 @@ def lab_serve(
     workload_port: Annotated[int, typer.Option(help="Workload simulator (metrics, faults) port.")] = 8601,
     pod_startup_s: Annotated[float, typer.Option(help="How long a simulated pod takes to be ready.")] = 3.0,
     trace: Annotated[Path | None, typer.Option(help="Traffic trace for the demo service.")] = None,
+    llm_replica_port: Annotated[
+        list[int],
+        typer.Option(
+            help="A port of an LLM simulator replica on --host: it gets a pod behind inference/sim-llama-8b."
+        ),
+    ] = [],  # noqa: B006
 ) -> None:
     """Serve the simulated cluster: Kubernetes API, controllers and workload (a simulation)."""
     import uvloop
@@ -208,7 +214,15 @@ def lab_serve(
     from lab.server import LabOptions, serve
 
     _logging("WARNING")
-    options = LabOptions(home.resolve(), host, kube_port, workload_port, pod_startup_s, trace)
+    options = LabOptions(
+        home.resolve(),
+        host,
+        kube_port,
+        workload_port,
+        pod_startup_s,
+        trace,
+        llm_replica_ports=tuple(llm_replica_port),
+    )
     try:
         uvloop.run(serve(options))
     except OSError as err:

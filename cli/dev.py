@@ -11,20 +11,24 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import httpx
+import yaml
 
 from cli.keys import dev_admin_key
 from cli.show import plain
+from lab.fleet import FLEET_NAMESPACE, FLEET_SERVICE
 from lab.prometheus import SIMULATED, PrometheusStartError, ScrapeTarget, start_prometheus
+from policies.models import DEFAULT_POLICY_FILE
 from settings import Settings
 from store.migrate import upgrade_database
 from temporal.devserver import start_dev_server
 
 STOP_GRACE_S = 10.0
 READY_TIMEOUT_S = 90.0
+FLEET_REPLICAS = 4  # the simulator's replicas in the dev stack: sim-llama-8b is a fleet of them
 Launch = Callable[[], subprocess.Popen[bytes]]
 
 
@@ -79,6 +83,8 @@ class Ports:
     workload: int
     prometheus: int
     ops_metrics: int = 8602
+    # The simulator's other replicas (the first is at `llm`); empty: free ports are picked at start.
+    llm_replicas: tuple[int, ...] = ()
 
     def urls(self) -> dict[str, str]:
         base = f"http://{self.host}"
@@ -114,6 +120,20 @@ def check_ports_free(ports: Ports) -> None:
                     f"port {port} ({name}) is already in use on {ports.host}: "
                     f"stop what uses it or pass {flag} PORT"
                 ) from None
+
+
+def write_dev_models_policy(path: Path) -> None:
+    """The dev stack's models policy: the default one, with sim-llama-8b's deployments discovered from
+    the lab (the replicas' pods behind the Service inference/sim-llama-8b) instead of one base_url."""
+    policy = yaml.safe_load(DEFAULT_POLICY_FILE.read_text())
+    for entry in policy["models"]:
+        if entry["name"] == FLEET_SERVICE:
+            entry.pop("base_url", None)
+            entry["discovery"] = {
+                "kubernetes": {"namespace": FLEET_NAMESPACE, "service": FLEET_SERVICE, "port": "http"}
+            }
+    header = "# Written by `lcp dev` (policies/models.yaml, with sim-llama-8b discovered from the lab).\n"
+    path.write_text(header + yaml.safe_dump(policy, sort_keys=False))
 
 
 def lcp_env(home: Path, temporal: str, llm_url: str, **extra: str) -> dict[str, str]:
@@ -253,6 +273,8 @@ class Stack:
     """The child processes of `lcp dev`, started in order and stopped in reverse."""
 
     def __init__(self, home: Path, ports: Ports) -> None:
+        if not ports.llm_replicas:
+            ports = replace(ports, llm_replicas=tuple(free_port() for _ in range(FLEET_REPLICAS - 1)))
         self.home, self.ports = home, ports
         self.logs = home / "logs"
         self.children: list[tuple[str, subprocess.Popen[bytes]]] = []
@@ -263,8 +285,15 @@ class Stack:
         env = self.child_env()
         self._add(name, lambda: spawn_lcp(args, env, self.logs / f"{name}.log"))
 
+    def replica_ports(self) -> tuple[int, ...]:
+        return (self.ports.llm, *self.ports.llm_replicas)
+
     def child_env(self) -> dict[str, str]:
-        """The environment every lcp child of this stack runs with."""
+        """The environment every lcp child of this stack runs with: the dev models policy (sim-llama-8b
+        discovered from the lab) unless LCP_MODELS_FILE names another."""
+        models = (
+            {} if os.environ.get("LCP_MODELS_FILE") else {"LCP_MODELS_FILE": str(self.home / "models.yaml")}
+        )
         return lcp_env(
             self.home,
             f"{self.ports.host}:{self.ports.temporal}",
@@ -275,6 +304,7 @@ class Stack:
             LCP_EGRESS__PROBE_ALLOW=demo_probe_allow(self.ports.host, self.ports.workload),
             # The chaos catalogue's probes check the lab's workload where this stack runs it.
             LCP_CHAOS__WORKLOAD_URL=self.ports.urls()["workload"],
+            **models,
         )
 
     def _add(self, name: str, launch: Launch) -> None:
@@ -294,20 +324,27 @@ class Stack:
                 log_file=self.logs / "temporal.log",
             ),
         )
-        self._spawn("llm-simulator", "sim", "--host", self.ports.host, "--port", str(self.ports.llm))
+        write_dev_models_policy(self.home / "models.yaml")
+        for index, port in enumerate(self.replica_ports()):
+            name = "llm-simulator" if index == 0 else f"llm-simulator-{index}"
+            self._spawn(name, "sim", "--host", self.ports.host, "--port", str(port))
         self._wait_tcp("temporal", self.ports.temporal)
         database_url = Settings(home=self.home).resolved_database_url()
         asyncio.run(upgrade_database(database_url))
         self.api_key = asyncio.run(dev_admin_key(database_url, self.home))
-        # The conversation worker runs inside the API process, so streamed replies reach the
-        # client through memory (a separate worker needs PostgreSQL's LISTEN/NOTIFY for that).
-        self._spawn("api", "api", "--worker", "--host", self.ports.host, "--port", str(self.ports.api))
         ports = self.ports
+        replicas = [arg for port in self.ports.llm_replicas for arg in ("--llm-replica-port", str(port))]
         self._spawn(
             "lab",
             "lab", "serve", "--home", str(self.home), "--host", ports.host,
             "--kube-port", str(ports.kube), "--workload-port", str(ports.workload),
+            "--llm-replica-port", str(ports.llm), *replicas,
         )  # fmt: skip
+        # The API discovers sim-llama-8b's replicas through the kubeconfig the lab writes as it starts.
+        self._wait_http("lab", f"{ports.urls()['workload']}/healthz")
+        # The conversation worker runs inside the API process, so streamed replies reach the
+        # client through memory (a separate worker needs PostgreSQL's LISTEN/NOTIFY for that).
+        self._spawn("api", "api", "--worker", "--host", self.ports.host, "--port", str(self.ports.api))
         try:
             self._add(
                 "prometheus",
@@ -323,10 +360,10 @@ class Stack:
         except (FileNotFoundError, PrometheusStartError) as err:
             raise StackError(str(err)) from None
         urls = ports.urls()
-        self._wait_http("llm-simulator", f"http://{ports.host}:{ports.llm}/healthz")
+        for port in self.replica_ports():
+            self._wait_http("llm-simulator", f"http://{ports.host}:{port}/healthz")
         self._wait_http("temporal", urls["ui"])
         self._wait_http("api", f"{urls['api']}/readyz")
-        self._wait_http("lab", f"{urls['workload']}/healthz")
         self._wait_http("prometheus", f"{urls['prometheus']}/-/ready")
         # Canary rollouts and predictive scaling act on the lab through the kubeconfig it has written by now.
         self._spawn("ops-worker", "worker", "--queue", "ops", "--metrics-port", str(ports.ops_metrics))
@@ -339,7 +376,10 @@ class Stack:
         bearer = token.get_secret_value() if token else None
         return [
             ScrapeTarget("lab-workload", f"{host}:{ports.workload}", labels=SIMULATED),
-            ScrapeTarget("llm-simulator", f"{host}:{ports.llm}", labels=SIMULATED),
+            *(
+                ScrapeTarget(f"llm-simulator-{i}", f"{host}:{port}", labels=SIMULATED)
+                for i, port in enumerate(self.replica_ports())
+            ),
             ScrapeTarget("lcp-api", f"{host}:{ports.api}", bearer_token=bearer),
             ScrapeTarget("lcp-ops-worker", f"{host}:{ports.ops_metrics}"),
         ]
@@ -461,7 +501,12 @@ def run_dev(home: Path, ports: Ports, echo: Callable[[str], None]) -> int:
             return 130
         raise
     urls = stack.ports.urls()
-    info = {**urls, "kubeconfig": str(home / "kubeconfig"), "api_key": stack.api_key}
+    info = {
+        **urls,
+        "llm_replicas": [f"http://{ports.host}:{port}" for port in stack.replica_ports()],
+        "kubeconfig": str(home / "kubeconfig"),
+        "api_key": stack.api_key,
+    }
     dev_json = home / "dev.json"
     dev_json.write_text(json.dumps(info, indent=2) + "\n")
     dev_json.chmod(0o600)  # it holds the admin key

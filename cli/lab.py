@@ -6,8 +6,11 @@ from typing import Any
 
 import httpx
 from kubernetes import client, config
+from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
 from rich.table import Table
+
+from lab.fleet import FLEET_NAMESPACE, FLEET_SERVICE
 
 HEADER = "[bold yellow]lcp lab — a SIMULATED cluster[/bold yellow] (no real Kubernetes, pods or traffic)"
 
@@ -26,7 +29,7 @@ def show_status(home: Path, console: Console) -> int:
         highlight=False,
     )
     problems = 0
-    for section in (_deployments, _traffic, _targets):
+    for section in (_deployments, _fleet, _traffic, _targets):
         try:
             console.print(section(info))
         except (httpx.HTTPError, client.ApiException, OSError, KeyError, ValueError) as err:
@@ -52,6 +55,49 @@ def _deployments(info: dict[str, Any]) -> Table:
             image,
         )
     return table
+
+
+def _fleet(info: dict[str, Any]) -> Table:
+    """The LLM simulator's replicas: their pods' readiness and what each replica's vLLM metrics say."""
+    core = client.CoreV1Api(config.new_client_from_config(config_file=info["kubeconfig"]))
+    ready = {
+        pod.metadata.name: any(
+            c.type == "Ready" and c.status == "True" for c in (pod.status.conditions or [])
+        )
+        for pod in core.list_namespaced_pod(FLEET_NAMESPACE).items
+        if pod.metadata is not None and pod.status is not None
+    }
+    table = Table(title=f"LLM fleet (simulated replicas behind {FLEET_NAMESPACE}/{FLEET_SERVICE})")
+    for column in ("pod", "ready", "replica", "running", "waiting", "KV cache", "prefix hits"):
+        table.add_column(column)
+    for index, url in enumerate(info.get("llm_replicas") or []):
+        pod = f"{FLEET_SERVICE}-{index}"
+        values = _vllm_metrics(url)
+        queries = values.get("vllm:prefix_cache_queries_total", 0.0)
+        table.add_row(
+            pod,
+            "yes" if ready.get(pod) else "no",
+            url,
+            f"{values.get('vllm:num_requests_running', 0):.0f}" if values else "down",
+            f"{values.get('vllm:num_requests_waiting', 0):.0f}" if values else "",
+            f"{values.get('vllm:kv_cache_usage_perc', 0):.0%}" if values else "",
+            f"{values.get('vllm:prefix_cache_hits_total', 0) / queries:.0%}" if queries else "-",
+        )
+    return table
+
+
+def _vllm_metrics(url: str) -> dict[str, float]:
+    """A replica's vLLM metrics summed over its models; {} when it does not answer."""
+    try:
+        text = httpx.get(f"{url}/metrics", timeout=2).text
+    except httpx.HTTPError:
+        return {}
+    values: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name.startswith("vllm:"):
+                values[sample.name] = values.get(sample.name, 0.0) + sample.value
+    return values
 
 
 def _traffic(info: dict[str, Any]) -> Table:

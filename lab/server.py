@@ -6,12 +6,14 @@ import logging
 import signal
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 from kubernetes import client, config
 
 from lab.cluster_view import VERSION_LABEL, KubernetesClusterView
 from lab.controllers import POD_IP_ANNOTATION, ControllerManager, default_controllers
+from lab.fleet import FLEET_NAMESPACE, FLEET_SERVICE
 from lab.kube import SIMULATED_LABEL, LabKubernetes
 from lab.litmus import ChaosOperator
 from lab.traces import Constant, Replay, TrafficSource
@@ -72,15 +74,11 @@ def demo_objects(
     return namespace, service, deployment
 
 
-FLEET_NAMESPACE = "inference"
-FLEET_SERVICE = "sim-llama-8b"
-
-
-def fleet_objects(host: str, ports: tuple[int, ...]) -> list[tuple[str, dict]]:  # type: ignore[type-arg]
+def fleet_objects(host: str, ports: tuple[int, ...]) -> list[tuple[str, dict[str, Any]]]:
     """The simulated LLM fleet as Kubernetes objects: a namespace, a Service, and a pod per replica
     whose process really listens on host:port (the kubelet probes its /healthz for readiness)."""
     labels = {NAME_LABEL: FLEET_SERVICE, SIMULATED_LABEL: "true"}
-    objects: list[tuple[str, dict]] = [  # type: ignore[type-arg]
+    objects: list[tuple[str, dict[str, Any]]] = [
         ("v1/namespaces", {"metadata": {"name": FLEET_NAMESPACE, "labels": {SIMULATED_LABEL: "true"}}}),
         (
             "v1/services",

@@ -12,9 +12,10 @@ import pytest
 from inference.discovery import start_discovery
 from inference.gateway import ChatMessage, Gateway
 from lab.controllers import POD_IP_ANNOTATION, ControllerManager, default_controllers
+from lab.fleet import FLEET_NAMESPACE, FLEET_SERVICE
 from lab.kube import LabKubernetes
 from lab.llm_simulator import create_app
-from lab.server import FLEET_NAMESPACE, FLEET_SERVICE, Lab, LabOptions
+from lab.server import Lab, LabOptions
 from policies.models import parse_routes
 from tests.http_server import free_port, serve_in_thread
 from tests.waiting import eventually

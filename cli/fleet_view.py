@@ -1,0 +1,57 @@
+"""How `lcp models status` shows the inference fleet: a table per model version, one row per deployment.
+Names are shown as Text (never read as markup), escaped by cli.show.plain."""
+
+from rich.table import Table
+from rich.text import Text
+
+from api.fleet_schemas import DeploymentStatus, FleetView
+from cli.show import plain
+
+STATE_STYLE = {"healthy": "green", "cooling_down": "yellow", "draining": "cyan"}
+
+
+def _state(row: DeploymentStatus) -> Text:
+    text = row.state.replace("_", " ")
+    if row.cooling_down_for_s is not None:
+        text += f" {row.cooling_down_for_s:.0f}s ({row.cooling_down_because or '?'})"
+    return Text(text, style=STATE_STYLE.get(row.state, ""))
+
+
+def _load(row: DeploymentStatus) -> str:
+    if row.metrics_read_s_ago is None:
+        return f"{row.in_flight} in flight"
+    return f"{row.in_flight}+{row.running:.0f}r/{row.waiting:.0f}w"
+
+
+def fleet_tables(view: FleetView) -> list[Table]:
+    tables = []
+    for model in view.models:
+        source = "discovered" if model.discovered else "listed"
+        title = f"{plain(model.model)} {plain(model.version)} · {model.strategy} · {source}"
+        if model.fallbacks:
+            title += f" · falls back to {', '.join(plain(f) for f in model.fallbacks)}"
+        table = Table(title=Text(title), title_justify="left")
+        for column, justify in (
+            ("deployment", "left"),
+            ("state", "left"),
+            ("load", "right"),
+            ("KV", "right"),
+            ("prefix hits", "right"),
+            ("p50", "right"),
+            ("errors", "right"),
+        ):
+            table.add_column(column, justify=justify, overflow="fold")  # type: ignore[arg-type]
+        for row in model.deployments:
+            table.add_row(
+                Text(plain(row.deployment)),
+                _state(row),
+                _load(row),
+                f"{row.kv_cache_usage:.0%}" if row.metrics_read_s_ago is not None else "-",
+                f"{row.prefix_cache_hit_rate:.0%}" if row.prefix_cache_hit_rate is not None else "-",
+                f"{row.recent_latency_p50_s:.2f}s" if row.recent_latency_p50_s is not None else "-",
+                f"{row.recent_errors}/{row.recent_calls}",
+            )
+        if not model.deployments:
+            table.add_row("(none ready)", "", "", "", "", "", "")
+        tables.append(table)
+    return tables
