@@ -43,20 +43,22 @@ def run(events: list[tuple[float, Failure | None]]) -> Health:
         ([(0, F.RATE_LIMITED), (1, None)], 2, True, "rate_limited"),
     ],
 )
-def test_cooldown(events, at, cooling, reason):
+def test_cooldown(
+    events: list[tuple[float, Failure | None]], at: float, cooling: bool, reason: str | None
+) -> None:
     health = run(events)
     assert health.cooling(at) is cooling
     assert health.reason == reason
 
 
-def test_a_new_cooldown_never_shortens_one_under_way():
+def test_a_new_cooldown_never_shortens_one_under_way() -> None:
     long = CooldownSettings(cooldown_s=60)
     health = record_failure(Health(), F.RATE_LIMITED, 0, long)
     health = record_failure(health, F.RATE_LIMITED, 1, SETTINGS)
     assert health.cooling_until == 60
 
 
-def test_the_count_restarts_after_a_cooldown():
+def test_the_count_restarts_after_a_cooldown() -> None:
     health = run([(0, F.SERVER_ERROR)] * 4)
     assert health.failures == ()
     health = record_failure(health, F.SERVER_ERROR, 6, SETTINGS)

@@ -22,7 +22,7 @@ from policies.picker import (
 REQ = Request(prompt_tokens=1000, max_tokens=100)
 
 
-def ids(result):
+def ids(result: list[Candidate] | NoDeployment) -> list[str] | NoDeployment:
     return [c.id for c in result] if isinstance(result, list) else result
 
 
@@ -66,11 +66,11 @@ def ids(result):
         ),
     ],
 )
-def test_filter(candidates, request_, expected):
+def test_filter(candidates: list[Candidate], request_: Request, expected: list[str] | NoDeployment) -> None:
     assert ids(eligible(candidates, request_, now=5)) == expected
 
 
-def test_load_counts_what_lcp_sent_since_the_last_read():
+def test_load_counts_what_lcp_sent_since_the_last_read() -> None:
     assert Candidate("a", waiting=2, running=3, in_flight=7, in_flight_at_read=4).load == 8
     assert Candidate("a", waiting=2, running=3, in_flight=1, in_flight_at_read=4).load == 5
 
@@ -100,25 +100,25 @@ def test_load_counts_what_lcp_sent_since_the_last_read():
         ([Candidate("a", waiting=8), Candidate("b", waiting=1)], Request(1000, previous="a"), "b"),
     ],
 )
-def test_scores(candidates, request_, best):
+def test_scores(candidates: list[Candidate], request_: Request, best: str) -> None:
     by_id = scores(candidates, request_, ScoreWeights())
-    assert max(by_id, key=by_id.get) == best
+    assert max(by_id, key=lambda id_: by_id[id_]) == best
     assert pick(Strategy.CACHE_AWARE, candidates, request_, random.Random(0)).id == best
 
 
-def test_ties_are_broken_at_random():
+def test_ties_are_broken_at_random() -> None:
     candidates = [Candidate("a"), Candidate("b"), Candidate("c")]
     picked = {pick(Strategy.CACHE_AWARE, candidates, REQ, random.Random(seed)).id for seed in range(30)}
     assert picked == {"a", "b", "c"}
 
 
-def test_round_robin_takes_turns():
+def test_round_robin_takes_turns() -> None:
     candidates = [Candidate("a"), Candidate("b"), Candidate("c")]
     rng = random.Random(0)
     assert [pick(Strategy.ROUND_ROBIN, candidates, REQ, rng, turn=t).id for t in range(5)] == list("abcab")
 
 
-def test_weighted_random_follows_the_weights():
+def test_weighted_random_follows_the_weights() -> None:
     candidates = [Candidate("a", weight=3), Candidate("b", weight=1), Candidate("z", weight=0)]
     rng = random.Random(1)
     counts = {"a": 0, "b": 0, "z": 0}
@@ -128,18 +128,18 @@ def test_weighted_random_follows_the_weights():
     assert 2.5 < counts["a"] / counts["b"] < 3.5
 
 
-def test_least_in_flight():
+def test_least_in_flight() -> None:
     candidates = [Candidate("a", in_flight=3), Candidate("b", in_flight=1), Candidate("c", in_flight=1)]
     picked = {pick(Strategy.LEAST_IN_FLIGHT, candidates, REQ, random.Random(s)).id for s in range(20)}
     assert picked == {"b", "c"}
 
 
-def test_pick_needs_a_candidate():
+def test_pick_needs_a_candidate() -> None:
     with pytest.raises(ValueError):
         pick(Strategy.CACHE_AWARE, [], REQ, random.Random(0))
 
 
-def test_prefix_blocks_are_chained():
+def test_prefix_blocks_are_chained() -> None:
     first = prompt_blocks("x" * 256 + "y" * 256 + "z" * 100)
     assert len(first) == 2  # only whole blocks
     same_start = prompt_blocks("x" * 256 + "w" * 256)
@@ -148,7 +148,7 @@ def test_prefix_blocks_are_chained():
     assert prompt_blocks("w" * 256 + "y" * 256)[1] != first[1]
 
 
-def test_prefix_index_counts_leading_blocks_and_forgets_the_oldest():
+def test_prefix_index_counts_leading_blocks_and_forgets_the_oldest() -> None:
     index = PrefixIndex(capacity=4)
     index.routed("a", [1, 2, 3])
     assert index.held("a", [1, 2, 3, 4]) == 3
