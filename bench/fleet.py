@@ -261,6 +261,7 @@ async def _send(
                 if "error" in chunk:
                     where = "mid-stream" if got_token else "before the first token"
                     out.failure = f"{where}: error event"
+                    out.detail = json.dumps(chunk["error"])[:300]
                     return
                 for choice in chunk.get("choices") or []:
                     if (choice.get("delta") or {}).get("content") and not got_token:
@@ -298,7 +299,9 @@ async def _replay(
     plan = list(schedule(records, bench.plan.speed))
     duration = plan[-1][0] if plan else 0.0
     alive = list(bench.replica_urls())
-    limits = httpx.Limits(max_connections=4096, max_keepalive_connections=256)
+    # Idle connections are dropped well before the servers' own 5 s keep-alive ends: reusing one the
+    # server is closing at that moment fails the request, a client artefact this must not count.
+    limits = httpx.Limits(max_connections=4096, max_keepalive_connections=256, keepalive_expiry=1.0)
     async with httpx.AsyncClient(limits=limits, timeout=REQUEST_TIMEOUT_S) as http:
 
         async def sample() -> None:

@@ -13,7 +13,7 @@ from prometheus_client import Gauge
 
 from policies.cooldown import Failure, Health, record_failure, record_success
 from policies.models import Deployment, ModelRoute
-from policies.picker import Candidate, NoDeployment, PrefixIndex, Request, Strategy, eligible, pick
+from policies.picker import Candidate, NoDeployment, PrefixIndex, Request, Strategy, eligible, held, pick
 
 # About what one simulated H200 replica caches (~700k tokens) in blocks of 256 characters (~64 tokens): the
 # index should not expect a replica to hold more than it can; small in memory (an int per block).
@@ -36,6 +36,7 @@ class Replica:
     health: Health = field(default_factory=Health)
     draining: bool = False
     in_flight: int = 0
+    pending_prefill: float = 0.0  # prompt tokens of lcp's calls to it that have no first token yet
     in_flight_at_read: int = 0
     read_at: float | None = None  # when its /metrics were last read (monotonic), None: never
     waiting: float = 0.0
@@ -62,6 +63,7 @@ class Replica:
             running=self.running,
             kv_cache_usage=self.kv_cache_usage,
             prefix_blocks_held=held_blocks,
+            pending_prefill_tokens=self.pending_prefill,
         )
 
     def state(self, now: float) -> str:
@@ -141,9 +143,20 @@ class Fleet:
             group.turn += 1
         return by_id[chosen.id]
 
-    def started(self, route: ModelRoute, replica: Replica, blocks: Sequence[int]) -> None:
+    def started(self, route: ModelRoute, replica: Replica, request: Request, blocks: Sequence[int]) -> float:
+        """A call to `replica` starts; returns the prompt tokens it is expected to prefill (the part of the
+        prompt it does not hold), counted as pending until `answering`."""
+        group = self._groups[(route.name, route.version)]
+        candidate = replica.candidate(request, group.prefixes.held(replica.deployment.id, blocks))
+        prefill = request.prompt_tokens * (1.0 - held(candidate, request, route.routing.scorer_weights))
         replica.in_flight += 1
-        self._groups[(route.name, route.version)].prefixes.routed(replica.deployment.id, blocks)
+        replica.pending_prefill += prefill
+        group.prefixes.routed(replica.deployment.id, blocks)
+        return prefill
+
+    def answering(self, replica: Replica, prefill: float) -> None:
+        """A call's first token came (or the call ended): its prompt is no longer waiting to be prefilled."""
+        replica.pending_prefill = max(0.0, replica.pending_prefill - prefill)
 
     def finished(self, route: ModelRoute, replica: Replica, failure: Failure | None, seconds: float) -> None:
         """A call to `replica` ended: well (None), or with `failure`, which may cool it down. A group of

@@ -412,6 +412,12 @@ class _Opened:
     replica: Replica
     response: httpx.Response
     started: float
+    prefill: float  # prompt tokens the replica is expected to prefill, pending until its first token
+
+    def answering(self, fleet: Fleet) -> None:
+        """The first token came, or the call ended: its prefill is no longer pending (counted once)."""
+        fleet.answering(self.replica, self.prefill)
+        self.prefill = 0.0
 
 
 class Gateway:
@@ -567,11 +573,12 @@ class Gateway:
                 wait_s = self._wait_s(route, call, choice, deadline)
                 await asyncio.sleep(wait_s)
                 continue
-            self.fleet.started(route, choice, call.blocks)
+            prefill = self.fleet.started(route, choice, call.request, call.blocks)
             started = time.perf_counter()
             try:
                 response = await self._send(route, self._request(route, choice, call), call.stream)
             except InferenceFailure as err:
+                self.fleet.answering(choice, prefill)
                 self.fleet.finished(route, choice, err.health, time.perf_counter() - started)
                 _measure(route, _outcome(err), started)
                 if err.health is None:  # the request's own fault: no other deployment will take it
@@ -582,10 +589,11 @@ class Gateway:
                 call.failed(route, choice, err)
                 continue
             except BaseException:
+                self.fleet.answering(choice, prefill)
                 self.fleet.finished(route, choice, None, time.perf_counter() - started)
                 _measure(route, "cancelled", started)
                 raise
-            return _Opened(route, choice, response, started)
+            return _Opened(route, choice, response, started, prefill)
 
     def _elsewhere(self, route: ModelRoute, call: _Call, failed: Replica) -> bool:
         """Whether another deployment could take the request now (then Temporal's retry will find it)."""
@@ -658,6 +666,7 @@ class Gateway:
             raise
         finally:
             await opened.response.aclose()
+            opened.answering(self.fleet)
             self.fleet.finished(route, replica, failure, time.perf_counter() - started)
             _measure(route, outcome, started)
 
@@ -716,6 +725,8 @@ class Gateway:
                         calls.add(delta.get("tool_calls") or [])
                         text = delta.get("content")
                         if text:
+                            if not parts:
+                                opened.answering(self.fleet)
                             parts.append(text)
                             yield text
                         finish_reason = choice.get("finish_reason") or finish_reason
@@ -733,6 +744,7 @@ class Gateway:
             )
             # Counted now: a consumer may well never resume the generator after the last item.
             _measure(route, "ok", started)
+            opened.answering(self.fleet)
             self.fleet.finished(route, replica, None, time.perf_counter() - started)
             outcome = None
             yield result
@@ -743,6 +755,7 @@ class Gateway:
         finally:
             if outcome is not None:
                 _measure(route, outcome, started)
+                opened.answering(self.fleet)
                 self.fleet.finished(route, replica, failure, time.perf_counter() - started)
 
     @staticmethod

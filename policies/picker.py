@@ -27,11 +27,14 @@ class Strategy(StrEnum):
 
 @dataclass(frozen=True)
 class ScoreWeights:
-    """How much each scorer counts (llm-d's default profile: prefix 3, KV cache 2, queue 2)."""
+    """How much each scorer counts: llm-d's default profile (prefix 3, KV cache 2, queue 2), and the
+    prefill scorer, which weighs what decides the time to first token on long prompts: the prompt
+    tokens the replica must prefill before it answers this request (as Mooncake's scheduler does)."""
 
     prefix: float = 3.0
     kv_cache: float = 2.0
     queue: float = 2.0
+    prefill: float = 4.0
     # A durable conversation's previous replica counts as holding its whole prefix unless this many
     # requests already wait there: then the turn goes where it is served sooner.
     overload_waiting: int = 8
@@ -54,6 +57,8 @@ class Candidate:
     running: float = 0.0  # vllm:num_requests_running as last read
     kv_cache_usage: float = 0.0  # vllm:kv_cache_usage_perc as last read, 0..1
     prefix_blocks_held: int = 0  # leading prompt blocks it most likely holds (from the prefix index)
+    # Prompt tokens lcp sent it that it has not started answering yet (estimated, cached part left out).
+    pending_prefill_tokens: float = 0.0
 
     @property
     def load(self) -> float:
@@ -111,21 +116,42 @@ def eligible(candidates: Sequence[Candidate], request: Request, now: float) -> l
     return ready
 
 
+def held(c: Candidate, request: Request, weights: ScoreWeights) -> float:
+    """The share of the prompt the candidate most likely has cached, 0..1."""
+    if c.id == request.previous and c.waiting < weights.overload_waiting:
+        return 1.0
+    if request.prefix_blocks:
+        return min(1.0, c.prefix_blocks_held / request.prefix_blocks)
+    return 0.0
+
+
+def prefill_ahead(c: Candidate, request: Request, weights: ScoreWeights) -> float:
+    """Prompt tokens the candidate must prefill before this request's first token: what lcp sent it that
+    it has not started answering (or, when its metrics show more requests waiting, that many prompts like
+    this one: other clients' too), and this prompt's part it does not hold."""
+    ahead = max(c.pending_prefill_tokens, c.waiting * request.prompt_tokens)
+    return ahead + request.prompt_tokens * (1.0 - held(c, request, weights))
+
+
+def _better_when_lower(values: list[float]) -> list[float]:
+    """Min-max normalised so that the lowest value scores 1 and the highest 0 (all 1 when equal)."""
+    low, high = min(values), max(values)
+    return [1.0 if high == low else (high - v) / (high - low) for v in values]
+
+
 def scores(candidates: Sequence[Candidate], request: Request, weights: ScoreWeights) -> dict[str, float]:
     """Each candidate's weighted score; higher is better."""
-    loads = [c.load for c in candidates]
-    low, high = min(loads), max(loads)
+    queue = _better_when_lower([c.load for c in candidates])
+    prefill = _better_when_lower([prefill_ahead(c, request, weights) for c in candidates])
     result: dict[str, float] = {}
-    for c in candidates:
-        queue = 1.0 if high == low else (high - c.load) / (high - low)
+    for i, c in enumerate(candidates):
         kv = 1.0 - min(1.0, max(0.0, c.kv_cache_usage))
-        if c.id == request.previous and c.waiting < weights.overload_waiting:
-            prefix = 1.0
-        elif request.prefix_blocks:
-            prefix = min(1.0, c.prefix_blocks_held / request.prefix_blocks)
-        else:
-            prefix = 0.0
-        result[c.id] = weights.prefix * prefix + weights.kv_cache * kv + weights.queue * queue
+        result[c.id] = (
+            weights.prefix * held(c, request, weights)
+            + weights.kv_cache * kv
+            + weights.queue * queue[i]
+            + weights.prefill * prefill[i]
+        )
     return result
 
 

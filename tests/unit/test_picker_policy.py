@@ -90,7 +90,7 @@ def test_load_counts_what_lcp_sent_since_the_last_read() -> None:
         ),
         # ...but not a lot more load with a full KV cache
         (
-            [Candidate("a", running=20, kv_cache_usage=1.0, prefix_blocks_held=3), Candidate("b")],
+            [Candidate("a", waiting=20, kv_cache_usage=1.0, prefix_blocks_held=3), Candidate("b")],
             Request(1000, prefix_blocks=10),
             "b",
         ),
@@ -98,6 +98,27 @@ def test_load_counts_what_lcp_sent_since_the_last_read() -> None:
         ([Candidate("a", running=2), Candidate("b", running=1)], Request(1000, previous="a"), "a"),
         # ...unless it is overloaded
         ([Candidate("a", waiting=8), Candidate("b", waiting=1)], Request(1000, previous="a"), "b"),
+        # the same number of requests, but a long prompt lcp sent to "a" is still being prefilled
+        (
+            [
+                Candidate("a", running=1, pending_prefill_tokens=40_000),
+                Candidate("b", running=1, pending_prefill_tokens=1_000),
+            ],
+            Request(15_000),
+            "b",
+        ),
+        # the prefix's holder is the better bet while what it must prefill first is less than the whole prompt...
+        (
+            [Candidate("a", prefix_blocks_held=10, pending_prefill_tokens=5_000), Candidate("b")],
+            Request(15_000, prefix_blocks=10),
+            "a",
+        ),
+        # ...but not once it is a hot spot with far more to prefill than the prompt itself
+        (
+            [Candidate("a", prefix_blocks_held=10, pending_prefill_tokens=100_000), Candidate("b")],
+            Request(15_000, prefix_blocks=10),
+            "b",
+        ),
     ],
 )
 def test_scores(candidates: list[Candidate], request_: Request, best: str) -> None:
