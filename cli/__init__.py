@@ -57,6 +57,10 @@ assistants_app = typer.Typer(
 experiment_app = typer.Typer(help="A/B experiments between an assistant's versions.", no_args_is_help=True)
 assistants_app.add_typer(experiment_app, name="experiment")
 app.add_typer(assistants_app, name="assistants")
+models_app = typer.Typer(
+    help="The models' deployments through the lcp API (a key with the sre role).", no_args_is_help=True
+)
+app.add_typer(models_app, name="models")
 console = Console()
 err_console = Console(stderr=True)
 
@@ -437,6 +441,50 @@ def bench_gateway(
     if json_file:
         write_json(result, json_file)
         console.print(f"written to {json_file}")
+
+
+@bench_app.command("fleet")
+def bench_fleet(
+    trace: Annotated[Path, typer.Option(help="A trace in Mooncake's format (timestamp, lengths, hash_ids).")],
+    replicas: Annotated[int, typer.Option(min=2, max=16, help="Simulated replicas in the fleet.")] = 4,
+    speed: Annotated[float, typer.Option(min=0.01, max=1000, help="Replay this many times faster.")] = 1.0,
+    skip: Annotated[int, typer.Option(min=0, help="Records left out at the trace's start.")] = 0,
+    limit: Annotated[int | None, typer.Option(min=1, help="Records replayed (default: the rest).")] = None,
+    no_kill: Annotated[
+        bool, typer.Option("--no-kill", help="No runs with a replica killed halfway.")
+    ] = False,
+    no_litellm: Annotated[bool, typer.Option("--no-litellm", help="Leave LiteLLM out.")] = False,
+    litellm_python: Annotated[
+        Path | None,
+        typer.Option(help="Python that has litellm[proxy] (default: a virtualenv in ~/.cache/lcp)."),
+    ] = None,
+    json_file: Annotated[Path | None, typer.Option("--json", help="Write the results here.")] = None,
+    plot_file: Annotated[Path | None, typer.Option("--plot", help="Plot TTFT over time here (PNG).")] = None,
+) -> None:
+    """A prefix-hash trace against one simulated fleet through lcp's picker and LiteLLM's strategies."""
+    from bench.chat import write_json
+    from bench.fleet import FleetPlan, plot, run_fleet_bench, table
+    from bench.gateway import BenchError
+    from bench.replay import TraceError
+
+    plan = FleetPlan(trace, replicas, speed, skip, limit, kill=not no_kill, litellm=not no_litellm)
+    try:
+        result = run_fleet_bench(
+            plan,
+            litellm_python_path=litellm_python,
+            echo=lambda line: console.print(f"lcp bench fleet: {line}", highlight=False),
+        )
+    except (BenchError, TraceError, OSError) as err:
+        err_console.print(f"lcp bench fleet: {err}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    console.print(table(result))
+    console.print("goals:", result["goals"] or "(none to check)")
+    if json_file:
+        write_json(result, json_file)
+        console.print(f"written to {json_file}")
+    if plot_file:
+        plot(result, plot_file)
+        console.print(f"plotted to {plot_file}")
 
 
 @bench_app.command("stream")
@@ -955,6 +1003,36 @@ def scaling_list(
         return 0
 
     _scaling_exit("list", run)
+
+
+# ---- lcp models -----------------------------------------------------------------------------------------
+
+
+@models_app.command("status")
+def models_status(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the API's answer as JSON.")] = False,
+    api_url: RolloutApiUrl = None,
+    home: RolloutHome = Path(".lcp"),
+    api_key: RolloutKey = None,
+) -> None:
+    """Each model's deployments as the API's gateway sees them: healthy, cooling down (for how long,
+    why) or draining; load and KV cache as last read, prefix-cache hits, recent latency and errors."""
+    from api.fleet_schemas import FleetView
+    from cli import rest
+    from cli.fleet_view import fleet_tables
+
+    def run() -> int:
+        with rest.ApiClient.connect(api_url, home, api_key) as api:
+            view = FleetView.model_validate(api._call("GET", "/v1/fleet"))
+        if as_json:
+            typer.echo(view.model_dump_json(indent=2))
+            return 0
+        if view.simulated:
+            console.print("[yellow]a simulated fleet (lcp's LLM simulator), not GPUs[/yellow]")
+        console.print(*fleet_tables(view))
+        return 0
+
+    raise typer.Exit(rest.guarded("models", "status", err_console, run))
 
 
 # ---- lcp chaos ------------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from lab.llm_simulator import create_app as simulator_app
 from settings import Settings
 from tests.api.conftest import MintKey
 from tests.http_server import serve_in_thread
+from tests.lcp_cli import run_lcp
 
 
 @pytest.fixture
@@ -72,7 +73,10 @@ async def test_a_fleet_behind_the_openai_sdk(
         assert reply.choices[0].message.content == "hi"
     assert [served(url) for url in urls] == [2, 2, 2]
     models = await sdk.models.list()
-    assert sorted(m.id for m in models.data) == ["fleet-cached", "fleet-zero"]  # a model each, not a deployment
+    assert sorted(m.id for m in models.data) == [
+        "fleet-cached",
+        "fleet-zero",
+    ]  # a model each, not a deployment
 
     killable.close()  # replica-1 dies: no client request fails
     for _ in range(6):
@@ -100,6 +104,16 @@ async def test_a_fleet_behind_the_openai_sdk(
         'lcp_gateway_deployment_state{deployment="replica-1",model="fleet-zero",state="cooling_down",'
         'version="stable"} 1.0' in metrics
     )
+
+    # the same through the CLI, piped
+    code, out, err = await run_lcp(api_url, sre["Authorization"].removeprefix("Bearer "), "models", "status")
+    assert code == 0, err
+    assert "a simulated fleet" in out and "fleet-zero stable · round_robin · listed" in out
+    assert "replica-1" in out and "cooling down" in out and "(unreachable)" in out
+    code, out, err = await run_lcp(
+        api_url, client["Authorization"].removeprefix("Bearer "), "models", "status"
+    )
+    assert code == 1 and "needs the 'sre' role" in err
 
 
 async def test_a_durable_conversation_stays_on_the_replica_that_holds_its_prefix(
