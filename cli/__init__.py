@@ -1030,6 +1030,11 @@ def models_status(
         if view.simulated:
             console.print("[yellow]a simulated fleet (lcp's LLM simulator), not GPUs[/yellow]")
         console.print(*fleet_tables(view))
+        console.print(
+            "load: this API's calls in flight + the replica's running (r) / waiting (w) requests, as last "
+            "read from its /metrics; hits: its prefix-cache hit rate",
+            highlight=False,
+        )
         return 0
 
     raise typer.Exit(rest.guarded("models", "status", err_console, run))

@@ -11,9 +11,9 @@ STATE_STYLE = {"healthy": "green", "cooling_down": "yellow", "draining": "cyan"}
 
 
 def _state(row: DeploymentStatus) -> Text:
-    text = row.state.replace("_", " ")
+    text = row.state
     if row.cooling_down_for_s is not None:
-        text += f" {row.cooling_down_for_s:.0f}s ({row.cooling_down_because or '?'})"
+        text = f"cooling {row.cooling_down_for_s:.0f}s"
     return Text(text, style=STATE_STYLE.get(row.state, ""))
 
 
@@ -30,17 +30,17 @@ def fleet_tables(view: FleetView) -> list[Table]:
         title = f"{plain(model.model)} {plain(model.version)} · {model.strategy} · {source}"
         if model.fallbacks:
             title += f" · falls back to {', '.join(plain(f) for f in model.fallbacks)}"
-        table = Table(title=Text(title), title_justify="left")
-        for column, justify in (
-            ("deployment", "left"),
-            ("state", "left"),
-            ("load", "right"),
-            ("KV", "right"),
-            ("prefix hits", "right"),
-            ("p50", "right"),
-            ("errors", "right"),
-        ):
-            table.add_column(column, justify=justify, overflow="fold")  # type: ignore[arg-type]
+        why = [
+            f"{row.deployment} cools down: {row.cooling_down_because}"
+            for row in model.deployments
+            if row.cooling_down_because
+        ]
+        caption = Text(plain("\n".join(why)), style="yellow") if why else None
+        table = Table(title=Text(title), title_justify="left", caption=caption, caption_justify="left")
+        table.add_column("deployment", no_wrap=True, overflow="ellipsis", max_width=24)
+        table.add_column("state", no_wrap=True)
+        for column in ("load", "KV", "hits", "p50", "errors"):
+            table.add_column(column, justify="right", no_wrap=True)
         for row in model.deployments:
             table.add_row(
                 Text(plain(row.deployment)),

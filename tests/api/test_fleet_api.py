@@ -109,7 +109,7 @@ async def test_a_fleet_behind_the_openai_sdk(
     code, out, err = await run_lcp(api_url, sre["Authorization"].removeprefix("Bearer "), "models", "status")
     assert code == 0, err
     assert "a simulated fleet" in out and "fleet-zero stable · round_robin · listed" in out
-    assert "replica-1" in out and "cooling down" in out and "(unreachable)" in out
+    assert "replica-1" in out and "cooling" in out and "replica-1 cools down: unreachable" in out
     code, out, err = await run_lcp(
         api_url, client["Authorization"].removeprefix("Bearer "), "models", "status"
     )
