@@ -36,7 +36,8 @@ def settings(settings: Settings, tmp_path: Path) -> Iterator[Settings]:
         settings.models_file = tmp_path / "models.yaml"
         settings.models_file.write_text(yaml.safe_dump(policy))
         yield settings
-        assert httpx.get(f"{second}/admin/stats").json()["received"] > 0, "the second replica answered nothing"
+        answered = httpx.get(f"{second}/admin/stats").json()["received"]
+        assert answered > 0, "the second replica answered nothing"
 
 
 @pytest.fixture
