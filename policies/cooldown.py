@@ -1,9 +1,9 @@
 """Passive health of a deployment: failures put it in a cooldown it comes back from by itself.
 
 As LiteLLM does it (its defaults are ours): a 429 or a refused connection cools a deployment down at
-once, and so does a stream cut off mid-reply; other failures (5xx, timeouts) are counted, and more than `allowed_fails`
-of them within `window_s` cool it down. A cooldown lasts `cooldown_s`; a success clears the count.
-Pure: the clock is passed in, the state is a value.
+once, and so does a stream cut off mid-reply; other failures (5xx, timeouts) are counted, and more
+than `allowed_fails` of them within `window_s` cool it down. A cooldown lasts `cooldown_s`; a success
+clears the count. Pure: the clock is passed in, the state is a value.
 """
 
 from dataclasses import dataclass, field, replace

@@ -20,9 +20,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from policies.cooldown import CooldownSettings
-from policies.picker import ScoreWeights, Strategy
-
 from policies.errors import PermanentError
+from policies.picker import ScoreWeights, Strategy
 
 DEFAULT_POLICY_FILE = Path(__file__).with_name("models.yaml")
 STABLE_VERSION = "stable"

@@ -107,7 +107,7 @@ def test_load_counts_what_lcp_sent_since_the_last_read() -> None:
             Request(15_000),
             "b",
         ),
-        # the prefix's holder is the better bet while what it must prefill first is less than the whole prompt...
+        # the prefix's holder is the better bet while it has less to prefill first than the whole prompt...
         (
             [Candidate("a", prefix_blocks_held=10, pending_prefill_tokens=5_000), Candidate("b")],
             Request(15_000, prefix_blocks=10),
