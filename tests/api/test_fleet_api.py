@@ -3,6 +3,7 @@ spread over the replicas, a replica killed mid-run costs the client nothing, and
 sre) shows each deployment's state."""
 
 import contextlib
+import json
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -134,3 +135,35 @@ async def test_a_durable_conversation_stays_on_the_replica_that_holds_its_prefix
             assert sent.status_code == 200, sent.text
     counts = sorted(served(url) for url in urls)
     assert counts == [0, 0, 4]  # every turn went where the previous one was served
+
+
+async def test_a_replica_that_dies_mid_stream_during_a_durable_turn(
+    api_url: str, mint_key: MintKey, replicas: tuple[list[str], contextlib.ExitStack]
+) -> None:
+    """The turn's activity breaks off on the first replica after two tokens; Temporal's next attempt goes
+    to another replica (the first is cooling down), the client's stream goes on, and the reply is
+    recorded once."""
+    urls, _ = replicas
+    async with httpx.AsyncClient() as admin:
+        fault = {"model": "sim-zero", "break_stream_next": 1}
+        (await admin.put(f"{urls[0]}/admin/faults", json=fault)).raise_for_status()
+    conversation = f"fleet-{uuid.uuid4().hex[:8]}"
+    headers = {"Authorization": f"Bearer {await mint_key()}", "X-Conversation-Id": conversation}
+    body = {
+        "model": "fleet-zero",
+        "stream": True,
+        "messages": [{"role": "user", "content": "[echo] a b c d e f"}],
+    }
+    async with httpx.AsyncClient(base_url=api_url, headers=headers, timeout=60) as http:
+        async with http.stream("POST", "/v1/chat/completions", json=body) as response:
+            assert response.status_code == 200
+            lines = [line async for line in response.aiter_lines() if line.startswith("data: {")]
+        chunks = [json.loads(line.removeprefix("data: ")) for line in lines]
+        assert not [c for c in chunks if "error" in c]
+        text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c.get("choices"))
+        assert text.split() == ["a", "b", "c", "d", "e", "f"]
+        transcript = (await http.get(f"/v1/conversations/{conversation}")).json()
+    replies = [m for m in transcript["messages"] if m["role"] == "assistant"]
+    assert [m["content"] for m in replies] == ["a b c d e f"]  # recorded once
+    counts = [served(url) for url in urls]
+    assert counts[0] == 1 and sum(counts) == 2  # the broken attempt, then the retry on another replica
