@@ -16,7 +16,7 @@ from pathlib import Path
 
 import httpx
 
-from cli.keys import dev_admin_key
+from cli.keys_db import dev_admin_key
 from cli.show import plain
 from lab.prometheus import SIMULATED, PrometheusStartError, ScrapeTarget, start_prometheus
 from settings import Settings

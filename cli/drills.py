@@ -19,7 +19,7 @@ from kubernetes import config as kube_config
 
 from chaos.drills import Check, Drill, DrillReport, exactly, stored_once
 from cli.dev import free_port, lcp_env, spawn_lcp
-from cli.keys import mint
+from cli.keys_db import mint
 from lab.cluster_view import VERSION_LABEL
 from lab.server import DEMO_NAMESPACE, DEMO_SERVICE
 from store.migrate import upgrade_database

@@ -1,90 +1,44 @@
-"""`lcp lab status`: what the lab (a simulated cluster) runs, read from its own interfaces."""
+"""`lcp lab`: the lab, a simulated cluster — serve it, and see what it runs (cli/lab_status.py)."""
 
-import json
 from pathlib import Path
-from typing import Any
+from typing import Annotated
 
-import httpx
-from kubernetes import client, config
-from rich.console import Console
-from rich.table import Table
+import typer
 
-HEADER = "[bold yellow]lcp lab — a SIMULATED cluster[/bold yellow] (no real Kubernetes, pods or traffic)"
+from cli.connection import HOME, Home
+from cli.runtime import configure_logging, console, err_console
 
-
-def show_status(home: Path, console: Console) -> int:
-    """Print the lab's Deployments, simulated traffic and Prometheus targets; 1 when it is not running."""
-    dev = home / "dev.json"
-    info: dict[str, Any] = json.loads(dev.read_text()) if dev.exists() else {}
-    if "kubeconfig" not in info:
-        console.print(f"lcp lab status: no lab is running for {home} (start it with `lcp dev`)")
-        return 1
-    console.print(HEADER)
-    console.print(
-        f"kubernetes API {info['kube']} (kubeconfig {info['kubeconfig']}) · workload {info['workload']} · "
-        f"prometheus {info['prometheus']}",
-        highlight=False,
-    )
-    problems = 0
-    for section in (_deployments, _traffic, _targets):
-        try:
-            console.print(section(info))
-        except (httpx.HTTPError, client.ApiException, OSError, KeyError, ValueError) as err:
-            console.print(f"[red]{section.__name__.strip('_')}: unavailable ({err})[/red]", highlight=False)
-            problems += 1
-    return 1 if problems else 0
+app = typer.Typer(
+    help="The lab: a simulated cluster (Kubernetes API, workload, Prometheus).", no_args_is_help=True
+)
 
 
-def _deployments(info: dict[str, Any]) -> Table:
-    apps = client.AppsV1Api(config.new_client_from_config(config_file=info["kubeconfig"]))
-    table = Table(title="Deployments (simulated)")
-    for column in ("namespace", "name", "version", "ready", "image"):
-        table.add_column(column)
-    for deployment in apps.list_deployment_for_all_namespaces().items:
-        labels = deployment.spec.template.metadata.labels or {}
-        ready = (deployment.status.ready_replicas or 0) if deployment.status else 0
-        image = deployment.spec.template.spec.containers[0].image if deployment.spec.template.spec else ""
-        table.add_row(
-            deployment.metadata.namespace,
-            deployment.metadata.name,
-            labels.get("lcp.dev/version", ""),
-            f"{ready}/{deployment.spec.replicas}",
-            image,
-        )
-    return table
+@app.command("serve")
+def serve(
+    home: Annotated[Path, typer.Option(help="Where the kubeconfig is written.")] = Path(".lcp"),
+    host: Annotated[str, typer.Option()] = "127.0.0.1",
+    kube_port: Annotated[int, typer.Option(help="Simulated Kubernetes API port.")] = 8600,
+    workload_port: Annotated[int, typer.Option(help="Workload simulator (metrics, faults) port.")] = 8601,
+    pod_startup_s: Annotated[float, typer.Option(help="How long a simulated pod takes to be ready.")] = 3.0,
+    trace: Annotated[Path | None, typer.Option(help="Traffic trace for the demo service.")] = None,
+) -> None:
+    """Serve the simulated cluster: Kubernetes API, controllers and workload (a simulation)."""
+    import uvloop
+
+    from lab.server import LabOptions, serve  # kmock and the Kubernetes client: not for --help
+
+    configure_logging("WARNING")
+    options = LabOptions(home.resolve(), host, kube_port, workload_port, pod_startup_s, trace)
+    try:
+        uvloop.run(serve(options))
+    except OSError as err:
+        err_console.print(f"lcp lab serve: {err}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
 
 
-def _traffic(info: dict[str, Any]) -> Table:
-    status = httpx.get(f"{info['workload']}/admin/status", timeout=5).json()
-    table = Table(title="Traffic (simulated workload)")
-    for column in ("service", "offered req/s", "version", "share", "ready", "utilization", "faults"):
-        table.add_column(column)
-    for service in status["services"]:
-        name = f"{service['namespace']}/{service['service']}"
-        for version in service["versions"] or [{"version": "-"}]:
-            fault = service["faults"].get(version["version"])
-            table.add_row(
-                name,
-                f"{service['offered_rps']:.1f}",
-                version["version"],
-                f"{version.get('share', 0):.0%}",
-                str(version.get("ready_replicas", 0)),
-                f"{version.get('utilization', 0):.0%}",
-                json.dumps(fault) if fault else "",
-            )
-    return table
+@app.command("status")
+def status(home: Home = HOME) -> None:
+    """What the lab runs: Deployments and their readiness, simulated traffic, Prometheus targets."""
+    from cli.lab_status import show_status  # the Kubernetes client: not for --help
 
-
-def _targets(info: dict[str, Any]) -> Table:
-    targets = httpx.get(f"{info['prometheus']}/api/v1/targets", timeout=5).json()["data"]["activeTargets"]
-    table = Table(title="Prometheus scrape targets")
-    for column in ("job", "target", "health", "last error"):
-        table.add_column(column)
-    for target in targets:
-        table.add_row(
-            target["labels"].get("job", ""),
-            target["scrapeUrl"],
-            target["health"],
-            target.get("lastError") or "",
-        )
-    return table
+    raise typer.Exit(show_status(home, console))
