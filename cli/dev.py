@@ -166,7 +166,7 @@ class RestartPolicy:
 
     def delay(self, failures: int) -> float:
         """The wait before restarting a child with `failures` recent failures (this one included)."""
-        return min(self.first_delay_s * 2 ** max(0, failures - 1), self.max_delay_s)
+        return min(self.first_delay_s * 2.0 ** max(0, failures - 1), self.max_delay_s)
 
 
 def _exit_said(code: int) -> str:

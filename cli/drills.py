@@ -376,7 +376,8 @@ def _deployments(kubeconfig: Path, canary_name: str) -> tuple[str, str]:
     """The stable Deployment's version label, and whether the canary Deployment still exists."""
     apps = kube_client.AppsV1Api(kube_config.new_client_from_config(str(kubeconfig)))
     stable = apps.read_namespaced_deployment(DEMO_SERVICE, DEMO_NAMESPACE)
-    version = (stable.spec.template.metadata.labels or {}).get(VERSION_LABEL, "")
+    pod = stable.spec.template.metadata
+    version = ((pod.labels if pod else None) or {}).get(VERSION_LABEL, "")
     try:
         apps.read_namespaced_deployment(canary_name, DEMO_NAMESPACE)
         return version, "present"

@@ -41,12 +41,13 @@ def _deployments(info: dict[str, Any]) -> Table:
     for column in ("namespace", "name", "version", "ready", "image"):
         table.add_column(column)
     for deployment in apps.list_deployment_for_all_namespaces().items:
-        labels = deployment.spec.template.metadata.labels or {}
+        metadata, pod = deployment.metadata or client.V1ObjectMeta(), deployment.spec.template
+        labels = (pod.metadata.labels if pod.metadata else None) or {}
         ready = (deployment.status.ready_replicas or 0) if deployment.status else 0
-        image = deployment.spec.template.spec.containers[0].image if deployment.spec.template.spec else ""
+        image = pod.spec.containers[0].image if pod.spec else ""
         table.add_row(
-            deployment.metadata.namespace,
-            deployment.metadata.name,
+            metadata.namespace,
+            metadata.name,
             labels.get("lcp.dev/version", ""),
             f"{ready}/{deployment.spec.replicas}",
             image,
