@@ -25,7 +25,7 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy workflows policies
+	$(BIN)/mypy activities api bench chaos cli inference lab policies settings store temporal tests workers workflows
 
 bench: $(STAMP)
 	$(BIN)/lcp bench chat --json bench-chat.json

@@ -21,7 +21,7 @@ from temporalio.worker import Worker
 
 from bench.floor import BenchFloorWorkflow, noop
 from cli.dev import free_port, lcp_env, spawn_lcp
-from cli.keys import mint
+from cli.keys_db import mint
 from temporal.devserver import DYNAMIC_CONFIG, start_dev_server
 
 FLOOR_QUEUE = "bench-floor"

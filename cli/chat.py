@@ -1,23 +1,36 @@
 """`lcp chat`: a terminal chat against the lcp API, for a first look."""
 
-import json
 import re
-from pathlib import Path
+from typing import Annotated
 
 import httpx
+import typer
 from rich.console import Console
 from rich.panel import Panel
 
+from cli.connection import HOME, Home, api_address
 from cli.show import shown
 
 _NOT_IN_TITLES = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\u2028\u2029]")
 HELP = "commands: /new (new conversation)  /regen (new reply)  /history  /quit"
 
 
-def dev_info(home: Path) -> dict[str, str]:
-    """What `lcp dev` wrote to dev.json (API URL, admin key...), or nothing."""
-    dev = home / "dev.json"
-    return dict(json.loads(dev.read_text())) if dev.exists() else {}
+app = typer.Typer()  # its command is the top-level `lcp chat`
+
+
+@app.command()
+def chat(
+    api_url: Annotated[str | None, typer.Option("--api", help="API base URL (default: dev.json).")] = None,
+    model: Annotated[str | None, typer.Option(help="Model for a new conversation.")] = None,
+    conversation: Annotated[str | None, typer.Option(help="Continue this conversation id.")] = None,
+    home: Home = HOME,
+    api_key: Annotated[
+        str | None,
+        typer.Option(envvar="LCP_API_KEY", help="API key (default: dev.json's).", show_default=False),
+    ] = None,
+) -> None:
+    """Chat with a model through the lcp API, in the terminal."""
+    run_chat(*api_address(api_url, home, api_key), model, conversation)
 
 
 def _title(text: str) -> str:

@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import yaml
 
-from cli.keys import dev_admin_key
+from cli.keys_db import dev_admin_key
 from cli.show import plain
 from lab.fleet import FLEET_NAMESPACE, FLEET_SERVICE
 from lab.prometheus import SIMULATED, PrometheusStartError, ScrapeTarget, start_prometheus
@@ -186,7 +186,7 @@ class RestartPolicy:
 
     def delay(self, failures: int) -> float:
         """The wait before restarting a child with `failures` recent failures (this one included)."""
-        return min(self.first_delay_s * 2 ** max(0, failures - 1), self.max_delay_s)
+        return min(self.first_delay_s * 2.0 ** max(0, failures - 1), self.max_delay_s)
 
 
 def _exit_said(code: int) -> str:

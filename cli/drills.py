@@ -19,7 +19,7 @@ from kubernetes import config as kube_config
 
 from chaos.drills import Check, Drill, DrillReport, exactly, stored_once
 from cli.dev import free_port, lcp_env, spawn_lcp
-from cli.keys import mint
+from cli.keys_db import mint
 from lab.cluster_view import VERSION_LABEL
 from lab.server import DEMO_NAMESPACE, DEMO_SERVICE
 from store.migrate import upgrade_database
@@ -376,7 +376,8 @@ def _deployments(kubeconfig: Path, canary_name: str) -> tuple[str, str]:
     """The stable Deployment's version label, and whether the canary Deployment still exists."""
     apps = kube_client.AppsV1Api(kube_config.new_client_from_config(str(kubeconfig)))
     stable = apps.read_namespaced_deployment(DEMO_SERVICE, DEMO_NAMESPACE)
-    version = (stable.spec.template.metadata.labels or {}).get(VERSION_LABEL, "")
+    pod = stable.spec.template.metadata
+    version = ((pod.labels if pod else None) or {}).get(VERSION_LABEL, "")
     try:
         apps.read_namespaced_deployment(canary_name, DEMO_NAMESPACE)
         return version, "present"

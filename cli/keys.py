@@ -1,98 +1,83 @@
-"""`lcp keys`: API keys straight in the read-model database (no admin key needed to mint the first)."""
+"""`lcp keys`: API keys written straight to the read-model database (cli/keys_db.py), no API needed."""
 
-import os
-import re
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any
+import asyncio
+from typing import Annotated
 
-from pydantic import TypeAdapter, ValidationError
-from sqlalchemy.ext.asyncio import AsyncSession
+import typer
+from rich.table import Table
 
-from api.keys import InvalidKeySpec, create_key, hash_key, key_id_of
-from api.text import Name
-from cli.show import plain
-from policies.access import ADMIN, PLATFORM
-from store import crud
-from store.db import make_engine, make_sessionmaker
-from store.migrate import upgrade
-from store.models import ApiKey
+from cli.runtime import console, err_console, load_settings
+from cli.show import shown
 
-DEV_KEY_FILE = "dev-admin.key"
-DEV_KEY_ROLES = (ADMIN, PLATFORM)  # a tenant admin of "default", and the platform admin
+app = typer.Typer(help="API keys (written straight to the read-model database).", no_args_is_help=True)
 
 
-@asynccontextmanager
-async def _session(database_url: str) -> AsyncIterator[AsyncSession]:
-    engine = make_engine(database_url)
+@app.command("create")
+def create(
+    tenant: Annotated[str, typer.Option(help="Tenant the key acts in.")],
+    name: Annotated[str, typer.Option(help="What the key is for, e.g. librechat.")],
+    role: Annotated[list[str], typer.Option(help="client, admin, sre, platform; repeatable.")] = ["client"],  # noqa: B006
+    rpm: Annotated[int | None, typer.Option(help="Requests/minute for this key (default: settings).")] = None,
+    tpm: Annotated[int | None, typer.Option(help="Tokens/minute for this key (default: settings).")] = None,
+) -> None:
+    """Mint an API key. It is printed once; only its hash is stored."""
+    from api.keys import InvalidKeySpec  # SQLAlchemy and the store, as keys_db: not for --help
+    from cli import keys_db
+
+    settings = load_settings("keys create")
     try:
-        await upgrade(engine)
-        async with make_sessionmaker(engine)() as session:
-            yield session
-    finally:
-        await engine.dispose()
-
-
-# What POST /v1/admin/keys takes (api/schemas.py's KeyCreate): this tool writes to the database past the
-# API's checks, and a tenant or a name holding an escape sequence reached terminals (this command's own
-# "key ... for tenant ..." line printed it raw), workflow ids and logs.
-TENANT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
-MAX_NAME = 200
-
-
-def spec_problem(tenant: str, name: str) -> str | None:
-    """Why `lcp keys create` refuses this tenant or name (as the API would), or None."""
-    if not TENANT.fullmatch(tenant):
-        return (
-            "--tenant must be 1 to 100 letters, digits, '.', '_' or '-', starting with a letter or digit, "
-            f"got {plain(tenant)}"
+        row, key = asyncio.run(
+            keys_db.mint(
+                settings.resolved_database_url(),
+                tenant=tenant,
+                name=name,
+                roles=role,
+                requests_per_minute=rpm,
+                tokens_per_minute=tpm,
+            )
         )
-    if not name.strip() or len(name) > MAX_NAME:
-        return f"--name must be 1 to {MAX_NAME} characters, not blank"
-    try:
-        TypeAdapter(Name).validate_python(name)
-    except ValidationError as err:
-        return f"--name: {err.errors()[0]['msg']}"
-    return None
+    except InvalidKeySpec as err:
+        err_console.print(f"lcp keys create: {shown(err)}", highlight=False)
+        raise typer.Exit(2) from None
+    err_console.print(
+        f"key {shown(row.id)} for tenant {shown(row.tenant)} ({shown(', '.join(row.roles))}); shown once, "
+        "store it now:",
+        highlight=False,
+    )
+    print(key)  # alone on stdout, so `KEY=$(lcp keys create ...)` works
 
 
-async def mint(database_url: str, **spec: Any) -> tuple[ApiKey, str]:
-    """`api.keys.create_key` on the database at `database_url` (same keyword arguments), with the tenant and
-    the name checked as the API checks them."""
-    if problem := spec_problem(str(spec.get("tenant", "")), str(spec.get("name", ""))):
-        raise InvalidKeySpec(problem)
-    async with _session(database_url) as session:
-        return await create_key(session, **spec)
+@app.command("list")
+def list_(tenant: Annotated[str | None, typer.Option(help="Only this tenant's keys.")] = None) -> None:
+    """List keys (never the keys themselves)."""
+    from cli import keys_db  # SQLAlchemy and the store: not for --help
+
+    rows = asyncio.run(keys_db.list_keys(load_settings("keys list").resolved_database_url(), tenant))
+    table = Table()
+    for column in ("id", "tenant", "name", "roles", "rpm", "tpm", "created", "revoked"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(
+            shown(row.id),
+            shown(row.tenant),
+            shown(row.name),
+            shown(",".join(row.roles)),
+            str(row.requests_per_minute or "default"),
+            str(row.tokens_per_minute or "default"),
+            f"{row.created_at:%Y-%m-%d %H:%M}",
+            f"{row.revoked_at:%Y-%m-%d %H:%M}" if row.revoked_at else "",
+        )
+    console.print(table)
 
 
-async def list_keys(database_url: str, tenant: str | None) -> list[ApiKey]:
-    async with _session(database_url) as session:
-        return await crud.list_api_keys(session, tenant=tenant)
+@app.command("revoke")
+def revoke(key_id: Annotated[str, typer.Argument(help="The key's id (from `lcp keys list`).")]) -> None:
+    """Revoke a key: refused at once by new API processes, within 10 s by running ones."""
+    from cli import keys_db  # SQLAlchemy and the store: not for --help
 
-
-async def revoke(database_url: str, key_id: str) -> ApiKey | None:
-    async with _session(database_url) as session:
-        return await crud.revoke_api_key(session, key_id=key_id, at=datetime.now(UTC))
-
-
-async def dev_admin_key(database_url: str, home: Path) -> str:
-    """The `lcp dev` key of the default tenant, a platform admin's (the README's tour runs rollouts, scaling
-    and chaos with it): minted on first start, kept (mode 0600) in the state dir so later starts reuse it,
-    and minted again if it was revoked or predates the platform role."""
-    path = home / DEV_KEY_FILE
-    if path.exists():
-        key = path.read_text().strip()
-        key_id = key_id_of(key)
-        if key_id:
-            async with _session(database_url) as session:
-                row = await crud.get_api_key(session, key_id=key_id)
-            if row is not None and row.revoked_at is None and row.key_hash == hash_key(key):
-                if PLATFORM in row.roles:
-                    return key
-                await revoke(database_url, key_id)
-    _, key = await mint(database_url, tenant="default", name="lcp dev admin", roles=list(DEV_KEY_ROLES))
-    path.write_text(key + "\n")
-    os.chmod(path, 0o600)
-    return key
+    row = asyncio.run(keys_db.revoke(load_settings("keys revoke").resolved_database_url(), key_id))
+    if row is None:
+        err_console.print(f"lcp keys revoke: no key {key_id}: see `lcp keys list`", highlight=False)
+        raise typer.Exit(1)
+    who = shown(f"{row.id} ({row.tenant}/{row.name})")
+    console.print(f"key {who} revoked at {row.revoked_at:%Y-%m-%d %H:%M:%S}")

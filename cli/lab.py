@@ -1,136 +1,60 @@
-"""`lcp lab status`: what the lab (a simulated cluster) runs, read from its own interfaces."""
+"""`lcp lab`: the lab, a simulated cluster — serve it, and see what it runs (cli/lab_status.py)."""
 
-import json
 from pathlib import Path
-from typing import Any
+from typing import Annotated
 
-import httpx
-from kubernetes import client, config
-from prometheus_client.parser import text_string_to_metric_families
-from rich.console import Console
-from rich.table import Table
+import typer
 
-from lab.fleet import FLEET_NAMESPACE, FLEET_SERVICE
+from cli.connection import HOME, Home
+from cli.runtime import configure_logging, console, err_console
 
-HEADER = "[bold yellow]lcp lab — a SIMULATED cluster[/bold yellow] (no real Kubernetes, pods or traffic)"
+app = typer.Typer(
+    help="The lab: a simulated cluster (Kubernetes API, workload, Prometheus).", no_args_is_help=True
+)
 
 
-def show_status(home: Path, console: Console) -> int:
-    """Print the lab's Deployments, simulated traffic and Prometheus targets; 1 when it is not running."""
-    dev = home / "dev.json"
-    info: dict[str, Any] = json.loads(dev.read_text()) if dev.exists() else {}
-    if "kubeconfig" not in info:
-        console.print(f"lcp lab status: no lab is running for {home} (start it with `lcp dev`)")
-        return 1
-    console.print(HEADER)
-    console.print(
-        f"kubernetes API {info['kube']} (kubeconfig {info['kubeconfig']}) · workload {info['workload']} · "
-        f"prometheus {info['prometheus']}",
-        highlight=False,
+@app.command("serve")
+def serve(
+    home: Annotated[Path, typer.Option(help="Where the kubeconfig is written.")] = Path(".lcp"),
+    host: Annotated[str, typer.Option()] = "127.0.0.1",
+    kube_port: Annotated[int, typer.Option(help="Simulated Kubernetes API port.")] = 8600,
+    workload_port: Annotated[int, typer.Option(help="Workload simulator (metrics, faults) port.")] = 8601,
+    pod_startup_s: Annotated[float, typer.Option(help="How long a simulated pod takes to be ready.")] = 3.0,
+    trace: Annotated[Path | None, typer.Option(help="Traffic trace for the demo service.")] = None,
+    llm_replica_port: Annotated[
+        list[int],
+        typer.Option(
+            metavar="PORT",
+            help="A port of an LLM simulator replica on --host: it gets a pod behind inference/sim-llama-8b.",
+        ),
+    ] = [],  # noqa: B006
+) -> None:
+    """Serve the simulated cluster: Kubernetes API, controllers and workload (a simulation)."""
+    import uvloop
+
+    from lab.server import LabOptions, serve  # kmock and the Kubernetes client: not for --help
+
+    configure_logging("WARNING")
+    options = LabOptions(
+        home.resolve(),
+        host,
+        kube_port,
+        workload_port,
+        pod_startup_s,
+        trace,
+        llm_replica_ports=tuple(llm_replica_port),
     )
-    problems = 0
-    for section in (_deployments, _fleet, _traffic, _targets):
-        try:
-            console.print(section(info))
-        except (httpx.HTTPError, client.ApiException, OSError, KeyError, ValueError) as err:
-            console.print(f"[red]{section.__name__.strip('_')}: unavailable ({err})[/red]", highlight=False)
-            problems += 1
-    return 1 if problems else 0
-
-
-def _deployments(info: dict[str, Any]) -> Table:
-    apps = client.AppsV1Api(config.new_client_from_config(config_file=info["kubeconfig"]))
-    table = Table(title="Deployments (simulated)")
-    for column in ("namespace", "name", "version", "ready", "image"):
-        table.add_column(column)
-    for deployment in apps.list_deployment_for_all_namespaces().items:
-        labels = deployment.spec.template.metadata.labels or {}
-        ready = (deployment.status.ready_replicas or 0) if deployment.status else 0
-        image = deployment.spec.template.spec.containers[0].image if deployment.spec.template.spec else ""
-        table.add_row(
-            deployment.metadata.namespace,
-            deployment.metadata.name,
-            labels.get("lcp.dev/version", ""),
-            f"{ready}/{deployment.spec.replicas}",
-            image,
-        )
-    return table
-
-
-def _fleet(info: dict[str, Any]) -> Table:
-    """The LLM simulator's replicas: their pods' readiness and what each replica's vLLM metrics say."""
-    core = client.CoreV1Api(config.new_client_from_config(config_file=info["kubeconfig"]))
-    ready = {
-        pod.metadata.name: any(
-            c.type == "Ready" and c.status == "True" for c in (pod.status.conditions or [])
-        )
-        for pod in core.list_namespaced_pod(FLEET_NAMESPACE).items
-        if pod.metadata is not None and pod.status is not None
-    }
-    table = Table(title=f"LLM fleet (simulated replicas behind {FLEET_NAMESPACE}/{FLEET_SERVICE})")
-    for column in ("pod", "ready", "replica", "running", "waiting", "KV cache", "prefix hits"):
-        table.add_column(column)
-    for index, url in enumerate(info.get("llm_replicas") or []):
-        pod = f"{FLEET_SERVICE}-{index}"
-        values = _vllm_metrics(url)
-        queries = values.get("vllm:prefix_cache_queries_total", 0.0)
-        table.add_row(
-            pod,
-            "yes" if ready.get(pod) else "no",
-            url,
-            f"{values.get('vllm:num_requests_running', 0):.0f}" if values else "down",
-            f"{values.get('vllm:num_requests_waiting', 0):.0f}" if values else "",
-            f"{values.get('vllm:kv_cache_usage_perc', 0):.0%}" if values else "",
-            f"{values.get('vllm:prefix_cache_hits_total', 0) / queries:.0%}" if queries else "-",
-        )
-    return table
-
-
-def _vllm_metrics(url: str) -> dict[str, float]:
-    """A replica's vLLM metrics summed over its models; {} when it does not answer."""
     try:
-        text = httpx.get(f"{url}/metrics", timeout=2).text
-    except httpx.HTTPError:
-        return {}
-    values: dict[str, float] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name.startswith("vllm:"):
-                values[sample.name] = values.get(sample.name, 0.0) + sample.value
-    return values
+        uvloop.run(serve(options))
+    except OSError as err:
+        err_console.print(f"lcp lab serve: {err}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
 
 
-def _traffic(info: dict[str, Any]) -> Table:
-    status = httpx.get(f"{info['workload']}/admin/status", timeout=5).json()
-    table = Table(title="Traffic (simulated workload)")
-    for column in ("service", "offered req/s", "version", "share", "ready", "utilization", "faults"):
-        table.add_column(column)
-    for service in status["services"]:
-        name = f"{service['namespace']}/{service['service']}"
-        for version in service["versions"] or [{"version": "-"}]:
-            fault = service["faults"].get(version["version"])
-            table.add_row(
-                name,
-                f"{service['offered_rps']:.1f}",
-                version["version"],
-                f"{version.get('share', 0):.0%}",
-                str(version.get("ready_replicas", 0)),
-                f"{version.get('utilization', 0):.0%}",
-                json.dumps(fault) if fault else "",
-            )
-    return table
+@app.command("status")
+def status(home: Home = HOME) -> None:
+    """What the lab runs: Deployments and their readiness, the LLM fleet, simulated traffic, Prometheus
+    targets."""
+    from cli.lab_status import show_status  # the Kubernetes client: not for --help
 
-
-def _targets(info: dict[str, Any]) -> Table:
-    targets = httpx.get(f"{info['prometheus']}/api/v1/targets", timeout=5).json()["data"]["activeTargets"]
-    table = Table(title="Prometheus scrape targets")
-    for column in ("job", "target", "health", "last error"):
-        table.add_column(column)
-    for target in targets:
-        table.add_row(
-            target["labels"].get("job", ""),
-            target["scrapeUrl"],
-            target["health"],
-            target.get("lastError") or "",
-        )
-    return table
+    raise typer.Exit(show_status(home, console))

@@ -1,13 +1,14 @@
 """`lcp rollout`: canary rollouts through the lcp REST API — start, watch live, promote, pause, resume,
 abort, list. The render functions are pure (a RolloutView as the API answers it → a rich renderable)."""
 
-import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
+from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Annotated, Any
 
+import typer
 import yaml
 from rich import box
 from rich.console import Console, Group, RenderableType
@@ -16,13 +17,18 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from cli import rest
-from cli.rest import ApiClient, CliError
-from cli.show import plain, shown
+from cli.connection import CliError, api_commands
+from cli.runtime import console
+from cli.show import json_of, plain, shown
+from policies.canary import Pause, SetWeight, Step
 
-View = Mapping[str, Any]
+if TYPE_CHECKING:
+    from api.rollout_schemas import RolloutSummary
+    from cli.client import RolloutApi
+    from policies.canary import Judgment
+    from workflows.canary import RolloutView
+
 FINISHED = ("Succeeded", "RolledBack", "Frozen", "Failed")
-ACTIONS = ("promote", "pause", "resume", "abort")
 PHASE_STYLE = {
     "Progressing": "bold cyan",
     "Paused": "bold yellow",
@@ -43,34 +49,165 @@ HISTORY_SHOWN = 8
 MEASUREMENTS_SHOWN = 10
 
 
-class RolloutApi(ApiClient):
-    """The rollout routes of the lcp API (role sre)."""
+def _connect(api_url: str | None, home: Path, api_key: str | None) -> "RolloutApi":
+    from cli.client import RolloutApi  # the API's schemas load Temporal's workflow code: not for --help
 
-    def start(self, body: Mapping[str, Any]) -> dict[str, Any]:
-        view: dict[str, Any] = self._call("POST", "/v1/rollouts", json=dict(body))
-        return view
-
-    def get(self, namespace: str, service: str) -> dict[str, Any]:
-        view: dict[str, Any] = self._call("GET", f"/v1/rollouts/{namespace}/{service}")
-        return view
-
-    def act(self, namespace: str, service: str, action: str, body: Mapping[str, Any]) -> dict[str, Any]:
-        if action not in ACTIONS:
-            raise ValueError(f"unknown action {action!r}")
-        view: dict[str, Any] = self._call(
-            "POST", f"/v1/rollouts/{namespace}/{service}/{action}", json=dict(body)
-        )
-        return view
-
-    def list(
-        self, namespace: str | None = None, service: str | None = None, phase: str | None = None
-    ) -> list[dict[str, Any]]:
-        params = {k: v for k, v in (("namespace", namespace), ("service", service), ("phase", phase)) if v}
-        found: list[dict[str, Any]] = self._call("GET", "/v1/rollouts", params=params)["data"]
-        return found
+    return RolloutApi.connect(api_url, home, api_key)
 
 
-connect = RolloutApi.connect
+app = typer.Typer(help="Canary rollouts through the lcp API (a key with the sre role).", no_args_is_help=True)
+command = api_commands(app, "rollout", _connect)
+
+
+class Router(StrEnum):
+    replicas = "replicas"
+    istio = "istio"
+    gateway_api = "gateway-api"
+
+
+class Judge(StrEnum):
+    threshold = "threshold"
+    statistical = "statistical"
+
+
+Service = Annotated[str, typer.Argument(help="The service being rolled out.")]
+Namespace = Annotated[str, typer.Option("--namespace", "-n", help="Its Kubernetes namespace.")]
+Reason = Annotated[str, typer.Option(help="Why: kept in the rollout's history.")]
+Watch = Annotated[
+    bool,
+    typer.Option("--watch", "-w", help="Live view until it finishes (exit 0 if it succeeds, 1 if not)."),
+]
+
+
+# ---- the commands ----------------------------------------------------------------------------------------
+
+
+@command("start")
+def start(
+    api: "RolloutApi",
+    service: Service,
+    version: Annotated[str, typer.Option(help="Its version label (lcp.dev/version): metrics carry it.")],
+    image: Annotated[
+        str | None, typer.Option(help="The new release's image (a Deployment's rollout).", show_default=False)
+    ] = None,
+    model: Annotated[
+        bool,
+        typer.Option(
+            "--model",
+            help="SERVICE is a model of the models policy: shift the gateway's traffic to its canary "
+            "VERSION (namespace `models`, no image).",
+        ),
+    ] = False,
+    namespace: Namespace = "default",
+    deployment: Annotated[
+        str | None, typer.Option(help="The stable Deployment (default: the service).", show_default=False)
+    ] = None,
+    router: Annotated[Router, typer.Option(help="How traffic is split.")] = Router.replicas,
+    judge: Annotated[Judge, typer.Option(help="How analyses are judged.")] = Judge.threshold,
+    time_scale: Annotated[
+        float | None,
+        typer.Option(
+            help="Multiplies the default plan's durations (e.g. 0.1); not --steps'.", show_default=False
+        ),
+    ] = None,
+    steps: Annotated[
+        Path | None,
+        typer.Option(
+            help="The plan: a YAML/JSON list of steps (set_weight, pause, analyze).", show_default=False
+        ),
+    ] = None,
+    templates: Annotated[
+        Path | None,
+        typer.Option(
+            help="Metric templates (policies/analysis.yaml's shape) added to the API's.", show_default=False
+        ),
+    ] = None,
+    total_replicas: Annotated[
+        int | None,
+        typer.Option(help="Replicas of stable + canary (default: the stable's).", show_default=False),
+    ] = None,
+    freeze_on_failure: Annotated[
+        bool, typer.Option("--freeze-on-failure", help="On failure keep the canary's pods (no traffic).")
+    ] = False,
+    watch: Watch = False,
+) -> int:
+    """Start a canary rollout of a Deployment or (--model) a model: answers once the canary exists."""
+    body = start_body(
+        service,
+        image=image,
+        version=version,
+        model=model,
+        namespace=namespace,
+        deployment=deployment,
+        router=router.value,
+        judge=judge.value,
+        time_scale=time_scale,
+        steps_file=steps,
+        templates_file=templates,
+        total_replicas=total_replicas,
+        freeze_on_failure=freeze_on_failure,
+    )
+    return run_start(api, body, console, watch_it=watch)
+
+
+@command("status")
+def status(
+    api: "RolloutApi",
+    service: Service,
+    namespace: Namespace = "default",
+    watch: Watch = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the API's answer as JSON.")] = False,
+) -> int:
+    """The rollout as it stands: steps, traffic, the last analysis, the history."""
+    return run_status(api, namespace, service, console, watch_it=watch, as_json=as_json)
+
+
+@command("promote")
+def promote(
+    api: "RolloutApi",
+    service: Service,
+    namespace: Namespace = "default",
+    full: Annotated[
+        bool, typer.Option("--full", help="Skip every remaining step: straight to 100% and promotion.")
+    ] = False,
+    reason: Reason = "",
+) -> int:
+    """End the current step now (a pause, an analysis, a wait for a human), or with --full all of them."""
+    return run_action(api, "promote", namespace, service, console, reason=reason, full=full)
+
+
+@command("pause")
+def pause(api: "RolloutApi", service: Service, namespace: Namespace = "default", reason: Reason = "") -> int:
+    """Hold the rollout at its step until resume or promote (an analysis under way keeps measuring)."""
+    return run_action(api, "pause", namespace, service, console, reason=reason)
+
+
+@command("resume")
+def resume(api: "RolloutApi", service: Service, namespace: Namespace = "default", reason: Reason = "") -> int:
+    """Lift a pause; at an inconclusive analysis, analyse again."""
+    return run_action(api, "resume", namespace, service, console, reason=reason)
+
+
+@command("abort")
+def abort(api: "RolloutApi", service: Service, namespace: Namespace = "default", reason: Reason = "") -> int:
+    """Roll back now: all traffic to the stable, the canary scaled down (or frozen)."""
+    return run_action(api, "abort", namespace, service, console, reason=reason)
+
+
+@command("list")
+def list_(
+    api: "RolloutApi",
+    namespace: Annotated[str | None, typer.Option("--namespace", "-n", show_default=False)] = None,
+    service: Annotated[str | None, typer.Option(show_default=False)] = None,
+    phase: Annotated[
+        str | None,
+        typer.Option(
+            help="Progressing, Paused, Succeeded, RolledBack, Frozen or Failed.", show_default=False
+        ),
+    ] = None,
+) -> int:
+    """Rollouts, newest first."""
+    return run_list(api, console, namespace=namespace, service=service, phase=phase)
 
 
 # ---- request bodies from the command line ----------------------------------------------------------------
@@ -155,12 +292,7 @@ def start_body(
 # ---- rendering (pure) ------------------------------------------------------------------------------------
 
 
-def _time(value: str | None) -> datetime | None:
-    return datetime.fromisoformat(value) if value else None
-
-
-def _clock(value: str | None) -> str:
-    at = _time(value)
+def _clock(at: datetime | None) -> str:
     return at.astimezone().strftime("%H:%M:%S") if at else "—"
 
 
@@ -190,92 +322,77 @@ def _phase(phase: str | None, styles: Mapping[str, str] = PHASE_STYLE) -> Text:
     return Text(phase or "—", style=styles.get(phase or "", ""))
 
 
-def describe_step(step: Mapping[str, Any]) -> str:
-    kind = step.get("kind")
-    if kind == "set_weight":
-        return f"set canary weight {step.get('percent')}%"
-    if kind == "pause":
-        seconds = step.get("duration_s")
-        return "pause until promoted" if seconds is None else f"pause {duration(float(seconds))}"
-    if kind == "analyze":
-        templates = ", ".join(step.get("templates") or ())
-        every = duration(float(step.get("interval_s") or 0))
-        return f"analyze {templates}: {step.get('count')} × every {every}"
-    return str(kind)
+def describe_step(step: Step) -> str:
+    if isinstance(step, SetWeight):
+        return f"set canary weight {step.percent}%"
+    if isinstance(step, Pause):
+        return "pause until promoted" if step.duration_s is None else f"pause {duration(step.duration_s)}"
+    templates = ", ".join(step.templates)
+    return f"analyze {templates}: {step.count} × every {duration(step.interval_s)}"
 
 
-def step_label(view: View) -> str:
+def step_label(view: "RolloutView") -> str:
     """`step 2/6 (analyze ...)` or `all 6 steps done`; steps count from 0, as the history says."""
-    steps, index = list(view.get("steps") or ()), int(view.get("step") or 0)
+    steps, index = view.steps, view.step
     if index >= len(steps):
         return f"all {len(steps)} steps done"
     here = f"step {index}/{len(steps)} ({describe_step(steps[index])})"
-    return f"promoted fully at {here}" if view.get("phase") == "Succeeded" else here
+    return f"promoted fully at {here}" if view.phase == "Succeeded" else here
 
 
-def outcome_line(view: View) -> Text:
+def outcome_line(view: "RolloutView") -> Text:
     """One line: the rollout, its phase, its step and its message."""
     line = Text.assemble(
-        (f"{view.get('namespace')}/{view.get('service')}", "bold"),
+        (f"{view.namespace}/{view.service}", "bold"),
         ": ",
-        _phase(view.get("phase")),
-        plain(f", {step_label(view)}: {view.get('message') or ''}"),
+        _phase(view.phase),
+        plain(f", {step_label(view)}: {view.message}"),
     )
-    if view.get("paused_by"):
-        line.append(plain(f" (paused by {view['paused_by']})"), style="yellow")
+    if view.paused_by:
+        line.append(plain(f" (paused by {view.paused_by})"), style="yellow")
     return line
 
 
-def render_header(view: View, now: datetime | None = None) -> RenderableType:
-    phase = view.get("phase")
-    title = Text.assemble((f"{view.get('namespace')}/{view.get('service')}", "bold"), "  ", _phase(phase))
-    if view.get("paused_by"):
-        title.append(plain(f"  paused by {view['paused_by']}"), style="yellow")
-    if view.get("awaiting_decision"):
+def render_header(view: "RolloutView", now: datetime | None = None) -> RenderableType:
+    title = Text.assemble((f"{view.namespace}/{view.service}", "bold"), "  ", _phase(view.phase))
+    if view.paused_by:
+        title.append(plain(f"  paused by {view.paused_by}"), style="yellow")
+    if view.awaiting_decision:
         title.append("  waiting for a human: promote or abort", style="yellow")
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="dim", no_wrap=True)
     grid.add_column()
-    release = view.get("image") or f"model {view.get('service')}"  # a model's rollout has no image
-    grid.add_row("release", shown(f"{release} as {view.get('version')}"))
-    stable = view.get("stable_version")
-    stable_image = view.get("stable_image")
-    was = f"{stable or '?'} ({stable_image})" if stable_image else f"{stable or '(not read yet)'}"
-    if view.get("phase") == "Succeeded":
-        was += f", now replaced by {view.get('version')}"
+    release = view.image or f"model {view.service}"  # a model's rollout has no image
+    grid.add_row("release", shown(f"{release} as {view.version}"))
+    stable = view.stable_version
+    was = f"{stable or '?'} ({view.stable_image})" if view.stable_image else f"{stable or '(not read yet)'}"
+    if view.phase == "Succeeded":
+        was += f", now replaced by {view.version}"
     grid.add_row("stable", shown(was))
-    started = _time(view.get("started_at"))
-    finished = _time(view.get("finished_at"))
-    when = f"{_clock(view.get('started_at'))} by {view.get('requested_by') or 'someone'}"
-    if started and finished:
-        took = duration((finished - started).total_seconds())
-        when += f", finished {_clock(view.get('finished_at'))} after {took}"
-    elif started:
-        when += f", running {duration(((now or datetime.now(UTC)) - started).total_seconds())}"
+    when = f"{_clock(view.started_at)} by {view.requested_by or 'someone'}"
+    if view.finished_at:
+        took = duration((view.finished_at - view.started_at).total_seconds())
+        when += f", finished {_clock(view.finished_at)} after {took}"
+    else:
+        when += f", running {duration(((now or datetime.now(UTC)) - view.started_at).total_seconds())}"
     grid.add_row("started", shown(when))
-    how = f"router {view.get('router')}, judge {view.get('judge')}"
-    if view.get("stable_deployment"):
-        grid.add_row(
-            "deployments", shown(f"{view['stable_deployment']} → {view.get('canary_deployment')} ({how})")
-        )
+    how = f"router {view.router}, judge {view.judge}"
+    if view.stable_deployment:
+        grid.add_row("deployments", shown(f"{view.stable_deployment} → {view.canary_deployment} ({how})"))
     else:
         grid.add_row("split", shown(how))
-    grid.add_row("now", Text(plain(view.get("message") or "", lines=True), style="italic"))
-    return Panel(
-        Group(title, grid), title=str(view.get("id") or "rollout"), title_align="left", box=box.ROUNDED
-    )
+    grid.add_row("now", Text(plain(view.message, lines=True), style="italic"))
+    return Panel(Group(title, grid), title=view.id or "rollout", title_align="left", box=box.ROUNDED)
 
 
-def render_steps(view: View) -> RenderableType:
-    steps = list(view.get("steps") or ())
-    index = int(view.get("step") or 0)
-    phase = view.get("phase")
-    waiting = phase == "Paused" or bool(view.get("awaiting_decision"))
+def render_steps(view: "RolloutView") -> RenderableType:
+    index, phase = view.step, view.phase
+    waiting = phase == "Paused" or view.awaiting_decision
     grid = Table.grid(padding=(0, 1))
     grid.add_column(no_wrap=True)
     grid.add_column(justify="right", style="dim")
     grid.add_column()
-    for i, step in enumerate(steps):
+    for i, step in enumerate(view.steps):
         text = plain(describe_step(step))
         if i < index:
             grid.add_row(Text("✓", style="green"), str(i), Text(text))
@@ -301,15 +418,15 @@ def weight_bar(stable_percent: float, canary_percent: float, width: int = 40) ->
     return Text.assemble(("█" * (width - canary_cells), "blue"), ("█" * canary_cells, "yellow"))
 
 
-def render_weights(view: View, width: int = 40) -> RenderableType:
-    weights = view.get("weights")
-    desired = view.get("desired_weight") or 0
+def render_weights(view: "RolloutView", width: int = 40) -> RenderableType:
+    weights = view.weights
+    desired = view.desired_weight
     heading = Text("traffic", style="bold underline")
     if not weights:
         return Group(
             heading, Text(f"not split yet: the stable takes it all (desired canary weight {desired}%)")
         )
-    stable_pct, canary_pct = float(weights["stable_percent"]), float(weights["canary_percent"])
+    stable_pct, canary_pct = float(weights.stable_percent), float(weights.canary_percent)
     bar = Text.assemble(
         ("stable ", "blue"),
         (f"{stable_pct:5.1f}% ", "bold blue"),
@@ -322,20 +439,20 @@ def render_weights(view: View, width: int = 40) -> RenderableType:
     grid.add_column()
     grid.add_row(
         "versions",
-        f"stable {view.get('stable_version') or '?'} · canary {view.get('version')} · "
-        f"desired canary weight {desired}% (router {weights.get('router')})",
+        f"stable {view.stable_version or '?'} · canary {view.version} · "
+        f"desired canary weight {desired}% (router {weights.router})",
     )
-    if weights.get("total_replicas"):  # a model's split (the gateway's weight) has no replicas
+    if weights.total_replicas:  # a model's split (the gateway's weight) has no replicas
         grid.add_row(
             "replicas",
-            f"stable {weights.get('stable_ready')}/{weights.get('stable_replicas')} ready · "
-            f"canary {weights.get('canary_ready')}/{weights.get('canary_replicas')} ready "
-            f"(of {weights['total_replicas']})",
+            f"stable {weights.stable_ready}/{weights.stable_replicas} ready · "
+            f"canary {weights.canary_ready}/{weights.canary_replicas} ready "
+            f"(of {weights.total_replicas})",
         )
     return Group(heading, bar, grid)
 
 
-def _judgment_table(judgment: Mapping[str, Any]) -> RenderableType:
+def _judgment_table(judgment: "Judgment") -> RenderableType:
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
     for column, justify in (
         ("metric", "left"),
@@ -348,33 +465,32 @@ def _judgment_table(judgment: Mapping[str, Any]) -> RenderableType:
     ):
         table.add_column(column, justify=justify, no_wrap=True)  # type: ignore[arg-type]
     table.add_column("why", overflow="fold")
-    for metric in judgment.get("metrics") or ():
-        relative = metric.get("relative_change")
-        change = f"{relative * 100:+.2g}%" if relative is not None else number(metric.get("absolute_change"))
-        verdict = str(metric.get("verdict"))
+    for metric in judgment.metrics:
+        relative = metric.relative_change
+        change = f"{relative * 100:+.2g}%" if relative is not None else number(metric.absolute_change)
         table.add_row(
-            metric.get("name", "") + (" (critical)" if metric.get("critical") else ""),
-            number(metric.get("canary_median")),
-            number(metric.get("baseline_median")),
+            metric.name + (" (critical)" if metric.critical else ""),
+            number(metric.canary_median),
+            number(metric.baseline_median),
             change,
-            number(metric.get("p_value")),
-            f"{metric.get('n_canary')}/{metric.get('n_baseline')}",
-            Text(verdict, style=VERDICT_STYLE.get(verdict, "")),
-            metric.get("reason", ""),
+            number(metric.p_value),
+            f"{metric.n_canary}/{metric.n_baseline}",
+            Text(metric.verdict, style=VERDICT_STYLE.get(metric.verdict, "")),
+            metric.reason,
         )
-    score = judgment.get("score")
+    score = judgment.score
     line = Text.assemble(
         "score ",
         (number(score) if score is not None else "— (no data)", "bold"),
         " → ",
-        _phase(judgment.get("phase"), ANALYSIS_STYLE),
-        f": {judgment.get('reason') or ''}",
+        _phase(judgment.phase, ANALYSIS_STYLE),
+        f": {judgment.reason}",
     )
     return Group(table, line)
 
 
-def render_analysis(view: View) -> RenderableType | None:
-    analyses = list(view.get("analyses") or ())
+def render_analysis(view: "RolloutView") -> RenderableType | None:
+    analyses = view.analyses
     if not analyses:
         return None
     analysis = analyses[-1]
@@ -383,14 +499,14 @@ def render_analysis(view: View) -> RenderableType | None:
             f"analysis {len(analyses)} of {len(analyses)}" if len(analyses) > 1 else "analysis",
             "bold underline",
         ),
-        f"  step {analysis.get('step')} · {', '.join(analysis.get('templates') or ())} · "
-        f"{analysis.get('judge')} judge · since {_clock(analysis.get('started_at'))} · ",
-        _phase(analysis.get("phase"), ANALYSIS_STYLE),
+        f"  step {analysis.step} · {', '.join(analysis.templates)} · "
+        f"{analysis.judge} judge · since {_clock(analysis.started_at)} · ",
+        _phase(analysis.phase, ANALYSIS_STYLE),
     )
     parts: list[RenderableType] = [heading]
-    if analysis.get("reason"):
-        parts.append(Text(plain(analysis["reason"], lines=True), style="italic"))
-    measurements = list(analysis.get("measurements") or ())
+    if analysis.reason:
+        parts.append(Text(plain(analysis.reason, lines=True), style="italic"))
+    measurements = analysis.measurements
     if measurements:
         table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
         table.add_column("at", no_wrap=True, style="dim")
@@ -399,13 +515,12 @@ def render_analysis(view: View) -> RenderableType | None:
         table.add_column("value", justify="right", no_wrap=True)
         table.add_column("message", overflow="fold")
         for measurement in measurements[-MEASUREMENTS_SHOWN:]:
-            phase = str(measurement.get("phase"))
             table.add_row(
-                _clock(measurement.get("at")),
-                str(measurement.get("template")),
-                Text(phase, style=ANALYSIS_STYLE.get(phase, "")),
-                number(measurement.get("value")),
-                shown(measurement.get("message") or ""),
+                _clock(measurement.at),
+                measurement.template,
+                Text(measurement.phase, style=ANALYSIS_STYLE.get(measurement.phase, "")),
+                number(measurement.value),
+                shown(measurement.message),
             )
         if len(measurements) > MEASUREMENTS_SHOWN:
             parts.append(
@@ -414,27 +529,29 @@ def render_analysis(view: View) -> RenderableType | None:
         parts.append(table)
     else:
         parts.append(Text("no measurement yet: the first comes after one interval", style="dim"))
-    if analysis.get("judgment"):
-        parts.append(_judgment_table(analysis["judgment"]))
+    if analysis.judgment:
+        parts.append(_judgment_table(analysis.judgment))
     return Group(*parts)
 
 
-def render_history(view: View, last: int = HISTORY_SHOWN) -> RenderableType:
-    events = list(view.get("history") or ())
+def render_history(view: "RolloutView", last: int = HISTORY_SHOWN) -> RenderableType:
+    events = view.history
     grid = Table.grid(padding=(0, 1))
     grid.add_column(style="dim", no_wrap=True)
     grid.add_column(no_wrap=True, style="bold")
     grid.add_column(overflow="fold")
     for event in events[-last:]:
-        by = f" (by {event['by']})" if event.get("by") else ""
-        grid.add_row(_clock(event.get("at")), shown(event.get("kind")), shown(f"{event.get('message')}{by}"))
+        by = f" (by {event.by})" if event.by else ""
+        grid.add_row(_clock(event.at), shown(event.kind), shown(f"{event.message}{by}"))
     heading = Text("history", style="bold underline")
     if len(events) > last:
         heading.append(f"  (last {last} of {len(events)})", style="dim")
     return Group(heading, grid)
 
 
-def render_rollout(view: View, *, now: datetime | None = None, note: str | None = None) -> RenderableType:
+def render_rollout(
+    view: "RolloutView", *, now: datetime | None = None, note: str | None = None
+) -> RenderableType:
     """The whole rollout: header, steps, traffic, the last analysis and the recent history."""
     parts: list[RenderableType] = [render_header(view, now), render_steps(view), Text(), render_weights(view)]
     analysis = render_analysis(view)
@@ -446,7 +563,7 @@ def render_rollout(view: View, *, now: datetime | None = None, note: str | None 
     return Group(*parts)
 
 
-def render_list(rollouts: Sequence[Mapping[str, Any]]) -> RenderableType:
+def render_list(rollouts: Sequence["RolloutSummary"]) -> RenderableType:
     if not rollouts:
         return Text("no rollouts")
     table = Table(box=box.SIMPLE_HEAD)
@@ -454,39 +571,38 @@ def render_list(rollouts: Sequence[Mapping[str, Any]]) -> RenderableType:
         table.add_column(column, no_wrap=True)
     for rollout in rollouts:
         table.add_row(
-            f"{rollout.get('namespace')}/{rollout.get('service')}",
-            _phase(rollout.get("phase")),
-            str(rollout.get("status") or ""),
-            _date_time(rollout.get("started_at")),
-            _date_time(rollout.get("closed_at")),
+            f"{rollout.namespace}/{rollout.service}",
+            _phase(rollout.phase),
+            rollout.status,
+            _date_time(rollout.started_at),
+            _date_time(rollout.closed_at),
         )
     return table
 
 
 def _date_time(value: str | None) -> str:
-    at = _time(value)
-    return at.astimezone().strftime("%Y-%m-%d %H:%M:%S") if at else ""
+    return datetime.fromisoformat(value).astimezone().strftime("%Y-%m-%d %H:%M:%S") if value else ""
 
 
-# ---- the commands ----------------------------------------------------------------------------------------
+# ---- what the commands do ---------------------------------------------------------------------------------
 
 
 def watch(
-    api: RolloutApi,
+    api: "RolloutApi",
     namespace: str,
     service: str,
     console: Console,
     *,
-    first: View | None = None,
+    first: "RolloutView | None" = None,
     interval_s: float = 1.0,
     sleep: Callable[[float], None] = time.sleep,
-) -> View:
+) -> "RolloutView":
     """A live view, refreshed every `interval_s`, until the rollout finishes (Ctrl-C stops watching only).
     An API that stops answering for a while, or a spent rate limit, is shown, not fatal; another 4xx
     ends the watch."""
-    view: View = first if first is not None else api.get(namespace, service)
+    view = first if first is not None else api.get(namespace, service)
     with Live(render_rollout(view), console=console, auto_refresh=False, transient=False) as live:
-        while view.get("phase") not in FINISHED:
+        while view.phase not in FINISHED:
             sleep(interval_s)
             note = None
             try:
@@ -499,22 +615,22 @@ def watch(
     return view
 
 
-def _finished_code(view: View) -> int:
-    return 0 if view.get("phase") == "Succeeded" else 1
+def _finished_code(view: "RolloutView") -> int:
+    return 0 if view.phase == "Succeeded" else 1
 
 
-def run_start(api: RolloutApi, body: Mapping[str, Any], console: Console, *, watch_it: bool = False) -> int:
-    view: View = api.start(body)
+def run_start(api: "RolloutApi", body: Mapping[str, Any], console: Console, *, watch_it: bool = False) -> int:
+    view = api.start(body)
     console.print(Text("started ").append_text(outcome_line(view)), soft_wrap=True)
     if not watch_it:
         return 0
-    view = watch(api, view["namespace"], view["service"], console, first=view)
+    view = watch(api, view.namespace, view.service, console, first=view)
     console.print(outcome_line(view), soft_wrap=True)
     return _finished_code(view)
 
 
 def run_status(
-    api: RolloutApi,
+    api: "RolloutApi",
     namespace: str,
     service: str,
     console: Console,
@@ -523,7 +639,7 @@ def run_status(
     as_json: bool = False,
 ) -> int:
     if as_json and not watch_it:
-        console.print_json(json.dumps(api.get(namespace, service)))
+        console.print_json(json_of(api.get(namespace, service)))
         return 0
     if watch_it:
         view = watch(api, namespace, service, console)
@@ -534,7 +650,7 @@ def run_status(
 
 
 def run_action(
-    api: RolloutApi,
+    api: "RolloutApi",
     action: str,
     namespace: str,
     service: str,
@@ -551,7 +667,7 @@ def run_action(
 
 
 def run_list(
-    api: RolloutApi,
+    api: "RolloutApi",
     console: Console,
     *,
     namespace: str | None = None,
@@ -560,7 +676,3 @@ def run_list(
 ) -> int:
     console.print(render_list(api.list(namespace, service, phase)))
     return 0
-
-
-def guarded(command: str, err_console: Console, run: Callable[[], int]) -> int:
-    return rest.guarded("rollout", command, err_console, run)

@@ -1,22 +1,30 @@
-"""`lcp scaling`: predictive scaling through the lcp REST API — start, status, mode, stop, list. The render
-functions are pure (a ScalingView as the API answers it → a rich renderable)."""
+"""`lcp scaling`: predictive scaling through the lcp REST API — start, status, mode, stop, list — and its
+backtest (cli/scaling_backtest.py). The render functions are pure (a ScalingView as the API answers it → a
+rich renderable)."""
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
 
+import typer
 from rich import box
 from rich.console import Console, Group, RenderableType
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from cli import rest
-from cli.rest import ApiClient
-from cli.rollout import number
+from cli.connection import api_commands
+from cli.rollout import Namespace, Reason, number
+from cli.runtime import console
+from cli.scaling_backtest import backtest_command
 from cli.show import plain, shown
 
-View = Mapping[str, Any]
+if TYPE_CHECKING:
+    from api.scaling_schemas import ScalingSummary, StoredDecision
+    from cli.client import ScalingApi
+    from workflows.scaling import DecisionView, ScalingView
+
 PHASE_STYLE = {"Active": "bold green", "ForecastOnly": "bold cyan", "Stopped": "dim", "Failed": "bold red"}
 STATUS_STYLE = {
     "scaled": "bold green",
@@ -30,40 +38,121 @@ SPARK = "▁▂▃▄▅▆▇█"
 DECISIONS_SHOWN = 10
 
 
-class ScalingApi(ApiClient):
-    """The predictive-scaling routes of the lcp API (role sre)."""
+def _connect(api_url: str | None, home: Path, api_key: str | None) -> "ScalingApi":
+    from cli.client import ScalingApi  # the API's schemas load Temporal's workflow code: not for --help
 
-    def start(self, body: Mapping[str, Any]) -> dict[str, Any]:
-        view: dict[str, Any] = self._call("POST", "/v1/scaling", json=dict(body))
-        return view
-
-    def get(self, namespace: str, deployment: str) -> dict[str, Any]:
-        view: dict[str, Any] = self._call("GET", f"/v1/scaling/{namespace}/{deployment}")
-        return view
-
-    def decisions(self, namespace: str, deployment: str, limit: int = 50) -> list[dict[str, Any]]:
-        found: list[dict[str, Any]] = self._call(
-            "GET", f"/v1/scaling/{namespace}/{deployment}/decisions", params={"limit": limit}
-        )["data"]
-        return found
-
-    def set_mode(self, namespace: str, deployment: str, mode: str, reason: str = "") -> dict[str, Any]:
-        body = {"mode": mode, "reason": reason}
-        view: dict[str, Any] = self._call("POST", f"/v1/scaling/{namespace}/{deployment}/mode", json=body)
-        return view
-
-    def stop(self, namespace: str, deployment: str, reason: str = "") -> dict[str, Any]:
-        body = {"reason": reason}
-        view: dict[str, Any] = self._call("POST", f"/v1/scaling/{namespace}/{deployment}/stop", json=body)
-        return view
-
-    def list(self, namespace: str | None = None, phase: str | None = None) -> list[dict[str, Any]]:
-        params = {k: v for k, v in (("namespace", namespace), ("phase", phase)) if v}
-        found: list[dict[str, Any]] = self._call("GET", "/v1/scaling", params=params)["data"]
-        return found
+    return ScalingApi.connect(api_url, home, api_key)
 
 
-connect = ScalingApi.connect
+app = typer.Typer(
+    help="Predictive scaling through the lcp API (a key with the sre role), and its backtest.",
+    no_args_is_help=True,
+)
+app.command("backtest")(backtest_command)
+command = api_commands(app, "scaling", _connect)
+
+Deployment = Annotated[str, typer.Argument(help="The Deployment to scale.")]
+
+
+# ---- the commands ----------------------------------------------------------------------------------------
+
+
+@command("start")
+def start(
+    api: "ScalingApi",
+    deployment: Deployment,
+    capacity: Annotated[float, typer.Option(help="Requests/s one replica serves at its SLO.")],
+    namespace: Namespace = "default",
+    mode: Annotated[
+        str, typer.Option(help="forecast-only (record decisions, scale nothing) or active.")
+    ] = "forecast-only",
+    min_replicas: Annotated[int, typer.Option("--min", help="Never fewer replicas (at least 1).")] = 1,
+    max_replicas: Annotated[int, typer.Option("--max", help="Never more replicas.")] = 50,
+    interval: Annotated[float, typer.Option(help="Seconds between decisions.")] = 60.0,
+    startup: Annotated[float, typer.Option(help="A new pod's start-up time, seconds.")] = 120.0,
+    horizon: Annotated[float, typer.Option(help="How far the forecast looks, seconds.")] = 1800.0,
+    step: Annotated[float, typer.Option(help="Resolution of the history it learns from, seconds.")] = 60.0,
+    lookback: Annotated[
+        float | None,
+        typer.Option(
+            help="How much history it learns from, seconds (default 14 days; at most 100,000 steps).",
+            show_default=False,
+        ),
+    ] = None,
+    query: Annotated[
+        str | None,
+        typer.Option(
+            help="PromQL giving requests/s ({{namespace}}, {{deployment}} filled in).", show_default=False
+        ),
+    ] = None,
+) -> int:
+    """Scale a Deployment ahead of demand (forecast-only until you set the mode to active)."""
+    body: dict[str, object] = {
+        "namespace": namespace,
+        "deployment": deployment,
+        "mode": mode,
+        "capacity_rps": capacity,
+        "min_replicas": min_replicas,
+        "max_replicas": max_replicas,
+        "interval_s": interval,
+        "startup_s": startup,
+        "horizon_s": horizon,
+        "step_s": step,
+    }
+    if lookback is not None:
+        body["lookback_s"] = lookback
+    if query:
+        body["query"] = query
+    console.print(render_scaling(api.start(body)))
+    return 0
+
+
+@command("status")
+def status(
+    api: "ScalingApi",
+    deployment: Deployment,
+    namespace: Namespace = "default",
+    stored: Annotated[
+        bool, typer.Option("--stored", help="Decisions from the read model (all runs), not the live view.")
+    ] = False,
+) -> int:
+    """Mode, health, the latest forecast and model, and recent decisions."""
+    return run_status(api, namespace, deployment, console, stored=stored)
+
+
+@command("mode")
+def mode(
+    api: "ScalingApi",
+    deployment: Deployment,
+    mode: Annotated[str, typer.Argument(help="forecast-only or active.")],
+    namespace: Namespace = "default",
+    reason: Reason = "",
+) -> int:
+    """Switch between forecast-only (nothing scaled) and active."""
+    console.print(render_header(api.set_mode(namespace, deployment, mode, reason)))
+    return 0
+
+
+@command("stop")
+def stop(
+    api: "ScalingApi", deployment: Deployment, namespace: Namespace = "default", reason: Reason = ""
+) -> int:
+    """Stop scaling the Deployment (it keeps its replicas)."""
+    console.print(render_header(api.stop(namespace, deployment, reason)))
+    return 0
+
+
+@command("list")
+def list_(
+    api: "ScalingApi",
+    namespace: Annotated[str | None, typer.Option("--namespace", "-n", show_default=False)] = None,
+    phase: Annotated[
+        str | None, typer.Option(help="Active, ForecastOnly, Stopped or Failed.", show_default=False)
+    ] = None,
+) -> int:
+    """Scaling targets, newest first."""
+    console.print(render_list(api.list(namespace, phase)))
+    return 0
 
 
 # ---- rendering -----------------------------------------------------------------------------------------
@@ -78,16 +167,16 @@ def sparkline(values: Sequence[float]) -> str:
     return "".join(SPARK[0 if span <= 0 else round((v - low) / span * (len(SPARK) - 1))] for v in values)
 
 
-def _clock(value: str | None) -> str:
-    return datetime.fromisoformat(value).strftime("%H:%M:%S") if value else "-"
+def _clock(at: datetime) -> str:
+    return at.strftime("%H:%M:%S")
 
 
 def _styled(value: str | None, styles: Mapping[str, str]) -> Text:
     return Text(value or "-", style=styles.get(value or "", ""))
 
 
-def replicas_change(decision: Mapping[str, Any]) -> str:
-    current, target = decision.get("current_replicas"), decision.get("target")
+def replicas_change(decision: "DecisionView | StoredDecision") -> str:
+    current, target = decision.current_replicas, decision.target
     if current is None:
         return "-"
     if target is None or target == current:
@@ -95,42 +184,37 @@ def replicas_change(decision: Mapping[str, Any]) -> str:
     return f"{current} → {target}"
 
 
-def render_header(view: View) -> RenderableType:
-    settings = view.get("settings") or {}
-    bounds = settings.get("bounds") or {}
+def render_header(view: "ScalingView") -> RenderableType:
+    settings = view.settings
+    bounds = settings.bounds
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold")
     grid.add_column()
-    grid.add_row("target", f"{view['namespace']}/{view['deployment']}  ({view['id']})")
-    grid.add_row("mode", Text.assemble(_styled(view.get("phase"), PHASE_STYLE), f"  {view.get('mode', '')}"))
-    health = view.get("health") or "-"
+    grid.add_row("target", f"{view.namespace}/{view.deployment}  ({view.id})")
+    grid.add_row("mode", Text.assemble(_styled(view.phase, PHASE_STYLE), f"  {view.mode}"))
+    health = view.health or "-"
     grid.add_row("health", Text(health, style="green" if health == "ok" else "bold yellow"))
-    grid.add_row("message", shown(view.get("message") or "-", lines=True))
+    grid.add_row("message", shown(view.message or "-", lines=True))
     grid.add_row(
         "policy",
-        f"{bounds.get('min_replicas')}–{bounds.get('max_replicas')} replicas, "
-        f"{number(bounds.get('capacity_rps'))} rps each at {number(bounds.get('target_utilization'))} "
-        f"utilisation; every {number(settings.get('interval_s'))} s, start-up "
-        f"{number(settings.get('startup_s'))} s",
+        f"{bounds.min_replicas}–{bounds.max_replicas} replicas, "
+        f"{number(bounds.capacity_rps)} rps each at {number(bounds.target_utilization)} "
+        f"utilisation; every {number(settings.interval_s)} s, start-up "
+        f"{number(settings.startup_s)} s",
     )
-    grid.add_row("decisions", str(view.get("decisions", 0)))
-    last = view.get("last") or {}
-    if last.get("forecast_status") not in (None, "", "ok"):
-        grid.add_row(
-            "forecaster",
-            Text(plain(f"{last['forecast_status']}: {last.get('detail') or ''}"), style="yellow"),
-        )
-    forecast = view.get("forecast")
-    if forecast and forecast.get("mean"):
-        mean = forecast["mean"]
+    grid.add_row("decisions", str(view.decisions))
+    last = view.last
+    if last and last.forecast_status not in ("", "ok"):
+        grid.add_row("forecaster", Text(plain(f"{last.forecast_status}: {last.detail}"), style="yellow"))
+    forecast = view.forecast
+    if forecast and forecast.mean:
+        mean = forecast.mean
         grid.add_row(
             "forecast",
-            f"{sparkline(mean)}  next {number(len(mean) * forecast['step_s'])} s, "
-            f"peak {number(max(mean))} rps",
+            f"{sparkline(mean)}  next {number(len(mean) * forecast.step_s)} s, peak {number(max(mean))} rps",
         )
-    model = view.get("model")
-    if model:
-        grid.add_row("model", _model_line(model))
+    if view.model:
+        grid.add_row("model", _model_line(view.model))
     return Panel(grid, title="predictive scaling", title_align="left", box=box.ROUNDED)
 
 
@@ -147,53 +231,52 @@ def _model_line(model: Mapping[str, Any]) -> str:
     return ", ".join(parts)
 
 
-def render_decisions(decisions: Sequence[Mapping[str, Any]], last: int = DECISIONS_SHOWN) -> RenderableType:
+def render_decisions(
+    decisions: Sequence["DecisionView | StoredDecision"], last: int = DECISIONS_SHOWN
+) -> RenderableType:
     """The newest decisions first, one line each (the newest one's reason is the header's message)."""
     table = Table(box=box.SIMPLE_HEAD, title="decisions (newest first)", title_justify="left")
     for column in ("#", "at", "status", "rps", "forecast", "conf", "replicas", "ready", "basis"):
         table.add_column(column, justify="left" if column in ("status", "basis") else "right", no_wrap=True)
-    for decision in list(decisions)[:last]:
+    for decision in decisions[:last]:
         table.add_row(
-            str(decision.get("seq", "")),
-            _clock(decision.get("at")),
-            _styled(decision.get("status"), STATUS_STYLE),
-            number(decision.get("observed_rps")),
-            number(decision.get("forecast_peak_rps")),
-            number(decision.get("confidence")),
+            str(decision.seq),
+            _clock(decision.at),
+            _styled(decision.status, STATUS_STYLE),
+            number(decision.observed_rps),
+            number(decision.forecast_peak_rps),
+            number(decision.confidence),
             replicas_change(decision),
-            str(decision.get("ready_replicas") if decision.get("ready_replicas") is not None else "-"),
-            "/".join(filter(None, [decision.get("basis"), decision.get("limited_by")]))
-            or decision.get("data_status")
-            or "-",
+            str(decision.ready_replicas if decision.ready_replicas is not None else "-"),
+            "/".join(filter(None, [decision.basis, decision.limited_by])) or decision.data_status or "-",
         )
     return table
 
 
-def render_scaling(view: View) -> RenderableType:
-    decisions = list(reversed(view.get("recent") or []))
-    return Group(render_header(view), render_decisions(decisions))
+def render_scaling(view: "ScalingView") -> RenderableType:
+    return Group(render_header(view), render_decisions(list(reversed(view.recent))))
 
 
-def render_list(targets: Sequence[Mapping[str, Any]]) -> RenderableType:
+def render_list(targets: Sequence["ScalingSummary"]) -> RenderableType:
     table = Table(box=box.SIMPLE_HEAD)
     for column in ("target", "phase", "status", "started"):
         table.add_column(column)
     for target in targets:
         table.add_row(
-            f"{target['namespace']}/{target['deployment']}",
-            _styled(target.get("phase"), PHASE_STYLE),
-            target.get("status") or "-",
-            (target.get("started_at") or "-")[:19].replace("T", " "),
+            f"{target.namespace}/{target.deployment}",
+            _styled(target.phase, PHASE_STYLE),
+            target.status or "-",
+            (target.started_at or "-")[:19].replace("T", " "),
         )
     if not targets:
         table.add_row("(none)", "", "", "")
     return table
 
 
-# ---- commands --------------------------------------------------------------------------------------------
+# ---- what the commands do ---------------------------------------------------------------------------------
 
 
-def run_status(api: ScalingApi, namespace: str, deployment: str, console: Console, *, stored: bool) -> int:
+def run_status(api: "ScalingApi", namespace: str, deployment: str, console: Console, *, stored: bool) -> int:
     """The live state; `stored`: the decisions from the read model, not the workflow's recent ones."""
     view = api.get(namespace, deployment)
     if stored:
@@ -201,7 +284,3 @@ def run_status(api: ScalingApi, namespace: str, deployment: str, console: Consol
     else:
         console.print(render_scaling(view))
     return 0
-
-
-def guarded(command: str, err_console: Console, run: Callable[[], int]) -> int:
-    return rest.guarded("scaling", command, err_console, run)

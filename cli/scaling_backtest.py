@@ -7,11 +7,9 @@ from typing import Annotated, Any
 
 import typer
 from rich import box
-from rich.console import Console
 from rich.table import Table
 
-console = Console()
-err_console = Console(stderr=True)
+from cli.runtime import console, err_console
 
 METRICS = (
     ("under_provisioned_minutes", "under-provisioned minutes", "{:,}"),

@@ -1,9 +1,10 @@
 """Text from the API (titles, names, messages, notes, reasons, error messages) made safe to print: stored
 text never reaches the terminal raw, so it cannot move the cursor, retitle the window, reorder what follows
-it or inject rich markup."""
+it or inject rich markup; and an answer printed as JSON, as the API sent it."""
 
 import re
 
+from pydantic import TypeAdapter
 from rich.markup import escape
 
 # C0/C1 controls and DEL (ESC starts terminal sequences; 0x9B is CSI on its own), bidi embeddings,
@@ -28,3 +29,8 @@ def shown(value: object, *, lines: bool = False) -> str:
     """`plain(value)` with rich markup escaped: for strings rich reads as markup (console.print, table
     cells, panels), where `[/red]` in a title would otherwise be markup, or an error."""
     return escape(plain(value, lines=lines))
+
+
+def json_of(answer: object) -> str:
+    """An API answer (one of its response schemas) as the JSON the API sent: its schema's serialisation."""
+    return TypeAdapter(type(answer)).dump_json(answer).decode()

@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from api.app import create_app
-from cli.keys import mint
+from cli.keys_db import mint
 from settings import Settings
 from tests.http_server import serve_in_thread
 

@@ -12,7 +12,7 @@ import pytest
 from temporalio.client import Client
 
 from api.app import create_app
-from cli.keys import mint
+from cli.keys_db import mint
 from settings import Settings, TemporalSettings
 from tests.http_server import serve_in_thread
 from tests.lcp_cli import run_lcp

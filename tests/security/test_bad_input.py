@@ -7,6 +7,7 @@ import json
 import socket
 import time
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -14,6 +15,7 @@ import httpx
 import pytest
 from rich.console import Console
 
+from api.assistant_schemas import AssistantSummary
 from api.schemas import ConversationCreate
 from cli.assistants import render_list
 from cli.chat import ChatSession
@@ -315,7 +317,12 @@ def test_the_cli_never_prints_stored_text_raw() -> None:
     assert plain("one\nline") == "one\\x0aline"
     console = Console(record=True, force_terminal=True, width=200, color_system="truecolor")
     console.print(f"title: {shown(hostile)}")  # markup context: no MarkupError, no link, no escapes
-    console.print(render_list([{"id": "a", "name": hostile, "state": "live", "latest_version": "v1"}]))
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    summary = AssistantSummary(
+        id="a", name=hostile, state="live", latest_version="v1", live_version=None,
+        experiment=None, created_by="", created_at=at, updated_at=at,
+    )  # fmt: skip
+    console.print(render_list([summary]))
     output = console.export_text(styles=True, clear=False)
     for raw in ("\x1b]0;", "\x07", "\x1b[2J", "\u202e", "\x9b", "\x1b]8;"):
         assert raw not in output, repr(raw)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from api.keys import InvalidKeySpec
-from cli.keys import list_keys, mint
+from cli.keys_db import list_keys, mint
 
 
 def _lcp(home: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -6,8 +6,9 @@ from typing import Any
 import pytest
 from rich.console import Console
 
+from api.assistant_stats import AssistantStats
 from cli.assistants import parse_arms, parse_params, render_stats, spec_body
-from cli.rest import CliError
+from cli.connection import CliError
 
 
 def _usage(**extra: Any) -> dict[str, Any]:
@@ -66,11 +67,12 @@ def test_stats_show_intervals_and_say_when_there_are_too_few_samples() -> None:
             }
         ],
     }
-    text = _text(render_stats(stats))
+    text = _text(render_stats(AssistantStats.model_validate(stats)))
     assert "-6.7 pts [-37.4, +26.0] 95% CI" in text
     assert "+44.0 ms (too few samples for an interval)" in text
     assert "not enough data" in text and "control arm a" in text
-    assert "(no turns yet)" in _text(render_stats({"assistant_id": "x", "versions": [], "experiments": []}))
+    nothing = AssistantStats(assistant_id="x", versions=[], experiments=[])
+    assert "(no turns yet)" in _text(render_stats(nothing))
 
 
 def test_arms_params_and_spec_files_from_the_command_line(tmp_path: Path) -> None:

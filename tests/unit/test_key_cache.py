@@ -9,7 +9,7 @@ from pathlib import Path
 from sqlalchemy import event
 
 from api.auth import KEY_CACHE_S, Authenticator
-from cli.keys import mint
+from cli.keys_db import mint
 from store.db import make_engine, make_sessionmaker
 
 

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from api.keys import hash_key, key_id_of
-from cli.keys import DEV_KEY_FILE, dev_admin_key, list_keys, mint
+from cli.keys_db import DEV_KEY_FILE, dev_admin_key, list_keys, mint
 
 
 def _lcp(home: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -10,14 +10,15 @@ from typing import Any
 
 import httpx
 import pytest
+from pydantic import TypeAdapter
 from rich.console import Console, RenderableType
 from typer.testing import CliRunner
 
+from api.rollout_schemas import RolloutSummary
 from cli import app
+from cli.client import RolloutApi
+from cli.connection import CliError, guarded
 from cli.rollout import (
-    CliError,
-    RolloutApi,
-    guarded,
     load_steps,
     load_templates,
     outcome_line,
@@ -28,6 +29,7 @@ from cli.rollout import (
     start_body,
     watch,
 )
+from workflows.canary import RolloutView
 
 T0 = "2026-01-01T12:00:00Z"
 NOW = datetime(2026, 1, 1, 12, 1, 40, tzinfo=UTC)
@@ -82,6 +84,7 @@ def running_threshold() -> dict[str, Any]:
         "canary_deployment": "chat-api-canary",
         "image": "lab.local/chat-api:v2",
         "version": "v2",
+        "target": "deployment",
         "router": "replicas",
         "judge": "threshold",
         "steps": STEPS,
@@ -193,6 +196,11 @@ def rolled_back() -> dict[str, Any]:
     return view
 
 
+def _view(data: dict[str, Any]) -> RolloutView:
+    """The view as the client reads the API's answer."""
+    return TypeAdapter(RolloutView).validate_python(data)
+
+
 def _text(renderable: RenderableType, width: int = 120, styles: bool = False) -> str:
     console = Console(
         record=True, width=width, file=io.StringIO(), force_terminal=styles, color_system="standard"
@@ -212,7 +220,7 @@ def _line(text: str, starting: str) -> str:
 
 
 def test_a_running_threshold_rollout() -> None:
-    text = _text(render_rollout(running_threshold(), now=NOW))
+    text = _text(render_rollout(_view(running_threshold()), now=NOW))
     assert "rollout/lab/chat-api" in text and "lab/chat-api  Progressing" in text
     assert "lab.local/chat-api:v2 as v2" in text and "v1 (lab.local/chat-api:v1)" in text
     assert "by key:sre1, running 1m40s" in text
@@ -223,7 +231,7 @@ def test_a_running_threshold_rollout() -> None:
     assert "analyze success-rate, latency-p99-ratio: 5 × every 30s" in _line(text, "▶ 2")
     assert _line(text, "· 4").endswith("pause until promoted")
     # the weight bar: stable vs canary, on one line of an 80-column terminal; desired and actual replicas
-    narrow = _text(render_rollout(running_threshold(), now=NOW), width=80)
+    narrow = _text(render_rollout(_view(running_threshold()), now=NOW), width=80)
     bar = _line(narrow, "stable  80.0%")
     assert "█" in bar and bar.endswith("20.0% canary")
     assert "desired canary weight 20%" in text
@@ -246,7 +254,7 @@ def _clock(second: int) -> str:
 
 
 def test_a_statistical_rollout_shows_each_metrics_numbers_and_the_score() -> None:
-    text = _text(render_rollout(statistical_with_judgment(), now=NOW))
+    text = _text(render_rollout(_view(statistical_with_judgment()), now=NOW))
     assert "statistical judge" in _line(text, "analysis") and "Failed" in _line(text, "analysis")
     assert "success-rate failed (critical)" in text
     header = _line(text, "metric")
@@ -263,7 +271,7 @@ def test_a_statistical_rollout_shows_each_metrics_numbers_and_the_score() -> Non
 
 def test_a_finished_rolled_back_rollout() -> None:
     view = rolled_back()
-    text = _text(render_rollout(view, now=NOW))
+    text = _text(render_rollout(_view(view), now=NOW))
     assert "lab/chat-api  RolledBack" in text
     assert "finished" in text and "after 2m05s" in text and "running" not in text
     assert "✗ 2" in text and "▶" not in text
@@ -271,9 +279,9 @@ def test_a_finished_rolled_back_rollout() -> None:
     assert _line(text, "stable 100.0%").endswith("0.0% canary")
     assert "stable 5/5 ready · canary 0/0 ready" in text
     assert "rolledback" in text
-    styled = _text(render_rollout(view, now=NOW), styles=True)
+    styled = _text(render_rollout(_view(view), now=NOW), styles=True)
     assert "\x1b[1;31mRolledBack" in styled  # in red
-    assert str(outcome_line(view)) == (
+    assert str(outcome_line(_view(view))) == (
         "lab/chat-api: RolledBack, step 2/6 (analyze success-rate, latency-p99-ratio: 5 × every 30s): "
         "analysis of success-rate, latency-p99-ratio ended Failed"
     )
@@ -282,13 +290,13 @@ def test_a_finished_rolled_back_rollout() -> None:
 def test_a_rollout_waiting_for_a_human_and_one_not_split_yet() -> None:
     view = running_threshold()
     view.update(phase="Paused", step=4, awaiting_decision=True, analyses=[], paused_by=None)
-    text = _text(render_rollout(view, now=NOW))
+    text = _text(render_rollout(_view(view), now=NOW))
     assert "waiting for a human: promote or abort" in text and "⏸ 4" in text
     assert "analysis" not in text.split("traffic")[1].split("history")[0]
     view.update(phase="Progressing", step=0, weights=None, awaiting_decision=False, paused_by="key:ops")
-    text = _text(render_rollout(view, now=NOW))
+    text = _text(render_rollout(_view(view), now=NOW))
     assert "not split yet" in text and "paused by key:ops" in text
-    assert str(outcome_line(view)).endswith("(paused by key:ops)")
+    assert str(outcome_line(_view(view))).endswith("(paused by key:ops)")
 
 
 def test_a_model_rollout_has_no_image_deployments_or_replicas() -> None:
@@ -297,7 +305,7 @@ def test_a_model_rollout_has_no_image_deployments_or_replicas() -> None:
         namespace="models", service="sim-llama-8b", image="", stable_deployment="", canary_deployment=""
     )
     view["weights"] = {**view["weights"], "router": "gateway", "total_replicas": 0}
-    text = _text(render_rollout(view, now=NOW))
+    text = _text(render_rollout(_view(view), now=NOW))
     assert "model sim-llama-8b as v2" in text and "deployments" not in text
     assert "ready" not in text and _line(text, "stable  80.0%").endswith("20.0% canary")
 
@@ -323,7 +331,7 @@ def test_the_list_is_a_table() -> None:
             "closed_at": None,
         },
     ]
-    text = _text(render_list(rows))
+    text = _text(render_list([RolloutSummary(**row) for row in rows]))
     assert "rollout" in _line(text, "rollout") and "phase" in _line(text, "rollout")
     assert "Succeeded" in _line(text, "lab/a") and "COMPLETED" in _line(text, "lab/a")
     assert "RUNNING" in _line(text, "lab/b")
@@ -355,7 +363,10 @@ def test_an_api_error_is_one_red_line_and_exit_1() -> None:
     out, err = _consoles()
     with _api(handler) as api:
         code = guarded(
-            "promote", err, lambda: run_action(api, "promote", "lab", "chat-api", out, reason="go", full=True)
+            "rollout",
+            "promote",
+            err,
+            lambda: run_action(api, "promote", "lab", "chat-api", out, reason="go", full=True),
         )
     assert code == 1
     assert (
@@ -371,7 +382,7 @@ def test_an_api_error_is_one_red_line_and_exit_1() -> None:
 def test_a_non_json_error_and_an_unreachable_api_are_said_plainly() -> None:
     out, err = _consoles()
     with _api(lambda request: httpx.Response(502, text="<html>bad gateway</html>")) as api:
-        assert guarded("status", err, lambda: run_status(api, "lab", "x", out)) == 1
+        assert guarded("rollout", "status", err, lambda: run_status(api, "lab", "x", out)) == 1
     assert "lcp rollout status: HTTP 502: <html>bad gateway</html>" in err.export_text()
 
     def refuse(request: httpx.Request) -> httpx.Response:
@@ -395,14 +406,14 @@ def test_the_live_view_follows_the_rollout_to_its_end_through_a_blip() -> None:
     out, _ = _consoles()
     with _api(lambda request: answers.pop(0)) as api:
         final = watch(api, "lab", "chat-api", out, sleep=sleeps.append)
-    assert final["phase"] == "Succeeded" and answers == [] and sleeps == [1.0, 1.0, 1.0]
+    assert final.phase == "Succeeded" and answers == [] and sleeps == [1.0, 1.0, 1.0]
     text = out.export_text()
     assert "lab/chat-api  Succeeded" in text and "✓ 5" in text  # a non-terminal gets the last frame
 
     out, err = _consoles()
     answers = [httpx.Response(404, json={"error": {"type": "RolloutNotFound", "message": "no rollout x"}})]
     with _api(lambda request: answers.pop(0)) as api:
-        assert guarded("status", err, lambda: run_status(api, "lab", "x", out, watch_it=True)) == 1
+        assert guarded("rollout", "status", err, lambda: run_status(api, "lab", "x", out, watch_it=True)) == 1
     assert "lcp rollout status: no rollout x" in err.export_text()
 
 
