@@ -15,6 +15,7 @@ from rich.text import Text
 
 from cli import runtime
 from cli.show import plain
+from policies.errors import LcpError
 
 DEFAULT_API = "http://127.0.0.1:8000"
 SRE_KEY = "API key with the sre role (default: dev.json's)."
@@ -33,7 +34,7 @@ Connect = Callable[[str | None, Path, str | None], Client]
 Run = Callable[..., int]
 
 
-class CliError(Exception):
+class CliError(LcpError):
     """What went wrong, said in one line (the API's own message when it answered)."""
 
     def __init__(self, message: str, status: int | None = None, type_: str | None = None) -> None:

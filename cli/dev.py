@@ -21,6 +21,7 @@ from cli.keys_db import dev_admin_key
 from cli.show import plain
 from lab.fleet import FLEET_NAMESPACE, FLEET_SERVICE
 from lab.prometheus import SIMULATED, PrometheusStartError, ScrapeTarget, start_prometheus
+from policies.errors import PermanentError
 from policies.models import DEFAULT_POLICY_FILE
 from settings import Settings
 from store.migrate import upgrade_database
@@ -68,7 +69,7 @@ def _port_slice() -> tuple[int, int]:
     return int(index), int(count or 1)
 
 
-class StackError(Exception):
+class StackError(PermanentError):
     """A problem the user can fix, said in one line."""
 
 

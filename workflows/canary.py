@@ -34,6 +34,7 @@ from policies.canary import (
     render_query,
     template_problem,
 )
+from policies.errors import LcpError
 from policies.ranges import REPLICAS
 from temporal.constants import PHASE
 from workflows import _options
@@ -270,7 +271,7 @@ class CanaryState:
         return self.decision is not None or self.abort is not None or self.full is not None
 
 
-class _Interrupted(Exception):
+class _Interrupted(LcpError):
     """A human's abort or full promotion cut an action short."""
 
 

@@ -26,6 +26,7 @@ from policies.chaos import (
     resilience_score,
     safety_problem,
 )
+from policies.errors import LcpError
 from temporal.constants import PHASE
 from workflows import _options
 from workflows._failures import cause
@@ -121,7 +122,7 @@ class ChaosView:
     finished_at: datetime | None = None
 
 
-class _Stop(Exception):
+class _Stop(LcpError):
     """The experiment ends early: phase and why."""
 
     def __init__(self, phase: str, message: str) -> None:
