@@ -56,7 +56,7 @@ class Authenticator:
         sessions: async_sessionmaker[AsyncSession],
         oidc: OidcVerifier | None = None,
         settings: AuthSettings | None = None,
-        database_timeout_s: float = 1.0,
+        database_timeout_s: float = 5.0,
     ) -> None:
         settings = settings or AuthSettings()
         self._sessions = sessions

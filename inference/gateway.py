@@ -689,9 +689,11 @@ class Gateway:
             opened = await self._open(model, call)
             started = False
             try:
-                async for item in self._relay(opened, call):
-                    started = True
-                    yield item
+                # Closed with this generator: a consumer that stops reading ends the call now.
+                async with contextlib.aclosing(self._relay(opened, call)) as items:
+                    async for item in items:
+                        started = True
+                        yield item
                 return
             except InferenceFailure as err:
                 if started or single_attempt or err.health is not Failure.BROKEN_STREAM:

@@ -40,11 +40,11 @@ class ApiSettings(BaseModel):
         "written as JSON escapes, with room to spare.",
     )
     database_timeout_s: float = Field(
-        default=1.0,
+        default=5.0,
         gt=0,
         description="How long a request's key lookup and limit check wait for the database: past it (or "
         "when the database is unreachable) the request is refused with a 503 and Retry-After, never "
-        "admitted unlimited.",
+        "admitted unlimited. 5 s leaves room for a SQLite write lock on a busy machine.",
     )
 
 
