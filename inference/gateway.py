@@ -419,6 +419,12 @@ class _Opened:
         fleet.answering(self.replica, self.prefill)
         self.prefill = 0.0
 
+    def ended(self, fleet: Fleet, outcome: str, failure: Failure | None) -> None:
+        """The call is over: counted in the fleet (its health, its latency) and in the gateway's metrics."""
+        self.answering(fleet)
+        fleet.finished(self.route, self.replica, failure, time.perf_counter() - self.started)
+        _measure(self.route, outcome, self.started)
+
 
 class Gateway:
     def __init__(
@@ -666,9 +672,7 @@ class Gateway:
             raise
         finally:
             await opened.response.aclose()
-            opened.answering(self.fleet)
-            self.fleet.finished(route, replica, failure, time.perf_counter() - started)
-            _measure(route, outcome, started)
+            opened.ended(self.fleet, outcome, failure)
 
     async def stream(
         self,
@@ -745,9 +749,7 @@ class Gateway:
                 route, replica, messages, content, finish_reason, usage, latency_ms, calls.result()
             )
             # Counted now: a consumer may well never resume the generator after the last item.
-            _measure(route, "ok", started)
-            opened.answering(self.fleet)
-            self.fleet.finished(route, replica, None, time.perf_counter() - started)
+            opened.ended(self.fleet, "ok", None)
             outcome = None
             yield result
         except Exception as err:
@@ -756,9 +758,7 @@ class Gateway:
             raise
         finally:
             if outcome is not None:
-                _measure(route, outcome, started)
-                opened.answering(self.fleet)
-                self.fleet.finished(route, replica, failure, time.perf_counter() - started)
+                opened.ended(self.fleet, outcome, failure)
 
     @staticmethod
     def _malformed(route: ModelRoute, err: Exception) -> InferenceFailure:
