@@ -222,6 +222,18 @@ def sample_latency_s(
     return latency
 
 
+def latency_quantile_s(
+    q: float, *, median_s: float, sigma: float, utilization: float, samples: int = 200_000, seed: int = 0
+) -> float:
+    """The latency model's `q`-quantile (no injected latency), from `samples` seeded draws: what a
+    "+50% p99" fault must be sized against, since the queueing wait can double the tail's length."""
+    rng = random.Random(seed)
+    drawn = sorted(
+        sample_latency_s(rng, median_s=median_s, sigma=sigma, utilization=utilization) for _ in range(samples)
+    )
+    return drawn[min(samples - 1, int(q * samples))]
+
+
 # ---- state ----------------------------------------------------------------------------------------------
 
 

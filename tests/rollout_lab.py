@@ -15,7 +15,7 @@ from activities.prometheus import PromQL, PromQLError
 from lab.prometheus import SIMULATED, ScrapeTarget, start_prometheus, stop_prometheus, wait_ready
 from lab.server import Lab, LabOptions, demo_objects
 from lab.traces import Constant, TrafficSource
-from lab.workload import Fault, ServiceSpec
+from lab.workload import Fault, ServiceSpec, latency_quantile_s
 from policies.canary import Analyze, Pause, SetWeight, Step
 from settings import Settings
 from tests.http_server import free_port
@@ -24,8 +24,20 @@ from workflows.canary import JudgeSettings, RolloutInput
 
 NAMESPACE = "lab"
 VERSION_LABEL = "lcp.dev/version"
-REQUESTS_PER_S = 400.0  # 80/s reach a 20% canary: a 3 s window holds ~240 requests, over the p99 guard
+REQUESTS_PER_S = 400.0  # 100/s reach the canary's 1 of 4 replicas: a 3 s window holds ~300 requests
+CAPACITY_PER_REPLICA_RPS = 400.0
 _names = itertools.count(1)
+
+
+def stable_p99_ms(replicas: int = 4) -> float:
+    """The p99 of a service `add_service` made, by the lab's latency model: its replicas share
+    REQUESTS_PER_S (a canary replaces some, so the load per replica stays the same), and at that load the
+    queueing wait roughly doubles the service time's p99 (about 270 ms at 25%, against 126 ms idle)."""
+    utilization = REQUESTS_PER_S / (replicas * CAPACITY_PER_REPLICA_RPS)
+    median_s = ServiceSpec.base_latency_ms / 1000
+    return 1000 * latency_quantile_s(
+        0.99, median_s=median_s, sigma=ServiceSpec.latency_sigma, utilization=utilization
+    )
 
 
 def fast_plan(
@@ -112,7 +124,7 @@ class RolloutLab:
         replicas: int = 4,
         version: str = "v1",
         source: TrafficSource | None = None,
-        capacity_per_replica_rps: float = 400.0,
+        capacity_per_replica_rps: float = CAPACITY_PER_REPLICA_RPS,
     ) -> str:
         """A new service with its stable Deployment at `version`, under `source`'s traffic."""
         name = f"shop-{next(_names)}"

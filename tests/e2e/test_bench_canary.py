@@ -70,7 +70,8 @@ def test_bench_canary_reports_every_scenario_and_judge(tmp_path: Path) -> None:
             assert 1 <= intervals["median"] <= intervals["p95"] <= result["settings"]["max_intervals"], where
             assert row["seconds_to_decision"]["median"] == intervals["median"] * 30, where
     goals = {(g["judge"], g["scenario"]): g for g in result["goals"]}
-    assert set(goals) == {(j, s) for j in JUDGES for s in ("errors+5pp", "aa")}
+    goal_scenarios = ("errors+5pp", "latency+50%", "busy-latency+50%", "aa", "busy-aa")
+    assert set(goals) == {(j, s) for j in JUDGES for s in goal_scenarios}
     assert all(isinstance(g["passed"], bool) and 0 <= g["value"] <= 1 for g in goals.values())
     assert result["goals_passed"] == all(g["passed"] for g in goals.values())
 
@@ -83,7 +84,7 @@ def test_bench_canary_runs_a_subset_and_refuses_unknown_scenarios(tmp_path: Path
     assert done.exit_code == 0, done.output
     result = json.loads(out.read_text())
     assert set(result["results"]) == {"aa", "latency+50%"}
-    assert {g["scenario"] for g in result["goals"]} == {"aa"}  # errors+5pp did not run: not checked
+    assert {g["scenario"] for g in result["goals"]} == {"aa", "latency+50%"}  # the others did not run
     refused = runner.invoke(app, ["bench", "canary", "--runs", "2", "--scenarios", "nope"])
     assert refused.exit_code == 2 and "no scenario 'nope'" in refused.output
 

@@ -36,7 +36,7 @@ from store.db import make_engine, make_sessionmaker
 from store.migrate import upgrade_database
 from temporal.constants import KIND, PHASE, SERVICE
 from tests.http_server import serve_in_thread
-from tests.rollout_lab import RolloutLab, fast_plan, rollout_input, rollout_lab
+from tests.rollout_lab import RolloutLab, fast_plan, rollout_input, rollout_lab, stable_p99_ms
 from tests.waiting import eventually
 from tests.workflows.saved_histories import save_history
 from workers.main import ops_worker
@@ -189,13 +189,18 @@ async def test_five_points_more_errors_roll_back_within_two_intervals(
 async def test_a_latency_regression_is_caught(
     client: Client, ops_settings: Settings, lab: RolloutLab, judge: str
 ) -> None:
-    """+50% p99: the stable's p99 is about 130 ms, so the canary's requests each get 65 ms more."""
+    """+50% p99 (half the stable's p99 added to every canary request) is rolled back at the first or
+    second reading. The queueing wait under the lab's load makes that p99 about 270 ms: the +65 ms this
+    test once added, sized on the idle service's 130 ms, was a +24% regression caught by chance."""
     service = lab.add_service()
-    lab.set_fault(service, "v2", Fault(added_latency_ms=65))
+    lab.set_fault(service, "v2", Fault(added_latency_ms=stable_p99_ms() / 2))
     steps = judged_plan(judge, count=5, inconclusive=2)
     view = await finished(await start(client, ops_settings, rollout_input(service, steps, judge=judge)))
     assert view.phase == ROLLED_BACK, view.message
-    assert "latency-p99" in view.analyses[-1].reason
+    (analysis,) = view.analyses
+    assert "latency-p99" in analysis.reason
+    readings = [m for m in analysis.measurements if "latency-p99" in m.template]
+    assert 1 <= len(readings) <= 2, [(m.phase, m.value) for m in readings]
 
 
 @pytest.mark.usefixtures("worker")

@@ -6,6 +6,7 @@ import random
 import statistics
 from collections.abc import AsyncIterator
 from pathlib import Path
+from statistics import NormalDist
 from typing import Any
 
 import httpx
@@ -31,6 +32,7 @@ from lab.workload import (
     VersionState,
     Workload,
     create_app,
+    latency_quantile_s,
     poisson,
     traffic_shares,
 )
@@ -645,3 +647,14 @@ async def test_served_app_runs_the_loop_in_its_lifespan() -> None:
             await eventually(counted, what="the served app's loop to count requests")
             assert (await client.get("/admin/status")).json()["running"] is True
     assert not workload.running
+
+
+def test_the_latency_models_p99_is_the_lognormals_when_idle_and_about_double_at_a_quarter_load() -> None:
+    """What a "+50% p99" fault is sized against: at the load the lab's rollouts run (25% per replica) the
+    queueing wait doubles the tail, so half the idle p99 added is a +24% regression, not +50%."""
+    idle = latency_quantile_s(0.99, median_s=0.05, sigma=0.4, utilization=0.0)
+    lognormal_p99 = 0.05 * math.exp(NormalDist().inv_cdf(0.99) * 0.4)
+    assert idle == pytest.approx(lognormal_p99, rel=0.02)
+    busy = latency_quantile_s(0.99, median_s=0.05, sigma=0.4, utilization=0.25)
+    assert 2.0 < busy / idle < 2.4
+    assert latency_quantile_s(0.5, median_s=0.05, sigma=0.4, utilization=0.0) == pytest.approx(0.05, rel=0.02)
