@@ -284,6 +284,27 @@ def p99(window: Counters) -> float:
     return histogram_quantile(0.99, window.buckets) if window.buckets else math.nan
 
 
+SLOW_BOUND_SHARE = 0.95  # the slow-share templates' bound: the stable's p95 bucket edge
+
+
+def slow_bound(reference: Counters) -> float | None:
+    """The smallest finite `le` holding ≥ 95% of the reference's requests (the slow-share templates'
+    `bottomk(1, share by le >= 0.95)`, whose cumulative shares rise with `le`); None without traffic."""
+    total = reference.buckets[-1][1] if reference.buckets else 0.0
+    if total <= 0:
+        return None
+    return next((le for le, count in reference.buckets[:-1] if count / total >= SLOW_BOUND_SHARE), None)
+
+
+def slow_share(window: Counters, reference: Counters) -> float:
+    """The share of the window's requests slower than the reference's bound (exact: the bound is an `le`)."""
+    bound = slow_bound(reference)
+    total = window.buckets[-1][1] if window.buckets else 0.0
+    if bound is None or total <= 0:
+        return math.nan
+    return 1 - dict(window.buckets)[bound] / total
+
+
 def _ratio(a: float, b: float) -> float:
     if math.isnan(a) or math.isnan(b):
         return math.nan
@@ -292,18 +313,25 @@ def _ratio(a: float, b: float) -> float:
     return a / b
 
 
-# Each template's meaning, read from one window of the canary's and the stable's counters. The queries in
+# Each template's meaning, read from one window of the measured version's and the stable's counters (the
+# stable's own reading, for the statistical judge, passes the stable twice). The queries in
 # policies/analysis.yaml are checked to say this (`_check_templates`), so a changed file is refused rather
 # than measured wrongly.
 MEANINGS: dict[str, Callable[[Counters, Counters], float]] = {
     "success-rate": lambda canary, stable: success_rate(canary),
     "latency-p99": lambda canary, stable: p99(canary),
     "latency-p99-ratio": lambda canary, stable: _ratio(p99(canary), p99(stable)),
+    "latency-slow-share": lambda measured, stable: slow_share(measured, stable),
+    "latency-slow-share-excess": lambda canary, stable: (
+        slow_share(canary, stable) - slow_share(stable, stable)
+    ),
 }
 _QUERY_MARKS = {
     "success-rate": ('code!~"5.."', "http_requests_total"),
     "latency-p99": ("histogram_quantile(0.99", "http_request_duration_seconds_bucket"),
     "latency-p99-ratio": ("histogram_quantile(0.99", "{{baseline_version}}"),
+    "latency-slow-share": ('version="{{reference_version}}",le!="+Inf"', ">= 0.95"),
+    "latency-slow-share-excess": ('version="{{baseline_version}}",le!="+Inf"', ">= 0.95", "- sum("),
 }
 
 
@@ -405,8 +433,7 @@ class Trace:
         return last.minus(first) if first.buckets else last
 
     def value(self, name: str, version: str, end: float, seconds: float) -> float:
-        other = STABLE if version == CANARY else CANARY
-        return MEANINGS[name](self.window(version, end, seconds), self.window(other, end, seconds))
+        return MEANINGS[name](self.window(version, end, seconds), self.window(STABLE, end, seconds))
 
 
 def _second(t: float) -> int:

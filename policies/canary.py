@@ -28,10 +28,11 @@ MIN_SAMPLES_RANGE = whole(3, 1000)
 # Argo's DefaultConsecutiveErrorLimit (analysis/analysis.go in argoproj/argo-rollouts).
 DEFAULT_CONSECUTIVE_ERROR_LIMIT = 4
 # The standard plan's analysis per judge: the threshold judge reads the canary against fixed bounds (its
-# latency metric is a ratio to the stable's), the statistical judge compares per-version series itself.
+# latency metric is its share of slow requests less the stable's), the statistical judge compares
+# per-version series itself. Slow: above the stable's p95 bucket edge (policies/analysis.yaml says why).
 STANDARD_TEMPLATES = {
-    "threshold": ("success-rate", "latency-p99-ratio"),
-    "statistical": ("success-rate", "latency-p99"),
+    "threshold": ("success-rate", "latency-slow-share-excess"),
+    "statistical": ("success-rate", "latency-slow-share"),
 }
 # The same for a model behind lcp's gateway (a rollout with target "model"), from lcp's own metrics.
 STANDARD_MODEL_TEMPLATES = {

@@ -16,7 +16,7 @@ from lab.prometheus import SIMULATED, ScrapeTarget, start_prometheus, stop_prome
 from lab.server import Lab, LabOptions, demo_objects
 from lab.traces import Constant, TrafficSource
 from lab.workload import Fault, ServiceSpec, latency_quantile_s
-from policies.canary import Analyze, Pause, SetWeight, Step
+from policies.canary import STANDARD_TEMPLATES, Analyze, Pause, SetWeight, Step
 from settings import Settings
 from tests.http_server import free_port
 from tests.waiting import eventually
@@ -47,11 +47,10 @@ def fast_plan(
     failure_limit: int = 0,
     inconclusive_limit: int = 0,
 ) -> list[Step]:
-    """The standard plan's shape in seconds: 20% → analysis → 50% → 100%. Windows of a few seconds make
-    a p99 ratio noisy (on a loaded machine an identical release read 1.27× the stable's, a +50% one
-    1.2–1.3×), so tests that are not about the limits allow a reading or two (Argo's limits)."""
+    """The standard plan's shape in seconds: 20% → analysis → 50% → 100%, with the threshold judge's
+    standard templates unless told otherwise."""
     analysis = Analyze(
-        templates or ("success-rate", "latency-p99-ratio"),
+        templates or STANDARD_TEMPLATES["threshold"],
         interval_s=interval_s,
         count=count,
         failure_limit=failure_limit,

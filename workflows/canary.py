@@ -647,6 +647,7 @@ class CanaryRolloutWorkflow:
             service=request.service,
             version=version,
             baseline_version=self._state.stable_version or "",
+            reference_version=self._state.stable_version or "",
             window=window,
         )
 

@@ -29,7 +29,7 @@ from inference.gateway import (
 from lab.llm_simulator import DEFAULT_PROFILES
 from lab.llm_simulator import create_app as create_simulator
 from lab.workload import Fault
-from policies.canary import Analyze, Pause, SetWeight, Step
+from policies.canary import STANDARD_TEMPLATES, Analyze, Pause, SetWeight, Step
 from settings import Settings
 from store import crud
 from store.db import make_engine, make_sessionmaker
@@ -120,9 +120,8 @@ async def until(
 def judged_plan(judge: str, count: int = 2, failures: int = 0, inconclusive: int = 0) -> list[Step]:
     """The fast plan with each judge's standard templates; the statistical judge samples every second,
     so its interval is 6 s (6 samples, over its minimum of 5)."""
-    latency = "latency-p99-ratio" if judge == "threshold" else "latency-p99"
     interval_s = 3.0 if judge == "threshold" else 6.0
-    return fast_plan(interval_s, count, ("success-rate", latency), failures, inconclusive)
+    return fast_plan(interval_s, count, STANDARD_TEMPLATES[judge], failures, inconclusive)
 
 
 async def finished(handle: WorkflowHandle[CanaryRolloutWorkflow, RolloutView]) -> RolloutView:
@@ -198,8 +197,8 @@ async def test_a_latency_regression_is_caught(
     view = await finished(await start(client, ops_settings, rollout_input(service, steps, judge=judge)))
     assert view.phase == ROLLED_BACK, view.message
     (analysis,) = view.analyses
-    assert "latency-p99" in analysis.reason
-    readings = [m for m in analysis.measurements if "latency-p99" in m.template]
+    assert "latency-slow-share" in analysis.reason
+    readings = [m for m in analysis.measurements if "latency-slow-share" in m.template]
     assert 1 <= len(readings) <= 2, [(m.phase, m.value) for m in readings]
 
 

@@ -8,6 +8,7 @@ import pytest
 
 from activities.contracts.prometheus import MeasureInput, SamplesInput, SamplesResult, load_templates
 from activities.prometheus import PrometheusActivities, PromQL, PromQLError
+from bench.canary import Counters, slow_bound, slow_share
 from lab.prometheus import SIMULATED, ScrapeTarget, start_prometheus, stop_prometheus, wait_ready
 from lab.traces import Constant
 from lab.workload import Fault, InMemoryCluster, ServiceSpec, VersionState, Workload, create_app
@@ -28,7 +29,12 @@ from tests.waiting import eventually_sync
 
 
 @pytest.fixture(scope="module")
-def readings(prometheus_bin: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusActivities]:
+def readings(promql: PromQL) -> PrometheusActivities:
+    return PrometheusActivities(promql)
+
+
+@pytest.fixture(scope="module")
+def promql(prometheus_bin: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PromQL]:
     """Stable v1 (9 replicas) and canary v2 (1 replica, 30% errors) serving 200 requests/s."""
     cluster = InMemoryCluster()
     cluster.set_versions(
@@ -50,7 +56,6 @@ def readings(prometheus_bin: str, tmp_path_factory: pytest.TempPathFactory) -> I
         try:
             wait_ready(f"http://127.0.0.1:{port}", 30, prometheus)
             promql = PromQL(f"http://127.0.0.1:{port}")
-            activities = PrometheusActivities(promql)
             # Two scrapes make a rate, but one over a second of traffic is too noisy for the readings'
             # ranges below: wait until every series has five in the 10 s window.
             scrapes = 'min(count_over_time(http_requests_total{namespace="lab",service="shop"}[10s]))'
@@ -61,7 +66,7 @@ def readings(prometheus_bin: str, tmp_path_factory: pytest.TempPathFactory) -> I
                 interval=0.25,
                 not_yet=(PromQLError,),
             )
-            yield activities
+            yield promql
         finally:
             stop_prometheus(prometheus)
 
@@ -116,7 +121,13 @@ def test_unfilled_placeholders_are_refused() -> None:
 def test_default_templates_parse() -> None:
     templates = load_templates()
     assert set(templates) == {
-        *("success-rate", "latency-p99", "latency-p99-ratio"),
+        *(
+            "success-rate",
+            "latency-slow-share",
+            "latency-slow-share-excess",
+            "latency-p99",
+            "latency-p99-ratio",
+        ),
         *("model-success-rate", "model-latency-p99", "model-latency-p99-ratio"),
     }
     assert templates["latency-p99"].threshold.failure is not None
@@ -153,3 +164,38 @@ def test_statistical_judge_on_per_interval_samples(readings: PrometheusActivitie
     )
     missing = readings.samples(SamplesInput(_error_ratio("v9"), _error_ratio("v1"), end - 20, end, 1))
     assert missing.error and missing.canary == []
+
+
+def _buckets(promql: PromQL, version: str, at: float) -> Counters:
+    labels = f'namespace="lab",service="shop",version="{version}"'
+    answer = promql.instant(
+        f"sum by (le) (increase(http_request_duration_seconds_bucket{{{labels}}}[10s]))", at
+    )
+    return Counters(0.0, 0.0, tuple(sorted((float(s.labels["le"]), s.value) for s in answer)))
+
+
+def test_the_slow_share_templates_read_in_prometheus_what_the_bench_computes(promql: PromQL) -> None:
+    """The standard latency templates' PromQL (bottomk over the stable's shares by `le`, `and on (le)`),
+    evaluated by Prometheus, equals bench/canary.py's arithmetic over the same counters read raw."""
+    templates = load_templates()
+    at = time.time() - 1  # every query reads the same moment
+    stable, canary = _buckets(promql, "v1", at), _buckets(promql, "v2", at)
+    assert slow_bound(stable) in (0.075, 0.1, 0.15, 0.2, 0.3)  # ~p95 of a 50 ms median, 20% busy
+
+    def read(name: str, version: str) -> float:
+        query = render_query(
+            templates[name].query,
+            namespace="lab",
+            service="shop",
+            version=version,
+            baseline_version="v1",
+            reference_version="v1",
+            window="10s",
+        )
+        return promql.value(query, at)
+
+    assert read("latency-slow-share", "v2") == pytest.approx(slow_share(canary, stable), abs=1e-9)
+    assert read("latency-slow-share", "v1") == pytest.approx(slow_share(stable, stable), abs=1e-9)
+    assert 0 < slow_share(stable, stable) <= 0.05
+    excess = slow_share(canary, stable) - slow_share(stable, stable)
+    assert read("latency-slow-share-excess", "v2") == pytest.approx(excess, abs=1e-9)
