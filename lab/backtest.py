@@ -52,12 +52,8 @@ class BacktestSettings:
     refresh_s: float = 6 * 3600.0  # retrain the forecaster this often (on everything seen so far)
     holdout_days: float | None = None  # evaluated days at the end; None: 4 when the trace has ≥ 7, else half
     planning_quantile: float = 0.8
-    curve_quantiles: tuple[float, ...] = (
-        0.5,
-        0.7,
-        0.9,
-        0.95,
-    )  # lcp's cost curve: these and planning_quantile
+    # lcp's cost curve runs through these planning quantiles and planning_quantile
+    curve_quantiles: tuple[float, ...] = (0.5, 0.7, 0.9, 0.95)
     min_confidence: float = 0.5
     seed: int = 0
     tick_s: float = 15.0  # simulation step, and the HPA's sync period
@@ -284,9 +280,8 @@ def run_backtest(
     curve = []
     for quantile in settings.quantiles:
         run, bases = _replay_predictive(replay, peaks[quantile])
-        point = (
-            {"planning_quantile": quantile} | replay.metrics(run) | _equal_cost(replay.metrics(run), hpa_at)
-        )
+        metrics = replay.metrics(run)
+        point = {"planning_quantile": quantile} | metrics | _equal_cost(metrics, hpa_at)
         curve.append(point)
         if quantile == settings.planning_quantile:
             predictive, predictive_bases, headline = run, bases, point
