@@ -420,30 +420,46 @@ class Forecaster:
         grid = regular(timestamps, values, self.settings.step_s, self.settings.max_history_points)
         return self._forecasts(grid, np.array([grid.values.size - 1]))[0]
 
-    def predict_at(self, timestamps: Points, values: Points, at: Sequence[int]) -> list[Forecast]:
-        """The forecasts made right after each point index in `at`, each from the points up to it only
-        (one batch: what a replay needs, many decisions at once). The series must be regular already."""
+    def planned_peaks_at(
+        self, timestamps: Points, values: Points, at: Sequence[int], quantiles: Sequence[float]
+    ) -> np.ndarray:
+        """The lead peak (requests/s) planned right after each point index in `at`, each from the points up
+        to it only, at each planning quantile in `quantiles`: an array (quantiles, points). What a replay
+        that compares quantiles needs: many decisions from one fit, without the paths. The series must be
+        regular already."""
+        if bad := [q for q in quantiles if not 0 < q < 1]:
+            raise ValueError(f"planning quantiles must be in (0, 1), got {bad}")
         grid = regular(timestamps, values, self.settings.step_s, self.settings.max_history_points)
         if grid.values.size != len(values):
             raise ValueError(
-                "predict_at needs a regular series without gaps, of at most max_history_points (its "
+                "planned_peaks_at needs a regular series without gaps, of at most max_history_points (its "
                 "indexes must hold)"
             )
-        return self._forecasts(grid, np.asarray(at, dtype=int))
+        models, features = self._fitted_features(grid)
+        rows = np.asarray(at, dtype=int)
+        planned = np.empty((len(quantiles), rows.size))
+        for i, quantile in enumerate(quantiles):
+            _, peaks = models.peaks(features, rows, replace(self.settings, planning_quantile=quantile))
+            planned[i] = np.maximum(peaks, 0.0)
+        return planned
 
-    def _forecasts(self, grid: _Grid, rows: np.ndarray) -> list[Forecast]:
+    def _fitted_features(self, grid: _Grid) -> tuple[_Model, _Features]:
         if self._models is None or self.provenance is None:
             raise RuntimeError("fit the forecaster before asking it for a forecast")
         s = self.settings
-        if grid.values.size < self.settings.lookback_steps + 1 + max(self._seasons, default=0):
+        if grid.values.size < s.lookback_steps + 1 + max(self._seasons, default=0):
             raise NotEnoughHistory(f"a forecast needs a season and {s.lookback_steps} points of history")
-        features = _features(grid, self._seasons, s)
-        confidence = self.provenance.confidence
+        return self._models, _features(grid, self._seasons, s)
+
+    def _forecasts(self, grid: _Grid, rows: np.ndarray) -> list[Forecast]:
+        models, features = self._fitted_features(grid)
+        assert self.provenance is not None  # fitted
+        s, confidence = self.settings, self.provenance.confidence
         forecasts = []
         for start in range(0, rows.size, QUERY_CHUNK):
             chunk = rows[start : start + QUERY_CHUNK]
-            mean, low, high = self._models.paths(features, chunk, s)
-            _, planned = self._models.peaks(features, chunk, s)
+            mean, low, high = models.paths(features, chunk, s)
+            _, planned = models.peaks(features, chunk, s)
             forecasts += [
                 Forecast(
                     start_ts=float(grid.timestamps[row] + s.step_s),

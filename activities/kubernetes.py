@@ -68,7 +68,11 @@ _RouterInput = SetWeightInput | RollbackInput | PromoteInput  # the requests tha
 
 def replica_split(total: int, percent: int) -> tuple[int, int]:
     """(stable, canary) replicas for the replica router: the canary gets the nearest whole share of
-    `total`, at least one replica while percent > 0 and at most total - 1 while percent < 100."""
+    `total` (a tie to the larger canary), at least one replica while percent > 0 and at most total - 1
+    while percent < 100 — as Argo Rollouts' basic canary without surge rounds a setWeight
+    (approximateWeightedCanaryStableReplicaCounts). 4 replicas at 10% give the canary 1, so 25% of the
+    traffic: the rollout's history says so, and a plan with `exact_weights` asks for a total that splits
+    exactly (policies/canary.py replicas_for_exact_weights)."""
     if percent <= 0:
         return total, 0
     if percent >= 100:

@@ -2,6 +2,7 @@
 ChaosResults read, and the state of the pods an experiment targets."""
 
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any, cast
 
 from kubernetes import client
@@ -91,8 +92,19 @@ class LitmusActivities(contract.LitmusActivities):
         with permanent_errors():
             pods = self._core.list_namespaced_pod(ref.namespace, label_selector=ref.app_label).items
         live = [pod for pod in pods if not (pod.metadata and pod.metadata.deletion_timestamp)]
-        ready = sum(1 for pod in live if _ready(pod))
-        return TargetState(pods=len(live), ready=ready)
+        ready = [pod for pod in live if _ready(pod)]
+        created = [
+            pod.metadata.creation_timestamp
+            for pod in live
+            if pod.metadata and pod.metadata.creation_timestamp
+        ]
+        became_ready = [at for pod in ready if (at := _ready_since(pod)) is not None]
+        return TargetState(
+            pods=len(live),
+            ready=len(ready),
+            newest_created_ts=max(created).timestamp() if created else None,
+            last_ready_ts=max(became_ready).timestamp() if became_ready else None,
+        )
 
 
 def _unless_gone(write: Callable[[], object]) -> bool:
@@ -109,3 +121,9 @@ def _unless_gone(write: Callable[[], object]) -> bool:
 def _ready(pod: Any) -> bool:
     conditions = (pod.status.conditions if pod.status else None) or []
     return any(c.type == "Ready" and c.status == "True" for c in conditions)
+
+
+def _ready_since(pod: Any) -> datetime | None:
+    """When a ready pod's Ready condition last turned True."""
+    conditions = (pod.status.conditions if pod.status else None) or []
+    return next((c.last_transition_time for c in conditions if c.type == "Ready"), None)

@@ -113,6 +113,11 @@ class RolloutCreate(Strict):
     total_replicas: Annotated[int, InRange(REPLICAS)] | None = None
     on_failure: Literal["rollback", "freeze"] = "rollback"
     allow_decrease: StrictBool = False
+    exact_weights: StrictBool = Field(
+        default=False,
+        description="With the replica router, raise the total (total_replicas, else the stable's replicas) "
+        "to the fewest replicas that split into every set_weight exactly (10% and 25%: a multiple of 20).",
+    )
 
 
 class PromoteIn(Strict):

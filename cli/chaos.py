@@ -244,6 +244,17 @@ def _styled(value: str | None, styles: Mapping[str, str]) -> Text:
     return Text(value or "-", style=styles.get(value or "", ""))
 
 
+def _recovery(view: "ChaosView") -> str:
+    """The time to recover, and what it was measured from."""
+    if view.time_to_recover_s is None:
+        return "not recovered"
+    from policies.chaos import FROM_LAST_REPLACED_POD
+
+    if view.recovery_measured_from == FROM_LAST_REPLACED_POD:
+        return f"recovered {view.time_to_recover_s:.0f} s after the last pod deleted (to every pod ready)"
+    return f"steady {number(view.time_to_recover_s)} s after the fault ended"
+
+
 def render_header(view: "ChaosView") -> RenderableType:
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold")
@@ -257,7 +268,7 @@ def render_header(view: "ChaosView") -> RenderableType:
         grid.add_row(
             "result",
             f"probes {number(view.probe_success_percentage)}% passed, resilience score "
-            f"{number(view.resilience_score)}, recovered in {number(view.time_to_recover_s)} s",
+            f"{number(view.resilience_score)}, {_recovery(view)}",
         )
     grid.add_row("cleaned up", "yes" if view.cleaned_up else ("n/a" if not view.injected else "no"))
     return Panel(grid, title="chaos experiment", title_align="left", box=box.ROUNDED)

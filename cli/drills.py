@@ -331,7 +331,7 @@ async def _worker_kill_mid_rollout(run: _Run) -> None:
     await run.stack.start_lab()
     version = f"drill-{uuid.uuid4().hex[:6]}"
     steps = [
-        {"kind": "set_weight", "percent": 20},
+        {"kind": "set_weight", "percent": 25},  # the demo's 4 replicas carry 25% exactly
         {"kind": "pause", "duration_s": ROLLOUT_PAUSE_S},
         {"kind": "set_weight", "percent": 100},
     ]
@@ -356,7 +356,7 @@ async def _worker_kill_mid_rollout(run: _Run) -> None:
     stable, canary = await asyncio.to_thread(_deployments, run.stack.kubeconfig, view["canary_deployment"])
     run.check(
         exactly("the rollout finishes Succeeded", view["phase"], "Succeeded"),
-        exactly("each traffic weight is set once, in order", weights, ["canary at 20%", "canary at 100%"]),
+        exactly("each traffic weight is set once, in order", weights, ["canary at 25%", "canary at 100%"]),
         exactly("the stable Deployment runs the new version", stable, version),
         exactly("the canary Deployment is gone", canary, "absent"),
     )

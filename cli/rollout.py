@@ -126,6 +126,14 @@ def start(
         int | None,
         typer.Option(help="Replicas of stable + canary (default: the stable's).", show_default=False),
     ] = None,
+    exact_weights: Annotated[
+        bool,
+        typer.Option(
+            "--exact-weights",
+            help="Raise the replicas of stable + canary to the fewest that split into every weight exactly "
+            "(replica router).",
+        ),
+    ] = False,
     freeze_on_failure: Annotated[
         bool, typer.Option("--freeze-on-failure", help="On failure keep the canary's pods (no traffic).")
     ] = False,
@@ -145,6 +153,7 @@ def start(
         steps_file=steps,
         templates_file=templates,
         total_replicas=total_replicas,
+        exact_weights=exact_weights,
         freeze_on_failure=freeze_on_failure,
     )
     return run_start(api, body, console, watch_it=watch)
@@ -267,6 +276,7 @@ def start_body(
     steps_file: Path | None = None,
     templates_file: Path | None = None,
     total_replicas: int | None = None,
+    exact_weights: bool = False,
     freeze_on_failure: bool = False,
 ) -> dict[str, Any]:
     """The body of POST /v1/rollouts; what is not given is left to the API's defaults."""
@@ -284,6 +294,7 @@ def start_body(
         "steps": load_steps(steps_file) if steps_file else None,
         "templates": load_templates(templates_file) if templates_file else None,
         "on_failure": "freeze" if freeze_on_failure else None,
+        "exact_weights": True if exact_weights else None,
     }
     body.update({k: v for k, v in optional.items() if v is not None})
     return body

@@ -1,4 +1,5 @@
-"""`lcp scaling backtest`: lcp's predictive scaling against the Kubernetes HPA, replayed on a trace."""
+"""`lcp scaling backtest`: lcp's predictive scaling against the Kubernetes HPA, replayed on a trace and
+compared at equal cost."""
 
 import json
 import time
@@ -12,10 +13,10 @@ from rich.table import Table
 from cli.runtime import console, err_console
 
 METRICS = (
-    ("under_provisioned_minutes", "under-provisioned minutes", "{:,}"),
-    ("served_late_requests", "requests above ready capacity", "{:,.0f}"),
+    ("under_provisioned_minutes", "under-provisioned minutes", "{:,.1f}"),
+    ("served_late_requests", "requests above capacity", "{:,.0f}"),
     ("replica_hours", "replica-hours", "{:,.1f}"),
-    ("scaling_actions", "scaling actions", "{:,}"),
+    ("scaling_actions", "scaling actions", "{:,.0f}"),
 )
 
 
@@ -23,38 +24,97 @@ def span(minutes: int) -> str:
     return f"{minutes / 1440:.1f} days" if minutes >= 1440 else f"{minutes / 60:.1f} hours"
 
 
+def _number(value: float | None, shape: str) -> str:
+    return "–" if value is None else shape.format(value).removesuffix(".0")
+
+
 def table(result: dict[str, Any]) -> Table:
-    """The metrics of both autoscalers side by side, and their ratio."""
+    """The HPA at its configured target, the HPA at lcp's cost, lcp, and lcp's ratio to the HPA at equal
+    cost."""
     settings, window = result["settings"], result["window"]
+    matched = _number(result["equal_cost"]["hpa_target_utilization"], "{:.3f}")
     out = Table(
         title=f"SIMULATED: {Path(result['trace']).name}, the last {span(window['minutes'])}",
         caption=(
-            f"{settings['capacity_rps']:.3g} requests/s per replica, start-up {settings['startup_s']:g} s, "
-            f"target utilisation {settings['target_utilization']:g}"
+            f"{settings['capacity_rps']:.3g} requests/s per replica, start-up {settings['startup_s']:g} s"
         ),
         box=box.SIMPLE_HEAD,
     )
-    for column in ("", "HPA", "predictive", "ratio"):
-        out.add_column(column, justify="left" if not column else "right", no_wrap=True)
+    out.add_column("", no_wrap=True)
+    for column in ("HPA", "HPA at\nlcp's cost", "lcp", "lcp / HPA\nat lcp's\ncost"):
+        out.add_column(column, justify="right", no_wrap=True)
+    out.add_row(
+        "setting",
+        f"target {settings['target_utilization']:g}",
+        f"target {matched}",
+        f"q {settings['planning_quantile']:g}",
+        "",
+        end_section=True,
+    )
     hpa, predictive = result["autoscalers"]["hpa"], result["autoscalers"]["predictive"]
-    for key, label, number in METRICS:
-        ratio = result["ratios"][key]
-        shown = "–" if ratio is None else f"{ratio:.2f}"
-        out.add_row(label, number.format(hpa[key]), number.format(predictive[key]), shown)
+    equal = next(
+        p for p in result["curves"]["predictive"] if p["planning_quantile"] == settings["planning_quantile"]
+    )
+    at_cost = equal["hpa_at_equal_cost"] or {}
+    for key, label, shape in METRICS:
+        ratio = predictive[key] / at_cost[key] if at_cost.get(key) else None
+        out.add_row(
+            label,
+            _number(hpa[key], shape),
+            _number(at_cost.get(key), shape),
+            _number(predictive[key], shape),
+            _number(ratio, "{:.2f}"),
+        )
+    return out
+
+
+def curve_table(result: dict[str, Any]) -> Table:
+    """lcp at each planning quantile, and the HPA at the same replica-hours."""
+    out = Table(title="at equal cost, by lcp's planning quantile", box=box.SIMPLE_HEAD)
+    for column in ("quantile", "replica-hours", "lcp minutes", "HPA target", "HPA minutes", "ratio"):
+        out.add_column(column, justify="right", no_wrap=True)
+    for point in result["curves"]["predictive"]:
+        hpa = point["hpa_at_equal_cost"] or {}
+        out.add_row(
+            f"{point['planning_quantile']:g}",
+            _number(point["replica_hours"], "{:,.1f}"),
+            _number(point["under_provisioned_minutes"], "{:,}"),
+            _number(hpa.get("target_utilization"), "{:.3f}"),
+            _number(hpa.get("under_provisioned_minutes"), "{:,.1f}"),
+            _number(point["ratio_at_equal_cost"], "{:.2f}"),
+        )
     return out
 
 
 def summary_lines(result: dict[str, Any]) -> list[str]:
-    """The goal, and what the forecaster did."""
-    goal, ratios = result["goal"], result["ratios"]
-    under, hours = ratios["under_provisioned_minutes"], ratios["replica_hours"]
-    verdict = {True: "met", False: "NOT met", None: "n/a, the HPA was never under-provisioned"}[goal["met"]]
-    shown = "" if under is None else f"{under:.2f}× and "
-    lines = [
-        "ratio: predictive / HPA (the Kubernetes HPA, synced every 15 s; lcp's predictive policy)",
-        f"goal (≤ {goal['under_provisioned_minutes_at_most']:g}× the under-provisioned minutes at ≤ "
-        f"{goal['replica_hours_at_most']:g}× the replica-hours): {verdict} ({shown}{hours:.2f}×)",
-    ]
+    """The headline at equal cost, the goal, and what the forecaster did."""
+    from lab.backtest import MATCH_TOLERANCE  # numpy and scikit-learn: only when a backtest runs
+
+    goal, headline = result["goal"], result["equal_cost"]
+    lines = ["(the Kubernetes HPA, synced every 15 s; lcp's predictive policy, deciding as often)"]
+    if headline["hpa_target_utilization"] is None:
+        lines.append(
+            f"no HPA run costs lcp's {headline['replica_hours']:,.1f} replica-hours: "
+            f"{headline['no_equal_cost']}"
+        )
+    else:
+        ratio = headline["ratio"]
+        lines.append(
+            f"at equal cost ({headline['replica_hours']:,.1f} replica-hours) the HPA, at target "
+            f"{headline['hpa_target_utilization']:.3f}, is under-provisioned "
+            f"{_number(headline['hpa_under_provisioned_minutes'], '{:,.1f}')} minutes and lcp "
+            f"{headline['predictive_under_provisioned_minutes']:,}"
+            + ("" if ratio is None else f": {ratio:.2f}×")
+        )
+    verdict = {True: "met", False: "NOT met", None: "n/a, no HPA minutes to halve at equal cost"}[goal["met"]]
+    lines.append(
+        f"goal (≤ {goal['under_provisioned_minutes_at_equal_cost_at_most']:g}× the HPA's under-provisioned "
+        f"minutes at equal replica-hours): {verdict}"
+    )
+    lines.append(
+        f"equal cost: the HPA's target found by bisection ({len(result['curves']['hpa'])} replays; "
+        f"replica-hours within {100 * MATCH_TOLERANCE:g} %, then interpolated)"
+    )
     models = result["forecaster"]["models"]
     trained = [m for m in models if "error" not in m]
     if trained:
@@ -111,9 +171,17 @@ def backtest_command(
     planning_quantile: Annotated[
         float, typer.Option(help="Plan capacity on this quantile of the forecast peak.")
     ] = 0.8,
+    curve_quantiles: Annotated[
+        str,
+        typer.Option(
+            help="lcp's cost curve: also replay at these planning quantiles (comma-separated), each against "
+            "the HPA at the target utilisation that costs the same replica-hours."
+        ),
+    ] = "0.5,0.7,0.9,0.95",
     seed: Annotated[int, typer.Option(help="The forecaster's random seed.")] = 0,
 ) -> None:
-    """Backtest predictive scaling against the Kubernetes HPA on a recorded trace (simulated Deployment)."""
+    """Backtest predictive scaling against the Kubernetes HPA on a recorded trace (simulated Deployment), also
+    at equal cost: the HPA at the target utilisation that matches lcp's replica-hours."""
     from lab.backtest import BacktestError, BacktestSettings, plot, run_backtest
     from lab.traces import read_trace
 
@@ -121,6 +189,10 @@ def backtest_command(
         err_console.print(f"lcp scaling backtest: {message}", highlight=False, soft_wrap=True)
         return typer.Exit(2)
 
+    try:
+        quantiles = tuple(float(q) for q in curve_quantiles.split(",") if q.strip())
+    except ValueError:
+        raise fail(f"curve quantiles must be numbers separated by commas, got {curve_quantiles!r}") from None
     settings = BacktestSettings(
         capacity_rps=capacity,
         startup_s=startup,
@@ -131,6 +203,7 @@ def backtest_command(
         refresh_s=refresh,
         holdout_days=holdout_days,
         planning_quantile=planning_quantile,
+        curve_quantiles=quantiles,
         seed=seed,
     )
     if problem := settings.problem():
@@ -152,6 +225,7 @@ def backtest_command(
     except BacktestError as err:
         raise fail(str(err)) from None
     console.print(table(result))
+    console.print(curve_table(result))
     for line in summary_lines(result):
         console.print(line, highlight=False, soft_wrap=True)
     console.print(f"took {time.perf_counter() - started:.1f} s", highlight=False)

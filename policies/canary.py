@@ -208,6 +208,31 @@ def current_weight(steps: Sequence[Step], index: int) -> int:
     return 0
 
 
+def replicas_for_exact_weights(steps: Sequence[Step], at_least: int) -> int:
+    """The fewest replicas, at least `at_least`, that the replica router splits into every SetWeight's
+    percent exactly: a multiple of 100 / gcd(percent, 100) for each (10% and 25% need a multiple of 20)."""
+    units = [100 // math.gcd(step.percent, 100) for step in steps if isinstance(step, SetWeight)]
+    unit = math.lcm(*units) if units else 1
+    return unit * max(1, -(-at_least // unit))
+
+
+def weight_line(asked: int, canary_replicas: int | None = None, total_replicas: int | None = None) -> str:
+    """What the rollout's history says of a weight it set. Behind a traffic router (or a model's gateway) the
+    weight is the one asked for; with the replica router traffic follows the ready pods, so the canary's
+    share is its replicas' share of the total (the nearest to the one asked for, rounded as Argo Rollouts'
+    basic canary rounds without surge), said beside the weight asked for when the two differ."""
+    if not total_replicas or canary_replicas is None:
+        return f"canary at {asked}%"
+    achieved = 100 * canary_replicas / total_replicas
+    if math.isclose(achieved, asked):
+        return f"canary at {asked}%"
+    exact = replicas_for_exact_weights([SetWeight(asked)], 1)
+    return (
+        f"canary at {achieved:.3g}% of the traffic, {asked}% asked: {canary_replicas} of {total_replicas} "
+        f"replicas (a multiple of {exact} would make it exact)"
+    )
+
+
 # ── Analysis phases and one measurement (Argo's AnalysisPhase) ───────────────────────────────────────────
 
 

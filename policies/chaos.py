@@ -1,4 +1,5 @@
-"""Chaos decisions: whether an experiment may run now, whether a probe passes, and the resilience score."""
+"""Chaos decisions: whether an experiment may run now, whether a probe passes, the time to recover and the
+resilience score."""
 
 import math
 from collections.abc import Sequence
@@ -140,3 +141,43 @@ def resilience_score(results: Sequence[tuple[int, float]]) -> float:
     if total_weight == 0:
         return 0.0
     return weighted / total_weight
+
+
+# What a time to recover was measured from (ChaosView.recovery_measured_from).
+FROM_LAST_REPLACED_POD = "last-replaced-pod"
+FROM_FAULT_END = "fault-end"
+
+
+@dataclass(frozen=True)
+class Recovery:
+    """How long the target took to recover, and from what."""
+
+    seconds: float
+    measured_from: str  # FROM_LAST_REPLACED_POD | FROM_FAULT_END
+
+    def describe(self) -> str:
+        if self.measured_from == FROM_LAST_REPLACED_POD:
+            return (
+                f"recovered {self.seconds:.0f} s after the last disruption (from the newest pod replacing a "
+                "deleted one to every pod ready, to the second of Kubernetes' timestamps)"
+            )
+        return f"back to steady state {self.seconds:.1f} s after the fault ended"
+
+
+def time_to_recover(
+    injected_at: float,
+    fault_ended_at: float,
+    steady_at: float,
+    newest_created: float | None,
+    last_ready: float | None,
+) -> Recovery:
+    """From the last disruption to full readiness (unix seconds in, with the target steady at `steady_at`).
+
+    A pod created after the injection replaced one the fault deleted: the last disruption is the newest such
+    pod's creation, and full readiness the newest Ready transition (Kubernetes' timestamps, to the second,
+    so the creation counts from the injection's second). A pod-delete that ends long before its duration is
+    thus measured when it happened, not after cleanup. Without such a pod (a network loss, a CPU hog: the
+    fault itself is the disruption, until it ends), from the fault's end to the steady state observed."""
+    if newest_created is not None and last_ready is not None and newest_created >= math.floor(injected_at):
+        return Recovery(max(0.0, last_ready - newest_created), FROM_LAST_REPLACED_POD)
+    return Recovery(max(0.0, steady_at - fault_ended_at), FROM_FAULT_END)

@@ -32,7 +32,9 @@ from policies.canary import (
     judgment_measurement,
     plan_problem,
     render_query,
+    replicas_for_exact_weights,
     template_problem,
+    weight_line,
 )
 from policies.errors import LcpError
 from policies.ranges import REPLICAS
@@ -119,6 +121,9 @@ class RolloutInput:
     allow_decrease: bool = False
     min_window_s: float = 10.0
     requested_by: str = ""
+    # With the replica router: raise the total (total_replicas, else the stable's replicas) to the fewest
+    # replicas that split into every SetWeight exactly.
+    exact_weights: bool = False
 
     @property
     def stable(self) -> str:
@@ -143,6 +148,11 @@ def input_problem(request: RolloutInput) -> str | None:
         problem := REPLICAS.problem("total_replicas", request.total_replicas)
     ):
         return problem
+    if request.exact_weights and (request.target != "deployment" or request.router != "replicas"):
+        return (
+            "exact_weights is for a Deployment with the replica router: a traffic router's (or a model's) "
+            "weights are exact already"
+        )
     if not (math.isfinite(request.min_window_s) and request.min_window_s > 0):
         return f"min_window_s must be a positive number of seconds, got {request.min_window_s}"
     problem = plan_problem(
@@ -258,6 +268,7 @@ class CanaryState:
     abort: Actor | None = None
     full: Actor | None = None  # a full promotion's requester
     prepared: bool = False  # the target was read and the canary made, or the rollout was refused
+    total_replicas: int | None = None  # the total that makes every weight exact (exact_weights)
     refusal: ApplicationError | None = None  # why it did not start
     finishing: bool = False  # rolling back or promoting: no more human changes
     wake: int = 0  # bumped on every human action, so that waits notice it
@@ -344,6 +355,8 @@ class CanaryRolloutWorkflow:
                 f"{request.namespace}/{request.stable} already runs version {stable.version}: "
                 "give the new release another version",
             )
+        if request.exact_weights:
+            self._exact_total(request.total_replicas or stable.desired)
         await self._kube(
             KubernetesActivities.ensure_canary,
             EnsureCanaryInput(
@@ -356,6 +369,19 @@ class CanaryRolloutWorkflow:
             ),
         )
         self._record("prepared", f"canary {canary_name(request.stable)} made from {request.stable}")
+
+    def _exact_total(self, at_least: int) -> None:
+        """The fewest replicas, at least `at_least`, that split into every weight of the plan exactly."""
+        total = replicas_for_exact_weights(self._in.steps, at_least)
+        if problem := REPLICAS.problem("total_replicas", total):
+            raise _reject("InvalidSpec", f"exact weights need {total} replicas: {problem}")
+        self._state.total_replicas = total
+        weights = sorted({step.percent for step in self._in.steps if isinstance(step, SetWeight)})
+        self._record(
+            "prepared",
+            f"{total} replicas in all split exactly into {', '.join(f'{w}%' for w in weights)} "
+            f"(at least {at_least} asked)",
+        )
 
     async def _steps(self) -> None:
         """Walk the plan with `decide_step` until it rolls back or completes."""
@@ -444,7 +470,11 @@ class CanaryRolloutWorkflow:
         except ActivityError as err:
             await self._rollback(f"could not route {percent}% to the canary: {cause(err)}")
             raise _Interrupted from err
-        self._record("weight", f"canary at {percent}%")
+        weights = self._state.weights
+        if weights is not None and weights.router == "replicas":
+            self._record("weight", weight_line(percent, weights.canary_replicas, weights.total_replicas))
+        else:
+            self._record("weight", weight_line(percent))
 
     async def _rollback(self, reason: str) -> None:
         request = self._in
@@ -515,7 +545,7 @@ class CanaryRolloutWorkflow:
             "stable_deployment": request.stable,
             "canary_deployment": canary_name(request.stable),
             "router": request.router,
-            "total_replicas": request.total_replicas,
+            "total_replicas": self._state.total_replicas or request.total_replicas,
         }
 
     async def _kube(

@@ -25,6 +25,7 @@ from policies.chaos import (
     probe_success_percentage,
     resilience_score,
     safety_problem,
+    time_to_recover,
 )
 from policies.errors import LcpError
 from temporal.constants import PHASE
@@ -117,6 +118,7 @@ class ChaosView:
     probe_success_percentage: float | None = None
     resilience_score: float | None = None
     time_to_recover_s: float | None = None
+    recovery_measured_from: str = ""  # policies/chaos.py FROM_LAST_REPLACED_POD or FROM_FAULT_END
     injected: bool = False
     cleaned_up: bool = False
     finished_at: datetime | None = None
@@ -143,7 +145,9 @@ class ChaosState:
     probe_success_percentage: float | None = None
     resilience_score: float | None = None
     time_to_recover_s: float | None = None
+    recovery_measured_from: str = ""
     injected: bool = False
+    injected_at: datetime | None = None  # when the engine was created: the fault's start
     cleaned_up: bool = False
     finished_at: datetime | None = None
     abort: Actor | None = None
@@ -248,6 +252,7 @@ class ChaosExperimentWorkflow:
         self._set_phase(INJECTING)
         self._state.message = f"{experiment.fault.kind} on {self._target}"
         manifest = render_engine(experiment, self._run)
+        self._state.injected_at = workflow.now()
         await self._activity(
             LitmusActivities.create_engine, CreateEngineInput(manifest), _options.KUBERNETES_READ
         )
@@ -304,7 +309,8 @@ class ChaosExperimentWorkflow:
 
     async def _recover(self) -> dict[str, Any]:
         """Wait for the target to be back: every pod ready and the "after" probes passing, within the
-        experiment's deadline."""
+        experiment's deadline. The time to recover runs from the last disruption to full readiness
+        (policies/chaos.py time_to_recover)."""
         experiment = self._in.experiment
         target = TargetRef(experiment.target.namespace, experiment.target.app_label)
         started = workflow.now()
@@ -318,13 +324,19 @@ class ChaosExperimentWorkflow:
             last = await self._round("after", record=False) if state.steady else []
             if state.steady and all(r.passed for r in last):
                 self._state.probes.extend(last)
-                self._state.time_to_recover_s = (workflow.now() - started).total_seconds()
+                recovery = time_to_recover(
+                    injected_at=(self._state.injected_at or started).timestamp(),
+                    fault_ended_at=started.timestamp(),
+                    steady_at=workflow.now().timestamp(),
+                    newest_created=state.newest_created_ts,
+                    last_ready=state.last_ready_ts,
+                )
+                self._state.time_to_recover_s = recovery.seconds
+                self._state.recovery_measured_from = recovery.measured_from
                 if self._state.phase in (VERIFYING, CLEANING_UP):
                     self._set_phase(PASSED)
-                    self._state.message = (
-                        f"the steady state held; recovered in {self._state.time_to_recover_s:.1f} s"
-                    )
-                return {"time_to_recover_s": self._state.time_to_recover_s}
+                    self._state.message = f"the steady state held; {recovery.describe()}"
+                return {"time_to_recover_s": recovery.seconds, "measured_from": recovery.measured_from}
             if workflow.now() >= deadline:
                 self._state.probes.extend(last)
                 raise _Stop(
@@ -459,6 +471,7 @@ class ChaosExperimentWorkflow:
             probe_success_percentage=state.probe_success_percentage,
             resilience_score=state.resilience_score,
             time_to_recover_s=state.time_to_recover_s,
+            recovery_measured_from=state.recovery_measured_from,
             injected=state.injected,
             cleaned_up=state.cleaned_up,
             finished_at=state.finished_at,

@@ -47,10 +47,13 @@ class TargetRef:
 
 @dataclass
 class TargetState:
-    """The pods an experiment targets: how many there are and how many are ready."""
+    """The pods an experiment targets: how many there are and how many are ready, and from Kubernetes'
+    timestamps (to the second) when the newest pod was created and when a pod last became ready."""
 
     pods: int
     ready: int
+    newest_created_ts: float | None = None  # unix seconds; None: no pods
+    last_ready_ts: float | None = None  # the newest Ready=True transition; None: no ready pod
 
     @property
     def steady(self) -> bool:

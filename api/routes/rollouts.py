@@ -199,6 +199,7 @@ def _rollout_input(body: RolloutCreate, state: AppState, caller: Principal) -> R
         total_replicas=body.total_replicas,
         on_failure=body.on_failure,
         allow_decrease=body.allow_decrease,
+        exact_weights=body.exact_weights,
         min_window_s=state.settings.rollout.min_window_s,
         requested_by=caller.subject,
     )

@@ -258,6 +258,11 @@ async def test_a_missing_deployment_is_404_and_so_is_an_unknown_rollout(sre: htt
         ({"image": None}, "image: Input should be a valid string"),
         ({"router": "nginx"}, "router: Input should be 'replicas', 'istio' or 'gateway-api'"),
         ({"templates": {"mine": {"query": "up"}}, "steps": [_weight(10)]}, "mine"),
+        (
+            {"router": "istio", "exact_weights": True},
+            "exact_weights is for a Deployment with the replica router: a traffic router's (or a model's) "
+            "weights are exact already",
+        ),
     ],
     ids=[
         "bad-step-kind",
@@ -268,6 +273,7 @@ async def test_a_missing_deployment_is_404_and_so_is_an_unknown_rollout(sre: htt
         "no-image",
         "bad-router",
         "template-without-conditions",
+        "exact-weights-behind-a-router",
     ],
 )
 async def test_an_invalid_rollout_is_422_saying_what_is_wrong(

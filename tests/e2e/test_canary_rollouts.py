@@ -223,6 +223,34 @@ async def test_traffic_routers_carry_the_split(
 
 
 @pytest.mark.usefixtures("worker")
+@pytest.mark.parametrize("exact", [False, True])
+async def test_the_history_says_the_weight_the_replicas_give_and_exact_weights_make_it_real(
+    client: Client, ops_settings: Settings, lab: RolloutLab, exact: bool
+) -> None:
+    """4 replicas can't carry 10%: the canary's one pod takes 25%, and the history says so. Asked for exact
+    weights, the rollout runs on 10 replicas, of which one is 10%."""
+    service = lab.add_service()
+    steps: list[Step] = [SetWeight(10), Pause(0.5), SetWeight(100)]
+    request = rollout_input(service, steps, exact_weights=exact)
+    view = await finished(await start(client, ops_settings, request))
+
+    assert view.phase == SUCCEEDED, view.message
+    weights = [event.message for event in view.history if event.kind == "weight"]
+    if exact:
+        assert weights == ["canary at 10%", "canary at 100%"]
+        assert "10 replicas in all split exactly into 10%, 100% (at least 4 asked)" in [
+            event.message for event in view.history if event.kind == "prepared"
+        ]
+        assert _replicas(lab, service) == 10
+    else:
+        assert weights == [
+            "canary at 25% of the traffic, 10% asked: 1 of 4 replicas (a multiple of 10 would make it exact)",
+            "canary at 100%",
+        ]
+        assert _replicas(lab, service) == 4
+
+
+@pytest.mark.usefixtures("worker")
 async def test_abort_mid_flight_rolls_back_and_a_second_start_is_refused(
     client: Client, ops_settings: Settings, lab: RolloutLab
 ) -> None:

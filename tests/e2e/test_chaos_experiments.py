@@ -17,6 +17,7 @@ from temporalio.common import SearchAttributePair, TypedSearchAttributes, Workfl
 
 from chaos.experiments import Experiment, Fault, Hypothesis, PromProbe, Target, engine_name
 from policies.canary import Pause, SetWeight
+from policies.chaos import FROM_FAULT_END, FROM_LAST_REPLACED_POD
 from settings import Settings
 from temporal.constants import KIND, PHASE, SERVICE
 from tests.rollout_lab import NAMESPACE, RolloutLab, rollout_input, rollout_lab
@@ -148,7 +149,10 @@ async def test_a_pod_delete_with_a_steady_workload_passes_and_cleans_up(
         p.passed for p in view.probes
     )
     assert view.probe_success_percentage == 100.0 and view.resilience_score == 100.0
-    assert view.time_to_recover_s is not None
+    # Measured from the last pod the fault deleted (its replacement's creation) to every pod ready: during
+    # the fault, not after the cleanup, when the pods had long been back.
+    assert view.time_to_recover_s is not None and view.recovery_measured_from == FROM_LAST_REPLACED_POD
+    assert "after the last disruption" in view.message
     assert not [e for e in engines(lab) if e["metadata"]["name"] == view.engine]  # deleted
 
 
@@ -180,6 +184,7 @@ async def test_a_network_loss_that_breaches_the_slo_is_stopped_at_once_and_the_w
     # The breach stopped the engine at once: cleanup began within one probe interval of the failed probe.
     assert (cleanup.started_at - during[-1].at).total_seconds() < request.experiment.hypothesis.interval_s
     assert view.cleaned_up and view.time_to_recover_s is not None
+    assert view.recovery_measured_from == FROM_FAULT_END  # no pod replaced: the fault was the disruption
     assert [p.passed for p in view.probes if p.when == "after"][-1]
     assert lab.lab.workload is not None
     assert lab.lab.workload.service_status(NAMESPACE, service)["faults"] == {}

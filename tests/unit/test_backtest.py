@@ -1,6 +1,8 @@
-"""The scaling backtest: what it counts, that it never peeks, what it writes, and its command line."""
+"""The scaling backtest: what it counts, that it never peeks, the equal-cost search, what it writes, and its
+command line."""
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +11,16 @@ import typer
 from typer.testing import CliRunner
 
 from cli.scaling_backtest import backtest_command
-from lab.backtest import BacktestError, BacktestSettings, Deployment, run_backtest
+from lab.backtest import (
+    MATCH_MIN_WIDTH,
+    MATCH_TOLERANCE,
+    BacktestError,
+    BacktestSettings,
+    Deployment,
+    NoEqualCost,
+    match_replica_hours,
+    run_backtest,
+)
 
 # 10 requests/s for 20 minutes, then 100 requests/s: replicas serve 10 requests/s, ready 120 s after creation.
 STEP_MINUTE = 24
@@ -78,6 +89,64 @@ def test_decisions_before_a_minute_never_depend_on_the_trace_after_it() -> None:
     assert result["forecaster"]["models"][:3] == other["forecaster"]["models"][:3]  # trained before the cut
 
 
+# ---- the equal-cost search -------------------------------------------------------------------------------
+
+
+def test_the_search_finds_the_target_whose_replica_hours_are_asked_for() -> None:
+    asked: list[float] = []
+
+    def hours(target: float) -> float:  # replica-hours proportional to 1 / target, as for a steady demand
+        asked.append(target)
+        return 100 / target
+
+    match = match_replica_hours(hours, 125.0)
+
+    assert match.below <= 0.8 <= match.above
+    assert hours(match.below) - hours(match.above) <= MATCH_TOLERANCE * 125
+    assert match.target == pytest.approx(0.8, abs=1e-3)
+    assert match.runs == len(asked) - 2 < 20
+
+
+def test_between_two_replica_counts_the_search_narrows_on_the_jump_and_interpolates() -> None:
+    # 10 requests/s, a replica serving 1 at full use, for 24 hours: the HPA holds ceil(10 / target) replicas,
+    # 16 below a target of 2/3 and 15 from it. No target costs 15.5 replicas all day: the answer is halfway.
+    def hours(target: float) -> float:
+        return 24.0 * math.ceil(10 / target)
+
+    match = match_replica_hours(hours, 24 * 15.5)
+
+    assert match.below < 2 / 3 <= match.above and match.above - match.below <= MATCH_MIN_WIDTH
+    assert match.weight == 0.5
+
+
+def test_replica_hours_no_target_reaches_are_said_not_guessed() -> None:
+    with pytest.raises(
+        NoEqualCost, match=r"from 100.0 \(target 1\) to 2,000.0 \(target 0.05\), not through 50.0"
+    ):
+        match_replica_hours(lambda target: 100 / target, 50.0)
+
+
+def test_on_a_steady_trace_the_hpa_curve_is_the_replica_count_each_target_needs() -> None:
+    # 10 requests/s, a replica serving 1: lcp (no forecast on so short a trace) and the HPA at 0.8 both hold
+    # 13 replicas, so the HPA matches lcp's cost at the targets that also give 13: [10/13, 10/12).
+    settings = BacktestSettings(capacity_rps=1.0, holdout_days=20 / 1440)
+    result = run_backtest([600.0] * 40, settings)
+
+    for point in result["curves"]["hpa"]:
+        replicas = min(math.ceil(10 / point["target_utilization"] - 1e-9), settings.max_replicas)
+        assert point["replica_hours"] == pytest.approx(replicas * 20 / 60, abs=0.01), point
+        assert point["under_provisioned_minutes"] == 0
+    headline = result["equal_cost"]
+    assert headline["replica_hours"] == pytest.approx(13 * 20 / 60, abs=0.01)
+    assert 10 / 13 <= headline["hpa_target_utilization"] < 10 / 12
+    assert headline["hpa_under_provisioned_minutes"] == headline["predictive_under_provisioned_minutes"] == 0
+    assert headline["ratio"] is None and result["goal"]["met"] is None  # nothing to halve
+    # lcp at every planning quantile: the same 13 replicas, with no forecast to plan on.
+    curve = result["curves"]["predictive"]
+    assert [point["planning_quantile"] for point in curve] == [0.5, 0.7, 0.8, 0.9, 0.95]
+    assert {point["replica_hours"] for point in curve} == {headline["replica_hours"]}
+
+
 def test_bad_settings_and_traces_are_refused() -> None:
     with pytest.raises(BacktestError, match="capacity must be a positive"):
         run_backtest(STEP_TRACE, BacktestSettings(capacity_rps=-1))
@@ -85,6 +154,8 @@ def test_bad_settings_and_traces_are_refused() -> None:
         run_backtest([0.0] * 30, BacktestSettings())
     with pytest.raises(BacktestError, match="can't evaluate the last"):
         run_backtest(STEP_TRACE, BacktestSettings(holdout_days=1))
+    with pytest.raises(BacktestError, match="planning quantiles must be in"):
+        run_backtest(STEP_TRACE, BacktestSettings(curve_quantiles=(0.5, 1.0)))
 
 
 # ---- the command line ----------------------------------------------------------------------------------
@@ -129,6 +200,15 @@ def test_the_command_prints_a_table_and_writes_json_and_a_png(tmp_path: Path) ->
     assert "under-provisioned minutes" in result.output and "replica-hours" in result.output
     written = json.loads(out_json.read_text())
     assert written["trace"] == str(trace) and written["autoscalers"]["hpa"]["under_provisioned_minutes"] == 2
+    # At lcp's cost the HPA runs at a lower target, short as often: lcp, ×2 per decision, is short 3 minutes.
+    assert (
+        "at equal cost" in result.output
+        and "goal (≤ 0.5× the HPA's under-provisioned minutes" in result.output
+    )
+    headline = written["equal_cost"]
+    assert headline["hpa_target_utilization"] < 0.8 and headline["ratio"] == 1.5
+    assert written["goal"]["met"] is False
+    assert [p["planning_quantile"] for p in written["curves"]["predictive"]] == [0.5, 0.7, 0.8, 0.9, 0.95]
     assert len(written["series"]["demand_rps"]) == 20 and written["settings"]["startup_s"] == 120
     assert out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -139,6 +219,8 @@ def test_the_command_prints_a_table_and_writes_json_and_a_png(tmp_path: Path) ->
         (["--trace", "/no/such/trace.csv"], "/no/such/trace.csv: no such file or directory"),
         (["--trace", "{bad}"], "can't read the trace: "),
         (["--trace", "{good}", "--startup", "-5"], "startup must be positive"),
+        (["--trace", "{good}", "--curve-quantiles", "0.5,high"], "curve quantiles must be numbers"),
+        (["--trace", "{good}", "--curve-quantiles", "0.5,1.5"], "planning quantiles must be in (0, 1)"),
         (
             ["--trace", "{good}", "--target-utilization", "1.5"],
             "target_utilization must be a number > 0 and ≤ 1",

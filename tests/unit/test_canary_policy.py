@@ -44,9 +44,11 @@ from policies.canary import (
     mann_whitney_u,
     measure,
     plan_problem,
+    replicas_for_exact_weights,
     score_phase,
     standard_plan,
     template_problem,
+    weight_line,
 )
 
 STANDARD_ANALYSIS = "analyse " + ", ".join(STANDARD_TEMPLATES["threshold"])
@@ -121,6 +123,60 @@ def test_current_weight_is_the_last_weight_set(index: int, weight: int) -> None:
 
 def test_current_weight_before_any_set_weight_is_zero() -> None:
     assert current_weight([Pause(None), SetWeight(30)], 0) == 0
+
+
+@pytest.mark.parametrize(
+    ("weights", "at_least", "total"),
+    [
+        ([10, 20, 50, 100], 4, 10),  # the standard plan: 10% needs a multiple of 10
+        ([10, 25, 100], 4, 20),  # 10% and 25%: a multiple of 20
+        ([25, 50, 100], 4, 4),  # 4 already splits exactly: kept
+        ([25, 50, 100], 6, 8),  # at least 6: the next multiple of 4
+        ([20, 100], 1, 5),
+        ([33, 100], 4, 100),  # 33% is exact only in hundreds
+        ([], 3, 3),  # no weights: nothing to make exact
+    ],
+)
+def test_exact_weights_take_the_fewest_replicas_that_split_into_every_weight(
+    weights: list[int], at_least: int, total: int
+) -> None:
+    steps: list[Step] = [SetWeight(w) for w in weights]
+    assert replicas_for_exact_weights([Pause(1), *steps], at_least) == total
+    for weight in weights:
+        assert total * weight % 100 == 0
+
+
+@pytest.mark.parametrize(
+    ("asked", "canary", "total", "line"),
+    [
+        (
+            10,
+            1,
+            4,
+            "canary at 25% of the traffic, 10% asked: 1 of 4 replicas (a multiple of 10 would make it exact)",
+        ),
+        (
+            20,
+            1,
+            4,
+            "canary at 25% of the traffic, 20% asked: 1 of 4 replicas (a multiple of 5 would make it exact)",
+        ),
+        (
+            50,
+            2,
+            3,
+            "canary at 66.7% of the traffic, 50% asked: 2 of 3 replicas "
+            "(a multiple of 2 would make it exact)",
+        ),
+        (10, 1, 10, "canary at 10%"),
+        (100, 4, 4, "canary at 100%"),
+        (10, None, None, "canary at 10%"),  # behind a traffic router the weight is the one asked for
+    ],
+)
+def test_the_history_says_the_weight_the_replicas_give(
+    asked: int, canary: int | None, total: int | None, line: str
+) -> None:
+    assert weight_line(asked, canary, total) == line
 
 
 GOOD = Analyze(("success-rate",), interval_s=10, count=3)
@@ -824,3 +880,27 @@ def test_a_guarded_metric_needs_enough_traffic(
     assert measured.phase is phase and said in measured.message
     unguarded = replace(GUARDED, guard=None)
     assert guarded_measure(unguarded, 1.8, None, 3.0).phase is FAIL
+
+
+@pytest.mark.parametrize(
+    ("target", "router", "refused"),
+    [("deployment", "replicas", False), ("deployment", "istio", True), ("model", "replicas", True)],
+)
+def test_exact_weights_are_for_a_deployment_behind_the_replica_router(
+    target: str, router: str, refused: bool
+) -> None:
+    from workflows.canary import MODELS_NAMESPACE, RolloutInput, input_problem
+
+    request = RolloutInput(
+        namespace=MODELS_NAMESPACE if target == "model" else "lab",
+        service="shop",
+        image="" if target == "model" else "lab.local/shop:v2",
+        version="v2",
+        steps=[SetWeight(10), SetWeight(100)],
+        templates={},
+        target=target,  # type: ignore[arg-type]
+        router=router,  # type: ignore[arg-type]
+        exact_weights=True,
+    )
+    problem = input_problem(request)
+    assert (problem or "").startswith("exact_weights is for a Deployment") if refused else problem is None

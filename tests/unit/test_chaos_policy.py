@@ -5,7 +5,10 @@ import math
 import pytest
 
 from policies.chaos import (
+    FROM_FAULT_END,
+    FROM_LAST_REPLACED_POD,
     FreezeWindow,
+    Recovery,
     SafetyInput,
     SafetyPolicy,
     pods_affected,
@@ -13,6 +16,7 @@ from policies.chaos import (
     probe_success_percentage,
     resilience_score,
     safety_problem,
+    time_to_recover,
 )
 
 NOW = 1_767_225_600.0  # 2026-01-01 00:00:00 UTC
@@ -276,3 +280,34 @@ def test_resilience_score(results: list[tuple[int, float]], expected: float) -> 
 def test_resilience_score_rejects_bad_results(results: list[tuple[int, float]], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         resilience_score(results)
+
+
+# A fault injected at NOW + 0.4 s, ended (cleanup done) at NOW + 30, the target steady again at NOW + 30.1.
+INJECTED, ENDED, STEADY = NOW + 0.4, NOW + 30.0, NOW + 30.1
+
+
+@pytest.mark.parametrize(
+    ("newest_created", "last_ready", "expected"),
+    [
+        # pod-delete: the last deleted pod's replacement was created at +20 and ready at +23 — long before
+        # the fault ended, which is what a measure from the fault's end (0.1 s) missed.
+        (NOW + 20, NOW + 23, Recovery(3.0, FROM_LAST_REPLACED_POD)),
+        # a replacement created in the injection's second counts (Kubernetes' timestamps are whole seconds)
+        (NOW, NOW + 2, Recovery(2.0, FROM_LAST_REPLACED_POD)),
+        # no pod replaced (a network loss, a CPU hog): from the fault's end to the steady state
+        (NOW - 3600, NOW - 3590, Recovery(0.1, FROM_FAULT_END)),
+        (None, None, Recovery(0.1, FROM_FAULT_END)),
+    ],
+)
+def test_time_to_recover_runs_from_the_last_disruption_to_full_readiness(
+    newest_created: float | None, last_ready: float | None, expected: Recovery
+) -> None:
+    got = time_to_recover(INJECTED, ENDED, STEADY, newest_created, last_ready)
+    assert got.measured_from == expected.measured_from
+    assert got.seconds == pytest.approx(expected.seconds)
+
+
+def test_a_recovery_says_what_it_was_measured_from() -> None:
+    described = Recovery(3.0, FROM_LAST_REPLACED_POD).describe()
+    assert described.startswith("recovered 3 s after the last disruption (from the newest pod replacing")
+    assert Recovery(0.1, FROM_FAULT_END).describe() == "back to steady state 0.1 s after the fault ended"

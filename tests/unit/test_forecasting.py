@@ -112,12 +112,16 @@ def test_a_forecast_at_a_point_uses_nothing_after_it() -> None:
     changed = values.copy()
     changed[1051:] *= 5
 
-    batch = forecaster.predict_at(timestamps, values, [1020, 1050])
-    batch_changed = forecaster.predict_at(timestamps, changed, [1020, 1050])
+    quantiles = [0.5, SETTINGS.planning_quantile, 0.95]
+    batch = forecaster.planned_peaks_at(timestamps, values, [1020, 1050], quantiles)
+    batch_changed = forecaster.planned_peaks_at(timestamps, changed, [1020, 1050], quantiles)
     alone = forecaster.predict(timestamps[:1051], values[:1051])
 
-    assert batch == batch_changed
-    assert batch[1] == alone
+    assert batch.tolist() == batch_changed.tolist()
+    assert batch[1, 1] == alone.peak_rps  # the planning quantile's peak is the one a forecast plans on
+    assert (np.diff(batch, axis=0) >= 0).all() and (
+        batch[2] > batch[0]
+    ).any()  # higher quantile, more headroom
 
 
 def test_missing_and_nan_points_take_the_value_before_them() -> None:
