@@ -1,18 +1,20 @@
 """Request and response bodies of the OpenAI-compatible routes, in OpenAI's shapes."""
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from api.assistant_schemas import MAX_GENERATED_TOKENS, AssistantRef, Stop
 from api.errors import ApiError
 from api.text import Name
+from policies.response_format import schema_problem
 
 # One-shot and durable turns take the same messages: at most this many (a long chat sent whole is a few
 # hundred), user messages not blank and at most LCP_CONVERSATION__MAX_MESSAGE_CHARS, system messages at
 # most as long as a conversation's system prompt. The body limit bounds the rest.
 MAX_MESSAGES = 2048
 MAX_SYSTEM_CHARS = 100_000
+MAX_CHOICES = 8  # n: each choice is a call to the model
 # Requests are strict: no coercion, so `true` is not 1 and "5" not 5; extra fields are ignored, as OpenAI's
 # SDKs and LibreChat send many.
 _LENIENT = ConfigDict(extra="allow", strict=True)
@@ -48,6 +50,11 @@ class ChatMessageIn(BaseModel):
 
     @model_validator(mode="after")
     def _tool_fields_fit_the_role(self) -> "ChatMessageIn":
+        if self.role == "function" or (self.model_extra or {}).get("function_call") is not None:
+            raise ValueError(
+                "function messages and function_call are OpenAI's deprecated function calling: send the "
+                "assistant's tool_calls and answer each with a tool message (tool_call_id)"
+            )
         if self.tool_calls and self.role != "assistant":
             raise ValueError(f"tool_calls belong on assistant messages, not on a {self.role} message")
         if self.role == "tool" and not self.tool_call_id:
@@ -87,6 +94,43 @@ class NamedToolChoice(BaseModel):
     function: NamedFunction
 
 
+class JsonSchemaFormat(BaseModel):
+    """The schema a structured reply must fit (OpenAI's `response_format.json_schema`)."""
+
+    model_config = ConfigDict(strict=True, populate_by_name=True)
+    name: str = Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$")
+    description: str | None = Field(default=None, max_length=10_000)
+    schema_: dict[str, Any] = Field(default_factory=dict, alias="schema")
+    strict: bool | None = None
+
+    @model_validator(mode="after")
+    def _schema_is_usable(self) -> "JsonSchemaFormat":
+        if problem := schema_problem(self.schema_, strict=bool(self.strict)):
+            raise ValueError(f"invalid schema {problem}")
+        return self
+
+
+class TextFormat(BaseModel):
+    model_config = ConfigDict(strict=True)
+    type: Literal["text"]
+
+
+class JsonObjectFormat(BaseModel):
+    model_config = ConfigDict(strict=True)
+    type: Literal["json_object"]
+
+
+class JsonSchemaResponseFormat(BaseModel):
+    model_config = ConfigDict(strict=True)
+    type: Literal["json_schema"]
+    json_schema: JsonSchemaFormat
+
+
+ResponseFormat = Annotated[
+    TextFormat | JsonObjectFormat | JsonSchemaResponseFormat, Field(discriminator="type")
+]
+
+
 class StreamOptions(BaseModel):
     model_config = _LENIENT
     include_usage: bool = False
@@ -113,6 +157,14 @@ class ChatCompletionRequest(BaseModel):
     metadata: dict[str, Any] | None = Field(
         default=None, description="metadata.conversation_id makes the turn durable, like X-Conversation-Id."
     )
+    conversation_id: str | None = Field(
+        default=None,
+        max_length=100,
+        description="Makes the turn durable, like X-Conversation-Id: for clients that drop `metadata` but "
+        "pass `extra_body` on (LangChain, litellm).",
+    )
+    functions: Any = Field(default=None, description="Refused (400): declare them in `tools`.")
+    function_call: Any = Field(default=None, description="Refused (400): use `tool_choice`.")
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, ge=0, le=1)
     max_tokens: int | None = Field(default=None, ge=1, le=MAX_GENERATED_TOKENS)
@@ -121,7 +173,13 @@ class ChatCompletionRequest(BaseModel):
     stop: Stop | None = None
     presence_penalty: float | None = Field(default=None, ge=-2, le=2)
     frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
-    n: int | None = Field(default=None, ge=1, le=1, description="Only one choice per request.")
+    n: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_CHOICES,
+        description=f"Choices to generate, at most {MAX_CHOICES}: each is its own call to the model, metered "
+        "as one. One-shot and whole only: a durable turn records one reply, a stream carries one choice.",
+    )
     tools: list[ToolDeclaration] | None = Field(
         default=None,
         max_length=128,
@@ -129,9 +187,19 @@ class ChatCompletionRequest(BaseModel):
         "`tool_calls`. One-shot requests only (not with a conversation ID or an assistant).",
     )
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    response_format: ResponseFormat | None = Field(
+        default=None,
+        description="Structured outputs: `json_object`, or `json_schema` (with `strict`) whose schema the "
+        "reply fits. Passed to the model's deployment; a durable turn's applies to that turn only.",
+    )
 
     @model_validator(mode="after")
     def _tool_choice_fits_the_tools(self) -> "ChatCompletionRequest":
+        if self.functions is not None or self.function_call is not None:
+            raise ValueError(
+                "functions and function_call are OpenAI's deprecated function calling: declare the "
+                'functions in tools ([{"type": "function", "function": {...}}]) and use tool_choice'
+            )
         names = [tool.function.name for tool in self.tools or []]
         if len(set(names)) != len(names):
             raise ValueError("tools declare a function name more than once")
@@ -153,8 +221,17 @@ class ChatCompletionRequest(BaseModel):
             return self.tool_choice.model_dump()
         return self.tool_choice
 
+    def turn_params(self) -> dict[str, Any]:
+        """This request's parameters for the endpoint: the generation parameters and response_format."""
+        wire = (
+            self.response_format.model_dump(by_alias=True, exclude_none=True)
+            if self.response_format
+            else None
+        )
+        return {**self.params(), **({"response_format": wire} if wire else {})}
+
     def params(self) -> dict[str, Any]:
-        """Generation parameters to pass on to the endpoint."""
+        """Generation parameters to pass on to the endpoint (a conversation keeps them for its turns)."""
         params = {
             "temperature": self.temperature,
             "top_p": self.top_p,

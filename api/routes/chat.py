@@ -7,8 +7,9 @@ import json
 import re
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator
-from typing import Annotated, Any
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Annotated, Any, cast
 
 import anyio
 from fastapi import APIRouter, Header
@@ -98,6 +99,21 @@ async def list_models(state: StateDep, session: SessionDep, caller: ClientDep) -
     return ModelList(data=models + assistants)
 
 
+@router.get("/models/{model_id:path}", response_model=Model, responses={404: ERRORS[404]})
+async def retrieve_model(model_id: str, state: StateDep, session: SessionDep, caller: ClientDep) -> Model:
+    """One model or assistant of GET /v1/models (OpenAI's `models.retrieve`); 404 for any other."""
+    listed = await list_models(state, session, caller)
+    found = next((model for model in listed.data if model.id == model_id), None)
+    if found is None:
+        raise ApiError(
+            404,
+            "model_not_found",
+            f"model {model_id[:200]!r} is not served to your tenant: GET /v1/models lists the ones that are",
+            param="model",
+        )
+    return found
+
+
 ConversationIdHeader = Annotated[
     str | None,
     Header(
@@ -118,21 +134,30 @@ async def chat_completions(
     idempotency_key: IdempotencyKey = None,
 ) -> Any:
     """OpenAI's chat completion, whole or streamed (`stream: true`). With a conversation ID (header
-    `X-Conversation-Id` or `metadata.conversation_id`) the turn is durable: the messages lcp already
-    recorded are recognised, the new user message and the reply are recorded exactly once.
+    `X-Conversation-Id`, `conversation_id` in the body, or `metadata.conversation_id`) the turn is
+    durable: the messages lcp already recorded are recognised, the new user message and the reply are
+    recorded exactly once.
 
     Instead of a model, an assistant (`assistant: {id, version?}`, or model `assistant:ID[@vN]`) may
     answer: its version's model, instructions, params and tools apply, and the turn is always durable
     (a new conversation when none is named, its ID in `X-Conversation-Id`), so it counts in the
     assistant's analytics."""
     check_message_limits(body, state.settings.conversation.max_message_chars)  # one-shot and durable alike
-    conversation_id = _given(x_conversation_id) or _given(_metadata_conversation_id(body))
+    conversation_id = (
+        _given(x_conversation_id) or _given(body.conversation_id) or _given(_metadata_conversation_id(body))
+    )
     messages = _messages(body)
     await _refuse_oversized(state, caller, body, messages)
     side_request = is_side_request([(m.role, m.content) for m in messages], body.stream)
     ref = _assistant_ref(body)
     if (ref or conversation_id) and not side_request:
-        _refuse_client_tools(body, "an assistant's turn" if ref else "a durable turn")
+        what = "an assistant's turn" if ref else "a durable turn"
+        _refuse_client_tools(body, what)
+        _refuse_choices(
+            body, f"{what} records one reply, so it takes n=1: send n > 1 without a conversation ID"
+        )
+    if body.stream:
+        _refuse_choices(body, "a stream carries one choice: send n > 1 without stream")
     if ref:
         if side_request:  # a title request: answered by the assistant's model, and not kept
             binding = await assistant_binding(
@@ -163,8 +188,15 @@ async def _refuse_oversized(
     estimate plus max_tokens (an assistant's instructions, or a conversation's summary, come on top)."""
     prompt = estimate_prompt_tokens(messages)
     max_tokens = body.params().get("max_tokens") or 0
+    choices = body.n or 1
     what = f"a prompt of about {prompt}" + (f" plus max_tokens {max_tokens}" if max_tokens else "")
-    await state.limiter.reserve(caller, prompt + max_tokens, what)
+    what += f", for each of {choices} choices" if choices > 1 else ""
+    await state.limiter.reserve(caller, (prompt + max_tokens) * choices, what)
+
+
+def _refuse_choices(body: ChatCompletionRequest, why: str) -> None:
+    if (body.n or 1) > 1:
+        raise ApiError(400, "InvalidRequest", f"n={body.n} is not supported here: {why}", param="n")
 
 
 def _refuse_client_tools(body: ChatCompletionRequest, what: str) -> None:
@@ -218,22 +250,30 @@ async def _one_shot(
 ) -> Any:
     tools, tool_choice = body.tool_declarations(), body.tool_choice_wire()
     if not body.stream:
-        try:
+
+        async def choice(index: int) -> ChatCompletionResult:
+            params = body.turn_params()
+            if index and "seed" in params:  # a seeded request's choices differ, reproducibly
+                params["seed"] = (params["seed"] + index) % 2**63
             result = await state.gateway.complete(
-                model, messages, body.params(), tools=tools, tool_choice=tool_choice
+                model, messages, params, tools=tools, tool_choice=tool_choice
             )
-        except InferenceFailure as err:
+            _meter(state, caller, model, result.prompt_tokens, result.completion_tokens)
+            return result
+
+        try:
+            async with asyncio.TaskGroup() as group:  # one failed choice cancels the others
+                tasks = [group.create_task(choice(index)) for index in range(body.n or 1)]
+        except* InferenceFailure as failures:
+            err = cast(InferenceFailure, failures.exceptions[0])
             COMPLETIONS.labels("one-shot", "false", model, err.type or "error").inc()
             raise _gateway_error(err) from err
-        _meter(state, caller, model, result.prompt_tokens, result.completion_tokens)
         COMPLETIONS.labels("one-shot", "false", model, "ok").inc()
-        completion_id = f"chatcmpl-{uuid.uuid4().hex}"
-        content = _completion(
-            completion_id, result.model, result.content, result, result.finish_reason, result.tool_calls
-        )
+        results = [task.result() for task in tasks]
+        content = _completion(f"chatcmpl-{uuid.uuid4().hex}", results[0].model, results)
         return JSONResponse(content, headers={"X-Lcp-Mode": "one-shot"})
 
-    stream = state.gateway.stream(model, messages, body.params(), tools=tools, tool_choice=tool_choice)
+    stream = state.gateway.stream(model, messages, body.turn_params(), tools=tools, tool_choice=tool_choice)
     try:
         first = await anext(stream)  # endpoint errors before the first token are HTTP errors
     except InferenceFailure as err:
@@ -311,11 +351,12 @@ async def _durable(
         join_existing=True,  # every turn may be the first: start the conversation or join it
         system_prompt=system,
         params=body.params(),
+        principal=body.user or caller.subject,
     )
     turn = ChatTurn(
         history=[m for m in messages if m.role != "system"],
         model=body.model,
-        params=body.params(),
+        params=body.turn_params(),  # recorded with the turn; the conversation keeps only params()
         stream_channel=uuid.uuid4().hex if body.stream else None,
     )
     return await _run_turn(state, caller, body, body.model, conversation_id, start, turn, idempotency_key)
@@ -358,11 +399,16 @@ async def _assistant_turn(
         )
     turn = ChatTurn(
         history=[m for m in messages if m.role != "system"],
+        # The version's params stand; only the turn's own response_format is the request's.
+        params={k: v for k, v in body.turn_params().items() if k == "response_format"},
         stream_channel=uuid.uuid4().hex if body.stream else None,
         assistant_id=ref.id,
     )
     label = f"{ASSISTANT_MODEL_PREFIX}{ref.id}"
-    return await _run_turn(state, caller, body, label, conversation_id, start, turn, idempotency_key)
+    asked = body.model or label  # the reply names the assistant as asked for; its version is a header
+    return await _run_turn(
+        state, caller, body, label, conversation_id, start, turn, idempotency_key, answered_as=asked
+    )
 
 
 def _check_durable(conversation_id: str, messages: list[ChatMessage]) -> None:
@@ -392,9 +438,11 @@ async def _run_turn(
     start: WithStartWorkflowOperation[Any, Any] | None,
     turn: ChatTurn,
     idempotency_key: str | None,
+    answered_as: str | None = None,
 ) -> Any:
     """Send the turn to the conversation's workflow (started first when `start` is given) and answer
-    with the recorded reply, whole or streamed. `model` names the request in metrics and chunks."""
+    with the recorded reply, whole or streamed. `model` names the request in metrics; `answered_as`
+    (an assistant's name as the client gave it) the reply, else the model that wrote it."""
     key = update_id("chat", idempotency_key)
     handle = state.temporal.get_workflow_handle(workflow_id(caller.tenant, conversation_id))
     headers = {"X-Conversation-Id": conversation_id, "X-Lcp-Mode": "durable"}
@@ -412,7 +460,8 @@ async def _run_turn(
             result: TurnResult = await metered_turn(state, caller, call, charge=not repeat, model=model)
         reply = result.reply
         COMPLETIONS.labels("durable", "false", model, "ok").inc()
-        content = _completion(f"chatcmpl-{reply.id}", reply.model or model, reply.content, reply, "stop")
+        shown = answered_as or reply.model or model
+        content = _completion(f"chatcmpl-{reply.id}", shown, [_Reply(reply.content, reply)])
         if reply.assistant_version:
             headers["X-Assistant-Version"] = reply.assistant_version
         return JSONResponse(content, headers={**headers, "X-Message-Id": reply.id})
@@ -441,7 +490,9 @@ async def _run_turn(
     if not repeat:
         charge_when_done(state, caller, ending, model)
     return StreamingResponse(
-        _durable_events(model, conversation_id, ending, queue, subscription, body, keep=not repeat),
+        _durable_events(
+            answered_as or model, conversation_id, ending, queue, subscription, body, keep=not repeat
+        ),
         media_type="text/event-stream",
         headers={**SSE_HEADERS, **headers},
     )
@@ -580,16 +631,30 @@ def _gateway_error(err: InferenceFailure) -> ApiError:
     return ApiError(err.status, err.type or "EndpointError", str(err.message), headers=headers)
 
 
+@dataclass
+class _Reply:
+    """A recorded reply as a choice: the text, and the token counts of the record."""
+
+    content: str
+    usage: Any
+    finish_reason: str = "stop"
+    tool_calls: list[dict[str, Any]] | None = None
+
+    @property
+    def prompt_tokens(self) -> int:
+        return int(self.usage.prompt_tokens or 0)
+
+    @property
+    def completion_tokens(self) -> int:
+        return int(self.usage.completion_tokens or 0)
+
+
 def _completion(
-    completion_id: str,
-    model: str,
-    content: str,
-    usage: Any,
-    finish_reason: str,
-    tool_calls: list[dict[str, Any]] | None = None,
+    completion_id: str, model: str, choices: Sequence[ChatCompletionResult | _Reply]
 ) -> dict[str, Any]:
-    prompt, completion = usage.prompt_tokens or 0, usage.completion_tokens or 0
-    message = wire_message(ChatMessage("assistant", content, tool_calls))
+    """A chat.completion of one choice or several (n), whose usage adds up every choice's call."""
+    prompt = sum(choice.prompt_tokens for choice in choices)
+    completion = sum(choice.completion_tokens for choice in choices)
     return {
         "id": completion_id,
         "object": "chat.completion",
@@ -597,11 +662,12 @@ def _completion(
         "model": model,
         "choices": [
             {
-                "index": 0,
-                "message": message,
-                "finish_reason": finish_reason,
+                "index": index,
+                "message": wire_message(ChatMessage("assistant", choice.content, choice.tool_calls)),
+                "finish_reason": choice.finish_reason,
                 "logprobs": None,
             }
+            for index, choice in enumerate(choices)
         ],
         "usage": {
             "prompt_tokens": prompt,

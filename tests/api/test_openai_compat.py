@@ -1,0 +1,192 @@
+"""OpenAI compatibility beyond plain chat, with the official `openai` SDK: structured outputs (one-shot,
+streamed, durable), n choices, models.retrieve, the conversation id in the body, legacy function calling
+refused, and refused first turns that start nothing."""
+
+import json
+import uuid
+from typing import Any, Literal
+
+import httpx
+import openai
+import pytest
+from pydantic import BaseModel, Field
+from temporalio.client import Client
+from temporalio.service import RPCError, RPCStatusCode
+
+from tests.api.test_openai_api import _conversation, _durable, api_url, key, sdk  # noqa: F401 (fixtures)
+from workflows.conversation import workflow_id
+
+ASK: Any = [{"role": "user", "content": "file a ticket about the printer"}]
+
+
+class Ticket(BaseModel):
+    title: str = Field(min_length=5, max_length=60)
+    priority: Literal["low", "high"]
+    votes: int = Field(ge=1, le=5)
+    tags: list[str]
+
+
+async def test_structured_outputs_round_trip_one_shot_streamed_and_durable(
+    api_url: str,  # noqa: F811
+    key: str,  # noqa: F811
+    sdk: openai.AsyncOpenAI,  # noqa: F811
+) -> None:
+    whole = await sdk.chat.completions.parse(model="sim-zero", messages=ASK, response_format=Ticket)
+    assert isinstance(whole.choices[0].message.parsed, Ticket)
+
+    async with sdk.chat.completions.stream(model="sim-zero", messages=ASK, response_format=Ticket) as stream:
+        streamed = await stream.get_final_completion()
+    assert isinstance(streamed.choices[0].message.parsed, Ticket)
+
+    free = await sdk.chat.completions.create(
+        model="sim-zero", messages=ASK, response_format={"type": "json_object"}
+    )
+    assert isinstance(json.loads(free.choices[0].message.content or ""), dict)
+
+    conversation_id = f"so-{uuid.uuid4().hex[:8]}"
+    durable = await sdk.chat.completions.parse(
+        model="sim-zero", messages=ASK, response_format=Ticket, extra_headers=_durable(conversation_id)
+    )
+    ticket = durable.choices[0].message.parsed
+    assert isinstance(ticket, Ticket)
+    recorded = (await _conversation(api_url, key, conversation_id)).json()["messages"]
+    assert Ticket.model_validate_json(recorded[-1]["content"]) == ticket
+    # The format was that turn's: the next one, without it, is text again.
+    follow_up: Any = [*ASK, {"role": "assistant", "content": recorded[-1]["content"]}]
+    follow_up.append({"role": "user", "content": "[echo] thanks"})
+    text = await sdk.chat.completions.create(
+        model="sim-zero", messages=follow_up, extra_headers=_durable(conversation_id)
+    )
+    assert text.choices[0].message.content == "thanks"
+
+
+async def test_bad_schemas_are_400s_naming_the_path(sdk: openai.AsyncOpenAI) -> None:  # noqa: F811
+    loose = {"type": "object", "properties": {"a": {"type": "string"}}, "required": ["a"]}
+    cases = [
+        (
+            {"name": "t", "schema": loose, "strict": True},
+            '#: with strict, an object needs "additionalProperties"',
+        ),
+        (
+            {"name": "t", "schema": {"type": "object", "properties": {"a": {"type": 3}}}},
+            "at #/properties/a/type",
+        ),
+        ({"name": "t", "schema": {"$ref": "https://example.com/s.json"}}, "nothing is fetched"),
+        # Well formed, but not what the simulator can build: its own 400, passed on.
+        ({"name": "t", "schema": {"type": "string", "pattern": "^x+$"}}, "at #/pattern"),
+    ]
+    for json_schema, where in cases:
+        with pytest.raises(openai.BadRequestError) as refused:
+            await sdk.chat.completions.create(
+                model="sim-zero",
+                messages=ASK,
+                response_format={"type": "json_schema", "json_schema": json_schema},  # type: ignore[typeddict-item]
+            )
+        assert where in refused.value.message, refused.value.message
+
+
+async def test_n_choices_one_shot_and_refused_where_one_reply_is_kept(
+    sdk: openai.AsyncOpenAI,  # noqa: F811
+) -> None:
+    several = await sdk.chat.completions.create(model="sim-zero", messages=ASK, n=3, seed=5)
+    assert [choice.index for choice in several.choices] == [0, 1, 2]
+    assert len({choice.message.content for choice in several.choices}) == 3  # each its own sample
+    assert several.usage is not None and several.usage.prompt_tokens > 0
+    again = await sdk.chat.completions.create(model="sim-zero", messages=ASK, n=3, seed=5)
+    assert [c.message.content for c in again.choices] == [c.message.content for c in several.choices]
+
+    with pytest.raises(openai.BadRequestError, match="records one reply"):
+        await sdk.chat.completions.create(
+            model="sim-zero", messages=ASK, n=2, extra_headers=_durable(f"n-{uuid.uuid4().hex[:8]}")
+        )
+    with pytest.raises(openai.BadRequestError, match="a stream carries one choice"):
+        await sdk.chat.completions.create(model="sim-zero", messages=ASK, n=2, stream=True)
+    with pytest.raises(openai.BadRequestError, match="n: Input should be less than or equal to 8"):
+        await sdk.chat.completions.create(model="sim-zero", messages=ASK, n=9)
+
+
+async def test_models_retrieve_is_tenant_scoped(api_url: str, mint_key: Any) -> None:  # noqa: F811
+    acme = openai.AsyncOpenAI(base_url=f"{api_url}/v1", api_key=await mint_key(tenant="acme"), max_retries=0)
+    other = openai.AsyncOpenAI(base_url=f"{api_url}/v1", api_key=await mint_key(), max_retries=0)
+    assert (await acme.models.retrieve("acme-only")).id == "acme-only"
+    assert (await other.models.retrieve("sim-zero")).object == "model"
+    for missing in ("acme-only", "no-such-model", "a/b/c"):
+        with pytest.raises(openai.NotFoundError, match="not served to your tenant"):
+            await other.models.retrieve(missing)
+
+
+async def test_legacy_function_calling_is_refused_pointing_at_tools(sdk: openai.AsyncOpenAI) -> None:  # noqa: F811
+    function = {"name": "lookup", "parameters": {"type": "object", "properties": {}}}
+    requests: list[dict[str, Any]] = [
+        {"functions": [function]},
+        {"function_call": "auto"},
+        {
+            "messages": [
+                *ASK,
+                {
+                    "role": "assistant",
+                    "content": None,
+                    "function_call": {"name": "lookup", "arguments": "{}"},
+                },
+                {"role": "function", "name": "lookup", "content": "{}"},
+            ]
+        },
+    ]
+    for extra in requests:
+        body = {"model": "sim-zero", "messages": ASK, **extra}
+        with pytest.raises(openai.BadRequestError, match="deprecated function calling") as refused:
+            await sdk.chat.completions.create(**body)
+        assert "tool" in refused.value.message
+
+
+async def test_conversation_id_in_the_body_makes_the_turn_durable_and_names_the_principal(
+    api_url: str,  # noqa: F811
+    key: str,  # noqa: F811
+    sdk: openai.AsyncOpenAI,  # noqa: F811
+    client: Client,
+) -> None:
+    conversation_id = f"body-{uuid.uuid4().hex[:8]}"
+    raw = await sdk.chat.completions.with_raw_response.create(
+        model="sim-zero",
+        messages=[{"role": "user", "content": "[echo] kept"}],
+        user="alice",
+        extra_body={"conversation_id": conversation_id},
+    )
+    assert raw.headers["X-Lcp-Mode"] == "durable" and raw.headers["X-Conversation-Id"] == conversation_id
+    assert (await _conversation(api_url, key, conversation_id)).status_code == 200
+    handle = client.get_workflow_handle(workflow_id("default", conversation_id))
+    started = [event async for event in handle.fetch_history_events()][0]
+    payload = started.workflow_execution_started_event_attributes.input.payloads[0]
+    assert json.loads(payload.data)["principal"] == "alice"
+
+
+async def test_a_refused_first_turn_starts_no_conversation(
+    api_url: str,  # noqa: F811
+    key: str,  # noqa: F811
+    sdk: openai.AsyncOpenAI,  # noqa: F811
+    client: Client,
+) -> None:
+    for content in ("   ", "\n\t"):
+        with pytest.raises(openai.UnprocessableEntityError, match="empty or whitespace only"):
+            await sdk.chat.completions.create(
+                model="sim-zero", messages=[{"role": "user", "content": content}]
+            )
+        conversation_id = f"refused-{uuid.uuid4().hex[:8]}"
+        with pytest.raises(openai.UnprocessableEntityError, match="empty or whitespace only"):
+            await sdk.chat.completions.create(
+                model="sim-zero",
+                messages=[{"role": "user", "content": content}],
+                extra_headers=_durable(conversation_id),
+            )
+        assert (await _conversation(api_url, key, conversation_id)).status_code == 404
+        with pytest.raises(RPCError) as missing:
+            await client.get_workflow_handle(workflow_id("default", conversation_id)).describe()
+        assert missing.value.status == RPCStatusCode.NOT_FOUND
+
+
+async def test_the_openapi_document_describes_the_new_fields(api_url: str) -> None:  # noqa: F811
+    async with httpx.AsyncClient(base_url=api_url) as http:
+        spec = (await http.get("/openapi.json")).json()
+    assert "/v1/models/{model_id}" in spec["paths"]
+    request = spec["components"]["schemas"]["ChatCompletionRequest"]["properties"]
+    assert {"response_format", "conversation_id", "n"} <= set(request)
