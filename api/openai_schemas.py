@@ -15,6 +15,7 @@ from policies.response_format import schema_problem
 MAX_MESSAGES = 2048
 MAX_SYSTEM_CHARS = 100_000
 MAX_CHOICES = 8  # n: each choice is a call to the model
+MAX_EMBEDDING_INPUTS = 2048  # texts in one embeddings request, as OpenAI allows
 # Requests are strict: no coercion, so `true` is not 1 and "5" not 5; extra fields are ignored, as OpenAI's
 # SDKs and LibreChat send many.
 _LENIENT = ConfigDict(extra="allow", strict=True)
@@ -292,6 +293,45 @@ class ChatCompletion(BaseModel):
     choices: list[Choice]
     usage: Usage
     system_fingerprint: str | None = None
+
+
+class EmbeddingRequest(BaseModel):
+    """What OpenAI's embeddings API takes: text inputs (token arrays are not supported)."""
+
+    model_config = _LENIENT
+    model: Name = Field(max_length=200, description="A model of kind `embedding` (see GET /v1/models).")
+    input: str | list[Annotated[str, Field(min_length=1)]] = Field(
+        min_length=1, max_length=MAX_EMBEDDING_INPUTS, description="A text, or a list of texts."
+    )
+    encoding_format: Literal["float", "base64"] | None = None
+    dimensions: int | None = Field(default=None, ge=1, le=65_536)
+    user: Name | None = Field(default=None, max_length=200)
+
+    def texts(self) -> list[str]:
+        return [self.input] if isinstance(self.input, str) else self.input
+
+    def params(self) -> dict[str, Any]:
+        """What goes to the endpoint besides the model and the input."""
+        params = {"encoding_format": self.encoding_format, "dimensions": self.dimensions}
+        return {key: value for key, value in params.items() if value is not None}
+
+
+class Embedding(BaseModel):
+    object: Literal["embedding"] = "embedding"
+    index: int
+    embedding: list[float] | str
+
+
+class EmbeddingUsage(BaseModel):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class EmbeddingList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[Embedding]
+    model: str
+    usage: EmbeddingUsage
 
 
 class Model(BaseModel):

@@ -16,12 +16,14 @@ Replies are deterministic simulations, not a model's thoughts:
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import json
 import logging
 import math
 import random
 import re
+import struct
 import time
 import uuid
 from collections import Counter, OrderedDict
@@ -50,6 +52,8 @@ logger = logging.getLogger(__name__)
 FINGERPRINT = "lcp-simulator"
 MODEL_DESCRIPTION = "simulated model (lcp LLM simulator) — not a real inference endpoint"
 ECHO_MARKER = "[echo]"
+EMBEDDING_MODELS = {"sim-embed": 64}  # embedding models the simulator serves, and their dimensions
+MAX_EMBEDDING_INPUTS = 2048  # OpenAI's limit on the inputs of one request
 TIMEOUT_HOLD_S = 600.0  # how long a "timeout" fault holds a request (ends early on disconnect)
 MESSAGE_OVERHEAD_TOKENS = 4  # simulated tokens per message for the role and separators
 
@@ -136,6 +140,33 @@ and or but so because while after before when where then also very often still j
 
 
 # ---- request bodies ---------------------------------------------------------------------------
+
+
+class EmbeddingRequest(BaseModel):
+    """What OpenAI's embeddings API takes (text inputs; token arrays are not simulated)."""
+
+    model: str
+    input: str | list[str] = Field(min_length=1)
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _inputs_fit(self) -> EmbeddingRequest:
+        if isinstance(self.input, list) and len(self.input) > MAX_EMBEDDING_INPUTS:
+            raise ValueError(f"input takes at most {MAX_EMBEDDING_INPUTS} texts")
+        return self
+
+    def texts(self) -> list[str]:
+        return [self.input] if isinstance(self.input, str) else self.input
+
+
+def embedding(model: str, text: str, dimensions: int) -> list[float]:
+    """A unit vector that is a pure function of (model, text, dimensions)."""
+    key = json.dumps([model, text, dimensions]).encode("utf-8", "surrogatepass")
+    rng = random.Random(hashlib.sha256(key).digest())
+    vector = [rng.gauss(0.0, 1.0) for _ in range(dimensions)]
+    norm = math.sqrt(sum(value * value for value in vector)) or 1.0
+    return [value / norm for value in vector]
 
 
 class TextPart(BaseModel):
@@ -991,13 +1022,43 @@ def create_app(profiles: dict[str, ModelProfile] | None = None, *, seed: int | N
 
     @app.get("/v1/models")
     async def list_models() -> dict[str, object]:
-        return {"object": "list", "data": [model_entry(name) for name in sim.models]}
+        return {"object": "list", "data": [model_entry(name) for name in [*sim.models, *EMBEDDING_MODELS]]}
 
     @app.get("/v1/models/{model}")
     async def get_model(model: str) -> Response:
-        if model not in sim.models:
+        if model not in sim.models and model not in EMBEDDING_MODELS:
             return _error(404, f"The model '{model}' does not exist.", code="model_not_found")
         return JSONResponse(model_entry(model))
+
+    @app.post("/v1/embeddings")
+    async def embeddings(request: Request) -> Response:
+        """Deterministic unit vectors: the same text always gets the same embedding."""
+        try:
+            req = EmbeddingRequest.model_validate(await request.json())
+        except ValueError as exc:  # not JSON, or a ValidationError
+            message, param = (
+                _validation_message(exc) if isinstance(exc, ValidationError) else (str(exc), None)
+            )
+            return _error(400, f"Invalid request: {message}", param=param)
+        dimensions = EMBEDDING_MODELS.get(req.model)
+        if dimensions is None:
+            known = ", ".join(EMBEDDING_MODELS)
+            message = (
+                f"The model '{req.model}' does not exist or is not an embedding model (these are: {known})."
+            )
+            return _error(404, message, code="model_not_found", param="model")
+        if req.dimensions is not None and req.dimensions > dimensions:
+            return _error(400, f"dimensions must be at most {dimensions} for {req.model}", param="dimensions")
+        data = []
+        for index, text in enumerate(req.texts()):
+            vector = embedding(req.model, text, req.dimensions or dimensions)
+            encoded: object = vector
+            if req.encoding_format == "base64":
+                encoded = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+            data.append({"object": "embedding", "index": index, "embedding": encoded})
+        tokens = sum(len(text.split()) for text in req.texts())
+        usage = {"prompt_tokens": tokens, "total_tokens": tokens}
+        return JSONResponse({"object": "list", "data": data, "model": req.model, "usage": usage})
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:

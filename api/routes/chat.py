@@ -55,6 +55,7 @@ from inference.gateway import (
 from inference.token_relay import Delta
 from policies.access import Principal
 from policies.conversation import is_side_request
+from policies.models import ModelRoute
 from store import crud
 from workflows.assistant import ARCHIVED
 from workflows.conversation import ChatTurn, ConversationWorkflow, TurnResult, workflow_id
@@ -97,6 +98,19 @@ async def list_models(state: StateDep, session: SessionDep, caller: ClientDep) -
         if row.state != ARCHIVED and (row.live_version or row.experiment)
     ]
     return ModelList(data=models + assistants)
+
+
+def served_route(state: AppState, caller: Principal, model: str) -> ModelRoute:
+    """The models policy's route for `model`; 404 when the caller's tenant may not use it."""
+    route = state.gateway.routes.get(model)
+    if route is None or not route.serves(caller.tenant):
+        raise ApiError(
+            404,
+            "model_not_found",
+            f"model {model[:200]!r} is not served to your tenant: GET /v1/models lists the ones that are",
+            param="model",
+        )
+    return route
 
 
 @router.get("/models/{model_id:path}", response_model=Model, responses={404: ERRORS[404]})
@@ -167,12 +181,12 @@ async def chat_completions(
         return await _assistant_turn(
             state, session, caller, body, ref, conversation_id, messages, idempotency_key
         )
-    route = state.gateway.routes.get(body.model)
-    if route is None or not route.serves(caller.tenant):
+    route = served_route(state, caller, body.model)
+    if route.kind != "chat":
         raise ApiError(
-            404,
-            "model_not_found",
-            f"model {body.model!r} is not served to your tenant: GET /v1/models lists the ones that are",
+            400,
+            "InvalidRequest",
+            f"model {body.model!r} is an {route.kind} model: send it to POST /v1/embeddings",
             param="model",
         )
     if conversation_id and not side_request:
@@ -267,7 +281,7 @@ async def _one_shot(
         except* InferenceFailure as failures:
             err = cast(InferenceFailure, failures.exceptions[0])
             COMPLETIONS.labels("one-shot", "false", model, err.type or "error").inc()
-            raise _gateway_error(err) from err
+            raise gateway_error(err) from err
         COMPLETIONS.labels("one-shot", "false", model, "ok").inc()
         results = [task.result() for task in tasks]
         content = _completion(f"chatcmpl-{uuid.uuid4().hex}", results[0].model, results)
@@ -278,7 +292,7 @@ async def _one_shot(
         first = await anext(stream)  # endpoint errors before the first token are HTTP errors
     except InferenceFailure as err:
         COMPLETIONS.labels("one-shot", "true", model, err.type or "error").inc()
-        raise _gateway_error(err) from err
+        raise gateway_error(err) from err
     return StreamingResponse(
         _one_shot_events(state, caller, body, model, messages, first, stream),
         media_type="text/event-stream",
@@ -626,7 +640,7 @@ def _meter(state: AppState, caller: Principal, model: str, prompt: int, completi
     meter(state, caller, model, prompt, completion)
 
 
-def _gateway_error(err: InferenceFailure) -> ApiError:
+def gateway_error(err: InferenceFailure) -> ApiError:
     headers = {"Retry-After": str(max(1, int(err.retry_after.total_seconds())))} if err.retry_after else None
     return ApiError(err.status, err.type or "EndpointError", str(err.message), headers=headers)
 

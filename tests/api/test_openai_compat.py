@@ -4,19 +4,60 @@ refused, and refused first turns that start nothing."""
 
 import json
 import uuid
-from typing import Any, Literal
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any, Literal, cast
 
 import httpx
 import openai
 import pytest
+from prometheus_client import REGISTRY
 from pydantic import BaseModel, Field
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
-from tests.api.test_openai_api import _conversation, _durable, api_url, key, sdk  # noqa: F401 (fixtures)
+from api.app import create_app
+from settings import Settings
+from tests.api.conftest import MintKey
+from tests.api.test_openai_api import MODELS, _conversation, _durable
+from tests.http_server import serve_in_thread
 from workflows.conversation import workflow_id
 
+EMBEDDING_MODELS = """
+  - name: embed
+    kind: embedding
+    base_url: {llm}
+    upstream_model: sim-embed
+  - name: acme-embed
+    kind: embedding
+    base_url: {llm}
+    upstream_model: sim-embed
+    tenants: [acme]
+"""
+
 ASK: Any = [{"role": "user", "content": "file a ticket about the printer"}]
+
+
+@pytest.fixture
+async def api_url(settings: Settings, tmp_path: Path) -> AsyncIterator[str]:
+    """The API with test_openai_api's models policy and two embedding models (one for tenant acme)."""
+    policy = tmp_path / "models.yaml"
+    policy.write_text((MODELS + EMBEDDING_MODELS).format(llm=settings.llm_url))
+    settings.models_file = policy
+    settings.conversation.task_queue = f"conversations-{uuid.uuid4().hex[:8]}"
+    settings.api.with_worker = True
+    with serve_in_thread(create_app(settings)) as url:
+        yield url
+
+
+@pytest.fixture
+async def key(mint_key: MintKey) -> str:
+    return await mint_key()
+
+
+@pytest.fixture
+def sdk(api_url: str, key: str) -> openai.AsyncOpenAI:
+    return openai.AsyncOpenAI(base_url=f"{api_url}/v1", api_key=key, max_retries=0)
 
 
 class Ticket(BaseModel):
@@ -27,9 +68,9 @@ class Ticket(BaseModel):
 
 
 async def test_structured_outputs_round_trip_one_shot_streamed_and_durable(
-    api_url: str,  # noqa: F811
-    key: str,  # noqa: F811
-    sdk: openai.AsyncOpenAI,  # noqa: F811
+    api_url: str,
+    key: str,
+    sdk: openai.AsyncOpenAI,
 ) -> None:
     whole = await sdk.chat.completions.parse(model="sim-zero", messages=ASK, response_format=Ticket)
     assert isinstance(whole.choices[0].message.parsed, Ticket)
@@ -60,7 +101,7 @@ async def test_structured_outputs_round_trip_one_shot_streamed_and_durable(
     assert text.choices[0].message.content == "thanks"
 
 
-async def test_bad_schemas_are_400s_naming_the_path(sdk: openai.AsyncOpenAI) -> None:  # noqa: F811
+async def test_bad_schemas_are_400s_naming_the_path(sdk: openai.AsyncOpenAI) -> None:
     loose = {"type": "object", "properties": {"a": {"type": "string"}}, "required": ["a"]}
     cases = [
         (
@@ -80,13 +121,13 @@ async def test_bad_schemas_are_400s_naming_the_path(sdk: openai.AsyncOpenAI) -> 
             await sdk.chat.completions.create(
                 model="sim-zero",
                 messages=ASK,
-                response_format={"type": "json_schema", "json_schema": json_schema},  # type: ignore[typeddict-item]
+                response_format=cast(Any, {"type": "json_schema", "json_schema": json_schema}),
             )
         assert where in refused.value.message, refused.value.message
 
 
 async def test_n_choices_one_shot_and_refused_where_one_reply_is_kept(
-    sdk: openai.AsyncOpenAI,  # noqa: F811
+    sdk: openai.AsyncOpenAI,
 ) -> None:
     several = await sdk.chat.completions.create(model="sim-zero", messages=ASK, n=3, seed=5)
     assert [choice.index for choice in several.choices] == [0, 1, 2]
@@ -105,7 +146,7 @@ async def test_n_choices_one_shot_and_refused_where_one_reply_is_kept(
         await sdk.chat.completions.create(model="sim-zero", messages=ASK, n=9)
 
 
-async def test_models_retrieve_is_tenant_scoped(api_url: str, mint_key: Any) -> None:  # noqa: F811
+async def test_models_retrieve_is_tenant_scoped(api_url: str, mint_key: MintKey) -> None:
     acme = openai.AsyncOpenAI(base_url=f"{api_url}/v1", api_key=await mint_key(tenant="acme"), max_retries=0)
     other = openai.AsyncOpenAI(base_url=f"{api_url}/v1", api_key=await mint_key(), max_retries=0)
     assert (await acme.models.retrieve("acme-only")).id == "acme-only"
@@ -115,7 +156,7 @@ async def test_models_retrieve_is_tenant_scoped(api_url: str, mint_key: Any) -> 
             await other.models.retrieve(missing)
 
 
-async def test_legacy_function_calling_is_refused_pointing_at_tools(sdk: openai.AsyncOpenAI) -> None:  # noqa: F811
+async def test_legacy_function_calling_is_refused_pointing_at_tools(sdk: openai.AsyncOpenAI) -> None:
     function = {"name": "lookup", "parameters": {"type": "object", "properties": {}}}
     requests: list[dict[str, Any]] = [
         {"functions": [function]},
@@ -140,9 +181,9 @@ async def test_legacy_function_calling_is_refused_pointing_at_tools(sdk: openai.
 
 
 async def test_conversation_id_in_the_body_makes_the_turn_durable_and_names_the_principal(
-    api_url: str,  # noqa: F811
-    key: str,  # noqa: F811
-    sdk: openai.AsyncOpenAI,  # noqa: F811
+    api_url: str,
+    key: str,
+    sdk: openai.AsyncOpenAI,
     client: Client,
 ) -> None:
     conversation_id = f"body-{uuid.uuid4().hex[:8]}"
@@ -161,9 +202,9 @@ async def test_conversation_id_in_the_body_makes_the_turn_durable_and_names_the_
 
 
 async def test_a_refused_first_turn_starts_no_conversation(
-    api_url: str,  # noqa: F811
-    key: str,  # noqa: F811
-    sdk: openai.AsyncOpenAI,  # noqa: F811
+    api_url: str,
+    key: str,
+    sdk: openai.AsyncOpenAI,
     client: Client,
 ) -> None:
     for content in ("   ", "\n\t"):
@@ -184,9 +225,53 @@ async def test_a_refused_first_turn_starts_no_conversation(
         assert missing.value.status == RPCStatusCode.NOT_FOUND
 
 
-async def test_the_openapi_document_describes_the_new_fields(api_url: str) -> None:  # noqa: F811
+async def test_the_openapi_document_describes_the_new_fields(api_url: str) -> None:
     async with httpx.AsyncClient(base_url=api_url) as http:
         spec = (await http.get("/openapi.json")).json()
     assert "/v1/models/{model_id}" in spec["paths"]
     request = spec["components"]["schemas"]["ChatCompletionRequest"]["properties"]
     assert {"response_format", "conversation_id", "n"} <= set(request)
+
+
+async def test_embeddings_through_the_gateway_metered_and_tenant_scoped(
+    api_url: str, sdk: openai.AsyncOpenAI, mint_key: MintKey
+) -> None:
+    texts = ["the printer is on fire", "the printer is on fire", "all is well"]
+    # Unasked, the SDK asks for base64 and decodes it; floats when asked for.
+    for encoding in ({}, {"encoding_format": "float"}):
+        result = await sdk.embeddings.create(model="embed", input=texts, **encoding)  # type: ignore[arg-type]
+        vectors = [item.embedding for item in result.data]
+        assert [item.index for item in result.data] == [0, 1, 2] and result.model == "embed"
+        assert len(vectors[0]) == 64 and vectors[0] == vectors[1] != vectors[2]
+        assert abs(sum(value * value for value in vectors[0]) - 1) < 1e-3  # unit vectors
+        assert result.usage.prompt_tokens == 13
+    assert len((await sdk.embeddings.create(model="embed", input="one", dimensions=8)).data[0].embedding) == 8
+    tokens = REGISTRY.get_sample_value(
+        "lcp_tokens_total", {"tenant": "default", "model": "embed", "kind": "prompt"}
+    )
+    assert tokens is not None and tokens >= 13 * 2 + 1
+
+    assert {m.id for m in (await sdk.models.list()).data} >= {"embed", "sim-zero"}
+    with pytest.raises(openai.BadRequestError, match="not an embedding model"):
+        await sdk.embeddings.create(model="sim-zero", input="hi")
+    with pytest.raises(openai.BadRequestError, match="is an embedding model: send it to POST /v1/embeddings"):
+        await sdk.chat.completions.create(model="embed", messages=ASK)
+    with pytest.raises(openai.NotFoundError, match="not served to your tenant"):
+        await sdk.embeddings.create(model="acme-embed", input="hi")
+    with pytest.raises(openai.BadRequestError):
+        await sdk.embeddings.create(model="embed", input=[])
+    with pytest.raises(openai.BadRequestError):
+        await sdk.embeddings.create(model="embed", input=[""])
+    acme = openai.AsyncOpenAI(base_url=f"{api_url}/v1", api_key=await mint_key(tenant="acme"), max_retries=0)
+    assert len((await acme.embeddings.create(model="acme-embed", input="hi")).data) == 1
+
+
+async def test_embeddings_count_against_the_token_limit(api_url: str, mint_key: MintKey) -> None:
+    limited = await mint_key(tokens_per_minute=20)
+    client = openai.AsyncOpenAI(base_url=f"{api_url}/v1", api_key=limited, max_retries=0)
+    await client.embeddings.create(model="embed", input="one two three four five six seven eight nine ten")
+    with pytest.raises(openai.RateLimitError):
+        for _ in range(3):
+            await client.embeddings.create(
+                model="embed", input="one two three four five six seven eight nine"
+            )

@@ -144,7 +144,7 @@ def test_the_simulator_answers_parse_with_a_conforming_value(sim: openai.OpenAI)
 
 
 def test_the_simulator_refuses_a_schema_it_cannot_satisfy_with_400(sim: openai.OpenAI) -> None:
-    schema = {
+    schema: dict[str, Any] = {
         "type": "object",
         "properties": {"id": {"type": "string", "pattern": "^x$"}},
         "required": ["id"],
