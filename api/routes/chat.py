@@ -426,6 +426,7 @@ async def _assistant_turn(
 
 
 def _check_durable(conversation_id: str, messages: list[ChatMessage]) -> None:
+    """Refuse before anything starts what the conversation's workflow would refuse after starting."""
     if not _CONVERSATION_ID.match(conversation_id):
         raise ApiError(
             400,
@@ -440,6 +441,11 @@ def _check_durable(conversation_id: str, messages: list[ChatMessage]) -> None:
             "InvalidMessage",
             f"durable conversations take user, assistant and system messages, not {', '.join(unsupported)}",
             param="messages",
+        )
+    # What the workflow's validator would refuse, refused here: a refused turn starts no conversation.
+    if [m.role for m in messages if m.role != "system"][-1:] != ["user"]:
+        raise ApiError(
+            422, "InvalidMessage", "the last message must be the user's new message", param="messages"
         )
 
 

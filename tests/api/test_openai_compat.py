@@ -220,9 +220,22 @@ async def test_a_refused_first_turn_starts_no_conversation(
                 extra_headers=_durable(conversation_id),
             )
         assert (await _conversation(api_url, key, conversation_id)).status_code == 404
-        with pytest.raises(RPCError) as missing:
-            await client.get_workflow_handle(workflow_id("default", conversation_id)).describe()
-        assert missing.value.status == RPCStatusCode.NOT_FOUND
+        await _never_started(client, conversation_id)
+    # Nor does a turn that does not end with the user's message (the workflow's validator would refuse it).
+    conversation_id = f"refused-{uuid.uuid4().hex[:8]}"
+    with pytest.raises(openai.UnprocessableEntityError, match="the last message must be the user's"):
+        await sdk.chat.completions.create(
+            model="sim-zero",
+            messages=[*ASK, {"role": "assistant", "content": "done"}],
+            extra_headers=_durable(conversation_id),
+        )
+    await _never_started(client, conversation_id)
+
+
+async def _never_started(client: Client, conversation_id: str) -> None:
+    with pytest.raises(RPCError) as missing:
+        await client.get_workflow_handle(workflow_id("default", conversation_id)).describe()
+    assert missing.value.status == RPCStatusCode.NOT_FOUND
 
 
 async def test_the_openapi_document_describes_the_new_fields(api_url: str) -> None:
