@@ -179,7 +179,7 @@ class ChatCompletionRequest(BaseModel):
         ge=1,
         le=MAX_CHOICES,
         description=f"Choices to generate, at most {MAX_CHOICES}: each is its own call to the model, metered "
-        "as one. One-shot and whole only: a durable turn records one reply, a stream carries one choice.",
+        "as one; streamed, their chunks interleave. One-shot only: a durable turn records one reply.",
     )
     tools: list[ToolDeclaration] | None = Field(
         default=None,

@@ -170,8 +170,6 @@ async def chat_completions(
         _refuse_choices(
             body, f"{what} records one reply, so it takes n=1: send n > 1 without a conversation ID"
         )
-    if body.stream:
-        _refuse_choices(body, "a stream carries one choice: send n > 1 without stream")
     if ref:
         if side_request:  # a title request: answered by the assistant's model, and not kept
             binding = await assistant_binding(
@@ -262,42 +260,109 @@ def _assistant_ref(body: ChatCompletionRequest) -> AssistantRef | None:
 async def _one_shot(
     state: AppState, caller: Principal, body: ChatCompletionRequest, model: str, messages: list[ChatMessage]
 ) -> Any:
+    """The reply not kept: `n` choices, each its own call to the model, whole or streamed."""
     tools, tool_choice = body.tool_declarations(), body.tool_choice_wire()
+    choices = range(body.n or 1)
+    stream = "true" if body.stream else "false"
+    try:
+        async with asyncio.TaskGroup() as group:  # one failed choice cancels the others
+            if body.stream:  # endpoint errors before the first token are HTTP errors
+                streams = [
+                    state.gateway.stream(
+                        model, messages, _choice_params(body, i), tools=tools, tool_choice=tool_choice
+                    )
+                    for i in choices
+                ]
+                firsts = [group.create_task(anext(each)) for each in streams]
+            else:
+                tasks = [
+                    group.create_task(_whole_choice(state, caller, body, model, messages, i)) for i in choices
+                ]
+    except* InferenceFailure as failures:
+        err = cast(InferenceFailure, failures.exceptions[0])
+        COMPLETIONS.labels("one-shot", stream, model, err.type or "error").inc()
+        if body.stream:
+            with anyio.CancelScope(shield=True):
+                for each in streams:
+                    await each.aclose()
+        raise gateway_error(err) from err
     if not body.stream:
-
-        async def choice(index: int) -> ChatCompletionResult:
-            params = body.turn_params()
-            if index and "seed" in params:  # a seeded request's choices differ, reproducibly
-                params["seed"] = (params["seed"] + index) % 2**63
-            result = await state.gateway.complete(
-                model, messages, params, tools=tools, tool_choice=tool_choice
-            )
-            _meter(state, caller, model, result.prompt_tokens, result.completion_tokens)
-            return result
-
-        try:
-            async with asyncio.TaskGroup() as group:  # one failed choice cancels the others
-                tasks = [group.create_task(choice(index)) for index in range(body.n or 1)]
-        except* InferenceFailure as failures:
-            err = cast(InferenceFailure, failures.exceptions[0])
-            COMPLETIONS.labels("one-shot", "false", model, err.type or "error").inc()
-            raise gateway_error(err) from err
         COMPLETIONS.labels("one-shot", "false", model, "ok").inc()
         results = [task.result() for task in tasks]
         content = _completion(f"chatcmpl-{uuid.uuid4().hex}", results[0].model, results)
         return JSONResponse(content, headers={"X-Lcp-Mode": "one-shot"})
-
-    stream = state.gateway.stream(model, messages, body.turn_params(), tools=tools, tool_choice=tool_choice)
-    try:
-        first = await anext(stream)  # endpoint errors before the first token are HTTP errors
-    except InferenceFailure as err:
-        COMPLETIONS.labels("one-shot", "true", model, err.type or "error").inc()
-        raise gateway_error(err) from err
     return StreamingResponse(
-        _one_shot_events(state, caller, body, model, messages, first, stream),
+        _one_shot_events(state, caller, body, model, messages, [first.result() for first in firsts], streams),
         media_type="text/event-stream",
         headers={**SSE_HEADERS, "X-Lcp-Mode": "one-shot"},
     )
+
+
+def _choice_params(body: ChatCompletionRequest, index: int) -> dict[str, Any]:
+    """The endpoint's parameters for choice `index`: a seeded request's choices differ, reproducibly."""
+    params = body.turn_params()
+    if index and "seed" in params:
+        params["seed"] = (params["seed"] + index) % 2**63
+    return params
+
+
+async def _whole_choice(
+    state: AppState,
+    caller: Principal,
+    body: ChatCompletionRequest,
+    model: str,
+    messages: list[ChatMessage],
+    index: int,
+) -> ChatCompletionResult:
+    tools, tool_choice = body.tool_declarations(), body.tool_choice_wire()
+    params = _choice_params(body, index)
+    result = await state.gateway.complete(model, messages, params, tools=tools, tool_choice=tool_choice)
+    _meter(state, caller, model, result.prompt_tokens, result.completion_tokens)
+    return result
+
+
+Item = str | ChatCompletionResult
+
+
+async def _merged(
+    firsts: list[Item], streams: list[AsyncGenerator[Item, None]]
+) -> AsyncGenerator[tuple[int, Item], None]:
+    """The items of every choice's stream as they come, each with its choice's index; one stream is
+    relayed as is (no task between it and the client)."""
+    if len(streams) == 1:
+        item = firsts[0]
+        while True:
+            yield 0, item
+            if isinstance(item, ChatCompletionResult):
+                return
+            item = await anext(streams[0])
+    queue: asyncio.Queue[tuple[int, Item | Exception]] = asyncio.Queue()
+
+    async def pump(index: int) -> None:
+        item = firsts[index]
+        try:
+            while True:
+                await queue.put((index, item))
+                if isinstance(item, ChatCompletionResult):
+                    return
+                item = await anext(streams[index])
+        except Exception as err:  # the consumer raises it
+            await queue.put((index, err))
+
+    pumps = [asyncio.create_task(pump(index)) for index in range(len(streams))]
+    try:
+        finished = 0
+        while finished < len(streams):
+            index, got = await queue.get()
+            if isinstance(got, Exception):
+                raise got
+            finished += isinstance(got, ChatCompletionResult)
+            yield index, got
+    finally:
+        for task in pumps:
+            task.cancel()
+        with anyio.CancelScope(shield=True):
+            await asyncio.gather(*pumps, return_exceptions=True)
 
 
 async def _one_shot_events(
@@ -306,30 +371,38 @@ async def _one_shot_events(
     body: ChatCompletionRequest,
     model: str,
     messages: list[ChatMessage],
-    first: str | ChatCompletionResult,
-    stream: AsyncGenerator[str | ChatCompletionResult, None],
+    firsts: list[Item],
+    streams: list[AsyncGenerator[Item, None]],
 ) -> AsyncIterator[str]:
     chunk = _Chunks(f"chatcmpl-{uuid.uuid4().hex}", model)
-    sent: list[str] = []
+    sent: list[list[str]] = [[] for _ in streams]
+    ended: list[ChatCompletionResult | None] = [None for _ in streams]
     outcome = "disconnected"
+    items = _merged(firsts, streams)
     try:
-        yield chunk.delta({"role": "assistant", "content": ""})
-        item = first
-        while True:
+        for index in range(len(streams)):
+            yield chunk.delta({"role": "assistant", "content": ""}, index)
+        async for index, item in items:
             if isinstance(item, ChatCompletionResult):
                 if item.tool_calls:  # the endpoint's calls arrive whole: one delta carries them all
                     calls = wire_message(ChatMessage("assistant", "", item.tool_calls))["tool_calls"]
-                    yield chunk.delta({"tool_calls": [{"index": i, **call} for i, call in enumerate(calls)]})
-                yield chunk.finish(item.finish_reason)
-                if body.stream_options and body.stream_options.include_usage:
-                    yield chunk.usage(item.prompt_tokens, item.completion_tokens)
-                yield chunk.done()
+                    deltas = [{"index": i, **call} for i, call in enumerate(calls)]
+                    yield chunk.delta({"tool_calls": deltas}, index)
+                yield chunk.finish(item.finish_reason, index)
                 _meter(state, caller, model, item.prompt_tokens, item.completion_tokens)
-                outcome = "ok"
-                return
-            sent.append(item)
-            yield chunk.delta({"content": item})
-            item = await anext(stream)
+                ended[index] = item
+                continue
+            sent[index].append(item)
+            yield chunk.delta({"content": item}, index)
+        if body.stream_options and body.stream_options.include_usage:
+            results = [result for result in ended if result is not None]
+            prompt, completion = (
+                sum(r.prompt_tokens for r in results),
+                sum(r.completion_tokens for r in results),
+            )
+            yield chunk.usage(prompt, completion)
+        yield chunk.done()
+        outcome = "ok"
     except InferenceFailure as err:
         outcome = err.type or "error"
         yield _sse(openai_error_body(err.status, err.type or "EndpointError", str(err.message)))
@@ -337,11 +410,15 @@ async def _one_shot_events(
     finally:
         # Charged before anything is awaited: a client that went away cancels this task, and every
         # await in this block would then raise again at once (anyio's cancel scope), skipping the rest.
-        if outcome != "ok":  # what was generated before the end is still metered
-            _meter(state, caller, model, estimate_prompt_tokens(messages), estimate_tokens("".join(sent)))
+        for index, result in enumerate(ended):
+            if result is None:  # what was generated before the end is still metered
+                generated = estimate_tokens("".join(sent[index]))
+                _meter(state, caller, model, estimate_prompt_tokens(messages), generated)
         COMPLETIONS.labels("one-shot", "true", model, outcome).inc()
         with anyio.CancelScope(shield=True):
-            await stream.aclose()  # a client that went away stops the endpoint's generation too
+            await items.aclose()
+            for each in streams:
+                await each.aclose()  # a client that went away stops the endpoint's generation too
 
 
 # ---- durable -------------------------------------------------------------------------------
@@ -708,11 +785,11 @@ class _Chunks:
         self._base = {"id": completion_id, "object": "chat.completion.chunk", "created": int(time.time())}
         self._model = model
 
-    def delta(self, delta: dict[str, Any]) -> str:
-        return self._event([{"index": 0, "delta": delta, "finish_reason": None, "logprobs": None}])
+    def delta(self, delta: dict[str, Any], index: int = 0) -> str:
+        return self._event([{"index": index, "delta": delta, "finish_reason": None, "logprobs": None}])
 
-    def finish(self, reason: str) -> str:
-        return self._event([{"index": 0, "delta": {}, "finish_reason": reason, "logprobs": None}])
+    def finish(self, reason: str, index: int = 0) -> str:
+        return self._event([{"index": index, "delta": {}, "finish_reason": reason, "logprobs": None}])
 
     def usage(self, prompt: int, completion: int) -> str:
         totals = {

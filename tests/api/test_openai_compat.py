@@ -140,10 +140,42 @@ async def test_n_choices_one_shot_and_refused_where_one_reply_is_kept(
         await sdk.chat.completions.create(
             model="sim-zero", messages=ASK, n=2, extra_headers=_durable(f"n-{uuid.uuid4().hex[:8]}")
         )
-    with pytest.raises(openai.BadRequestError, match="a stream carries one choice"):
-        await sdk.chat.completions.create(model="sim-zero", messages=ASK, n=2, stream=True)
+    # Streamed: the choices' chunks interleave, each with its index; the same seeds give the same texts.
+    stream = await sdk.chat.completions.create(
+        model="sim-zero", messages=ASK, n=3, seed=5, stream=True, stream_options={"include_usage": True}
+    )
+    texts, finished, usage = ["", "", ""], [False, False, False], None
+    async for chunk in stream:
+        for choice in chunk.choices:
+            texts[choice.index] += choice.delta.content or ""
+            finished[choice.index] |= choice.finish_reason == "stop"
+        usage = chunk.usage or usage
+    assert texts == [choice.message.content for choice in several.choices] and all(finished)
+    assert usage is not None and usage.completion_tokens == several.usage.completion_tokens
     with pytest.raises(openai.BadRequestError, match="n: Input should be less than or equal to 8"):
         await sdk.chat.completions.create(model="sim-zero", messages=ASK, n=9)
+
+
+async def test_n_choices_fail_as_one_request(sdk: openai.AsyncOpenAI, simulator: str) -> None:
+    """A choice that fails before its first token fails the request (the others are stopped); one that
+    breaks off mid-stream ends the stream with an error event after what the choices sent."""
+    async with httpx.AsyncClient(base_url=simulator.removesuffix("/v1")) as admin:
+        try:
+            await admin.put("/admin/faults", json={"fail_next": 1})
+            with pytest.raises(openai.InternalServerError):
+                await sdk.chat.completions.create(model="sim-zero", messages=ASK, n=3)
+            await admin.put("/admin/faults", json={"fail_next": 1})
+            with pytest.raises(openai.InternalServerError):
+                await sdk.chat.completions.create(model="sim-zero", messages=ASK, n=3, stream=True)
+            await admin.put("/admin/faults", json={"break_stream_next": 1, "break_stream_after": 1})
+            long: Any = [{"role": "user", "content": "[echo] " + " ".join(["word"] * 200)}]
+            stream = await sdk.chat.completions.create(model="sim-zero", messages=long, n=2, stream=True)
+            with pytest.raises(openai.APIError, match="broke off"):
+                async for _ in stream:
+                    pass
+        finally:
+            await admin.delete("/admin/faults")
+    assert (await sdk.chat.completions.create(model="sim-zero", messages=ASK, n=2)).choices[1].index == 1
 
 
 async def test_models_retrieve_is_tenant_scoped(api_url: str, mint_key: MintKey) -> None:
