@@ -2,12 +2,13 @@
 
 from typing import Annotated, Any, Literal
 
+import jsonschema
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from api.assistant_schemas import MAX_GENERATED_TOKENS, AssistantRef, Stop
 from api.errors import ApiError
 from api.text import Name
-from policies.response_format import schema_problem
+from policies.response_format import bounds_problem, pointer, strict_problem
 
 # One-shot and durable turns take the same messages: at most this many (a long chat sent whole is a few
 # hundred), user messages not blank and at most LCP_CONVERSATION__MAX_MESSAGE_CHARS, system messages at
@@ -109,6 +110,19 @@ class JsonSchemaFormat(BaseModel):
         if problem := schema_problem(self.schema_, strict=bool(self.strict)):
             raise ValueError(f"invalid schema {problem}")
         return self
+
+
+def schema_problem(schema: dict[str, Any], *, strict: bool) -> str | None:
+    """What is wrong with a structured-output schema, naming where, or None: its bounds, then the
+    meta-schema's word (Draft 2020-12 unless it names its own `$schema`), then strict mode's rules."""
+    if problem := bounds_problem(schema):
+        return problem
+    validator = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
+    try:
+        validator.check_schema(schema)
+    except jsonschema.exceptions.SchemaError as err:
+        return f"at {pointer(tuple(err.path))}: {err.message[:300]}"
+    return strict_problem(schema) if strict else None
 
 
 class TextFormat(BaseModel):

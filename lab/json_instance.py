@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 
 import jsonschema
 
-from policies.response_format import pointer, schema_problem
+from policies.response_format import bounds_problem, pointer
 
 MAX_DEPTH = 16  # nested objects and arrays, references followed included
 MAX_VALUES = 2_000  # values in one instance
@@ -42,9 +42,13 @@ class Unsupported(ValueError):
 
 def instance(schema: dict[str, Any], rng: random.Random) -> Any:
     """A value that validates against `schema` (Draft 2020-12 unless it names its own `$schema`)."""
-    if problem := schema_problem(schema, strict=False):
+    if problem := bounds_problem(schema):
         raise Unsupported((), f"not a usable schema ({problem})")
     validator = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
+    try:
+        validator.check_schema(schema)
+    except jsonschema.exceptions.SchemaError as err:
+        raise Unsupported(tuple(err.path), f"not a valid schema: {err.message[:200]}") from None
     try:
         value = _Builder(schema, rng).build(schema, (), 0)
         error = jsonschema.exceptions.best_match(validator(schema).iter_errors(value))

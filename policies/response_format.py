@@ -1,11 +1,9 @@
-"""Structured outputs: whether a `response_format` JSON schema is usable (well formed, bounded, local
-references only) and, with `strict`, whether it keeps OpenAI's strict-mode rules; problems name the path."""
+"""Structured outputs' rules for a `response_format` JSON schema: bounded, local references only, and with
+`strict` OpenAI's strict-mode rules; problems name the path (whether it is well formed JSON Schema is
+checked against the meta-schema by its users, with jsonschema)."""
 
 from collections.abc import Iterator
 from typing import Any
-
-import jsonschema
-from jsonschema.exceptions import SchemaError
 
 from policies.assistants import parameters_problem
 
@@ -40,23 +38,16 @@ def subschemas(
                 yield from subschemas(inner, (*path, key, name))
 
 
-def schema_problem(schema: dict[str, Any], *, strict: bool) -> str | None:
-    """What is wrong with a structured-output schema, naming where, or None."""
+def bounds_problem(schema: dict[str, Any]) -> str | None:
+    """What makes a schema unusable whatever it says (too big or deep, a reference outside it), or None."""
     if reason := parameters_problem(schema):
         return f"the schema is unusable: {reason}"
     if "$schema" in schema and not isinstance(schema["$schema"], str):
         return "at #/$schema: it must be a string (a meta-schema URI)"
-    validator = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
-    try:
-        validator.check_schema(schema)
-    except SchemaError as err:
-        return f"at {pointer(tuple(err.path))}: {err.message[:300]}"
-    if strict:
-        return _strict_problem(schema)
     return None
 
 
-def _strict_problem(schema: dict[str, Any]) -> str | None:
+def strict_problem(schema: dict[str, Any]) -> str | None:
     """OpenAI's strict mode: the root is an object, and every object lists all its properties as
     required and allows no others (a nullable type stands for an optional field)."""
     if schema.get("type") != "object":

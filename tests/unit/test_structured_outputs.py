@@ -1,5 +1,6 @@
-"""Structured outputs without the API: the schema check (policies/response_format.py), the simulator's
-value builder (lab/json_instance.py) and the simulator answering `response_format` to the openai SDK."""
+"""Structured outputs without the API's server: the schema check (api/openai_schemas.py with
+policies/response_format.py), the simulator's value builder (lab/json_instance.py), and the simulator
+answering `response_format` to the openai SDK."""
 
 import json
 import random
@@ -11,9 +12,9 @@ import pytest
 from openai.lib._pydantic import to_strict_json_schema
 from pydantic import BaseModel, Field
 
+from api.openai_schemas import schema_problem
 from lab.json_instance import MAX_STEPS, Unsupported, instance
 from lab.llm_simulator import create_app
-from policies.response_format import schema_problem
 from tests.http_server import serve_in_thread
 
 
