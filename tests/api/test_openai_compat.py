@@ -92,6 +92,23 @@ async def test_structured_outputs_round_trip_one_shot_streamed_and_durable(
     assert isinstance(ticket, Ticket)
     recorded = (await _conversation(api_url, key, conversation_id)).json()["messages"]
     assert Ticket.model_validate_json(recorded[-1]["content"]) == ticket
+    # A schema the model cannot follow fails the durable turn as any rejected model call does (502
+    # InferenceFailed, nothing recorded), with the model's words naming the path.
+    unsatisfiable = {
+        "type": "object",
+        "properties": {"id": {"type": "string", "pattern": "^x+$"}},
+        "required": ["id"],
+    }
+    with pytest.raises(openai.InternalServerError, match="#/properties/id/pattern") as failed:
+        await sdk.chat.completions.create(
+            model="sim-zero",
+            messages=[*ASK, {"role": "assistant", "content": "{}"}, {"role": "user", "content": "again"}],
+            response_format=cast(
+                Any, {"type": "json_schema", "json_schema": {"name": "t", "schema": unsatisfiable}}
+            ),
+            extra_headers=_durable(conversation_id),
+        )
+    assert failed.value.code == "InferenceFailed"
     # The format was that turn's: the next one, without it, is text again.
     follow_up: Any = [*ASK, {"role": "assistant", "content": recorded[-1]["content"]}]
     follow_up.append({"role": "user", "content": "[echo] thanks"})
