@@ -14,7 +14,18 @@ from api.deps import AppState
 from api.limits import RateLimiter
 from api.metrics import MetricsMiddleware
 from api.oidc import OidcVerifier
-from api.routes import assistants, chaos, chat, conversations, fleet, health, keys, rollouts, scaling
+from api.routes import (
+    assistants,
+    chaos,
+    chat,
+    conversations,
+    embeddings,
+    fleet,
+    health,
+    keys,
+    rollouts,
+    scaling,
+)
 from inference.discovery import start_discovery
 from inference.gateway import Gateway, ModelWeights, load_routes, make_http_client
 from inference.token_relay import MemoryRelay, PostgresRelay, make_relay
@@ -91,6 +102,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     errors.install(app)
     app.include_router(health.router)
     app.include_router(chat.router)
+    app.include_router(embeddings.router)
     app.include_router(conversations.router)
     app.include_router(keys.router)
     app.include_router(rollouts.router)

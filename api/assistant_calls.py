@@ -52,7 +52,7 @@ def unserved_model(routes: Mapping[str, ModelRoute], tenant: str, model: str) ->
     """Why `model` may not answer `tenant` (unknown, or limited to other tenants by the models policy's
     `tenants:`), or None. An assistant names its model itself, so it is checked like a request's."""
     route = routes.get(model)
-    if route is not None and route.serves(tenant):
+    if route is not None and route.serves(tenant) and route.kind == "chat":
         return None
-    served = sorted(name for name, route in routes.items() if route.serves(tenant))
+    served = sorted(name for name, route in routes.items() if route.serves(tenant) and route.kind == "chat")
     return f"model {model!r} is not served to your tenant; pick one of: {', '.join(served)}"

@@ -31,6 +31,7 @@ from settings import ConversationSettings
 from store import crud
 from temporal.constants import KIND, PHASE, TENANT
 from workflows.conversation import (
+    ACTIVE,
     ConversationInput,
     ConversationLimits,
     ConversationWorkflow,
@@ -93,7 +94,7 @@ def start_operation(
             [
                 SearchAttributePair(TENANT, tenant),
                 SearchAttributePair(KIND, "conversation"),
-                SearchAttributePair(PHASE, "active"),
+                SearchAttributePair(PHASE, ACTIVE),
             ]
         ),
     )

@@ -55,7 +55,7 @@ class ApiError(LcpError):
 
 
 # The OpenAI-compatible routes answer errors in OpenAI's shape, which its SDKs parse.
-OPENAI_PATHS = ("/v1/chat/completions", "/v1/models")
+OPENAI_PATHS = ("/v1/chat/completions", "/v1/models", "/v1/embeddings")
 OPENAI_ERROR_TYPES = {
     400: "invalid_request_error",
     401: "authentication_error",

@@ -96,6 +96,9 @@ COMPLETIONS = Counter(
     "OpenAI-compatible chat completions by mode (durable or one-shot), streaming, model and outcome",
     ["mode", "stream", "model", "outcome"],
 )
+EMBEDDINGS = Counter(
+    "lcp_embeddings_total", "OpenAI-compatible embeddings requests by model and outcome", ["model", "outcome"]
+)
 TOKENS = Counter(
     "lcp_tokens_total", "Tokens through the gateway by tenant, model and kind", ["tenant", "model", "kind"]
 )

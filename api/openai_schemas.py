@@ -1,18 +1,22 @@
 """Request and response bodies of the OpenAI-compatible routes, in OpenAI's shapes."""
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
+import jsonschema
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from api.assistant_schemas import MAX_GENERATED_TOKENS, AssistantRef, Stop
 from api.errors import ApiError
 from api.text import Name
+from policies.response_format import bounds_problem, pointer, strict_problem
 
 # One-shot and durable turns take the same messages: at most this many (a long chat sent whole is a few
 # hundred), user messages not blank and at most LCP_CONVERSATION__MAX_MESSAGE_CHARS, system messages at
 # most as long as a conversation's system prompt. The body limit bounds the rest.
 MAX_MESSAGES = 2048
 MAX_SYSTEM_CHARS = 100_000
+MAX_CHOICES = 8  # n: each choice is a call to the model
+MAX_EMBEDDING_INPUTS = 2048  # texts in one embeddings request, as OpenAI allows
 # Requests are strict: no coercion, so `true` is not 1 and "5" not 5; extra fields are ignored, as OpenAI's
 # SDKs and LibreChat send many.
 _LENIENT = ConfigDict(extra="allow", strict=True)
@@ -48,6 +52,11 @@ class ChatMessageIn(BaseModel):
 
     @model_validator(mode="after")
     def _tool_fields_fit_the_role(self) -> "ChatMessageIn":
+        if self.role == "function" or (self.model_extra or {}).get("function_call") is not None:
+            raise ValueError(
+                "function messages and function_call are OpenAI's deprecated function calling: send the "
+                "assistant's tool_calls and answer each with a tool message (tool_call_id)"
+            )
         if self.tool_calls and self.role != "assistant":
             raise ValueError(f"tool_calls belong on assistant messages, not on a {self.role} message")
         if self.role == "tool" and not self.tool_call_id:
@@ -87,6 +96,56 @@ class NamedToolChoice(BaseModel):
     function: NamedFunction
 
 
+class JsonSchemaFormat(BaseModel):
+    """The schema a structured reply must fit (OpenAI's `response_format.json_schema`)."""
+
+    model_config = ConfigDict(strict=True, populate_by_name=True)
+    name: str = Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$")
+    description: str | None = Field(default=None, max_length=10_000)
+    schema_: dict[str, Any] = Field(default_factory=dict, alias="schema")
+    strict: bool | None = None
+
+    @model_validator(mode="after")
+    def _schema_is_usable(self) -> "JsonSchemaFormat":
+        if problem := schema_problem(self.schema_, strict=bool(self.strict)):
+            raise ValueError(f"invalid schema {problem}")
+        return self
+
+
+def schema_problem(schema: dict[str, Any], *, strict: bool) -> str | None:
+    """What is wrong with a structured-output schema, naming where, or None: its bounds, then the
+    meta-schema's word (Draft 2020-12 unless it names its own `$schema`), then strict mode's rules."""
+    if problem := bounds_problem(schema):
+        return problem
+    validator = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
+    try:
+        validator.check_schema(schema)
+    except jsonschema.exceptions.SchemaError as err:
+        return f"at {pointer(tuple(err.path))}: {err.message[:300]}"
+    return strict_problem(schema) if strict else None
+
+
+class TextFormat(BaseModel):
+    model_config = ConfigDict(strict=True)
+    type: Literal["text"]
+
+
+class JsonObjectFormat(BaseModel):
+    model_config = ConfigDict(strict=True)
+    type: Literal["json_object"]
+
+
+class JsonSchemaResponseFormat(BaseModel):
+    model_config = ConfigDict(strict=True)
+    type: Literal["json_schema"]
+    json_schema: JsonSchemaFormat
+
+
+ResponseFormat = Annotated[
+    TextFormat | JsonObjectFormat | JsonSchemaResponseFormat, Field(discriminator="type")
+]
+
+
 class StreamOptions(BaseModel):
     model_config = _LENIENT
     include_usage: bool = False
@@ -113,6 +172,14 @@ class ChatCompletionRequest(BaseModel):
     metadata: dict[str, Any] | None = Field(
         default=None, description="metadata.conversation_id makes the turn durable, like X-Conversation-Id."
     )
+    conversation_id: str | None = Field(
+        default=None,
+        max_length=100,
+        description="Makes the turn durable, like X-Conversation-Id: for clients that drop `metadata` but "
+        "pass `extra_body` on (LangChain, litellm).",
+    )
+    functions: Any = Field(default=None, description="Refused (400): declare them in `tools`.")
+    function_call: Any = Field(default=None, description="Refused (400): use `tool_choice`.")
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, ge=0, le=1)
     max_tokens: int | None = Field(default=None, ge=1, le=MAX_GENERATED_TOKENS)
@@ -121,7 +188,13 @@ class ChatCompletionRequest(BaseModel):
     stop: Stop | None = None
     presence_penalty: float | None = Field(default=None, ge=-2, le=2)
     frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
-    n: int | None = Field(default=None, ge=1, le=1, description="Only one choice per request.")
+    n: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_CHOICES,
+        description=f"Choices to generate, at most {MAX_CHOICES}: each is its own call to the model, metered "
+        "as one; streamed, their chunks interleave. One-shot only: a durable turn records one reply.",
+    )
     tools: list[ToolDeclaration] | None = Field(
         default=None,
         max_length=128,
@@ -129,9 +202,19 @@ class ChatCompletionRequest(BaseModel):
         "`tool_calls`. One-shot requests only (not with a conversation ID or an assistant).",
     )
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    response_format: ResponseFormat | None = Field(
+        default=None,
+        description="Structured outputs: `json_object`, or `json_schema` (with `strict`) whose schema the "
+        "reply fits. Passed to the model's deployment; a durable turn's applies to that turn only.",
+    )
 
     @model_validator(mode="after")
     def _tool_choice_fits_the_tools(self) -> "ChatCompletionRequest":
+        if self.functions is not None or self.function_call is not None:
+            raise ValueError(
+                "functions and function_call are OpenAI's deprecated function calling: declare the "
+                'functions in tools ([{"type": "function", "function": {...}}]) and use tool_choice'
+            )
         names = [tool.function.name for tool in self.tools or []]
         if len(set(names)) != len(names):
             raise ValueError("tools declare a function name more than once")
@@ -153,8 +236,17 @@ class ChatCompletionRequest(BaseModel):
             return self.tool_choice.model_dump()
         return self.tool_choice
 
+    def turn_params(self) -> dict[str, Any]:
+        """This request's parameters for the endpoint: the generation parameters and response_format."""
+        wire = (
+            self.response_format.model_dump(by_alias=True, exclude_none=True)
+            if self.response_format
+            else None
+        )
+        return {**self.params(), **({"response_format": wire} if wire else {})}
+
     def params(self) -> dict[str, Any]:
-        """Generation parameters to pass on to the endpoint."""
+        """Generation parameters to pass on to the endpoint (a conversation keeps them for its turns)."""
         params = {
             "temperature": self.temperature,
             "top_p": self.top_p,
@@ -215,6 +307,45 @@ class ChatCompletion(BaseModel):
     choices: list[Choice]
     usage: Usage
     system_fingerprint: str | None = None
+
+
+class EmbeddingRequest(BaseModel):
+    """What OpenAI's embeddings API takes: text inputs (token arrays are not supported)."""
+
+    model_config = _LENIENT
+    model: Name = Field(max_length=200, description="A model of kind `embedding` (see GET /v1/models).")
+    input: str | list[Annotated[str, Field(min_length=1)]] = Field(
+        min_length=1, max_length=MAX_EMBEDDING_INPUTS, description="A text, or a list of texts."
+    )
+    encoding_format: Literal["float", "base64"] | None = None
+    dimensions: int | None = Field(default=None, ge=1, le=65_536)
+    user: Name | None = Field(default=None, max_length=200)
+
+    def texts(self) -> list[str]:
+        return [self.input] if isinstance(self.input, str) else self.input
+
+    def params(self) -> dict[str, Any]:
+        """What goes to the endpoint besides the model and the input."""
+        params = {"encoding_format": self.encoding_format, "dimensions": self.dimensions}
+        return {key: value for key, value in params.items() if value is not None}
+
+
+class Embedding(BaseModel):
+    object: Literal["embedding"] = "embedding"
+    index: int
+    embedding: list[float] | str
+
+
+class EmbeddingUsage(BaseModel):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class EmbeddingList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[Embedding]
+    model: str
+    usage: EmbeddingUsage
 
 
 class Model(BaseModel):

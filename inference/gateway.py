@@ -103,6 +103,14 @@ class ChatCompletionResult:
     deployment: str | None = None  # the deployment of the model that answered (see the models policy)
 
 
+@dataclass
+class EmbeddingResult:
+    data: list[dict[str, Any]]  # the endpoint's embedding objects, in input order
+    model: str
+    prompt_tokens: int
+    version: str = STABLE_VERSION
+
+
 def wire_message(message: ChatMessage) -> dict[str, Any]:
     """A message in OpenAI's wire format; an assistant's tool calls go with `content: null` when it
     wrote no text."""
@@ -386,6 +394,7 @@ class _Call:
     # (model, version, deployment) of the deployments that failed this request, and the last failure
     tried: set[tuple[str, str, str]] = field(default_factory=set)
     failure: "InferenceFailure | None" = None
+    inputs: list[str] | None = None  # an embeddings request's texts (then messages only estimate them)
 
     def tried_on(self, route: ModelRoute) -> set[str]:
         return {d for m, v, d in self.tried if (m, v) == (route.name, route.version)}
@@ -487,6 +496,15 @@ class Gateway:
 
     def _request(self, route: ModelRoute, replica: Replica, call: _Call) -> httpx.Request:
         deployment = replica.deployment
+        headers = {"Authorization": f"Bearer {deployment.api_key}"} if deployment.api_key else {}
+        if call.inputs is not None:
+            return self._http.build_request(
+                "POST",
+                f"{deployment.base_url}/embeddings",
+                json={"model": deployment.upstream_model, "input": call.inputs, **call.params},
+                headers=headers,
+                timeout=httpx.Timeout(route.timeout_s, connect=5.0),
+            )
         body: dict[str, Any] = {
             "model": deployment.upstream_model,
             "messages": [wire_message(m) for m in call.messages],
@@ -499,7 +517,6 @@ class Gateway:
             body["tools"] = call.tools
         if call.tool_choice:
             body["tool_choice"] = call.tool_choice
-        headers = {"Authorization": f"Bearer {deployment.api_key}"} if deployment.api_key else {}
         return self._http.build_request(
             "POST",
             f"{deployment.base_url}/chat/completions",
@@ -666,6 +683,35 @@ class Gateway:
                 raise self._malformed(route, err) from err
             outcome = "ok"
             return result
+        except Exception as err:
+            outcome = _outcome(err)
+            failure = err.health if isinstance(err, InferenceFailure) else Failure.SERVER_ERROR
+            raise
+        finally:
+            await opened.response.aclose()
+            opened.ended(self.fleet, outcome, failure)
+
+    async def embed(self, model: str, inputs: list[str], params: dict[str, Any]) -> EmbeddingResult:
+        """Embeddings of `inputs` (OpenAI's /embeddings; `params`: encoding_format, dimensions), from the
+        model's deployments as a chat request is served: retried on another, then its fallbacks."""
+        messages = [ChatMessage("user", text) for text in inputs]  # for the token estimate and routing
+        call = _Call(messages, params, False, None, None, None, False, inputs=inputs)
+        opened = await self._open(model, call)
+        route, outcome, failure = opened.route, "cancelled", None
+        try:
+            with _transport_errors(route, "endpoint timed out", "reply broke off"):
+                await opened.response.aread()
+            try:
+                data = opened.response.json()
+                vectors = list(data["data"])
+                if len(vectors) != len(inputs):
+                    raise ValueError(f"{len(vectors)} embeddings for {len(inputs)} inputs")
+                usage = data.get("usage") or {}
+                tokens = int(usage.get("prompt_tokens") or estimate_prompt_tokens(messages))
+            except (ValueError, KeyError, TypeError) as err:
+                raise self._malformed(route, err) from err
+            outcome = "ok"
+            return EmbeddingResult(vectors, route.name, tokens, route.version)
         except Exception as err:
             outcome = _outcome(err)
             failure = err.health if isinstance(err, InferenceFailure) else Failure.SERVER_ERROR

@@ -16,12 +16,14 @@ Replies are deterministic simulations, not a model's thoughts:
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import json
 import logging
 import math
 import random
 import re
+import struct
 import time
 import uuid
 from collections import Counter, OrderedDict
@@ -43,11 +45,15 @@ from prometheus_client import (
 from prometheus_client import Counter as PromCounter
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from lab.json_instance import Unsupported, instance
+
 logger = logging.getLogger(__name__)
 
 FINGERPRINT = "lcp-simulator"
 MODEL_DESCRIPTION = "simulated model (lcp LLM simulator) — not a real inference endpoint"
 ECHO_MARKER = "[echo]"
+EMBEDDING_MODELS = {"sim-embed": 64}  # embedding models the simulator serves, and their dimensions
+MAX_EMBEDDING_INPUTS = 2048  # OpenAI's limit on the inputs of one request
 TIMEOUT_HOLD_S = 600.0  # how long a "timeout" fault holds a request (ends early on disconnect)
 MESSAGE_OVERHEAD_TOKENS = 4  # simulated tokens per message for the role and separators
 
@@ -136,6 +142,33 @@ and or but so because while after before when where then also very often still j
 # ---- request bodies ---------------------------------------------------------------------------
 
 
+class EmbeddingRequest(BaseModel):
+    """What OpenAI's embeddings API takes (text inputs; token arrays are not simulated)."""
+
+    model: str
+    input: str | list[str] = Field(min_length=1)
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _inputs_fit(self) -> EmbeddingRequest:
+        if isinstance(self.input, list) and len(self.input) > MAX_EMBEDDING_INPUTS:
+            raise ValueError(f"input takes at most {MAX_EMBEDDING_INPUTS} texts")
+        return self
+
+    def texts(self) -> list[str]:
+        return [self.input] if isinstance(self.input, str) else self.input
+
+
+def embedding(model: str, text: str, dimensions: int) -> list[float]:
+    """A unit vector that is a pure function of (model, text, dimensions)."""
+    key = json.dumps([model, text, dimensions]).encode("utf-8", "surrogatepass")
+    rng = random.Random(hashlib.sha256(key).digest())
+    vector = [rng.gauss(0.0, 1.0) for _ in range(dimensions)]
+    norm = math.sqrt(sum(value * value for value in vector)) or 1.0
+    return [value / norm for value in vector]
+
+
 class TextPart(BaseModel):
     type: Literal["text"]
     text: str
@@ -211,6 +244,26 @@ class StreamOptions(BaseModel):
     include_usage: bool = False
 
 
+class JsonSchemaSpec(BaseModel):
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    description: str | None = None
+    schema_: dict[str, Any] = Field(default_factory=dict, alias="schema")
+    strict: bool | None = None
+
+
+class ResponseFormat(BaseModel):
+    """Structured outputs: plain text, any JSON object, or JSON that fits a schema."""
+
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaSpec | None = None
+
+    @model_validator(mode="after")
+    def _schema_given(self) -> ResponseFormat:
+        if self.type == "json_schema" and self.json_schema is None:
+            raise ValueError('type "json_schema" needs json_schema: {name, schema, strict}')
+        return self
+
+
 class ChatRequest(BaseModel):
     """The fields of an OpenAI chat completion request the simulator reads; others are ignored."""
 
@@ -223,6 +276,7 @@ class ChatRequest(BaseModel):
     stream_options: StreamOptions | None = None
     tools: list[Tool] | None = None
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    response_format: ResponseFormat | None = None
 
     @model_validator(mode="after")
     def _tools_fit(self) -> ChatRequest:
@@ -498,11 +552,16 @@ def prompt_tokens(messages: list[Message]) -> int:
     )
 
 
-def reply_pieces(req: ChatRequest, profile: ModelProfile) -> tuple[list[str], str]:
-    """The text reply as tokens (each word with its leading whitespace), and the finish reason."""
+def reply_pieces(
+    req: ChatRequest, profile: ModelProfile, structured: str | None = None
+) -> tuple[list[str], str]:
+    """The text reply as tokens (each word with its leading whitespace), and the finish reason;
+    `structured` (the JSON that structured_reply built) instead when the request asks for JSON."""
     last_user = _last_user_text(req.messages)
     results = _tool_results_text(req.messages)
-    if results is not None:
+    if structured is not None:
+        text = structured
+    elif results is not None:
         text = results
     elif ECHO_MARKER in last_user:
         text = last_user.replace(ECHO_MARKER, "").strip()
@@ -530,16 +589,34 @@ def _messages_key(messages: list[Message]) -> list[dict[str, Any]]:
     return [m.model_dump(mode="json", exclude_unset=True) for m in messages]
 
 
-def _generated_text(req: ChatRequest, natural_max_words: int) -> str:
-    """Sentences of ordinary words: a pure function of (model, messages, seed) when a seed is
-    given; without one, each request samples anew, as a real model at temperature > 0 does."""
+def structured_reply(req: ChatRequest, profile: ModelProfile) -> str | None:
+    """The reply as JSON when `response_format` asks for it: an object holding generated text for
+    json_object, a value that fits the schema for json_schema (json_instance.Unsupported when the
+    simulator cannot build one); None for plain text."""
+    form = req.response_format
+    if form is None or form.type == "text":
+        return None
+    if form.type == "json_object":
+        return json.dumps({"reply": _generated_text(req, profile.default_max_tokens)})
+    assert form.json_schema is not None
+    return json.dumps(instance(form.json_schema.schema_, _request_rng(req)), ensure_ascii=False)
+
+
+def _request_rng(req: ChatRequest) -> random.Random:
+    """Randomness that is a pure function of (model, messages, seed) when a seed is given; without
+    one, each request samples anew, as a real model at temperature > 0 does."""
     key = {
         "model": req.model,
         "messages": _messages_key(req.messages),
         "seed": req.seed if req.seed is not None else random.getrandbits(64),
     }
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).digest()
-    rng = random.Random(int.from_bytes(digest[:8], "big"))
+    return random.Random(int.from_bytes(digest[:8], "big"))
+
+
+def _generated_text(req: ChatRequest, natural_max_words: int) -> str:
+    """Sentences of ordinary words (see _request_rng for when they repeat)."""
+    rng = _request_rng(req)
     remaining = rng.randint(min(8, natural_max_words), natural_max_words)
     sentences = []
     while remaining > 0:
@@ -945,13 +1022,43 @@ def create_app(profiles: dict[str, ModelProfile] | None = None, *, seed: int | N
 
     @app.get("/v1/models")
     async def list_models() -> dict[str, object]:
-        return {"object": "list", "data": [model_entry(name) for name in sim.models]}
+        return {"object": "list", "data": [model_entry(name) for name in [*sim.models, *EMBEDDING_MODELS]]}
 
     @app.get("/v1/models/{model}")
     async def get_model(model: str) -> Response:
-        if model not in sim.models:
+        if model not in sim.models and model not in EMBEDDING_MODELS:
             return _error(404, f"The model '{model}' does not exist.", code="model_not_found")
         return JSONResponse(model_entry(model))
+
+    @app.post("/v1/embeddings")
+    async def embeddings(request: Request) -> Response:
+        """Deterministic unit vectors: the same text always gets the same embedding."""
+        try:
+            req = EmbeddingRequest.model_validate(await request.json())
+        except ValueError as exc:  # not JSON, or a ValidationError
+            message, param = (
+                _validation_message(exc) if isinstance(exc, ValidationError) else (str(exc), None)
+            )
+            return _error(400, f"Invalid request: {message}", param=param)
+        dimensions = EMBEDDING_MODELS.get(req.model)
+        if dimensions is None:
+            known = ", ".join(EMBEDDING_MODELS)
+            message = (
+                f"The model '{req.model}' does not exist or is not an embedding model (these are: {known})."
+            )
+            return _error(404, message, code="model_not_found", param="model")
+        if req.dimensions is not None and req.dimensions > dimensions:
+            return _error(400, f"dimensions must be at most {dimensions} for {req.model}", param="dimensions")
+        data = []
+        for index, text in enumerate(req.texts()):
+            vector = embedding(req.model, text, req.dimensions or dimensions)
+            encoded: object = vector
+            if req.encoding_format == "base64":
+                encoded = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+            data.append({"object": "embedding", "index": index, "embedding": encoded})
+        tokens = sum(len(text.split()) for text in req.texts())
+        usage = {"prompt_tokens": tokens, "total_tokens": tokens}
+        return JSONResponse({"object": "list", "data": data, "model": req.model, "usage": usage})
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:
@@ -977,6 +1084,11 @@ def create_app(profiles: dict[str, ModelProfile] | None = None, *, seed: int | N
                 code="model_not_found",
                 param="model",
             )
+        try:
+            structured = structured_reply(req, state.profile)
+        except Unsupported as err:  # the schema asks for what the simulator cannot build
+            sim.count(req.model, "client_error")
+            return _error(400, f"response_format.json_schema.schema {err}", param="response_format")
 
         latency_s, fault = sim.decide_fault(req.model)
         await _sleep(latency_s)
@@ -1032,7 +1144,7 @@ def create_app(profiles: dict[str, ModelProfile] | None = None, *, seed: int | N
             }
             return completed(reply, "tool_calls", usage)
 
-        pieces, finish = reply_pieces(req, state.profile)
+        pieces, finish = reply_pieces(req, state.profile, structured)
         usage = _usage(n_prompt, len(pieces))
         tokens = _generate(sim, state, n_prompt, pieces, finish, blocks)
         if req.stream:

@@ -36,8 +36,11 @@ ROUTING_KEYS = ("strategy", "scorer_weights", "cooldown")
 FALLBACK_KINDS = ("fallbacks", "context_window_fallbacks", "content_policy_fallbacks")
 ENTRY_KEYS = (
     "name", "base_url", "upstream_model", "api_key", "timeout_s", "tenants", "owned_by", "version",
-    "canary", "deployments", "discovery", "routing", *FALLBACK_KINDS,
+    "canary", "deployments", "discovery", "routing", "kind", *FALLBACK_KINDS,
 )  # fmt: skip
+# What a model serves: chat completions, or embeddings (POST /v1/embeddings). A chat route refuses an
+# embedding model and the other way round.
+MODEL_KINDS = ("chat", "embedding")
 KUBERNETES_KEYS = ("namespace", "service", "port", "scheme", "path")
 
 
@@ -95,6 +98,7 @@ class ModelRoute:
     tenants: tuple[str, ...] | None = None  # who may use it; None: every tenant
     owned_by: str = "lcp"
     version: str = STABLE_VERSION
+    kind: str = "chat"  # one of MODEL_KINDS
     # The next version of this model (same name, tenants and owner); its share of the traffic is
     # the canary weight in the read model. None: the model has no canary.
     canary: "ModelRoute | None" = None
@@ -179,6 +183,7 @@ def _canary(stable: ModelRoute, spec: Any, where: str) -> ModelRoute:
         tenants=stable.tenants,
         owned_by=stable.owned_by,
         version=version,
+        kind=stable.kind,
         routing=stable.routing,
         fallbacks=stable.fallbacks,
     )
@@ -329,6 +334,11 @@ def _check_fallbacks(routes: dict[str, ModelRoute]) -> None:
                 raise ModelsPolicyError(
                     f"models policy: model {name!r}: fallback {target!r} is not a model here"
                 )
+            if routes[target].kind != route.kind:
+                raise ModelsPolicyError(
+                    f"models policy: model {name!r} serves {route.kind}: its fallback {target!r} serves "
+                    f"{routes[target].kind}"
+                )
 
     def visit(name: str, path: tuple[str, ...]) -> None:
         for target in routes[name].fallbacks.names():
@@ -365,6 +375,9 @@ def parse_routes(document: Any) -> dict[str, ModelRoute]:
         if name in routes:
             raise ModelsPolicyError(f"{where}: model {name!r} is listed twice")
         version = entry.get("version")
+        kind = entry.get("kind", "chat")
+        if kind not in MODEL_KINDS:
+            raise ModelsPolicyError(f"{where}: kind must be one of {', '.join(MODEL_KINDS)}, not {kind!r}")
         route = ModelRoute(
             name=name,
             base_url=str(entry.get("base_url") or "").rstrip("/"),
@@ -374,6 +387,7 @@ def parse_routes(document: Any) -> dict[str, ModelRoute]:
             tenants=tuple(tenants) if tenants is not None else None,
             owned_by=str(entry.get("owned_by") or "lcp"),
             version=STABLE_VERSION if version is None else _version(version, f"{where}: version"),
+            kind=kind,
             discovery=_discovery(entry.get("discovery"), where),
             routing=_routing(entry.get("routing"), where),
             fallbacks=_fallbacks(entry, where),

@@ -40,6 +40,13 @@ SUMMARY_PROMPT = (
 )
 
 
+# Phases, as the search attribute LcpPhase shows them (PascalCase, as every lcp workflow's). Conversations
+# archived by earlier code show "archived", and ones started by it "active" until they are archived.
+ACTIVE = "Active"
+ARCHIVED_PHASE = "Archived"
+PASCAL_CASE_PHASE = "conversation-phase-pascal-case"  # the patch that archives as "Archived"
+
+
 def workflow_id(tenant: str, conversation_id: str) -> str:
     return f"conversation/{tenant}/{conversation_id}"
 
@@ -236,7 +243,8 @@ class ConversationWorkflow:
     # ---- queries ---------------------------------------------------------------------------
 
     @workflow.query
-    def status(self) -> ConversationStatus:
+    def state(self) -> ConversationStatus:
+        """The conversation as it stands: the `state` query, as every lcp workflow answers it."""
         return ConversationStatus(
             conversation_id=self._input.conversation_id,
             tenant=self._input.tenant,
@@ -247,6 +255,11 @@ class ConversationWorkflow:
             turns_this_run=self._state.turns_this_run,
             summary=self._state.summary,
         )
+
+    @workflow.query(name="status")
+    def status(self) -> ConversationStatus:
+        """The `state` query's former name, still answered for the clients that use it."""
+        return self.state()
 
     # ---- updates ---------------------------------------------------------------------------
 
@@ -394,7 +407,8 @@ class ConversationWorkflow:
             self._state.version += 1
             self._event("conversation.archived")
             await self._project([])
-            workflow.upsert_search_attributes([PHASE.value_set("archived")])
+            phase = ARCHIVED_PHASE if workflow.patched(PASCAL_CASE_PHASE) else "archived"
+            workflow.upsert_search_attributes([PHASE.value_set(phase)])
             return self.status()
 
     @archive.validator

@@ -7,8 +7,9 @@ import json
 import re
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator
-from typing import Annotated, Any
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Annotated, Any, cast
 
 import anyio
 from fastapi import APIRouter, Header
@@ -54,6 +55,7 @@ from inference.gateway import (
 from inference.token_relay import Delta
 from policies.access import Principal
 from policies.conversation import is_side_request
+from policies.models import ModelRoute
 from store import crud
 from workflows.assistant import ARCHIVED
 from workflows.conversation import ChatTurn, ConversationWorkflow, TurnResult, workflow_id
@@ -98,6 +100,34 @@ async def list_models(state: StateDep, session: SessionDep, caller: ClientDep) -
     return ModelList(data=models + assistants)
 
 
+def served_route(state: AppState, caller: Principal, model: str) -> ModelRoute:
+    """The models policy's route for `model`; 404 when the caller's tenant may not use it."""
+    route = state.gateway.routes.get(model)
+    if route is None or not route.serves(caller.tenant):
+        raise ApiError(
+            404,
+            "model_not_found",
+            f"model {model[:200]!r} is not served to your tenant: GET /v1/models lists the ones that are",
+            param="model",
+        )
+    return route
+
+
+@router.get("/models/{model_id:path}", response_model=Model, responses={404: ERRORS[404]})
+async def retrieve_model(model_id: str, state: StateDep, session: SessionDep, caller: ClientDep) -> Model:
+    """One model or assistant of GET /v1/models (OpenAI's `models.retrieve`); 404 for any other."""
+    listed = await list_models(state, session, caller)
+    found = next((model for model in listed.data if model.id == model_id), None)
+    if found is None:
+        raise ApiError(
+            404,
+            "model_not_found",
+            f"model {model_id[:200]!r} is not served to your tenant: GET /v1/models lists the ones that are",
+            param="model",
+        )
+    return found
+
+
 ConversationIdHeader = Annotated[
     str | None,
     Header(
@@ -118,21 +148,28 @@ async def chat_completions(
     idempotency_key: IdempotencyKey = None,
 ) -> Any:
     """OpenAI's chat completion, whole or streamed (`stream: true`). With a conversation ID (header
-    `X-Conversation-Id` or `metadata.conversation_id`) the turn is durable: the messages lcp already
-    recorded are recognised, the new user message and the reply are recorded exactly once.
+    `X-Conversation-Id`, `conversation_id` in the body, or `metadata.conversation_id`) the turn is
+    durable: the messages lcp already recorded are recognised, the new user message and the reply are
+    recorded exactly once.
 
     Instead of a model, an assistant (`assistant: {id, version?}`, or model `assistant:ID[@vN]`) may
     answer: its version's model, instructions, params and tools apply, and the turn is always durable
     (a new conversation when none is named, its ID in `X-Conversation-Id`), so it counts in the
     assistant's analytics."""
     check_message_limits(body, state.settings.conversation.max_message_chars)  # one-shot and durable alike
-    conversation_id = _given(x_conversation_id) or _given(_metadata_conversation_id(body))
+    conversation_id = (
+        _given(x_conversation_id) or _given(body.conversation_id) or _given(_metadata_conversation_id(body))
+    )
     messages = _messages(body)
     await _refuse_oversized(state, caller, body, messages)
     side_request = is_side_request([(m.role, m.content) for m in messages], body.stream)
     ref = _assistant_ref(body)
     if (ref or conversation_id) and not side_request:
-        _refuse_client_tools(body, "an assistant's turn" if ref else "a durable turn")
+        what = "an assistant's turn" if ref else "a durable turn"
+        _refuse_client_tools(body, what)
+        _refuse_choices(
+            body, f"{what} records one reply, so it takes n=1: send n > 1 without a conversation ID"
+        )
     if ref:
         if side_request:  # a title request: answered by the assistant's model, and not kept
             binding = await assistant_binding(
@@ -142,12 +179,12 @@ async def chat_completions(
         return await _assistant_turn(
             state, session, caller, body, ref, conversation_id, messages, idempotency_key
         )
-    route = state.gateway.routes.get(body.model)
-    if route is None or not route.serves(caller.tenant):
+    route = served_route(state, caller, body.model)
+    if route.kind != "chat":
         raise ApiError(
-            404,
-            "model_not_found",
-            f"model {body.model!r} is not served to your tenant: GET /v1/models lists the ones that are",
+            400,
+            "InvalidRequest",
+            f"model {body.model!r} is an {route.kind} model: send it to POST /v1/embeddings",
             param="model",
         )
     if conversation_id and not side_request:
@@ -163,8 +200,15 @@ async def _refuse_oversized(
     estimate plus max_tokens (an assistant's instructions, or a conversation's summary, come on top)."""
     prompt = estimate_prompt_tokens(messages)
     max_tokens = body.params().get("max_tokens") or 0
+    choices = body.n or 1
     what = f"a prompt of about {prompt}" + (f" plus max_tokens {max_tokens}" if max_tokens else "")
-    await state.limiter.reserve(caller, prompt + max_tokens, what)
+    what += f", for each of {choices} choices" if choices > 1 else ""
+    await state.limiter.reserve(caller, (prompt + max_tokens) * choices, what)
+
+
+def _refuse_choices(body: ChatCompletionRequest, why: str) -> None:
+    if (body.n or 1) > 1:
+        raise ApiError(400, "InvalidRequest", f"n={body.n} is not supported here: {why}", param="n")
 
 
 def _refuse_client_tools(body: ChatCompletionRequest, what: str) -> None:
@@ -216,34 +260,109 @@ def _assistant_ref(body: ChatCompletionRequest) -> AssistantRef | None:
 async def _one_shot(
     state: AppState, caller: Principal, body: ChatCompletionRequest, model: str, messages: list[ChatMessage]
 ) -> Any:
+    """The reply not kept: `n` choices, each its own call to the model, whole or streamed."""
     tools, tool_choice = body.tool_declarations(), body.tool_choice_wire()
-    if not body.stream:
-        try:
-            result = await state.gateway.complete(
-                model, messages, body.params(), tools=tools, tool_choice=tool_choice
-            )
-        except InferenceFailure as err:
-            COMPLETIONS.labels("one-shot", "false", model, err.type or "error").inc()
-            raise _gateway_error(err) from err
-        _meter(state, caller, model, result.prompt_tokens, result.completion_tokens)
-        COMPLETIONS.labels("one-shot", "false", model, "ok").inc()
-        completion_id = f"chatcmpl-{uuid.uuid4().hex}"
-        content = _completion(
-            completion_id, result.model, result.content, result, result.finish_reason, result.tool_calls
-        )
-        return JSONResponse(content, headers={"X-Lcp-Mode": "one-shot"})
-
-    stream = state.gateway.stream(model, messages, body.params(), tools=tools, tool_choice=tool_choice)
+    choices = range(body.n or 1)
+    stream = "true" if body.stream else "false"
     try:
-        first = await anext(stream)  # endpoint errors before the first token are HTTP errors
-    except InferenceFailure as err:
-        COMPLETIONS.labels("one-shot", "true", model, err.type or "error").inc()
-        raise _gateway_error(err) from err
+        async with asyncio.TaskGroup() as group:  # one failed choice cancels the others
+            if body.stream:  # endpoint errors before the first token are HTTP errors
+                streams = [
+                    state.gateway.stream(
+                        model, messages, _choice_params(body, i), tools=tools, tool_choice=tool_choice
+                    )
+                    for i in choices
+                ]
+                firsts = [group.create_task(anext(each)) for each in streams]
+            else:
+                tasks = [
+                    group.create_task(_whole_choice(state, caller, body, model, messages, i)) for i in choices
+                ]
+    except* InferenceFailure as failures:
+        err = cast(InferenceFailure, failures.exceptions[0])
+        COMPLETIONS.labels("one-shot", stream, model, err.type or "error").inc()
+        if body.stream:
+            with anyio.CancelScope(shield=True):
+                for each in streams:
+                    await each.aclose()
+        raise gateway_error(err) from err
+    if not body.stream:
+        COMPLETIONS.labels("one-shot", "false", model, "ok").inc()
+        results = [task.result() for task in tasks]
+        content = _completion(f"chatcmpl-{uuid.uuid4().hex}", results[0].model, results)
+        return JSONResponse(content, headers={"X-Lcp-Mode": "one-shot"})
     return StreamingResponse(
-        _one_shot_events(state, caller, body, model, messages, first, stream),
+        _one_shot_events(state, caller, body, model, messages, [first.result() for first in firsts], streams),
         media_type="text/event-stream",
         headers={**SSE_HEADERS, "X-Lcp-Mode": "one-shot"},
     )
+
+
+def _choice_params(body: ChatCompletionRequest, index: int) -> dict[str, Any]:
+    """The endpoint's parameters for choice `index`: a seeded request's choices differ, reproducibly."""
+    params = body.turn_params()
+    if index and "seed" in params:
+        params["seed"] = (params["seed"] + index) % 2**63
+    return params
+
+
+async def _whole_choice(
+    state: AppState,
+    caller: Principal,
+    body: ChatCompletionRequest,
+    model: str,
+    messages: list[ChatMessage],
+    index: int,
+) -> ChatCompletionResult:
+    tools, tool_choice = body.tool_declarations(), body.tool_choice_wire()
+    params = _choice_params(body, index)
+    result = await state.gateway.complete(model, messages, params, tools=tools, tool_choice=tool_choice)
+    _meter(state, caller, model, result.prompt_tokens, result.completion_tokens)
+    return result
+
+
+Item = str | ChatCompletionResult
+
+
+async def _merged(
+    firsts: list[Item], streams: list[AsyncGenerator[Item, None]]
+) -> AsyncGenerator[tuple[int, Item], None]:
+    """The items of every choice's stream as they come, each with its choice's index; one stream is
+    relayed as is (no task between it and the client)."""
+    if len(streams) == 1:
+        item = firsts[0]
+        while True:
+            yield 0, item
+            if isinstance(item, ChatCompletionResult):
+                return
+            item = await anext(streams[0])
+    queue: asyncio.Queue[tuple[int, Item | Exception]] = asyncio.Queue()
+
+    async def pump(index: int) -> None:
+        item = firsts[index]
+        try:
+            while True:
+                await queue.put((index, item))
+                if isinstance(item, ChatCompletionResult):
+                    return
+                item = await anext(streams[index])
+        except Exception as err:  # the consumer raises it
+            await queue.put((index, err))
+
+    pumps = [asyncio.create_task(pump(index)) for index in range(len(streams))]
+    try:
+        finished = 0
+        while finished < len(streams):
+            index, got = await queue.get()
+            if isinstance(got, Exception):
+                raise got
+            finished += isinstance(got, ChatCompletionResult)
+            yield index, got
+    finally:
+        for task in pumps:
+            task.cancel()
+        with anyio.CancelScope(shield=True):
+            await asyncio.gather(*pumps, return_exceptions=True)
 
 
 async def _one_shot_events(
@@ -252,30 +371,38 @@ async def _one_shot_events(
     body: ChatCompletionRequest,
     model: str,
     messages: list[ChatMessage],
-    first: str | ChatCompletionResult,
-    stream: AsyncGenerator[str | ChatCompletionResult, None],
+    firsts: list[Item],
+    streams: list[AsyncGenerator[Item, None]],
 ) -> AsyncIterator[str]:
     chunk = _Chunks(f"chatcmpl-{uuid.uuid4().hex}", model)
-    sent: list[str] = []
+    sent: list[list[str]] = [[] for _ in streams]
+    ended: list[ChatCompletionResult | None] = [None for _ in streams]
     outcome = "disconnected"
+    items = _merged(firsts, streams)
     try:
-        yield chunk.delta({"role": "assistant", "content": ""})
-        item = first
-        while True:
+        for index in range(len(streams)):
+            yield chunk.delta({"role": "assistant", "content": ""}, index)
+        async for index, item in items:
             if isinstance(item, ChatCompletionResult):
                 if item.tool_calls:  # the endpoint's calls arrive whole: one delta carries them all
                     calls = wire_message(ChatMessage("assistant", "", item.tool_calls))["tool_calls"]
-                    yield chunk.delta({"tool_calls": [{"index": i, **call} for i, call in enumerate(calls)]})
-                yield chunk.finish(item.finish_reason)
-                if body.stream_options and body.stream_options.include_usage:
-                    yield chunk.usage(item.prompt_tokens, item.completion_tokens)
-                yield chunk.done()
+                    deltas = [{"index": i, **call} for i, call in enumerate(calls)]
+                    yield chunk.delta({"tool_calls": deltas}, index)
+                yield chunk.finish(item.finish_reason, index)
                 _meter(state, caller, model, item.prompt_tokens, item.completion_tokens)
-                outcome = "ok"
-                return
-            sent.append(item)
-            yield chunk.delta({"content": item})
-            item = await anext(stream)
+                ended[index] = item
+                continue
+            sent[index].append(item)
+            yield chunk.delta({"content": item}, index)
+        if body.stream_options and body.stream_options.include_usage:
+            results = [result for result in ended if result is not None]
+            prompt, completion = (
+                sum(r.prompt_tokens for r in results),
+                sum(r.completion_tokens for r in results),
+            )
+            yield chunk.usage(prompt, completion)
+        yield chunk.done()
+        outcome = "ok"
     except InferenceFailure as err:
         outcome = err.type or "error"
         yield _sse(openai_error_body(err.status, err.type or "EndpointError", str(err.message)))
@@ -283,11 +410,15 @@ async def _one_shot_events(
     finally:
         # Charged before anything is awaited: a client that went away cancels this task, and every
         # await in this block would then raise again at once (anyio's cancel scope), skipping the rest.
-        if outcome != "ok":  # what was generated before the end is still metered
-            _meter(state, caller, model, estimate_prompt_tokens(messages), estimate_tokens("".join(sent)))
+        for index, result in enumerate(ended):
+            if result is None:  # what was generated before the end is still metered
+                generated = estimate_tokens("".join(sent[index]))
+                _meter(state, caller, model, estimate_prompt_tokens(messages), generated)
         COMPLETIONS.labels("one-shot", "true", model, outcome).inc()
         with anyio.CancelScope(shield=True):
-            await stream.aclose()  # a client that went away stops the endpoint's generation too
+            await items.aclose()
+            for each in streams:
+                await each.aclose()  # a client that went away stops the endpoint's generation too
 
 
 # ---- durable -------------------------------------------------------------------------------
@@ -311,11 +442,12 @@ async def _durable(
         join_existing=True,  # every turn may be the first: start the conversation or join it
         system_prompt=system,
         params=body.params(),
+        principal=body.user or caller.subject,
     )
     turn = ChatTurn(
         history=[m for m in messages if m.role != "system"],
         model=body.model,
-        params=body.params(),
+        params=body.turn_params(),  # recorded with the turn; the conversation keeps only params()
         stream_channel=uuid.uuid4().hex if body.stream else None,
     )
     return await _run_turn(state, caller, body, body.model, conversation_id, start, turn, idempotency_key)
@@ -358,14 +490,20 @@ async def _assistant_turn(
         )
     turn = ChatTurn(
         history=[m for m in messages if m.role != "system"],
+        # The version's params stand; only the turn's own response_format is the request's.
+        params={k: v for k, v in body.turn_params().items() if k == "response_format"},
         stream_channel=uuid.uuid4().hex if body.stream else None,
         assistant_id=ref.id,
     )
     label = f"{ASSISTANT_MODEL_PREFIX}{ref.id}"
-    return await _run_turn(state, caller, body, label, conversation_id, start, turn, idempotency_key)
+    asked = body.model or label  # the reply names the assistant as asked for; its version is a header
+    return await _run_turn(
+        state, caller, body, label, conversation_id, start, turn, idempotency_key, answered_as=asked
+    )
 
 
 def _check_durable(conversation_id: str, messages: list[ChatMessage]) -> None:
+    """Refuse before anything starts what the conversation's workflow would refuse after starting."""
     if not _CONVERSATION_ID.match(conversation_id):
         raise ApiError(
             400,
@@ -381,6 +519,11 @@ def _check_durable(conversation_id: str, messages: list[ChatMessage]) -> None:
             f"durable conversations take user, assistant and system messages, not {', '.join(unsupported)}",
             param="messages",
         )
+    # What the workflow's validator would refuse, refused here: a refused turn starts no conversation.
+    if [m.role for m in messages if m.role != "system"][-1:] != ["user"]:
+        raise ApiError(
+            422, "InvalidMessage", "the last message must be the user's new message", param="messages"
+        )
 
 
 async def _run_turn(
@@ -392,9 +535,11 @@ async def _run_turn(
     start: WithStartWorkflowOperation[Any, Any] | None,
     turn: ChatTurn,
     idempotency_key: str | None,
+    answered_as: str | None = None,
 ) -> Any:
     """Send the turn to the conversation's workflow (started first when `start` is given) and answer
-    with the recorded reply, whole or streamed. `model` names the request in metrics and chunks."""
+    with the recorded reply, whole or streamed. `model` names the request in metrics; `answered_as`
+    (an assistant's name as the client gave it) the reply, else the model that wrote it."""
     key = update_id("chat", idempotency_key)
     handle = state.temporal.get_workflow_handle(workflow_id(caller.tenant, conversation_id))
     headers = {"X-Conversation-Id": conversation_id, "X-Lcp-Mode": "durable"}
@@ -412,7 +557,8 @@ async def _run_turn(
             result: TurnResult = await metered_turn(state, caller, call, charge=not repeat, model=model)
         reply = result.reply
         COMPLETIONS.labels("durable", "false", model, "ok").inc()
-        content = _completion(f"chatcmpl-{reply.id}", reply.model or model, reply.content, reply, "stop")
+        shown = answered_as or reply.model or model
+        content = _completion(f"chatcmpl-{reply.id}", shown, [_Reply(reply.content, reply)])
         if reply.assistant_version:
             headers["X-Assistant-Version"] = reply.assistant_version
         return JSONResponse(content, headers={**headers, "X-Message-Id": reply.id})
@@ -441,7 +587,9 @@ async def _run_turn(
     if not repeat:
         charge_when_done(state, caller, ending, model)
     return StreamingResponse(
-        _durable_events(model, conversation_id, ending, queue, subscription, body, keep=not repeat),
+        _durable_events(
+            answered_as or model, conversation_id, ending, queue, subscription, body, keep=not repeat
+        ),
         media_type="text/event-stream",
         headers={**SSE_HEADERS, **headers},
     )
@@ -575,21 +723,35 @@ def _meter(state: AppState, caller: Principal, model: str, prompt: int, completi
     meter(state, caller, model, prompt, completion)
 
 
-def _gateway_error(err: InferenceFailure) -> ApiError:
+def gateway_error(err: InferenceFailure) -> ApiError:
     headers = {"Retry-After": str(max(1, int(err.retry_after.total_seconds())))} if err.retry_after else None
     return ApiError(err.status, err.type or "EndpointError", str(err.message), headers=headers)
 
 
+@dataclass
+class _Reply:
+    """A recorded reply as a choice: the text, and the token counts of the record."""
+
+    content: str
+    usage: Any
+    finish_reason: str = "stop"
+    tool_calls: list[dict[str, Any]] | None = None
+
+    @property
+    def prompt_tokens(self) -> int:
+        return int(self.usage.prompt_tokens or 0)
+
+    @property
+    def completion_tokens(self) -> int:
+        return int(self.usage.completion_tokens or 0)
+
+
 def _completion(
-    completion_id: str,
-    model: str,
-    content: str,
-    usage: Any,
-    finish_reason: str,
-    tool_calls: list[dict[str, Any]] | None = None,
+    completion_id: str, model: str, choices: Sequence[ChatCompletionResult | _Reply]
 ) -> dict[str, Any]:
-    prompt, completion = usage.prompt_tokens or 0, usage.completion_tokens or 0
-    message = wire_message(ChatMessage("assistant", content, tool_calls))
+    """A chat.completion of one choice or several (n), whose usage adds up every choice's call."""
+    prompt = sum(choice.prompt_tokens for choice in choices)
+    completion = sum(choice.completion_tokens for choice in choices)
     return {
         "id": completion_id,
         "object": "chat.completion",
@@ -597,11 +759,12 @@ def _completion(
         "model": model,
         "choices": [
             {
-                "index": 0,
-                "message": message,
-                "finish_reason": finish_reason,
+                "index": index,
+                "message": wire_message(ChatMessage("assistant", choice.content, choice.tool_calls)),
+                "finish_reason": choice.finish_reason,
                 "logprobs": None,
             }
+            for index, choice in enumerate(choices)
         ],
         "usage": {
             "prompt_tokens": prompt,
@@ -622,11 +785,11 @@ class _Chunks:
         self._base = {"id": completion_id, "object": "chat.completion.chunk", "created": int(time.time())}
         self._model = model
 
-    def delta(self, delta: dict[str, Any]) -> str:
-        return self._event([{"index": 0, "delta": delta, "finish_reason": None, "logprobs": None}])
+    def delta(self, delta: dict[str, Any], index: int = 0) -> str:
+        return self._event([{"index": index, "delta": delta, "finish_reason": None, "logprobs": None}])
 
-    def finish(self, reason: str) -> str:
-        return self._event([{"index": 0, "delta": {}, "finish_reason": reason, "logprobs": None}])
+    def finish(self, reason: str, index: int = 0) -> str:
+        return self._event([{"index": index, "delta": {}, "finish_reason": reason, "logprobs": None}])
 
     def usage(self, prompt: int, completion: int) -> str:
         totals = {

@@ -90,7 +90,8 @@ async def create_conversation(
             session, tenant, body.assistant, body.user or caller.subject, state.gateway.routes
         )
     model = binding.spec.model if binding else body.model or state.settings.conversation.default_model
-    served = sorted(name for name, route in state.gateway.routes.items() if route.serves(tenant))
+    routes = state.gateway.routes.items()
+    served = sorted(name for name, route in routes if route.serves(tenant) and route.kind == "chat")
     if model not in served:
         raise ApiError(
             422,

@@ -37,6 +37,7 @@ async def test_an_assistant_answers_openai_clients_durably_and_keeps_its_version
     assistant_id = _id()
     await _create(admin, assistant_id, publish=True)
     assert f"assistant:{assistant_id}" in [m.id for m in (await sdk.models.list()).data]
+    assert (await sdk.models.retrieve(f"assistant:{assistant_id}")).owned_by.startswith("lcp assistant")
 
     history: list[Any] = [
         {"role": "system", "content": "the client's own prompt: replaced by the assistant's"},
@@ -48,7 +49,8 @@ async def test_an_assistant_answers_openai_clients_durably_and_keeps_its_version
     reply = raw.parse()
     conversation_id = raw.headers["X-Conversation-Id"]  # no id given: a new durable conversation
     assert raw.headers["X-Assistant-Version"] == "v1" and raw.headers["X-Lcp-Mode"] == "durable"
-    assert reply.choices[0].message.content == "hello there" and reply.model == "sim-zero"
+    assert reply.choices[0].message.content == "hello there"
+    assert reply.model == f"assistant:{assistant_id}"  # the name asked for; the version is the header
     detail = await _conversation(api, conversation_id)
     assert detail["conversation"]["assistant_id"] == assistant_id
     assert detail["conversation"]["system_prompt"] == "Be brief."
@@ -63,8 +65,9 @@ async def test_an_assistant_answers_openai_clients_durably_and_keeps_its_version
         stream=True,
         extra_headers={"X-Conversation-Id": conversation_id},
     )
-    streamed = "".join([chunk.choices[0].delta.content or "" async for chunk in stream if chunk.choices])
-    assert streamed == "more"
+    chunks = [chunk async for chunk in stream]
+    assert "".join([chunk.choices[0].delta.content or "" for chunk in chunks if chunk.choices]) == "more"
+    assert {chunk.model for chunk in chunks} == {f"assistant:{assistant_id}"}
     detail = await _conversation(api, conversation_id)
     assert detail["conversation"]["assistant_version"] == "v1"  # editing never moves it by itself
     assert [m["assistant_version"] for m in detail["messages"]] == [None, "v1", None, "v1"]
@@ -148,6 +151,8 @@ async def test_assistant_requests_that_cannot_be_served_are_refused_clearly(
 
     await _ok(await admin.post(f"/v1/assistants/{assistant_id}/archive", json={}))
     assert f"assistant:{assistant_id}" not in [m.id for m in (await sdk.models.list()).data]
+    with pytest.raises(openai.NotFoundError):
+        await sdk.models.retrieve(f"assistant:{assistant_id}")
     with pytest.raises(openai.ConflictError):
         await sdk.chat.completions.create(model=f"assistant:{assistant_id}", messages=ask)  # type: ignore[arg-type]
 

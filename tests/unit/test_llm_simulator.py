@@ -15,7 +15,7 @@ import pytest
 from openai.types.chat import ChatCompletion, ChatCompletionMessageParam, ChatCompletionToolParam
 from prometheus_client.parser import text_string_to_metric_families
 
-from lab.llm_simulator import DEFAULT_PROFILES, ModelProfile, create_app
+from lab.llm_simulator import DEFAULT_PROFILES, EMBEDDING_MODELS, ModelProfile, create_app
 from tests.http_server import serve_in_thread
 
 ZERO = "sim-zero"
@@ -313,12 +313,27 @@ def test_models_and_health_say_simulated(client: httpx.Client, url: str) -> None
     assert client.get("/healthz").json() == {"status": "ok", "simulated": True}
     listing = client.get("/v1/models").json()
     assert listing["object"] == "list"
-    assert [m["id"] for m in listing["data"]] == list(DEFAULT_PROFILES)
+    assert [m["id"] for m in listing["data"]] == [*DEFAULT_PROFILES, *EMBEDDING_MODELS]
     for model in listing["data"]:
         assert model["object"] == "model" and model["owned_by"] == "lcp-simulator"
         assert "simulated" in model["description"]
     with openai.OpenAI(base_url=url + "/v1", api_key="x") as oai:
-        assert [m.id for m in oai.models.list()] == list(DEFAULT_PROFILES)
+        assert [m.id for m in oai.models.list()] == [*DEFAULT_PROFILES, *EMBEDDING_MODELS]
+
+
+def test_embeddings_are_deterministic_unit_vectors_in_float_or_base64(client: httpx.Client, url: str) -> None:
+    with openai.OpenAI(base_url=url + "/v1", api_key="x") as oai:
+        floats = oai.embeddings.create(model="sim-embed", input=["a b", "c", "a b"], encoding_format="float")
+        decoded = oai.embeddings.create(model="sim-embed", input=["a b"])  # the SDK asks for base64
+    vectors = [item.embedding for item in floats.data]
+    assert len(vectors[0]) == EMBEDDING_MODELS["sim-embed"] and vectors[0] == vectors[2] != vectors[1]
+    assert math.isclose(sum(v * v for v in vectors[0]), 1.0, rel_tol=1e-9)
+    assert decoded.data[0].embedding == pytest.approx(vectors[0], rel=1e-6)  # float32 on the wire
+    assert floats.usage.prompt_tokens == 5
+    assert client.post("/v1/embeddings", json={"model": ZERO, "input": "x"}).status_code == 404
+    assert client.post("/v1/embeddings", json={"model": "sim-embed", "input": []}).status_code == 400
+    too_wide = {"model": "sim-embed", "input": "x", "dimensions": 65}
+    assert client.post("/v1/embeddings", json=too_wide).status_code == 400
 
 
 def test_metrics_use_vllm_names_and_count_requests(client: httpx.Client) -> None:

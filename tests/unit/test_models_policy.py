@@ -21,6 +21,21 @@ def test_a_base_url_is_a_group_of_one_deployment() -> None:
     assert route.routing.strategy is Strategy.CACHE_AWARE
 
 
+def test_an_embedding_model_is_one_more_model_group_and_its_canary_one_too() -> None:
+    routes = parse_routes(
+        {
+            "models": [
+                entry(),
+                entry(name="e", kind="embedding", canary={"version": "v2", "upstream_model": "e2"}),
+            ]
+        }
+    )
+    assert routes["m"].kind == "chat"
+    assert routes["e"].kind == "embedding" and routes["e"].canary is not None
+    assert routes["e"].canary.kind == "embedding"
+    assert load_routes()["sim-embed"].kind == "embedding"  # the default policy serves one
+
+
 def test_deployments_take_the_entry_s_defaults_and_their_own_fields() -> None:
     document = {
         "models": [
@@ -145,6 +160,11 @@ def test_kubernetes_discovery() -> None:
         ([entry(fallbacks=["m"])], "fallbacks go round in a cycle: m -> m"),
         ([entry(discovery={"kubernetes": {"service": "s"}})], "discovery.kubernetes is missing namespace"),
         ([entry(discovery={"consul": {}})], "discovery must be {kubernetes:"),
+        ([entry(kind="rerank")], "models[0] (m): kind must be one of chat, embedding, not 'rerank'"),
+        (
+            [entry(fallbacks=["e"]), {"name": "e", "base_url": "u", "kind": "embedding"}],
+            "model 'm' serves chat: its fallback 'e' serves embedding",
+        ),
     ],
 )
 def test_a_bad_entry_is_refused_naming_the_entry_and_the_field(models: list[object], message: str) -> None:

@@ -21,6 +21,7 @@ from activities.inference import ChatMessage
 from settings import Settings
 from store import crud
 from store.db import make_engine, make_sessionmaker
+from temporal.constants import PHASE
 from tests.workflows.saved_histories import save_history
 from workers.conversations import conversation_worker
 from workflows.conversation import (
@@ -109,9 +110,11 @@ async def test_status_query_reports_version_and_message_count(client: Client, wo
     conversation_id, _, first = await start(client, worker, "hello")
     handle = latest(client, conversation_id)
 
-    status = await handle.query(ConversationWorkflow.status)
+    status = await handle.query(ConversationWorkflow.state)
     assert isinstance(status, ConversationStatus)
     assert (status.conversation_id, status.tenant, status.status) == (conversation_id, TENANT, "active")
+    # `status`, the query's former name, still answers (clients and running workflows of older code).
+    assert await handle.query("status", result_type=ConversationStatus) == status
     assert (status.version, status.message_count, status.turns_this_run) == (1, 2, 1)
     assert status.active_leaf_id == first.reply.id
     assert status.summary is None
@@ -240,7 +243,7 @@ async def test_continues_as_new_when_the_server_suggests_it(settings: Settings) 
     from temporalio.contrib.pydantic import pydantic_data_converter
     from temporalio.testing import WorkflowEnvironment
 
-    from temporal.constants import KIND, PHASE, SERVICE
+    from temporal.constants import KIND, SERVICE
     from temporal.constants import TENANT as TENANT_ATTRIBUTE
     from temporal.devserver import temporal_binary
 
@@ -286,6 +289,8 @@ async def test_sent_edited_regenerated_and_archived(client: Client, worker: Sett
     assert (regenerated.version, regenerated.reply_variants) == (4, 2)
     archived = await handle.execute_update(ConversationWorkflow.archive, Archive(expected_version=4))
     assert (archived.status, archived.version, archived.message_count) == ("archived", 5, 7)
+    described = await handle.describe()
+    assert described.typed_search_attributes.get(PHASE) == "Archived"  # PascalCase, as every kind's
     await save_history(handle, "conversation")
 
 
