@@ -14,7 +14,18 @@ from api.deps import AppState
 from api.limits import RateLimiter
 from api.metrics import MetricsMiddleware
 from api.oidc import OidcVerifier
-from api.routes import assistants, chaos, chat, conversations, fleet, health, keys, rollouts, scaling
+from api.routes import (
+    assistants,
+    chaos,
+    chaos_scenarios,
+    chat,
+    conversations,
+    fleet,
+    health,
+    keys,
+    rollouts,
+    scaling,
+)
 from inference.discovery import start_discovery
 from inference.gateway import Gateway, ModelWeights, load_routes, make_http_client
 from inference.token_relay import MemoryRelay, PostgresRelay, make_relay
@@ -95,6 +106,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(keys.router)
     app.include_router(rollouts.router)
     app.include_router(scaling.router)
+    # Before chaos.router, whose /v1/chaos/{experiment}/{run} would take /v1/chaos/scenarios/catalogue.
+    app.include_router(chaos_scenarios.router)
     app.include_router(chaos.router)
     app.include_router(fleet.router)
     app.include_router(assistants.router)

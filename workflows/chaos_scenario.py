@@ -173,7 +173,7 @@ class ChaosScenarioWorkflow(ChaosRun):
 
     async def _cleanup(self) -> dict[str, Any]:
         """Stop the Workflow first (so that it starts no further engine), stop every engine (Litmus reverts
-        its chaos), then delete the Workflow and the engines."""
+        its chaos), then delete the engines and the Workflow."""
         if self._state.phase in (INJECTING, VERIFYING):
             self._set_phase(CLEANING_UP)
         rollback = _options.KUBERNETES_ROLLBACK
@@ -184,10 +184,10 @@ class ChaosScenarioWorkflow(ChaosRun):
         engines_stopped = await asyncio.gather(
             *(self._activity(LitmusActivities.stop_engine, engine, rollback) for engine in engines)
         )
-        deleted = await self._activity(ArgoActivities.delete_workflow, self._workflow, rollback)
         engines_deleted = await asyncio.gather(
             *(self._activity(LitmusActivities.delete_engine, engine, rollback) for engine in engines)
         )
+        deleted = await self._activity(ArgoActivities.delete_workflow, self._workflow, rollback)
         self._state.cleaned_up = True
         return {
             "workflow_stopped": stopped,
