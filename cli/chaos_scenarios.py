@@ -169,7 +169,7 @@ def render_header(view: "ScenarioView") -> RenderableType:
     grid.add_column(style="bold")
     grid.add_column()
     grid.add_row("run", shown(view.id))
-    progress = f"  ({view.progress} steps done)" if view.progress else ""
+    progress = f"  (Argo progress {view.progress})" if view.progress else ""
     grid.add_row("argo workflow", f"{shown(view.workflow)}{progress}")
     grid.add_row("phase", _styled(view.phase, PHASE_STYLE))
     grid.add_row("message", shown(view.message or "-", lines=True))

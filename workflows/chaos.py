@@ -170,7 +170,7 @@ class ChaosRun:
         raise NotImplementedError
 
     @property
-    def _options(self) -> Any:  # the input: its policy, poll_s, grace_s and requested_by
+    def _request(self) -> Any:  # the input: its policy, poll_s, grace_s and requested_by
         raise NotImplementedError
 
     @property
@@ -257,7 +257,7 @@ class ChaosRun:
         )
         if state.pods == 0:
             raise _Stop(REFUSED, f"no pods match {target.app_label} in {target.namespace}: nothing to test")
-        if problem := safety_problem(safety, self._options.policy):
+        if problem := safety_problem(safety, self._request.policy):
             self._state.refusal = ApplicationError(problem, type="ChaosRefused")
             raise _Stop(REFUSED, f"refused: {problem}")
         return {"pods": state.pods, "ready": state.ready, "running_rollouts": rollouts}
@@ -313,7 +313,7 @@ class ChaosRun:
                 raise _Stop(ERROR, late)
             try:
                 await workflow.wait_condition(
-                    lambda: self._state.abort is not None, timeout=timedelta(seconds=self._options.poll_s)
+                    lambda: self._state.abort is not None, timeout=timedelta(seconds=self._request.poll_s)
                 )
             except TimeoutError:
                 pass
@@ -347,7 +347,7 @@ class ChaosRun:
                 ready, pods = sum(s.ready for s in states), sum(s.pods for s in states)
                 within = f"{self._recover_within_s:g} s"
                 raise _Stop(FAILED, f"not back to steady state within {within} ({ready}/{pods} pods ready)")
-            await workflow.sleep(self._options.poll_s)
+            await workflow.sleep(self._request.poll_s)
 
     async def _report(self) -> dict[str, Any]:
         probes = self._state.probes
@@ -490,7 +490,7 @@ class ChaosExperimentWorkflow(ChaosRun):
         return self._in.experiment.hypothesis
 
     @property
-    def _options(self) -> ChaosInput:
+    def _request(self) -> ChaosInput:
         return self._in
 
     @property

@@ -212,7 +212,7 @@ class ChaosScenarioWorkflow(ChaosRun):
         return self._in.scenario.hypothesis
 
     @property
-    def _options(self) -> ScenarioInput:
+    def _request(self) -> ScenarioInput:
         return self._in
 
     @property
