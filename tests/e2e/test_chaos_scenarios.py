@@ -23,6 +23,7 @@ from temporal.constants import KIND, PHASE, SERVICE
 from tests.e2e.test_chaos_experiments import _address, engines, lab, settings, steady, success_rate, worker
 from tests.rollout_lab import NAMESPACE, RolloutLab
 from tests.waiting import eventually
+from tests.workflows.saved_histories import save_history
 from workflows.chaos import FAILED, PASSED
 from workflows.chaos_scenario import ChaosScenarioWorkflow, ScenarioInput, ScenarioView, workflow_id
 
@@ -155,7 +156,9 @@ async def test_a_breaching_scenario_is_stopped_within_one_probe_interval_and_cle
         (fault("never", api, "pod-delete"),),
     )
     request = ScenarioInput(breaching, run="r1", poll_s=0.5, requested_by="test")
-    view = await finished(await start(client, settings, request))
+    handle = await start(client, settings, request)
+    view = await finished(handle)
+    await save_history(handle, "chaos_scenario")
 
     assert_stopped_within_one_interval(view)
     # As last read, before the stop: the second step never began.
