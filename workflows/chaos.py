@@ -205,6 +205,7 @@ class ChaosRun:
             await self._step("safety", self._safety)
             self._state.checked = True
             await self._step("steady-state-before", lambda: self._hypothesis("before"))
+            self._stop_if_aborted()  # an abort while the steady state was checked: nothing is injected
             await self._step("inject", self._inject)
             self._set_phase(VERIFYING)
         except _Stop as stop:
@@ -296,10 +297,7 @@ class ChaosRun:
         interval = timedelta(seconds=self._hypothesis_def.interval_s)
         next_probe = workflow.now()  # continuous probes start with the fault
         while True:
-            if (abort := self._state.abort) is not None:
-                raise _Stop(
-                    ABORTED, f"aborted by {abort.by or 'an SRE'}: {abort.reason or 'no reason given'}"
-                )
+            self._stop_if_aborted()
             if workflow.now() >= next_probe:
                 for reading in await self._round("during"):
                     if not reading.passed:
@@ -317,6 +315,10 @@ class ChaosRun:
                 )
             except TimeoutError:
                 pass
+
+    def _stop_if_aborted(self) -> None:
+        if (abort := self._state.abort) is not None:
+            raise _Stop(ABORTED, f"aborted by {abort.by or 'an SRE'}: {abort.reason or 'no reason given'}")
 
     async def _recover(self) -> dict[str, Any]:
         """Wait for the targets to be back: every pod ready and the "after" probes passing, within the

@@ -1,10 +1,13 @@
 """The chaos scenario routes over real HTTP (the app served by uvicorn, the ops worker in the test's loop, the
 rollout lab with its Argo and Litmus simulations) and `lcp chaos scenario` run as a subprocess."""
 
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import yaml
+from temporalio.client import Client
 
 from tests.api.test_chaos_api import (
     _error,
@@ -19,6 +22,7 @@ from tests.api.test_chaos_api import (
 )
 from tests.lcp_cli import run_lcp
 from tests.rollout_lab import NAMESPACE, RolloutLab
+from tests.waiting import eventually
 
 __all__ = ["api_url", "chaos_settings", "key", "lab", "sre", "worker"]  # the chaos routes' fixtures
 
@@ -157,6 +161,57 @@ async def test_bad_scenarios_say_what_is_wrong(sre: httpx.AsyncClient, lab: Roll
     assert response.status_code == 201, response.text
     await sre.post("/v1/chaos/scenarios/apart/x/abort", json={"reason": "only the safety check was wanted"})
     _error(await sre.get("/v1/chaos/scenarios/nope/r1"), 404)
+    # Numbers out of range name the field, as for experiments.
+    slow = definition("slow", [service], [fault("a", service, "pod-delete", {})])
+    slow["hypothesis"]["interval_s"] = 0
+    invalid = _error(await sre.post("/v1/chaos/scenarios", json={"definition": slow}), 422)
+    assert "definition.hypothesis.interval_s" in invalid["message"]
+    huge = definition("huge", [], [fault("a", service, "pod-delete", {"TOTAL_CHAOS_DURATION": "99999999"})])
+    invalid = _error(await sre.post("/v1/chaos/scenarios", json={"definition": huge}), 422)
+    assert "definition.steps[0][0].fault.env.TOTAL_CHAOS_DURATION" in invalid["message"]
+
+
+async def test_a_game_day_schedule_runs_the_scenario_and_can_be_deleted(
+    sre: httpx.AsyncClient, lab: RolloutLab, api_url: str, key: str, client: Client, tmp_path: Path
+) -> None:
+    service = lab.add_service(replicas=4)
+    await lab.measured(success_rate(service))
+    short = {"TOTAL_CHAOS_DURATION": "2", "PODS_AFFECTED_PERC": "25"}
+    scenario = definition("gameday", [service], [fault("kill", service, "pod-delete", short)])
+    file = tmp_path / "scenarios.yaml"
+    file.write_text(yaml.safe_dump({"scenarios": [scenario]}))
+    code, out, err = await run_lcp(
+        api_url, key, "chaos", "scenario", "schedule", "gameday", "--file", str(file), "--every", "3600"
+    )
+    assert code == 0, err
+    assert "chaos-scenario-gameday-gameday" in out and "every 3600 s" in out
+    assert "chaos-scenario-gameday-gameday" not in (await sre.get("/v1/chaos/schedules")).text
+
+    await client.get_schedule_handle("chaos-scenario-gameday-gameday").trigger()  # the next game day, now
+
+    async def runs() -> list[dict[str, Any]]:
+        return [
+            r for r in (await sre.get("/v1/chaos/scenarios")).json()["data"] if r["scenario"] == "gameday"
+        ]
+
+    found = await eventually(
+        runs,
+        until=lambda found: found and found[0]["status"] != "RUNNING",
+        what="the scheduled run to finish",
+        within=120,
+        interval=0.5,
+    )
+    assert found[0]["phase"] == "Passed" and found[0]["run"].startswith("gameday-")
+    view = (await sre.get(f"/v1/chaos/scenarios/gameday/{found[0]['run']}")).json()
+    assert view["requested_by"].startswith("schedule by") and view["cleaned_up"]
+
+    code, out, err = await run_lcp(api_url, key, "chaos", "scenario", "schedules")
+    assert code == 0 and "chaos-scenario-gameday-gameday" in out, err
+    code, out, err = await run_lcp(
+        api_url, key, "chaos", "scenario", "unschedule", "chaos-scenario-gameday-gameday"
+    )
+    assert code == 0, err
+    _error(await sre.delete("/v1/chaos/scenarios/schedules/chaos-scenario-gameday-gameday"), 404)
 
 
 @pytest.mark.parametrize("path", ["/v1/chaos/scenarios/schedules/chaos-gameday-x"])
