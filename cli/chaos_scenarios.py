@@ -2,12 +2,14 @@
 through the lcp REST API — catalogue, run, status, abort, list, game-day schedules. The render functions are
 pure (a ScenarioView as the API answers it → a rich renderable)."""
 
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+import yaml
 from rich import box
 from rich.console import Console, Group, RenderableType
 from rich.panel import Panel
@@ -24,7 +26,7 @@ from cli.chaos import (
 )
 from cli.connection import CliError, api_commands
 from cli.rollout import Reason, number
-from cli.runtime import console
+from cli.runtime import console, err_console
 from cli.show import plain, shown
 
 if TYPE_CHECKING:
@@ -159,6 +161,42 @@ def unschedule(
     api.unschedule(schedule_id)
     console.print(f"deleted {schedule_id}")
     return 0
+
+
+@app.command("render")
+def render(
+    scenario: Annotated[str, typer.Argument(help="A catalogue scenario, or one from --file.")],
+    file: ScenariosFile = None,
+    run_id: Annotated[str, typer.Option("--run", help="The run id the names carry.")] = "manual",
+) -> None:
+    """Print the Argo Workflow a scenario runs as (YAML, no API needed): `kubectl create -f -` runs it on a
+    cluster with Argo Workflows and Litmus."""
+    from chaos.argo import render_workflow  # the argo-workflows models: only for this command
+    from chaos.experiments import ExperimentError
+    from chaos.scenarios import DEFAULT_SCENARIOS, load_scenarios
+
+    try:
+        known = {s.name: s for s in load_scenarios(file or DEFAULT_SCENARIOS)}
+        if scenario not in known:
+            raise ExperimentError(
+                f"no scenario {scenario!r} (there are: {', '.join(sorted(known)) or 'none'})"
+            )
+        manifest = render_workflow(known[scenario], run_id)
+    except ExperimentError as err:
+        err_console.print(f"lcp chaos scenario render: {err}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    sys.stdout.write(yaml.dump(manifest, Dumper=_BlockDumper, sort_keys=False))
+
+
+class _BlockDumper(yaml.SafeDumper):  # type: ignore[misc]  # PyYAML has no type stubs here
+    """YAML with multi-line strings (the embedded manifests) as `|` blocks, as people write them."""
+
+
+def _block(dumper: yaml.SafeDumper, text: str) -> yaml.ScalarNode:
+    return dumper.represent_scalar("tag:yaml.org,2002:str", text, style="|" if "\n" in text else None)
+
+
+_BlockDumper.add_representer(str, _block)
 
 
 # ---- rendering -----------------------------------------------------------------------------------------

@@ -1,10 +1,12 @@
 """Chaos scenarios: parsing and validation as tables, and their Argo Workflows against Argo's schema."""
 
+from pathlib import Path
 from typing import Any
 
 import jsonschema
 import pytest
 import yaml
+from typer.testing import CliRunner
 
 from chaos.argo import ENGINE_DONE, ENGINE_STOPPED, VERDICT_NOT_PASS, VERDICT_PASS, render_workflow
 from chaos.experiments import Experiment, ExperimentError, Fault, Hypothesis, PromProbe, Target
@@ -184,3 +186,17 @@ def test_schema_refuses_what_argo_would_not_run() -> None:
     assert any("'action' is a required property" in e for e in errors), errors
     assert any("'stepz' was unexpected" in e for e in errors), errors
     assert any(e.startswith("kind:") for e in errors), errors
+
+
+def test_lcp_chaos_scenario_render_prints_a_workflow_kubectl_can_create(tmp_path: Path) -> None:
+    from cli import app
+
+    file = tmp_path / "scenarios.yaml"
+    file.write_text(yaml.safe_dump({"scenarios": [scenario_to_data(TWO_FAULTS)]}))
+    result = CliRunner().invoke(app, ["chaos", "scenario", "render", "two-faults", "--file", str(file)])
+    assert result.exit_code == 0, result.output
+    manifest = yaml.safe_load(result.output)
+    assert validate(manifest) == [] and manifest == render_workflow(TWO_FAULTS, "manual")
+    assert "manifest: |" in result.output  # the engines as YAML blocks, as people write them
+    unknown = CliRunner().invoke(app, ["chaos", "scenario", "render", "nope", "--file", str(file)])
+    assert unknown.exit_code == 2 and "no scenario 'nope' (there are: two-faults)" in unknown.output
