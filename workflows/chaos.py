@@ -62,7 +62,6 @@ REFUSED = "Refused"  # the safety policy said no: nothing injected
 NOT_STEADY = "NotSteady"  # the hypothesis did not hold before: nothing injected
 ABORTED = "Aborted"  # an SRE stopped it
 ERROR = "Error"  # Litmus or the cluster failed it
-INVALID = "InvalidSpec"
 FINISHED = (PASSED, FAILED, REFUSED, NOT_STEADY, ABORTED, ERROR)
 
 
@@ -162,6 +161,7 @@ class ChaosRun:
     run looks in a query."""
 
     _state: ChaosState
+    _noun = "experiment"  # what the run is called in its messages
 
     # ---- what a subclass says ----------------------------------------------------------------------------
 
@@ -271,8 +271,6 @@ class ChaosRun:
                 f"the {self._noun} is invalid: {problem}", type="InvalidSpec"
             )
             raise _Stop(REFUSED, f"refused: {problem}")
-
-    _noun = "experiment"
 
     async def _hypothesis(self, when: str) -> dict[str, Any]:
         results = await self._round(when)
