@@ -73,7 +73,7 @@ class LitmusActivities(contract.LitmusActivities):
         """Patch `spec.engineState: stop` (Litmus' abort); False when the engine is already gone."""
         stop = {"spec": {"engineState": "stop"}}
         engine = (*LITMUS, ref.namespace, ENGINES, ref.name)
-        stopped = _unless_gone(lambda: self._custom.patch_namespaced_custom_object(*engine, stop))
+        stopped = unless_gone(lambda: self._custom.patch_namespaced_custom_object(*engine, stop))
         if stopped:
             activity.logger.info("stopped ChaosEngine %s/%s", ref.namespace, ref.name)
         return stopped
@@ -82,7 +82,7 @@ class LitmusActivities(contract.LitmusActivities):
     def delete_engine(self, ref: EngineRef) -> bool:
         """Delete the engine; False when it was already gone."""
         engine = (*LITMUS, ref.namespace, ENGINES, ref.name)
-        deleted = _unless_gone(lambda: self._custom.delete_namespaced_custom_object(*engine))
+        deleted = unless_gone(lambda: self._custom.delete_namespaced_custom_object(*engine))
         if deleted:
             activity.logger.info("deleted ChaosEngine %s/%s", ref.namespace, ref.name)
         return deleted
@@ -107,7 +107,7 @@ class LitmusActivities(contract.LitmusActivities):
         )
 
 
-def _unless_gone(write: Callable[[], object]) -> bool:
+def unless_gone(write: Callable[[], object]) -> bool:
     """Make `write` to an object; False when the object is already gone (404), which is done too."""
     try:
         write()

@@ -17,6 +17,7 @@ from api.oidc import OidcVerifier
 from api.routes import (
     assistants,
     chaos,
+    chaos_scenarios,
     chat,
     conversations,
     embeddings,
@@ -107,6 +108,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(keys.router)
     app.include_router(rollouts.router)
     app.include_router(scaling.router)
+    # Before chaos.router, whose /v1/chaos/{experiment}/{run} would take /v1/chaos/scenarios/catalogue.
+    app.include_router(chaos_scenarios.router)
     app.include_router(chaos.router)
     app.include_router(fleet.router)
     app.include_router(assistants.router)

@@ -54,11 +54,9 @@ class ChaosList(BaseModel):
     data: list[ChaosSummary]
 
 
-class ScheduleCreate(Strict):
-    """A recurring game day: an experiment (by name or whole) on a cron or every so many seconds."""
+class GameDayTiming(Strict):
+    """When a recurring game day runs: a cron or every so many seconds."""
 
-    experiment: str | None = None
-    definition: dict[str, Any] | None = None
     cron: str | None = Field(
         default=None,
         max_length=200,
@@ -83,11 +81,22 @@ class ScheduleCreate(Strict):
         return cron
 
     @model_validator(mode="after")
-    def _one_each(self) -> "ScheduleCreate":
-        if (self.experiment is None) == (self.definition is None):
-            raise ValueError("give experiment (a catalogue name) or definition (an experiment), one of them")
+    def _one_timing(self) -> "GameDayTiming":
         if (self.cron is None) == (self.every_s is None):
             raise ValueError("give cron or every_s, one of them")
+        return self
+
+
+class ScheduleCreate(GameDayTiming):
+    """A recurring game day: an experiment (by name or whole) on a cron or every so many seconds."""
+
+    experiment: str | None = None
+    definition: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _one_experiment(self) -> "ScheduleCreate":
+        if (self.experiment is None) == (self.definition is None):
+            raise ValueError("give experiment (a catalogue name) or definition (an experiment), one of them")
         return self
 
 
@@ -102,3 +111,52 @@ class ScheduleSummary(BaseModel):
 
 class ScheduleList(BaseModel):
     data: list[ScheduleSummary]
+
+
+# ── Scenarios ─────────────────────────────────────────────────────────────────────────────────────────
+
+
+class ScenarioCreate(Strict):
+    """A scenario from the catalogue by name, or one given whole (the scenarios YAML's shape)."""
+
+    scenario: str | None = Field(default=None, description="A catalogue scenario's name.")
+    definition: dict[str, Any] | None = Field(default=None, description="A scenario, as in the YAML.")
+    run: str | None = Field(
+        default=None,
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+        max_length=40,
+        description="This run's id (default: the UTC time, e.g. 20261126-150600).",
+    )
+
+    @model_validator(mode="after")
+    def _one_scenario(self) -> "ScenarioCreate":
+        if (self.scenario is None) == (self.definition is None):
+            raise ValueError("give scenario (a catalogue name) or definition (a scenario), one of them")
+        return self
+
+
+class ScenarioScheduleCreate(GameDayTiming):
+    """A recurring game day of a scenario (by name or whole)."""
+
+    scenario: str | None = None
+    definition: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _one_scenario(self) -> "ScenarioScheduleCreate":
+        if (self.scenario is None) == (self.definition is None):
+            raise ValueError("give scenario (a catalogue name) or definition (a scenario), one of them")
+        return self
+
+
+class ScenarioSummary(BaseModel):
+    id: str
+    scenario: str
+    run: str
+    phase: str | None
+    status: str
+    started_at: str | None
+    closed_at: str | None
+
+
+class ScenarioList(BaseModel):
+    data: list[ScenarioSummary]

@@ -3,10 +3,10 @@
 import hashlib
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
 from policies.chaos import COMPARATORS
@@ -29,6 +29,8 @@ __all__ = [
     "Target",
     "engine_name",
     "experiment_to_data",
+    "hypothesis_to_data",
+    "load_definitions",
     "load_experiments",
     "parse_experiments",
     "render_engine",
@@ -68,6 +70,8 @@ def _unshowable(text: str, pattern: re.Pattern[str] = _UNSHOWABLE) -> str | None
     found = pattern.search(text)
     return None if found is None else f"U+{ord(found.group()):04X} at character {found.start()}"
 
+
+T = TypeVar("T")
 
 DEFAULT_CATALOGUE = Path(__file__).with_name("catalogue.yaml")  # the lab demo's experiments
 # What a catalogue's {{name}} placeholders stand for unless the loader is told otherwise: the lab's workload
@@ -466,9 +470,16 @@ def parse_experiments(data: Any) -> list[Experiment]:
 def load_experiments(path: str | Path, placeholders: Mapping[str, str] | None = None) -> list[Experiment]:
     """Experiments from a YAML file, or from YAML text (a str with a line break); ExperimentError names
     the file. Every `{{name}}` in its strings is replaced by `placeholders[name]` (DEFAULT_PLACEHOLDERS for
-    those not given), e.g. `url: "{{workload}}/healthz"`. PyYAML is imported here, not at the top: it is
-    not stdlib, and the module stays importable wherever only the definitions are needed (a workflow
-    sandbox)."""
+    those not given), e.g. `url: "{{workload}}/healthz"`."""
+    return load_definitions(path, parse_experiments, placeholders)
+
+
+def load_definitions(
+    path: str | Path, parse: Callable[[Any], list[T]], placeholders: Mapping[str, str] | None = None
+) -> list[T]:
+    """`parse` of a YAML file's (or YAML text's) data, placeholders filled; ExperimentError names the file.
+    PyYAML is imported here, not at the top: it is not stdlib, and the module stays importable wherever only
+    the definitions are needed (a workflow sandbox)."""
     import yaml
 
     if isinstance(path, str) and "\n" in path:
@@ -484,7 +495,7 @@ def load_experiments(path: str | Path, placeholders: Mapping[str, str] | None = 
     except yaml.YAMLError as exc:
         raise ExperimentError(f"{source}: not valid YAML: {exc}") from None
     try:
-        return parse_experiments(_filled(data, {**DEFAULT_PLACEHOLDERS, **(placeholders or {})}))
+        return parse(_filled(data, {**DEFAULT_PLACEHOLDERS, **(placeholders or {})}))
     except ExperimentError as exc:
         raise ExperimentError(f"{source}: {exc}") from None
 
@@ -512,12 +523,17 @@ def experiment_to_data(experiment: Experiment) -> dict[str, Any]:
             "kind": experiment.target.kind,
         },
         "fault": {"kind": experiment.fault.kind, "env": dict(experiment.fault.env)},
-        "hypothesis": {
-            "interval_s": experiment.hypothesis.interval_s,
-            "probes": [_probe_to_data(probe) for probe in experiment.hypothesis.probes],
-        },
+        "hypothesis": hypothesis_to_data(experiment.hypothesis),
         "weight": experiment.weight,
         "recover_within_s": experiment.recover_within_s,
+    }
+
+
+def hypothesis_to_data(hypothesis: Hypothesis) -> dict[str, Any]:
+    """A `hypothesis` entry, as the parsers read it back."""
+    return {
+        "interval_s": hypothesis.interval_s,
+        "probes": [_probe_to_data(probe) for probe in hypothesis.probes],
     }
 
 
@@ -554,11 +570,6 @@ def _experiment(entry: Any, where: str) -> Experiment:
     _keys(target, f"{where}.target", required=("namespace", "app_label"), optional=("kind",))
     fault = entry["fault"]
     _keys(fault, f"{where}.fault", required=("kind",), optional=("env",))
-    hypothesis = {} if entry.get("hypothesis") is None else entry["hypothesis"]
-    _keys(hypothesis, f"{where}.hypothesis", required=(), optional=("interval_s", "probes"))
-    probes = [] if hypothesis.get("probes") is None else hypothesis["probes"]
-    if not isinstance(probes, list):
-        raise ExperimentError(f"{where}.hypothesis.probes: must be a list of probes")
     return Experiment(
         name=_text(entry, "name", where),
         target=Target(
@@ -569,14 +580,21 @@ def _experiment(entry: Any, where: str) -> Experiment:
         fault=Fault(
             kind=_text(fault, "kind", f"{where}.fault"), env=_env(fault.get("env"), f"{where}.fault")
         ),
-        hypothesis=Hypothesis(
-            probes=tuple(
-                _probe(probe, f"{where}.hypothesis.probes[{index}]") for index, probe in enumerate(probes)
-            ),
-            interval_s=_number(hypothesis, "interval_s", f"{where}.hypothesis", 5.0),
-        ),
+        hypothesis=_hypothesis(entry.get("hypothesis"), f"{where}.hypothesis"),
         weight=_whole(entry, "weight", where, MAX_WEIGHT),
         recover_within_s=_number(entry, "recover_within_s", where, 60.0),
+    )
+
+
+def _hypothesis(entry: Any, where: str) -> Hypothesis:
+    hypothesis = {} if entry is None else entry
+    _keys(hypothesis, where, required=(), optional=("interval_s", "probes"))
+    probes = [] if hypothesis.get("probes") is None else hypothesis["probes"]
+    if not isinstance(probes, list):
+        raise ExperimentError(f"{where}.probes: must be a list of probes")
+    return Hypothesis(
+        probes=tuple(_probe(probe, f"{where}.probes[{index}]") for index, probe in enumerate(probes)),
+        interval_s=_number(hypothesis, "interval_s", where, 5.0),
     )
 
 

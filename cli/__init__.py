@@ -8,7 +8,21 @@ schemas) are imported inside the commands that need them, so that `lcp --help` s
 
 import typer
 
-from cli import assistants, bench, chaos, chat, db, keys, lab, models, rollout, scaling, serve, temporal
+from cli import (
+    assistants,
+    bench,
+    chaos,
+    chaos_scenarios,
+    chat,
+    db,
+    keys,
+    lab,
+    models,
+    rollout,
+    scaling,
+    serve,
+    temporal,
+)
 
 app = typer.Typer(
     help="lcp: the control plane behind an AI chat platform.",
@@ -24,6 +38,7 @@ app.add_typer(temporal.app, name="temporal")
 app.add_typer(bench.app, name="bench")
 app.add_typer(rollout.app, name="rollout")
 app.add_typer(scaling.app, name="scaling")
+chaos.app.add_typer(chaos_scenarios.app, name="scenario")  # lcp chaos scenario ...
 app.add_typer(chaos.app, name="chaos")
 app.add_typer(assistants.app, name="assistants")
 app.add_typer(models.app, name="models")

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from api.chaos_schemas import ChaosSummary, ScheduleSummary
     from cli.client import ChaosApi
     from workflows.chaos import ChaosView
+    from workflows.chaos_scenario import ScenarioView
 
 PHASE_STYLE = {
     "Checking": "bold cyan",
@@ -53,7 +54,8 @@ def _connect(api_url: str | None, home: Path, api_key: str | None) -> "ChaosApi"
 
 
 app = typer.Typer(
-    help="Chaos experiments (LitmusChaos) through the lcp API (a key with the sre role).",
+    help="Chaos experiments (LitmusChaos) and scenarios (Argo Workflows) through the lcp API (a key with the "
+    "sre role).",
     no_args_is_help=True,
 )
 command = api_commands(app, "chaos", _connect)
@@ -219,21 +221,24 @@ def drill(
 # ---- request bodies from the command line ----------------------------------------------------------------
 
 
-def run_body(name: str | None, file: Path | None, run: str | None) -> dict[str, Any]:
-    """The POST body: a catalogue name, or the one experiment a YAML file holds (the catalogue's shape)."""
+def run_body(
+    name: str | None, file: Path | None, run: str | None, kind: str = "experiment"
+) -> dict[str, Any]:
+    """The POST body: a catalogue name, or the one `kind` (experiment or scenario) a YAML file holds (the
+    catalogue's shape)."""
     body: dict[str, Any] = {"run": run} if run else {}
     if file is None:
-        return body | {"experiment": name}
+        return body | {kind: name}
     try:
         data = yaml.safe_load(file.read_text())
     except (OSError, yaml.YAMLError) as err:
         raise CliError(f"cannot read {file}: {err}") from err
-    entries = data.get("experiments") if isinstance(data, dict) else None
+    entries = data.get(f"{kind}s") if isinstance(data, dict) else None
     if not isinstance(entries, list) or not entries:
-        raise CliError(f"{file}: expected `experiments:` with at least one experiment")
+        raise CliError(f"{file}: expected `{kind}s:` with at least one {kind}")
     chosen = [e for e in entries if isinstance(e, dict) and (name is None or e.get("name") == name)]
     if len(chosen) != 1:
-        raise CliError(f"{file}: name the experiment to run (it holds {len(entries)})")
+        raise CliError(f"{file}: name the {kind} to run (it holds {len(entries)})")
     return body | {"definition": chosen[0]}
 
 
@@ -274,7 +279,7 @@ def render_header(view: "ChaosView") -> RenderableType:
     return Panel(grid, title="chaos experiment", title_align="left", box=box.ROUNDED)
 
 
-def render_journal(view: "ChaosView") -> RenderableType:
+def render_journal(view: "ChaosView | ScenarioView") -> RenderableType:
     table = Table(box=box.SIMPLE_HEAD, title="journal", title_justify="left")
     for column in ("step", "status", "seconds", "output / error"):
         table.add_column(column, overflow="fold")
@@ -289,7 +294,7 @@ def render_journal(view: "ChaosView") -> RenderableType:
     return table
 
 
-def render_probes(view: "ChaosView", last: int = 12) -> RenderableType:
+def render_probes(view: "ChaosView | ScenarioView", last: int = 12) -> RenderableType:
     table = Table(box=box.SIMPLE_HEAD, title="probes (newest last)", title_justify="left")
     for column in ("when", "probe", "passed", "value", "detail"):
         table.add_column(column, overflow="fold")

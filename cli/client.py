@@ -11,7 +11,15 @@ from pydantic import TypeAdapter
 
 from api.assistant_schemas import AssistantList, AssistantSummary, StoredVersion, VersionList
 from api.assistant_stats import AssistantStats
-from api.chaos_schemas import Catalogue, ChaosList, ChaosSummary, ScheduleList, ScheduleSummary
+from api.chaos_schemas import (
+    Catalogue,
+    ChaosList,
+    ChaosSummary,
+    ScenarioList,
+    ScenarioSummary,
+    ScheduleList,
+    ScheduleSummary,
+)
 from api.fleet_schemas import FleetView
 from api.rollout_schemas import RolloutList, RolloutSummary
 from api.scaling_schemas import DecisionList, ScalingList, ScalingSummary, StoredDecision
@@ -19,6 +27,7 @@ from cli.connection import CliError, api_address
 from workflows.assistant import AssistantView
 from workflows.canary import RolloutView
 from workflows.chaos import ChaosView
+from workflows.chaos_scenario import ScenarioView
 from workflows.scaling import ScalingView
 
 Answer = TypeVar("Answer")
@@ -162,6 +171,37 @@ class ChaosApi(ApiClient):
 
     def unschedule(self, schedule_id: str) -> None:
         self._call("DELETE", f"/v1/chaos/schedules/{schedule_id}")
+
+
+class ScenariosApi(ApiClient):
+    """The chaos scenario routes of the lcp API (role sre)."""
+
+    base = "/v1/chaos/scenarios"
+
+    def catalogue(self) -> list[dict[str, Any]]:
+        return self._answer(Catalogue, "GET", f"{self.base}/catalogue").data
+
+    def run(self, body: Mapping[str, Any]) -> ScenarioView:
+        return self._answer(ScenarioView, "POST", self.base, json=dict(body))
+
+    def get(self, scenario: str, run: str) -> ScenarioView:
+        return self._answer(ScenarioView, "GET", f"{self.base}/{scenario}/{run}")
+
+    def abort(self, scenario: str, run: str, reason: str = "") -> ScenarioView:
+        path = f"{self.base}/{scenario}/{run}/abort"
+        return self._answer(ScenarioView, "POST", path, json={"reason": reason})
+
+    def runs(self, phase: str | None = None) -> list[ScenarioSummary]:
+        return self._answer(ScenarioList, "GET", self.base, params={"phase": phase} if phase else {}).data
+
+    def schedule(self, body: Mapping[str, Any]) -> ScheduleSummary:
+        return self._answer(ScheduleSummary, "POST", f"{self.base}/schedules", json=dict(body))
+
+    def schedules(self) -> list[ScheduleSummary]:
+        return self._answer(ScheduleList, "GET", f"{self.base}/schedules").data
+
+    def unschedule(self, schedule_id: str) -> None:
+        self._call("DELETE", f"{self.base}/schedules/{schedule_id}")
 
 
 class AssistantsApi(ApiClient):

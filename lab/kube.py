@@ -76,6 +76,16 @@ KINDS: tuple[Kind, ...] = (
         short_names=("ro",),
     ),
     Kind("argoproj.io", "v1alpha1", "analysisruns", "AnalysisRun", custom=True, returns_deleted_object=True),
+    Kind(  # Argo's Workflow CRD has no status subresource: its controller writes the whole object
+        "argoproj.io",
+        "v1alpha1",
+        "workflows",
+        "Workflow",
+        subresources=frozenset(),
+        custom=True,
+        returns_deleted_object=True,
+        short_names=("wf",),
+    ),
     Kind(
         "networking.istio.io",
         "v1beta1",

@@ -11,6 +11,7 @@ from typing import Any
 import uvicorn
 from kubernetes import client, config
 
+from lab.argo import ArgoWorkflowController
 from lab.cluster_view import VERSION_LABEL, KubernetesClusterView
 from lab.controllers import POD_IP_ANNOTATION, ControllerManager, default_controllers
 from lab.fleet import FLEET_NAMESPACE, FLEET_SERVICE
@@ -150,7 +151,9 @@ class Lab:
         if options.demo:
             source = await asyncio.to_thread(traffic_source, options.trace)
             self.workload.add_service(ServiceSpec(DEMO_NAMESPACE, DEMO_SERVICE, source))
-        self.chaos = ControllerManager([ChaosOperator(self.kube, self.workload)])
+        self.chaos = ControllerManager(
+            [ChaosOperator(self.kube, self.workload), ArgoWorkflowController(self.kube)]
+        )
         await self.chaos.start()
         server_config = uvicorn.Config(
             create_app(self.workload),

@@ -150,10 +150,14 @@ class ScalingSettings(BaseModel):
 
 
 class ChaosSettings(BaseModel):
-    """Chaos experiments: the catalogue the API runs by name, and the safety policy every run obeys."""
+    """Chaos experiments and scenarios: the catalogues the API runs by name, and the safety policy every
+    run obeys."""
 
     catalogue_file: Path | None = Field(
         default=None, description="Experiments YAML; empty means chaos/catalogue.yaml (the lab demo's)."
+    )
+    scenarios_file: Path | None = Field(
+        default=None, description="Scenarios YAML; empty means chaos/scenarios.yaml (the lab demo's)."
     )
     workload_url: str = Field(
         default="http://127.0.0.1:8601",

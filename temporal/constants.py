@@ -12,5 +12,7 @@ KIND = SearchAttributeKey.for_keyword("LcpKind")
 SERVICE = SearchAttributeKey.for_keyword("LcpService")
 PHASE = SearchAttributeKey.for_keyword("LcpPhase")
 
+SCENARIO_KIND = "chaos-scenario"  # LcpKind of a chaos scenario (an experiment's is "chaos")
+
 # name -> type, as `temporal server start-dev --search-attribute NAME=TYPE` wants them
 SEARCH_ATTRIBUTES = {key.name: "Keyword" for key in (TENANT, KIND, SERVICE, PHASE)}

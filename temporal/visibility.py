@@ -4,7 +4,7 @@ touch one service at once)."""
 
 from temporalio.client import Client
 
-from temporal.constants import KIND, PHASE, SERVICE
+from temporal.constants import KIND, PHASE, SCENARIO_KIND, SERVICE
 
 
 def kind_query(kind: str, *, service: str | None = None, phase: str | None = None) -> str:
@@ -22,3 +22,12 @@ async def running_workflows(client: Client, kind: str, service: str) -> list[str
     """Ids of the running workflows of `kind` (the LcpKind search attribute) on `service` (LcpService)."""
     found = client.list_workflows(kind_query(kind, service=service) + " AND ExecutionStatus = 'Running'")
     return [execution.id async for execution in found]
+
+
+async def running_scenarios_on(client: Client, service: str) -> list[str]:
+    """Ids of the running chaos scenarios that hit `service` (namespace/service): LcpService holds one
+    service, so a scenario lists all of its targets in its memo's `services`."""
+    found = client.list_workflows(kind_query(SCENARIO_KIND) + " AND ExecutionStatus = 'Running'")
+    return [
+        execution.id async for execution in found if service in await execution.memo_value("services", [])
+    ]

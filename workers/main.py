@@ -13,6 +13,7 @@ from prometheus_client import start_http_server
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from activities.argo import ArgoActivities
 from activities.egress import EgressRules, fenced_client
 from activities.forecasting import CONCURRENT_FORECASTS, ForecastingActivities
 from activities.kubernetes import KubernetesActivities
@@ -31,6 +32,7 @@ from temporal.constants import CONVERSATIONS_QUEUE, FORECASTING_QUEUE, TASK_QUEU
 from workers.conversations import conversation_worker
 from workflows.canary import CanaryRolloutWorkflow
 from workflows.chaos import ChaosExperimentWorkflow
+from workflows.chaos_scenario import ChaosScenarioWorkflow
 from workflows.scaling import PredictiveScalingWorkflow
 
 log = logging.getLogger(__name__)
@@ -44,10 +46,11 @@ def probe_egress_rules(settings: Settings) -> EgressRules:
 
 @asynccontextmanager
 async def ops_worker(client: Client, settings: Settings) -> AsyncIterator[Worker]:
-    """A worker for canary rollouts, predictive scaling and chaos experiments: Kubernetes (Litmus' CRDs
-    too) through the kubeconfig, PromQL against Prometheus and HTTP probes (their clients block, so
-    those activities are plain functions on a thread pool), the model canaries' weights and the scaling
-    decisions in the read model, and Temporal's visibility (async activities)."""
+    """A worker for canary rollouts, predictive scaling and chaos experiments and scenarios: Kubernetes
+    (Litmus' and Argo Workflows' CRDs too) through the kubeconfig, PromQL against Prometheus and HTTP
+    probes (their clients block, so those activities are plain functions on a thread pool), the model
+    canaries' weights and the scaling decisions in the read model, and Temporal's visibility (async
+    activities)."""
     kubeconfig = settings.resolved_kubeconfig()
     if not kubeconfig.exists():
         raise FileNotFoundError(
@@ -66,6 +69,7 @@ async def ops_worker(client: Client, settings: Settings) -> AsyncIterator[Worker
     models = ModelActivities(sessions, routes)
     store = StoreActivities(sessions, single_writer=engine.dialect.name == "sqlite")
     litmus = LitmusActivities(api_client)
+    argo = ArgoActivities(api_client)
     probe_http = fenced_client(probe_egress_rules(settings))  # probe URLs come with a request, too
     probes = ProbeActivities(probe_http)
     visibility = VisibilityActivities(client)
@@ -73,7 +77,12 @@ async def ops_worker(client: Client, settings: Settings) -> AsyncIterator[Worker
     worker = Worker(
         client,
         task_queue=settings.rollout.task_queue,
-        workflows=[CanaryRolloutWorkflow, PredictiveScalingWorkflow, ChaosExperimentWorkflow],
+        workflows=[
+            CanaryRolloutWorkflow,
+            PredictiveScalingWorkflow,
+            ChaosExperimentWorkflow,
+            ChaosScenarioWorkflow,
+        ],
         activities=[
             kube.read_deployment,
             kube.scale_deployment,
@@ -93,6 +102,10 @@ async def ops_worker(client: Client, settings: Settings) -> AsyncIterator[Worker
             litmus.stop_engine,
             litmus.delete_engine,
             litmus.target_state,
+            argo.submit_scenario,
+            argo.read_workflow,
+            argo.stop_workflow,
+            argo.delete_workflow,
             probes.http,
             visibility.running,
         ],

@@ -12,8 +12,10 @@ from temporalio.exceptions import ActivityError, ApplicationError
 from chaos.experiments import (
     Experiment,
     HttpProbe,
+    Hypothesis,
     Probe,
     PromProbe,
+    Target,
     engine_name,
     render_engine,
     result_name,
@@ -21,6 +23,7 @@ from chaos.experiments import (
 from policies.chaos import (
     SafetyInput,
     SafetyPolicy,
+    pods_affected,
     probe_passes,
     probe_success_percentage,
     resilience_score,
@@ -155,19 +158,58 @@ class ChaosState:
     refusal: ApplicationError | None = None  # why the safety policy (or the spec) refused it
 
 
-@workflow.defn(name="ChaosExperiment")
-class ChaosExperimentWorkflow:
-    @workflow.init
-    def __init__(self, request: ChaosInput) -> None:
-        self._in = request
-        self._state = ChaosState(started_at=workflow.now())
+class ChaosRun:
+    """What every chaos run does in the same way: the safety policy, the steady-state hypothesis before,
+    during and after, the cleanup that always runs, the recovery check, the report, and the journal of each
+    step. A subclass (one fault; a scenario of several) says what it injects, how it cleans up, and how the
+    run looks in a query."""
 
-    @workflow.run
-    async def run(self, request: ChaosInput) -> ChaosView:
+    _state: ChaosState
+    _noun = "experiment"  # what the run is called in its messages
+
+    # ---- what a subclass says ----------------------------------------------------------------------------
+
+    @property
+    def _hypothesis_def(self) -> Hypothesis:
+        raise NotImplementedError
+
+    @property
+    def _request(self) -> Any:  # the input: its policy, poll_s, grace_s and requested_by
+        raise NotImplementedError
+
+    @property
+    def _recover_within_s(self) -> float:
+        raise NotImplementedError
+
+    def _targets(self) -> list[Target]:
+        """The workloads hit, each once."""
+        raise NotImplementedError
+
+    def _weights(self) -> list[int]:
+        """The faults' weights in the resilience score."""
+        raise NotImplementedError
+
+    def _leftovers(self) -> str:
+        """What someone must check by hand when cleanup fails."""
+        raise NotImplementedError
+
+    async def _safety(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    async def _inject(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    async def _cleanup(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    # ---- the run -----------------------------------------------------------------------------------------
+
+    async def _run_steps(self) -> None:
         try:
             await self._step("safety", self._safety)
             self._state.checked = True
             await self._step("steady-state-before", lambda: self._hypothesis("before"))
+            self._stop_if_aborted()  # an abort while the steady state was checked: nothing is injected
             await self._step("inject", self._inject)
             self._set_phase(VERIFYING)
         except _Stop as stop:
@@ -181,9 +223,7 @@ class ChaosExperimentWorkflow:
                     await asyncio.shield(asyncio.ensure_future(self._step("cleanup", self._cleanup)))
                 except _Stop as stop:  # Kubernetes refused it outright: say so, never fail the workflow task
                     self._set_phase(ERROR)
-                    self._state.message = (
-                        f"cleanup failed, check engine {self._engine.name} by hand: {stop.message}"
-                    )
+                    self._state.message = f"cleanup failed, check {self._leftovers()} by hand: {stop.message}"
         if self._state.injected and self._state.cleaned_up:
             try:
                 await self._step("steady-state-after", self._recover)
@@ -192,42 +232,49 @@ class ChaosExperimentWorkflow:
                 self._state.message = stop.message
         await self._step("report", self._report)
         await workflow.wait_condition(workflow.all_handlers_finished)
-        return self._view()
 
     # ---- steps -------------------------------------------------------------------------------------------
 
-    async def _safety(self) -> dict[str, Any]:
-        experiment = self._in.experiment
-        # A run started without the API (a client, a Schedule made elsewhere) gets the API's checks, ranges
-        # included, before anything touches the cluster; nothing is scheduled when it passes.
-        if problem := experiment.problem():
-            self._state.refusal = ApplicationError(
-                f"the experiment is invalid: {problem}", type="InvalidSpec"
-            )
-            raise _Stop(REFUSED, f"refused: {problem}")
-        target = experiment.target
+    async def _check_target(self, target: Target, pods_affected_perc: list[float]) -> dict[str, Any]:
+        """The safety policy for one target, hit by faults at once with these PODS_AFFECTED_PERC: their pods
+        together count against the blast-radius limit."""
         state: TargetState = await self._activity(
             LitmusActivities.target_state,
             TargetRef(target.namespace, target.app_label),
             _options.KUBERNETES_READ,
         )
+        service = f"{target.namespace}/{target.service}"
         rollouts: list[str] = await self._activity(
-            VisibilityActivities.running, RunningQuery("rollout", self._target), _options.PROJECTION
+            VisibilityActivities.running, RunningQuery("rollout", service), _options.PROJECTION
         )
+        if len(pods_affected_perc) == 1:
+            [perc] = pods_affected_perc
+        else:  # the share of pods the faults hit together, which pods_affected() turns back into their sum
+            hit = sum(pods_affected(each, state.pods) for each in pods_affected_perc)
+            perc = 100.0 * hit / state.pods if state.pods else 0.0
         safety = SafetyInput(
             namespace=target.namespace,
             service=target.service,
-            pods_affected_perc=experiment.fault.pods_affected_perc,
+            pods_affected_perc=perc,
             replicas=state.pods,
             now=workflow.now().timestamp(),
             running_rollouts=tuple(rollouts),
         )
         if state.pods == 0:
             raise _Stop(REFUSED, f"no pods match {target.app_label} in {target.namespace}: nothing to test")
-        if problem := safety_problem(safety, self._in.policy):
+        if problem := safety_problem(safety, self._request.policy):
             self._state.refusal = ApplicationError(problem, type="ChaosRefused")
             raise _Stop(REFUSED, f"refused: {problem}")
         return {"pods": state.pods, "ready": state.ready, "running_rollouts": rollouts}
+
+    def _refuse_invalid(self, problem: str | None) -> None:
+        """A run started without the API (a client, a Schedule made elsewhere) gets the API's checks, ranges
+        included, before anything touches the cluster."""
+        if problem:
+            self._state.refusal = ApplicationError(
+                f"the {self._noun} is invalid: {problem}", type="InvalidSpec"
+            )
+            raise _Stop(REFUSED, f"refused: {problem}")
 
     async def _hypothesis(self, when: str) -> dict[str, Any]:
         results = await self._round(when)
@@ -240,33 +287,19 @@ class ChaosExperimentWorkflow:
 
     async def _round(self, when: str, record: bool = True) -> list[ProbeResult]:
         """Every probe of `when`, once; `record` keeps the readings for the report."""
-        results = [
-            await self._probe(probe, when) for probe in self._in.experiment.hypothesis.probes_for(when)
-        ]
+        results = [await self._probe(probe, when) for probe in self._hypothesis_def.probes_for(when)]
         if record:
             self._state.probes.extend(results)
         return results
 
-    async def _inject(self) -> dict[str, Any]:
-        experiment = self._in.experiment
-        self._set_phase(INJECTING)
-        self._state.message = f"{experiment.fault.kind} on {self._target}"
-        manifest = render_engine(experiment, self._run)
-        self._state.injected_at = workflow.now()
-        await self._activity(
-            LitmusActivities.create_engine, CreateEngineInput(manifest), _options.KUBERNETES_READ
-        )
-        self._state.injected = True
-        result_ref = ResultRef(self._engine.namespace, result_name(self._engine.name, experiment))
-        deadline = workflow.now() + timedelta(seconds=experiment.fault.duration_s + self._in.grace_s)
-        interval = timedelta(seconds=experiment.hypothesis.interval_s)
+    async def _watch(self, finished: Callable[[], Awaitable[bool]], within_s: float, late: str) -> None:
+        """While the faults run: stop on an abort, run the "during" probes every interval (a breach stops
+        the run), and poll `finished` every poll_s until it says so, for at most `within_s`."""
+        deadline = workflow.now() + timedelta(seconds=within_s)
+        interval = timedelta(seconds=self._hypothesis_def.interval_s)
         next_probe = workflow.now()  # continuous probes start with the fault
-        result = ResultState(found=False)
         while True:
-            if (abort := self._state.abort) is not None:
-                raise _Stop(
-                    ABORTED, f"aborted by {abort.by or 'an SRE'}: {abort.reason or 'no reason given'}"
-                )
+            self._stop_if_aborted()
             if workflow.now() >= next_probe:
                 for reading in await self._round("during"):
                     if not reading.passed:
@@ -274,62 +307,46 @@ class ChaosExperimentWorkflow:
                             FAILED, f"steady state breached during the fault, stopped it: {reading.detail}"
                         )
                 next_probe = workflow.now() + interval
-            result = await self._activity(LitmusActivities.read_result, result_ref, _options.KUBERNETES_READ)
-            if result.finished:
-                break
+            if await finished():
+                return
             if workflow.now() >= deadline:
-                raise _Stop(
-                    ERROR, f"Litmus gave no verdict within the fault's duration and {self._in.grace_s:g} s"
-                )
+                raise _Stop(ERROR, late)
             try:
                 await workflow.wait_condition(
-                    lambda: self._state.abort is not None, timeout=timedelta(seconds=self._in.poll_s)
+                    lambda: self._state.abort is not None, timeout=timedelta(seconds=self._request.poll_s)
                 )
             except TimeoutError:
                 pass
-        self._state.verdict = result.verdict
-        if result.verdict not in ("Pass", "Stopped"):
-            raise _Stop(
-                ERROR,
-                f"Litmus' verdict is {result.verdict}{': ' + result.fail_step if result.fail_step else ''}",
-            )
-        return {"verdict": result.verdict, "probe_success_percentage": result.probe_success_percentage}
 
-    async def _cleanup(self) -> dict[str, Any]:
-        if self._state.phase in (INJECTING, VERIFYING):
-            self._set_phase(CLEANING_UP)
-        stopped = await self._activity(
-            LitmusActivities.stop_engine, self._engine, _options.KUBERNETES_ROLLBACK
-        )
-        deleted = await self._activity(
-            LitmusActivities.delete_engine, self._engine, _options.KUBERNETES_ROLLBACK
-        )
-        self._state.cleaned_up = True
-        return {"stopped": stopped, "deleted": deleted}
+    def _stop_if_aborted(self) -> None:
+        if (abort := self._state.abort) is not None:
+            raise _Stop(ABORTED, f"aborted by {abort.by or 'an SRE'}: {abort.reason or 'no reason given'}")
 
     async def _recover(self) -> dict[str, Any]:
-        """Wait for the target to be back: every pod ready and the "after" probes passing, within the
-        experiment's deadline. The time to recover runs from the last disruption to full readiness
-        (policies/chaos.py time_to_recover)."""
-        experiment = self._in.experiment
-        target = TargetRef(experiment.target.namespace, experiment.target.app_label)
+        """Wait for the targets to be back: every pod ready and the "after" probes passing, within the
+        deadline."""
+        targets = [TargetRef(target.namespace, target.app_label) for target in self._targets()]
         started = workflow.now()
-        deadline = started + timedelta(seconds=experiment.recover_within_s)
+        deadline = started + timedelta(seconds=self._recover_within_s)
         while True:
-            state: TargetState = await self._activity(
-                LitmusActivities.target_state, target, _options.KUBERNETES_READ
-            )
+            states: list[TargetState] = [
+                await self._activity(LitmusActivities.target_state, target, _options.KUBERNETES_READ)
+                for target in targets
+            ]
+            steady = all(state.steady for state in states)
             # Only the last round of "after" probes counts in the report: the ones before it, while the
-            # target was still recovering, are what the deadline is for.
-            last = await self._round("after", record=False) if state.steady else []
-            if state.steady and all(r.passed for r in last):
+            # targets were still recovering, are what the deadline is for.
+            last = await self._round("after", record=False) if steady else []
+            if steady and all(r.passed for r in last):
                 self._state.probes.extend(last)
+                created = [state.newest_created_ts for state in states if state.newest_created_ts is not None]
+                readied = [state.last_ready_ts for state in states if state.last_ready_ts is not None]
                 recovery = time_to_recover(
                     injected_at=(self._state.injected_at or started).timestamp(),
                     fault_ended_at=started.timestamp(),
                     steady_at=workflow.now().timestamp(),
-                    newest_created=state.newest_created_ts,
-                    last_ready=state.last_ready_ts,
+                    newest_created=max(created, default=None),
+                    last_ready=max(readied, default=None),
                 )
                 self._state.time_to_recover_s = recovery.seconds
                 self._state.recovery_measured_from = recovery.measured_from
@@ -339,19 +356,17 @@ class ChaosExperimentWorkflow:
                 return {"time_to_recover_s": recovery.seconds, "measured_from": recovery.measured_from}
             if workflow.now() >= deadline:
                 self._state.probes.extend(last)
-                raise _Stop(
-                    FAILED,
-                    f"not back to steady state within {experiment.recover_within_s:g} s "
-                    f"({state.ready}/{state.pods} pods ready)",
-                )
-            await workflow.sleep(self._in.poll_s)
+                ready, pods = sum(s.ready for s in states), sum(s.pods for s in states)
+                within = f"{self._recover_within_s:g} s"
+                raise _Stop(FAILED, f"not back to steady state within {within} ({ready}/{pods} pods ready)")
+            await workflow.sleep(self._request.poll_s)
 
     async def _report(self) -> dict[str, Any]:
         probes = self._state.probes
         percentage = probe_success_percentage(sum(1 for p in probes if p.passed), len(probes))
         self._state.probe_success_percentage = percentage
         if self._state.injected:
-            self._state.resilience_score = resilience_score([(self._in.experiment.weight, percentage)])
+            self._state.resilience_score = resilience_score([(w, percentage) for w in self._weights()])
         self._state.finished_at = workflow.now()
         return {
             "phase": self._state.phase,
@@ -407,6 +422,103 @@ class ChaosExperimentWorkflow:
             entry.ended_at = workflow.now()
             entry.duration_s = (entry.ended_at - entry.started_at).total_seconds()
 
+    def _check_abort_now(self) -> None:
+        if self._state.phase in FINISHED or self._state.abort is not None:
+            raise ApplicationError(
+                f"{workflow.info().workflow_id} is not injecting ({self._state.phase})", type="NotRunning"
+            )
+
+    def _set_phase(self, phase: str) -> None:
+        if phase != self._state.phase:
+            self._state.phase = phase
+            workflow.upsert_search_attributes([PHASE.value_set(phase)])
+
+
+@workflow.defn(name="ChaosExperiment")
+class ChaosExperimentWorkflow(ChaosRun):
+    @workflow.init
+    def __init__(self, request: ChaosInput) -> None:
+        self._in = request
+        self._state = ChaosState(started_at=workflow.now())
+
+    @workflow.run
+    async def run(self, request: ChaosInput) -> ChaosView:
+        await self._run_steps()
+        return self._view()
+
+    # ---- steps -------------------------------------------------------------------------------------------
+
+    async def _safety(self) -> dict[str, Any]:
+        experiment = self._in.experiment
+        self._refuse_invalid(experiment.problem())
+        return await self._check_target(experiment.target, [experiment.fault.pods_affected_perc])
+
+    async def _inject(self) -> dict[str, Any]:
+        experiment = self._in.experiment
+        self._set_phase(INJECTING)
+        self._state.message = f"{experiment.fault.kind} on {self._target}"
+        manifest = render_engine(experiment, self._run)
+        self._state.injected_at = workflow.now()
+        await self._activity(
+            LitmusActivities.create_engine, CreateEngineInput(manifest), _options.KUBERNETES_READ
+        )
+        self._state.injected = True
+        result_ref = ResultRef(self._engine.namespace, result_name(self._engine.name, experiment))
+        result = ResultState(found=False)
+
+        async def finished() -> bool:
+            nonlocal result
+            result = await self._activity(LitmusActivities.read_result, result_ref, _options.KUBERNETES_READ)
+            return bool(result.finished)
+
+        await self._watch(
+            finished,
+            experiment.fault.duration_s + self._in.grace_s,
+            f"Litmus gave no verdict within the fault's duration and {self._in.grace_s:g} s",
+        )
+        self._state.verdict = result.verdict
+        if result.verdict not in ("Pass", "Stopped"):
+            raise _Stop(
+                ERROR,
+                f"Litmus' verdict is {result.verdict}{': ' + result.fail_step if result.fail_step else ''}",
+            )
+        return {"verdict": result.verdict, "probe_success_percentage": result.probe_success_percentage}
+
+    async def _cleanup(self) -> dict[str, Any]:
+        if self._state.phase in (INJECTING, VERIFYING):
+            self._set_phase(CLEANING_UP)
+        stopped = await self._activity(
+            LitmusActivities.stop_engine, self._engine, _options.KUBERNETES_ROLLBACK
+        )
+        deleted = await self._activity(
+            LitmusActivities.delete_engine, self._engine, _options.KUBERNETES_ROLLBACK
+        )
+        self._state.cleaned_up = True
+        return {"stopped": stopped, "deleted": deleted}
+
+    # ---- what ChaosRun asks --------------------------------------------------------------------------------
+
+    @property
+    def _hypothesis_def(self) -> Hypothesis:
+        return self._in.experiment.hypothesis
+
+    @property
+    def _request(self) -> ChaosInput:
+        return self._in
+
+    @property
+    def _recover_within_s(self) -> float:
+        return self._in.experiment.recover_within_s
+
+    def _targets(self) -> list[Target]:
+        return [self._in.experiment.target]
+
+    def _weights(self) -> list[int]:
+        return [self._in.experiment.weight]
+
+    def _leftovers(self) -> str:
+        return f"engine {self._engine.name}"
+
     # ---- queries and updates -----------------------------------------------------------------------------
 
     @workflow.query
@@ -430,10 +542,7 @@ class ChaosExperimentWorkflow:
 
     @abort.validator
     def _check_abort(self, request: Actor) -> None:
-        if self._state.phase in FINISHED or self._state.abort is not None:
-            raise ApplicationError(
-                f"{workflow.info().workflow_id} is not injecting ({self._state.phase})", type="NotRunning"
-            )
+        self._check_abort_now()
 
     # ---- bookkeeping -------------------------------------------------------------------------------------
 
@@ -476,8 +585,3 @@ class ChaosExperimentWorkflow:
             cleaned_up=state.cleaned_up,
             finished_at=state.finished_at,
         )
-
-    def _set_phase(self, phase: str) -> None:
-        if phase != self._state.phase:
-            self._state.phase = phase
-            workflow.upsert_search_attributes([PHASE.value_set(phase)])

@@ -32,6 +32,7 @@ from api.chaos_schemas import (
     ChaosCreate,
     ChaosList,
     ChaosSummary,
+    GameDayTiming,
     ScheduleCreate,
     ScheduleList,
     ScheduleSummary,
@@ -72,7 +73,7 @@ async def run_experiment(body: ChaosCreate, state: StateDep, caller: SreDep) -> 
     the safety policy has been checked: a refusal is a 409 that says why, and nothing is injected."""
     experiment = _experiment(body, state)
     run = body.run or datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-    request = ChaosInput(experiment, run, _policy(state), requested_by=caller.subject)
+    request = ChaosInput(experiment, run, safety_policy(state), requested_by=caller.subject)
     target = experiment.target
     start = WithStartWorkflowOperation(
         ChaosExperimentWorkflow.run,
@@ -111,7 +112,7 @@ async def create_schedule(body: ScheduleCreate, state: StateDep, caller: SreDep)
     target = experiment.target
     action = ScheduleActionStartWorkflow(
         ChaosExperimentWorkflow.run,
-        ChaosInput(experiment, "", _policy(state), requested_by=f"schedule by {caller.subject}"),
+        ChaosInput(experiment, "", safety_policy(state), requested_by=f"schedule by {caller.subject}"),
         id=workflow_id(experiment.name, "gameday"),
         task_queue=state.settings.rollout.task_queue,
         typed_search_attributes=TypedSearchAttributes(
@@ -122,6 +123,16 @@ async def create_schedule(body: ScheduleCreate, state: StateDep, caller: SreDep)
             ]
         ),
     )
+    return await create_game_day(
+        state, SCHEDULE_PREFIX + experiment.name, action, body, f"chaos game day: {experiment.name}"
+    )
+
+
+async def create_game_day(
+    state: AppState, schedule_id: str, action: ScheduleActionStartWorkflow, body: GameDayTiming, note: str
+) -> ScheduleSummary:
+    """A Temporal Schedule that starts `action` on the body's cron or interval, skipping a run while the last
+    one still runs; a 409 when one by that id exists."""
     spec = (
         ScheduleSpec(cron_expressions=[body.cron])
         if body.cron
@@ -131,12 +142,11 @@ async def create_schedule(body: ScheduleCreate, state: StateDep, caller: SreDep)
         action=action,
         spec=spec,
         policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
-        state=ScheduleState(paused=body.paused, note=f"chaos game day: {experiment.name}"),
+        state=ScheduleState(paused=body.paused, note=note),
     )
-    schedule_id = SCHEDULE_PREFIX + experiment.name
     try:
         handle = await state.temporal.create_schedule(schedule_id, schedule)
-        return _schedule_summary(schedule_id, await handle.describe())
+        return schedule_summary(schedule_id, await handle.describe())
     except ScheduleAlreadyRunningError:
         raise ApiError(409, "ScheduleExists", f"{schedule_id} exists: delete it first") from None
     except RPCError as err:
@@ -153,7 +163,7 @@ async def list_schedules(state: StateDep, caller: SreDep) -> ScheduleList:
         async for listed in await state.temporal.list_schedules():
             if listed.id.startswith(SCHEDULE_PREFIX):
                 described = await state.temporal.get_schedule_handle(listed.id).describe()
-                found.append(_schedule_summary(listed.id, described))
+                found.append(schedule_summary(listed.id, described))
     except RPCError as err:
         raise temporal_unavailable(err) from err
     return ScheduleList(data=found)
@@ -249,17 +259,19 @@ def _experiment(body: ChaosCreate, state: AppState) -> Experiment:
     return known[body.experiment]
 
 
-def _policy(state: AppState) -> SafetyPolicy:
+def safety_policy(state: AppState) -> SafetyPolicy:
     chaos = state.settings.chaos
     return SafetyPolicy(tuple(chaos.allowed_namespaces), chaos.max_pods_affected_perc)
 
 
-def _schedule_summary(schedule_id: str, described: ScheduleDescription) -> ScheduleSummary:
+def schedule_summary(
+    schedule_id: str, described: ScheduleDescription, prefix: str = SCHEDULE_PREFIX
+) -> ScheduleSummary:
     spec = described.schedule.spec
     every = ", ".join(f"every {i.every.total_seconds():g} s" for i in spec.intervals)
     return ScheduleSummary(
         id=schedule_id,
-        experiment=schedule_id.removeprefix(SCHEDULE_PREFIX),
+        experiment=schedule_id.removeprefix(prefix),
         spec=", ".join([*spec.cron_expressions, *([every] if every else [])]) or "calendar",
         paused=described.schedule.state.paused,
         next_runs=[at.isoformat() for at in described.info.next_action_times[:3]],

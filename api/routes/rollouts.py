@@ -43,7 +43,7 @@ from policies.canary import (
     standard_plan,
 )
 from temporal.constants import KIND, PHASE, SERVICE
-from temporal.visibility import running_workflows
+from temporal.visibility import running_scenarios_on, running_workflows
 from workflows._records import Actor
 from workflows.canary import (
     MODELS_NAMESPACE,
@@ -218,14 +218,16 @@ async def _refuse_during_chaos(state: AppState, request: RolloutInput) -> None:
     if request.target != "deployment":
         return
     try:
-        running = await running_workflows(state.temporal, "chaos", f"{request.namespace}/{request.service}")
+        service = f"{request.namespace}/{request.service}"
+        running = await running_workflows(state.temporal, "chaos", service)
+        running += await running_scenarios_on(state.temporal, service)
     except RPCError as err:
         raise temporal_unavailable(err) from err
     if running:
         raise ApiError(
             409,
             "ChaosRunning",
-            f"chaos experiment {running[0]} is running on {request.namespace}/{request.service}: "
+            f"chaos {running[0]} is running on {request.namespace}/{request.service}: "
             "start the rollout after it ends (or abort it)",
             running=running[0],
         )

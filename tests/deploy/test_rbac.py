@@ -11,8 +11,11 @@ import aiohttp.web
 import pytest
 from kubernetes import client, config
 
+import activities.argo as argo_activities
 import activities.kubernetes as kubernetes_activities
 import activities.litmus as litmus_activities
+from activities.argo import ArgoActivities
+from activities.contracts.argo import StopWorkflowInput, SubmitScenarioInput
 from activities.contracts.kubernetes import (
     DeploymentRef,
     EnsureCanaryInput,
@@ -25,6 +28,7 @@ from activities.contracts.litmus import CreateEngineInput, ResultRef, TargetRef
 from activities.kubernetes import KubernetesActivities
 from activities.litmus import LitmusActivities
 from chaos.experiments import load_experiments, render_engine
+from chaos.scenarios import load_scenarios
 from lab.controllers import ControllerManager, default_controllers
 from lab.kube import KINDS, LabEmulator, LabKubernetes
 from lab.server import DEMO_NAMESPACE as NS
@@ -56,6 +60,10 @@ CALLS: dict[Call, str] = {
     ("patch", "litmuschaos.io", "chaosengines"): "litmus.stop_engine (engineState: stop)",
     ("delete", "litmuschaos.io", "chaosengines"): "litmus.delete_engine",
     ("get", "litmuschaos.io", "chaosresults"): "litmus.read_result",
+    ("create", "argoproj.io", "workflows"): "argo.submit_scenario",
+    ("get", "argoproj.io", "workflows"): "argo.read_workflow",
+    ("patch", "argoproj.io", "workflows"): "argo.stop_workflow (spec.shutdown)",
+    ("delete", "argoproj.io", "workflows"): "argo.delete_workflow",
 }
 
 # The typed client's methods the activities may call: (verb, group, resource). Custom objects' methods
@@ -85,6 +93,7 @@ CUSTOM_RESOURCES = {
         (litmus_activities.LITMUS[0], litmus_activities.ENGINES),
         (litmus_activities.LITMUS[0], litmus_activities.RESULTS),
     ],
+    argo_activities: [(argo_activities.ARGO[0], argo_activities.WORKFLOWS)],
 }
 
 
@@ -166,6 +175,7 @@ def _client_calls(module: Any) -> set[Call]:
 
 def test_every_client_call_in_the_activities_source_is_listed() -> None:
     calls = _client_calls(kubernetes_activities) | _client_calls(litmus_activities)
+    calls |= _client_calls(argo_activities)
     assert calls == set(CALLS)
 
 
@@ -254,7 +264,8 @@ async def test_every_call_the_activities_make_is_granted_and_every_grant_is_used
     lab: tuple[RecordingEmulator, client.ApiClient],
 ) -> None:
     """Every activity the ops worker registers (workers/main.py), down each of its code paths that talks
-    to the API: every router, a new canary version, an update in place, a promotion, Litmus' lifecycle."""
+    to the API: every router, a new canary version, an update in place, a promotion, Litmus' lifecycle, a
+    scenario's Argo Workflow."""
     recording, api = lab
     kube, litmus = KubernetesActivities(api), LitmusActivities(api)
     canary = f"{SVC}-canary"
@@ -279,6 +290,13 @@ async def test_every_call_the_activities_make_is_granted_and_every_grant_is_used
     await settle(litmus.target_state, TargetRef(NS, experiment.target.app_label))
     await settle(litmus.stop_engine, ref)
     await settle(litmus.delete_engine, ref)
+
+    argo = ArgoActivities(api)
+    (scenario, *_) = load_scenarios(REPO / "chaos" / "scenarios.yaml")
+    workflow = await settle(argo.submit_scenario, SubmitScenarioInput(scenario, "rbac"))
+    await settle(argo.read_workflow, workflow)
+    await settle(argo.stop_workflow, StopWorkflowInput(workflow))
+    await settle(argo.delete_workflow, workflow)
 
     made = {call for request in recording.requests if (call := as_call(*request)) is not None}
     assert made - role_grants() == set(), "calls the Role does not grant (they would be 403 in a cluster)"

@@ -51,12 +51,21 @@ OPS_ROUTES: list[tuple[str, str, dict[str, Any] | None]] = [
     ("GET", "/v1/chaos/schedules", None),
     ("POST", "/v1/chaos/schedules", {"experiment": "pod-delete", "every_s": 3600}),
     ("DELETE", "/v1/chaos/schedules/{schedule_id}", None),
+    ("GET", "/v1/chaos/scenarios", None),
+    ("GET", "/v1/chaos/scenarios/catalogue", None),
+    ("POST", "/v1/chaos/scenarios", {"scenario": "chat-api-degraded"}),
+    ("GET", "/v1/chaos/scenarios/{scenario}/{run}", None),
+    ("POST", "/v1/chaos/scenarios/{scenario}/{run}/abort", {}),
+    ("GET", "/v1/chaos/scenarios/schedules", None),
+    ("POST", "/v1/chaos/scenarios/schedules", {"scenario": "chat-api-degraded", "every_s": 3600}),
+    ("DELETE", "/v1/chaos/scenarios/schedules/{schedule_id}", None),
 ]
 TENANT_A = {
     "namespace": "default",
     "service": "tenant-a-svc",
     "deployment": "tenant-a-deploy",
     "experiment": "pod-delete",
+    "scenario": "chat-api-degraded",
     "run": "run-1",
     "schedule_id": "tenant-a-gameday",
 }

@@ -7,7 +7,8 @@ import typing
 import pytest
 from temporalio import activity
 
-from activities import forecasting, kubernetes, litmus, prometheus, store
+from activities import argo, forecasting, kubernetes, litmus, prometheus, store
+from activities.contracts import argo as argo_contract
 from activities.contracts import forecasting as forecasting_contract
 from activities.contracts import kubernetes as kubernetes_contract
 from activities.contracts import litmus as litmus_contract
@@ -17,6 +18,7 @@ from activities.contracts import store as store_contract
 PAIRS = [
     (kubernetes_contract.KubernetesActivities, kubernetes.KubernetesActivities),
     (litmus_contract.LitmusActivities, litmus.LitmusActivities),
+    (argo_contract.ArgoActivities, argo.ArgoActivities),
     (forecasting_contract.ForecastingActivities, forecasting.ForecastingActivities),
     (prometheus_contract.PrometheusActivities, prometheus.PrometheusActivities),
     (store_contract.StoreActivities, store.StoreActivities),

@@ -22,7 +22,14 @@ def _next_version(kind: str) -> int:
 
 
 # Every recording of one test session gets the same version, whatever it finds saved by then.
-_KINDS = ("assistant", "canary_rollout", "chaos_experiment", "conversation", "predictive_scaling")
+_KINDS = (
+    "assistant",
+    "canary_rollout",
+    "chaos_experiment",
+    "chaos_scenario",
+    "conversation",
+    "predictive_scaling",
+)
 NEXT_VERSION = {kind: _next_version(kind) for kind in _KINDS}
 
 
