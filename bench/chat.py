@@ -1,4 +1,5 @@
-"""`lcp bench chat`: lcp's full chat turn against the bare Temporal floor, in one run, same server."""
+"""`lcp bench chat`: lcp's full chat turn against the bare Temporal floor, in one run, same server; with
+--split, the production shape (`lcp dev --split`) beside the single-process one (`lcp dev`)."""
 
 import asyncio
 import json
@@ -20,11 +21,19 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from bench.floor import BenchFloorWorkflow, noop
-from cli.dev import free_port, lcp_env, spawn_lcp
+from cli.balancer import start_haproxy
+from cli.dev import SPLIT_API_PROCESSES, free_port, lcp_env, spawn_lcp
 from cli.keys_db import mint
+from store.postgres_server import LocalPostgres
 from temporal.devserver import DYNAMIC_CONFIG, start_dev_server
 
 FLOOR_QUEUE = "bench-floor"
+# How lcp's processes are laid out, and in words for the report.
+LAYOUTS = {
+    "apart": "api and worker apart",
+    "combined": "api and worker in one process",
+    "split": f"{SPLIT_API_PROCESSES} api processes behind HAProxy, a worker, on PostgreSQL",
+}
 
 
 def _floor_worker(address: str) -> None:
@@ -115,11 +124,12 @@ async def bench_key(database_url: str) -> str:
 
 class Bench:
     def __init__(
-        self, work: Path, turns: int, concurrency: int, warmup: int, length: int, combined: bool = False
+        self, work: Path, turns: int, concurrency: int, warmup: int, length: int, layout: str = "apart"
     ) -> None:
         self.work, self.turns, self.concurrency, self.warmup = work, turns, concurrency, warmup
         self.length = length
-        self.combined = combined  # the worker inside the API process, as `lcp dev` runs it
+        # apart; combined: the worker inside the API process, as `lcp dev` runs it; split: `lcp dev --split`
+        self.layout = layout
         self.processes: list[subprocess.Popen[bytes] | multiprocessing.process.BaseProcess] = []
         self.names: list[str] = []
         self.temporal_port, self.api_port, self.llm_port = free_port(), free_port(), free_port()
@@ -130,15 +140,31 @@ class Bench:
             start_dev_server(None, self.temporal_port, None, log_file=self.work / "temporal.log")
         )
         self.names.append("temporal")
-        database_url = f"sqlite+aiosqlite:///{self.work / 'lcp.db'}"
+        database_url = (
+            self._start_postgres()
+            if self.layout == "split"
+            else f"sqlite+aiosqlite:///{self.work / 'lcp.db'}"
+        )
         env = lcp_env(
-            self.work, self.address, f"http://127.0.0.1:{self.llm_port}/v1", LCP_DATABASE_URL=database_url
+            self.work,
+            self.address,
+            f"http://127.0.0.1:{self.llm_port}/v1",
+            LCP_DATABASE_URL=database_url,
+            DATABASE_URL=database_url,
         )
         self.api_key = asyncio.run(bench_key(database_url))
         api = ["api", "--port", str(self.api_port)]
         processes = [("llm", ["sim", "--port", str(self.llm_port)])]
-        if self.combined:
+        if self.layout == "combined":
             processes.append(("api+worker", [*api, "--worker"]))
+        elif self.layout == "split":
+            ports = [free_port() for _ in range(SPLIT_API_PROCESSES)]
+            processes.append(("worker", ["worker", "--queue", "conversations"]))
+            processes += [(f"api-{i}", ["api", "--port", str(port)]) for i, port in enumerate(ports)]
+            self.names.append("balancer")
+            self.processes.append(
+                start_haproxy(self.work, "127.0.0.1", self.api_port, ports, self.work / "balancer.log")
+            )
         else:
             processes += [("worker", ["worker", "--queue", "conversations"]), ("api", api)]
         for name, args in processes:
@@ -159,6 +185,20 @@ class Bench:
                 pass
             time.sleep(0.3)
         raise RuntimeError(f"the benchmark stack did not come up: see logs in {self.work}")
+
+    def _start_postgres(self) -> str:
+        """The split shape's read model: a PostgreSQL server of the run's own; returns its URL."""
+        self.work.chmod(0o755)  # as root, the server runs as `postgres`, which must reach its folder
+        postgres = LocalPostgres(self.work / "postgres", free_port())
+        postgres.init()
+        self.processes.append(postgres.spawn(self.work / "postgres.log"))
+        self.names.append("postgres")
+        deadline = time.monotonic() + 60
+        while not postgres.ready():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"PostgreSQL did not come up: see {self.work / 'postgres.log'}")
+            time.sleep(0.2)
+        return postgres.url
 
     def stop(self) -> None:
         for process in reversed(self.processes):
@@ -211,7 +251,7 @@ class Bench:
                 response.raise_for_status()
 
             lanes = [Lane(start, turn, self.length) for _ in range(self.concurrency)]
-            servers = ("api+worker",) if self.combined else ("worker", "api")
+            servers = [name for name in self.names if name not in ("temporal", "llm", "floor-worker")]
             return await self._phases(lanes, ("temporal", "llm", *servers))
 
     def _cpu(self) -> dict[str, float]:
@@ -258,28 +298,54 @@ def machine() -> dict[str, Any]:
     }
 
 
-def run_bench(
-    turns: int, concurrency: int, warmup: int, length: int, combined: bool = False
-) -> dict[str, Any]:
+def _run_layout(
+    turns: int, concurrency: int, warmup: int, length: int, layout: str, with_floor: bool
+) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+    """Start a stack in `layout`, measure the floor (when asked) and lcp, stop it."""
     with tempfile.TemporaryDirectory(prefix="lcp-bench-") as tmp:
-        bench = Bench(Path(tmp), turns, concurrency, warmup, length, combined)
-        bench.start()
+        bench = Bench(Path(tmp), turns, concurrency, warmup, length, layout)
         try:
-            floor = asyncio.run(bench.floor())
+            bench.start()
+            floor = asyncio.run(bench.floor()) if with_floor else None
             lcp = asyncio.run(bench.lcp())
         finally:
             bench.stop()
+    return floor, lcp
+
+
+def run_bench(
+    turns: int, concurrency: int, warmup: int, length: int, combined: bool = False, split: bool = False
+) -> dict[str, Any]:
+    """The floor and lcp; `split`: lcp in the single-process shape (`lcp dev`'s, the baseline) and in the
+    split one (`lcp dev --split`), one after the other on the same machine."""
+    layout = "combined" if combined or split else "apart"
+    floor, lcp = _run_layout(turns, concurrency, warmup, length, layout, with_floor=True)
+    assert floor is not None
     key = f"concurrent_{concurrency}"
+    beside: dict[str, Any] = {}
+    if split:
+        _, lcp_split = _run_layout(turns, concurrency, warmup, length, "split", with_floor=False)
+        beside = {
+            "lcp_split": lcp_split,
+            "split_vs_single": {
+                "sequential_p50": round(lcp_split["sequential"]["p50_ms"] / lcp["sequential"]["p50_ms"], 2),
+                "sequential_p99": round(lcp_split["sequential"]["p99_ms"] / lcp["sequential"]["p99_ms"], 2),
+                f"{key}_p99": round(lcp_split[key]["p99_ms"] / lcp[key]["p99_ms"], 2),
+                f"{key}_throughput": round(lcp_split[key]["turns_per_s"] / lcp[key]["turns_per_s"], 2),
+            },
+        }
     return {
         "machine": machine(),
         "settings": {
             "turns": turns,
             "concurrency": concurrency,
             "turns_per_conversation": length,
-            "lcp_layout": "api and worker in one process" if combined else "api and worker apart",
+            "lcp_layout": LAYOUTS[layout],
+            **({"lcp_split_layout": LAYOUTS["split"]} if split else {}),
         },
         "floor": floor,
         "lcp": lcp,
+        **beside,
         "ratios": {
             "sequential_p50": round(lcp["sequential"]["p50_ms"] / floor["sequential"]["p50_ms"], 2),
             "sequential_p99": round(lcp["sequential"]["p99_ms"] / floor["sequential"]["p99_ms"], 2),
