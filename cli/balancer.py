@@ -1,14 +1,16 @@
 """HAProxy (Debian's package) as the load balancer in front of `lcp dev --split`'s API processes: round
 robin, a process taken out while its /readyz fails, and the process that answered named in a header."""
 
+import csv
 import shutil
+import socket
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
-SERVED_BY = (
-    "X-Lcp-Api-Process"  # the response header naming the API process that answered (api-0, api-1, ...)
-)
+# The response header naming the API process that answered (api-0, api-1, ...).
+SERVED_BY = "X-Lcp-Api-Process"
+STATS_SOCKET = "haproxy.sock"  # beside the config: HAProxy's runtime API, read-only (level user)
 
 
 def haproxy_binary() -> str:
@@ -21,7 +23,7 @@ def haproxy_binary() -> str:
     return found
 
 
-def haproxy_config(host: str, port: int, backends: Sequence[int]) -> str:
+def haproxy_config(host: str, port: int, backends: Sequence[int], stats_socket: Path | None = None) -> str:
     """The config: one frontend on host:port, the API processes on `backends` (their ports on host).
 
     Only a connection that failed is sent to another process (haproxy's default retry-on: the request
@@ -31,9 +33,10 @@ def haproxy_config(host: str, port: int, backends: Sequence[int]) -> str:
     servers = "\n".join(
         f"  server api-{index} {host}:{backend} check" for index, backend in enumerate(backends)
     )
+    stats = f"\n  stats socket {stats_socket} mode 600 level user" if stats_socket else ""
     return f"""# Written by `lcp dev --split`: HAProxy in front of the API processes.
 global
-  maxconn 4096
+  maxconn 4096{stats}
 
 defaults
   mode http
@@ -66,8 +69,25 @@ def start_haproxy(
     binary = haproxy_binary()
     config_dir.mkdir(parents=True, exist_ok=True)
     config = config_dir / "haproxy.cfg"
-    config.write_text(haproxy_config(host, port, backends))
+    config.write_text(haproxy_config(host, port, backends, config_dir / STATS_SOCKET))
     with open(log_file, "ab") as out:
         return subprocess.Popen(
             [binary, "-db", "-f", str(config)], stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
         )
+
+
+def requests_in_progress(config_dir: Path) -> dict[str, int]:
+    """The requests each API process is answering now (api-0: 1, ...), from HAProxy's runtime API."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(5)
+        sock.connect(str(config_dir / STATS_SOCKET))
+        sock.sendall(b"show stat\n")
+        said = b""
+        while chunk := sock.recv(65536):
+            said += chunk
+    rows = csv.DictReader(said.decode().removeprefix("# ").splitlines())
+    return {
+        row["svname"]: int(row["scur"] or 0)
+        for row in rows
+        if row["pxname"] == "api_processes" and row["svname"] not in ("FRONTEND", "BACKEND")
+    }

@@ -410,7 +410,7 @@ class Stack:
         """The read model's PostgreSQL, its cluster made on first use (kept across restarts)."""
         try:
             postgres.init()
-        except (FileNotFoundError, subprocess.CalledProcessError) as err:
+        except (OSError, subprocess.CalledProcessError) as err:
             said = (
                 err.stderr.decode(errors="replace").strip()
                 if isinstance(err, subprocess.CalledProcessError)

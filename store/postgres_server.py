@@ -50,6 +50,12 @@ class LocalPostgres:
                 shutil.chown(self.data, user)
             except LookupError:
                 raise FileNotFoundError(f"running as root, PostgreSQL needs the user {user!r}") from None
+            for folder in self.data.resolve().parents:
+                if not folder.stat().st_mode & 0o001:
+                    raise PermissionError(
+                        f"PostgreSQL runs as {user!r}, which cannot reach {self.data}: {folder} is closed "
+                        f"to other users (chmod o+x {folder}, or choose a state folder elsewhere)"
+                    )
         if (self.data / "db" / "PG_VERSION").exists():
             return
         subprocess.run(
