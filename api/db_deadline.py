@@ -12,6 +12,7 @@ from typing import TypeVar
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from api.errors import ApiError, error_response
 
@@ -22,8 +23,9 @@ RETRY_AFTER_S = 1
 # or reset connection as it is, and asyncio.timeout's TimeoutError for one that does not answer.
 UNREACHABLE = (DBAPIError, OSError, TimeoutError)
 # What a database lost after admission raises out of a route: the driver's connection errors as SQLAlchemy
-# wraps them, a refused or reset connection as asyncpg raises it, and a statement past its timeout.
-LOST = (OperationalError, InterfaceError, ConnectionError, socket.gaierror, TimeoutError)
+# wraps them, a refused or reset connection as asyncpg raises it, a statement past its timeout, and no
+# pooled connection free within it (every one held by requests the database is slow to answer).
+LOST = (OperationalError, InterfaceError, ConnectionError, socket.gaierror, TimeoutError, PoolTimeout)
 
 
 def unavailable(message: str) -> ApiError:

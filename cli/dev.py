@@ -455,13 +455,10 @@ class Stack:
                 ScrapeTarget(f"llm-simulator-{i}", f"{host}:{port}", labels=SIMULATED)
                 for i, port in enumerate(self.replica_ports())
             ),
+            # Split: each API process, not the balancer in front of them (one job, an instance each).
             *(
-                [ScrapeTarget("lcp-api", f"{host}:{ports.api}", bearer_token=bearer)]
-                if not self.split
-                else [
-                    ScrapeTarget(f"lcp-api-{i}", f"{host}:{port}", bearer_token=bearer)
-                    for i, port in enumerate(ports.api_processes)
-                ]
+                ScrapeTarget("lcp-api", f"{host}:{port}", bearer_token=bearer)
+                for port in (ports.api_processes or (ports.api,))
             ),
             ScrapeTarget("lcp-ops-worker", f"{host}:{ports.ops_metrics}"),
         ]

@@ -59,13 +59,19 @@ def _require(found: bool, what: str, flag: str) -> None:
     pytest.skip(f"{what} is not installed: `make test` installs it")
 
 
-@pytest.fixture(scope="module")
-def split() -> Iterator[Split]:
+def require_split_engines() -> None:
+    """PostgreSQL and HAProxy, which the split shape runs: the test is skipped where they are missing
+    (and fails under LCP_REQUIRE_POSTGRES / LCP_REQUIRE_HAPROXY)."""
     _require(bool(pg_bin("initdb") and pg_bin("postgres")), "PostgreSQL", "LCP_REQUIRE_POSTGRES")
     try:
         haproxy_binary()
     except FileNotFoundError:
         _require(False, "HAProxy", "LCP_REQUIRE_HAPROXY")
+
+
+@pytest.fixture(scope="module")
+def split() -> Iterator[Split]:
+    require_split_engines()
     # Not under pytest's tmp_path: as root, PostgreSQL runs as another user, which must reach its folder.
     home = Path(tempfile.mkdtemp(prefix="lcp-split-"))
     home.chmod(0o755)
@@ -125,6 +131,16 @@ def test_the_split_stack_says_what_it_runs(split: Split) -> None:
     for child in ("postgres", "balancer", "api-0", "api-1", "conversations-worker", "ops-worker"):
         assert (logs / f"{child}.log").exists(), child
     assert not (logs / "api.log").exists()  # no API process with a worker inside: the split shape
+    # Prometheus scrapes each API process (not the balancer in front of them), as one job.
+    up = eventually_sync(
+        lambda: httpx.get(f"{split.info['prometheus']}/api/v1/query", params={"query": 'up{job="lcp-api"}'}),
+        until=lambda answer: len(answer.json()["data"]["result"]) == 2,
+        what="Prometheus to scrape both API processes",
+        within=60,
+        interval=0.5,
+    )
+    instances = {series["metric"]["instance"] for series in up.json()["data"]["result"]}
+    assert instances == {url.removeprefix("http://") for url in split.processes}
 
 
 async def test_streamed_turns_through_the_balancer_are_served_by_both_api_processes(split: Split) -> None:
