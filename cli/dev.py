@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import astuple, dataclass, replace
 from pathlib import Path
 
 import httpx
@@ -283,6 +283,8 @@ class Stack:
     shape (PostgreSQL, API processes behind HAProxy, the conversation worker a process of its own)."""
 
     def __init__(self, home: Path, ports: Ports, split: bool = False) -> None:
+        # The ports asked for are not bound yet: the free ones picked below must not be among them.
+        _given.update(port for port in astuple(ports) if isinstance(port, int))
         if not ports.llm_replicas:
             ports = replace(ports, llm_replicas=tuple(free_port() for _ in range(FLEET_REPLICAS - 1)))
         if split and not ports.api_processes:
