@@ -317,17 +317,19 @@ def machine() -> dict[str, Any]:
 
 def _run_layout(
     turns: int, concurrency: int, warmup: int, length: int, layout: str, with_floor: bool
-) -> tuple[dict[str, Any] | None, dict[str, Any]]:
-    """Start a stack in `layout`, measure the floor (when asked) and lcp, stop it."""
+) -> dict[str, dict[str, Any]]:
+    """Start a stack in `layout`, measure lcp (and the floor, when asked: key "floor"), stop it."""
+    measured = {}
     with tempfile.TemporaryDirectory(prefix="lcp-bench-") as tmp:
         bench = Bench(Path(tmp), turns, concurrency, warmup, length, layout)
         try:
             bench.start()
-            floor = asyncio.run(bench.floor()) if with_floor else None
-            lcp = asyncio.run(bench.lcp())
+            if with_floor:
+                measured["floor"] = asyncio.run(bench.floor())
+            measured["lcp"] = asyncio.run(bench.lcp())
         finally:
             bench.stop()
-    return floor, lcp
+    return measured
 
 
 def run_bench(
@@ -336,12 +338,12 @@ def run_bench(
     """The floor and lcp; `split`: lcp in the single-process shape (`lcp dev`'s, the baseline) and in the
     split one (`lcp dev --split`), one after the other on the same machine."""
     layout = "combined" if combined or split else "apart"
-    floor, lcp = _run_layout(turns, concurrency, warmup, length, layout, with_floor=True)
-    assert floor is not None
+    first = _run_layout(turns, concurrency, warmup, length, layout, with_floor=True)
+    floor, lcp = first["floor"], first["lcp"]
     key = f"concurrent_{concurrency}"
     beside: dict[str, Any] = {}
     if split:
-        _, lcp_split = _run_layout(turns, concurrency, warmup, length, "split", with_floor=False)
+        lcp_split = _run_layout(turns, concurrency, warmup, length, "split", with_floor=False)["lcp"]
         beside = {
             "lcp_split": lcp_split,
             "split_vs_single": {

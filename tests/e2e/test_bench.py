@@ -56,7 +56,6 @@ def test_bench_chat_split_reports_the_split_shape_beside_the_single_process_one(
     split_cpu = result["lcp_split"]["cpu_ms_per_concurrent_turn"]
     assert {"postgres", "balancer", "worker", "api-0", "api-1"} <= set(split_cpu)
     assert split_cpu["api-0"] > 0 and split_cpu["api-1"] > 0  # the balancer sent turns to both
-    assert split_cpu["postgres"] > 0  # its backends' CPU counted, not only the idle postmaster's
     assert set(result["split_vs_single"]) == {
         "sequential_p50", "sequential_p99", "concurrent_2_p99", "concurrent_2_throughput"
     }  # fmt: skip
