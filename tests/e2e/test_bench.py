@@ -37,7 +37,8 @@ def test_bench_chat_reports_floor_and_lcp(tmp_path: Path) -> None:
 def test_bench_chat_split_reports_the_split_shape_beside_the_single_process_one(tmp_path: Path) -> None:
     require_split_engines()
     out = tmp_path / "bench.json"
-    args = ["bench", "chat", "--split", "--turns", "8", "--concurrency", "2", "--warmup", "2"]
+    # 16 turns: each API process serves enough of them to show CPU time at the clock tick's 10 ms.
+    args = ["bench", "chat", "--split", "--turns", "16", "--concurrency", "2", "--warmup", "2"]
     run = subprocess.run(
         [sys.executable, "-m", "cli", *args, "--json", str(out)], timeout=600, capture_output=True, text=True,
         env={**os.environ, "COLUMNS": "80"},
@@ -46,7 +47,7 @@ def test_bench_chat_split_reports_the_split_shape_beside_the_single_process_one(
     assert "lcp split" in run.stdout and "ratios split/single" in run.stdout
     result = json.loads(out.read_text())
     for side in ("lcp", "lcp_split"):
-        assert result[side]["sequential"]["turns"] == 8 and result[side]["concurrent_2"]["turns"] == 8
+        assert result[side]["sequential"]["turns"] == 16 and result[side]["concurrent_2"]["turns"] == 16
     assert set(result["lcp"]["cpu_ms_per_concurrent_turn"]) == {
         "temporal",
         "llm",
