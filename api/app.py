@@ -7,7 +7,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
-from api import errors
+from api import db_deadline, errors
 from api.auth import Authenticator
 from api.bodies import BodyGuard
 from api.deps import AppState
@@ -32,7 +32,7 @@ from inference.gateway import Gateway, ModelWeights, load_routes, make_http_clie
 from inference.token_relay import MemoryRelay, PostgresRelay, make_relay
 from settings import Settings
 from store.db import make_engine, make_sessionmaker
-from store.migrate import upgrade
+from store.migrate import upgrade_database
 from temporal.client import connect
 
 log = logging.getLogger(__name__)
@@ -50,9 +50,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
-            engine = make_engine(settings.resolved_database_url())
+            await upgrade_database(settings.resolved_database_url())  # no statement timeout for migrations
+            # A request's statements wait for the database as long as its key lookup and limit check may.
+            engine = make_engine(settings.resolved_database_url(), settings.api.database_timeout_s)
             stack.push_async_callback(engine.dispose)
-            await upgrade(engine)
             limiter = RateLimiter(
                 settings.limits, settings.resolved_database_url(), settings.api.database_timeout_s
             )
@@ -101,6 +102,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodyGuard, max_body_bytes=settings.api.max_body_bytes)
     app.add_middleware(MetricsMiddleware)
     errors.install(app)
+    db_deadline.install(app)
     app.include_router(health.router)
     app.include_router(chat.router)
     app.include_router(embeddings.router)

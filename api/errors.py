@@ -138,10 +138,12 @@ def _describe(error: dict[str, Any]) -> tuple[str, str]:
     return _cut(where, MAX_FIELD_CHARS), _cut(str(error.get("msg", "invalid")), MAX_PROBLEM_CHARS)
 
 
+def error_response(request: Request, exc: ApiError) -> JSONResponse:
+    return _respond(request, exc.status, exc.type, exc.message, exc.headers, **exc.extra)
+
+
 def install(app: FastAPI) -> None:
-    @app.exception_handler(ApiError)
-    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
-        return _respond(request, exc.status, exc.type, exc.message, exc.headers, **exc.extra)
+    app.add_exception_handler(ApiError, error_response)  # type: ignore[arg-type]
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -30,6 +30,10 @@ T = TypeVar("T")
 # another process gives back meanwhile (a token reservation's unused part) is seen once this expires.
 REFUSAL_MEMORY_S = 1.0
 REFUSALS_KEPT = 10_000
+# Tokens replies used while the database was away: kept per limit (so memory grows with the callers, not
+# the replies), and charged once it answers, tried again this often; past OWED_KEPT limits, logged as lost.
+OWED_RETRY_S = 1.0
+OWED_KEPT = 100_000
 
 
 @dataclass(frozen=True)
@@ -70,6 +74,9 @@ class RateLimiter:
         self._refused: dict[Bucket, tuple[float, float]] = {}
         # Charges on their way to the database, and the buckets each changes.
         self._charging: dict[asyncio.Task[None], frozenset[Bucket]] = {}
+        # Tokens charged while the database was away, per limit, and the task that charges them when back.
+        self._owed: dict[_Limit, int] = {}
+        self._settling: asyncio.Task[None] | None = None
         # A lock per caller with a request counting now (kept while someone holds or awaits it).
         self._turns: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
@@ -155,12 +162,10 @@ class RateLimiter:
             reservation.left = 0
         if tokens == 0:
             return
-        charges = [
-            (limit.bucket, step_s(tokens, limit.per_minute)) for limit in self._limits(principal, "tokens")
-        ]
+        charges = [(limit, tokens) for limit in self._limits(principal, "tokens")]
         if not charges:
             return
-        buckets = frozenset(bucket for bucket, _ in charges)
+        buckets = frozenset(limit.bucket for limit, _ in charges)
         for bucket in buckets:
             self._refused.pop(bucket, None)  # what it gives back may make room
         task = asyncio.get_running_loop().create_task(self._charge(charges))
@@ -168,9 +173,19 @@ class RateLimiter:
         task.add_done_callback(self._charging.pop)
 
     async def close(self) -> None:
-        """Let the charges still on their way reach the database, then close the connections."""
+        """Let the charges still on their way reach the database, then close the connections. Tokens
+        still owed (the database away until now) get one last try, and are logged as lost if it fails."""
         if self._charging:
             await asyncio.wait(list(self._charging), timeout=self._deadline.timeout_s)
+        if self._settling is not None:
+            self._settling.cancel()
+        if owed := self._owed:
+            self._owed = {}
+            try:
+                await self._deadline.run(lambda: self._send(owed))
+            except ApiError:
+                lost = "; ".join(f"{limit.scope} {limit.name}: {tokens}" for limit, tokens in owed.items())
+                log.error("tokens never charged, the database away until this process stopped: %s", lost)
         await self._engine.dispose()
 
     async def _spend(
@@ -199,6 +214,7 @@ class RateLimiter:
             buckets = {take.bucket for _, take in takes}
             if charging := [task for task, changes in self._charging.items() if changes & buckets]:
                 await asyncio.wait(charging)
+            await self._settle_owed(buckets)
             ahead = await self._on_connection(limit_buckets.spend, [take for _, take in takes])
         if not ahead:
             return
@@ -224,11 +240,56 @@ class RateLimiter:
                 waits[limit] = wait
         return waits
 
-    async def _charge(self, charges: list[tuple[Bucket, float]]) -> None:
+    async def _charge(self, charges: list[tuple[_Limit, int]]) -> None:
         try:
-            await self._deadline.run(lambda: self._on_connection(limit_buckets.charge, charges))
+            await self._deadline.run(lambda: self._send(dict(charges)))
         except ApiError:
-            log.warning("tokens not charged, the database being unreachable: %s", charges)
+            self._owe(dict(charges))
+            if self._settling is None or self._settling.done():
+                log.warning("tokens are charged once the database answers again (kept until then)")
+                self._settling = asyncio.get_running_loop().create_task(self._settle())
+
+    async def _send(self, charges: dict[_Limit, int]) -> None:
+        rows = [(limit.bucket, step_s(tokens, limit.per_minute)) for limit, tokens in charges.items()]
+        await self._on_connection(limit_buckets.charge, rows)
+
+    def _owe(self, charges: dict[_Limit, int]) -> None:
+        for limit, tokens in charges.items():
+            if limit in self._owed or len(self._owed) < OWED_KEPT:
+                self._owed[limit] = self._owed.get(limit, 0) + tokens
+            else:
+                log.error(
+                    "tokens never charged (too many callers owe while the database is away): %s %s: %d",
+                    limit.scope,
+                    limit.name,
+                    tokens,
+                )
+
+    async def _settle(self) -> None:
+        """Charge what is owed once the database answers, trying again every OWED_RETRY_S."""
+        while self._owed:
+            await asyncio.sleep(OWED_RETRY_S)
+            owed, self._owed = self._owed, {}
+            try:
+                await self._deadline.run(lambda: self._send(owed))  # noqa: B023 - awaited in this pass
+            except ApiError:
+                self._owe(owed)
+                continue
+            log.warning("tokens used while the database was away are charged now: %d", sum(owed.values()))
+
+    async def _settle_owed(self, buckets: set[Bucket]) -> None:
+        """Before counting a request, charge what its buckets owe from an outage (the database answers
+        again, or this fails as the request's statement would): it is not admitted on budget already used."""
+        owed = {limit: tokens for limit, tokens in self._owed.items() if limit.bucket in buckets}
+        if not owed:
+            return
+        for limit in owed:
+            del self._owed[limit]
+        try:
+            await self._send(owed)
+        except BaseException:
+            self._owe(owed)
+            raise
 
     async def _on_connection(self, work: Callable[[AsyncConnection, Any], Awaitable[T]], arg: Any) -> T:
         """`work(connection, arg)` on a pooled connection, and once more on a new one when the pooled one

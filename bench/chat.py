@@ -1,4 +1,5 @@
-"""`lcp bench chat`: lcp's full chat turn against the bare Temporal floor, in one run, same server."""
+"""`lcp bench chat`: lcp's full chat turn against the bare Temporal floor, in one run, same server; with
+--split, the production shape (`lcp dev --split`) beside the single-process one (`lcp dev`)."""
 
 import asyncio
 import json
@@ -20,11 +21,19 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from bench.floor import BenchFloorWorkflow, noop
-from cli.dev import free_port, lcp_env, spawn_lcp
+from cli.balancer import start_haproxy
+from cli.dev import SPLIT_API_PROCESSES, free_port, lcp_env, spawn_lcp
 from cli.keys_db import mint
+from store.postgres_server import LocalPostgres
 from temporal.devserver import DYNAMIC_CONFIG, start_dev_server
 
 FLOOR_QUEUE = "bench-floor"
+# How lcp's processes are laid out, and in words for the report.
+LAYOUTS = {
+    "apart": "api and worker apart",
+    "combined": "api and worker in one process",
+    "split": f"{SPLIT_API_PROCESSES} api processes behind HAProxy, a worker, on PostgreSQL",
+}
 
 
 def _floor_worker(address: str) -> None:
@@ -42,6 +51,20 @@ def cpu_seconds(pid: int) -> float:
     """User + system CPU time a process has used so far (Linux /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds_with_children(pid: int) -> float:
+    """The same for a process and its live children: PostgreSQL's server does its work in one backend
+    process per connection (these stay up while the pools hold their connections)."""
+    total = cpu_seconds(pid)
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == pid:
+                total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, IndexError, ValueError):
+            continue  # the process ended meanwhile
+    return total
 
 
 def percentile(samples: list[float], q: float) -> float:
@@ -115,11 +138,12 @@ async def bench_key(database_url: str) -> str:
 
 class Bench:
     def __init__(
-        self, work: Path, turns: int, concurrency: int, warmup: int, length: int, combined: bool = False
+        self, work: Path, turns: int, concurrency: int, warmup: int, length: int, layout: str = "apart"
     ) -> None:
         self.work, self.turns, self.concurrency, self.warmup = work, turns, concurrency, warmup
         self.length = length
-        self.combined = combined  # the worker inside the API process, as `lcp dev` runs it
+        # apart; combined: the worker inside the API process, as `lcp dev` runs it; split: `lcp dev --split`
+        self.layout = layout
         self.processes: list[subprocess.Popen[bytes] | multiprocessing.process.BaseProcess] = []
         self.names: list[str] = []
         self.temporal_port, self.api_port, self.llm_port = free_port(), free_port(), free_port()
@@ -130,15 +154,31 @@ class Bench:
             start_dev_server(None, self.temporal_port, None, log_file=self.work / "temporal.log")
         )
         self.names.append("temporal")
-        database_url = f"sqlite+aiosqlite:///{self.work / 'lcp.db'}"
+        database_url = (
+            self._start_postgres()
+            if self.layout == "split"
+            else f"sqlite+aiosqlite:///{self.work / 'lcp.db'}"
+        )
         env = lcp_env(
-            self.work, self.address, f"http://127.0.0.1:{self.llm_port}/v1", LCP_DATABASE_URL=database_url
+            self.work,
+            self.address,
+            f"http://127.0.0.1:{self.llm_port}/v1",
+            LCP_DATABASE_URL=database_url,
+            DATABASE_URL=database_url,
         )
         self.api_key = asyncio.run(bench_key(database_url))
         api = ["api", "--port", str(self.api_port)]
         processes = [("llm", ["sim", "--port", str(self.llm_port)])]
-        if self.combined:
+        if self.layout == "combined":
             processes.append(("api+worker", [*api, "--worker"]))
+        elif self.layout == "split":
+            ports = [free_port() for _ in range(SPLIT_API_PROCESSES)]
+            processes.append(("worker", ["worker", "--queue", "conversations"]))
+            processes += [(f"api-{i}", ["api", "--port", str(port)]) for i, port in enumerate(ports)]
+            self.names.append("balancer")
+            self.processes.append(
+                start_haproxy(self.work, "127.0.0.1", self.api_port, ports, self.work / "balancer.log")
+            )
         else:
             processes += [("worker", ["worker", "--queue", "conversations"]), ("api", api)]
         for name, args in processes:
@@ -159,6 +199,20 @@ class Bench:
                 pass
             time.sleep(0.3)
         raise RuntimeError(f"the benchmark stack did not come up: see logs in {self.work}")
+
+    def _start_postgres(self) -> str:
+        """The split shape's read model: a PostgreSQL server of the run's own; returns its URL."""
+        self.work.chmod(0o755)  # as root, the server runs as `postgres`, which must reach its folder
+        postgres = LocalPostgres(self.work / "postgres", free_port())
+        postgres.init()
+        self.processes.append(postgres.spawn(self.work / "postgres.log"))
+        self.names.append("postgres")
+        deadline = time.monotonic() + 60
+        while not postgres.ready():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"PostgreSQL did not come up: see {self.work / 'postgres.log'}")
+            time.sleep(0.2)
+        return postgres.url
 
     def stop(self) -> None:
         for process in reversed(self.processes):
@@ -211,12 +265,15 @@ class Bench:
                 response.raise_for_status()
 
             lanes = [Lane(start, turn, self.length) for _ in range(self.concurrency)]
-            servers = ("api+worker",) if self.combined else ("worker", "api")
+            servers = [name for name in self.names if name not in ("temporal", "llm", "floor-worker")]
             return await self._phases(lanes, ("temporal", "llm", *servers))
 
     def _cpu(self) -> dict[str, float]:
         pids = {name: p.pid for name, p in zip(self.names, self.processes, strict=True) if p.pid}
-        return {name: cpu_seconds(pid) for name, pid in {**pids, "bench-client": os.getpid()}.items()}
+        return {
+            name: (cpu_seconds_with_children if name == "postgres" else cpu_seconds)(pid)
+            for name, pid in {**pids, "bench-client": os.getpid()}.items()
+        }
 
     async def _phases(self, lanes: list[Lane], processes: tuple[str, ...]) -> dict[str, Any]:
         """Warm up, then time sequential and concurrent turns; CPU is counted for `processes`."""
@@ -258,28 +315,56 @@ def machine() -> dict[str, Any]:
     }
 
 
-def run_bench(
-    turns: int, concurrency: int, warmup: int, length: int, combined: bool = False
-) -> dict[str, Any]:
+def _run_layout(
+    turns: int, concurrency: int, warmup: int, length: int, layout: str, with_floor: bool
+) -> dict[str, dict[str, Any]]:
+    """Start a stack in `layout`, measure lcp (and the floor, when asked: key "floor"), stop it."""
+    measured = {}
     with tempfile.TemporaryDirectory(prefix="lcp-bench-") as tmp:
-        bench = Bench(Path(tmp), turns, concurrency, warmup, length, combined)
-        bench.start()
+        bench = Bench(Path(tmp), turns, concurrency, warmup, length, layout)
         try:
-            floor = asyncio.run(bench.floor())
-            lcp = asyncio.run(bench.lcp())
+            bench.start()
+            if with_floor:
+                measured["floor"] = asyncio.run(bench.floor())
+            measured["lcp"] = asyncio.run(bench.lcp())
         finally:
             bench.stop()
+    return measured
+
+
+def run_bench(
+    turns: int, concurrency: int, warmup: int, length: int, combined: bool = False, split: bool = False
+) -> dict[str, Any]:
+    """The floor and lcp; `split`: lcp in the single-process shape (`lcp dev`'s, the baseline) and in the
+    split one (`lcp dev --split`), one after the other on the same machine."""
+    layout = "combined" if combined or split else "apart"
+    first = _run_layout(turns, concurrency, warmup, length, layout, with_floor=True)
+    floor, lcp = first["floor"], first["lcp"]
     key = f"concurrent_{concurrency}"
+    beside: dict[str, Any] = {}
+    if split:
+        lcp_split = _run_layout(turns, concurrency, warmup, length, "split", with_floor=False)["lcp"]
+        beside = {
+            "lcp_split": lcp_split,
+            "split_vs_single": {
+                "sequential_p50": round(lcp_split["sequential"]["p50_ms"] / lcp["sequential"]["p50_ms"], 2),
+                "sequential_p99": round(lcp_split["sequential"]["p99_ms"] / lcp["sequential"]["p99_ms"], 2),
+                f"{key}_p99": round(lcp_split[key]["p99_ms"] / lcp[key]["p99_ms"], 2),
+                f"{key}_throughput": round(lcp_split[key]["turns_per_s"] / lcp[key]["turns_per_s"], 2),
+            },
+        }
     return {
         "machine": machine(),
         "settings": {
             "turns": turns,
             "concurrency": concurrency,
             "turns_per_conversation": length,
-            "lcp_layout": "api and worker in one process" if combined else "api and worker apart",
+            "lcp_layout": LAYOUTS[layout],
+            **({"lcp_split_layout": LAYOUTS["split"]} if split else {}),
         },
         "floor": floor,
         "lcp": lcp,
+        **beside,
         "ratios": {
             "sequential_p50": round(lcp["sequential"]["p50_ms"] / floor["sequential"]["p50_ms"], 2),
             "sequential_p99": round(lcp["sequential"]["p99_ms"] / floor["sequential"]["p99_ms"], 2),

@@ -27,24 +27,42 @@ def chat(
     combined: Annotated[
         bool, typer.Option("--combined", help="Run the worker inside the API process, as `lcp dev` does.")
     ] = False,
+    split: Annotated[
+        bool,
+        typer.Option(
+            "--split",
+            help="Also measure `lcp dev --split`'s shape (two API processes behind HAProxy, a worker, "
+            "PostgreSQL) beside the single-process one (implies --combined for the latter).",
+        ),
+    ] = False,
 ) -> None:
     """Chat-turn latency and throughput: lcp through its HTTP API vs the bare Temporal floor."""
     from bench.chat import run_bench, write_json
 
     console.print("lcp bench chat: starting a dev server, simulator (zero latency), worker and API…")
-    result = run_bench(turns, concurrency, warmup, turns_per_conversation, combined)
+    result = run_bench(turns, concurrency, warmup, turns_per_conversation, combined, split)
+    sides = (
+        {"floor": "floor", "lcp": "lcp single", "lcp_split": "lcp split"}
+        if split
+        else {
+            "floor": "floor",
+            "lcp": "lcp",
+        }
+    )
     table = Table(title=f"chat turn, {result['machine']['cpus']} CPUs ({result['machine']['cpu']})")
     for column in ("", "phase", "p50 ms", "p95 ms", "p99 ms", "turns/s"):
         table.add_column(column)
-    for name in ("floor", "lcp"):
-        for phase, row in result[name].items():
+    for side, label in sides.items():
+        for phase, row in result[side].items():
             if "p50_ms" not in row:
                 continue
-            table.add_row(name, phase, *(str(row[k]) for k in ("p50_ms", "p95_ms", "p99_ms", "turns_per_s")))
+            table.add_row(label, phase, *(str(row[k]) for k in ("p50_ms", "p95_ms", "p99_ms", "turns_per_s")))
     console.print(table)
-    for name in ("floor", "lcp"):
-        console.print(f"{name} CPU ms per concurrent turn:", result[name]["cpu_ms_per_concurrent_turn"])
+    for side, label in sides.items():
+        console.print(f"{label} CPU ms per concurrent turn:", result[side]["cpu_ms_per_concurrent_turn"])
     console.print("ratios lcp/floor:", result["ratios"])
+    if split:
+        console.print("ratios split/single:", result["split_vs_single"])
     console.print("goals:", result["goals"])
     if json_file:
         write_json(result, json_file)

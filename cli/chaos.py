@@ -186,6 +186,12 @@ def drill(
         ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON report per drill, one per line.")] = False,
+    split: Annotated[
+        bool,
+        typer.Option(
+            "--split", help="In `lcp dev --split`'s shape: PostgreSQL, two API processes behind HAProxy."
+        ),
+    ] = False,
 ) -> None:
     """Break lcp's own processes on a disposable stack (Temporal, API, workers; simulated model and
     cluster) and check nothing was lost or duplicated. Exit 0 if every check held."""
@@ -197,6 +203,8 @@ def drill(
     from cli.drills import run_drills  # the harness loads the Kubernetes client: only once the name is known
 
     state = home or Path(tempfile.mkdtemp(prefix="lcp-drill-"))
+    if split and home is None:
+        state.chmod(0o755)  # as root, PostgreSQL runs as `postgres`, which must reach its folder
 
     def report(drill_report: DrillReport) -> None:
         if as_json:
@@ -207,7 +215,7 @@ def drill(
     if not as_json:
         console.print(f"starting a disposable lcp in {state} (Temporal, API, workers, LLM simulator)")
     try:
-        passed = asyncio.run(run_drills(state, chosen, report))
+        passed = asyncio.run(run_drills(state, chosen, report, split))
     except RuntimeError as err:
         err_console.print(f"lcp chaos drill: {err}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None

@@ -1,5 +1,6 @@
 """`lcp dev`: runs the whole embedded stack in the foreground, restarts a child that exits (with backoff),
-and stops all of it on Ctrl-C or when a child keeps failing."""
+and stops all of it on Ctrl-C or when a child keeps failing. `lcp dev --split` runs it in the shape the
+manifests deploy: the read model on PostgreSQL, API processes behind a load balancer, a worker per queue."""
 
 import asyncio
 import json
@@ -11,12 +12,13 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import astuple, dataclass, replace
 from pathlib import Path
 
 import httpx
 import yaml
 
+from cli.balancer import start_haproxy
 from cli.keys_db import dev_admin_key
 from cli.show import plain
 from lab.fleet import FLEET_NAMESPACE, FLEET_SERVICE
@@ -25,11 +27,13 @@ from policies.errors import PermanentError
 from policies.models import DEFAULT_POLICY_FILE
 from settings import Settings
 from store.migrate import upgrade_database
+from store.postgres_server import LocalPostgres
 from temporal.devserver import start_dev_server
 
 STOP_GRACE_S = 10.0
 READY_TIMEOUT_S = 90.0
 FLEET_REPLICAS = 4  # the simulator's replicas in the dev stack: sim-llama-8b is a fleet of them
+SPLIT_API_PROCESSES = 2  # `lcp dev --split`: API processes behind the load balancer
 Launch = Callable[[], subprocess.Popen[bytes]]
 
 
@@ -86,6 +90,10 @@ class Ports:
     ops_metrics: int = 8602
     # The simulator's other replicas (the first is at `llm`); empty: free ports are picked at start.
     llm_replicas: tuple[int, ...] = ()
+    # `lcp dev --split` only (picked at start when empty or 0): the API processes behind the load
+    # balancer, which listens on `api`, and PostgreSQL.
+    api_processes: tuple[int, ...] = ()
+    postgres: int = 0
 
     def urls(self) -> dict[str, str]:
         base = f"http://{self.host}"
@@ -271,16 +279,32 @@ class Supervisor:
 
 
 class Stack:
-    """The child processes of `lcp dev`, started in order and stopped in reverse."""
+    """The child processes of `lcp dev`, started in order and stopped in reverse. `split`: the production
+    shape (PostgreSQL, API processes behind HAProxy, the conversation worker a process of its own)."""
 
-    def __init__(self, home: Path, ports: Ports) -> None:
+    def __init__(self, home: Path, ports: Ports, split: bool = False) -> None:
+        # The ports asked for are not bound yet: the free ones picked below must not be among them.
+        _given.update(port for port in astuple(ports) if isinstance(port, int))
         if not ports.llm_replicas:
             ports = replace(ports, llm_replicas=tuple(free_port() for _ in range(FLEET_REPLICAS - 1)))
-        self.home, self.ports = home, ports
+        if split and not ports.api_processes:
+            ports = replace(ports, api_processes=tuple(free_port() for _ in range(SPLIT_API_PROCESSES)))
+        if split and not ports.postgres:
+            ports = replace(ports, postgres=free_port())
+        self.home, self.ports, self.split = home, ports, split
         self.logs = home / "logs"
         self.children: list[tuple[str, subprocess.Popen[bytes]]] = []
         self.launchers: dict[str, Launch] = {}
+        self.stop_signals: dict[str, signal.Signals] = {}  # a child that stops on another than SIGTERM
         self.api_key = ""
+        self.postgres = LocalPostgres(home / "postgres", ports.postgres, ports.host) if split else None
+
+    def database_url(self) -> str:
+        """The read model: the stack's PostgreSQL (split), else the settings' (a SQLite file by default)."""
+        return self.postgres.url if self.postgres else Settings(home=self.home).resolved_database_url()
+
+    def api_process_urls(self) -> list[str]:
+        return [f"http://{self.ports.host}:{port}" for port in self.ports.api_processes]
 
     def _spawn(self, name: str, *args: str) -> None:
         env = self.child_env()
@@ -295,6 +319,12 @@ class Stack:
         models = (
             {} if os.environ.get("LCP_MODELS_FILE") else {"LCP_MODELS_FILE": str(self.home / "models.yaml")}
         )
+        # Both spellings: DATABASE_URL is read first, so the caller's own would win over ours.
+        database = (
+            {"DATABASE_URL": self.postgres.url, "LCP_DATABASE_URL": self.postgres.url}
+            if self.postgres
+            else {}
+        )
         return lcp_env(
             self.home,
             f"{self.ports.host}:{self.ports.temporal}",
@@ -306,6 +336,7 @@ class Stack:
             # The chaos catalogue's probes check the lab's workload where this stack runs it.
             LCP_CHAOS__WORKLOAD_URL=self.ports.urls()["workload"],
             **models,
+            **database,
         )
 
     def _add(self, name: str, launch: Launch) -> None:
@@ -325,12 +356,14 @@ class Stack:
                 log_file=self.logs / "temporal.log",
             ),
         )
+        if self.postgres is not None:
+            self._start_postgres(self.postgres)
         write_dev_models_policy(self.home / "models.yaml")
         for index, port in enumerate(self.replica_ports()):
             name = "llm-simulator" if index == 0 else f"llm-simulator-{index}"
             self._spawn(name, "sim", "--host", self.ports.host, "--port", str(port))
         self._wait_tcp("temporal", self.ports.temporal)
-        database_url = Settings(home=self.home).resolved_database_url()
+        database_url = self.database_url()
         asyncio.run(upgrade_database(database_url))
         self.api_key = asyncio.run(dev_admin_key(database_url, self.home))
         ports = self.ports
@@ -343,9 +376,12 @@ class Stack:
         )  # fmt: skip
         # The API discovers sim-llama-8b's replicas through the kubeconfig the lab writes as it starts.
         self._wait_http("lab", f"{ports.urls()['workload']}/healthz")
-        # The conversation worker runs inside the API process, so streamed replies reach the
-        # client through memory (a separate worker needs PostgreSQL's LISTEN/NOTIFY for that).
-        self._spawn("api", "api", "--worker", "--host", self.ports.host, "--port", str(self.ports.api))
+        if self.split:
+            self._start_api_processes()
+        else:
+            # The conversation worker runs inside the API process, so streamed replies reach the
+            # client through memory (a separate worker needs PostgreSQL's LISTEN/NOTIFY for that).
+            self._spawn("api", "api", "--worker", "--host", self.ports.host, "--port", str(self.ports.api))
         try:
             self._add(
                 "prometheus",
@@ -364,11 +400,51 @@ class Stack:
         for port in self.replica_ports():
             self._wait_http("llm-simulator", f"http://{ports.host}:{port}/healthz")
         self._wait_http("temporal", urls["ui"])
+        for index, url in enumerate(self.api_process_urls()):
+            self._wait_http(f"api-{index}", f"{url}/readyz")
         self._wait_http("api", f"{urls['api']}/readyz")
         self._wait_http("prometheus", f"{urls['prometheus']}/-/ready")
         # Canary rollouts and predictive scaling act on the lab through the kubeconfig it has written by now.
         self._spawn("ops-worker", "worker", "--queue", "ops", "--metrics-port", str(ports.ops_metrics))
         self._spawn("forecasting-worker", "worker", "--queue", "forecasting")
+
+    def _start_postgres(self, postgres: LocalPostgres) -> None:
+        """The read model's PostgreSQL, its cluster made on first use (kept across restarts)."""
+        try:
+            postgres.init()
+        except (OSError, subprocess.CalledProcessError) as err:
+            said = (
+                err.stderr.decode(errors="replace").strip()
+                if isinstance(err, subprocess.CalledProcessError)
+                else err
+            )
+            raise StackError(f"cannot make PostgreSQL's cluster in {postgres.data}: {said}") from None
+        self.stop_signals["postgres"] = signal.SIGINT  # a fast shutdown: SIGTERM waits for every session
+        self._add("postgres", lambda: postgres.spawn(self.logs / "postgres.log"))
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while not postgres.ready():
+            self._check_alive()
+            if time.monotonic() > deadline:
+                raise StackError(f"PostgreSQL did not accept connections in {READY_TIMEOUT_S:.0f} s")
+            time.sleep(0.2)
+
+    def _start_api_processes(self) -> None:
+        """The split shape's API: processes without a worker (replies reach them from the conversation
+        worker through PostgreSQL's LISTEN/NOTIFY), HAProxy in front of them on the API port."""
+        host = self.ports.host
+        for index, port in enumerate(self.ports.api_processes):
+            self._spawn(f"api-{index}", "api", "--host", host, "--port", str(port))
+        self._add(
+            "balancer",
+            lambda: start_haproxy(
+                self.home / "balancer",
+                host,
+                self.ports.api,
+                self.ports.api_processes,
+                self.logs / "balancer.log",
+            ),
+        )
+        self._spawn("conversations-worker", "worker", "--queue", "conversations")
 
     def scrape_targets(self) -> list[ScrapeTarget]:
         """What Prometheus scrapes: the lab's workload and the LLM simulator (both simulated) and lcp."""
@@ -381,7 +457,11 @@ class Stack:
                 ScrapeTarget(f"llm-simulator-{i}", f"{host}:{port}", labels=SIMULATED)
                 for i, port in enumerate(self.replica_ports())
             ),
-            ScrapeTarget("lcp-api", f"{host}:{ports.api}", bearer_token=bearer),
+            # Split: each API process, not the balancer in front of them (one job, an instance each).
+            *(
+                ScrapeTarget("lcp-api", f"{host}:{port}", bearer_token=bearer)
+                for port in (ports.api_processes or (ports.api,))
+            ),
             ScrapeTarget("lcp-ops-worker", f"{host}:{ports.ops_metrics}"),
         ]
 
@@ -466,9 +546,9 @@ class Stack:
                 pass
 
     def stop(self) -> None:
-        for _, process in reversed(self.children):
+        for name, process in reversed(self.children):
             if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
+                process.send_signal(self.stop_signals.get(name, signal.SIGTERM))
         deadline = time.monotonic() + STOP_GRACE_S
         for _, process in reversed(self.children):
             try:
@@ -486,12 +566,12 @@ def _interrupt(*_: object) -> None:
     raise KeyboardInterrupt
 
 
-def run_dev(home: Path, ports: Ports, echo: Callable[[str], None]) -> int:
+def run_dev(home: Path, ports: Ports, echo: Callable[[str], None], split: bool = False) -> int:
     """Start the stack, announce it, supervise it; returns the process exit code."""
     home = home.resolve()
     home.mkdir(parents=True, exist_ok=True)
     check_ports_free(ports)
-    stack = Stack(home, ports)
+    stack = Stack(home, ports, split)
     for sig in STOP_SIGNALS:  # stopped while starting: stop what started
         signal.signal(sig, _interrupt)
     try:
@@ -507,6 +587,9 @@ def run_dev(home: Path, ports: Ports, echo: Callable[[str], None]) -> int:
         "llm_replicas": [f"http://{ports.host}:{port}" for port in stack.replica_ports()],
         "kubeconfig": str(home / "kubeconfig"),
         "api_key": stack.api_key,
+        **(
+            {"api_processes": stack.api_process_urls(), "database_url": stack.database_url()} if split else {}
+        ),
     }
     dev_json = home / "dev.json"
     dev_json.write_text(json.dumps(info, indent=2) + "\n")
@@ -517,6 +600,10 @@ def run_dev(home: Path, ports: Ports, echo: Callable[[str], None]) -> int:
         f"kube {urls['kube']} (simulated)  prometheus {urls['prometheus']}"
     )
     echo(f"admin API key (tenant default) in {dev_json}; state in {home}, logs in {stack.logs}")
+    if split:
+        processes = " ".join(stack.api_process_urls())
+        echo(f"split: api {urls['api']} is HAProxy in front of the API processes {processes}")
+        echo(f"split: the read model is PostgreSQL: DATABASE_URL={stack.database_url()}")
     echo(f"lab: KUBECONFIG={home / 'kubeconfig'} reaches the simulated cluster; `lcp lab status` shows it")
     echo("Ctrl-C stops everything; a child that exits is restarted")
     given_up = stack.supervise(echo)

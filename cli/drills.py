@@ -1,6 +1,7 @@
 """`lcp chaos drill`: breaks lcp's own processes on a disposable stack and checks nothing was lost or
 duplicated. The stack is lcp's real processes (Temporal dev server, API, workers) with the LLM simulator
-and the lab as the model and the cluster; it never touches a running `lcp dev`."""
+and the lab as the model and the cluster; it never touches a running `lcp dev`. `--split`: in the shape
+of `lcp dev --split` (PostgreSQL, two API processes behind HAProxy)."""
 
 import asyncio
 import contextlib
@@ -18,11 +19,13 @@ from kubernetes import client as kube_client
 from kubernetes import config as kube_config
 
 from chaos.drills import Check, Drill, DrillReport, exactly, stored_once
-from cli.dev import free_port, lcp_env, spawn_lcp
+from cli.balancer import requests_in_progress, start_haproxy
+from cli.dev import SPLIT_API_PROCESSES, free_port, lcp_env, spawn_lcp
 from cli.keys_db import mint
 from lab.cluster_view import VERSION_LABEL
 from lab.server import DEMO_NAMESPACE, DEMO_SERVICE
 from store.migrate import upgrade_database
+from store.postgres_server import LocalPostgres
 from temporal.devserver import start_dev_server
 
 READY_TIMEOUT_S = 90.0
@@ -34,13 +37,21 @@ ROLLOUT_PAUSE_S = 6.0
 
 class DrillStack:
     """A disposable lcp in `home`: Temporal dev server persisted to a file, LLM simulator, conversation
-    worker and API as separate processes, and — for rollout drills — the lab and an ops worker."""
+    worker and API as separate processes, and — for rollout drills — the lab and an ops worker. `split`:
+    the read model on a PostgreSQL of its own and two API processes behind HAProxy (on the API port)."""
 
-    def __init__(self, home: Path, database_url: str | None = None) -> None:
+    def __init__(self, home: Path, database_url: str | None = None, split: bool = False) -> None:
         self.home = home.resolve()
         self.logs = self.home / "logs"
-        self.ports = {name: free_port() for name in ("temporal", "llm", "api", "kube", "workload")}
-        self.database_url = database_url or f"sqlite+aiosqlite:///{self.home / 'lcp.db'}"
+        self.apis = [f"api-{i}" for i in range(SPLIT_API_PROCESSES)] if split else ["api"]
+        names = ("temporal", "llm", "api", "kube", "workload", *(("postgres", *self.apis) if split else ()))
+        self.ports = {name: free_port() for name in names}
+        self.postgres = LocalPostgres(self.home / "postgres", self.ports["postgres"]) if split else None
+        self.database_url = (
+            self.postgres.url
+            if self.postgres
+            else database_url or f"sqlite+aiosqlite:///{self.home / 'lcp.db'}"
+        )
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.key = ""
 
@@ -56,8 +67,29 @@ class DrillStack:
     def kubeconfig(self) -> Path:
         return self.home / "kubeconfig"
 
+    def api_process_url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.ports[name]}"
+
+    def serving_api(self) -> str:
+        """The API process answering a request now: the only one, or the one HAProxy gave it to."""
+        if self.postgres is None:
+            return "api"
+        busy = [name for name, requests in requests_in_progress(self.home).items() if requests]
+        if len(busy) != 1:
+            raise RuntimeError(f"expected one API process answering a request, HAProxy says {busy}")
+        return busy[0]
+
     async def start(self) -> None:
         self.logs.mkdir(parents=True, exist_ok=True)
+        if self.postgres is not None:
+            self.postgres.init()
+            self.start_process("postgres")
+            deadline = time.monotonic() + READY_TIMEOUT_S
+            while not await asyncio.to_thread(self.postgres.ready):
+                self._check_alive("postgres")
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"PostgreSQL did not come up in {READY_TIMEOUT_S:.0f} s")
+                await asyncio.sleep(0.2)
         await upgrade_database(self.database_url)
         _, self.key = await mint(self.database_url, tenant="drills", name="drills", roles=["client", "sre"])
         self.start_process("temporal")
@@ -65,7 +97,12 @@ class DrillStack:
         await self.wait_tcp("temporal", self.ports["temporal"])
         await self.wait_http("llm", f"{self.simulator_url}/healthz")
         self.start_process("conversation-worker")
-        self.start_process("api")
+        for name in self.apis:
+            self.start_process(name)
+        if self.postgres is not None:
+            self.start_process("balancer")
+            for name in self.apis:
+                await self.wait_http(name, f"{self.api_process_url(name)}/readyz")
         await self.wait_http("api", f"{self.api_url}/readyz")
 
     async def start_lab(self) -> None:
@@ -82,12 +119,20 @@ class DrillStack:
             process = start_dev_server(
                 self.home / "temporal.db", self.ports["temporal"], None, log_file=self.logs / "temporal.log"
             )
+        elif name == "postgres" and self.postgres is not None:
+            process = self.postgres.spawn(self.logs / "postgres.log")
+        elif name == "balancer":
+            backends = [self.ports[api] for api in self.apis]
+            process = start_haproxy(
+                self.home, "127.0.0.1", self.ports["api"], backends, self.logs / "balancer.log"
+            )
         else:
             env = lcp_env(
                 self.home,
                 f"127.0.0.1:{self.ports['temporal']}",
                 f"{self.simulator_url}/v1",
                 LCP_DATABASE_URL=self.database_url,
+                DATABASE_URL=self.database_url,
                 LCP_ROLLOUT__KUBECONFIG=str(self.kubeconfig),
             )
             process = spawn_lcp(self._args(name), env, self.logs / f"{name}.log")
@@ -100,7 +145,7 @@ class DrillStack:
             "llm": ["sim", "--port", ports["llm"]],
             "conversation-worker": ["worker", "--queue", "conversations"],
             "ops-worker": ["worker", "--queue", "ops"],
-            "api": ["api", "--host", "127.0.0.1", "--port", ports["api"]],
+            **{api: ["api", "--host", "127.0.0.1", "--port", ports[api]] for api in self.apis},
             "lab": [
                 "lab",
                 "serve",
@@ -314,15 +359,16 @@ async def _api_kill_mid_request(run: _Run) -> None:
     await run.slow_model(INFERENCE_LATENCY_MS)
     turn = asyncio.create_task(run.http.post(path, json=body, headers={"Idempotency-Key": key}))
     await run.until_generating(received)
-    run.note(f"SIGKILL api (pid {run.stack.kill('api')})")
+    api = run.stack.serving_api()
+    run.note(f"SIGKILL {api} (pid {run.stack.kill(api)})")
     try:
         response = await turn
         run.note(f"the client got {response.status_code} from a killed API")
     except httpx.TransportError as err:
         run.note(f"the client lost its connection ({type(err).__name__})")
     await run.slow_model(0)
-    run.note(f"api started again (pid {run.stack.start_process('api')})")
-    await run.stack.wait_http("api", f"{run.stack.api_url}/readyz")
+    run.note(f"{api} started again (pid {run.stack.start_process(api)})")
+    await run.stack.wait_http(api, f"{run.stack.api_process_url(api)}/readyz")
     await run.check_retries(path, body, key, "exactly once")
     await run.check_stored_once(conversation_id, "[echo] exactly once", "exactly once")
 
@@ -414,10 +460,12 @@ async def run_drill(stack: DrillStack, drill: Drill) -> DrillReport:
         return run.report
 
 
-async def run_drills(home: Path, drills: list[Drill], on_report: Callable[[DrillReport], None]) -> bool:
-    """Start a disposable stack in `home`, run the drills one after another on it, stop it.
-    Returns whether every drill passed."""
-    stack = DrillStack(home)
+async def run_drills(
+    home: Path, drills: list[Drill], on_report: Callable[[DrillReport], None], split: bool = False
+) -> bool:
+    """Start a disposable stack in `home` (`split`: in `lcp dev --split`'s shape), run the drills one after
+    another on it, stop it. Returns whether every drill passed."""
+    stack = DrillStack(home, split=split)
     try:
         await stack.start()
         reports = []

@@ -24,9 +24,17 @@ def dev(
     workload_port: Annotated[int, typer.Option(help="The lab's workload simulator port.")] = 8601,
     prometheus_port: Annotated[int, typer.Option(help="Prometheus port.")] = 9090,
     ops_metrics_port: Annotated[int, typer.Option(help="The ops worker's /metrics port.")] = 8602,
+    split: Annotated[
+        bool,
+        typer.Option(
+            "--split",
+            help="The production shape: PostgreSQL, two API processes behind HAProxy on the API port, "
+            "a worker process per task queue.",
+        ),
+    ] = False,
 ) -> None:
     """Run the whole embedded stack in the foreground: Temporal, API with its worker, LLM simulator,
-    the lab (a simulated cluster) and Prometheus."""
+    the lab (a simulated cluster) and Prometheus; with --split, in the shape the manifests deploy."""
     from cli.dev import Ports, StackError, run_dev  # the lab's and the store's modules: not for --help
 
     load_settings("dev")  # a wrong setting is one clear line before anything starts
@@ -45,6 +53,7 @@ def dev(
                 ops_metrics_port,
             ),
             lambda line: console.print(line, soft_wrap=True, highlight=False),
+            split,
         )
     except StackError as err:
         err_console.print(f"lcp dev: {err}", highlight=False, soft_wrap=True)

@@ -42,9 +42,10 @@ class ApiSettings(BaseModel):
     database_timeout_s: float = Field(
         default=5.0,
         gt=0,
-        description="How long a request's key lookup and limit check wait for the database: past it (or "
-        "when the database is unreachable) the request is refused with a 503 and Retry-After, never "
-        "admitted unlimited. 5 s leaves room for a SQLite write lock on a busy machine.",
+        description="How long a request's key lookup and limit check (and, on PostgreSQL, each of its "
+        "statements and connections) wait for the database: past it (or when the database is unreachable) "
+        "the request is refused with a 503 and Retry-After, never admitted unlimited, never hung. 5 s "
+        "leaves room for a SQLite write lock on a busy machine.",
     )
 
 

@@ -12,10 +12,18 @@ from sqlalchemy.ext.asyncio import (
 )
 
 
-def make_engine(url: str) -> AsyncEngine:
+def make_engine(url: str, wait_s: float | None = None) -> AsyncEngine:
+    """The read model's engine. `wait_s` (PostgreSQL): how long a connection, a pooled connection and each
+    statement may take before TimeoutError, so that a database that stops answering fails what waits on
+    it instead of hanging it; None for no bound (migrations, workers' activities with their own timeouts)."""
     if url.startswith("sqlite"):
         return _sqlite_engine(url, 30.0)
-    return create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+    bounded: dict[str, Any] = (
+        {"connect_args": {"timeout": wait_s, "command_timeout": wait_s}, "pool_timeout": wait_s}
+        if wait_s
+        else {}
+    )
+    return create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True, **bounded)
 
 
 def make_counter_engine(url: str, wait_s: float) -> AsyncEngine:

@@ -12,15 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from store.postgres_server import pg_bin
 from tests.http_server import free_port
-
-
-def _pg_bin(name: str) -> str | None:
-    found = shutil.which(name)
-    if found:
-        return found
-    candidates = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"))
-    return str(candidates[-1]) if candidates else None
 
 
 class PostgresCluster:
@@ -79,7 +72,7 @@ def _parent_pid(stat: Path) -> int | None:
 def postgres_cluster() -> Iterator[PostgresCluster]:
     """A started cluster, removed at the end; the test is skipped where PostgreSQL is not installed
     (and fails under LCP_REQUIRE_POSTGRES)."""
-    initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
+    initdb, pg_ctl = pg_bin("initdb"), pg_bin("pg_ctl")
     if not (initdb and pg_ctl):
         if os.environ.get("LCP_REQUIRE_POSTGRES"):
             pytest.fail("PostgreSQL is required (LCP_REQUIRE_POSTGRES) but initdb/pg_ctl are missing")

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Installs the system packages the test suite needs when they are missing: PostgreSQL (the read
-# model's production database), Chromium (to look at the Temporal UI) and Prometheus (the lab's
-# metrics, queried by rollouts and scaling), from Debian's packages.
+# model's production database), Chromium (to look at the Temporal UI), Prometheus (the lab's
+# metrics, queried by rollouts and scaling) and HAProxy (the load balancer of `lcp dev --split`),
+# from Debian's packages.
 # `system-deps.sh prometheus` installs only what it names (make dev needs Prometheus alone).
 set -euo pipefail
 wanted=("$@")
-((${#wanted[@]})) || wanted=(postgresql chromium prometheus)
+((${#wanted[@]})) || wanted=(postgresql chromium prometheus haproxy)
 want() { [[ " ${wanted[*]} " == *" $1 "* ]]; }
 missing=()
 if want postgresql && ! command -v initdb >/dev/null && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
@@ -13,6 +14,7 @@ if want postgresql && ! command -v initdb >/dev/null && ! ls /usr/lib/postgresql
 fi
 if want chromium && ! command -v chromium >/dev/null; then missing+=(chromium); fi
 if want prometheus && ! command -v prometheus >/dev/null; then missing+=(prometheus); fi
+if want haproxy && ! command -v haproxy >/dev/null && [[ ! -x /usr/sbin/haproxy ]]; then missing+=(haproxy); fi
 if ((${#missing[@]})); then
   sudo=""
   [[ $(id -u) -eq 0 ]] || sudo="sudo"

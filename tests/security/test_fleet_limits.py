@@ -6,6 +6,7 @@ served unchecked and never left hanging."""
 
 import asyncio
 import time
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 
@@ -14,7 +15,7 @@ import pytest
 
 from api.app import create_app
 from api.auth import KEY_CACHE_S
-from settings import Settings
+from settings import KeyLimit, LimitSettings, Settings
 from tests.api.conftest import MintKey
 from tests.http_server import serve_in_thread
 from tests.postgres import postgres_cluster
@@ -123,3 +124,54 @@ async def test_while_the_database_hangs_or_is_down_requests_get_503_and_retry_af
                 await refused_unserved(http)
                 cluster.start()
                 await served(http)
+
+
+@pytest.mark.parametrize("database_kind", ["sqlite"], indirect=True)  # the API gets a cluster of its own
+async def test_a_database_lost_after_admission_answers_503_and_retry_after_never_500(
+    settings: Settings, mint_key: MintKey, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The key cached and no limit to count: requests are admitted without the database, and what they
+    read or write next finds it gone (stopped, then frozen) — a 503 and Retry-After, not a 500 or a hang."""
+    monkeypatch.setattr("api.auth.KEY_CACHE_S", 600.0)  # admitted from the cache all along
+    settings.limits = LimitSettings(per_key=KeyLimit(requests_per_minute=None, tokens_per_minute=None))
+    chat = {"model": "sim-zero", "messages": [{"role": "user", "content": "hi"}]}
+    durable = {"X-Conversation-Id": "lost-db", "Idempotency-Key": "lost-db-1"}
+    with postgres_cluster() as cluster:
+        settings.database_url = cluster.url
+        settings.api.token_relay = "memory"
+        settings.api.with_worker = True  # the durable turn, once served, needs its worker
+        settings.conversation.task_queue = f"conversations-{uuid.uuid4().hex[:8]}"
+        key = await mint_key()
+        with serve_in_thread(create_app(settings)) as url:
+            headers = {"Authorization": f"Bearer {key}"}
+            async with httpx.AsyncClient(base_url=url, timeout=60, headers=headers) as http:
+                assert (await http.get("/v1/conversations")).status_code == 200  # the key is cached now
+
+                async def refused() -> None:
+                    for method, path, body, extra in (
+                        ("GET", "/v1/conversations", None, {}),
+                        ("GET", "/v1/conversations/lost-db", None, {}),
+                        ("POST", "/v1/chat/completions", chat, durable),
+                    ):
+                        answer = await http.request(method, path, json=body, headers=extra, timeout=30)
+                        assert answer.status_code == 503, (path, answer.text)
+                        assert answer.headers["Retry-After"] == "1"
+                        assert "DatabaseUnavailable" in answer.text
+
+                cluster.stop()
+                await refused()
+                cluster.start()
+                cluster.freeze()
+                try:
+                    await refused()
+                finally:
+                    cluster.freeze(False)
+                await eventually(
+                    lambda: http.post("/v1/chat/completions", json=chat, headers=durable),
+                    until=lambda answer: answer.status_code == 200,
+                    what="the durable turn refused during the outage to be served once it is over",
+                    within=60,
+                    interval=0.5,
+                )
+                detail = (await http.get("/v1/conversations/lost-db")).json()
+    assert [m["role"] for m in detail["messages"]] == ["user", "assistant"]  # nothing lost, nothing twice

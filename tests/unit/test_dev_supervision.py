@@ -206,3 +206,18 @@ def test_a_child_that_exits_with_an_error_is_said_with_its_last_words(tmp_path: 
     assert "exited with code 1 (OSError: [Errno 98] Address already in use\\x1b[2J; see " in worker
     assert str(real.logs / "ops-worker.log") in worker and "\x1b" not in worker
     assert api.startswith("lcp dev: api was killed by SIGKILL (exit code -9); restarting")  # no log to read
+
+
+def test_the_ports_a_split_stack_picks_are_never_those_asked_for(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The free ports `lcp dev` picks (simulator replicas; split: API processes, PostgreSQL) are free when
+    picked, but the ones given on the command line are not bound yet: a pick among them made the lab
+    fail on "address already in use"."""
+    monkeypatch.setenv("LCP_PORT_SLICE", "0/1")
+    asked = Ports("127.0.0.1", 30001, 30002, 30003, 30004, 30005, 30006, 30007, 30008)
+    offered = iter([30001, 30004, 30008, 30011, 30012, 30013, 30014, 30015, 30016])
+    monkeypatch.setattr("cli.dev.random.randint", lambda low, high: next(offered))
+    stack = Stack(tmp_path, asked, split=True)
+    picked = {*stack.ports.llm_replicas, *stack.ports.api_processes, stack.ports.postgres}
+    assert picked == {30011, 30012, 30013, 30014, 30015, 30016}

@@ -16,6 +16,8 @@ from policies.access import Principal
 from settings import LimitSettings
 from store.migrate import upgrade_database
 from tests.http_server import free_port
+from tests.postgres import postgres_cluster
+from tests.waiting import eventually
 
 CALLER = Principal(subject="key:k1", tenant="acme", key_id="k1", requests_per_minute=5)
 
@@ -77,3 +79,48 @@ async def test_a_database_that_never_answers_refuses_requests_with_503_after_the
     async with server:
         waited = await unanswered(f"postgresql+asyncpg://lcp@127.0.0.1:{port}/lcp")
     assert 0.5 <= waited < 0.5 + 1
+
+
+async def test_tokens_used_while_the_database_is_away_are_charged_once_it_answers(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A reply that ends during an outage: its tokens are kept and charged when the database is back,
+    before anything else is counted on its buckets; what a process still owes when it stops is logged."""
+    caller = Principal(subject="key:k2", tenant="acme", key_id="k2", tokens_per_minute=1000)
+    with postgres_cluster() as cluster:
+        await upgrade_database(cluster.url)
+        limiter = RateLimiter(LimitSettings(), cluster.url, timeout_s=1.0)
+        try:
+            await limiter.admit(caller)  # its buckets exist, a connection is pooled
+            cluster.stop()
+            limiter.charge_tokens(caller, 900)  # a reply's tokens: 900 of the key's 1000 a minute
+            with pytest.raises(ApiError) as refused:
+                await limiter.reserve(caller, 500, "a prompt")
+            assert refused.value.status == 503
+            cluster.start()
+
+            async def reserve() -> ApiError | None:
+                try:
+                    await limiter.reserve(caller, 500, "a prompt")
+                except ApiError as err:
+                    return err
+                return None
+
+            answer = await eventually(
+                reserve,
+                until=lambda answer: answer is None or answer.status != 503,
+                what="the limiter to count again once the database answers",
+                within=30,
+                interval=0.2,
+            )
+            # Before: the 900 tokens were dropped, and 500 more were admitted on a spent minute.
+            assert answer is not None and answer.status == 429, answer
+
+            cluster.stop()
+            limiter.charge_tokens(caller, 70)  # owed when the process stops, the database still away
+            await asyncio.sleep(0.2)  # its charge fails and is kept
+        finally:
+            with caplog.at_level("ERROR", logger="api.limits"):
+                await limiter.close()
+    assert "tokens never charged" in caplog.text and "key key:k2: 70" in caplog.text
+    assert "tenant acme" not in caplog.text  # the tenant has no token limit: nothing owed there
