@@ -220,7 +220,7 @@ async def _one_shot(
     if not body.stream:
         try:
             result = await state.gateway.complete(
-                model, messages, body.params(), tools=tools, tool_choice=tool_choice
+                model, messages, body.params(), tools=tools, tool_choice=tool_choice, tenant=caller.tenant
             )
         except InferenceFailure as err:
             COMPLETIONS.labels("one-shot", "false", model, err.type or "error").inc()
@@ -233,7 +233,9 @@ async def _one_shot(
         )
         return JSONResponse(content, headers={"X-Lcp-Mode": "one-shot"})
 
-    stream = state.gateway.stream(model, messages, body.params(), tools=tools, tool_choice=tool_choice)
+    stream = state.gateway.stream(
+        model, messages, body.params(), tools=tools, tool_choice=tool_choice, tenant=caller.tenant
+    )
     try:
         first = await anext(stream)  # endpoint errors before the first token are HTTP errors
     except InferenceFailure as err:
