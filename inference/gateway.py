@@ -4,10 +4,12 @@ whole or streamed, and classes every failure. Used by the inference activity and
 A model is a group of deployments (inference/fleet.py): each request goes to the one the model's
 routing picks (policies/picker.py). A deployment that fails before the first byte (refused, 5xx, 429,
 timed out) cools down (policies/cooldown.py) and the request goes to another one, within the model's
-timeout; when every deployment is cooling down the request waits for the first back. When none is
-left, the model's fallbacks are tried. On the durable path (`single_attempt`) the gateway makes one
-call and Temporal's retry policy is the only loop: its next attempt finds the failed deployment
-cooling down and goes elsewhere; fallbacks are tried at once only when no other deployment is left.
+timeout; when every deployment is cooling down the request waits for the first back. When every
+deployment is saturated (a long prefill queue), flow control holds the request here, tenants in turn,
+until one frees up (inference/flow.py). When none is left, the model's fallbacks are tried. On the
+durable path (`single_attempt`) the gateway makes one call and Temporal's retry policy is the only
+loop: its next attempt finds the failed deployment cooling down and goes elsewhere; fallbacks are
+tried at once only when no other deployment is left.
 
 A model with a canary in the models policy is served by two versions: each request goes to the canary
 with the probability its weight in the read model gives (ModelWeights, table model_canaries), else to

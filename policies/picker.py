@@ -44,13 +44,14 @@ class ScoreWeights:
 class FlowControl:
     """When the gateway holds a request instead of sending it (as llm-d's flow control and saturation
     detector do): while every deployment that could take it is saturated, that is has more prompt tokens
-    waiting to be prefilled than `max_pending_prefill_tokens` (about one long prompt: 0.25 s on an H200
-    for an 8B model) or more than `max_waiting` requests in its vLLM queue as last read. A request piled
-    onto a saturated replica waits there behind every prefill before it; held, it goes to the first
-    replica that frees up. At most `max_held` requests are held per model version (past that, a 503
-    with Retry-After), each for at most `max_wait_s`: then it is sent to the best deployment anyway."""
+    waiting to be prefilled than `max_pending_prefill_tokens` (about one long prompt: 1 s of prefill on
+    an H200 for an 8B model) or more than `max_waiting` requests in its vLLM queue as last read. A
+    request piled onto a saturated replica waits there behind every prefill before it; held, it goes
+    to the first replica that frees up. At most `max_held` requests are held per model version (past
+    that, a 503 with Retry-After), each for at most `max_wait_s`: then it is sent to the best
+    deployment anyway."""
 
-    max_pending_prefill_tokens: int = 8192
+    max_pending_prefill_tokens: int = 32768
     max_waiting: int = 4
     max_held: int = 512
     max_wait_s: float = 30.0
