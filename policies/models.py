@@ -3,8 +3,9 @@
 A model is a group of deployments (OpenAI-compatible endpoints: vLLM replicas, often in several
 clusters); an entry with one `base_url` is a group of one. Deployments are listed in the file or
 discovered from a Kubernetes Service's ready endpoints. `routing` says how the gateway picks one
-(policies/picker.py) and when a failing one cools down (policies/cooldown.py); `fallbacks` name the
-models to try when this one cannot answer.
+(policies/picker.py), when a failing one cools down (policies/cooldown.py) and when the gateway holds
+a request because every one is saturated (`flow_control`, policies/picker.py FlowControl); `fallbacks`
+name the models to try when this one cannot answer.
 
 An entry may carry a `version` (default "stable") and a `canary`: the next version of the same
 model, served from its own endpoint or upstream model. How much traffic the canary gets is not in
