@@ -46,11 +46,11 @@ from lab.llm_simulator import DEFAULT_PROFILES
 from temporal.devserver import start_dev_server
 
 PROFILE = "sim-llama-8b"  # the simulator's H200 profile: prefill ~33k tokens/s, ~700k tokens of KV cache
-# lcp's runs: each strategy, and cache_aware once more without its flow control (to show what holding
-# requests in the gateway while every replica is saturated does)
+# lcp's runs: each strategy, and cache_aware once more with flow control (to show what holding requests
+# in the gateway while every replica is saturated does)
 LCP_ROUTINGS: dict[str, dict[str, Any]] = {
     "cache_aware": {"strategy": "cache_aware"},
-    "cache_aware, no flow control": {"strategy": "cache_aware", "flow_control": False},
+    "cache_aware, flow control": {"strategy": "cache_aware", "flow_control": True},
     "round_robin": {"strategy": "round_robin"},
     "least_in_flight": {"strategy": "least_in_flight"},
 }

@@ -58,14 +58,13 @@ class Deployment:
 
 @dataclass(frozen=True)
 class Routing:
-    """How the gateway picks a deployment. `flow_control` (None: off) holds a request in the gateway
-    while every deployment is saturated: on by default with cache_aware, off by default with the simpler
-    strategies (they stay as they are, for comparison); `flow_control: off` turns it off."""
+    """How the gateway picks a deployment. `flow_control` (None: off, the default) holds a request in
+    the gateway while every deployment is saturated: `flow_control: on` or a mapping of its settings."""
 
     strategy: Strategy = Strategy.CACHE_AWARE
     scorer_weights: ScoreWeights = ScoreWeights()
     cooldown: CooldownSettings = CooldownSettings()
-    flow_control: FlowControl | None = FlowControl()
+    flow_control: FlowControl | None = None
 
 
 @dataclass(frozen=True)
@@ -269,12 +268,12 @@ def _routing(spec: Any, where: str) -> Routing:
         ) from None
     weights = _fields(ScoreWeights, spec.get("scorer_weights"), f"{where}.scorer_weights")
     cooldown = _fields(CooldownSettings, spec.get("cooldown"), f"{where}.cooldown")
-    flow = _flow_control(spec.get("flow_control", strategy is Strategy.CACHE_AWARE), f"{where}.flow_control")
+    flow = _flow_control(spec.get("flow_control", False), f"{where}.flow_control")
     return Routing(strategy, ScoreWeights(**weights), CooldownSettings(**cooldown), flow)
 
 
 def _flow_control(spec: Any, where: str) -> FlowControl | None:
-    """`off`/false, `on`/true (the defaults), or a mapping of FlowControl's fields."""
+    """`off`/false, `on`/true (FlowControl's defaults), or a mapping of FlowControl's fields."""
     if spec is False:
         return None
     if spec is True:

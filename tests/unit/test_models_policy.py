@@ -93,8 +93,8 @@ def test_a_canary_serves_from_the_stable_deployments_unless_it_names_its_own() -
 @pytest.mark.parametrize(
     ("routing", "expected"),
     [
-        (None, FlowControl()),  # cache_aware, the default strategy: on
-        ({"strategy": "round_robin"}, None),  # the simpler strategies stay as they are
+        (None, None),  # off unless asked for
+        ({"strategy": "cache_aware"}, None),
         ({"strategy": "round_robin", "flow_control": True}, FlowControl()),
         ({"flow_control": False}, None),
         ({"flow_control": {"max_held": 8, "max_wait_s": 2}}, FlowControl(max_held=8, max_wait_s=2.0)),
