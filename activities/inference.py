@@ -29,6 +29,7 @@ class ChatCompletionInput:
     # The deployment that served the conversation's previous turn: it most likely still holds the
     # conversation's prefix in its KV cache, so the picker prefers it while it is not overloaded.
     previous_deployment: str | None = None
+    tenant: str | None = None  # whose turn it is: the gateway's flow control holds each tenant's in turn
 
 
 class InferenceActivities:
@@ -50,6 +51,7 @@ class InferenceActivities:
                 tool_choice=request.tool_choice,
                 previous=request.previous_deployment,
                 single_attempt=True,
+                tenant=request.tenant,
             )
         finally:
             heartbeat.cancel()
@@ -74,6 +76,7 @@ class InferenceActivities:
             tool_choice=request.tool_choice,
             previous=request.previous_deployment,
             single_attempt=True,
+            tenant=request.tenant,
         )
         # Text deltas, then the reply. The channel carries exactly the reply's text, in tool-call rounds
         # too (what a model writes before its calls): what was not yet published goes out at the end.

@@ -46,7 +46,14 @@ from lab.llm_simulator import DEFAULT_PROFILES
 from temporal.devserver import start_dev_server
 
 PROFILE = "sim-llama-8b"  # the simulator's H200 profile: prefill ~33k tokens/s, ~700k tokens of KV cache
-LCP_STRATEGIES = ("cache_aware", "round_robin", "least_in_flight")
+# lcp's runs: each strategy, and cache_aware once more with flow control (to show what holding requests
+# in the gateway while every replica is saturated does)
+LCP_ROUTINGS: dict[str, dict[str, Any]] = {
+    "cache_aware": {"strategy": "cache_aware"},
+    "cache_aware, flow control": {"strategy": "cache_aware", "flow_control": True},
+    "round_robin": {"strategy": "round_robin"},
+    "least_in_flight": {"strategy": "least_in_flight"},
+}
 LITELLM_STRATEGIES = ("simple-shuffle", "least-busy", "latency-based-routing")
 # LiteLLM's router as its documentation sets it up for a fleet: its default cooldowns, and retries so
 # that a dead replica can be routed around (lcp's one-shot path retries before the first byte too).
@@ -162,7 +169,7 @@ class Bench:
         return [f"http://127.0.0.1:{port}" for port in self.replica_ports]
 
     def start_lcp(self, strategy: str) -> tuple[str, dict[str, str]]:
-        """The lcp API, its one model a group of the replicas routed by `strategy`."""
+        """The lcp API, its one model a group of the replicas routed as LCP_ROUTINGS[strategy] says."""
         policy = {
             "models": [
                 {
@@ -170,7 +177,7 @@ class Bench:
                     "owned_by": "lcp-simulator",
                     "upstream_model": PROFILE,
                     "timeout_s": REQUEST_TIMEOUT_S,
-                    "routing": {"strategy": strategy},
+                    "routing": LCP_ROUTINGS[strategy],
                     "deployments": [
                         {"name": f"replica-{i}", "base_url": f"{url}/v1"}
                         for i, url in enumerate(self.replica_urls())
@@ -178,7 +185,7 @@ class Bench:
                 }
             ]
         }
-        models_file = self.work / f"models-{strategy}.yaml"
+        models_file = self.work / f"models-{list(LCP_ROUTINGS).index(strategy)}.yaml"
         models_file.write_text(yaml.safe_dump(policy))
         port = free_port()
         # The trace's prompts run to 190k tokens in one message: above the default per-message limit,
@@ -187,7 +194,7 @@ class Bench:
             LCP_MODELS_FILE=str(models_file), LCP_CONVERSATION__MAX_MESSAGE_CHARS=str(MAX_MESSAGE_CHARS)
         )
         self.processes.spawn(
-            "gateway", spawn_lcp(["api", "--port", str(port)], env, self.log(f"lcp-{strategy}"))
+            "gateway", spawn_lcp(["api", "--port", str(port)], env, self.log(f"lcp-{models_file.stem}"))
         )
         self.processes.wait_ready("gateway", f"http://127.0.0.1:{port}/readyz")
         return f"http://127.0.0.1:{port}/v1/chat/completions", {"Authorization": f"Bearer {self.api_key}"}
@@ -391,7 +398,7 @@ def _summary(outcomes: list[Outcome], wall_s: float, hit_rate: float, busy: floa
 
 def _runs(plan: FleetPlan, litellm: bool) -> Iterator[tuple[str, str, bool]]:
     """(gateway, strategy, with a replica killed) of every run, in order."""
-    sides = [("lcp", s) for s in LCP_STRATEGIES] + (
+    sides = [("lcp", s) for s in LCP_ROUTINGS] + (
         [("litellm", s) for s in LITELLM_STRATEGIES] if litellm else []
     )
     for kill in (False, True) if plan.kill else (False,):

@@ -13,7 +13,18 @@ from prometheus_client import Gauge
 
 from policies.cooldown import Failure, Health, record_failure, record_success
 from policies.models import Deployment, ModelRoute
-from policies.picker import Candidate, NoDeployment, PrefixIndex, Request, Strategy, eligible, held, pick
+from policies.picker import (
+    Candidate,
+    FlowControl,
+    NoDeployment,
+    PrefixIndex,
+    Request,
+    Strategy,
+    eligible,
+    held,
+    pick,
+    unsaturated,
+)
 
 # About what one simulated H200 replica caches (~700k tokens) in blocks of 256 characters (~64 tokens): the
 # index should not expect a replica to hold more than it can; small in memory (an int per block).
@@ -91,6 +102,16 @@ class Fleet:
         self._rng = rng or random.Random()
         self._groups: dict[tuple[str, str], _Group] = {}
         self._discovered: dict[str, tuple[Deployment, ...]] = {}  # by model name
+        self._watchers: list[Callable[[], None]] = []
+
+    def watch(self, changed: Callable[[], None]) -> None:
+        """Call `changed` whenever a deployment may have room again: a call's first token or end, a
+        reading of its /metrics (the gateway's flow control sends the requests it holds then)."""
+        self._watchers.append(changed)
+
+    def _changed(self) -> None:
+        for changed in self._watchers:
+            changed()
 
     def discovered(self, model: str, deployments: Sequence[Deployment]) -> None:
         """Discovery saw these ready deployments of `model` (every version that discovers them)."""
@@ -125,9 +146,11 @@ class Fleet:
         request: Request,
         blocks: Sequence[int],
         exclude: set[str] | frozenset[str] = frozenset(),
+        flow: FlowControl | None = None,
     ) -> Replica | NoDeployment | None:
         """The replica that serves this request, why none can now, or None: every one is in `exclude`
-        (tried already for this request)."""
+        (tried already for this request). With `flow`, saturated replicas are left out (SATURATED when
+        every one that could take it is)."""
         group = self._groups.setdefault((route.name, route.version), _Group())
         replicas = [r for r in self.replicas(route) if r.deployment.id not in exclude]
         if not replicas:
@@ -137,6 +160,10 @@ class Fleet:
         ready = eligible(candidates, request, self.clock())
         if isinstance(ready, NoDeployment):
             return ready
+        if flow is not None:
+            ready = unsaturated(ready, flow)
+            if isinstance(ready, NoDeployment):
+                return ready
         strategy = route.routing.strategy
         chosen = pick(strategy, ready, request, self._rng, group.turn, route.routing.scorer_weights)
         if strategy is Strategy.ROUND_ROBIN:
@@ -154,9 +181,30 @@ class Fleet:
         group.prefixes.routed(replica.deployment.id, blocks)
         return prefill
 
+    def place(
+        self,
+        route: ModelRoute,
+        request: Request,
+        blocks: Sequence[int],
+        exclude: set[str] | frozenset[str] = frozenset(),
+        flow: FlowControl | None = None,
+    ) -> tuple[Replica, float] | NoDeployment | None:
+        """`choose`, and when a replica is chosen, the call to it `started` at once: (the replica, the
+        prompt tokens it is expected to prefill)."""
+        choice = self.choose(route, request, blocks, exclude, flow)
+        if not isinstance(choice, Replica):
+            return choice
+        return choice, self.started(route, choice, request, blocks)
+
+    def abandoned(self, replica: Replica, prefill: float) -> None:
+        """A call placed on `replica` is not made after all (its request went away before it was sent)."""
+        replica.in_flight = max(0, replica.in_flight - 1)
+        self.answering(replica, prefill)
+
     def answering(self, replica: Replica, prefill: float) -> None:
         """A call's first token came (or the call ended): its prompt is no longer waiting to be prefilled."""
         replica.pending_prefill = max(0.0, replica.pending_prefill - prefill)
+        self._changed()
 
     def finished(self, route: ModelRoute, replica: Replica, failure: Failure | None, seconds: float) -> None:
         """A call to `replica` ended: well (None), or with `failure`, which may cool it down. A group of
@@ -169,6 +217,7 @@ class Fleet:
         elif len(self._groups[(route.name, route.version)].replicas) > 1:
             replica.health = record_failure(replica.health, failure, now, route.routing.cooldown)
         self.show(route)
+        self._changed()
 
     def read(self, replica: Replica, values: dict[str, float]) -> None:
         """A reading of the replica's /metrics (vLLM's names, summed over its models)."""
@@ -181,6 +230,7 @@ class Fleet:
         )
         replica.prefix_queries = values.get("vllm:prefix_cache_queries_total", 0.0)
         replica.prefix_hits = values.get("vllm:prefix_cache_hits_total", 0.0)
+        self._changed()
 
     def show(self, route: ModelRoute) -> None:
         """Set lcp_gateway_deployment_state for the route's deployments."""

@@ -4,10 +4,12 @@ whole or streamed, and classes every failure. Used by the inference activity and
 A model is a group of deployments (inference/fleet.py): each request goes to the one the model's
 routing picks (policies/picker.py). A deployment that fails before the first byte (refused, 5xx, 429,
 timed out) cools down (policies/cooldown.py) and the request goes to another one, within the model's
-timeout; when every deployment is cooling down the request waits for the first back. When none is
-left, the model's fallbacks are tried. On the durable path (`single_attempt`) the gateway makes one
-call and Temporal's retry policy is the only loop: its next attempt finds the failed deployment
-cooling down and goes elsewhere; fallbacks are tried at once only when no other deployment is left.
+timeout; when every deployment is cooling down the request waits for the first back. When every
+deployment is saturated (a long prefill queue), flow control holds the request here, tenants in turn,
+until one frees up (inference/flow.py). When none is left, the model's fallbacks are tried. On the
+durable path (`single_attempt`) the gateway makes one call and Temporal's retry policy is the only
+loop: its next attempt finds the failed deployment cooling down and goes elsewhere; fallbacks are
+tried at once only when no other deployment is left.
 
 A model with a canary in the models policy is served by two versions: each request goes to the canary
 with the probability its weight in the read model gives (ModelWeights, table model_canaries), else to
@@ -36,6 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.exceptions import ApplicationError
 
 from inference.fleet import Fleet, Replica
+from inference.flow import REFUSED_RETRY_AFTER, FlowGate, Saturated
 from inference.replica_metrics import ReplicaMetricsReader
 from policies.cooldown import Failure
 from policies.errors import LcpError
@@ -391,6 +394,7 @@ class _Call:
     tool_choice: str | dict[str, Any] | None
     previous: str | None  # the deployment that served the conversation's previous turn
     single_attempt: bool
+    tenant: str | None  # whose request it is: flow control holds each tenant's in turn
     # (model, version, deployment) of the deployments that failed this request, and the last failure
     tried: set[tuple[str, str, str]] = field(default_factory=set)
     failure: "InferenceFailure | None" = None
@@ -452,6 +456,7 @@ class Gateway:
         self._weights = weights
         self._rng = rng or random.Random()
         self.fleet = fleet or Fleet()
+        self.flow = FlowGate(self.fleet)
         self._reader = ReplicaMetricsReader(self.fleet, http, self.routes.values)
         self._reading: asyncio.Task[None] | None = None
 
@@ -587,16 +592,26 @@ class Gateway:
         first byte, waiting for a cooling one when none is ready, all within the route's timeout."""
         deadline = time.monotonic() + route.timeout_s
         while True:
-            choice = self.fleet.choose(route, call.request, call.blocks, call.tried_on(route))
-            if choice is None:  # every deployment failed this request
+            try:
+                placed = await self.flow.place(
+                    route, call.request, call.blocks, call.tried_on(route), call.tenant, deadline
+                )
+            except Saturated as err:
+                raise InferenceFailure(
+                    f"{err}: try again shortly",
+                    type="NoDeployment",
+                    status=503,
+                    retry_after=REFUSED_RETRY_AFTER,
+                ) from None
+            if placed is None:  # every deployment failed this request
                 raise call.failure or InferenceFailure(
                     f"{route.name}: every deployment failed this request", type="NoDeployment", status=503
                 )
-            if isinstance(choice, NoDeployment):
-                wait_s = self._wait_s(route, call, choice, deadline)
+            if isinstance(placed, NoDeployment):
+                wait_s = self._wait_s(route, call, placed, deadline)
                 await asyncio.sleep(wait_s)
                 continue
-            prefill = self.fleet.started(route, choice, call.request, call.blocks)
+            choice, prefill = placed
             started = time.perf_counter()
             try:
                 response = await self._send(route, self._request(route, choice, call), call.stream)
@@ -661,9 +676,10 @@ class Gateway:
         tool_choice: str | dict[str, Any] | None = None,
         previous: str | None = None,
         single_attempt: bool = False,
+        tenant: str | None = None,
     ) -> ChatCompletionResult:
         """One whole reply: text, or the tools the model calls (of `tools`, OpenAI's declarations)."""
-        call = _Call(messages, params, False, tools, tool_choice, previous, single_attempt)
+        call = _Call(messages, params, False, tools, tool_choice, previous, single_attempt, tenant)
         opened = await self._open(model, call)
         route, replica, started = opened.route, opened.replica, opened.started
         outcome, failure = "cancelled", None
@@ -691,11 +707,13 @@ class Gateway:
             await opened.response.aclose()
             opened.ended(self.fleet, outcome, failure)
 
-    async def embed(self, model: str, inputs: list[str], params: dict[str, Any]) -> EmbeddingResult:
+    async def embed(
+        self, model: str, inputs: list[str], params: dict[str, Any], tenant: str | None = None
+    ) -> EmbeddingResult:
         """Embeddings of `inputs` (OpenAI's /embeddings; `params`: encoding_format, dimensions), from the
         model's deployments as a chat request is served: retried on another, then its fallbacks."""
         messages = [ChatMessage("user", text) for text in inputs]  # for the token estimate and routing
-        call = _Call(messages, params, False, None, None, None, False, inputs=inputs)
+        call = _Call(messages, params, False, None, None, None, False, tenant, inputs=inputs)
         opened = await self._open(model, call)
         route, outcome, failure = opened.route, "cancelled", None
         try:
@@ -730,11 +748,12 @@ class Gateway:
         tool_choice: str | dict[str, Any] | None = None,
         previous: str | None = None,
         single_attempt: bool = False,
+        tenant: str | None = None,
     ) -> AsyncGenerator[str | ChatCompletionResult, None]:
         """The reply as it is generated: text deltas, then the whole reply (with any tool calls) as the
         last item. A stream that breaks off before its first item goes to another deployment (on the
         one-shot path): the consumer has seen nothing yet."""
-        call = _Call(messages, params, True, tools, tool_choice, previous, single_attempt)
+        call = _Call(messages, params, True, tools, tool_choice, previous, single_attempt, tenant)
         while True:
             opened = await self._open(model, call)
             started = False

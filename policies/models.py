@@ -3,8 +3,9 @@
 A model is a group of deployments (OpenAI-compatible endpoints: vLLM replicas, often in several
 clusters); an entry with one `base_url` is a group of one. Deployments are listed in the file or
 discovered from a Kubernetes Service's ready endpoints. `routing` says how the gateway picks one
-(policies/picker.py) and when a failing one cools down (policies/cooldown.py); `fallbacks` name the
-models to try when this one cannot answer.
+(policies/picker.py), when a failing one cools down (policies/cooldown.py) and when the gateway holds
+a request because every one is saturated (`flow_control`, policies/picker.py FlowControl); `fallbacks`
+name the models to try when this one cannot answer.
 
 An entry may carry a `version` (default "stable") and a `canary`: the next version of the same
 model, served from its own endpoint or upstream model. How much traffic the canary gets is not in
@@ -21,7 +22,7 @@ from urllib.parse import urlsplit
 
 from policies.cooldown import CooldownSettings
 from policies.errors import PermanentError
-from policies.picker import ScoreWeights, Strategy
+from policies.picker import FlowControl, ScoreWeights, Strategy
 
 DEFAULT_POLICY_FILE = Path(__file__).with_name("models.yaml")
 STABLE_VERSION = "stable"
@@ -32,7 +33,7 @@ CANARY_KEYS = ("version", "base_url", "upstream_model", "api_key", "timeout_s", 
 DEPLOYMENT_KEYS = (
     "name", "base_url", "upstream_model", "api_key", "weight", "max_in_flight", "context_window", "labels"
 )  # fmt: skip
-ROUTING_KEYS = ("strategy", "scorer_weights", "cooldown")
+ROUTING_KEYS = ("strategy", "scorer_weights", "cooldown", "flow_control")
 FALLBACK_KINDS = ("fallbacks", "context_window_fallbacks", "content_policy_fallbacks")
 ENTRY_KEYS = (
     "name", "base_url", "upstream_model", "api_key", "timeout_s", "tenants", "owned_by", "version",
@@ -60,9 +61,13 @@ class Deployment:
 
 @dataclass(frozen=True)
 class Routing:
+    """How the gateway picks a deployment. `flow_control` (None: off, the default) holds a request in
+    the gateway while every deployment is saturated: `flow_control: on` or a mapping of its settings."""
+
     strategy: Strategy = Strategy.CACHE_AWARE
     scorer_weights: ScoreWeights = ScoreWeights()
     cooldown: CooldownSettings = CooldownSettings()
+    flow_control: FlowControl | None = None
 
 
 @dataclass(frozen=True)
@@ -268,7 +273,22 @@ def _routing(spec: Any, where: str) -> Routing:
         ) from None
     weights = _fields(ScoreWeights, spec.get("scorer_weights"), f"{where}.scorer_weights")
     cooldown = _fields(CooldownSettings, spec.get("cooldown"), f"{where}.cooldown")
-    return Routing(strategy, ScoreWeights(**weights), CooldownSettings(**cooldown))
+    flow = _flow_control(spec.get("flow_control", False), f"{where}.flow_control")
+    return Routing(strategy, ScoreWeights(**weights), CooldownSettings(**cooldown), flow)
+
+
+def _flow_control(spec: Any, where: str) -> FlowControl | None:
+    """`off`/false, `on`/true (FlowControl's defaults), or a mapping of FlowControl's fields."""
+    if spec is False:
+        return None
+    if spec is True:
+        return FlowControl()
+    flow = FlowControl(**_fields(FlowControl, spec, where))
+    if flow.max_held < 1 or flow.max_wait_s <= 0:
+        raise ModelsPolicyError(
+            f"{where}: max_held must be at least 1 and max_wait_s above 0 (flow_control: off turns it off)"
+        )
+    return flow
 
 
 def _fields(kind: type, spec: Any, where: str) -> dict[str, Any]:

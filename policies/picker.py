@@ -41,6 +41,23 @@ class ScoreWeights:
 
 
 @dataclass(frozen=True)
+class FlowControl:
+    """When the gateway holds a request instead of sending it (as llm-d's flow control and saturation
+    detector do): while every deployment that could take it is saturated, that is has more prompt tokens
+    waiting to be prefilled than `max_pending_prefill_tokens` (about one long prompt: 1 s of prefill on
+    an H200 for an 8B model) or more than `max_waiting` requests in its vLLM queue as last read. A
+    request piled onto a saturated replica waits there behind every prefill before it; held, it goes
+    to the first replica that frees up. At most `max_held` requests are held per model version (past
+    that, a 503 with Retry-After), each for at most `max_wait_s`: then it is sent to the best
+    deployment anyway."""
+
+    max_pending_prefill_tokens: int = 32768
+    max_waiting: int = 4
+    max_held: int = 512
+    max_wait_s: float = 30.0
+
+
+@dataclass(frozen=True)
 class Candidate:
     """A deployment as the picker sees it at one moment."""
 
@@ -82,6 +99,7 @@ class Unavailable(StrEnum):
     LABELS = "labels"  # no deployment has the labels the request allows
     COOLING_DOWN = "cooling_down"  # all that fit are cooling down or full: wait for the first back
     DRAINING = "draining"
+    SATURATED = "saturated"  # all that could take it are saturated (FlowControl): hold it in the gateway
 
 
 @dataclass(frozen=True)
@@ -114,6 +132,17 @@ def eligible(candidates: Sequence[Candidate], request: Request, now: float) -> l
         returns = [c.cooling_until for c in serving if c.cooling_until is not None and now < c.cooling_until]
         return NoDeployment(Unavailable.COOLING_DOWN, retry_at=min(returns) if returns else None)
     return ready
+
+
+def saturated(c: Candidate, flow: FlowControl) -> bool:
+    """Whether the candidate has more queued than flow control lets the gateway add to."""
+    return c.pending_prefill_tokens > flow.max_pending_prefill_tokens or c.waiting > flow.max_waiting
+
+
+def unsaturated(ready: Sequence[Candidate], flow: FlowControl) -> list[Candidate] | NoDeployment:
+    """The ready candidates that are not saturated, or SATURATED when none is."""
+    free = [c for c in ready if not saturated(c, flow)]
+    return free or NoDeployment(Unavailable.SATURATED)
 
 
 def held(c: Candidate, request: Request, weights: ScoreWeights) -> float:

@@ -518,6 +518,7 @@ class ConversationWorkflow:
             messages=context,
             params={**self._state.params, **(params or {})},
             stream_channel=stream_channel,
+            tenant=self._input.tenant,
         )
         try:
             completion, tool_calls = await self._reply(request)
@@ -806,7 +807,9 @@ class ConversationWorkflow:
         try:
             result: ChatCompletionResult = await workflow.execute_activity_method(
                 InferenceActivities.chat_completion,
-                ChatCompletionInput(model=self._state.model, messages=prompt, params={}),
+                ChatCompletionInput(
+                    model=self._state.model, messages=prompt, params={}, tenant=self._input.tenant
+                ),
                 **_options.INFERENCE,
             )
             return result.content

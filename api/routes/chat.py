@@ -269,7 +269,12 @@ async def _one_shot(
             if body.stream:  # endpoint errors before the first token are HTTP errors
                 streams = [
                     state.gateway.stream(
-                        model, messages, _choice_params(body, i), tools=tools, tool_choice=tool_choice
+                        model,
+                        messages,
+                        _choice_params(body, i),
+                        tools=tools,
+                        tool_choice=tool_choice,
+                        tenant=caller.tenant,
                     )
                     for i in choices
                 ]
@@ -316,7 +321,9 @@ async def _whole_choice(
 ) -> ChatCompletionResult:
     tools, tool_choice = body.tool_declarations(), body.tool_choice_wire()
     params = _choice_params(body, index)
-    result = await state.gateway.complete(model, messages, params, tools=tools, tool_choice=tool_choice)
+    result = await state.gateway.complete(
+        model, messages, params, tools=tools, tool_choice=tool_choice, tenant=caller.tenant
+    )
     _meter(state, caller, model, result.prompt_tokens, result.completion_tokens)
     return result
 

@@ -35,7 +35,7 @@ async def create_embeddings(body: EmbeddingRequest, state: StateDep, caller: Cli
     estimate = estimate_prompt_tokens([ChatMessage("user", text) for text in texts])
     await state.limiter.reserve(caller, estimate, f"{len(texts)} input(s) of about {estimate}")
     try:
-        result = await state.gateway.embed(body.model, texts, body.params())
+        result = await state.gateway.embed(body.model, texts, body.params(), tenant=caller.tenant)
     except InferenceFailure as err:
         EMBEDDINGS.labels(body.model, err.type or "error").inc()
         raise gateway_error(err) from err

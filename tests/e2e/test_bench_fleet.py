@@ -41,7 +41,7 @@ def test_bench_fleet_reports_each_strategy(tmp_path: Path) -> None:
     assert 0.4 < result["infinite_cache_hit_rate"] < 1  # later turns share their conversation's prefix
     assert set(result["runs"]) == {
         f"lcp {s}{k}"
-        for s in ("cache_aware", "round_robin", "least_in_flight")
+        for s in ("cache_aware", "cache_aware, flow control", "round_robin", "least_in_flight")
         for k in ("", " (a replica killed)")
     }
     for name, run in result["runs"].items():

@@ -5,6 +5,7 @@ deployment is cooling down, and a replica that dies mid-stream."""
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Iterator
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -16,6 +17,7 @@ from inference.gateway import BROKEN_STREAMS, ChatCompletionResult, ChatMessage,
 from lab.llm_simulator import create_app
 from policies.models import parse_routes
 from tests.http_server import free_port, serve_in_thread
+from tests.waiting import eventually
 
 ASK = [ChatMessage("user", "[echo] hello there friend")]
 QUICK = {"allowed_fails": 0, "window_s": 60, "cooldown_s": 0.3}
@@ -231,3 +233,25 @@ async def test_a_stream_that_breaks_before_its_first_token_goes_to_another_repli
         fault(replicas[1], break_stream_next=1, break_stream_after=0)
         with pytest.raises(InferenceFailure):
             await _drain(gw.stream("m", long_reply, {}, single_attempt=True))
+
+
+async def test_flow_control_holds_a_request_while_the_replica_is_saturated_and_refuses_past_max_held(
+    replicas: list[str],
+) -> None:
+    """A long prompt saturates the one replica: the next request is held in the gateway and sent once the
+    first is answered; one more, past max_held, is a 503 with Retry-After."""
+    long = [ChatMessage("user", "word " * 20_000)]  # ~0.6 s of prefill on sim-llama-8b
+    flow = {"max_pending_prefill_tokens": 1000, "max_held": 1}
+    spec = model("m", replicas[:1], upstream_model="sim-llama-8b", routing={"flow_control": flow})
+    async with gateway(spec) as gw, asyncio.timeout(30):
+        route = gw.route("m")
+        first = asyncio.create_task(gw.complete("m", long, {"max_tokens": 2}, tenant="t"))
+        await eventually(lambda: gw.fleet.replicas(route)[0].in_flight, what="the first call", interval=0.01)
+        second = asyncio.create_task(gw.complete("m", long, {"max_tokens": 2}, tenant="t"))
+        await eventually(lambda: gw.flow.held(route), what="the second request held", interval=0.01)
+        with pytest.raises(InferenceFailure) as refused:
+            await gw.complete("m", long, {"max_tokens": 2}, tenant="t")
+        answered = await asyncio.gather(first, second)
+    assert (refused.value.type, refused.value.status) == ("NoDeployment", 503)
+    assert refused.value.retry_after == timedelta(seconds=1)
+    assert [result.deployment for result in answered] == ["r0", "r0"]

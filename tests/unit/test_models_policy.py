@@ -8,7 +8,7 @@ import pytest
 from inference.gateway import load_routes
 from policies.cooldown import CooldownSettings
 from policies.models import Deployment, KubernetesDiscovery, ModelsPolicyError, parse_routes
-from policies.picker import ScoreWeights, Strategy
+from policies.picker import FlowControl, ScoreWeights, Strategy
 
 
 def entry(**fields: object) -> dict[str, object]:
@@ -105,6 +105,21 @@ def test_a_canary_serves_from_the_stable_deployments_unless_it_names_its_own() -
     assert other is not None and [d.base_url for d in other.listed_deployments()] == ["http://k2/v1"]
 
 
+@pytest.mark.parametrize(
+    ("routing", "expected"),
+    [
+        (None, None),  # off unless asked for
+        ({"strategy": "cache_aware"}, None),
+        ({"strategy": "round_robin", "flow_control": True}, FlowControl()),
+        ({"flow_control": False}, None),
+        ({"flow_control": {"max_held": 8, "max_wait_s": 2}}, FlowControl(max_held=8, max_wait_s=2.0)),
+    ],
+)
+def test_flow_control_settings(routing: dict[str, object] | None, expected: FlowControl | None) -> None:
+    spec = entry() if routing is None else entry(routing=routing)
+    assert parse_routes({"models": [spec]})["m"].routing.flow_control == expected
+
+
 def test_kubernetes_discovery() -> None:
     route = parse_routes(
         {
@@ -150,6 +165,12 @@ def test_kubernetes_discovery() -> None:
             "routing.cooldown.cooldown_s must be a number",
         ),
         ([entry(routing={"scorer_weights": {"gpu": 1}})], "routing.scorer_weights has unknown keys gpu"),
+        (
+            [entry(routing={"flow_control": {"max_held": 0}})],
+            "routing.flow_control: max_held must be at least 1",
+        ),
+        ([entry(routing={"flow_control": {"max_wait_s": -1}})], "routing.flow_control.max_wait_s must be"),
+        ([entry(routing={"flow_control": {"depth": 3}})], "routing.flow_control has unknown keys depth"),
         ([entry(fallback=["x"])], "models[0] (m) has unknown keys fallback"),
         ([entry(fallbacks=["nope"])], "model 'm': fallback 'nope' is not a model here"),
         ([entry(fallbacks="n")], "models[0] (m): fallbacks must be a list of model names"),

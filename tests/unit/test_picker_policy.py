@@ -7,6 +7,7 @@ import pytest
 
 from policies.picker import (
     Candidate,
+    FlowControl,
     NoDeployment,
     PrefixIndex,
     Request,
@@ -17,6 +18,7 @@ from policies.picker import (
     pick,
     prompt_blocks,
     scores,
+    unsaturated,
 )
 
 REQ = Request(prompt_tokens=1000, max_tokens=100)
@@ -68,6 +70,27 @@ def ids(result: list[Candidate] | NoDeployment) -> list[str] | NoDeployment:
 )
 def test_filter(candidates: list[Candidate], request_: Request, expected: list[str] | NoDeployment) -> None:
     assert ids(eligible(candidates, request_, now=5)) == expected
+
+
+FLOW = FlowControl(max_pending_prefill_tokens=1000, max_waiting=2)
+
+
+@pytest.mark.parametrize(
+    ("candidates", "expected"),
+    [
+        ([Candidate("a"), Candidate("b", pending_prefill_tokens=1000)], ["a", "b"]),  # at the limit: room
+        ([Candidate("a", pending_prefill_tokens=1001), Candidate("b")], ["b"]),
+        ([Candidate("a", waiting=3), Candidate("b", waiting=2)], ["b"]),
+        (
+            [Candidate("a", pending_prefill_tokens=5000), Candidate("b", waiting=9)],
+            NoDeployment(Unavailable.SATURATED),
+        ),
+    ],
+)
+def test_flow_control_leaves_out_the_saturated(
+    candidates: list[Candidate], expected: list[str] | NoDeployment
+) -> None:
+    assert ids(unsaturated(candidates, FLOW)) == expected
 
 
 def test_load_counts_what_lcp_sent_since_the_last_read() -> None:

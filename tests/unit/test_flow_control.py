@@ -1,0 +1,138 @@
+"""The gateway's flow control over a fleet's state (no HTTP): a request is held while every deployment
+is saturated and sent when one frees up, the tenants in turn; bounded in depth (503) and in wait (sent
+anyway); a request that goes away leaves nothing behind."""
+
+import asyncio
+from typing import Any
+
+import pytest
+from prometheus_client import REGISTRY
+
+from inference.fleet import Fleet, Replica
+from inference.flow import FlowGate, Saturated
+from policies.models import ModelRoute, parse_routes
+from policies.picker import Request
+
+LONG = Request(prompt_tokens=5000)  # above the limit below: one of these saturates a replica
+
+
+def route(replicas: int = 1, strategy: str = "cache_aware", **flow: Any) -> ModelRoute:
+    deployments = [{"name": f"r{i}", "base_url": f"http://r{i}:8000/v1"} for i in range(replicas)]
+    routing: dict[str, Any] = {
+        "strategy": strategy,
+        "flow_control": {"max_pending_prefill_tokens": 1000, **flow},
+    }
+    return parse_routes({"models": [{"name": "m", "deployments": deployments, "routing": routing}]})["m"]
+
+
+async def place(gate: FlowGate, r: ModelRoute, tenant: str = "t", request: Request = LONG) -> Any:
+    return await gate.place(r, request, [], set(), tenant, deadline=asyncio.get_running_loop().time() + 60)
+
+
+async def settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+def sample(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, {"model": "m", "version": "stable", **labels}) or 0.0
+
+
+async def test_held_while_every_deployment_is_saturated_then_sent_to_the_first_that_frees_up() -> None:
+    r = route(replicas=2)
+    fleet = Fleet()
+    gate = FlowGate(fleet)
+    first, second = await place(gate, r), await place(gate, r)
+    assert {first[0].deployment.id, second[0].deployment.id} == {"r0", "r1"}  # one long prompt each
+    sent_before = sample("lcp_gateway_held_total", outcome="sent")
+    third = asyncio.create_task(place(gate, r))
+    await settle()
+    assert not third.done() and gate.held(r) == 1
+    assert sample("lcp_gateway_held_requests") == 1
+    fleet.answering(second[0], second[1])  # r's first token came: its prefill is done
+    replica, prefill = await third
+    assert replica is second[0] and prefill == LONG.prompt_tokens
+    assert gate.held(r) == 0 and sample("lcp_gateway_held_requests") == 0
+    assert sample("lcp_gateway_held_total", outcome="sent") == sent_before + 1
+
+
+async def test_held_requests_are_sent_tenant_by_tenant() -> None:
+    r = route()
+    fleet = Fleet()
+    gate = FlowGate(fleet)
+    placed: dict[str, tuple[Replica, float]] = {"first": await place(gate, r)}
+    order = ["first"]
+
+    async def held(tenant: str, name: str) -> None:
+        placed[name] = await place(gate, r, tenant)
+        order.append(name)
+
+    tasks = [asyncio.create_task(held("flood", f"f{i}")) for i in range(3)]
+    await settle()
+    tasks.append(asyncio.create_task(held("quiet", "q0")))
+    await settle()
+    assert gate.held(r) == 4
+    for _ in range(4):
+        fleet.answering(*placed[order[-1]])  # the last one sent starts answering: the next held goes
+        await settle()
+    assert order == ["first", "f0", "q0", "f1", "f2"]
+    await asyncio.gather(*tasks)
+
+
+async def test_a_request_held_max_wait_s_is_sent_anyway() -> None:
+    r = route(max_wait_s=0.05)
+    fleet = Fleet()
+    gate = FlowGate(fleet)
+    first = await place(gate, r)
+    before = sample("lcp_gateway_held_total", outcome="max_wait")
+    replica, _ = await place(gate, r)
+    assert replica is first[0]  # to the saturated replica: there is no other
+    assert gate.held(r) == 0
+    assert sample("lcp_gateway_held_total", outcome="max_wait") == before + 1
+
+
+async def test_a_full_hold_queue_refuses_and_a_flooding_tenant_gives_way() -> None:
+    r = route(max_held=2)
+    gate = FlowGate(Fleet())
+    await place(gate, r)
+    flooding = [asyncio.create_task(place(gate, r, "flood")) for _ in range(2)]
+    await settle()
+    with pytest.raises(Saturated, match="2 requests are held"):
+        await place(gate, r, "flood")
+    quiet = asyncio.create_task(place(gate, r, "quiet"))
+    await settle()
+    with pytest.raises(Saturated, match="other tenants' requests are held"):
+        await flooding[1]  # the flooder's newest gave its place to the other tenant's
+    assert gate.held(r) == 2 and not flooding[0].done() and not quiet.done()
+    for task in (flooding[0], quiet):
+        task.cancel()
+
+
+async def test_a_request_that_goes_away_leaves_nothing_behind() -> None:
+    r = route()
+    fleet = Fleet()
+    gate = FlowGate(fleet)
+    first = await place(gate, r)
+    waiting = asyncio.create_task(place(gate, r))
+    await settle()
+    waiting.cancel()
+    await settle()
+    assert gate.held(r) == 0
+    # placed on a replica, but cancelled before it could send: the call placed for it is taken back
+    placed = asyncio.create_task(place(gate, r))
+    await settle()
+    fleet.answering(*first)
+    assert first[0].in_flight == 2  # the first and the one just placed
+    placed.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await placed
+    assert first[0].in_flight == 1 and first[0].pending_prefill == 0
+
+
+async def test_without_flow_control_nothing_is_held() -> None:
+    plain = parse_routes(
+        {"models": [{"name": "m", "base_url": "http://r0:8000/v1", "routing": {"strategy": "round_robin"}}]}
+    )["m"]
+    gate = FlowGate(Fleet())
+    replicas = {(await place(gate, plain))[0].deployment.id for _ in range(3)}
+    assert replicas == {"r0:8000"} and gate.held(plain) == 0
