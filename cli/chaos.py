@@ -21,10 +21,11 @@ from rich.text import Text
 
 from chaos.drills import DRILLS, DrillReport, UnknownDrill, find_drill
 from cli import drill_views
-from cli.connection import CliError, api_commands
+from cli.connection import AsJson, CliError, api_commands
 from cli.rollout import Reason, number
 from cli.runtime import console, err_console
-from cli.show import plain, shown
+from cli.show import json_of, plain, shown
+from cli.tables import Cell, Column, ListTable
 
 if TYPE_CHECKING:
     from api.chaos_schemas import ChaosSummary, ScheduleSummary
@@ -70,9 +71,13 @@ ExperimentsFile = Annotated[
 
 
 @command("catalogue")
-def catalogue(api: "ChaosApi") -> int:
+def catalogue(api: "ChaosApi", as_json: AsJson = False) -> int:
     """The experiments the API runs by name."""
-    console.print(render_catalogue(api.catalogue()))
+    experiments = api.catalogue()
+    if as_json:
+        console.print_json(json_of(experiments))
+    else:
+        console.print(render_catalogue(experiments))
     return 0
 
 
@@ -126,9 +131,14 @@ def list_(
         str | None,
         typer.Option(help="Passed, Failed, Refused, NotSteady, Aborted, Error, ...", show_default=False),
     ] = None,
+    as_json: AsJson = False,
 ) -> int:
     """Experiment runs, newest first."""
-    console.print(render_list(api.runs(phase)))
+    runs = api.runs(phase)
+    if as_json:
+        console.print_json(json_of(runs))
+    else:
+        console.print(render_list(runs))
     return 0
 
 
@@ -150,9 +160,13 @@ def schedule(
 
 
 @command("schedules")
-def schedules(api: "ChaosApi") -> int:
+def schedules(api: "ChaosApi", as_json: AsJson = False) -> int:
     """Game-day schedules, with their next and recent runs."""
-    console.print(render_schedules(api.schedules()))
+    found = api.schedules()
+    if as_json:
+        console.print_json(json_of(found))
+    else:
+        console.print(render_schedules(found))
     return 0
 
 
@@ -293,53 +307,62 @@ def render_chaos(view: "ChaosView") -> RenderableType:
 
 
 def render_list(runs: Sequence["ChaosSummary"]) -> RenderableType:
-    table = Table(box=box.SIMPLE_HEAD)
-    for column in ("run", "target", "phase", "status", "started"):
-        table.add_column(column)
-    for found in runs:
-        table.add_row(
+    columns = [
+        Column("run", key=True),
+        Column("target", key=True),
+        Column("phase"),
+        Column("status", drop=2),
+        Column("started", drop=1),
+    ]
+    rows: list[list[Cell]] = [
+        [
             shown(found.id),
             shown(found.target or "-"),
             _styled(found.phase, PHASE_STYLE),
-            found.status or "-",
+            shown(found.status or "-"),
             (found.started_at or "-")[:19].replace("T", " "),
-        )
-    if not runs:
-        table.add_row("(none)", "", "", "", "")
-    return table
+        ]
+        for found in runs
+    ]
+    return ListTable(columns, rows)
 
 
 def render_schedules(schedules: Sequence["ScheduleSummary"]) -> RenderableType:
-    table = Table(box=box.SIMPLE_HEAD)
-    for column in ("schedule", "when", "paused", "next runs", "recent runs"):
-        table.add_column(column, overflow="fold")
-    for found in schedules:
-        table.add_row(
+    columns = [
+        Column("schedule", key=True),
+        Column("when"),
+        Column("paused", drop=1),
+        Column("next runs", drop=3),
+        Column("recent runs", drop=2),
+    ]
+    rows: list[list[Cell]] = [
+        [
             shown(found.id),
             shown(found.spec),
             "yes" if found.paused else "no",
             "\n".join(at[:19].replace("T", " ") for at in found.next_runs) or "-",
-            "\n".join(found.recent_runs) or "-",
-        )
-    if not schedules:
-        table.add_row("(none)", "", "", "", "")
-    return table
+            shown("\n".join(found.recent_runs) or "-", lines=True),
+        ]
+        for found in schedules
+    ]
+    return ListTable(columns, rows)
 
 
 def render_catalogue(experiments: Sequence[Mapping[str, Any]]) -> RenderableType:
-    table = Table(box=box.SIMPLE_HEAD)
-    for column in ("experiment", "fault", "target", "probes"):
-        table.add_column(column)
+    columns = [Column("experiment", key=True), Column("fault"), Column("target"), Column("probes", drop=1)]
+    rows: list[list[Cell]] = []
     for e in experiments:
         target = e.get("target") or {}
         probes = ((e.get("hypothesis") or {}).get("probes")) or []
-        table.add_row(
-            e["name"],
-            (e.get("fault") or {}).get("kind", "-"),
-            f"{target.get('namespace')} {target.get('app_label')}",
-            ", ".join(p.get("name", "?") for p in probes) or "-",
+        rows.append(
+            [
+                shown(e["name"]),
+                shown((e.get("fault") or {}).get("kind", "-")),
+                shown(f"{target.get('namespace')} {target.get('app_label')}"),
+                shown(", ".join(p.get("name", "?") for p in probes) or "-"),
+            ]
         )
-    return table
+    return ListTable(columns, rows)
 
 
 # ---- what the commands do ---------------------------------------------------------------------------------

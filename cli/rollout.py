@@ -17,9 +17,10 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from cli.connection import CliError, api_commands
+from cli.connection import AsJson, CliError, api_commands
 from cli.runtime import console
 from cli.show import json_of, plain, shown
+from cli.tables import Cell, Column, ListTable
 from policies.canary import Pause, SetWeight, Step
 
 if TYPE_CHECKING:
@@ -205,9 +206,10 @@ def list_(
             help="Progressing, Paused, Succeeded, RolledBack, Frozen or Failed.", show_default=False
         ),
     ] = None,
+    as_json: AsJson = False,
 ) -> int:
     """Rollouts, newest first."""
-    return run_list(api, console, namespace=namespace, service=service, phase=phase)
+    return run_list(api, console, namespace=namespace, service=service, phase=phase, as_json=as_json)
 
 
 # ---- request bodies from the command line ----------------------------------------------------------------
@@ -566,18 +568,24 @@ def render_rollout(
 def render_list(rollouts: Sequence["RolloutSummary"]) -> RenderableType:
     if not rollouts:
         return Text("no rollouts")
-    table = Table(box=box.SIMPLE_HEAD)
-    for column in ("rollout", "phase", "workflow", "started", "closed"):
-        table.add_column(column, no_wrap=True)
-    for rollout in rollouts:
-        table.add_row(
-            f"{rollout.namespace}/{rollout.service}",
+    columns = [
+        Column("rollout", key=True),
+        Column("phase"),
+        Column("workflow", drop=2),
+        Column("started", drop=3),
+        Column("closed", drop=1),
+    ]
+    rows: list[list[Cell]] = [
+        [
+            shown(f"{rollout.namespace}/{rollout.service}"),
             _phase(rollout.phase),
-            rollout.status,
+            shown(rollout.status),
             _date_time(rollout.started_at),
             _date_time(rollout.closed_at),
-        )
-    return table
+        ]
+        for rollout in rollouts
+    ]
+    return ListTable(columns, rows)
 
 
 def _date_time(value: str | None) -> str:
@@ -673,6 +681,11 @@ def run_list(
     namespace: str | None = None,
     service: str | None = None,
     phase: str | None = None,
+    as_json: bool = False,
 ) -> int:
-    console.print(render_list(api.list(namespace, service, phase)))
+    rollouts = api.list(namespace, service, phase)
+    if as_json:
+        console.print_json(json_of(rollouts))
+    else:
+        console.print(render_list(rollouts))
     return 0

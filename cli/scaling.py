@@ -14,11 +14,12 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from cli.connection import api_commands
+from cli.connection import AsJson, api_commands
 from cli.rollout import Namespace, Reason, number
 from cli.runtime import console
 from cli.scaling_backtest import backtest_command
-from cli.show import plain, shown
+from cli.show import json_of, plain, shown
+from cli.tables import Cell, Column, ListTable
 
 if TYPE_CHECKING:
     from api.scaling_schemas import ScalingSummary, StoredDecision
@@ -149,9 +150,14 @@ def list_(
     phase: Annotated[
         str | None, typer.Option(help="Active, ForecastOnly, Stopped or Failed.", show_default=False)
     ] = None,
+    as_json: AsJson = False,
 ) -> int:
     """Scaling targets, newest first."""
-    console.print(render_list(api.list(namespace, phase)))
+    targets = api.list(namespace, phase)
+    if as_json:
+        console.print_json(json_of(targets))
+    else:
+        console.print(render_list(targets))
     return 0
 
 
@@ -258,19 +264,22 @@ def render_scaling(view: "ScalingView") -> RenderableType:
 
 
 def render_list(targets: Sequence["ScalingSummary"]) -> RenderableType:
-    table = Table(box=box.SIMPLE_HEAD)
-    for column in ("target", "phase", "status", "started"):
-        table.add_column(column)
-    for target in targets:
-        table.add_row(
-            f"{target.namespace}/{target.deployment}",
+    columns = [
+        Column("target", key=True),
+        Column("phase"),
+        Column("status", drop=2),
+        Column("started", drop=1),
+    ]
+    rows: list[list[Cell]] = [
+        [
+            shown(f"{target.namespace}/{target.deployment}"),
             _styled(target.phase, PHASE_STYLE),
-            target.status or "-",
+            shown(target.status or "-"),
             (target.started_at or "-")[:19].replace("T", " "),
-        )
-    if not targets:
-        table.add_row("(none)", "", "", "")
-    return table
+        ]
+        for target in targets
+    ]
+    return ListTable(columns, rows)
 
 
 # ---- what the commands do ---------------------------------------------------------------------------------
