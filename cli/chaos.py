@@ -7,7 +7,8 @@ import json
 import shutil
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -20,7 +21,7 @@ from rich.table import Table
 from rich.text import Text
 
 from chaos.drills import DRILLS, DrillReport, UnknownDrill, find_drill
-from cli import drill_views
+from cli import drill_views, live
 from cli.connection import AsJson, CliError, api_commands
 from cli.rollout import Reason, number
 from cli.runtime import console, err_console
@@ -98,7 +99,7 @@ def run(
         raise CliError("name an experiment (`lcp chaos catalogue` lists them) or give --file")
     view = api.run(run_body(experiment, file, run_id))
     if follow:
-        return watch(api, view.experiment, view.run, console)
+        return watch(api, view.experiment, view.run, console, first=view)
     console.print(render_chaos(view))
     return 0
 
@@ -306,6 +307,49 @@ def render_chaos(view: "ChaosView") -> RenderableType:
     return Group(render_header(view), render_journal(view), render_probes(view))
 
 
+def render_fault(view: "ChaosView", now: datetime) -> Text:
+    """Where the fault is: not injected yet, running (for how long, how long is left), or over."""
+    inject = next((entry for entry in view.journal if entry.step == "inject"), None)
+    line = Text.assemble(("fault  ", "bold"), plain(f"{view.fault} on {view.target}: "))
+    if inject is None or not view.injected:
+        return line.append("not injected yet", style="dim")
+    if inject.ended_at is not None:
+        return line.append(f"over after {number(inject.duration_s)} s (of {number(view.fault_duration_s)} s)")
+    elapsed = max(0.0, (now - inject.started_at).total_seconds())
+    left = max(0.0, view.fault_duration_s - elapsed)
+    line.append(f"{elapsed:.0f} s of {view.fault_duration_s:.0f} s, ")
+    return line.append(f"{left:.0f} s left" if left else "ending (waiting for Litmus' verdict)", style="bold")
+
+
+def render_pods(view: "ChaosView") -> Text:
+    """The pods the fault hit so far (deleted, for pod-delete), as Litmus' ChaosResult lists them."""
+    verb = "deleted" if view.fault == "pod-delete" else "hit"
+    if not view.pods_hit:
+        return Text.assemble(("pods   ", "bold"), (f"none {verb} yet", "dim"))
+    names = ", ".join(plain(name) for name in view.pods_hit)
+    return Text.assemble(("pods   ", "bold"), f"{len(view.pods_hit)} {verb}: {names}")
+
+
+def render_live(view: "ChaosView", now: datetime, note: str | None = None) -> RenderableType:
+    """The run as it goes: phase and message, the fault's time left, the pods hit, the probes, the journal."""
+    heading = Text.assemble(
+        (plain(view.id), "bold"),
+        "  ",
+        _styled(view.phase, PHASE_STYLE),
+        "  ",
+        plain(view.message, lines=True),
+    )
+    parts: list[RenderableType] = [heading, render_fault(view, now), render_pods(view)]
+    if view.time_to_recover_s is not None:
+        parts.append(
+            Text.assemble(("back   ", "bold"), f"steady again after {number(view.time_to_recover_s)} s")
+        )
+    parts += [render_probes(view), render_journal(view)]
+    if note:
+        parts.append(Text(note, style="bold red"))
+    return Group(*parts)
+
+
 def render_list(runs: Sequence["ChaosSummary"]) -> RenderableType:
     columns = [
         Column("run", key=True),
@@ -368,15 +412,27 @@ def render_catalogue(experiments: Sequence[Mapping[str, Any]]) -> RenderableType
 # ---- what the commands do ---------------------------------------------------------------------------------
 
 
-def watch(api: "ChaosApi", experiment: str, run: str, console: Console, poll_s: float = 1.0) -> int:
-    """Print the phase as it changes until the run ends; exit 0 when it passed, 1 otherwise."""
-    last = ""
-    while True:
-        view = api.get(experiment, run)
-        if view.phase != last:
-            last = view.phase
-            console.print(Text.assemble(_styled(last, PHASE_STYLE), plain(f"  {view.message}")))
-        if view.finished_at:  # the report is written (a phase can be final before cleanup ends)
-            console.print(render_chaos(view))
-            return 0 if last == "Passed" else 1
-        time.sleep(poll_s)
+def watch(
+    api: "ChaosApi",
+    experiment: str,
+    run: str,
+    console: Console,
+    *,
+    first: "ChaosView | None" = None,
+    interval_s: float = 1.0,
+    sleep: Callable[[float], None] = time.sleep,
+    now: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> int:
+    """A live view until the run's report is written: the fault's progress and time left, the pods it hit,
+    the probes as they run and the journal; then the report. Exit 0 when it passed, 1 otherwise."""
+    view = live.follow(
+        lambda: api.get(experiment, run),
+        lambda view, note: render_live(view, now(), note),
+        lambda view: view.finished_at is not None,  # the report is written (a phase can be final before)
+        console,
+        first=first,
+        interval_s=interval_s,
+        sleep=sleep,
+    )
+    console.print(render_header(view))
+    return 0 if view.phase == "Passed" else 1

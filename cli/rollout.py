@@ -12,12 +12,12 @@ import typer
 import yaml
 from rich import box
 from rich.console import Console, Group, RenderableType
-from rich.live import Live
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
 from cli.connection import AsJson, CliError, api_commands
+from cli.live import follow
 from cli.runtime import console
 from cli.show import json_of, plain, shown
 from cli.tables import Cell, Column, ListTable
@@ -608,19 +608,15 @@ def watch(
     """A live view, refreshed every `interval_s`, until the rollout finishes (Ctrl-C stops watching only).
     An API that stops answering for a while, or a spent rate limit, is shown, not fatal; another 4xx
     ends the watch."""
-    view = first if first is not None else api.get(namespace, service)
-    with Live(render_rollout(view), console=console, auto_refresh=False, transient=False) as live:
-        while view.phase not in FINISHED:
-            sleep(interval_s)
-            note = None
-            try:
-                view = api.get(namespace, service)
-            except CliError as err:
-                if err.status is not None and err.status < 500 and err.status != 429:
-                    raise  # a 429 (the key's limit) passes, like an API that is briefly down
-                note = f"{err.message} (retrying)"
-            live.update(render_rollout(view, note=note), refresh=True)
-    return view
+    return follow(
+        lambda: api.get(namespace, service),
+        lambda view, note: render_rollout(view, note=note),
+        lambda view: view.phase in FINISHED,
+        console,
+        first=first,
+        interval_s=interval_s,
+        sleep=sleep,
+    )
 
 
 def _finished_code(view: "RolloutView") -> int:
