@@ -30,6 +30,8 @@ from temporal.devserver import start_dev_server
 STOP_GRACE_S = 10.0
 READY_TIMEOUT_S = 90.0
 FLEET_REPLICAS = 4  # the simulator's replicas in the dev stack: sim-llama-8b is a fleet of them
+WORKLOAD_JOB = "lab-workload"  # Prometheus' job scraping the lab workload, whose history is seeded
+PROMETHEUS_RETENTION = "3d"  # the seeded history (a day) and what the dev stack scraped since
 Launch = Callable[[], subprocess.Popen[bytes]]
 
 
@@ -281,6 +283,7 @@ class Stack:
         self.children: list[tuple[str, subprocess.Popen[bytes]]] = []
         self.launchers: dict[str, Launch] = {}
         self.api_key = ""
+        self.history_said = ""  # what seeding Prometheus with history did, for the console
 
     def _spawn(self, name: str, *args: str) -> None:
         env = self.child_env()
@@ -346,6 +349,7 @@ class Stack:
         # The conversation worker runs inside the API process, so streamed replies reach the
         # client through memory (a separate worker needs PostgreSQL's LISTEN/NOTIFY for that).
         self._spawn("api", "api", "--worker", "--host", self.ports.host, "--port", str(self.ports.api))
+        self.seed_history()
         try:
             self._add(
                 "prometheus",
@@ -355,6 +359,7 @@ class Stack:
                     host=ports.host,
                     port=ports.prometheus,
                     log_file=self.logs / "prometheus.log",
+                    retention=PROMETHEUS_RETENTION,
                     scrape_interval_s=5,
                 ),
             )
@@ -370,13 +375,42 @@ class Stack:
         self._spawn("ops-worker", "worker", "--queue", "ops", "--metrics-port", str(ports.ops_metrics))
         self._spawn("forecasting-worker", "worker", "--queue", "forecasting")
 
+    def seed_history(self) -> None:
+        """Before a fresh Prometheus first starts: the demo service's past traffic (lab/history.py), as
+        the lab workload's own series, so that predictive scaling forecasts at once. Not fatal: without
+        it, forecasts wait for hours of scraping."""
+        from lab.history import HISTORY_S, HistoryError, backfill, is_fresh, openmetrics
+        from lab.server import DEMO_NAMESPACE, DEMO_SERVICE, traffic_source
+
+        tsdb = self.home / "prometheus" / "tsdb"
+        if not is_fresh(tsdb):
+            return
+        labels = {
+            "job": WORKLOAD_JOB,
+            "instance": f"{self.ports.host}:{self.ports.workload}",
+            "namespace": DEMO_NAMESPACE,
+            "service": DEMO_SERVICE,
+            "version": "v1",
+            **SIMULATED,
+        }
+        try:
+            backfill(tsdb, openmetrics(traffic_source(None), labels, time.time()))
+        except (HistoryError, OSError, subprocess.SubprocessError) as err:
+            self.history_said = f"prometheus: no history seeded ({err}); forecasts wait for hours of scraping"
+        else:
+            self.history_said = (
+                f"prometheus: {HISTORY_S / 3600:.0f} h of simulated history of "
+                f"{DEMO_NAMESPACE}/{DEMO_SERVICE} seeded, so `lcp scaling` forecasts from its first decision"
+            )
+        self._note("prometheus", f"lcp dev: {self.history_said}")
+
     def scrape_targets(self) -> list[ScrapeTarget]:
         """What Prometheus scrapes: the lab's workload and the LLM simulator (both simulated) and lcp."""
         host, ports = self.ports.host, self.ports
         token = Settings(home=self.home).metrics.token  # LCP_METRICS__TOKEN: then the API's /metrics needs it
         bearer = token.get_secret_value() if token else None
         return [
-            ScrapeTarget("lab-workload", f"{host}:{ports.workload}", labels=SIMULATED),
+            ScrapeTarget(WORKLOAD_JOB, f"{host}:{ports.workload}", labels=SIMULATED),
             *(
                 ScrapeTarget(f"llm-simulator-{i}", f"{host}:{port}", labels=SIMULATED)
                 for i, port in enumerate(self.replica_ports())
@@ -518,6 +552,8 @@ def run_dev(home: Path, ports: Ports, echo: Callable[[str], None]) -> int:
     )
     echo(f"admin API key (tenant default) in {dev_json}; state in {home}, logs in {stack.logs}")
     echo(f"lab: KUBECONFIG={home / 'kubeconfig'} reaches the simulated cluster; `lcp lab status` shows it")
+    if stack.history_said:
+        echo(stack.history_said)
     echo("Ctrl-C stops everything; a child that exits is restarted")
     given_up = stack.supervise(echo)
     stack.stop()
