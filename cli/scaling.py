@@ -241,11 +241,19 @@ def render_decisions(
     decisions: Sequence["DecisionView | StoredDecision"], last: int = DECISIONS_SHOWN
 ) -> RenderableType:
     """The newest decisions first, one line each (the newest one's reason is the header's message)."""
-    table = Table(box=box.SIMPLE_HEAD, title="decisions (newest first)", title_justify="left")
-    for column in ("#", "at", "status", "rps", "forecast", "conf", "replicas", "ready", "basis"):
-        table.add_column(column, justify="left" if column in ("status", "basis") else "right", no_wrap=True)
-    for decision in decisions[:last]:
-        table.add_row(
+    columns = [
+        Column("#", justify="right", drop=1),
+        Column("at", key=True),
+        Column("status", key=True),
+        Column("rps", justify="right"),
+        Column("forecast", justify="right"),
+        Column("conf", justify="right", drop=2),
+        Column("replicas", key=True, justify="right"),
+        Column("ready", justify="right", drop=3),
+        Column("basis", drop=4),
+    ]
+    rows: list[list[Cell]] = [
+        [
             str(decision.seq),
             _clock(decision.at),
             _styled(decision.status, STATUS_STYLE),
@@ -254,9 +262,13 @@ def render_decisions(
             number(decision.confidence),
             replicas_change(decision),
             str(decision.ready_replicas if decision.ready_replicas is not None else "-"),
-            "/".join(filter(None, [decision.basis, decision.limited_by])) or decision.data_status or "-",
-        )
-    return table
+            shown(
+                "/".join(filter(None, [decision.basis, decision.limited_by])) or decision.data_status or "-"
+            ),
+        ]
+        for decision in decisions[:last]
+    ]
+    return ListTable(columns, rows, title="decisions (newest first)")
 
 
 def render_scaling(view: "ScalingView") -> RenderableType:

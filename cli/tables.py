@@ -1,6 +1,6 @@
 """The tables `lcp` prints lists in, fitted to the width they are drawn at (80 columns when piped): ids and
-names are never cut nor wrapped; the other columns fold first (at spaces where they can, headers never
-inside a word), then the least needed are left out, and a caption says which."""
+names are never cut nor wrapped; the least needed columns are left out first (a caption says which), then
+the others fold (at spaces where they can, headers never inside a word)."""
 
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -96,7 +96,7 @@ class ListTable:
             table.add_row(*(row[index] for index in kept))
         left_out = [self.columns[index].header for index in range(len(self.columns)) if index not in kept]
         if left_out:
-            table.caption = f"(left out at this width: {', '.join(left_out)}; --json has every field)"
+            table.caption = f"(left out at this width: {', '.join(left_out)})"
             table.caption_justify = "left"
         return table
 
