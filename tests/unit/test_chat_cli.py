@@ -2,6 +2,7 @@
 replies labelled with the assistant version that wrote them."""
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -22,7 +23,9 @@ def _reply(**extra: Any) -> dict[str, Any]:
     }
 
 
-def _session(answer: Any) -> tuple[ChatSession, Console, list[httpx.Request]]:
+def _session(
+    answer: Callable[[httpx.Request], httpx.Response],
+) -> tuple[ChatSession, Console, list[httpx.Request]]:
     sent: list[httpx.Request] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
