@@ -3,6 +3,7 @@ schedules — and the drills on lcp's own processes. The render functions are pu
 answers it → a rich renderable)."""
 
 import asyncio
+import dataclasses
 import json
 import shutil
 import tempfile
@@ -183,9 +184,12 @@ def unschedule(
 
 
 @app.command("drills")
-def drills() -> None:
+def drills(as_json: Annotated[bool, typer.Option("--json", help="Print them as JSON.")] = False) -> None:
     """The drills `lcp chaos drill` runs against lcp's own processes."""
-    console.print(drill_views.render_catalogue())
+    if as_json:
+        console.print_json(json.dumps([dataclasses.asdict(drill) for drill in DRILLS]))
+    else:
+        console.print(drill_views.render_catalogue())
 
 
 @app.command("drill")

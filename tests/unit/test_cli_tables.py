@@ -239,3 +239,15 @@ def test_when_even_the_ids_do_not_fit_they_fold_whole_rather_than_lose_character
 
 def test_an_empty_list_says_none() -> None:
     assert "(none)" in _render(ListTable(COLUMNS, []), 80)
+
+
+def test_the_drills_list_has_json_too() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "cli", "chaos", "drills", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=_env(),
+    )
+    drills = json.loads(done.stdout)
+    assert "worker-kill-mid-turn" in [d["name"] for d in drills] and all(d["invariants"] for d in drills)
