@@ -112,13 +112,26 @@ class ListTable:
         kept = list(range(len(self.columns)))
         ways = [kept] + [[i for i in kept if i not in droppable[: n + 1]] for n in range(len(droppable))]
         fits = [self._fit(way, width) for way in ways]
-        for table, folded in fits:
+        for way, (table, folded) in zip(ways, fits, strict=True):
             if table is not None and not folded:
-                return table
+                return self._refilled(way, droppable, width) or table
         for table, _ in fits:
             if table is not None:
                 return table
         return self._squeezed(ways[-1], width)
+
+    def _refilled(self, kept: list[int], droppable: list[int], width: int) -> Table | None:
+        """`kept` with the columns left out put back, the most needed first, each that still fits on one
+        line: leaving out `created` may make room for a narrow `note` that was left out before it."""
+        refilled, table = list(kept), None
+        for index in reversed(droppable):
+            if index in refilled:
+                continue
+            trial = sorted([*refilled, index])
+            fitted, folded = self._fit(trial, width)
+            if fitted is not None and not folded:
+                refilled, table = trial, fitted
+        return table
 
     def _room(self, kept: Sequence[int], width: int) -> int:
         """What `width` leaves for the cells of the `kept` columns, after borders and padding."""

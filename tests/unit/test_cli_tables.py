@@ -221,8 +221,8 @@ def test_a_table_that_fits_is_drawn_as_it_is() -> None:
 def test_narrower_leaves_the_least_needed_out_and_says_so_then_folds() -> None:
     narrow = _render(ListTable(COLUMNS, ROWS), 110)
     _check_fits(narrow, [ROWS[0][0], "RolledBack", "versions"], width=110)
-    assert "note, created" in narrow.split("left out")[1]  # the first to go, said
-    assert "2026-11-26" not in narrow
+    assert "note)" in narrow.split("left out")[1]  # left out, and said
+    assert "2026-11-26 15:06:00" in narrow  # left out first, but back in the room the note made
     long_phase = [[*ROWS[0][:1], "RolledBack and then some more words", *ROWS[0][2:]]]
     folded = _render(ListTable(COLUMNS, long_phase), 72)  # nothing more to leave out: the phase folds
     _check_fits(folded, [ROWS[0][0], "RolledBack", "versions"], width=72)
@@ -251,3 +251,11 @@ def test_the_drills_list_has_json_too() -> None:
     )
     drills = json.loads(done.stdout)
     assert "worker-kill-mid-turn" in [d["name"] for d in drills] and all(d["invariants"] for d in drills)
+
+
+def test_a_column_left_out_comes_back_when_a_wider_one_left_out_after_it_made_room() -> None:
+    columns = [Column("id", key=True), Column("tag", drop=1), Column("description", drop=2)]
+    rows = [["conversation-0123456789", "blue", "a description far too long for sixty columns of terminal"]]
+    text = _render(ListTable(columns, rows), 60)
+    assert "conversation-0123456789" in text and "blue" in text
+    assert "left out at this width: description)" in " ".join(text.split())
