@@ -283,28 +283,43 @@ def render_header(view: "ChaosView") -> RenderableType:
 
 
 def render_journal(view: "ChaosView") -> RenderableType:
-    table = Table(box=box.SIMPLE_HEAD, title="journal", title_justify="left")
-    for column in ("step", "status", "seconds", "output / error"):
-        table.add_column(column, overflow="fold")
-    for entry in view.journal:
-        detail = entry.error or ", ".join(f"{k}={v}" for k, v in entry.output.items())
-        table.add_row(
+    columns = [
+        Column("step", key=True),
+        Column("status"),
+        Column("seconds", justify="right"),
+        Column("output / error"),
+    ]
+    rows: list[list[Cell]] = [
+        [
             shown(entry.step),
             _styled(entry.status, STEP_STYLE),
             number(entry.duration_s),
-            shown(detail),
-        )
-    return table
+            shown(entry.error or ", ".join(f"{k}={v}" for k, v in entry.output.items())),
+        ]
+        for entry in view.journal
+    ]
+    return ListTable(columns, rows, title="journal")
 
 
 def render_probes(view: "ChaosView", last: int = 12) -> RenderableType:
-    table = Table(box=box.SIMPLE_HEAD, title="probes (newest last)", title_justify="left")
-    for column in ("when", "probe", "passed", "value", "detail"):
-        table.add_column(column, overflow="fold")
-    for probe in view.probes[-last:]:
-        passed = Text("yes", style="green") if probe.passed else Text("no", style="bold red")
-        table.add_row(shown(probe.when), shown(probe.probe), passed, number(probe.value), shown(probe.detail))
-    return table
+    columns = [
+        Column("when", key=True),
+        Column("probe", key=True),
+        Column("passed"),
+        Column("value", justify="right"),
+        Column("detail", drop=1),
+    ]
+    rows: list[list[Cell]] = [
+        [
+            shown(probe.when),
+            shown(probe.probe),
+            Text("yes", style="green") if probe.passed else Text("no", style="bold red"),
+            number(probe.value),
+            shown(probe.detail),
+        ]
+        for probe in view.probes[-last:]
+    ]
+    return ListTable(columns, rows, title="probes (newest last)")
 
 
 def render_chaos(view: "ChaosView") -> RenderableType:
