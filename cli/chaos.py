@@ -395,8 +395,8 @@ def render_schedules(schedules: Sequence["ScheduleSummary"]) -> RenderableType:
         Column("schedule", key=True),
         Column("when"),
         Column("paused", drop=1),
-        Column("next runs", drop=3),
-        Column("recent runs", drop=2),
+        Column("next runs", drop=2),
+        Column("recent runs", key=True),
     ]
     rows: list[list[Cell]] = [
         [
