@@ -21,6 +21,7 @@ from activities.contracts.litmus import (
 from activities.kubernetes import permanent_errors
 
 LITMUS = ("litmuschaos.io", "v1alpha1")
+MAX_PODS_SHOWN = 100  # of a ChaosResult's targets, carried into the workflow's state
 ENGINES, RESULTS = "chaosengines", "chaosresults"
 
 
@@ -59,6 +60,7 @@ class LitmusActivities(contract.LitmusActivities):
             raise
         status = (result.get("status") or {}).get("experimentStatus") or {}
         failure = (result.get("status") or {}).get("failureOutput") or {}
+        targets = ((result.get("status") or {}).get("history") or {}).get("targets") or []
         return ResultState(
             found=True,
             phase=str(status.get("phase") or ""),
@@ -66,6 +68,9 @@ class LitmusActivities(contract.LitmusActivities):
             probe_success_percentage=str(status.get("probeSuccessPercentage") or "Awaited"),
             # Litmus 3.x says why in failureOutput.failedStep; older releases in experimentStatus.failStep.
             fail_step=str(failure.get("failedStep") or status.get("failStep") or ""),
+            pods_hit=[str(t["name"]) for t in targets if isinstance(t, dict) and t.get("name")][
+                :MAX_PODS_SHOWN
+            ],
         )
 
     @activity.defn(name="litmus.stop_engine")

@@ -3,7 +3,7 @@
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from api.strict import Strict
 from api.text import Name, Prose
@@ -14,7 +14,15 @@ ASSISTANT_ID = r"^[a-z0-9]([-a-z0-9_]{0,62}[a-z0-9])?$"
 VERSION = r"^v[1-9][0-9]{0,5}$"
 
 
+FUNCTION_FIELDS = ("name", "description", "parameters", "strict")  # OpenAI's `function` of a tool
+
+
 class ToolIn(Strict):
+    """A tool as lcp lists it (name, description, parameters and the binding side by side), or in OpenAI's
+    function-calling shape, `{"type": "function", "function": {"name", "description", "parameters"}}`,
+    with the binding (`kind`, `url`, `builtin`, ...) beside `function`. A tool naming a `builtin` is of
+    kind builtin without saying so."""
+
     name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$", description="The function name the model calls.")
     description: Prose = Field(default="", max_length=2000)
     parameters: dict[str, Any] = Field(
@@ -33,8 +41,41 @@ class ToolIn(Strict):
     )
     builtin: Literal["", *BUILTIN_TOOLS] = ""  # type: ignore[valid-type]
 
+    @model_validator(mode="before")
+    @classmethod
+    def _openai_shape(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        if "type" in data or "function" in data:
+            data = _flattened(data)
+        if data.get("builtin") and "kind" not in data:
+            data = {**data, "kind": "builtin"}
+        return data
+
     def to_tool(self) -> ToolSpec:
         return ToolSpec(**self.model_dump())
+
+
+def _flattened(tool: dict[str, Any]) -> dict[str, Any]:
+    """OpenAI's `{"type": "function", "function": {...}, <binding>}` as lcp's flat tool."""
+    if tool.get("type") != "function":
+        raise ValueError('type: an OpenAI tool is {"type": "function", "function": {"name": ...}}')
+    function = tool.get("function")
+    if not isinstance(function, dict):
+        raise ValueError("function: expected an object with name, description and parameters")
+    if unknown := sorted(set(function) - set(FUNCTION_FIELDS)):
+        raise ValueError(
+            f"function: unknown field(s) {', '.join(unknown)}; it takes {', '.join(FUNCTION_FIELDS)}"
+        )
+    if twice := sorted(set(function) & set(tool)):
+        raise ValueError(
+            f"{', '.join(twice)}: given both in function and beside it; keep the one in function"
+        )
+    if not isinstance(function.get("strict", False), bool):
+        raise ValueError("function.strict: true or false")
+    # lcp always checks a call's arguments against the parameters schema: what `strict` asks for.
+    declared = {key: value for key, value in function.items() if key != "strict"}
+    return {**{k: v for k, v in tool.items() if k not in ("type", "function")}, **declared}
 
 
 MAX_GENERATED_TOKENS = 1_000_000  # more than any model writes in one reply

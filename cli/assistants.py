@@ -15,10 +15,11 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from cli.connection import CliError, api_commands
+from cli.connection import AsJson, CliError, api_commands
 from cli.rollout import number
 from cli.runtime import console
 from cli.show import json_of, plain, shown
+from cli.tables import Cell, Column, ListTable
 
 if TYPE_CHECKING:
     from api.assistant_schemas import AssistantSummary, StoredVersion
@@ -77,16 +78,19 @@ Arms = Annotated[
     list[str], typer.Option("--arm", help="NAME=VERSION:SHARE, e.g. control=v1:50 (two or more).")
 ]
 Reason = Annotated[str, typer.Option(help="Why: kept in the assistant's history.")]
-AsJson = Annotated[bool, typer.Option("--json", help="Print the API's answer as JSON.")]
 
 
 # ---- the commands ----------------------------------------------------------------------------------------
 
 
 @command("list")
-def list_(api: "AssistantsApi") -> int:
+def list_(api: "AssistantsApi", as_json: AsJson = False) -> int:
     """Your tenant's assistants: state, live version, a running experiment."""
-    console.print(render_list(api.all()))
+    found = api.all()
+    if as_json:
+        console.print_json(json_of(found))
+    else:
+        console.print(render_list(found))
     return 0
 
 
@@ -102,9 +106,13 @@ def show(api: "AssistantsApi", assistant: AssistantId, as_json: AsJson = False) 
 
 
 @command("versions")
-def versions(api: "AssistantsApi", assistant: AssistantId) -> int:
+def versions(api: "AssistantsApi", assistant: AssistantId, as_json: AsJson = False) -> int:
     """Every version: model, tools, what changed, who and when, when published."""
-    console.print(render_versions(api.versions(assistant)))
+    found = api.versions(assistant)
+    if as_json:
+        console.print_json(json_of(found))
+    else:
+        console.print(render_versions(found))
     return 0
 
 
@@ -321,11 +329,17 @@ def _arms(experiment: "ExperimentView | Mapping[str, Any] | None") -> str:
 
 
 def render_list(assistants: Sequence["AssistantSummary"]) -> RenderableType:
-    table = Table(box=box.SIMPLE_HEAD)
-    for column in ("assistant", "name", "state", "live", "latest", "experiment", "updated"):
-        table.add_column(column, overflow="fold")
-    for found in assistants:
-        table.add_row(
+    columns = [
+        Column("assistant", key=True),
+        Column("name", key=True),
+        Column("state"),
+        Column("live"),
+        Column("latest", drop=3),
+        Column("experiment", drop=2),
+        Column("updated", drop=1),
+    ]
+    rows: list[list[Cell]] = [
+        [
             shown(found.id),
             shown(found.name),
             _state(found.state),
@@ -333,10 +347,10 @@ def render_list(assistants: Sequence["AssistantSummary"]) -> RenderableType:
             shown(found.latest_version),
             _arms(found.experiment),
             _when(found.updated_at),
-        )
-    if not assistants:
-        table.add_row("(none)", "", "", "", "", "", "")
-    return table
+        ]
+        for found in assistants
+    ]
+    return ListTable(columns, rows)
 
 
 def _model_and_tools(spec: "AssistantSpec | Mapping[str, Any]") -> tuple[str, list[str]]:
@@ -349,22 +363,32 @@ def _model_and_tools(spec: "AssistantSpec | Mapping[str, Any]") -> tuple[str, li
 def render_versions(
     versions: Sequence["VersionView | StoredVersion"], live: str | None = None
 ) -> RenderableType:
-    table = Table(box=box.SIMPLE_HEAD)
-    for column in ("version", "model", "tools", "changed", "note", "by", "created", "published"):
-        table.add_column(column, overflow="fold")
+    columns = [
+        Column("version", key=True),
+        Column("model", key=True),
+        Column("tools", drop=5),
+        Column("changed", drop=3),
+        Column("note", drop=4),
+        Column("by", drop=2),
+        Column("created", drop=1),
+        Column("published", drop=6),
+    ]
+    rows: list[list[Cell]] = []
     for version in versions:
         model, tools = _model_and_tools(version.spec)
-        table.add_row(
-            Text(plain(version.version), style="bold green" if version.version == live else ""),
-            shown(model),
-            shown(", ".join(tools) or "—"),
-            shown(", ".join(version.changed)) if version.number > 1 else "(first)",
-            shown(version.note),
-            shown(version.created_by),
-            _when(version.created_at),
-            _when(version.published_at) or "—",
+        rows.append(
+            [
+                Text(plain(version.version), style="bold green" if version.version == live else ""),
+                shown(model),
+                shown(", ".join(tools) or "—"),
+                shown(", ".join(version.changed)) if version.number > 1 else "(first)",
+                shown(version.note),
+                shown(version.created_by),
+                _when(version.created_at),
+                _when(version.published_at) or "—",
+            ]
         )
-    return table
+    return ListTable(columns, rows)
 
 
 def render_assistant(view: "AssistantView") -> RenderableType:

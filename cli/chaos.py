@@ -3,11 +3,13 @@ schedules — and the drills on lcp's own processes. The render functions are pu
 answers it → a rich renderable)."""
 
 import asyncio
+import dataclasses
 import json
 import shutil
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -20,11 +22,12 @@ from rich.table import Table
 from rich.text import Text
 
 from chaos.drills import DRILLS, DrillReport, UnknownDrill, find_drill
-from cli import drill_views
-from cli.connection import CliError, api_commands
+from cli import drill_views, live
+from cli.connection import AsJson, CliError, api_commands
 from cli.rollout import Reason, number
 from cli.runtime import console, err_console
-from cli.show import plain, shown
+from cli.show import json_of, plain, shown
+from cli.tables import Cell, Column, ListTable
 
 if TYPE_CHECKING:
     from api.chaos_schemas import ChaosSummary, ScheduleSummary
@@ -72,9 +75,13 @@ ExperimentsFile = Annotated[
 
 
 @command("catalogue")
-def catalogue(api: "ChaosApi") -> int:
+def catalogue(api: "ChaosApi", as_json: AsJson = False) -> int:
     """The experiments the API runs by name."""
-    console.print(render_catalogue(api.catalogue()))
+    experiments = api.catalogue()
+    if as_json:
+        console.print_json(json_of(experiments))
+    else:
+        console.print(render_catalogue(experiments))
     return 0
 
 
@@ -95,7 +102,7 @@ def run(
         raise CliError("name an experiment (`lcp chaos catalogue` lists them) or give --file")
     view = api.run(run_body(experiment, file, run_id))
     if follow:
-        return watch(api, view.experiment, view.run, console)
+        return watch(api, view.experiment, view.run, console, first=view)
     console.print(render_chaos(view))
     return 0
 
@@ -128,9 +135,14 @@ def list_(
         str | None,
         typer.Option(help="Passed, Failed, Refused, NotSteady, Aborted, Error, ...", show_default=False),
     ] = None,
+    as_json: AsJson = False,
 ) -> int:
     """Experiment runs, newest first."""
-    console.print(render_list(api.runs(phase)))
+    runs = api.runs(phase)
+    if as_json:
+        console.print_json(json_of(runs))
+    else:
+        console.print(render_list(runs))
     return 0
 
 
@@ -152,9 +164,13 @@ def schedule(
 
 
 @command("schedules")
-def schedules(api: "ChaosApi") -> int:
+def schedules(api: "ChaosApi", as_json: AsJson = False) -> int:
     """Game-day schedules, with their next and recent runs."""
-    console.print(render_schedules(api.schedules()))
+    found = api.schedules()
+    if as_json:
+        console.print_json(json_of(found))
+    else:
+        console.print(render_schedules(found))
     return 0
 
 
@@ -170,9 +186,12 @@ def unschedule(
 
 
 @app.command("drills")
-def drills() -> None:
+def drills(as_json: Annotated[bool, typer.Option("--json", help="Print them as JSON.")] = False) -> None:
     """The drills `lcp chaos drill` runs against lcp's own processes."""
-    console.print(drill_views.render_catalogue())
+    if as_json:
+        console.print_json(json.dumps([dataclasses.asdict(drill) for drill in DRILLS]))
+    else:
+        console.print(drill_views.render_catalogue())
 
 
 @app.command("drill")
@@ -288,96 +307,175 @@ def render_header(view: "ChaosView") -> RenderableType:
 
 
 def render_journal(view: "ChaosView | ScenarioView") -> RenderableType:
-    table = Table(box=box.SIMPLE_HEAD, title="journal", title_justify="left")
-    for column in ("step", "status", "seconds", "output / error"):
-        table.add_column(column, overflow="fold")
-    for entry in view.journal:
-        detail = entry.error or ", ".join(f"{k}={v}" for k, v in entry.output.items())
-        table.add_row(
+    columns = [
+        Column("step", key=True),
+        Column("status"),
+        Column("seconds", justify="right"),
+        Column("output / error"),
+    ]
+    rows: list[list[Cell]] = [
+        [
             shown(entry.step),
             _styled(entry.status, STEP_STYLE),
             number(entry.duration_s),
-            shown(detail),
-        )
-    return table
+            shown(entry.error or ", ".join(f"{k}={v}" for k, v in entry.output.items())),
+        ]
+        for entry in view.journal
+    ]
+    return ListTable(columns, rows, title="journal")
 
 
 def render_probes(view: "ChaosView | ScenarioView", last: int = 12) -> RenderableType:
-    table = Table(box=box.SIMPLE_HEAD, title="probes (newest last)", title_justify="left")
-    for column in ("when", "probe", "passed", "value", "detail"):
-        table.add_column(column, overflow="fold")
-    for probe in view.probes[-last:]:
-        passed = Text("yes", style="green") if probe.passed else Text("no", style="bold red")
-        table.add_row(shown(probe.when), shown(probe.probe), passed, number(probe.value), shown(probe.detail))
-    return table
+    columns = [
+        Column("when", key=True),
+        Column("probe", key=True),
+        Column("passed"),
+        Column("value", justify="right"),
+        Column("detail", drop=1),
+    ]
+    rows: list[list[Cell]] = [
+        [
+            shown(probe.when),
+            shown(probe.probe),
+            Text("yes", style="green") if probe.passed else Text("no", style="bold red"),
+            number(probe.value),
+            shown(probe.detail),
+        ]
+        for probe in view.probes[-last:]
+    ]
+    return ListTable(columns, rows, title="probes (newest last)")
 
 
 def render_chaos(view: "ChaosView") -> RenderableType:
     return Group(render_header(view), render_journal(view), render_probes(view))
 
 
+def render_fault(view: "ChaosView", now: datetime) -> Text:
+    """Where the fault is: not injected yet, running (for how long, how long is left), or over."""
+    inject = next((entry for entry in view.journal if entry.step == "inject"), None)
+    line = Text.assemble(("fault  ", "bold"), plain(f"{view.fault} on {view.target}: "))
+    if inject is None or not view.injected:
+        return line.append("not injected yet", style="dim")
+    if inject.ended_at is not None:
+        return line.append(f"over after {number(inject.duration_s)} s (of {number(view.fault_duration_s)} s)")
+    elapsed = max(0.0, (now - inject.started_at).total_seconds())
+    left = max(0.0, view.fault_duration_s - elapsed)
+    line.append(f"{elapsed:.0f} s of {view.fault_duration_s:.0f} s, ")
+    return line.append(f"{left:.0f} s left" if left else "ending (waiting for Litmus' verdict)", style="bold")
+
+
+def render_pods(view: "ChaosView") -> Text:
+    """The pods the fault hit so far (deleted, for pod-delete), as Litmus' ChaosResult lists them."""
+    verb = "deleted" if view.fault == "pod-delete" else "hit"
+    if not view.pods_hit:
+        return Text.assemble(("pods   ", "bold"), (f"none {verb} yet", "dim"))
+    names = ", ".join(plain(name) for name in view.pods_hit)
+    return Text.assemble(("pods   ", "bold"), f"{len(view.pods_hit)} {verb}: {names}")
+
+
+def render_live(view: "ChaosView", now: datetime, note: str | None = None) -> RenderableType:
+    """The run as it goes: phase and message, the fault's time left, the pods hit, the probes, the journal."""
+    heading = Text.assemble(
+        (plain(view.id), "bold"),
+        "  ",
+        _styled(view.phase, PHASE_STYLE),
+        "  ",
+        plain(view.message, lines=True),
+    )
+    parts: list[RenderableType] = [heading, render_fault(view, now), render_pods(view)]
+    if view.time_to_recover_s is not None:
+        parts.append(
+            Text.assemble(("back   ", "bold"), f"steady again after {number(view.time_to_recover_s)} s")
+        )
+    parts += [render_probes(view), render_journal(view)]
+    if note:
+        parts.append(Text(note, style="bold red"))
+    return Group(*parts)
+
+
 def render_list(runs: Sequence["ChaosSummary"]) -> RenderableType:
-    table = Table(box=box.SIMPLE_HEAD)
-    for column in ("run", "target", "phase", "status", "started"):
-        table.add_column(column)
-    for found in runs:
-        table.add_row(
+    columns = [
+        Column("run", key=True),
+        Column("target", key=True),
+        Column("phase"),
+        Column("status", drop=2),
+        Column("started", drop=1),
+    ]
+    rows: list[list[Cell]] = [
+        [
             shown(found.id),
             shown(found.target or "-"),
             _styled(found.phase, PHASE_STYLE),
-            found.status or "-",
+            shown(found.status or "-"),
             (found.started_at or "-")[:19].replace("T", " "),
-        )
-    if not runs:
-        table.add_row("(none)", "", "", "", "")
-    return table
+        ]
+        for found in runs
+    ]
+    return ListTable(columns, rows)
 
 
 def render_schedules(schedules: Sequence["ScheduleSummary"]) -> RenderableType:
-    table = Table(box=box.SIMPLE_HEAD)
-    for column in ("schedule", "when", "paused", "next runs", "recent runs"):
-        table.add_column(column, overflow="fold")
-    for found in schedules:
-        table.add_row(
+    columns = [
+        Column("schedule", key=True),
+        Column("when"),
+        Column("paused", drop=1),
+        Column("next runs", drop=2),
+        Column("recent runs", key=True),
+    ]
+    rows: list[list[Cell]] = [
+        [
             shown(found.id),
             shown(found.spec),
             "yes" if found.paused else "no",
             "\n".join(at[:19].replace("T", " ") for at in found.next_runs) or "-",
-            "\n".join(found.recent_runs) or "-",
-        )
-    if not schedules:
-        table.add_row("(none)", "", "", "", "")
-    return table
+            shown("\n".join(found.recent_runs) or "-", lines=True),
+        ]
+        for found in schedules
+    ]
+    return ListTable(columns, rows)
 
 
 def render_catalogue(experiments: Sequence[Mapping[str, Any]]) -> RenderableType:
-    table = Table(box=box.SIMPLE_HEAD)
-    for column in ("experiment", "fault", "target", "probes"):
-        table.add_column(column)
+    columns = [Column("experiment", key=True), Column("fault"), Column("target"), Column("probes", drop=1)]
+    rows: list[list[Cell]] = []
     for e in experiments:
         target = e.get("target") or {}
         probes = ((e.get("hypothesis") or {}).get("probes")) or []
-        table.add_row(
-            e["name"],
-            (e.get("fault") or {}).get("kind", "-"),
-            f"{target.get('namespace')} {target.get('app_label')}",
-            ", ".join(p.get("name", "?") for p in probes) or "-",
+        rows.append(
+            [
+                shown(e["name"]),
+                shown((e.get("fault") or {}).get("kind", "-")),
+                shown(f"{target.get('namespace')} {target.get('app_label')}"),
+                shown(", ".join(p.get("name", "?") for p in probes) or "-"),
+            ]
         )
-    return table
+    return ListTable(columns, rows)
 
 
 # ---- what the commands do ---------------------------------------------------------------------------------
 
 
-def watch(api: "ChaosApi", experiment: str, run: str, console: Console, poll_s: float = 1.0) -> int:
-    """Print the phase as it changes until the run ends; exit 0 when it passed, 1 otherwise."""
-    last = ""
-    while True:
-        view = api.get(experiment, run)
-        if view.phase != last:
-            last = view.phase
-            console.print(Text.assemble(_styled(last, PHASE_STYLE), plain(f"  {view.message}")))
-        if view.finished_at:  # the report is written (a phase can be final before cleanup ends)
-            console.print(render_chaos(view))
-            return 0 if last == "Passed" else 1
-        time.sleep(poll_s)
+def watch(
+    api: "ChaosApi",
+    experiment: str,
+    run: str,
+    console: Console,
+    *,
+    first: "ChaosView | None" = None,
+    interval_s: float = 1.0,
+    sleep: Callable[[float], None] = time.sleep,
+    now: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> int:
+    """A live view until the run's report is written: the fault's progress and time left, the pods it hit,
+    the probes as they run and the journal; then the report. Exit 0 when it passed, 1 otherwise."""
+    view = live.follow(
+        lambda: api.get(experiment, run),
+        lambda view, note: render_live(view, now(), note),
+        lambda view: view.finished_at is not None,  # the report is written (a phase can be final before)
+        console,
+        first=first,
+        interval_s=interval_s,
+        sleep=sleep,
+    )
+    console.print(render_header(view))
+    return 0 if view.phase == "Passed" else 1

@@ -27,6 +27,7 @@ ApiUrl = Annotated[
     ),
 ]
 Home = Annotated[Path, typer.Option(help="State directory holding dev.json.")]
+AsJson = Annotated[bool, typer.Option("--json", help="Print the API's answer as JSON.")]
 HOME = Path(".lcp")
 
 Client = TypeVar("Client", bound=AbstractContextManager[object])

@@ -34,6 +34,8 @@ STOP_GRACE_S = 10.0
 READY_TIMEOUT_S = 90.0
 FLEET_REPLICAS = 4  # the simulator's replicas in the dev stack: sim-llama-8b is a fleet of them
 SPLIT_API_PROCESSES = 2  # `lcp dev --split`: API processes behind the load balancer
+WORKLOAD_JOB = "lab-workload"  # Prometheus' job scraping the lab workload, whose history is seeded
+PROMETHEUS_RETENTION = "3d"  # the seeded history (a day) and what the dev stack scraped since
 Launch = Callable[[], subprocess.Popen[bytes]]
 
 
@@ -298,6 +300,7 @@ class Stack:
         self.stop_signals: dict[str, signal.Signals] = {}  # a child that stops on another than SIGTERM
         self.api_key = ""
         self.postgres = LocalPostgres(home / "postgres", ports.postgres, ports.host) if split else None
+        self.history_said = ""  # what seeding Prometheus with history did, for the console
 
     def database_url(self) -> str:
         """The read model: the stack's PostgreSQL (split), else the settings' (a SQLite file by default)."""
@@ -382,6 +385,7 @@ class Stack:
             # The conversation worker runs inside the API process, so streamed replies reach the
             # client through memory (a separate worker needs PostgreSQL's LISTEN/NOTIFY for that).
             self._spawn("api", "api", "--worker", "--host", self.ports.host, "--port", str(self.ports.api))
+        self.seed_history()
         try:
             self._add(
                 "prometheus",
@@ -391,7 +395,10 @@ class Stack:
                     host=ports.host,
                     port=ports.prometheus,
                     log_file=self.logs / "prometheus.log",
-                    scrape_interval_s=5,
+                    retention=PROMETHEUS_RETENTION,
+                    # every second: a rollout at --time-scale 0.1 judges 10 s windows, ten scrapes each
+                    # (at 5 s, two: a p99 of one interval's requests rolled healthy releases back)
+                    scrape_interval_s=1,
                 ),
             )
         except (FileNotFoundError, PrometheusStartError) as err:
@@ -446,13 +453,42 @@ class Stack:
         )
         self._spawn("conversations-worker", "worker", "--queue", "conversations")
 
+    def seed_history(self) -> None:
+        """Before a fresh Prometheus first starts: the demo service's past traffic (lab/history.py), as
+        the lab workload's own series, so that predictive scaling forecasts at once. Not fatal: without
+        it, forecasts wait for hours of scraping."""
+        from lab.history import HISTORY_S, HistoryError, backfill, is_fresh, openmetrics
+        from lab.server import DEMO_NAMESPACE, DEMO_SERVICE, traffic_source
+
+        tsdb = self.home / "prometheus" / "tsdb"
+        if not is_fresh(tsdb):
+            return
+        labels = {
+            "job": WORKLOAD_JOB,
+            "instance": f"{self.ports.host}:{self.ports.workload}",
+            "namespace": DEMO_NAMESPACE,
+            "service": DEMO_SERVICE,
+            "version": "v1",
+            **SIMULATED,
+        }
+        try:
+            backfill(tsdb, openmetrics(traffic_source(None), labels, time.time()))
+        except (HistoryError, OSError, subprocess.SubprocessError) as err:
+            self.history_said = f"prometheus: no history seeded ({err}); forecasts wait for hours of scraping"
+        else:
+            self.history_said = (
+                f"prometheus: {HISTORY_S / 3600:.0f} h of simulated history of "
+                f"{DEMO_NAMESPACE}/{DEMO_SERVICE} seeded, so `lcp scaling` forecasts from its first decision"
+            )
+        self._note("prometheus", f"lcp dev: {self.history_said}")
+
     def scrape_targets(self) -> list[ScrapeTarget]:
         """What Prometheus scrapes: the lab's workload and the LLM simulator (both simulated) and lcp."""
         host, ports = self.ports.host, self.ports
         token = Settings(home=self.home).metrics.token  # LCP_METRICS__TOKEN: then the API's /metrics needs it
         bearer = token.get_secret_value() if token else None
         return [
-            ScrapeTarget("lab-workload", f"{host}:{ports.workload}", labels=SIMULATED),
+            ScrapeTarget(WORKLOAD_JOB, f"{host}:{ports.workload}", labels=SIMULATED),
             *(
                 ScrapeTarget(f"llm-simulator-{i}", f"{host}:{port}", labels=SIMULATED)
                 for i, port in enumerate(self.replica_ports())
@@ -605,6 +641,8 @@ def run_dev(home: Path, ports: Ports, echo: Callable[[str], None], split: bool =
         echo(f"split: api {urls['api']} is HAProxy in front of the API processes {processes}")
         echo(f"split: the read model is PostgreSQL: DATABASE_URL={stack.database_url()}")
     echo(f"lab: KUBECONFIG={home / 'kubeconfig'} reaches the simulated cluster; `lcp lab status` shows it")
+    if stack.history_said:
+        echo(stack.history_said)
     echo("Ctrl-C stops everything; a child that exits is restarted")
     given_up = stack.supervise(echo)
     stack.stop()

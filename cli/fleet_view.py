@@ -1,11 +1,12 @@
 """How `lcp models status` shows the inference fleet: a table per model version, one row per deployment.
 Names are shown as Text (never read as markup), escaped by cli.show.plain."""
 
-from rich.table import Table
+from rich.console import RenderableType
 from rich.text import Text
 
 from api.fleet_schemas import DeploymentStatus, FleetView
 from cli.show import plain
+from cli.tables import Cell, Column, ListTable
 
 STATE_STYLE = {"healthy": "green", "cooling_down": "yellow", "draining": "cyan"}
 
@@ -23,8 +24,8 @@ def _load(row: DeploymentStatus) -> str:
     return f"{row.in_flight}+{row.running:.0f}r/{row.waiting:.0f}w"
 
 
-def fleet_tables(view: FleetView) -> list[Table]:
-    tables = []
+def fleet_tables(view: FleetView) -> list[RenderableType]:
+    tables: list[RenderableType] = []
     for model in view.models:
         source = "discovered" if model.discovered else "listed"
         title = f"{plain(model.model)} {plain(model.version)} · {model.strategy} · {source}"
@@ -35,14 +36,17 @@ def fleet_tables(view: FleetView) -> list[Table]:
             for row in model.deployments
             if row.cooling_down_because
         ]
-        caption = Text(plain("\n".join(why)), style="yellow") if why else None
-        table = Table(title=Text(title), title_justify="left", caption=caption, caption_justify="left")
-        table.add_column("deployment", no_wrap=True, overflow="ellipsis", max_width=24)
-        table.add_column("state", no_wrap=True)
-        for column in ("load", "KV", "hits", "p50", "errors"):
-            table.add_column(column, justify="right", no_wrap=True)
-        for row in model.deployments:
-            table.add_row(
+        columns = [
+            Column("deployment", key=True),
+            Column("state"),
+            Column("load", justify="right"),
+            Column("KV", justify="right", drop=3),
+            Column("hits", justify="right", drop=2),
+            Column("p50", justify="right", drop=1),
+            Column("errors", justify="right", drop=4),
+        ]
+        rows: list[list[Cell]] = [
+            [
                 Text(plain(row.deployment)),
                 _state(row),
                 _load(row),
@@ -50,8 +54,10 @@ def fleet_tables(view: FleetView) -> list[Table]:
                 f"{row.prefix_cache_hit_rate:.0%}" if row.prefix_cache_hit_rate is not None else "-",
                 f"{row.recent_latency_p50_s:.2f}s" if row.recent_latency_p50_s is not None else "-",
                 f"{row.recent_errors}/{row.recent_calls}",
-            )
-        if not model.deployments:
-            table.add_row("(none ready)", "", "", "", "", "", "")
-        tables.append(table)
+            ]
+            for row in model.deployments
+        ]
+        tables.append(ListTable(columns, rows, title=Text(title), empty="(none ready)"))
+        if why:
+            tables.append(Text(plain("\n".join(why)), style="yellow"))
     return tables

@@ -4,10 +4,10 @@ import asyncio
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from cli.runtime import console, err_console, load_settings
-from cli.show import shown
+from cli.show import json_of, shown
+from cli.tables import Column, ListTable
 
 app = typer.Typer(help="API keys (written straight to the read-model database).", no_args_is_help=True)
 
@@ -48,26 +48,42 @@ def create(
 
 
 @app.command("list")
-def list_(tenant: Annotated[str | None, typer.Option(help="Only this tenant's keys.")] = None) -> None:
+def list_(
+    tenant: Annotated[str | None, typer.Option(help="Only this tenant's keys.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print them as JSON, as the API does.")] = False,
+) -> None:
     """List keys (never the keys themselves)."""
+    from api.schemas import KeyOut  # pydantic schemas: not for --help
     from cli import keys_db  # SQLAlchemy and the store: not for --help
 
     rows = asyncio.run(keys_db.list_keys(load_settings("keys list").resolved_database_url(), tenant))
-    table = Table()
-    for column in ("id", "tenant", "name", "roles", "rpm", "tpm", "created", "revoked"):
-        table.add_column(column)
-    for row in rows:
-        table.add_row(
+    if as_json:
+        console.print_json(json_of([KeyOut.model_validate(row, from_attributes=True) for row in rows]))
+        return
+    columns = [
+        Column("id", key=True),
+        Column("tenant", key=True),
+        Column("name", key=True),
+        Column("roles"),
+        Column("rpm", drop=2),
+        Column("tpm", drop=1),
+        Column("created", drop=3),
+        Column("revoked"),
+    ]
+    shown_rows = [
+        [
             shown(row.id),
             shown(row.tenant),
             shown(row.name),
-            shown(",".join(row.roles)),
+            shown(", ".join(row.roles)),
             str(row.requests_per_minute or "default"),
             str(row.tokens_per_minute or "default"),
             f"{row.created_at:%Y-%m-%d %H:%M}",
             f"{row.revoked_at:%Y-%m-%d %H:%M}" if row.revoked_at else "",
-        )
-    console.print(table)
+        ]
+        for row in rows
+    ]
+    console.print(ListTable(columns, shown_rows))
 
 
 @app.command("revoke")

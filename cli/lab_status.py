@@ -8,8 +8,9 @@ import httpx
 from kubernetes import client, config
 from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
-from rich.table import Table
 
+from cli.show import shown
+from cli.tables import Cell, Column, ListTable
 from lab.fleet import FLEET_NAMESPACE, FLEET_SERVICE
 
 HEADER = "[bold yellow]lcp lab — a SIMULATED cluster[/bold yellow] (no real Kubernetes, pods or traffic)"
@@ -38,27 +39,34 @@ def show_status(home: Path, console: Console) -> int:
     return 1 if problems else 0
 
 
-def _deployments(info: dict[str, Any]) -> Table:
+def _deployments(info: dict[str, Any]) -> ListTable:
     apps = client.AppsV1Api(config.new_client_from_config(config_file=info["kubeconfig"]))
-    table = Table(title="Deployments (simulated)")
-    for column in ("namespace", "name", "version", "ready", "image"):
-        table.add_column(column)
+    columns = [
+        Column("namespace", key=True),
+        Column("name", key=True),
+        Column("version", key=True),
+        Column("ready"),
+        Column("image", drop=1),
+    ]
+    rows: list[list[Cell]] = []
     for deployment in apps.list_deployment_for_all_namespaces().items:
         metadata, pod = deployment.metadata or client.V1ObjectMeta(), deployment.spec.template
         labels = (pod.metadata.labels if pod.metadata else None) or {}
         ready = (deployment.status.ready_replicas or 0) if deployment.status else 0
         image = pod.spec.containers[0].image if pod.spec else ""
-        table.add_row(
-            metadata.namespace,
-            metadata.name,
-            labels.get("lcp.dev/version", ""),
-            f"{ready}/{deployment.spec.replicas}",
-            image,
+        rows.append(
+            [
+                shown(metadata.namespace),
+                shown(metadata.name),
+                shown(labels.get("lcp.dev/version", "")),
+                f"{ready}/{deployment.spec.replicas}",
+                shown(image),
+            ]
         )
-    return table
+    return ListTable(columns, rows, title="Deployments (simulated)")
 
 
-def _fleet(info: dict[str, Any]) -> Table:
+def _fleet(info: dict[str, Any]) -> ListTable:
     """The LLM simulator's replicas: their pods' readiness and what each replica's vLLM metrics say."""
     core = client.CoreV1Api(config.new_client_from_config(config_file=info["kubeconfig"]))
     ready = {
@@ -68,23 +76,33 @@ def _fleet(info: dict[str, Any]) -> Table:
         for pod in core.list_namespaced_pod(FLEET_NAMESPACE).items
         if pod.metadata is not None and pod.status is not None
     }
-    table = Table(title=f"LLM fleet (simulated replicas behind {FLEET_NAMESPACE}/{FLEET_SERVICE})")
-    for column in ("pod", "ready", "replica", "running", "waiting", "KV cache", "prefix hits"):
-        table.add_column(column)
+    columns = [
+        Column("pod", key=True),
+        Column("ready"),
+        Column("replica", drop=1),
+        Column("running"),
+        Column("waiting"),
+        Column("KV cache", drop=2),
+        Column("prefix hits", drop=3),
+    ]
+    rows: list[list[Cell]] = []
     for index, url in enumerate(info.get("llm_replicas") or []):
         pod = f"{FLEET_SERVICE}-{index}"
         values = _vllm_metrics(url)
         queries = values.get("vllm:prefix_cache_queries_total", 0.0)
-        table.add_row(
-            pod,
-            "yes" if ready.get(pod) else "no",
-            url,
-            f"{values.get('vllm:num_requests_running', 0):.0f}" if values else "down",
-            f"{values.get('vllm:num_requests_waiting', 0):.0f}" if values else "",
-            f"{values.get('vllm:kv_cache_usage_perc', 0):.0%}" if values else "",
-            f"{values.get('vllm:prefix_cache_hits_total', 0) / queries:.0%}" if queries else "-",
+        rows.append(
+            [
+                pod,
+                "yes" if ready.get(pod) else "no",
+                shown(url),
+                f"{values.get('vllm:num_requests_running', 0):.0f}" if values else "down",
+                f"{values.get('vllm:num_requests_waiting', 0):.0f}" if values else "",
+                f"{values.get('vllm:kv_cache_usage_perc', 0):.0%}" if values else "",
+                f"{values.get('vllm:prefix_cache_hits_total', 0) / queries:.0%}" if queries else "-",
+            ]
         )
-    return table
+    title = f"LLM fleet (simulated replicas behind {FLEET_NAMESPACE}/{FLEET_SERVICE})"
+    return ListTable(columns, rows, title=title)
 
 
 def _vllm_metrics(url: str) -> dict[str, float]:
@@ -101,37 +119,46 @@ def _vllm_metrics(url: str) -> dict[str, float]:
     return values
 
 
-def _traffic(info: dict[str, Any]) -> Table:
+def _traffic(info: dict[str, Any]) -> ListTable:
     status = httpx.get(f"{info['workload']}/admin/status", timeout=5).json()
-    table = Table(title="Traffic (simulated workload)")
-    for column in ("service", "offered req/s", "version", "share", "ready", "utilization", "faults"):
-        table.add_column(column)
+    columns = [
+        Column("service", key=True),
+        Column("offered req/s"),
+        Column("version", key=True),
+        Column("share"),
+        Column("ready", drop=2),
+        Column("utilization", drop=1),
+        Column("faults"),
+    ]
+    rows: list[list[Cell]] = []
     for service in status["services"]:
         name = f"{service['namespace']}/{service['service']}"
         for version in service["versions"] or [{"version": "-"}]:
             fault = service["faults"].get(version["version"])
-            table.add_row(
-                name,
-                f"{service['offered_rps']:.1f}",
-                version["version"],
-                f"{version.get('share', 0):.0%}",
-                str(version.get("ready_replicas", 0)),
-                f"{version.get('utilization', 0):.0%}",
-                json.dumps(fault) if fault else "",
+            rows.append(
+                [
+                    shown(name),
+                    f"{service['offered_rps']:.1f}",
+                    shown(version["version"]),
+                    f"{version.get('share', 0):.0%}",
+                    str(version.get("ready_replicas", 0)),
+                    f"{version.get('utilization', 0):.0%}",
+                    shown(json.dumps(fault)) if fault else "",
+                ]
             )
-    return table
+    return ListTable(columns, rows, title="Traffic (simulated workload)")
 
 
-def _targets(info: dict[str, Any]) -> Table:
+def _targets(info: dict[str, Any]) -> ListTable:
     targets = httpx.get(f"{info['prometheus']}/api/v1/targets", timeout=5).json()["data"]["activeTargets"]
-    table = Table(title="Prometheus scrape targets")
-    for column in ("job", "target", "health", "last error"):
-        table.add_column(column)
-    for target in targets:
-        table.add_row(
-            target["labels"].get("job", ""),
-            target["scrapeUrl"],
-            target["health"],
-            target.get("lastError") or "",
-        )
-    return table
+    columns = [Column("job", key=True), Column("target"), Column("health"), Column("last error")]
+    rows: list[list[Cell]] = [
+        [
+            shown(target["labels"].get("job", "")),
+            shown(target["scrapeUrl"]),
+            shown(target["health"]),
+            shown(target.get("lastError") or ""),
+        ]
+        for target in targets
+    ]
+    return ListTable(columns, rows, title="Prometheus scrape targets")

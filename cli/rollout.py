@@ -12,14 +12,15 @@ import typer
 import yaml
 from rich import box
 from rich.console import Console, Group, RenderableType
-from rich.live import Live
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from cli.connection import CliError, api_commands
+from cli.connection import AsJson, CliError, api_commands
+from cli.live import follow
 from cli.runtime import console
 from cli.show import json_of, plain, shown
+from cli.tables import Cell, Column, ListTable
 from policies.canary import Pause, SetWeight, Step
 
 if TYPE_CHECKING:
@@ -214,9 +215,10 @@ def list_(
             help="Progressing, Paused, Succeeded, RolledBack, Frozen or Failed.", show_default=False
         ),
     ] = None,
+    as_json: AsJson = False,
 ) -> int:
     """Rollouts, newest first."""
-    return run_list(api, console, namespace=namespace, service=service, phase=phase)
+    return run_list(api, console, namespace=namespace, service=service, phase=phase, as_json=as_json)
 
 
 # ---- request bodies from the command line ----------------------------------------------------------------
@@ -577,18 +579,24 @@ def render_rollout(
 def render_list(rollouts: Sequence["RolloutSummary"]) -> RenderableType:
     if not rollouts:
         return Text("no rollouts")
-    table = Table(box=box.SIMPLE_HEAD)
-    for column in ("rollout", "phase", "workflow", "started", "closed"):
-        table.add_column(column, no_wrap=True)
-    for rollout in rollouts:
-        table.add_row(
-            f"{rollout.namespace}/{rollout.service}",
+    columns = [
+        Column("rollout", key=True),
+        Column("phase"),
+        Column("workflow", drop=2),
+        Column("started", drop=3),
+        Column("closed", drop=1),
+    ]
+    rows: list[list[Cell]] = [
+        [
+            shown(f"{rollout.namespace}/{rollout.service}"),
             _phase(rollout.phase),
-            rollout.status,
+            shown(rollout.status),
             _date_time(rollout.started_at),
             _date_time(rollout.closed_at),
-        )
-    return table
+        ]
+        for rollout in rollouts
+    ]
+    return ListTable(columns, rows)
 
 
 def _date_time(value: str | None) -> str:
@@ -611,19 +619,15 @@ def watch(
     """A live view, refreshed every `interval_s`, until the rollout finishes (Ctrl-C stops watching only).
     An API that stops answering for a while, or a spent rate limit, is shown, not fatal; another 4xx
     ends the watch."""
-    view = first if first is not None else api.get(namespace, service)
-    with Live(render_rollout(view), console=console, auto_refresh=False, transient=False) as live:
-        while view.phase not in FINISHED:
-            sleep(interval_s)
-            note = None
-            try:
-                view = api.get(namespace, service)
-            except CliError as err:
-                if err.status is not None and err.status < 500 and err.status != 429:
-                    raise  # a 429 (the key's limit) passes, like an API that is briefly down
-                note = f"{err.message} (retrying)"
-            live.update(render_rollout(view, note=note), refresh=True)
-    return view
+    return follow(
+        lambda: api.get(namespace, service),
+        lambda view, note: render_rollout(view, note=note),
+        lambda view: view.phase in FINISHED,
+        console,
+        first=first,
+        interval_s=interval_s,
+        sleep=sleep,
+    )
 
 
 def _finished_code(view: "RolloutView") -> int:
@@ -684,6 +688,11 @@ def run_list(
     namespace: str | None = None,
     service: str | None = None,
     phase: str | None = None,
+    as_json: bool = False,
 ) -> int:
-    console.print(render_list(api.list(namespace, service, phase)))
+    rollouts = api.list(namespace, service, phase)
+    if as_json:
+        console.print_json(json_of(rollouts))
+    else:
+        console.print(render_list(rollouts))
     return 0

@@ -14,11 +14,12 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from cli.connection import api_commands
+from cli.connection import AsJson, api_commands
 from cli.rollout import Namespace, Reason, number
 from cli.runtime import console
 from cli.scaling_backtest import backtest_command
-from cli.show import plain, shown
+from cli.show import json_of, plain, shown
+from cli.tables import Cell, Column, ListTable
 
 if TYPE_CHECKING:
     from api.scaling_schemas import ScalingSummary, StoredDecision
@@ -149,9 +150,14 @@ def list_(
     phase: Annotated[
         str | None, typer.Option(help="Active, ForecastOnly, Stopped or Failed.", show_default=False)
     ] = None,
+    as_json: AsJson = False,
 ) -> int:
     """Scaling targets, newest first."""
-    console.print(render_list(api.list(namespace, phase)))
+    targets = api.list(namespace, phase)
+    if as_json:
+        console.print_json(json_of(targets))
+    else:
+        console.print(render_list(targets))
     return 0
 
 
@@ -235,11 +241,19 @@ def render_decisions(
     decisions: Sequence["DecisionView | StoredDecision"], last: int = DECISIONS_SHOWN
 ) -> RenderableType:
     """The newest decisions first, one line each (the newest one's reason is the header's message)."""
-    table = Table(box=box.SIMPLE_HEAD, title="decisions (newest first)", title_justify="left")
-    for column in ("#", "at", "status", "rps", "forecast", "conf", "replicas", "ready", "basis"):
-        table.add_column(column, justify="left" if column in ("status", "basis") else "right", no_wrap=True)
-    for decision in decisions[:last]:
-        table.add_row(
+    columns = [
+        Column("#", justify="right", drop=1),
+        Column("at", key=True),
+        Column("status", key=True),
+        Column("rps", justify="right"),
+        Column("forecast", justify="right"),
+        Column("conf", justify="right", drop=2),
+        Column("replicas", key=True, justify="right"),
+        Column("ready", justify="right", drop=3),
+        Column("basis", drop=4),
+    ]
+    rows: list[list[Cell]] = [
+        [
             str(decision.seq),
             _clock(decision.at),
             _styled(decision.status, STATUS_STYLE),
@@ -248,9 +262,13 @@ def render_decisions(
             number(decision.confidence),
             replicas_change(decision),
             str(decision.ready_replicas if decision.ready_replicas is not None else "-"),
-            "/".join(filter(None, [decision.basis, decision.limited_by])) or decision.data_status or "-",
-        )
-    return table
+            shown(
+                "/".join(filter(None, [decision.basis, decision.limited_by])) or decision.data_status or "-"
+            ),
+        ]
+        for decision in decisions[:last]
+    ]
+    return ListTable(columns, rows, title="decisions (newest first)")
 
 
 def render_scaling(view: "ScalingView") -> RenderableType:
@@ -258,19 +276,22 @@ def render_scaling(view: "ScalingView") -> RenderableType:
 
 
 def render_list(targets: Sequence["ScalingSummary"]) -> RenderableType:
-    table = Table(box=box.SIMPLE_HEAD)
-    for column in ("target", "phase", "status", "started"):
-        table.add_column(column)
-    for target in targets:
-        table.add_row(
-            f"{target.namespace}/{target.deployment}",
+    columns = [
+        Column("target", key=True),
+        Column("phase"),
+        Column("status", drop=2),
+        Column("started", drop=1),
+    ]
+    rows: list[list[Cell]] = [
+        [
+            shown(f"{target.namespace}/{target.deployment}"),
             _styled(target.phase, PHASE_STYLE),
-            target.status or "-",
+            shown(target.status or "-"),
             (target.started_at or "-")[:19].replace("T", " "),
-        )
-    if not targets:
-        table.add_row("(none)", "", "", "")
-    return table
+        ]
+        for target in targets
+    ]
+    return ListTable(columns, rows)
 
 
 # ---- what the commands do ---------------------------------------------------------------------------------

@@ -125,6 +125,8 @@ class ChaosView:
     injected: bool = False
     cleaned_up: bool = False
     finished_at: datetime | None = None
+    fault_duration_s: float = 0.0  # how long the fault lasts once injected (when the journal's inject starts)
+    pods_hit: list[str] = field(default_factory=list)  # the pods the fault deleted or hit so far (Litmus')
 
 
 class _Stop(LcpError):
@@ -153,6 +155,7 @@ class ChaosState:
     injected_at: datetime | None = None  # when the engine was created: the fault's start
     cleaned_up: bool = False
     finished_at: datetime | None = None
+    pods_hit: list[str] = field(default_factory=list)
     abort: Actor | None = None
     checked: bool = False  # the safety policy has been checked (or the experiment ended before)
     refusal: ApplicationError | None = None  # why the safety policy (or the spec) refused it
@@ -469,6 +472,7 @@ class ChaosExperimentWorkflow(ChaosRun):
         async def finished() -> bool:
             nonlocal result
             result = await self._activity(LitmusActivities.read_result, result_ref, _options.KUBERNETES_READ)
+            self._state.pods_hit = list(result.pods_hit) or self._state.pods_hit
             return bool(result.finished)
 
         await self._watch(
@@ -584,4 +588,6 @@ class ChaosExperimentWorkflow(ChaosRun):
             injected=state.injected,
             cleaned_up=state.cleaned_up,
             finished_at=state.finished_at,
+            fault_duration_s=experiment.fault.duration_s,
+            pods_hit=list(state.pods_hit),
         )

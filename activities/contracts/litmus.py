@@ -1,7 +1,7 @@
 """What the chaos workflow shares with the Litmus activities (activities/litmus.py): their inputs,
 results and names, without the kubernetes client."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from temporalio import activity
@@ -33,6 +33,7 @@ class ResultState:
     verdict: str = "Awaited"
     probe_success_percentage: str = "Awaited"  # a string in Litmus' schema: "Awaited" while running
     fail_step: str = ""
+    pods_hit: list[str] = field(default_factory=list)  # status.history.targets: the pods the fault hit so far
 
     @property
     def finished(self) -> bool:

@@ -154,6 +154,9 @@ async def test_a_pod_delete_with_a_steady_workload_passes_and_cleans_up(
     assert view.time_to_recover_s is not None and view.recovery_measured_from == FROM_LAST_REPLACED_POD
     assert "after the last disruption" in view.message
     assert not [e for e in engines(lab) if e["metadata"]["name"] == view.engine]  # deleted
+    # what `lcp chaos run --watch` shows: the fault's length and the pods Litmus deleted (25 %: one each 2 s)
+    assert view.fault_duration_s == 4.0
+    assert view.pods_hit and all(pod.startswith(service) for pod in view.pods_hit), view.pods_hit
 
 
 @pytest.mark.usefixtures("worker")

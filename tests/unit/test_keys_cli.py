@@ -1,5 +1,6 @@
 """`lcp keys create|list|revoke` as an operator runs them, against a SQLite read model."""
 
+import json
 import os
 import subprocess
 import sys
@@ -30,6 +31,9 @@ def test_keys_are_shown_once_stored_hashed_listed_and_revoked(tmp_path: Path) ->
     key_id = key.split("_")[1]
     assert listed.returncode == 0 and key_id in listed.stdout and "librechat" in listed.stdout
     assert key not in listed.stdout and "60" in listed.stdout
+    as_json = json.loads(_lcp(tmp_path, "list", "--tenant", "acme", "--json").stdout)
+    assert [(k["id"], k["name"], k["requests_per_minute"]) for k in as_json] == [(key_id, "librechat", 60)]
+    assert "key_hash" not in as_json[0] and hash_key(key) not in json.dumps(as_json)
 
     revoked = _lcp(tmp_path, "revoke", key_id)
     assert revoked.returncode == 0 and "revoked" in revoked.stdout
