@@ -40,8 +40,8 @@ NOT_RUN = {
 EXPECTED_EXIT = {
     ".venv/bin/lcp rollout start chat-api -n lab --image lab.local/chat-api:v2": (
         (0, 1),
-        "a healthy release, judged at a tenth of the standard durations: over 10 s windows its p99 now and "
-        "then reads above 1.2 x the stable's, and it is rolled back (1) or waits for a human (below)",
+        "a healthy release, judged at a tenth of the standard durations: over 10 s windows of a few hundred "
+        "requests a reading can still fail (1) or be inconclusive and wait for a human (below)",
     ),
     ".venv/bin/lcp rollout start chat-api -n lab --image lab.local/chat-api:v3": (
         (1,),
