@@ -365,12 +365,18 @@ def render_fault(view: "ChaosView", now: datetime) -> Text:
 
 
 def render_pods(view: "ChaosView") -> Text:
-    """The pods the fault hit so far (deleted, for pod-delete), as Litmus' ChaosResult lists them."""
+    """While the fault runs, the target's pods ready of all; the pods the fault hit so far (deleted, for
+    pod-delete), as Litmus' ChaosResult lists them."""
     verb = "deleted" if view.fault == "pod-delete" else "hit"
+    line = Text.assemble(("pods   ", "bold"))
+    if view.pods_total is not None and not view.finished_at:
+        ready = f"{view.pods_ready}/{view.pods_total} ready"
+        line.append(ready if view.pods_ready == view.pods_total else f"{ready} (replacements starting)")
+        line.append("; ")
     if not view.pods_hit:
-        return Text.assemble(("pods   ", "bold"), (f"none {verb} yet", "dim"))
+        return line.append(f"none {verb} yet", style="dim")
     names = ", ".join(plain(name) for name in view.pods_hit)
-    return Text.assemble(("pods   ", "bold"), f"{len(view.pods_hit)} {verb}: {names}")
+    return line.append(f"{len(view.pods_hit)} {verb}: {names}")
 
 
 def render_live(view: "ChaosView", now: datetime, note: str | None = None) -> RenderableType:

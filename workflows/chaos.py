@@ -63,6 +63,8 @@ REFUSED = "Refused"  # the safety policy said no: nothing injected
 NOT_STEADY = "NotSteady"  # the hypothesis did not hold before: nothing injected
 ABORTED = "Aborted"  # an SRE stopped it
 ERROR = "Error"  # Litmus or the cluster failed it
+# Patches (workflow.patched): runs recorded before one take the old path on replay.
+READINESS_DURING_FAULT = "chaos-readiness-during-fault"  # the target's pods read with each Litmus result
 FINISHED = (PASSED, FAILED, REFUSED, NOT_STEADY, ABORTED, ERROR)
 
 
@@ -127,6 +129,8 @@ class ChaosView:
     finished_at: datetime | None = None
     fault_duration_s: float = 0.0  # how long the fault lasts once injected (when the journal's inject starts)
     pods_hit: list[str] = field(default_factory=list)  # the pods the fault deleted or hit so far (Litmus')
+    pods_ready: int | None = None  # the target's pods ready, and all of them, as last read during the fault
+    pods_total: int | None = None
 
 
 class _Stop(LcpError):
@@ -156,6 +160,8 @@ class ChaosState:
     cleaned_up: bool = False
     finished_at: datetime | None = None
     pods_hit: list[str] = field(default_factory=list)
+    pods_ready: int | None = None
+    pods_total: int | None = None
     abort: Actor | None = None
     checked: bool = False  # the safety policy has been checked (or the experiment ended before)
     refusal: ApplicationError | None = None  # why the safety policy (or the spec) refused it
@@ -467,12 +473,16 @@ class ChaosExperimentWorkflow(ChaosRun):
         )
         self._state.injected = True
         result_ref = ResultRef(self._engine.namespace, result_name(self._engine.name, experiment))
+        target = TargetRef(experiment.target.namespace, experiment.target.app_label)
         result = ResultState(found=False)
 
         async def finished() -> bool:
             nonlocal result
             result = await self._activity(LitmusActivities.read_result, result_ref, _options.KUBERNETES_READ)
             self._state.pods_hit = list(result.pods_hit) or self._state.pods_hit
+            if workflow.patched(READINESS_DURING_FAULT):  # the watch shows replacements coming up
+                state = await self._activity(LitmusActivities.target_state, target, _options.KUBERNETES_READ)
+                self._state.pods_ready, self._state.pods_total = state.ready, state.pods
             return bool(result.finished)
 
         await self._watch(
@@ -590,4 +600,6 @@ class ChaosExperimentWorkflow(ChaosRun):
             finished_at=state.finished_at,
             fault_duration_s=experiment.fault.duration_s,
             pods_hit=list(state.pods_hit),
+            pods_ready=state.pods_ready,
+            pods_total=state.pods_total,
         )

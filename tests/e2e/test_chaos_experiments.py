@@ -157,6 +157,7 @@ async def test_a_pod_delete_with_a_steady_workload_passes_and_cleans_up(
     # what `lcp chaos run --watch` shows: the fault's length and the pods Litmus deleted (25 %: one each 2 s)
     assert view.fault_duration_s == 4.0
     assert view.pods_hit and all(pod.startswith(service) for pod in view.pods_hit), view.pods_hit
+    assert view.pods_total == 4 and view.pods_ready is not None and 0 <= view.pods_ready <= 4  # last read
 
 
 @pytest.mark.usefixtures("worker")

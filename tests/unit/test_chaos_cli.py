@@ -63,6 +63,8 @@ def test_the_watch_shows_time_left_pods_deleted_and_probes_then_the_report() -> 
         _view(
             probes=[_probe("success-rate", "during", 3, 0.999), _probe("success-rate", "during", 13, 0.998)],
             pods_hit=["chat-api-v1-0", "chat-api-v1-2"],
+            pods_ready=3,
+            pods_total=4,
         ),
         _view(
             phase="Passed",
@@ -100,7 +102,9 @@ def test_the_watch_shows_time_left_pods_deleted_and_probes_then_the_report() -> 
     text = out.getvalue()
     assert code == 0
     assert "10 s of 30 s, 20 s left" in _live_frames(views[0], START + timedelta(seconds=12))
-    assert "2 deleted: chat-api-v1-0, chat-api-v1-2" in _live_frames(views[1], START)
+    assert "3/4 ready (replacements starting); 2 deleted: chat-api-v1-0, chat-api-v1-2" in _live_frames(
+        views[1], START
+    )
     assert "3 deleted: chat-api-v1-0, chat-api-v1-2, chat-api-v1-5" in text  # the last frame, piped
     assert "over after 31 s (of 30 s)" in text and "steady again after 4 s" in text
     assert "ready-replicas" in text and "Passed" in text and "resilience score 100" in text
