@@ -243,7 +243,7 @@ def parse_arguments(tool: ToolSpec, text: str) -> dict[str, Any]:
                     "InvalidArguments",
                     f"invalid arguments: they cannot be checked against the schema ({err!r})",
                 ) from err
-    except (SchemaError, Unresolvable, _Unusable, RecursionError) as err:
+    except (SchemaError, Unresolvable, SchemaTooCostly, RecursionError) as err:
         reason = getattr(err, "message", None) or str(err)
         if isinstance(err, RecursionError):
             reason = "its references lead back to themselves without end"
@@ -254,6 +254,21 @@ def parse_arguments(tool: ToolSpec, text: str) -> dict[str, Any]:
     return arguments
 
 
+def bounded_error(schema: dict[str, Any], instance: Any) -> ValidationError | None:
+    """The best-matching error of `instance` against a well-formed `schema` (Draft 2020-12 unless it names
+    its own `$schema`; local references only), or None. Raises SchemaTooCostly when checking it would
+    follow more than MAX_REFERENCES_FOLLOWED references or match patterns for longer than MAX_PATTERN_S
+    (a `oneOf` of references nested a few deep checks every option at every level)."""
+    validator_class = _bounded(
+        jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
+    )
+    with _check_budget():
+        found: ValidationError | None = best_match(
+            validator_class(schema, registry=LOCAL_ONLY).iter_errors(instance)
+        )
+        return found
+
+
 def _refuse_retrieval(uri: str) -> Resource:
     """A tool's schema is a tenant's: a reference outside it is never fetched (it could point anywhere)."""
     raise NoSuchResource(ref=uri)  # type: ignore[call-arg]
@@ -262,7 +277,7 @@ def _refuse_retrieval(uri: str) -> Resource:
 LOCAL_ONLY: Registry = Registry(retrieve=_refuse_retrieval)  # type: ignore[call-arg]
 
 
-class _Unusable(PermanentError):
+class SchemaTooCostly(PermanentError):
     """The schema cannot check these arguments within bounds: too many references followed, patterns
     that take too long, or a pattern the regex module cannot read."""
 
@@ -288,7 +303,7 @@ def _counted(follow: Callable[..., Iterator[Any]]) -> Callable[..., Iterator[Any
     def counted(validator: Any, ref: Any, instance: Any, schema: Any) -> Iterator[Any]:
         left = _references_left.get()
         if left <= 0:
-            raise _Unusable(
+            raise SchemaTooCostly(
                 f"checking arguments against it follows more than {MAX_REFERENCES_FOLLOWED} references"
             )
         _references_left.set(left - 1)
@@ -305,9 +320,11 @@ def _matches(pattern: str, text: str) -> bool:
             raise TimeoutError
         return regex.search(pattern, text, timeout=left) is not None
     except TimeoutError as err:
-        raise _Unusable(f"its patterns take longer than {MAX_PATTERN_S:g} s to check the arguments") from err
+        raise SchemaTooCostly(
+            f"its patterns take longer than {MAX_PATTERN_S:g} s to check the arguments"
+        ) from err
     except regex.error as err:
-        raise _Unusable(f"pattern {pattern!r} cannot be used: {err}") from err
+        raise SchemaTooCostly(f"pattern {pattern!r} cannot be used: {err}") from err
 
 
 def _pattern(validator: Any, pattern: str, instance: Any, schema: Any) -> Iterator[ValidationError]:

@@ -179,6 +179,7 @@ class RateLimiter:
             await asyncio.wait(list(self._charging), timeout=self._deadline.timeout_s)
         if self._settling is not None:
             self._settling.cancel()
+            await asyncio.gather(self._settling, return_exceptions=True)
         if owed := self._owed:
             self._owed = {}
             try:
@@ -272,8 +273,10 @@ class RateLimiter:
             owed, self._owed = self._owed, {}
             try:
                 await self._deadline.run(lambda: self._send(owed))  # noqa: B023 - awaited in this pass
-            except ApiError:
+            except BaseException as err:  # cancelled by close() too: owed still, for its last try
                 self._owe(owed)
+                if not isinstance(err, ApiError):
+                    raise
                 continue
             log.warning("tokens used while the database was away are charged now: %d", sum(owed.values()))
 

@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 
 import jsonschema
 
+from activities.tools import SchemaTooCostly, bounded_error
 from policies.response_format import bounds_problem, pointer
 
 MAX_DEPTH = 16  # nested objects and arrays, references followed included
@@ -51,7 +52,9 @@ def instance(schema: dict[str, Any], rng: random.Random) -> Any:
         raise Unsupported(tuple(err.path), f"not a valid schema: {err.message[:200]}") from None
     try:
         value = _Builder(schema, rng).build(schema, (), 0)
-        error = jsonschema.exceptions.best_match(validator(schema).iter_errors(value))
+        error = bounded_error(schema, value)
+    except SchemaTooCostly as err:
+        raise Unsupported((), f"too much work to check a value against it: {err}") from None
     except (ArithmeticError, ValueError, TypeError, RecursionError) as err:  # huge bounds, reference loops
         if isinstance(err, Unsupported):
             raise

@@ -44,6 +44,8 @@ def bounds_problem(schema: dict[str, Any]) -> str | None:
         return f"the schema is unusable: {reason}"
     if "$schema" in schema and not isinstance(schema["$schema"], str):
         return "at #/$schema: it must be a string (a meta-schema URI)"
+    if "draft-03" in schema.get("$schema", ""):
+        return "at #/$schema: draft-03 is not supported (its keywords differ): use Draft 2020-12 or omit it"
     return None
 
 
@@ -59,7 +61,8 @@ def strict_problem(schema: dict[str, Any]) -> str | None:
         if sub.get("additionalProperties") is not False:
             return f'at {pointer(path)}: with strict, an object needs "additionalProperties": false'
         properties = sub.get("properties") or {}
-        missing = sorted(set(properties) - set(sub.get("required") or []))
+        required = sub.get("required")
+        missing = sorted(set(properties) - set(required if isinstance(required, list) else []))
         if missing:
             return (
                 f"at {pointer(path)}: with strict, every property must be required (missing: "

@@ -64,6 +64,16 @@ def test_pydantic_schemas_get_values_that_validate(strict: bool) -> None:
         ),
         ({"type": "array"}, True, "root must be"),
         ({"$ref": "https://example.com/schema.json"}, False, "nothing is fetched"),
+        (  # draft-03's `required` is a flag: strict mode's check once raised on it (a 500)
+            {
+                "$schema": "http://json-schema.org/draft-03/schema#",
+                "type": "object",
+                "additionalProperties": False,
+                "required": True,
+            },
+            True,
+            "draft-03 is not supported",
+        ),
     ],
 )
 def test_malformed_schemas_are_named_by_path(schema: dict[str, Any], strict: bool, where: str) -> None:
@@ -100,6 +110,15 @@ def test_the_builder_is_bounded_on_schemas_that_branch_without_end() -> None:
     """Every alternative recurses and fails only at the depth limit: 4^8 tries unbounded."""
     schema = {"$defs": {"x": {"anyOf": [{"$ref": "#/$defs/x"}] * 4}}, "$ref": "#/$defs/x"}
     with pytest.raises(Unsupported, match=f"more than {MAX_STEPS} steps"):
+        instance(schema, random.Random(0))
+
+
+def test_checking_the_value_is_bounded_on_nested_one_of_references() -> None:
+    """The builder takes oneOf's first option, but checking the value tries every option at every level:
+    300 options 7 levels deep would never end (N^7); the check follows a bounded number of references."""
+    levels = {f"l{i}": {"oneOf": [{"$ref": f"#/$defs/l{i + 1}"}] * 300} for i in range(7)}
+    schema = {"$ref": "#/$defs/l0", "$defs": {**levels, "l7": {"type": "string"}}}
+    with pytest.raises(Unsupported, match="too much work to check"):
         instance(schema, random.Random(0))
 
 
