@@ -1,6 +1,7 @@
 """The chaos scenario routes over real HTTP (the app served by uvicorn, the ops worker in the test's loop, the
 rollout lab with its Argo and Litmus simulations) and `lcp chaos scenario` run as a subprocess."""
 
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +59,7 @@ async def test_run_watch_and_list_a_scenario_over_rest_and_the_cli(
     await lab.measured(success_rate(api))
     await lab.measured(success_rate(models))
     short = {"TOTAL_CHAOS_DURATION": "3", "PODS_AFFECTED_PERC": "25"}
+    run = f"r-{uuid.uuid4().hex[:8]}"  # the Temporal server is shared with other files' tests (their "r1")
     body = {
         "definition": definition(
             "api-and-models",
@@ -69,12 +71,12 @@ async def test_run_watch_and_list_a_scenario_over_rest_and_the_cli(
                 ),
             ],
         ),
-        "run": "r1",
+        "run": run,
     }
     response = await sre.post("/v1/chaos/scenarios", json=body)
     assert response.status_code == 201, response.text
     assert response.json()["journal"][0]["step"] == "safety"
-    path = "/v1/chaos/scenarios/api-and-models/r1"
+    path = f"/v1/chaos/scenarios/api-and-models/{run}"
     view = await until(sre, path, lambda v: v["finished_at"] is not None)
     assert view["phase"] == "Passed" and view["verdict"] == "Succeeded", view["message"]
     assert [(f["name"], f["phase"]) for f in view["faults"]] == [
@@ -84,12 +86,12 @@ async def test_run_watch_and_list_a_scenario_over_rest_and_the_cli(
 
     assert _error(await sre.post("/v1/chaos/scenarios", json=body), 409)["type"] == "RunExists"
     listed = (await sre.get("/v1/chaos/scenarios")).json()["data"]
-    assert "chaos-scenario/api-and-models/r1" in [r["id"] for r in listed]
-    assert "chaos-scenario/api-and-models/r1" not in [
+    assert f"chaos-scenario/api-and-models/{run}" in [r["id"] for r in listed]
+    assert f"chaos-scenario/api-and-models/{run}" not in [
         r["id"] for r in (await sre.get("/v1/chaos")).json()["data"]
     ]
 
-    code, out, err = await run_lcp(api_url, key, "chaos", "scenario", "status", "api-and-models", "r1")
+    code, out, err = await run_lcp(api_url, key, "chaos", "scenario", "status", "api-and-models", run)
     assert code == 0, err
     assert "Passed" in out and "models-loss" in out and "resilience score 100" in out
     code, out, err = await run_lcp(api_url, key, "chaos", "scenario", "catalogue")
