@@ -184,7 +184,9 @@ async def test_n_choices_fail_as_one_request(sdk: openai.AsyncOpenAI, simulator:
             await admin.put("/admin/faults", json={"fail_next": 1})
             with pytest.raises(openai.InternalServerError):
                 await sdk.chat.completions.create(model="sim-zero", messages=ASK, n=3, stream=True)
-            await admin.put("/admin/faults", json={"break_stream_next": 1, "break_stream_after": 1})
+            # Three: a choice of the request before, cancelled, may still reach the simulator after this
+            # (under load it once took the only broken stream, and this request's choices ran whole).
+            await admin.put("/admin/faults", json={"break_stream_next": 3, "break_stream_after": 5})
             long: Any = [{"role": "user", "content": "[echo] " + " ".join(["word"] * 200)}]
             stream = await sdk.chat.completions.create(model="sim-zero", messages=long, n=2, stream=True)
             with pytest.raises(openai.APIError, match="broke off"):
