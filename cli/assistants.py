@@ -18,7 +18,7 @@ from rich.text import Text
 from cli.connection import AsJson, CliError, api_commands
 from cli.rollout import number
 from cli.runtime import console
-from cli.show import json_of, plain, shown
+from cli.show import plain, print_answer, shown
 from cli.tables import Cell, Column, ListTable
 
 if TYPE_CHECKING:
@@ -86,34 +86,19 @@ Reason = Annotated[str, typer.Option(help="Why: kept in the assistant's history.
 @command("list")
 def list_(api: "AssistantsApi", as_json: AsJson = False) -> int:
     """Your tenant's assistants: state, live version, a running experiment."""
-    found = api.all()
-    if as_json:
-        console.print_json(json_of(found))
-    else:
-        console.print(render_list(found))
-    return 0
+    return print_answer(api.all(), render_list, as_json)
 
 
 @command("show")
 def show(api: "AssistantsApi", assistant: AssistantId, as_json: AsJson = False) -> int:
     """One assistant: every version, the live one, experiments and recent changes."""
-    view = api.get(assistant)
-    if as_json:
-        console.print_json(json_of(view))
-    else:
-        console.print(render_assistant(view))
-    return 0
+    return print_answer(api.get(assistant), render_assistant, as_json)
 
 
 @command("versions")
 def versions(api: "AssistantsApi", assistant: AssistantId, as_json: AsJson = False) -> int:
     """Every version: model, tools, what changed, who and when, when published."""
-    found = api.versions(assistant)
-    if as_json:
-        console.print_json(json_of(found))
-    else:
-        console.print(render_versions(found))
-    return 0
+    return print_answer(api.versions(assistant), render_versions, as_json)
 
 
 @command("create")
@@ -227,12 +212,7 @@ def experiment_stop(
 def stats(api: "AssistantsApi", assistant: AssistantId, as_json: AsJson = False) -> int:
     """Usage per version (turns, errors, tokens, latency, feedback); per experiment, each arm minus the
     control with a 95% interval."""
-    answer = api.stats(assistant)
-    if as_json:
-        console.print_json(json_of(answer))
-    else:
-        console.print(render_stats(answer))
-    return 0
+    return print_answer(api.stats(assistant), render_stats, as_json)
 
 
 def _act(api: "AssistantsApi", assistant: str, action: str, body: Mapping[str, Any]) -> int:

@@ -26,7 +26,7 @@ from cli import drill_views, live
 from cli.connection import AsJson, CliError, api_commands
 from cli.rollout import Reason, number
 from cli.runtime import console, err_console
-from cli.show import json_of, plain, shown
+from cli.show import plain, print_answer, shown
 from cli.tables import Cell, Column, ListTable
 
 if TYPE_CHECKING:
@@ -77,12 +77,7 @@ ExperimentsFile = Annotated[
 @command("catalogue")
 def catalogue(api: "ChaosApi", as_json: AsJson = False) -> int:
     """The experiments the API runs by name."""
-    experiments = api.catalogue()
-    if as_json:
-        console.print_json(json_of(experiments))
-    else:
-        console.print(render_catalogue(experiments))
-    return 0
+    return print_answer(api.catalogue(), render_catalogue, as_json)
 
 
 @command("run")
@@ -138,12 +133,7 @@ def list_(
     as_json: AsJson = False,
 ) -> int:
     """Experiment runs, newest first."""
-    runs = api.runs(phase)
-    if as_json:
-        console.print_json(json_of(runs))
-    else:
-        console.print(render_list(runs))
-    return 0
+    return print_answer(api.runs(phase), render_list, as_json)
 
 
 @command("schedule")
@@ -166,12 +156,7 @@ def schedule(
 @command("schedules")
 def schedules(api: "ChaosApi", as_json: AsJson = False) -> int:
     """Game-day schedules, with their next and recent runs."""
-    found = api.schedules()
-    if as_json:
-        console.print_json(json_of(found))
-    else:
-        console.print(render_schedules(found))
-    return 0
+    return print_answer(api.schedules(), render_schedules, as_json)
 
 
 @command("unschedule")

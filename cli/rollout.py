@@ -19,7 +19,7 @@ from rich.text import Text
 from cli.connection import AsJson, CliError, api_commands
 from cli.live import follow
 from cli.runtime import console
-from cli.show import json_of, plain, shown
+from cli.show import json_of, plain, print_answer, shown
 from cli.tables import Cell, Column, ListTable
 from policies.canary import Pause, SetWeight, Step
 
@@ -690,9 +690,4 @@ def run_list(
     phase: str | None = None,
     as_json: bool = False,
 ) -> int:
-    rollouts = api.list(namespace, service, phase)
-    if as_json:
-        console.print_json(json_of(rollouts))
-    else:
-        console.print(render_list(rollouts))
-    return 0
+    return print_answer(api.list(namespace, service, phase), render_list, as_json)

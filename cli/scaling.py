@@ -18,7 +18,7 @@ from cli.connection import AsJson, api_commands
 from cli.rollout import Namespace, Reason, number
 from cli.runtime import console
 from cli.scaling_backtest import backtest_command
-from cli.show import json_of, plain, shown
+from cli.show import plain, print_answer, shown
 from cli.tables import Cell, Column, ListTable
 
 if TYPE_CHECKING:
@@ -153,12 +153,7 @@ def list_(
     as_json: AsJson = False,
 ) -> int:
     """Scaling targets, newest first."""
-    targets = api.list(namespace, phase)
-    if as_json:
-        console.print_json(json_of(targets))
-    else:
-        console.print(render_list(targets))
-    return 0
+    return print_answer(api.list(namespace, phase), render_list, as_json)
 
 
 # ---- rendering -----------------------------------------------------------------------------------------

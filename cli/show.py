@@ -3,9 +3,16 @@ text never reaches the terminal raw, so it cannot move the cursor, retitle the w
 it or inject rich markup; and an answer printed as JSON, as the API sent it."""
 
 import re
+from collections.abc import Callable
+from typing import TypeVar
 
 from pydantic import TypeAdapter
+from rich.console import RenderableType
 from rich.markup import escape
+
+from cli.runtime import console
+
+Answer = TypeVar("Answer")
 
 # C0/C1 controls and DEL (ESC starts terminal sequences; 0x9B is CSI on its own), bidi embeddings,
 # overrides and isolates, and line/paragraph separators: shown as escapes, e.g. \x1b, \u202e.
@@ -34,3 +41,12 @@ def shown(value: object, *, lines: bool = False) -> str:
 def json_of(answer: object) -> str:
     """An API answer (one of its response schemas) as the JSON the API sent: its schema's serialisation."""
     return TypeAdapter(type(answer)).dump_json(answer).decode()
+
+
+def print_answer(answer: Answer, render: Callable[[Answer], RenderableType], as_json: bool) -> int:
+    """A command's API answer as the JSON the API sent (`--json`) or as its screen; exit code 0."""
+    if as_json:
+        console.print_json(json_of(answer))
+    else:
+        console.print(render(answer))
+    return 0
