@@ -44,7 +44,9 @@ async def api_url(
                 "name": name,
                 "owned_by": "lcp-simulator",
                 "upstream_model": "sim-zero",
-                "routing": {"strategy": strategy},
+                # a cooldown that outlasts the test: it is read through a CLI that takes seconds to start
+                # on a loaded machine, and a 5 s one had ended by then
+                "routing": {"strategy": strategy, "cooldown": {"cooldown_s": 300}},
                 "deployments": deployments,
             }
             for name, strategy in (("fleet-zero", "round_robin"), ("fleet-cached", "cache_aware"))
