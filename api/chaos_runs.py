@@ -140,14 +140,27 @@ async def start(
 
 async def create_game_day(
     state: AppState,
-    schedule_id: str,
-    action: ScheduleActionStartWorkflow,
     body: GameDayTiming,
-    note: str,
+    run: Callable[[Any, Any], Any],
+    request: Any,
+    *,
     prefix: str,
+    name: str,
+    note: str,
+    workflow_id: str,
+    search_attributes: TypedSearchAttributes,
+    memo: Mapping[str, Any] | None = None,
 ) -> ScheduleSummary:
-    """A Temporal Schedule that starts `action` on the body's cron or interval, skipping a run while the last
-    one still runs; a 409 when one by that id exists."""
+    """A Temporal Schedule (`prefix` + `name`) that starts the run's workflow on the body's cron or interval,
+    skipping a run while the last one still runs; a 409 when one by that id exists."""
+    action = ScheduleActionStartWorkflow(
+        run,
+        request,
+        id=workflow_id,
+        task_queue=state.settings.rollout.task_queue,
+        typed_search_attributes=search_attributes,
+        memo=memo,
+    )
     spec = (
         ScheduleSpec(cron_expressions=[body.cron])
         if body.cron
@@ -159,6 +172,7 @@ async def create_game_day(
         policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
         state=ScheduleState(paused=body.paused, note=note),
     )
+    schedule_id = prefix + name
     try:
         handle = await state.temporal.create_schedule(schedule_id, schedule)
         return schedule_summary(schedule_id, await handle.describe(), prefix)

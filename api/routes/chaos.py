@@ -4,7 +4,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Query
-from temporalio.client import ScheduleActionStartWorkflow, WorkflowHandle
+from temporalio.client import WorkflowHandle
 
 from api import chaos_runs
 from api.auth import SreDep
@@ -65,18 +65,19 @@ async def create_schedule(body: ScheduleCreate, state: StateDep, caller: SreDep)
     """A recurring game day on a Temporal Schedule (one per experiment; a run is skipped while the last
     one still runs). Each run goes through the same safety policy as a manual one."""
     experiment = _experiment(body.experiment, body.definition, state)
-    action = ScheduleActionStartWorkflow(
+    return await chaos_runs.create_game_day(
+        state,
+        body,
         ChaosExperimentWorkflow.run,
         ChaosInput(
             experiment, "", chaos_runs.safety_policy(state), requested_by=f"schedule by {caller.subject}"
         ),
-        id=workflow_id(experiment.name, "gameday"),
-        task_queue=state.settings.rollout.task_queue,
-        typed_search_attributes=chaos_runs.attributes("chaos", experiment.target),
+        prefix=SCHEDULE_PREFIX,
+        name=experiment.name,
+        note=f"chaos game day: {experiment.name}",
+        workflow_id=workflow_id(experiment.name, "gameday"),
+        search_attributes=chaos_runs.attributes("chaos", experiment.target),
     )
-    note = f"chaos game day: {experiment.name}"
-    schedule_id = SCHEDULE_PREFIX + experiment.name
-    return await chaos_runs.create_game_day(state, schedule_id, action, body, note, SCHEDULE_PREFIX)
 
 
 @router.get("/schedules", response_model=ScheduleList)

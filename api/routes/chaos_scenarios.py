@@ -5,7 +5,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Query
-from temporalio.client import ScheduleActionStartWorkflow, WorkflowHandle
+from temporalio.client import WorkflowHandle
 from temporalio.common import TypedSearchAttributes
 
 from api import chaos_runs
@@ -62,19 +62,20 @@ async def create_schedule(body: ScenarioScheduleCreate, state: StateDep, caller:
     """A recurring game day of a scenario (one schedule per scenario; a run is skipped while the last one
     still runs), each run through the same safety policy as a manual one."""
     scenario = _scenario(body.scenario, body.definition, state)
-    action = ScheduleActionStartWorkflow(
+    return await chaos_runs.create_game_day(
+        state,
+        body,
         ChaosScenarioWorkflow.run,
         ScenarioInput(
             scenario, "", chaos_runs.safety_policy(state), requested_by=f"schedule by {caller.subject}"
         ),
-        id=workflow_id(scenario.name, "gameday"),
-        task_queue=state.settings.rollout.task_queue,
-        typed_search_attributes=_attributes(scenario),
+        prefix=SCHEDULE_PREFIX,
+        name=scenario.name,
+        note=f"chaos scenario game day: {scenario.name}",
+        workflow_id=workflow_id(scenario.name, "gameday"),
+        search_attributes=_attributes(scenario),
         memo=_memo(scenario),
     )
-    note = f"chaos scenario game day: {scenario.name}"
-    schedule_id = SCHEDULE_PREFIX + scenario.name
-    return await chaos_runs.create_game_day(state, schedule_id, action, body, note, SCHEDULE_PREFIX)
 
 
 @router.get("/schedules", response_model=ScheduleList)
