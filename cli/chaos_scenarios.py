@@ -169,7 +169,7 @@ def render(
 ) -> None:
     """Print the Argo Workflow a scenario runs as (YAML, no API needed): `kubectl create -f -` runs it on a
     cluster with Argo Workflows and Litmus."""
-    from chaos.argo import render_workflow  # the argo-workflows models: only for this command
+    from activities.argo_workflow import render_workflow  # the argo-workflows models: only for this command
     from chaos.experiments import ExperimentError
     from chaos.scenarios import DEFAULT_SCENARIOS, load_scenarios
 
