@@ -43,11 +43,13 @@ from workflows.chaos import CHECKING
 
 
 class Named(Protocol):
+    """What a catalogue holds: experiments or scenarios, by name."""
+
     @property
     def name(self) -> str: ...
 
 
-Run = TypeVar("Run", bound=Named)  # an Experiment or a Scenario
+Run = TypeVar("Run", bound=Named)
 View = TypeVar("View")  # its workflow's view
 Load = Callable[[str | Path, Mapping[str, str]], list[Run]]
 Parse = Callable[[Any], list[Run]]
