@@ -55,15 +55,17 @@ def _address(client: Client) -> str:
     return client.service_client.config.target_host
 
 
-def success_rate(service: str) -> PromProbe:
+def success_rate_query(service: str) -> str:
+    """PromQL: the share of the lab service's requests that did not fail (5xx)."""
     selector = f'namespace="{NAMESPACE}",service="{service}"'
-    return PromProbe(
-        name="success-rate",
-        query=f'sum(rate(http_requests_total{{{selector},code!~"5.."}}[5s])) '
-        f"/ sum(rate(http_requests_total{{{selector}}}[5s]))",
-        comparator=">=",
-        value=0.95,
+    return (
+        f'sum(rate(http_requests_total{{{selector},code!~"5.."}}[5s])) '
+        f"/ sum(rate(http_requests_total{{{selector}}}[5s]))"
     )
+
+
+def success_rate(service: str) -> PromProbe:
+    return PromProbe(name="success-rate", query=success_rate_query(service), comparator=">=", value=0.95)
 
 
 async def steady(lab: RolloutLab, service: str) -> None:
