@@ -7,6 +7,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from temporalio import activity
 
+from activities.argo_workflow import render_workflow
 from activities.contracts import argo as contract
 from activities.contracts.argo import (
     NodeState,
@@ -17,7 +18,6 @@ from activities.contracts.argo import (
 )
 from activities.kubernetes import permanent_errors
 from activities.litmus import unless_gone
-from chaos.argo import render_workflow
 
 ARGO = ("argoproj.io", "v1alpha1")
 WORKFLOWS = "workflows"

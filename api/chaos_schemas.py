@@ -15,23 +15,32 @@ EVERY_RANGE = seconds(MINUTE_S, 366 * DAY_S)
 CRON_MACROS = ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly")
 _CRON_FIELD = re.compile(r"[0-9A-Za-z*?/,#\-]{1,40}")
 
+RunId = Annotated[
+    str | None,
+    Field(
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+        max_length=40,
+        description="This run's id (default: the UTC time, e.g. 20261126-150600).",
+    ),
+]
+
+
+def one_of(name: str | None, definition: dict[str, Any] | None, kind: str, article: str) -> None:
+    """A body names its `kind` (experiment or scenario) from the catalogue or gives it whole: one of them."""
+    if (name is None) == (definition is None):
+        raise ValueError(f"give {kind} (a catalogue name) or definition ({article} {kind}), one of them")
+
 
 class ChaosCreate(Strict):
     """An experiment from the catalogue by name, or one given whole (the catalogue YAML's shape)."""
 
     experiment: str | None = Field(default=None, description="A catalogue experiment's name.")
     definition: dict[str, Any] | None = Field(default=None, description="An experiment, as in the YAML.")
-    run: str | None = Field(
-        default=None,
-        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
-        max_length=40,
-        description="This run's id (default: the UTC time, e.g. 20261126-150600).",
-    )
+    run: RunId = None
 
     @model_validator(mode="after")
     def _one_experiment(self) -> "ChaosCreate":
-        if (self.experiment is None) == (self.definition is None):
-            raise ValueError("give experiment (a catalogue name) or definition (an experiment), one of them")
+        one_of(self.experiment, self.definition, "experiment", "an")
         return self
 
 
@@ -95,8 +104,7 @@ class ScheduleCreate(GameDayTiming):
 
     @model_validator(mode="after")
     def _one_experiment(self) -> "ScheduleCreate":
-        if (self.experiment is None) == (self.definition is None):
-            raise ValueError("give experiment (a catalogue name) or definition (an experiment), one of them")
+        one_of(self.experiment, self.definition, "experiment", "an")
         return self
 
 
@@ -121,17 +129,11 @@ class ScenarioCreate(Strict):
 
     scenario: str | None = Field(default=None, description="A catalogue scenario's name.")
     definition: dict[str, Any] | None = Field(default=None, description="A scenario, as in the YAML.")
-    run: str | None = Field(
-        default=None,
-        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
-        max_length=40,
-        description="This run's id (default: the UTC time, e.g. 20261126-150600).",
-    )
+    run: RunId = None
 
     @model_validator(mode="after")
     def _one_scenario(self) -> "ScenarioCreate":
-        if (self.scenario is None) == (self.definition is None):
-            raise ValueError("give scenario (a catalogue name) or definition (a scenario), one of them")
+        one_of(self.scenario, self.definition, "scenario", "a")
         return self
 
 
@@ -143,8 +145,7 @@ class ScenarioScheduleCreate(GameDayTiming):
 
     @model_validator(mode="after")
     def _one_scenario(self) -> "ScenarioScheduleCreate":
-        if (self.scenario is None) == (self.definition is None):
-            raise ValueError("give scenario (a catalogue name) or definition (a scenario), one of them")
+        one_of(self.scenario, self.definition, "scenario", "a")
         return self
 
 

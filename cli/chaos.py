@@ -31,7 +31,7 @@ from cli.tables import Cell, Column, ListTable
 
 if TYPE_CHECKING:
     from api.chaos_schemas import ChaosSummary, ScheduleSummary
-    from cli.client import ChaosApi
+    from cli.client import ChaosApi, ScenariosApi
     from workflows.chaos import ChaosView
     from workflows.chaos_scenario import ScenarioView
 
@@ -69,6 +69,19 @@ ExperimentsFile = Annotated[
     Path | None,
     typer.Option(help="A YAML file of experiments (the catalogue's shape).", show_default=False),
 ]
+# Options the experiment and the scenario commands share.
+RunOption = Annotated[str | None, typer.Option("--run", help="This run's id (default: the time).")]
+WatchToEnd = Annotated[
+    bool, typer.Option("--watch", "-w", help="Follow it to the end (exit 0 if it passed).")
+]
+Follow = Annotated[bool, typer.Option("--watch", "-w", help="Follow it to the end.")]
+Phase = Annotated[
+    str | None,
+    typer.Option(help="Passed, Failed, Refused, NotSteady, Aborted, Error, ...", show_default=False),
+]
+Cron = Annotated[str | None, typer.Option(help='A cron expression (UTC), e.g. "0 14 * * WED".')]
+Every = Annotated[float | None, typer.Option(help="Or every this many seconds (at least 60).")]
+Paused = Annotated[bool, typer.Option(help="Create it paused (unpause in the Temporal UI).")]
 
 
 # ---- the commands ----------------------------------------------------------------------------------------
@@ -87,10 +100,8 @@ def run(
         str | None, typer.Argument(help="A catalogue experiment, or the one to pick from --file.")
     ] = None,
     file: ExperimentsFile = None,
-    run_id: Annotated[str | None, typer.Option("--run", help="This run's id (default: the time).")] = None,
-    follow: Annotated[
-        bool, typer.Option("--watch", "-w", help="Follow it to the end (exit 0 if it passed).")
-    ] = False,
+    run_id: RunOption = None,
+    follow: WatchToEnd = False,
 ) -> int:
     """Run an experiment: safety policy, steady state, the fault, cleanup, recovery, report."""
     if experiment is None and file is None:
@@ -107,7 +118,7 @@ def status(
     api: "ChaosApi",
     experiment: Experiment,
     run_id: RunId,
-    follow: Annotated[bool, typer.Option("--watch", "-w", help="Follow it to the end.")] = False,
+    follow: Follow = False,
 ) -> int:
     """A run's phase, journal, probes, verdict and score."""
     if follow:
@@ -126,10 +137,7 @@ def abort(api: "ChaosApi", experiment: Experiment, run_id: RunId, reason: Reason
 @command("list")
 def list_(
     api: "ChaosApi",
-    phase: Annotated[
-        str | None,
-        typer.Option(help="Passed, Failed, Refused, NotSteady, Aborted, Error, ...", show_default=False),
-    ] = None,
+    phase: Phase = None,
     as_json: AsJson = False,
 ) -> int:
     """Experiment runs, newest first."""
@@ -142,13 +150,13 @@ def schedule(
     experiment: Annotated[
         str, typer.Argument(help="A catalogue experiment, or the one to pick from --file.")
     ],
-    cron: Annotated[str | None, typer.Option(help='A cron expression (UTC), e.g. "0 14 * * WED".')] = None,
-    every: Annotated[float | None, typer.Option(help="Or every this many seconds (at least 60).")] = None,
+    cron: Cron = None,
+    every: Every = None,
     file: ExperimentsFile = None,
-    paused: Annotated[bool, typer.Option(help="Create it paused (unpause in the Temporal UI).")] = False,
+    paused: Paused = False,
 ) -> int:
     """A recurring game day on a Temporal Schedule; each run passes the same safety policy."""
-    body = run_body(experiment, file, None) | {"cron": cron, "every_s": every, "paused": paused}
+    body = run_body(experiment, file, None) | game_day_timing(cron, every, paused)
     console.print(render_schedules([api.schedule(body)]))
     return 0
 
@@ -165,9 +173,7 @@ def unschedule(
     schedule_id: Annotated[str, typer.Argument(help="The schedule's id (`lcp chaos schedules`).")],
 ) -> int:
     """Delete a game-day schedule (runs under way finish and clean up)."""
-    api.unschedule(schedule_id)
-    console.print(f"deleted {schedule_id}")
-    return 0
+    return delete_game_day(api, schedule_id)
 
 
 @app.command("drills")
@@ -252,6 +258,11 @@ def run_body(
     if len(chosen) != 1:
         raise CliError(f"{file}: name the {kind} to run (it holds {len(entries)})")
     return body | {"definition": chosen[0]}
+
+
+def game_day_timing(cron: str | None, every: float | None, paused: bool) -> dict[str, Any]:
+    """A game day's timing, as the schedule body carries it beside the run_body."""
+    return {"cron": cron, "every_s": every, "paused": paused}
 
 
 # ---- rendering -----------------------------------------------------------------------------------------
@@ -470,3 +481,10 @@ def watch(
     )
     console.print(render_header(view))
     return 0 if view.phase == "Passed" else 1
+
+
+def delete_game_day(api: "ChaosApi | ScenariosApi", schedule_id: str) -> int:
+    """Delete a game-day schedule and say so."""
+    api.unschedule(schedule_id)
+    console.print(f"deleted {schedule_id}")
+    return 0

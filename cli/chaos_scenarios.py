@@ -18,7 +18,16 @@ from rich.text import Text
 
 from cli.chaos import (
     PHASE_STYLE,
+    Cron,
+    Every,
+    Follow,
+    Paused,
+    Phase,
+    RunOption,
+    WatchToEnd,
     _styled,
+    delete_game_day,
+    game_day_timing,
     render_journal,
     render_probes,
     render_schedules,
@@ -77,10 +86,8 @@ def run(
         str | None, typer.Argument(help="A catalogue scenario, or the one to pick from --file.")
     ] = None,
     file: ScenariosFile = None,
-    run_id: Annotated[str | None, typer.Option("--run", help="This run's id (default: the time).")] = None,
-    follow: Annotated[
-        bool, typer.Option("--watch", "-w", help="Follow it to the end (exit 0 if it passed).")
-    ] = False,
+    run_id: RunOption = None,
+    follow: WatchToEnd = False,
 ) -> int:
     """Run a scenario: safety policy for every fault, steady state, the Argo Workflow, cleanup, recovery."""
     if scenario is None and file is None:
@@ -97,7 +104,7 @@ def status(
     api: "ScenariosApi",
     scenario: Scenario,
     run_id: RunId,
-    follow: Annotated[bool, typer.Option("--watch", "-w", help="Follow it to the end.")] = False,
+    follow: Follow = False,
 ) -> int:
     """A run's phase, each fault's progress, the journal, probes, verdict and score."""
     if follow:
@@ -116,10 +123,7 @@ def abort(api: "ScenariosApi", scenario: Scenario, run_id: RunId, reason: Reason
 @command("list")
 def list_(
     api: "ScenariosApi",
-    phase: Annotated[
-        str | None,
-        typer.Option(help="Passed, Failed, Refused, NotSteady, Aborted, Error, ...", show_default=False),
-    ] = None,
+    phase: Phase = None,
 ) -> int:
     """Scenario runs, newest first."""
     console.print(render_list(api.runs(phase)))
@@ -130,17 +134,13 @@ def list_(
 def schedule(
     api: "ScenariosApi",
     scenario: Annotated[str, typer.Argument(help="A catalogue scenario, or the one to pick from --file.")],
-    cron: Annotated[str | None, typer.Option(help='A cron expression (UTC), e.g. "0 14 * * WED".')] = None,
-    every: Annotated[float | None, typer.Option(help="Or every this many seconds (at least 60).")] = None,
+    cron: Cron = None,
+    every: Every = None,
     file: ScenariosFile = None,
-    paused: Annotated[bool, typer.Option(help="Create it paused (unpause in the Temporal UI).")] = False,
+    paused: Paused = False,
 ) -> int:
     """A recurring game day of a scenario on a Temporal Schedule; each run passes the safety policy."""
-    body = run_body(scenario, file, None, kind="scenario") | {
-        "cron": cron,
-        "every_s": every,
-        "paused": paused,
-    }
+    body = run_body(scenario, file, None, kind="scenario") | game_day_timing(cron, every, paused)
     console.print(render_schedules([api.schedule(body)]))
     return 0
 
@@ -158,9 +158,7 @@ def unschedule(
     schedule_id: Annotated[str, typer.Argument(help="The schedule's id (`lcp chaos scenario schedules`).")],
 ) -> int:
     """Delete a scenario game-day schedule (runs under way finish and clean up)."""
-    api.unschedule(schedule_id)
-    console.print(f"deleted {schedule_id}")
-    return 0
+    return delete_game_day(api, schedule_id)
 
 
 @app.command("render")
@@ -171,7 +169,7 @@ def render(
 ) -> None:
     """Print the Argo Workflow a scenario runs as (YAML, no API needed): `kubectl create -f -` runs it on a
     cluster with Argo Workflows and Litmus."""
-    from chaos.argo import render_workflow  # the argo-workflows models: only for this command
+    from activities.argo_workflow import render_workflow  # the argo-workflows models: only for this command
     from chaos.experiments import ExperimentError
     from chaos.scenarios import DEFAULT_SCENARIOS, load_scenarios
 

@@ -4,7 +4,7 @@ workflows' views (and Temporal's workflow code) with them, so a command imports 
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Self, TypeVar
+from typing import Any, Generic, Self, TypeVar
 
 import httpx
 from pydantic import TypeAdapter
@@ -31,6 +31,8 @@ from workflows.chaos_scenario import ScenarioView
 from workflows.scaling import ScalingView
 
 Answer = TypeVar("Answer")
+View = TypeVar("View")
+Summary = TypeVar("Summary")
 ACTIONS = ("promote", "pause", "resume", "abort")
 
 _adapters: dict[object, TypeAdapter[Any]] = {}
@@ -144,55 +146,29 @@ class ScalingApi(ApiClient):
         return self._answer(ScalingList, "GET", "/v1/scaling", params=params).data
 
 
-class ChaosApi(ApiClient):
-    """The chaos routes of the lcp API (role sre)."""
+class _ChaosRunsApi(ApiClient, Generic[View, Summary]):
+    """The routes of one kind of chaos run under `base` (role sre): its catalogue, runs and game days."""
 
-    def catalogue(self) -> list[dict[str, Any]]:
-        return self._answer(Catalogue, "GET", "/v1/chaos/catalogue").data
-
-    def run(self, body: Mapping[str, Any]) -> ChaosView:
-        return self._answer(ChaosView, "POST", "/v1/chaos", json=dict(body))
-
-    def get(self, experiment: str, run: str) -> ChaosView:
-        return self._answer(ChaosView, "GET", f"/v1/chaos/{experiment}/{run}")
-
-    def abort(self, experiment: str, run: str, reason: str = "") -> ChaosView:
-        path = f"/v1/chaos/{experiment}/{run}/abort"
-        return self._answer(ChaosView, "POST", path, json={"reason": reason})
-
-    def runs(self, phase: str | None = None) -> list[ChaosSummary]:
-        return self._answer(ChaosList, "GET", "/v1/chaos", params={"phase": phase} if phase else {}).data
-
-    def schedule(self, body: Mapping[str, Any]) -> ScheduleSummary:
-        return self._answer(ScheduleSummary, "POST", "/v1/chaos/schedules", json=dict(body))
-
-    def schedules(self) -> list[ScheduleSummary]:
-        return self._answer(ScheduleList, "GET", "/v1/chaos/schedules").data
-
-    def unschedule(self, schedule_id: str) -> None:
-        self._call("DELETE", f"/v1/chaos/schedules/{schedule_id}")
-
-
-class ScenariosApi(ApiClient):
-    """The chaos scenario routes of the lcp API (role sre)."""
-
-    base = "/v1/chaos/scenarios"
+    base: str
+    view: type[View]
+    listing: type[ChaosList | ScenarioList]  # whose `data` are Summary
 
     def catalogue(self) -> list[dict[str, Any]]:
         return self._answer(Catalogue, "GET", f"{self.base}/catalogue").data
 
-    def run(self, body: Mapping[str, Any]) -> ScenarioView:
-        return self._answer(ScenarioView, "POST", self.base, json=dict(body))
+    def run(self, body: Mapping[str, Any]) -> View:
+        return self._answer(self.view, "POST", self.base, json=dict(body))
 
-    def get(self, scenario: str, run: str) -> ScenarioView:
-        return self._answer(ScenarioView, "GET", f"{self.base}/{scenario}/{run}")
+    def get(self, name: str, run: str) -> View:
+        return self._answer(self.view, "GET", f"{self.base}/{name}/{run}")
 
-    def abort(self, scenario: str, run: str, reason: str = "") -> ScenarioView:
-        path = f"{self.base}/{scenario}/{run}/abort"
-        return self._answer(ScenarioView, "POST", path, json={"reason": reason})
+    def abort(self, name: str, run: str, reason: str = "") -> View:
+        return self._answer(self.view, "POST", f"{self.base}/{name}/{run}/abort", json={"reason": reason})
 
-    def runs(self, phase: str | None = None) -> list[ScenarioSummary]:
-        return self._answer(ScenarioList, "GET", self.base, params={"phase": phase} if phase else {}).data
+    def runs(self, phase: str | None = None) -> list[Summary]:
+        params = {"phase": phase} if phase else {}
+        found: list[Summary] = self._answer(self.listing, "GET", self.base, params=params).data  # type: ignore[assignment]
+        return found
 
     def schedule(self, body: Mapping[str, Any]) -> ScheduleSummary:
         return self._answer(ScheduleSummary, "POST", f"{self.base}/schedules", json=dict(body))
@@ -202,6 +178,22 @@ class ScenariosApi(ApiClient):
 
     def unschedule(self, schedule_id: str) -> None:
         self._call("DELETE", f"{self.base}/schedules/{schedule_id}")
+
+
+class ChaosApi(_ChaosRunsApi[ChaosView, ChaosSummary]):
+    """The chaos experiment routes of the lcp API (role sre)."""
+
+    base = "/v1/chaos"
+    view = ChaosView
+    listing = ChaosList
+
+
+class ScenariosApi(_ChaosRunsApi[ScenarioView, ScenarioSummary]):
+    """The chaos scenario routes of the lcp API (role sre)."""
+
+    base = "/v1/chaos/scenarios"
+    view = ScenarioView
+    listing = ScenarioList
 
 
 class AssistantsApi(ApiClient):

@@ -61,7 +61,8 @@ class ArgoActivities:
 
     @activity.defn(name="argo.submit_scenario")
     def submit_scenario(self, request: SubmitScenarioInput) -> WorkflowRef:
-        """Render the scenario's Workflow (chaos/argo.py) and create it; one that exists already is done."""
+        """Render the scenario's Workflow (activities/argo_workflow.py) and create it; one that exists already
+        is done."""
         raise NotImplementedError
 
     @activity.defn(name="argo.read_workflow")

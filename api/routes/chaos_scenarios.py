@@ -2,23 +2,13 @@
 or inline), list, read, abort, game days — role `sre`, as experiments."""
 
 from datetime import UTC, datetime
+from typing import Any
 
 from fastapi import APIRouter, Query
-from temporalio.client import (
-    ScheduleActionStartWorkflow,
-    WithStartWorkflowOperation,
-    WorkflowHandle,
-    WorkflowUpdateFailedError,
-)
-from temporalio.common import (
-    SearchAttributePair,
-    TypedSearchAttributes,
-    WorkflowIDConflictPolicy,
-    WorkflowIDReusePolicy,
-)
-from temporalio.exceptions import WorkflowAlreadyStartedError
-from temporalio.service import RPCError, RPCStatusCode
+from temporalio.client import WorkflowHandle
+from temporalio.common import TypedSearchAttributes
 
+from api import chaos_runs
 from api.auth import SreDep
 from api.chaos_schemas import (
     Catalogue,
@@ -29,18 +19,14 @@ from api.chaos_schemas import (
     ScheduleList,
     ScheduleSummary,
 )
-from api.conversation_calls import temporal_unavailable
 from api.deps import AppState, StateDep
-from api.errors import ApiError, from_update_failure, start_refused
+from api.errors import ApiError
 from api.rollout_schemas import ReasonIn
-from api.routes.chaos import create_game_day, safety_policy, schedule_summary
 from api.schemas import ERROR_RESPONSES
-from api.visibility import listed, missing_or_unavailable, summary_fields, view_or_missing
-from chaos.experiments import ExperimentError
+from api.visibility import listed, summary_fields, view_or_missing
 from chaos.scenarios import DEFAULT_SCENARIOS, Scenario, load_scenarios, parse_scenarios, scenario_to_data
-from temporal.constants import KIND, PHASE, SCENARIO_KIND, SERVICE
+from temporal.constants import SCENARIO_KIND
 from workflows._records import Actor
-from workflows.chaos import CHECKING
 from workflows.chaos_scenario import ChaosScenarioWorkflow, ScenarioInput, ScenarioView, workflow_id
 
 SCHEDULE_PREFIX = "chaos-scenario-gameday-"
@@ -60,28 +46,15 @@ async def run_scenario(body: ScenarioCreate, state: StateDep, caller: SreDep) ->
     safety policy has been checked for every fault: a refusal is a 409 that says why, and nothing runs."""
     scenario = _scenario(body.scenario, body.definition, state)
     run = body.run or datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-    start = WithStartWorkflowOperation(
+    return await chaos_runs.start(
+        state,
         ChaosScenarioWorkflow.run,
-        ScenarioInput(scenario, run, safety_policy(state), requested_by=caller.subject),
-        id=workflow_id(scenario.name, run),
-        task_queue=state.settings.rollout.task_queue,
-        id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
-        id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,  # a run id names one run, ever
+        ChaosScenarioWorkflow.accepted,
+        ScenarioInput(scenario, run, chaos_runs.safety_policy(state), requested_by=caller.subject),
+        workflow_id=workflow_id(scenario.name, run),
         search_attributes=_attributes(scenario),
         memo=_memo(scenario),
     )
-    try:
-        return await state.temporal.execute_update_with_start_workflow(
-            ChaosScenarioWorkflow.accepted, start_workflow_operation=start
-        )
-    except WorkflowAlreadyStartedError:
-        raise _exists(scenario.name, run) from None
-    except WorkflowUpdateFailedError as err:
-        raise start_refused(err, "ChaosRefused") from err
-    except RPCError as err:
-        if err.status == RPCStatusCode.ALREADY_EXISTS:
-            raise _exists(scenario.name, run) from None
-        raise temporal_unavailable(err) from err
 
 
 @router.post("/schedules", status_code=201, response_model=ScheduleSummary)
@@ -89,46 +62,32 @@ async def create_schedule(body: ScenarioScheduleCreate, state: StateDep, caller:
     """A recurring game day of a scenario (one schedule per scenario; a run is skipped while the last one
     still runs), each run through the same safety policy as a manual one."""
     scenario = _scenario(body.scenario, body.definition, state)
-    action = ScheduleActionStartWorkflow(
+    return await chaos_runs.create_game_day(
+        state,
+        body,
         ChaosScenarioWorkflow.run,
-        ScenarioInput(scenario, "", safety_policy(state), requested_by=f"schedule by {caller.subject}"),
-        id=workflow_id(scenario.name, "gameday"),
-        task_queue=state.settings.rollout.task_queue,
-        typed_search_attributes=_attributes(scenario),
+        ScenarioInput(
+            scenario, "", chaos_runs.safety_policy(state), requested_by=f"schedule by {caller.subject}"
+        ),
+        prefix=SCHEDULE_PREFIX,
+        name=scenario.name,
+        note=f"chaos scenario game day: {scenario.name}",
+        workflow_id=workflow_id(scenario.name, "gameday"),
+        search_attributes=_attributes(scenario),
         memo=_memo(scenario),
     )
-    summary = await create_game_day(
-        state, SCHEDULE_PREFIX + scenario.name, action, body, f"chaos scenario game day: {scenario.name}"
-    )
-    return summary.model_copy(update={"experiment": scenario.name})
 
 
 @router.get("/schedules", response_model=ScheduleList)
 async def list_schedules(state: StateDep, caller: SreDep) -> ScheduleList:
     """Scenario game days and their next runs (`experiment` names the scenario)."""
-    found: list[ScheduleSummary] = []
-    try:
-        async for each in await state.temporal.list_schedules():
-            if each.id.startswith(SCHEDULE_PREFIX):
-                described = await state.temporal.get_schedule_handle(each.id).describe()
-                found.append(schedule_summary(each.id, described, SCHEDULE_PREFIX))
-    except RPCError as err:
-        raise temporal_unavailable(err) from err
-    return ScheduleList(data=found)
+    return ScheduleList(data=await chaos_runs.game_days(state, SCHEDULE_PREFIX))
 
 
 @router.delete("/schedules/{schedule_id}", status_code=204)
 async def delete_schedule(schedule_id: str, state: StateDep, caller: SreDep) -> None:
     """Stop a scenario game day; runs under way finish (and clean up) on their own."""
-    missing = ApiError(404, "ScheduleNotFound", f"no chaos scenario schedule {schedule_id}")
-    if not schedule_id.startswith(SCHEDULE_PREFIX):
-        raise missing
-    try:
-        await state.temporal.get_schedule_handle(schedule_id).delete()
-    except RPCError as err:
-        if err.status == RPCStatusCode.NOT_FOUND:
-            raise missing from err
-        raise temporal_unavailable(err) from err
+    await chaos_runs.delete_game_day(state, schedule_id, SCHEDULE_PREFIX, "chaos scenario schedule")
 
 
 @router.get("", response_model=ScenarioList)
@@ -161,54 +120,25 @@ async def abort(scenario: str, run: str, body: ReasonIn, state: StateDep, caller
     """Stop every fault now (the Argo Workflow is terminated, every engine stopped); cleanup and the
     recovery check still run."""
     handle = _handle(state, scenario, run)
-    try:
-        return await handle.execute_update(
-            ChaosScenarioWorkflow.abort, Actor(by=caller.subject, reason=body.reason)
-        )
-    except WorkflowUpdateFailedError as err:
-        raise from_update_failure(err) from err
-    except RPCError as err:
-        missing = ApiError(404, "ScenarioNotFound", f"no running chaos scenario run {handle.id}")
-        raise missing_or_unavailable(err, missing) from err
+    missing = ApiError(404, "ScenarioNotFound", f"no running chaos scenario run {handle.id}")
+    by = Actor(by=caller.subject, reason=body.reason)
+    return await chaos_runs.abort(handle, ChaosScenarioWorkflow.abort, by, missing)
 
 
 # ---- helpers ---------------------------------------------------------------------------------------------
 
 
 def _catalogue(state: AppState) -> dict[str, Scenario]:
-    try:
-        chaos = state.settings.chaos
-        scenarios = load_scenarios(
-            chaos.scenarios_file or DEFAULT_SCENARIOS, {"workload": chaos.workload_url.rstrip("/")}
-        )
-    except ExperimentError as err:
-        raise ApiError(500, "BadCatalogue", f"the chaos scenario catalogue is invalid: {err}") from err
-    return {scenario.name: scenario for scenario in scenarios}
+    path = state.settings.chaos.scenarios_file or DEFAULT_SCENARIOS
+    return chaos_runs.catalogue(state, load_scenarios, path, "chaos scenario")
 
 
-def _scenario(name: str | None, definition: dict[str, object] | None, state: AppState) -> Scenario:
-    if definition is not None:
-        try:
-            [scenario] = parse_scenarios({"scenarios": [definition]})
-        except ExperimentError as err:
-            raise ApiError(422, "InvalidScenario", str(err).replace("scenarios[0].", "definition.")) from err
-        return scenario
-    known = _catalogue(state)
-    if name not in known:
-        names = ", ".join(sorted(known)) or "none"
-        raise ApiError(404, "ScenarioNotFound", f"no scenario {name!r} in the catalogue ({names})")
-    return known[name]
+def _scenario(name: str | None, definition: dict[str, Any] | None, state: AppState) -> Scenario:
+    return chaos_runs.chosen("scenario", name, definition, parse_scenarios, lambda: _catalogue(state))
 
 
 def _attributes(scenario: Scenario) -> TypedSearchAttributes:
-    first = scenario.faults[0].target  # LcpService holds one service: the first fault's
-    return TypedSearchAttributes(
-        [
-            SearchAttributePair(KIND, SCENARIO_KIND),
-            SearchAttributePair(SERVICE, f"{first.namespace}/{first.service}"),
-            SearchAttributePair(PHASE, CHECKING),
-        ]
-    )
+    return chaos_runs.attributes(SCENARIO_KIND, scenario.faults[0].target)  # LcpService holds one: the first
 
 
 def _memo(scenario: Scenario) -> dict[str, list[str]]:
@@ -219,7 +149,3 @@ def _memo(scenario: Scenario) -> dict[str, list[str]]:
 
 def _handle(state: AppState, scenario: str, run: str) -> Handle:
     return state.temporal.get_workflow_handle_for(ChaosScenarioWorkflow.run, workflow_id(scenario, run))
-
-
-def _exists(scenario: str, run: str) -> ApiError:
-    return ApiError(409, "RunExists", f"{workflow_id(scenario, run)} exists: give another run id")

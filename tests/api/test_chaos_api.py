@@ -14,17 +14,14 @@ from temporalio.client import Client
 from api.app import create_app
 from cli.keys_db import mint
 from settings import Settings, TemporalSettings
+from tests.chaos_runs import lab, success_rate_query
 from tests.http_server import serve_in_thread
 from tests.lcp_cli import run_lcp
-from tests.rollout_lab import NAMESPACE, RolloutLab, rollout_lab
+from tests.rollout_lab import NAMESPACE, RolloutLab
 from tests.waiting import eventually
 from workers.main import ops_worker
 
-
-@pytest.fixture(scope="module")
-async def lab(tmp_path_factory: pytest.TempPathFactory, prometheus_bin: str) -> AsyncIterator[RolloutLab]:
-    async with rollout_lab(tmp_path_factory.mktemp("chaos-lab")) as running:
-        yield running
+__all__ = ["lab"]  # the chaos runs' lab fixture, shared
 
 
 @pytest.fixture(scope="module")
@@ -66,14 +63,6 @@ async def sre(api_url: str, key: str, worker: None) -> AsyncIterator[httpx.Async
         yield http
 
 
-def success_rate(service: str) -> str:
-    selector = f'namespace="{NAMESPACE}",service="{service}"'
-    return (
-        f'sum(rate(http_requests_total{{{selector},code!~"5.."}}[5s])) '
-        f"/ sum(rate(http_requests_total{{{selector}}}[5s]))"
-    )
-
-
 def definition(service: str, kind: str, env: dict[str, str], **extra: Any) -> dict[str, Any]:
     return {
         "name": f"{service}-{kind}",
@@ -85,7 +74,7 @@ def definition(service: str, kind: str, env: dict[str, str], **extra: Any) -> di
                 {
                     "name": "success-rate",
                     "type": "prometheus",
-                    "query": success_rate(service),
+                    "query": success_rate_query(service),
                     "comparator": ">=",
                     "value": 0.95,
                 }
@@ -118,7 +107,7 @@ async def test_run_watch_and_list_an_experiment_over_rest_and_the_cli(
     sre: httpx.AsyncClient, lab: RolloutLab, api_url: str, key: str
 ) -> None:
     service = lab.add_service(replicas=4)
-    await lab.measured(success_rate(service))  # the probe can read the service's traffic
+    await lab.measured(success_rate_query(service))  # the probe can read the service's traffic
     body = {"definition": definition(service, "pod-delete", {"TOTAL_CHAOS_DURATION": "3"}), "run": "r1"}
     response = await sre.post("/v1/chaos", json=body)
     assert response.status_code == 201, response.text
@@ -145,7 +134,7 @@ async def test_a_rollout_is_refused_while_chaos_runs_and_an_abort_still_cleans_u
     sre: httpx.AsyncClient, lab: RolloutLab
 ) -> None:
     service = lab.add_service(replicas=4)
-    await lab.measured(success_rate(service))
+    await lab.measured(success_rate_query(service))
     env = {"TOTAL_CHAOS_DURATION": "60", "NETWORK_PACKET_LOSS_PERCENTAGE": "2"}
     response = await sre.post("/v1/chaos", json={"definition": definition(service, "pod-network-loss", env)})
     assert response.status_code == 201, response.text
@@ -193,7 +182,7 @@ async def test_a_game_day_schedule_runs_the_experiment_and_can_be_deleted(
     sre: httpx.AsyncClient, lab: RolloutLab, api_url: str, key: str, client: Client, tmp_path: Path
 ) -> None:
     service = lab.add_service(replicas=4)
-    await lab.measured(success_rate(service))
+    await lab.measured(success_rate_query(service))
     file = tmp_path / "experiments.yaml"
     file.write_text(
         yaml.safe_dump({"experiments": [definition(service, "pod-delete", {"TOTAL_CHAOS_DURATION": "2"})]})

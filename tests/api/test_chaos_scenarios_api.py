@@ -17,10 +17,10 @@ from tests.api.test_chaos_api import (
     key,
     lab,
     sre,
-    success_rate,
     until,
     worker,
 )
+from tests.chaos_runs import success_rate_query
 from tests.lcp_cli import run_lcp
 from tests.rollout_lab import NAMESPACE, RolloutLab
 from tests.waiting import eventually
@@ -38,7 +38,7 @@ def definition(name: str, services: list[str], *steps: list[dict[str, Any]]) -> 
         {
             "name": f"success-rate-{service}",
             "type": "prometheus",
-            "query": success_rate(service),
+            "query": success_rate_query(service),
             "comparator": ">=",
             "value": 0.95,
         }
@@ -56,8 +56,8 @@ async def test_run_watch_and_list_a_scenario_over_rest_and_the_cli(
     sre: httpx.AsyncClient, lab: RolloutLab, api_url: str, key: str
 ) -> None:
     api, models = lab.add_service(replicas=4), lab.add_service(replicas=4)
-    await lab.measured(success_rate(api))
-    await lab.measured(success_rate(models))
+    await lab.measured(success_rate_query(api))
+    await lab.measured(success_rate_query(models))
     short = {"TOTAL_CHAOS_DURATION": "3", "PODS_AFFECTED_PERC": "25"}
     run = f"r-{uuid.uuid4().hex[:8]}"  # the Temporal server is shared with other files' tests (their "r1")
     body = {
@@ -104,7 +104,7 @@ async def test_an_abort_stops_the_workflow_and_every_engine_and_cleans_up(
     sre: httpx.AsyncClient, lab: RolloutLab, api_url: str, key: str
 ) -> None:
     service = lab.add_service(replicas=4)
-    await lab.measured(success_rate(service))
+    await lab.measured(success_rate_query(service))
     env = {"TOTAL_CHAOS_DURATION": "60", "NETWORK_PACKET_LOSS_PERCENTAGE": "2", "PODS_AFFECTED_PERC": "25"}
     body = {"definition": definition("long", [service], [fault("loss", service, "pod-network-loss", env)])}
     response = await sre.post("/v1/chaos/scenarios", json=body)
@@ -177,7 +177,7 @@ async def test_a_game_day_schedule_runs_the_scenario_and_can_be_deleted(
     sre: httpx.AsyncClient, lab: RolloutLab, api_url: str, key: str, client: Client, tmp_path: Path
 ) -> None:
     service = lab.add_service(replicas=4)
-    await lab.measured(success_rate(service))
+    await lab.measured(success_rate_query(service))
     short = {"TOTAL_CHAOS_DURATION": "2", "PODS_AFFECTED_PERC": "25"}
     scenario = definition("gameday", [service], [fault("kill", service, "pod-delete", short)])
     file = tmp_path / "scenarios.yaml"

@@ -1,29 +1,24 @@
 """Chaos experiments end to end in the lab: real Temporal, the emulated Kubernetes API with the lab's
 Litmus operator (a simulation of its ChaosEngine/ChaosResult behaviour), real Prometheus probes."""
 
-import asyncio
-import os
-import signal
-import subprocess
-import sys
 import time
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from temporalio.client import Client, WorkflowHandle
-from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
+from temporalio.common import SearchAttributePair, TypedSearchAttributes
 
-from chaos.experiments import Experiment, Fault, Hypothesis, PromProbe, Target, engine_name
+from chaos.experiments import Experiment, Fault, Hypothesis, Target, engine_name
 from policies.canary import Pause, SetWeight
 from policies.chaos import FROM_FAULT_END, FROM_LAST_REPLACED_POD
 from settings import Settings
 from temporal.constants import KIND, PHASE, SERVICE
-from tests.rollout_lab import NAMESPACE, RolloutLab, rollout_input, rollout_lab
+from tests import chaos_runs
+from tests.chaos_runs import ALL_STEPS, engines, lab, settings, steady, success_rate, worker, worker_processes
+from tests.rollout_lab import NAMESPACE, RolloutLab, rollout_input
 from tests.waiting import eventually
 from tests.workflows.saved_histories import save_history
-from workers.main import ops_worker
 from workflows.canary import CanaryRolloutWorkflow
 from workflows.canary import workflow_id as rollout_id
 from workflows.chaos import (
@@ -36,44 +31,9 @@ from workflows.chaos import (
     workflow_id,
 )
 
+__all__ = ["lab", "settings", "worker"]  # fixtures, shared with the chaos scenarios' tests
+
 Handle = WorkflowHandle[ChaosExperimentWorkflow, ChaosView]
-ENGINES = "litmuschaos.io/v1alpha1/chaosengines"
-
-
-@pytest.fixture(scope="module")
-async def lab(tmp_path_factory: pytest.TempPathFactory, prometheus_bin: str) -> AsyncIterator[RolloutLab]:
-    async with rollout_lab(tmp_path_factory.mktemp("chaos-lab")) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def settings(lab: RolloutLab, tmp_path_factory: pytest.TempPathFactory, client: Client) -> Settings:
-    base = Settings(home=tmp_path_factory.mktemp("lcp"))
-    base = base.model_copy(
-        update={"temporal": base.temporal.model_copy(update={"address": _address(client)})}
-    )
-    return lab.settings(base, f"ops-{uuid.uuid4().hex[:8]}")
-
-
-@pytest.fixture(scope="module")
-async def worker(client: Client, settings: Settings) -> AsyncIterator[None]:
-    async with ops_worker(client, settings) as running, running:
-        yield
-
-
-def _address(client: Client) -> str:
-    return client.service_client.config.target_host
-
-
-def success_rate(service: str) -> PromProbe:
-    selector = f'namespace="{NAMESPACE}",service="{service}"'
-    return PromProbe(
-        name="success-rate",
-        query=f'sum(rate(http_requests_total{{{selector},code!~"5.."}}[5s])) '
-        f"/ sum(rate(http_requests_total{{{selector}}}[5s]))",
-        comparator=">=",
-        value=0.95,
-    )
 
 
 def experiment(service: str, fault: Fault, **options: float) -> Experiment:
@@ -87,39 +47,20 @@ def experiment(service: str, fault: Fault, **options: float) -> Experiment:
 
 
 async def start(client: Client, settings: Settings, request: ChaosInput) -> Handle:
-    target = request.experiment.target
-    return await client.start_workflow(
+    experiment = request.experiment
+    return await chaos_runs.start(
+        client,
+        settings,
         ChaosExperimentWorkflow.run,
         request,
-        id=workflow_id(request.experiment.name, request.run),
-        task_queue=settings.rollout.task_queue,
-        id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
-        search_attributes=TypedSearchAttributes(
-            [
-                SearchAttributePair(KIND, "chaos"),
-                SearchAttributePair(SERVICE, f"{target.namespace}/{target.service}"),
-                SearchAttributePair(PHASE, "Checking"),
-            ]
-        ),
+        workflow_id=workflow_id(experiment.name, request.run),
+        kind="chaos",
+        target=experiment.target,
     )
 
 
 async def finished(handle: Handle, within: float = 120) -> ChaosView:
-    try:
-        return await asyncio.wait_for(asyncio.shield(handle.result()), within)
-    except TimeoutError:
-        view = await handle.query(ChaosExperimentWorkflow.state)
-        pytest.fail(f"experiment {view.id} did not finish: {view.phase}, {view.message}")
-
-
-def engines(lab: RolloutLab) -> list[dict]:  # type: ignore[type-arg]
-    found: list[dict] = lab.lab.kube.api.list_objects(ENGINES, NAMESPACE)  # type: ignore[type-arg]
-    return found
-
-
-async def steady(lab: RolloutLab, service: str) -> None:
-    """Wait until the probes can read a new service's traffic: Prometheus has it in the probes' window."""
-    await lab.measured(success_rate(service).query)
+    return await chaos_runs.finished(handle, ChaosExperimentWorkflow.state, "experiment", within)
 
 
 @pytest.mark.usefixtures("worker")
@@ -136,14 +77,7 @@ async def test_a_pod_delete_with_a_steady_workload_passes_and_cleans_up(
 
     assert view.phase == PASSED, view.message
     assert view.verdict == "Pass" and view.injected and view.cleaned_up
-    assert [e.step for e in view.journal] == [
-        "safety",
-        "steady-state-before",
-        "inject",
-        "cleanup",
-        "steady-state-after",
-        "report",
-    ]
+    assert [e.step for e in view.journal] == ALL_STEPS
     assert all(e.status == "succeeded" and e.duration_s is not None for e in view.journal)
     assert {p.when for p in view.probes} == {"before", "during", "after"} and all(
         p.passed for p in view.probes
@@ -242,37 +176,14 @@ async def test_a_worker_killed_during_injection_still_cleans_up(
     """The worker runs as `lcp worker --queue ops`; SIGKILLed while the fault runs, a new one stops and
     deletes the engine and checks recovery."""
     service = lab.add_service(replicas=4)
-    queue = f"ops-kill-{uuid.uuid4().hex[:6]}"
-    env = dict(
-        os.environ,
-        LCP_HOME=str(tmp_path),
-        LCP_TEMPORAL__ADDRESS=_address(client),
-        LCP_ROLLOUT__KUBECONFIG=str(lab.lab.kubeconfig),
-        LCP_ROLLOUT__PROMETHEUS_URL=lab.prometheus_url,
-        LCP_ROLLOUT__TASK_QUEUE=queue,
-    )
-
-    def spawn() -> subprocess.Popen[bytes]:
-        log = open(tmp_path / "worker.log", "ab")  # noqa: SIM115
-        return subprocess.Popen(
-            [sys.executable, "-m", "cli", "worker", "--queue", "ops"],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-
     await steady(lab, service)
-    first = spawn()
-    second: subprocess.Popen[bytes] | None = None
-    try:
+    with worker_processes(client, lab, tmp_path) as workers:
+        workers.spawn()
         fault = Fault(
             "pod-network-loss", (("TOTAL_CHAOS_DURATION", "10"), ("NETWORK_PACKET_LOSS_PERCENTAGE", "2"))
         )
         request = ChaosInput(experiment(service, fault), run="r1", requested_by="test")
-        killable = settings.model_copy(
-            update={"rollout": settings.rollout.model_copy(update={"task_queue": queue})}
-        )
-        handle = await start(client, killable, request)
+        handle = await start(client, workers.settings(settings), request)
         name = engine_name(request.experiment, request.run)
         # A new worker process, the safety policy and the steady-state probes come first: on a loaded
         # machine that took over 60 s.
@@ -282,15 +193,8 @@ async def test_a_worker_killed_during_injection_still_cleans_up(
             within=180,
             interval=0.2,
         )
-        first.send_signal(signal.SIGKILL)
-        first.wait()
-        second = spawn()
+        workers.kill_and_replace()
         view = await finished(handle)
-    finally:
-        for process in (first, second):
-            if process is not None and process.poll() is None:
-                process.terminate()
-                process.wait(30)
     assert view.cleaned_up and view.phase == PASSED, view.message
     assert not [e for e in engines(lab) if e["metadata"]["name"] == name]
     assert lab.lab.workload is not None

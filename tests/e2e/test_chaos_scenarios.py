@@ -1,33 +1,26 @@
 """Chaos scenarios end to end in the lab: real Temporal, the emulated Kubernetes API with the lab's Argo
 Workflows controller and Litmus operator (simulations of their behaviour), real Prometheus probes."""
 
-import asyncio
-import os
-import signal
-import subprocess
-import sys
-import uuid
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 from temporalio.client import Client, WorkflowHandle
-from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
 
 from chaos.experiments import Experiment, Fault, Hypothesis, Target
 from chaos.scenarios import Scenario, workflow_name
 from lab.argo import WORKFLOWS
 from settings import Settings
-from temporal.constants import KIND, PHASE, SERVICE
-from tests.e2e.test_chaos_experiments import _address, engines, lab, settings, steady, success_rate, worker
+from tests import chaos_runs
+from tests.chaos_runs import ALL_STEPS, engines, lab, settings, steady, success_rate, worker, worker_processes
 from tests.rollout_lab import NAMESPACE, RolloutLab
 from tests.waiting import eventually
 from tests.workflows.saved_histories import save_history
 from workflows.chaos import FAILED, PASSED
 from workflows.chaos_scenario import ChaosScenarioWorkflow, ScenarioInput, ScenarioView, workflow_id
 
-__all__ = ["lab", "settings", "worker"]  # the chaos experiments' fixtures, shared
+__all__ = ["lab", "settings", "worker"]  # the chaos runs' fixtures, shared
 
 Handle = WorkflowHandle[ChaosScenarioWorkflow, ScenarioView]
 INTERVAL_S = 2.0
@@ -45,29 +38,19 @@ def scenario(name: str, services: list[str], *steps: tuple[Experiment, ...]) -> 
 
 
 async def start(client: Client, settings: Settings, request: ScenarioInput) -> Handle:
-    first = request.scenario.faults[0].target
-    return await client.start_workflow(
+    return await chaos_runs.start(
+        client,
+        settings,
         ChaosScenarioWorkflow.run,
         request,
-        id=workflow_id(request.scenario.name, request.run),
-        task_queue=settings.rollout.task_queue,
-        id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
-        search_attributes=TypedSearchAttributes(
-            [
-                SearchAttributePair(KIND, "chaos-scenario"),
-                SearchAttributePair(SERVICE, f"{first.namespace}/{first.service}"),
-                SearchAttributePair(PHASE, "Checking"),
-            ]
-        ),
+        workflow_id=workflow_id(request.scenario.name, request.run),
+        kind="chaos-scenario",
+        target=request.scenario.faults[0].target,
     )
 
 
 async def finished(handle: Handle, within: float = 180) -> ScenarioView:
-    try:
-        return await asyncio.wait_for(asyncio.shield(handle.result()), within)
-    except TimeoutError:
-        view = await handle.query(ChaosScenarioWorkflow.state)
-        pytest.fail(f"scenario {view.id} did not finish: {view.phase}, {view.message}")
+    return await chaos_runs.finished(handle, ChaosScenarioWorkflow.state, "scenario", within)
 
 
 def leftovers(lab: RolloutLab, name: str) -> list[Any]:
@@ -118,14 +101,7 @@ async def test_a_scenario_of_faults_in_parallel_then_in_sequence_passes_and_clea
         ("models-network-loss", 0, "Succeeded"),
         ("models-pod-delete", 1, "Succeeded"),
     ]
-    assert [e.step for e in view.journal] == [
-        "safety",
-        "steady-state-before",
-        "inject",
-        "cleanup",
-        "steady-state-after",
-        "report",
-    ]
+    assert [e.step for e in view.journal] == ALL_STEPS
     assert all(e.status == "succeeded" for e in view.journal)
     assert {p.when for p in view.probes} == {"before", "during", "after"} and all(
         p.passed for p in view.probes
@@ -176,25 +152,6 @@ async def test_a_worker_killed_mid_scenario_still_stops_the_breach_and_cleans_up
     """The worker runs as `lcp worker --queue ops`; SIGKILLed once the Workflow has created its first
     engines, a new one sees the breach, stops the Workflow and every engine, and deletes them."""
     api, models = lab.add_service(replicas=4), lab.add_service(replicas=4)
-    queue = f"ops-kill-{uuid.uuid4().hex[:6]}"
-    env = dict(
-        os.environ,
-        LCP_HOME=str(tmp_path),
-        LCP_TEMPORAL__ADDRESS=_address(client),
-        LCP_ROLLOUT__KUBECONFIG=str(lab.lab.kubeconfig),
-        LCP_ROLLOUT__PROMETHEUS_URL=lab.prometheus_url,
-        LCP_ROLLOUT__TASK_QUEUE=queue,
-    )
-
-    def spawn() -> subprocess.Popen[bytes]:
-        log = open(tmp_path / "worker.log", "ab")  # noqa: SIM115
-        return subprocess.Popen(
-            [sys.executable, "-m", "cli", "worker", "--queue", "ops"],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-
     await steady(lab, api)
     await steady(lab, models)
     breaching = scenario(
@@ -207,14 +164,10 @@ async def test_a_worker_killed_mid_scenario_still_stops_the_breach_and_cleans_up
             ),
         ),
     )
-    first = spawn()
-    second: subprocess.Popen[bytes] | None = None
-    try:
+    with worker_processes(client, lab, tmp_path) as workers:
+        workers.spawn()
         request = ScenarioInput(breaching, run="r1", poll_s=0.5, requested_by="test")
-        killable = settings.model_copy(
-            update={"rollout": settings.rollout.model_copy(update={"task_queue": queue})}
-        )
-        handle = await start(client, killable, request)
+        handle = await start(client, workers.settings(settings), request)
         # A new worker process, the safety policy and the steady-state probes come first.
         await eventually(
             lambda: leftovers(lab, breaching.name),
@@ -223,15 +176,8 @@ async def test_a_worker_killed_mid_scenario_still_stops_the_breach_and_cleans_up
             within=180,
             interval=0.2,
         )
-        first.send_signal(signal.SIGKILL)
-        first.wait()
-        second = spawn()
+        workers.kill_and_replace()
         view = await finished(handle, within=240)
-    finally:
-        for process in (first, second):
-            if process is not None and process.poll() is None:
-                process.terminate()
-                process.wait(30)
     assert_stopped_within_one_interval(view)
     assert leftovers(lab, breaching.name) == []
     assert lab.lab.workload is not None

@@ -7,7 +7,7 @@ from typing import Any, cast
 
 import pytest
 
-from chaos.argo import render_workflow
+from activities.argo_workflow import render_workflow
 from chaos.experiments import Experiment, Fault, Target
 from chaos.scenarios import Scenario, scenario_engine_name, workflow_name
 from lab.argo import COMPLETED_LABEL, PHASE_LABEL, WORKFLOWS, condition_holds, json_path, node_id

@@ -8,7 +8,13 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from chaos.argo import ENGINE_DONE, ENGINE_STOPPED, VERDICT_NOT_PASS, VERDICT_PASS, render_workflow
+from activities.argo_workflow import (
+    ENGINE_DONE,
+    ENGINE_STOPPED,
+    VERDICT_NOT_PASS,
+    VERDICT_PASS,
+    render_workflow,
+)
 from chaos.experiments import Experiment, ExperimentError, Fault, Hypothesis, PromProbe, Target
 from chaos.scenarios import (
     DEFAULT_SCENARIOS,

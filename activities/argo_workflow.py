@@ -1,6 +1,7 @@
 """A chaos scenario rendered as an Argo Workflow (argoproj.io/v1alpha1), with the argo-workflows package's
 models, as Litmus ChaosCenter runs its scenarios: resource templates that create each ChaosEngine and wait
-for its verdict in the ChaosResult."""
+for its verdict in the ChaosResult. Pure (no client): activities/argo.py creates the manifest on a cluster,
+`lcp chaos scenario render` prints it."""
 
 from typing import Any
 
