@@ -278,12 +278,8 @@ def remember(
     whole lead, made afresh at every decision, and holding it for the window would pay for headroom ahead
     of a jump the forecaster no longer expects. `hold_forecast` holds the whole recommendation, as
     decisions did before (for workflow histories recorded then)."""
-    held = decision.recommendation if hold_forecast else reactive_recommendation(decision, bounds)
+    reactive = min(max(decision.reactive_need, bounds.min_replicas), bounds.max_replicas)
+    held = decision.recommendation if hold_forecast else reactive
     cutoff = now - bounds.scale_down_stabilization_s
     kept = (*recent, Recommendation(now, held))
     return tuple(r for r in kept if r.at >= cutoff)
-
-
-def reactive_recommendation(decision: Decision, bounds: ScalingBounds) -> int:
-    """The decision's reactive need, bounded by min/max: its recommendation without the forecast."""
-    return min(max(decision.reactive_need, bounds.min_replicas), bounds.max_replicas)
