@@ -111,6 +111,17 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
         f"goal (≤ {goal['under_provisioned_minutes_at_equal_cost_at_most']:g}× the HPA's under-provisioned "
         f"minutes at equal replica-hours): {verdict}"
     )
+    oracle, matched = result["oracle"], result["oracle"]["hpa_at_equal_cost"]
+    lines.append(
+        f"oracle (lcp's policy fed the true peak ahead): {oracle['under_provisioned_minutes']:,} "
+        f"under-provisioned minutes at {oracle['replica_hours']:,.1f} replica-hours"
+        + (
+            ""
+            if matched is None
+            else f", the HPA {_number(matched['under_provisioned_minutes'], '{:,.1f}')} at that cost"
+        )
+        + ("" if oracle["ratio_at_equal_cost"] is None else f": {oracle['ratio_at_equal_cost']:.2f}×")
+    )
     lines.append(
         f"equal cost: the HPA's target found by bisection ({len(result['curves']['hpa'])} replays; "
         f"replica-hours within {100 * MATCH_TOLERANCE:g} %, then interpolated)"

@@ -31,6 +31,11 @@ MATCH_TARGETS = (0.05, 1.0)
 MATCH_TOLERANCE = 0.002
 MATCH_MIN_WIDTH = 1e-4
 MAX_CURVE_QUANTILES = 8
+ORACLE_WHAT = (
+    "lcp's policy fed the true peak over each decision's lead instead of a forecast (perfect foresight, "
+    "same start-up, step limits and stabilisation): what is left of its under-provisioned minutes is the "
+    "mechanics', the rest is the forecast's"
+)
 
 
 class BacktestError(PermanentError, ValueError):
@@ -285,6 +290,8 @@ def run_backtest(
         curve.append(point)
         if quantile == settings.planning_quantile:
             predictive, predictive_bases, headline = run, bases, point
+    oracle_run, _ = _replay_predictive(replay, _oracle_peaks(rps, first, settings))
+    oracle = replay.metrics(oracle_run)
 
     minutes = rps.size - first
     result: dict[str, Any] = {
@@ -313,6 +320,7 @@ def run_backtest(
         ],
         "predictive": curve,
     }
+    result["oracle"] = {"what": ORACLE_WHAT} | _curve_metrics(oracle) | _equal_cost(oracle, hpa_at)
     result["goal"] = {
         "under_provisioned_minutes_at_equal_cost_at_most": GOAL_AT_EQUAL_COST,
         "met": _goal_met(result["equal_cost"]["ratio"]),
@@ -431,6 +439,13 @@ def _forecast_peaks(
                 (minute, (peak, provenance.confidence)) for minute, peak in zip(batch, row, strict=True)
             )
     return peaks, models
+
+
+def _oracle_peaks(rps: np.ndarray, first: int, settings: BacktestSettings) -> Peaks:
+    """The true peak over each minute's lead (the minutes a forecast made then plans for), at full
+    confidence: a forecaster that knows the future."""
+    lead = settings.forecast_settings().lead_steps
+    return {minute: (float(rps[minute : minute + lead].max()), 1.0) for minute in range(first, rps.size)}
 
 
 def _fixed(at: float) -> Callable[[], float]:
@@ -553,7 +568,9 @@ def _plot_curves(ax: Any, result: dict[str, Any]) -> None:
     costs), lcp over planning quantiles, and the headline's equal-cost pair."""
     lcp = result["curves"]["predictive"]
     lcp_hours = [point["replica_hours"] for point in lcp]
-    shown = [*lcp_hours, result["autoscalers"]["hpa"]["replica_hours"]]  # and the HPA at its own target
+    oracle = result["oracle"]
+    # and the HPA at its own target, and the oracle
+    shown = [*lcp_hours, result["autoscalers"]["hpa"]["replica_hours"], oracle["replica_hours"]]
     low, high = 0.95 * min(shown), 1.05 * max(shown)
     hpa = sorted(
         (p for p in result["curves"]["hpa"] if low <= p["replica_hours"] <= high),
@@ -581,6 +598,14 @@ def _plot_curves(ax: Any, result: dict[str, Any]) -> None:
             xytext=(4, 4),
             fontsize=8,
         )
+    ax.plot(
+        oracle["replica_hours"],
+        oracle["under_provisioned_minutes"],
+        "*",
+        color="tab:green",
+        markersize=12,
+        label="lcp's policy with perfect foresight (oracle)",
+    )
     headline = result["equal_cost"]
     if headline["ratio"] is not None:
         ax.plot(

@@ -173,7 +173,7 @@ class Decision:
     forecast_need: int | None  # None when there is no forecast or it was ignored for low confidence
     basis: str  # "forecast" | "reactive" | "low-confidence" | "no-forecast"
     limited_by: str | None  # "max_replicas" | "min_replicas" | "step-up" | "step-down" | "stabilization"
-    recommendation: int  # bounded by min/max but before step limits and stabilisation: remember this one
+    recommendation: int  # bounded by min/max but before step limits and stabilisation
     reason: str
 
 
@@ -265,9 +265,21 @@ def decide(inp: DecisionInput, bounds: ScalingBounds) -> Decision:
 
 
 def remember(
-    recent: tuple[Recommendation, ...], decision: Decision, now: float, bounds: ScalingBounds
+    recent: tuple[Recommendation, ...],
+    decision: Decision,
+    now: float,
+    bounds: ScalingBounds,
+    *,
+    hold_forecast: bool = False,
 ) -> tuple[Recommendation, ...]:
-    """`recent` with this decision's recommendation added, less those older than the stabilisation window."""
+    """`recent` with what the stabilisation window holds of this decision added, less those older than the
+    window: its reactive need, bounded by min/max. The forecast's headroom above it is not held. The window
+    is the HPA's guard against a metric that dips for a moment; a forecast is already the peak over the
+    whole lead, made afresh at every decision, and holding it for the window would pay for headroom ahead
+    of a jump the forecaster no longer expects. `hold_forecast` holds the whole recommendation, as
+    decisions did before (for workflow histories recorded then)."""
+    reactive = min(max(decision.reactive_need, bounds.min_replicas), bounds.max_replicas)
+    held = decision.recommendation if hold_forecast else reactive
     cutoff = now - bounds.scale_down_stabilization_s
-    kept = (*recent, Recommendation(now, decision.recommendation))
+    kept = (*recent, Recommendation(now, held))
     return tuple(r for r in kept if r.at >= cutoff)

@@ -34,6 +34,8 @@ with workflow.unsafe.imports_passed_through():
 
 Mode = Literal["forecast-only", "active"]
 MODES = ("forecast-only", "active")
+# Patches (workflow.patched): runs recorded before one take the old path on replay.
+FORECAST_HEADROOM_NOT_HELD = "scaling-forecast-headroom-not-held"  # stabilisation holds the reactive need
 # Requests per second to the target's Service, as the lab workload (and most HTTP exporters) count them.
 DEFAULT_QUERY = 'sum(rate(http_requests_total{namespace="{{namespace}}",service="{{deployment}}"}[1m]))'
 RECENT_SHOWN = 20  # decisions the query shows; all of them are in the read model
@@ -365,7 +367,13 @@ class PredictiveScalingWorkflow:
             ),
             request.bounds,
         )
-        self._state.recent = remember(self._state.recent, decision, now, request.bounds)
+        self._state.recent = remember(
+            self._state.recent,
+            decision,
+            now,
+            request.bounds,
+            hold_forecast=not workflow.patched(FORECAST_HEADROOM_NOT_HELD),
+        )
         if forecast is not None:
             view.forecast_peak_rps, view.confidence = forecast.peak_rps, forecast.confidence
         view.reactive_need, view.forecast_need = decision.reactive_need, decision.forecast_need

@@ -60,6 +60,19 @@ def test_a_step_up_leaves_the_hpa_short_for_the_startup_and_one_sync() -> None:
     assert result["window"] == {"first_minute": 20, "minutes": 20, "trace_minutes": 40}
 
 
+def test_the_oracle_sees_the_step_coming_and_is_short_only_while_doubling_up_to_it() -> None:
+    oracle = run_backtest(STEP_TRACE, STEP_SETTINGS)["oracle"]
+
+    # Fed the true peak over its lead (start-up + one interval: the step's minute and the two before),
+    # lcp's policy scales from the first tick of minute 22 on: 2 → 4 → 8 → 13, one ×2 step per 15 s, so
+    # the step's minute has 40, 80, 130 and 130 requests/s ready: 95 on average, short of 100.
+    assert oracle["under_provisioned_minutes"] == 1
+    assert oracle["served_late_requests"] == pytest.approx(60 * 15 + 20 * 15)
+    # The HPA at the oracle's replica-hours is short both minutes of its start-up.
+    assert oracle["hpa_at_equal_cost"]["under_provisioned_minutes"] == 2
+    assert oracle["ratio_at_equal_cost"] == 0.5
+
+
 def synthetic_days(minutes: int, seed: int = 0) -> list[float]:
     """Requests per minute with an hourly pattern (a compressed "day") and noise."""
     rng = np.random.default_rng(seed)

@@ -155,6 +155,43 @@ def test_stabilisation_holds_a_scale_down_then_releases_after_the_window() -> No
         current = decision.target
 
 
+@pytest.mark.parametrize(
+    ("hold_forecast", "expected"),
+    [
+        (False, [(10, "forecast", None), (5, "reactive", None), (5, "reactive", None)]),
+        # as before the change: the forecast's 10 holds the scale-down for the window
+        (
+            True,
+            [(10, "forecast", None), (10, "reactive", "stabilization"), (10, "reactive", "stabilization")],
+        ),
+    ],
+)
+def test_the_window_holds_the_reactive_need_not_the_forecasts_headroom(
+    hold_forecast: bool, expected: list[tuple[int, str, str | None]]
+) -> None:
+    recent: tuple[Recommendation, ...] = ()
+    current = 5
+    steps = [  # (now, observed rps, forecast peak rps): 40 rps needs 5 replicas, 80 needs 10
+        (0.0, 40.0, 80.0),  # a jump ahead: 5 → 10 on the forecast
+        (60.0, 40.0, 40.0),  # no longer expected
+        (120.0, 40.0, 40.0),
+    ]
+    for (now, observed, forecast), (target, basis, limited_by) in zip(steps, expected, strict=True):
+        decision = decide(inp(current, observed, forecast, now=now, recent=recent), B)
+        assert (decision.target, decision.basis, decision.limited_by) == (target, basis, limited_by), now
+        recent = remember(recent, decision, now, B, hold_forecast=hold_forecast)
+        current = decision.target
+    assert [r.replicas for r in recent] == ([10, 5, 5] if hold_forecast else [5, 5, 5])
+
+
+def test_the_window_holds_the_reactive_need_within_min_and_max() -> None:
+    idle = decide(inp(4, 0.0, 80.0), MIN2)  # reactive need 0, forecast 10
+    assert (idle.reactive_need, idle.recommendation) == (0, 10)
+    assert remember((), idle, 0.0, MIN2) == (Recommendation(0.0, 2),)
+    flood = decide(inp(50, 1000.0), B)  # reactive need 125, above max_replicas 50
+    assert remember((), flood, 0.0, B) == (Recommendation(0.0, 50),)
+
+
 def test_stabilisation_keeps_a_partial_scale_down_and_caps_old_recommendations() -> None:
     recent = (Recommendation(900.0, 8),)
     decision = decide(inp(10, 40.0, recent=recent), B)
