@@ -20,7 +20,7 @@ dev: $(STAMP)
 
 test: $(STAMP)
 	bash tests/system-deps.sh
-	LCP_REQUIRE_POSTGRES=1 LCP_REQUIRE_CHROMIUM=1 LCP_REQUIRE_PROMETHEUS=1 LCP_REQUIRE_KUBECTL=1 LCP_REQUIRE_HAPROXY=1 $(BIN)/pytest -q -n 2 --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
+	LCP_REQUIRE_POSTGRES=1 LCP_REQUIRE_CHROMIUM=1 LCP_REQUIRE_PROMETHEUS=1 LCP_REQUIRE_KUBECTL=1 LCP_REQUIRE_HAPROXY=1 $(BIN)/pytest -q -n 3 --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -21,10 +21,12 @@ from tests.postgres import postgres_cluster
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """End-to-end files first: they are the longest, and in parallel runs (`make test` hands whole files
-    to two processes in this order) the short files then fill in beside them instead of one long file
-    running alone at the end."""
-    items.sort(key=lambda item: "/e2e/" not in item.path.as_posix())
+    """The files that take minutes first (marked `minutes`), then the other end-to-end files: in parallel
+    runs (`make test` hands whole files to three processes in this order) the short files then fill in
+    beside them instead of one long file running alone at the end."""
+    items.sort(
+        key=lambda item: (item.get_closest_marker("minutes") is None, "/e2e/" not in item.path.as_posix())
+    )
 
 
 if worker := os.environ.get("PYTEST_XDIST_WORKER"):  # gw0, gw1, ...: each takes its own ports

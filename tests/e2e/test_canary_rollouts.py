@@ -53,6 +53,8 @@ from workflows.canary import (
     workflow_id,
 )
 
+pytestmark = pytest.mark.minutes  # started first by `make test` (tests/conftest.py)
+
 
 @pytest.fixture(scope="module")
 async def lab(tmp_path_factory: pytest.TempPathFactory, prometheus_bin: str) -> AsyncIterator[RolloutLab]:

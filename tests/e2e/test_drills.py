@@ -16,6 +16,8 @@ from chaos.drills import DRILLS, find_drill
 from cli.drills import SCENARIOS, DrillStack, run_drill
 from tests.e2e.test_dev_split import require_split_engines
 
+pytestmark = pytest.mark.minutes  # started first by `make test` (tests/conftest.py)
+
 
 @pytest.fixture(scope="module")
 async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[DrillStack]:

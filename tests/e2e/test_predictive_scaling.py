@@ -30,6 +30,8 @@ from workers.main import forecasting_worker, ops_worker
 from workflows._records import Actor
 from workflows.scaling import MODE_PHASE, PredictiveScalingWorkflow, ScalingInput, ScalingView, workflow_id
 
+pytestmark = pytest.mark.minutes  # started first by `make test` (tests/conftest.py)
+
 POD_STARTUP_S = 3.0
 CAPACITY_RPS = 50.0  # one replica's capacity in the lab workload, and the policy's
 LOW_RPS, MID_RPS, HIGH_RPS = 60.0, 180.0, 360.0  # need 2, 4 and 8 replicas

@@ -11,7 +11,11 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
+
 from tests.e2e.test_dev_stack import DevStack, stack  # noqa: F401  (the fixture)
+
+pytestmark = pytest.mark.minutes  # started first by `make test` (tests/conftest.py)
 
 REPO = Path(__file__).resolve().parents[2]
 README = REPO / "README.md"
