@@ -23,7 +23,7 @@ from policies.picker import (
     eligible,
     held,
     pick,
-    unsaturated,
+    pick_or_hold,
 )
 
 # About what one simulated H200 replica caches (~700k tokens) in blocks of 256 characters (~64 tokens): the
@@ -149,8 +149,8 @@ class Fleet:
         flow: FlowControl | None = None,
     ) -> Replica | NoDeployment | None:
         """The replica that serves this request, why none can now, or None: every one is in `exclude`
-        (tried already for this request). With `flow`, saturated replicas are left out (SATURATED when
-        every one that could take it is)."""
+        (tried already for this request). With `flow`, SATURATED when the gateway should hold the
+        request (policies/picker.py pick_or_hold)."""
         group = self._groups.setdefault((route.name, route.version), _Group())
         replicas = [r for r in self.replicas(route) if r.deployment.id not in exclude]
         if not replicas:
@@ -160,12 +160,14 @@ class Fleet:
         ready = eligible(candidates, request, self.clock())
         if isinstance(ready, NoDeployment):
             return ready
-        if flow is not None:
-            ready = unsaturated(ready, flow)
-            if isinstance(ready, NoDeployment):
-                return ready
-        strategy = route.routing.strategy
-        chosen = pick(strategy, ready, request, self._rng, group.turn, route.routing.scorer_weights)
+        strategy, weights = route.routing.strategy, route.routing.scorer_weights
+        if flow is None:
+            chosen = pick(strategy, ready, request, self._rng, group.turn, weights)
+        else:
+            placed = pick_or_hold(strategy, ready, request, self._rng, flow, group.turn, weights)
+            if isinstance(placed, NoDeployment):
+                return placed
+            chosen = placed
         if strategy is Strategy.ROUND_ROBIN:
             group.turn += 1
         return by_id[chosen.id]
