@@ -24,6 +24,7 @@ from policies.picker import (
     held,
     pick,
     pick_or_hold,
+    saturated,
 )
 
 # About what one simulated H200 replica caches (~700k tokens) in blocks of 256 characters (~64 tokens): the
@@ -171,6 +172,12 @@ class Fleet:
         if strategy is Strategy.ROUND_ROBIN:
             group.turn += 1
         return by_id[chosen.id]
+
+    def has_room(self, route: ModelRoute, flow: FlowControl) -> bool:
+        """Whether some deployment of the route could take a request now without being saturated."""
+        nothing = Request(prompt_tokens=0)
+        ready = eligible([r.candidate(nothing, 0) for r in self.replicas(route)], nothing, self.clock())
+        return not isinstance(ready, NoDeployment) and any(not saturated(c, flow) for c in ready)
 
     def started(self, route: ModelRoute, replica: Replica, request: Request, blocks: Sequence[int]) -> float:
         """A call to `replica` starts; returns the prompt tokens it is expected to prefill (the part of the

@@ -85,6 +85,21 @@ async def test_cache_aware_holds_a_request_for_the_replica_that_holds_its_prefix
         assert replica is not holder and turn_prefill == 12_000
 
 
+async def test_a_request_held_for_its_prefix_holder_does_not_hold_up_the_others() -> None:
+    r = route(replicas=2)
+    fleet = Fleet()
+    gate = FlowGate(fleet)
+    conversation = list(range(16))
+    holder, prefill = await place(gate, r, request=Request(5000, prefix_blocks=10), blocks=conversation[:10])
+    turn = asyncio.create_task(place(gate, r, request=Request(12_000, prefix_blocks=16), blocks=conversation))
+    await settle()
+    assert gate.held(r) == 1
+    other, _ = await place(gate, r)  # a prompt nobody holds: to the idle replica, past the held turn
+    assert other is not holder and gate.held(r) == 1 and not turn.done()
+    fleet.answering(holder, prefill)
+    assert (await turn)[0] is holder
+
+
 async def test_held_requests_are_sent_tenant_by_tenant() -> None:
     r = route()
     fleet = Fleet()
