@@ -27,6 +27,7 @@ import httpx
 import uvloop
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
+from rich import box
 from rich.table import Table
 
 from bench.chat import bench_key, machine, percentile
@@ -496,8 +497,8 @@ def run_fleet_bench(
 
 
 def goals(result: dict[str, Any]) -> dict[str, Any]:
-    """The issue's goals, as measured: p99 TTFT against LiteLLM's best, hit rate against the bound, and no
-    client failure with a replica killed."""
+    """The issue's goals, as measured: p99 TTFT against LiteLLM's best (cache_aware, and cache_aware with
+    flow control), hit rate against the bound, and no client failure with a replica killed."""
     runs = result["runs"]
     ours = runs.get("lcp cache_aware")
     if ours is None:
@@ -514,13 +515,22 @@ def goals(result: dict[str, Any]) -> dict[str, Any]:
         for n, r in runs.items()
         if n.startswith("litellm") and "killed" not in n and r["ttft_ms"]["p99"]
     ]
-    if litellm and ours["ttft_ms"]["p99"]:
-        found["p99_ttft_over_best_litellm"] = round(ours["ttft_ms"]["p99"] / min(litellm), 3)
+    held = runs.get("lcp cache_aware, flow control")
+    for key, run in (("p99_ttft_over_best_litellm", ours), ("p99_ttft_over_best_litellm_flow_control", held)):
+        if litellm and run is not None and run["ttft_ms"]["p99"]:
+            found[key] = round(run["ttft_ms"]["p99"] / min(litellm), 3)
     killed = runs.get("lcp cache_aware (a replica killed)")
     if killed is not None:
         found["failed_with_a_replica_killed"] = killed["failed_before_first_token"]
         found["broken_mid_stream_with_a_replica_killed"] = killed["broken_mid_stream"]
     return found
+
+
+TABLE_LEGEND = (
+    "TTFT p50/p90/p99 and e2e p99 (first token, whole reply) in seconds; hit: prefix-cache hit rate; "
+    "pref: prefill computed over capacity; fail: failed before the first token; cut: broken mid-stream "
+    "(the JSON has more)"
+)
 
 
 def table(result: dict[str, Any]) -> Table:
@@ -529,33 +539,22 @@ def table(result: dict[str, Any]) -> Table:
         f"{s['records']} requests of {Path(s['trace']).name} at {s['speed']:g}x over {s['replicas']} "
         f"simulated replicas, {m['cpus']} CPUs ({m['cpu']})"
     )
-    out = Table(title=title)
-    for column in (
-        "run",
-        "TTFT p50",
-        "p90",
-        "p99",
-        "e2e p50",
-        "p99",
-        "hit rate",
-        "req/s",
-        "busy",
-        "prefill",
-        "failed",
-        "mid-stream",
-    ):
-        out.add_column(column, justify="left" if column == "run" else "right", no_wrap=True)
+    # Narrow enough for 80 columns: the run's name wraps, headers are short, seconds have one decimal
+    # past 10 (a legend under the table says what the columns are; e2e p50 and busy are in the JSON).
+    out = Table(title=title, box=box.SIMPLE_HEAD, padding=(0, 1), collapse_padding=True, caption=TABLE_LEGEND)
+    out.add_column("run", justify="left", min_width=14, overflow="fold")
+    for column in ("TTFT50", "90", "99", "e2e99", "hit", "req/s", "pref", "fail", "cut"):
+        out.add_column(column, justify="right", no_wrap=True)
     for name, run in result["runs"].items():
         ttft, e2e = run["ttft_ms"], run["e2e_ms"]
         out.add_row(
             name,
             *(
-                f"{v / 1000:.2f}s" if v is not None else "-"
-                for v in (ttft["p50"], ttft["p90"], ttft["p99"], e2e["p50"], e2e["p99"])
+                "-" if v is None else f"{v / 1000:.2f}" if v < 10_000 else f"{v / 1000:.1f}"
+                for v in (ttft["p50"], ttft["p90"], ttft["p99"], e2e["p99"])
             ),
             f"{run['prefix_cache_hit_rate']:.0%}",
             f"{run['completed_per_s']:.2f}",
-            f"{run['busy']:.0%}",
             f"{run.get('prefill_load', 0):.0%}",
             str(run["failed_before_first_token"]),
             str(run["broken_mid_stream"]),
