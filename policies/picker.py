@@ -240,9 +240,9 @@ def pick_or_hold(
 ) -> Candidate | NoDeployment:
     """`pick` under flow control: SATURATED when the gateway should hold the request. cache_aware holds it
     while the candidate where it would get its first token soonest is saturated (held, it waits for what
-    that one has to prefill before it, no longer than sent there now; sent to one with room, it would
-    wait less but prefill what its prefix holder has cached, work that delays every request after it);
-    the other strategies pick among the unsaturated candidates."""
+    that one has to prefill before it, no longer than sent there now; sent to one with room, it would by
+    the estimate answer no sooner, and prefill what its prefix holder has cached: work that delays every
+    request after it); the other strategies pick among the unsaturated candidates."""
     if strategy is Strategy.CACHE_AWARE:
         first = soonest(candidates, request, rng, weights)
         return NoDeployment(Unavailable.SATURATED) if saturated(first, flow) else first
