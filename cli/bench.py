@@ -122,6 +122,14 @@ def fleet(
         bool, typer.Option("--no-kill", help="No runs with a replica killed halfway.")
     ] = False,
     no_litellm: Annotated[bool, typer.Option("--no-litellm", help="Leave LiteLLM out.")] = False,
+    only: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--run",
+            help="Only this strategy (lcp's: cache_aware, 'cache_aware, flow control', round_robin, "
+            "least_in_flight; LiteLLM's: simple-shuffle, least-busy, latency-based-routing); repeatable.",
+        ),
+    ] = None,
     litellm_python: Annotated[
         Path | None,
         typer.Option(help="Python that has litellm[proxy] (default: a virtualenv in ~/.cache/lcp)."),
@@ -135,7 +143,9 @@ def fleet(
     from bench.gateway import BenchError
     from bench.replay import TraceError
 
-    plan = FleetPlan(trace, replicas, speed, skip, limit, kill=not no_kill, litellm=not no_litellm)
+    plan = FleetPlan(
+        trace, replicas, speed, skip, limit, kill=not no_kill, litellm=not no_litellm, only=tuple(only or ())
+    )
     try:
         result = run_fleet_bench(
             plan,

@@ -23,7 +23,8 @@ from policies.picker import (
     eligible,
     held,
     pick,
-    unsaturated,
+    pick_or_hold,
+    saturated,
 )
 
 # About what one simulated H200 replica caches (~700k tokens) in blocks of 256 characters (~64 tokens): the
@@ -149,8 +150,8 @@ class Fleet:
         flow: FlowControl | None = None,
     ) -> Replica | NoDeployment | None:
         """The replica that serves this request, why none can now, or None: every one is in `exclude`
-        (tried already for this request). With `flow`, saturated replicas are left out (SATURATED when
-        every one that could take it is)."""
+        (tried already for this request). With `flow`, SATURATED when the gateway should hold the
+        request (policies/picker.py pick_or_hold)."""
         group = self._groups.setdefault((route.name, route.version), _Group())
         replicas = [r for r in self.replicas(route) if r.deployment.id not in exclude]
         if not replicas:
@@ -160,15 +161,23 @@ class Fleet:
         ready = eligible(candidates, request, self.clock())
         if isinstance(ready, NoDeployment):
             return ready
-        if flow is not None:
-            ready = unsaturated(ready, flow)
-            if isinstance(ready, NoDeployment):
-                return ready
-        strategy = route.routing.strategy
-        chosen = pick(strategy, ready, request, self._rng, group.turn, route.routing.scorer_weights)
+        strategy, weights = route.routing.strategy, route.routing.scorer_weights
+        if flow is None:
+            chosen = pick(strategy, ready, request, self._rng, group.turn, weights)
+        else:
+            placed = pick_or_hold(strategy, ready, request, self._rng, flow, group.turn, weights)
+            if isinstance(placed, NoDeployment):
+                return placed
+            chosen = placed
         if strategy is Strategy.ROUND_ROBIN:
             group.turn += 1
         return by_id[chosen.id]
+
+    def has_room(self, route: ModelRoute, flow: FlowControl) -> bool:
+        """Whether some deployment of the route could take a request now without being saturated."""
+        nothing = Request(prompt_tokens=0)
+        ready = eligible([r.candidate(nothing, 0) for r in self.replicas(route)], nothing, self.clock())
+        return not isinstance(ready, NoDeployment) and any(not saturated(c, flow) for c in ready)
 
     def started(self, route: ModelRoute, replica: Replica, request: Request, blocks: Sequence[int]) -> float:
         """A call to `replica` starts; returns the prompt tokens it is expected to prefill (the part of the

@@ -5,7 +5,9 @@ most `max_held` requests per model version (past that a 503 with Retry-After) an
 (then it is sent to the best deployment anyway), always within the request's own deadline.
 
 A deployment frees up when one of lcp's calls to it gets its first token or ends, or when a reading of
-its /metrics shows its queue shorter (the fleet tells the gate: Fleet.watch)."""
+its /metrics shows its queue shorter (the fleet tells the gate: Fleet.watch). A request held for one
+deployment (with cache_aware: the one where its first token comes soonest) does not keep those after it
+from going to another that has room."""
 
 import asyncio
 import time
@@ -21,6 +23,7 @@ from policies.models import ModelRoute
 from policies.picker import NoDeployment, Request, Unavailable
 
 REFUSED_RETRY_AFTER = timedelta(seconds=1)
+MAX_TRIED = 64  # held requests tried per release: bounds the work of one fleet change
 ANY_TENANT = ""  # the lane of requests whose tenant the gateway is not told
 
 HELD_REQUESTS = Gauge(
@@ -136,15 +139,20 @@ class FlowGate:
             HELD_REQUESTS.labels(route.name, route.version).set(len(queue))
 
     def release(self) -> None:
-        """Send the held requests whose turn it is while a deployment has room for them."""
+        """Send the held requests that can go now, in turn: one held for a deployment that is still
+        saturated (cache_aware holds a request for its prefix holder) lets those after it go to others,
+        and keeps its place. At most MAX_TRIED held requests are tried at a time, and none once no
+        deployment has room (each try is a pick over the deployments)."""
         for key, queue in self._held.items():
             sent = False
-            while (waiter := queue.peek()) is not None:
+            for tried, (tenant, waiter) in enumerate(queue.in_turn()):
                 flow = waiter.route.routing.flow_control
+                if tried == MAX_TRIED or flow is None or not self.fleet.has_room(waiter.route, flow):
+                    break
                 placed = self.fleet.place(waiter.route, waiter.request, waiter.blocks, waiter.exclude, flow)
                 if isinstance(placed, NoDeployment) and placed.reason is Unavailable.SATURATED:
-                    break
-                queue.pop()
+                    continue
+                queue.take(tenant, waiter)
                 waiter.placed.set_result(placed)
                 sent = True
             if sent:

@@ -63,6 +63,28 @@ class FairQueue(Generic[Item]):
             del self._lanes[tenant]
         return item
 
+    def in_turn(self) -> list[tuple[str, Item]]:
+        """Every held item with its tenant, in the order `pop` would take them."""
+        lanes = {tenant: iter(lane) for tenant, lane in self._lanes.items()}
+        turn = deque(self._turn)
+        order: list[tuple[str, Item]] = []
+        while turn:
+            tenant = turn.popleft()
+            item = next(lanes[tenant], None)
+            if item is not None:
+                order.append((tenant, item))
+                turn.append(tenant)
+        return order
+
+    def take(self, tenant: str, item: Item) -> None:
+        """Take `item` before its turn (those before it could not go yet); its tenant goes to the back of
+        the turn, as after `pop`."""
+        if not self.remove(tenant, item):
+            raise ValueError("the item is not held")
+        if tenant in self._lanes:
+            self._turn.remove(tenant)
+            self._turn.append(tenant)
+
     def remove(self, tenant: str, item: Item) -> bool:
         """Take `item` out before its turn (it gave up waiting); False when it is not held."""
         lane = self._lanes.get(tenant)

@@ -43,13 +43,16 @@ class ScoreWeights:
 @dataclass(frozen=True)
 class FlowControl:
     """When the gateway holds a request instead of sending it (as llm-d's flow control and saturation
-    detector do): while every deployment that could take it is saturated, that is has more prompt tokens
-    waiting to be prefilled than `max_pending_prefill_tokens` (about one long prompt: 1 s of prefill on
-    an H200 for an 8B model) or more than `max_waiting` requests in its vLLM queue as last read. A
-    request piled onto a saturated replica waits there behind every prefill before it; held, it goes
-    to the first replica that frees up. At most `max_held` requests are held per model version (past
-    that, a 503 with Retry-After), each for at most `max_wait_s`: then it is sent to the best
-    deployment anyway."""
+    detector do). A deployment is saturated when it has more prompt tokens waiting to be prefilled than
+    `max_pending_prefill_tokens` (about one long prompt: 1 s of prefill on an H200 for an 8B model) or more
+    than `max_waiting` requests in its vLLM queue as last read. A request piled onto a saturated replica
+    waits there behind every prefill before it; held, it goes once a replica frees up. With cache_aware,
+    a request is held while the deployment where it would get its first token soonest (its prefix
+    holder, most often) is saturated, and not sent to another that has room: there it would prefill its
+    whole prompt again, and the replicas, busier, would fall behind (see `pick_or_hold`). The other
+    strategies send it to the first deployment that has room. At most `max_held` requests are held per
+    model version (past that, a 503 with Retry-After), each for at most `max_wait_s`: then it is sent to
+    the best deployment anyway."""
 
     max_pending_prefill_tokens: int = 32768
     max_waiting: int = 4
@@ -208,6 +211,43 @@ def pick(
     by_id = scores(candidates, request, weights)
     best = max(by_id.values())
     return rng.choice([c for c in candidates if by_id[c.id] >= best - 1e-9])
+
+
+def soonest(
+    candidates: Sequence[Candidate],
+    request: Request,
+    rng: random.Random,
+    weights: ScoreWeights = ScoreWeights(),
+) -> Candidate:
+    """The candidate likely to give the request its first token soonest: the least prefill ahead of it
+    (`prefill_ahead`: the prompts it must prefill first and this prompt's part it does not hold); ties
+    (an idle fleet that holds nothing of the prompt) go by the cache-aware score."""
+    ahead = {c.id: prefill_ahead(c, request, weights) for c in candidates}
+    least = min(ahead.values())
+    return pick(
+        Strategy.CACHE_AWARE, [c for c in candidates if ahead[c.id] <= least + 1e-9], request, rng, 0, weights
+    )
+
+
+def pick_or_hold(
+    strategy: Strategy,
+    candidates: Sequence[Candidate],
+    request: Request,
+    rng: random.Random,
+    flow: FlowControl,
+    turn: int = 0,
+    weights: ScoreWeights = ScoreWeights(),
+) -> Candidate | NoDeployment:
+    """`pick` under flow control: SATURATED when the gateway should hold the request. cache_aware holds it
+    while the candidate where it would get its first token soonest is saturated (held, it waits for what
+    that one has to prefill before it, no longer than sent there now; sent to one with room, it would by
+    the estimate answer no sooner, and prefill what its prefix holder has cached: work that delays every
+    request after it); the other strategies pick among the unsaturated candidates."""
+    if strategy is Strategy.CACHE_AWARE:
+        first = soonest(candidates, request, rng, weights)
+        return NoDeployment(Unavailable.SATURATED) if saturated(first, flow) else first
+    free = unsaturated(candidates, flow)
+    return free if isinstance(free, NoDeployment) else pick(strategy, free, request, rng, turn, weights)
 
 
 class PrefixIndex:

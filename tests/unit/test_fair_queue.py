@@ -29,6 +29,7 @@ def test_tenants_take_turns_and_each_tenant_s_requests_keep_their_order(
     for tenant, item in arrivals:
         assert queue.add(tenant, item) is None
     assert queue.peek() == sent[0]
+    assert [item for _, item in queue.in_turn()] == sent
     assert drain(queue) == sent
     assert queue.peek() is None and len(queue) == 0
 
@@ -53,6 +54,19 @@ def test_a_request_that_gives_up_leaves_its_place() -> None:
     assert queue.remove("b", "b1") is False
     assert queue.remove("a", "zz") is False
     assert drain(queue) == ["a1", "a2"]
+
+
+def test_an_item_taken_before_its_turn_sends_its_tenant_to_the_back() -> None:
+    queue: FairQueue[str] = FairQueue(capacity=10)
+    for tenant, item in [("a", "a1"), ("b", "b1"), ("a", "a2"), ("c", "c1"), ("b", "b2")]:
+        queue.add(tenant, item)
+    assert queue.in_turn() == [("a", "a1"), ("b", "b1"), ("c", "c1"), ("a", "a2"), ("b", "b2")]
+    queue.take("b", "b2")  # a1 and b1 could not go yet; b's next turn comes after c's and a's
+    assert [item for _, item in queue.in_turn()] == ["a1", "c1", "b1", "a2"]
+    queue.take("c", "c1")  # c's last: c leaves the turn
+    assert drain(queue) == ["a1", "b1", "a2"]
+    with pytest.raises(ValueError):
+        queue.take("c", "c1")
 
 
 def test_a_queue_holds_at_least_one() -> None:

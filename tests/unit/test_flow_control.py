@@ -1,5 +1,6 @@
 """The gateway's flow control over a fleet's state (no HTTP): a request is held while every deployment
-is saturated and sent when one frees up, the tenants in turn; bounded in depth (503) and in wait (sent
+is saturated (with cache_aware: while the one that holds its prefix is) and sent when one frees up, the
+tenants in turn; bounded in depth (503) and in wait (sent
 anyway); a request that goes away leaves nothing behind."""
 
 import asyncio
@@ -25,8 +26,11 @@ def route(replicas: int = 1, strategy: str = "cache_aware", **flow: Any) -> Mode
     return parse_routes({"models": [{"name": "m", "deployments": deployments, "routing": routing}]})["m"]
 
 
-async def place(gate: FlowGate, r: ModelRoute, tenant: str = "t", request: Request = LONG) -> Any:
-    return await gate.place(r, request, [], set(), tenant, deadline=asyncio.get_running_loop().time() + 60)
+async def place(
+    gate: FlowGate, r: ModelRoute, tenant: str = "t", request: Request = LONG, blocks: list[int] | None = None
+) -> Any:
+    deadline = asyncio.get_running_loop().time() + 60
+    return await gate.place(r, request, blocks or [], set(), tenant, deadline)
 
 
 async def settle() -> None:
@@ -54,6 +58,46 @@ async def test_held_while_every_deployment_is_saturated_then_sent_to_the_first_t
     assert replica is second[0] and prefill == LONG.prompt_tokens
     assert gate.held(r) == 0 and sample("lcp_gateway_held_requests") == 0
     assert sample("lcp_gateway_held_total", outcome="sent") == sent_before + 1
+
+
+@pytest.mark.parametrize(
+    ("strategy", "waits_for_the_holder"), [("cache_aware", True), ("round_robin", False)]
+)
+async def test_cache_aware_holds_a_request_for_the_replica_that_holds_its_prefix(
+    strategy: str, waits_for_the_holder: bool
+) -> None:
+    r = route(replicas=2, strategy=strategy)
+    fleet = Fleet()
+    gate = FlowGate(fleet)
+    conversation = list(range(16))
+    holder, prefill = await place(gate, r, request=Request(5000, prefix_blocks=10), blocks=conversation[:10])
+    # its next turn: 4,500 tokens to prefill on the holder after its 5,000 pending, the whole 12,000
+    # on the idle replica
+    turn = asyncio.create_task(place(gate, r, request=Request(12_000, prefix_blocks=16), blocks=conversation))
+    await settle()
+    if waits_for_the_holder:
+        assert not turn.done() and gate.held(r) == 1
+        fleet.answering(holder, prefill)
+        replica, turn_prefill = await turn
+        assert replica is holder and turn_prefill == 12_000 * 6 / 16
+    else:
+        replica, turn_prefill = await turn
+        assert replica is not holder and turn_prefill == 12_000
+
+
+async def test_a_request_held_for_its_prefix_holder_does_not_hold_up_the_others() -> None:
+    r = route(replicas=2)
+    fleet = Fleet()
+    gate = FlowGate(fleet)
+    conversation = list(range(16))
+    holder, prefill = await place(gate, r, request=Request(5000, prefix_blocks=10), blocks=conversation[:10])
+    turn = asyncio.create_task(place(gate, r, request=Request(12_000, prefix_blocks=16), blocks=conversation))
+    await settle()
+    assert gate.held(r) == 1
+    other, _ = await place(gate, r)  # a prompt nobody holds: to the idle replica, past the held turn
+    assert other is not holder and gate.held(r) == 1 and not turn.done()
+    fleet.answering(holder, prefill)
+    assert (await turn)[0] is holder
 
 
 async def test_held_requests_are_sent_tenant_by_tenant() -> None:

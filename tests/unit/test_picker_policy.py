@@ -16,6 +16,7 @@ from policies.picker import (
     Unavailable,
     eligible,
     pick,
+    pick_or_hold,
     prompt_blocks,
     scores,
     unsaturated,
@@ -91,6 +92,79 @@ def test_flow_control_leaves_out_the_saturated(
     candidates: list[Candidate], expected: list[str] | NoDeployment
 ) -> None:
     assert ids(unsaturated(candidates, FLOW)) == expected
+
+
+HELD_PREFIX = Request(15_000, prefix_blocks=10)
+
+
+@pytest.mark.parametrize(
+    ("strategy", "candidates", "request_", "expected"),
+    [
+        # nothing saturated: the one where the first token comes soonest (the prefix holder here)
+        (
+            Strategy.CACHE_AWARE,
+            [Candidate("a", prefix_blocks_held=10, pending_prefill_tokens=900), Candidate("b")],
+            HELD_PREFIX,
+            "a",
+        ),
+        # the prefix holder is saturated, yet still the soonest (5k to prefill before it, against the
+        # whole 15k prompt on "b"): held for it, not sent to "b" to prefill the prompt again
+        (
+            Strategy.CACHE_AWARE,
+            [Candidate("a", prefix_blocks_held=10, pending_prefill_tokens=5_000), Candidate("b")],
+            HELD_PREFIX,
+            NoDeployment(Unavailable.SATURATED),
+        ),
+        # ...but once it has more to prefill than the whole prompt elsewhere, the prompt goes elsewhere
+        (
+            Strategy.CACHE_AWARE,
+            [Candidate("a", prefix_blocks_held=10, pending_prefill_tokens=20_000), Candidate("b")],
+            HELD_PREFIX,
+            "b",
+        ),
+        # a prompt nobody holds goes to the one with the least ahead of it, held while that one is full
+        (
+            Strategy.CACHE_AWARE,
+            [Candidate("a", pending_prefill_tokens=1500), Candidate("b", pending_prefill_tokens=1200)],
+            REQ,
+            NoDeployment(Unavailable.SATURATED),
+        ),
+        (
+            Strategy.CACHE_AWARE,
+            [Candidate("a", pending_prefill_tokens=1500), Candidate("b", pending_prefill_tokens=200)],
+            REQ,
+            "b",
+        ),
+        # a deployment whose vLLM queue is long is saturated too
+        (Strategy.CACHE_AWARE, [Candidate("a", waiting=3)], REQ, NoDeployment(Unavailable.SATURATED)),
+        # the other strategies take the first deployment with room
+        (
+            Strategy.ROUND_ROBIN,
+            [Candidate("a", prefix_blocks_held=10, pending_prefill_tokens=5_000), Candidate("b")],
+            HELD_PREFIX,
+            "b",
+        ),
+        (
+            Strategy.LEAST_IN_FLIGHT,
+            [Candidate("a", pending_prefill_tokens=5_000), Candidate("b", waiting=9)],
+            REQ,
+            NoDeployment(Unavailable.SATURATED),
+        ),
+    ],
+)
+def test_flow_control_holds_or_picks(
+    strategy: Strategy, candidates: list[Candidate], request_: Request, expected: str | NoDeployment
+) -> None:
+    chosen = pick_or_hold(strategy, candidates, request_, random.Random(0), FLOW)
+    assert (chosen.id if isinstance(chosen, Candidate) else chosen) == expected
+
+
+def test_soonest_breaks_ties_on_the_score() -> None:
+    # nobody holds the prompt and nothing is pending anywhere: load decides, as in the cache-aware score
+    candidates = [Candidate("a", running=5), Candidate("b", running=1), Candidate("c", running=3)]
+    for seed in range(10):
+        chosen = pick_or_hold(Strategy.CACHE_AWARE, candidates, REQ, random.Random(seed), FLOW)
+        assert isinstance(chosen, Candidate) and chosen.id == "b"
 
 
 def test_load_counts_what_lcp_sent_since_the_last_read() -> None:

@@ -46,3 +46,25 @@ def test_read_sorts_limits_and_refuses_bad_records(tmp_path: Path) -> None:
     trace.write_text(json.dumps({**rows[0], "input_length": 10**9}) + "\n")
     with pytest.raises(TraceError, match=r"trace.jsonl:1: input_length and output_length must be"):
         read_prefix_trace(trace)
+
+
+def test_a_fleet_bench_refuses_an_unknown_strategy_and_a_replay_too_big_to_hold(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bench import fleet
+    from bench.gateway import BenchError
+
+    trace = tmp_path / "trace.jsonl"
+    lines = [
+        {"timestamp": i, "input_length": 600, "output_length": 5, "hash_ids": [i, i + 1]} for i in range(3)
+    ]
+    trace.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    with pytest.raises(BenchError, match="no strategy fastest: the strategies are cache_aware, "):
+        fleet.run_fleet_bench(fleet.FleetPlan(trace, only=("least-busy", "fastest"), litellm=False))
+    monkeypatch.setattr(fleet, "MAX_REPLAY_TOKENS", 1000)
+    with pytest.raises(BenchError, match="3 records ask for 1,800 prompt tokens, more than the 1,000"):
+        fleet.run_fleet_bench(fleet.FleetPlan(trace, litellm=False))
+    # the requests as sent: the record's prompt, streamed
+    body = json.loads(fleet.request_body(record([1, 2], tokens=700)))
+    assert body["stream"] is True and body["max_tokens"] == 10
+    assert body["messages"][0]["content"] == prompt(record([1, 2], tokens=700))
