@@ -448,8 +448,10 @@ def run_fleet_bench(
         )
     unknown = set(plan.only) - set(LCP_ROUTINGS) - set(LITELLM_STRATEGIES)
     if unknown:
-        known = ", ".join([*LCP_ROUTINGS, *LITELLM_STRATEGIES])
-        raise BenchError(f"no strategy {', '.join(sorted(unknown))}: the strategies are {known}")
+        known = "; ".join(repr(s) for s in [*LCP_ROUTINGS, *LITELLM_STRATEGIES])
+        raise BenchError(f"no strategy {'; '.join(map(repr, sorted(unknown)))}: the strategies are {known}")
+    if not any(_runs(plan, plan.litellm)):
+        raise BenchError("--run names only LiteLLM's strategies, and LiteLLM is left out (--no-litellm)")
     wants_litellm = plan.litellm and (not plan.only or bool(set(plan.only) & set(LITELLM_STRATEGIES)))
     python = litellm_python(litellm_python_path, echo) if wants_litellm else None
     version = litellm_probe(python)[0] if python else None

@@ -20,6 +20,7 @@ from policies.picker import (
     PrefixIndex,
     Request,
     Strategy,
+    Unavailable,
     eligible,
     held,
     pick,
@@ -173,11 +174,14 @@ class Fleet:
             group.turn += 1
         return by_id[chosen.id]
 
-    def has_room(self, route: ModelRoute, flow: FlowControl) -> bool:
-        """Whether some deployment of the route could take a request now without being saturated."""
+    def no_room(self, route: ModelRoute, flow: FlowControl) -> NoDeployment | None:
+        """None when some deployment of the route could take a request now without being saturated; else
+        why none can (SATURATED, or why none is ready: cooling down, full, draining)."""
         nothing = Request(prompt_tokens=0)
         ready = eligible([r.candidate(nothing, 0) for r in self.replicas(route)], nothing, self.clock())
-        return not isinstance(ready, NoDeployment) and any(not saturated(c, flow) for c in ready)
+        if isinstance(ready, NoDeployment):
+            return ready
+        return None if any(not saturated(c, flow) for c in ready) else NoDeployment(Unavailable.SATURATED)
 
     def started(self, route: ModelRoute, replica: Replica, request: Request, blocks: Sequence[int]) -> float:
         """A call to `replica` starts; returns the prompt tokens it is expected to prefill (the part of the

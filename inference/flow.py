@@ -1,4 +1,4 @@
-"""The gateway's flow control: a request that finds every deployment of its model saturated (policies/
+"""The gateway's flow control: a request that finds the deployments it could go to saturated (policies/
 picker.py FlowControl: a long prefill queue) is held here instead of piled onto a replica's queue, and
 sent to the first deployment that frees up, the tenants in turn (policies/fair_queue.py). Bounded: at
 most `max_held` requests per model version (past that a 503 with Retry-After) and `max_wait_s` each
@@ -23,7 +23,7 @@ from policies.models import ModelRoute
 from policies.picker import NoDeployment, Request, Unavailable
 
 REFUSED_RETRY_AFTER = timedelta(seconds=1)
-MAX_TRIED = 64  # held requests tried per release: bounds the work of one fleet change
+MAX_TRIED = 16  # held requests tried per release (each a pick over the deployments): bounds its work
 ANY_TENANT = ""  # the lane of requests whose tenant the gateway is not told
 
 HELD_REQUESTS = Gauge(
@@ -40,7 +40,8 @@ HOLD_SECONDS = Histogram(
 HOLD_OUTCOMES = Counter(
     "lcp_gateway_held_total",
     "Requests the gateway held, by how the hold ended: sent (a deployment freed up), max_wait (sent "
-    "anyway after the model's max_wait_s), refused (the hold queue was full: 503), cancelled",
+    "anyway after the model's max_wait_s), unavailable (no deployment ready: every one cooling down or "
+    "draining), refused (the hold queue was full: 503), cancelled",
     ["model", "version", "outcome"],
 )
 
@@ -65,6 +66,7 @@ class FlowGate:
     def __init__(self, fleet: Fleet) -> None:
         self.fleet = fleet
         self._held: dict[tuple[str, str], FairQueue[_Held]] = {}  # by (model, version)
+        self._next_try: dict[tuple[str, str], int] = {}  # where a release starts trying, in turn order
         fleet.watch(self.release)
 
     def held(self, route: ModelRoute) -> int:
@@ -112,7 +114,7 @@ class FlowGate:
             try:
                 async with asyncio.timeout(wait_s):  # not wait_for: on 3.11 it can swallow a cancellation
                     placed = await asyncio.shield(waiter.placed)
-                outcome = "sent"
+                outcome = "unavailable" if isinstance(placed, NoDeployment) else "sent"
                 return placed
             except TimeoutError:
                 if waiter.placed.done():  # placed as the wait ran out
@@ -141,19 +143,46 @@ class FlowGate:
     def release(self) -> None:
         """Send the held requests that can go now, in turn: one held for a deployment that is still
         saturated (cache_aware holds a request for its prefix holder) lets those after it go to others,
-        and keeps its place. At most MAX_TRIED held requests are tried at a time, and none once no
-        deployment has room (each try is a pick over the deployments)."""
+        and keeps its place. A release tries at most MAX_TRIED held requests, starting after those the
+        last one found still waiting, so that each is tried in its turn; none once no deployment has room.
+        When no deployment is ready at all (every one cooling down or draining), every held request gets
+        that answer at once, as a request that was never held would (the gateway waits for the first to
+        come back, or refuses)."""
         for key, queue in self._held.items():
-            sent = False
-            for tried, (tenant, waiter) in enumerate(queue.in_turn()):
-                flow = waiter.route.routing.flow_control
-                if tried == MAX_TRIED or flow is None or not self.fleet.has_room(waiter.route, flow):
+            head = queue.peek()
+            flow = head.route.routing.flow_control if head is not None else None
+            if head is None or flow is None:
+                self._next_try.pop(key, None)
+                continue
+            why = self.fleet.no_room(head.route, flow)
+            if why is not None:
+                if _not_worth_holding(why):
+                    for tenant, waiter in queue.in_turn():
+                        queue.take(tenant, waiter)
+                        waiter.placed.set_result(why)
+                    HELD_REQUESTS.labels(*key).set(0)
+                continue
+            order = queue.in_turn()
+            start = self._next_try.get(key, 0) % len(order)
+            waiting, sent = 0, False
+            for tenant, waiter in (order[start:] + order[:start])[:MAX_TRIED]:
+                if self.fleet.no_room(waiter.route, flow) is not None:
                     break
                 placed = self.fleet.place(waiter.route, waiter.request, waiter.blocks, waiter.exclude, flow)
                 if isinstance(placed, NoDeployment) and placed.reason is Unavailable.SATURATED:
+                    waiting += 1
                     continue
                 queue.take(tenant, waiter)
                 waiter.placed.set_result(placed)
                 sent = True
+            self._next_try[key] = start + waiting
             if sent:
                 HELD_REQUESTS.labels(*key).set(len(queue))
+
+
+def _not_worth_holding(why: NoDeployment) -> bool:
+    """No deployment is ready and none will be because one frees up: all are draining, or cooling down
+    (rather than full: a full one takes the next request once a call of its own ends)."""
+    return why.reason is Unavailable.DRAINING or (
+        why.reason is Unavailable.COOLING_DOWN and why.retry_at is not None
+    )

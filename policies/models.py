@@ -62,7 +62,8 @@ class Deployment:
 @dataclass(frozen=True)
 class Routing:
     """How the gateway picks a deployment. `flow_control` (None: off, the default) holds a request in
-    the gateway while every deployment is saturated: `flow_control: on` or a mapping of its settings."""
+    the gateway while the deployments it could go to are saturated (with cache_aware: the one where its
+    first token comes soonest): `flow_control: on` or a mapping of its settings."""
 
     strategy: Strategy = Strategy.CACHE_AWARE
     scorer_weights: ScoreWeights = ScoreWeights()

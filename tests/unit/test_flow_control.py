@@ -10,9 +10,10 @@ import pytest
 from prometheus_client import REGISTRY
 
 from inference.fleet import Fleet, Replica
-from inference.flow import FlowGate, Saturated
+from inference.flow import MAX_TRIED, FlowGate, Saturated
+from policies.cooldown import Failure
 from policies.models import ModelRoute, parse_routes
-from policies.picker import Request
+from policies.picker import NoDeployment, Request, Unavailable
 
 LONG = Request(prompt_tokens=5000)  # above the limit below: one of these saturates a replica
 
@@ -98,6 +99,49 @@ async def test_a_request_held_for_its_prefix_holder_does_not_hold_up_the_others(
     assert other is not holder and gate.held(r) == 1 and not turn.done()
     fleet.answering(holder, prefill)
     assert (await turn)[0] is holder
+
+
+async def test_more_held_requests_than_a_release_tries_do_not_hide_one_that_can_go() -> None:
+    """A release tries MAX_TRIED held requests (each a pick over the deployments); the next starts after
+    those still waiting, so one further back that another replica could take is not left behind."""
+    r = route(replicas=2)
+    fleet = Fleet()
+    gate = FlowGate(fleet)
+    conversation = list(range(16))
+    holder, _ = await place(gate, r, request=Request(5000, prefix_blocks=10), blocks=conversation[:10])
+    turns = [  # each waits for the replica holding its prefix (see the test above)
+        asyncio.create_task(place(gate, r, f"t{i}", Request(12_000, prefix_blocks=16), conversation))
+        for i in range(MAX_TRIED)
+    ]
+    await settle()
+    assert gate.held(r) == MAX_TRIED
+    newcomer = asyncio.create_task(place(gate, r, "new"))  # nobody holds its prompt: behind them all
+    await settle()
+    gate.release()  # e.g. the next /metrics reading
+    replica, _ = await asyncio.wait_for(newcomer, 2)  # not after max_wait_s (30 s)
+    assert replica is not holder and gate.held(r) == MAX_TRIED
+    for turn in turns:
+        turn.cancel()
+    await settle()
+
+
+async def test_held_requests_are_answered_at_once_when_every_deployment_cools_down() -> None:
+    """Held, as never held: with no deployment ready the gateway waits for the first back or refuses."""
+    r = route(replicas=2)
+    fleet = Fleet()
+    gate = FlowGate(fleet)
+    first, second = await place(gate, r), await place(gate, r)
+    before = sample("lcp_gateway_held_total", outcome="unavailable")
+    held = asyncio.create_task(place(gate, r))
+    await settle()
+    fleet.finished(r, first[0], Failure.UNREACHABLE, 0.1)
+    await settle()
+    assert not held.done()  # the other is saturated, not gone: still worth waiting for
+    fleet.finished(r, second[0], Failure.UNREACHABLE, 0.1)
+    answer = await held
+    assert isinstance(answer, NoDeployment) and answer.reason is Unavailable.COOLING_DOWN
+    assert answer.retry_at is not None and gate.held(r) == 0
+    assert sample("lcp_gateway_held_total", outcome="unavailable") == before + 1
 
 
 async def test_held_requests_are_sent_tenant_by_tenant() -> None:

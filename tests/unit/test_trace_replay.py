@@ -59,8 +59,10 @@ def test_a_fleet_bench_refuses_an_unknown_strategy_and_a_replay_too_big_to_hold(
         {"timestamp": i, "input_length": 600, "output_length": 5, "hash_ids": [i, i + 1]} for i in range(3)
     ]
     trace.write_text("".join(json.dumps(line) + "\n" for line in lines))
-    with pytest.raises(BenchError, match="no strategy fastest: the strategies are cache_aware, "):
+    with pytest.raises(BenchError, match="no strategy 'fastest': the strategies are 'cache_aware'; "):
         fleet.run_fleet_bench(fleet.FleetPlan(trace, only=("least-busy", "fastest"), litellm=False))
+    with pytest.raises(BenchError, match="only LiteLLM's strategies, and LiteLLM is left out"):
+        fleet.run_fleet_bench(fleet.FleetPlan(trace, only=("least-busy",), litellm=False))
     monkeypatch.setattr(fleet, "MAX_REPLAY_TOKENS", 1000)
     with pytest.raises(BenchError, match="3 records ask for 1,800 prompt tokens, more than the 1,000"):
         fleet.run_fleet_bench(fleet.FleetPlan(trace, litellm=False))
