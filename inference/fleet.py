@@ -22,10 +22,10 @@ from policies.picker import (
     Strategy,
     Unavailable,
     eligible,
-    held,
     pick,
     pick_or_hold,
     saturated,
+    uncached,
 )
 
 # About what one simulated H200 replica caches (~700k tokens) in blocks of 256 characters (~64 tokens): the
@@ -188,7 +188,7 @@ class Fleet:
         prompt it does not hold), counted as pending until `answering`."""
         group = self._groups[(route.name, route.version)]
         candidate = replica.candidate(request, group.prefixes.held(replica.deployment.id, blocks))
-        prefill = request.prompt_tokens * (1.0 - held(candidate, request, route.routing.scorer_weights))
+        prefill = uncached(candidate, request, route.routing.scorer_weights)
         replica.in_flight += 1
         replica.pending_prefill += prefill
         group.prefixes.routed(replica.deployment.id, blocks)

@@ -6,7 +6,7 @@ most `max_held` requests per model version (past that a 503 with Retry-After) an
 
 A deployment frees up when one of lcp's calls to it gets its first token or ends, or when a reading of
 its /metrics shows its queue shorter (the fleet tells the gate: Fleet.watch). A request held for one
-deployment (with cache_aware: the one where its first token comes soonest) does not keep those after it
+deployment (with cache_aware: the one where it delays first tokens least) does not keep those after it
 from going to another that has room."""
 
 import asyncio

@@ -38,6 +38,10 @@ class ScoreWeights:
     # A durable conversation's previous replica counts as holding its whole prefix unless this many
     # requests already wait there: then the turn goes where it is served sooner.
     overload_waiting: int = 8
+    # Under flow control, the prompt tokens a deployment would prefill beyond what the best prefix holder
+    # would (work it redoes) count this many times as delay: once for the request after it there, which
+    # waits that much longer (a lower bound while the fleet is busy enough for flow control to matter).
+    redo: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -47,9 +51,9 @@ class FlowControl:
     `max_pending_prefill_tokens` (about one long prompt: 1 s of prefill on an H200 for an 8B model) or more
     than `max_waiting` requests in its vLLM queue as last read. A request piled onto a saturated replica
     waits there behind every prefill before it; held, it goes once a replica frees up. With cache_aware,
-    a request is held while the deployment where it would get its first token soonest (its prefix
-    holder, most often) is saturated, and not sent to another that has room: there it would prefill its
-    whole prompt again, and the replicas, busier, would fall behind (see `pick_or_hold`). The other
+    a request is held while the deployment where it delays first tokens least (its prefix holder, most
+    often) is saturated, and not sent to another that has room: there it would prefill its whole prompt
+    again, and the replicas, busier, would fall behind (see `pick_or_hold`). The other
     strategies send it to the first deployment that has room. At most `max_held` requests are held per
     model version (past that, a 503 with Retry-After), each for at most `max_wait_s`: then it is sent to
     the best deployment anyway."""
@@ -157,12 +161,17 @@ def held(c: Candidate, request: Request, weights: ScoreWeights) -> float:
     return 0.0
 
 
+def uncached(c: Candidate, request: Request, weights: ScoreWeights) -> float:
+    """Prompt tokens the candidate would prefill for this request: the part it does not hold."""
+    return request.prompt_tokens * (1.0 - held(c, request, weights))
+
+
 def prefill_ahead(c: Candidate, request: Request, weights: ScoreWeights) -> float:
     """Prompt tokens the candidate must prefill before this request's first token: what lcp sent it that
     it has not started answering (or, when its metrics show more requests waiting, that many prompts like
     this one: other clients' too), and this prompt's part it does not hold."""
     ahead = max(c.pending_prefill_tokens, c.waiting * request.prompt_tokens)
-    return ahead + request.prompt_tokens * (1.0 - held(c, request, weights))
+    return ahead + uncached(c, request, weights)
 
 
 def _better_when_lower(values: list[float]) -> list[float]:
@@ -213,19 +222,25 @@ def pick(
     return rng.choice([c for c in candidates if by_id[c.id] >= best - 1e-9])
 
 
-def soonest(
+def least_delay(
     candidates: Sequence[Candidate],
     request: Request,
     rng: random.Random,
     weights: ScoreWeights = ScoreWeights(),
 ) -> Candidate:
-    """The candidate likely to give the request its first token soonest: the least prefill ahead of it
-    (`prefill_ahead`: the prompts it must prefill first and this prompt's part it does not hold); ties
-    (an idle fleet that holds nothing of the prompt) go by the cache-aware score."""
-    ahead = {c.id: prefill_ahead(c, request, weights) for c in candidates}
-    least = min(ahead.values())
+    """The candidate where the request delays first tokens least: its own wait (`prefill_ahead`: the prompts
+    the candidate must prefill first and this prompt's part it does not hold), plus `weights.redo` times
+    what the candidate would prefill beyond the best prefix holder (work that holder has cached, which
+    delays the requests after it there); ties (an idle fleet that holds nothing of the prompt) go by the
+    cache-aware score."""
+    redone = {c.id: uncached(c, request, weights) for c in candidates}
+    fewest = min(redone.values())
+    delay = {
+        c.id: prefill_ahead(c, request, weights) + weights.redo * (redone[c.id] - fewest) for c in candidates
+    }
+    least = min(delay.values())
     return pick(
-        Strategy.CACHE_AWARE, [c for c in candidates if ahead[c.id] <= least + 1e-9], request, rng, 0, weights
+        Strategy.CACHE_AWARE, [c for c in candidates if delay[c.id] <= least + 1e-9], request, rng, 0, weights
     )
 
 
@@ -239,12 +254,12 @@ def pick_or_hold(
     weights: ScoreWeights = ScoreWeights(),
 ) -> Candidate | NoDeployment:
     """`pick` under flow control: SATURATED when the gateway should hold the request. cache_aware holds it
-    while the candidate where it would get its first token soonest is saturated (held, it waits for what
-    that one has to prefill before it, no longer than sent there now; sent to one with room, it would by
-    the estimate answer no sooner, and prefill what its prefix holder has cached: work that delays every
-    request after it); the other strategies pick among the unsaturated candidates."""
+    while the candidate where it delays first tokens least (`least_delay`) is saturated: sent to one with
+    room, it would by the estimate answer no sooner than held, or it would prefill what its prefix holder
+    has cached, work that delays the requests after it by more than it gains; the other strategies pick
+    among the unsaturated candidates."""
     if strategy is Strategy.CACHE_AWARE:
-        first = soonest(candidates, request, rng, weights)
+        first = least_delay(candidates, request, rng, weights)
         return NoDeployment(Unavailable.SATURATED) if saturated(first, flow) else first
     free = unsaturated(candidates, flow)
     return free if isinstance(free, NoDeployment) else pick(strategy, free, request, rng, turn, weights)

@@ -115,12 +115,33 @@ HELD_PREFIX = Request(15_000, prefix_blocks=10)
             HELD_PREFIX,
             NoDeployment(Unavailable.SATURATED),
         ),
-        # ...but once it has more to prefill than the whole prompt elsewhere, the prompt goes elsewhere
+        # further behind (20k) than the whole 15k prompt on "b": its first token would come sooner on
+        # "b", but "b" would prefill 15k that "a" holds, and the request after it there would wait those
+        # 15k too (30k in all): still held for "a"
         (
             Strategy.CACHE_AWARE,
             [Candidate("a", prefix_blocks_held=10, pending_prefill_tokens=20_000), Candidate("b")],
             HELD_PREFIX,
+            NoDeployment(Unavailable.SATURATED),
+        ),
+        # ...but once the holder is further behind than that, the prompt goes elsewhere
+        (
+            Strategy.CACHE_AWARE,
+            [Candidate("a", prefix_blocks_held=10, pending_prefill_tokens=35_000), Candidate("b")],
+            HELD_PREFIX,
             "b",
+        ),
+        # a holder of half the prompt with room beats the saturated holder of all of it (7.5k to prefill,
+        # 7.5k redone: 15k against 20k) and the one holding nothing (30k)
+        (
+            Strategy.CACHE_AWARE,
+            [
+                Candidate("a", prefix_blocks_held=10, pending_prefill_tokens=20_000),
+                Candidate("b"),
+                Candidate("c", prefix_blocks_held=5),
+            ],
+            HELD_PREFIX,
+            "c",
         ),
         # a prompt nobody holds goes to the one with the least ahead of it, held while that one is full
         (
@@ -159,7 +180,16 @@ def test_flow_control_holds_or_picks(
     assert (chosen.id if isinstance(chosen, Candidate) else chosen) == expected
 
 
-def test_soonest_breaks_ties_on_the_score() -> None:
+def test_redo_zero_sends_the_request_where_its_first_token_comes_soonest() -> None:
+    # the greedy rule: 15k to prefill on "b" against 20k ahead on "a", whatever "b" redoes
+    candidates = [Candidate("a", prefix_blocks_held=10, pending_prefill_tokens=20_000), Candidate("b")]
+    chosen = pick_or_hold(
+        Strategy.CACHE_AWARE, candidates, HELD_PREFIX, random.Random(0), FLOW, weights=ScoreWeights(redo=0)
+    )
+    assert isinstance(chosen, Candidate) and chosen.id == "b"
+
+
+def test_least_delay_breaks_ties_on_the_score() -> None:
     # nobody holds the prompt and nothing is pending anywhere: load decides, as in the cache-aware score
     candidates = [Candidate("a", running=5), Candidate("b", running=1), Candidate("c", running=3)]
     for seed in range(10):
