@@ -1,5 +1,6 @@
 """Shared clients built in the app's lifespan, exposed to routes as Annotated dependencies."""
 
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated
@@ -9,10 +10,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from temporalio.client import Client
 
 from api.auth import Authenticator
+from api.db_deadline import LOST
 from api.limits import RateLimiter
 from inference.gateway import Gateway
 from inference.token_relay import TokenRelay
 from settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -32,8 +36,22 @@ def _state(request: Request) -> AppState:
 
 
 async def _session(request: Request) -> AsyncIterator[AsyncSession]:
-    async with _state(request).sessions() as session:
+    session = _state(request).sessions()
+    try:
         yield session
+    finally:
+        await close_request_session(session)
+
+
+async def close_request_session(session: AsyncSession) -> None:
+    """Closes a request's session after its answer has been sent. A database lost meanwhile makes the
+    rollback fail (or time out); that must not break the answer already on its way (a 503 saying so),
+    so the connection is dropped from the pool instead."""
+    try:
+        await session.close()
+    except LOST as err:
+        log.warning("a request's database session could not be closed, its connection is dropped: %r", err)
+        await session.invalidate()
 
 
 StateDep = Annotated[AppState, Depends(_state)]

@@ -12,10 +12,14 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from api.app import create_app
 from api.auth import KEY_CACHE_S
+from api.deps import close_request_session
 from settings import KeyLimit, LimitSettings, Settings
+from store.db import make_engine
 from tests.api.conftest import MintKey
 from tests.http_server import serve_in_thread
 from tests.postgres import postgres_cluster
@@ -124,6 +128,23 @@ async def test_while_the_database_hangs_or_is_down_requests_get_503_and_retry_af
                 await refused_unserved(http)
                 cluster.start()
                 await served(http)
+
+
+async def test_a_request_session_closes_quietly_when_the_database_froze_under_it() -> None:
+    """The session is closed after the 503 has started on its way: a rollback that times out there would
+    cut that answer off (the client saw "Server disconnected without sending a response")."""
+    with postgres_cluster() as cluster:
+        engine = make_engine(cluster.url, wait_s=1.0)
+        session = async_sessionmaker(engine)()
+        await session.execute(text("select 1"))  # a transaction open on a pooled connection
+        cluster.freeze()
+        try:
+            await close_request_session(session)  # the rollback times out: dropped, not raised
+        finally:
+            cluster.freeze(False)
+        async with async_sessionmaker(engine)() as fresh:  # the pool hands out a working connection
+            assert (await fresh.execute(text("select 1"))).scalar() == 1
+        await engine.dispose()
 
 
 @pytest.mark.parametrize("database_kind", ["sqlite"], indirect=True)  # the API gets a cluster of its own
