@@ -199,9 +199,14 @@ async def test_per_version_stats_and_feedback_match_the_turns_that_were_sent(
     ]
     await _ok(await admin.post(f"/v1/assistants/{assistant_id}/experiments", json={"id": "ab", "arms": arms}))
 
+    # Five users per arm, chosen with the server's own assignment, so both arms have turns to report on.
+    policy_arms = [Arm("control", "v1", 50), Arm("treatment", "v2", 50)]
+    arm_of = {f"user-{n}": assign(policy_arms, assistant_id, "ab", f"user-{n}").name for n in range(200)}
+    users = [u for u in arm_of if arm_of[u] == "control"][:5]
+    users += [u for u in arm_of if arm_of[u] == "treatment"][:5]
     sent: dict[str, dict[str, int]] = {}  # arm -> turns, tokens, ups, downs
-    for n in range(10):
-        created = await _converse(api, {"id": assistant_id}, f"user-{n}")
+    for n, user in enumerate(users):
+        created = await _converse(api, {"id": assistant_id}, user)
         conversation, reply = created["conversation"], created["turn"]["reply"]
         more = await _ok(
             await api.post(
@@ -213,10 +218,8 @@ async def test_per_version_stats_and_feedback_match_the_turns_that_were_sent(
         tally["tokens"] += reply["completion_tokens"] + more["reply"]["completion_tokens"]
         rating = "up" if n % 3 else "down"
         path = f"/v1/conversations/{conversation['id']}/messages/{reply['id']}/feedback"
-        assert (await api.post(path, json={"rating": "up", "user": f"user-{n}"})).status_code == 200
-        assert (
-            await api.post(path, json={"rating": rating, "user": f"user-{n}"})
-        ).status_code == 200  # replaces
+        assert (await api.post(path, json={"rating": "up", "user": user})).status_code == 200
+        assert (await api.post(path, json={"rating": rating, "user": user})).status_code == 200  # replaces
         tally[rating] += 1
     user_message = created["turn"]["message"]["id"]
     bad = f"/v1/conversations/{conversation['id']}/messages/{user_message}/feedback"
@@ -228,7 +231,7 @@ async def test_per_version_stats_and_feedback_match_the_turns_that_were_sent(
     assert experiment["id"] == "ab" and experiment["control"] == "control"
     for arm in experiment["arms"]:
         expected = sent.get(arm["arm"], {"turns": 0, "tokens": 0, "up": 0, "down": 0})
-        assert arm["turns"] == expected["turns"] and arm["conversations"] == expected["turns"] // 2
+        assert expected["turns"] == 10 and arm["turns"] == 10 and arm["conversations"] == 5
         assert arm["completion_tokens"] == expected["tokens"]
         assert (arm["thumbs_up"], arm["thumbs_down"]) == (expected["up"], expected["down"])
         assert arm["errors"] == 0 and arm["latency_p50_ms"] is not None
