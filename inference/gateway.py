@@ -324,7 +324,8 @@ class ModelWeights:
         elif self._loaded:
             return  # another request is reading them: go on with the last known
         try:
-            await asyncio.wait_for(asyncio.shield(reading), self._wait_s)
+            async with asyncio.timeout(self._wait_s):  # not wait_for: on 3.11 it can swallow a cancellation
+                await asyncio.shield(reading)
         except TimeoutError:
             self._fresh_until = self._clock() + self._ttl_s  # the read goes on; nobody else waits for it
 

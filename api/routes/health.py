@@ -22,15 +22,14 @@ async def healthz() -> dict[str, str]:
 async def readyz(state: StateDep) -> JSONResponse:
     checks: dict[str, str] = {}
     try:
-        await asyncio.wait_for(
-            state.temporal.workflow_service.get_system_info(GetSystemInfoRequest()), timeout=3
-        )
+        async with asyncio.timeout(3):  # not wait_for: on 3.11 it can swallow a cancellation
+            await state.temporal.workflow_service.get_system_info(GetSystemInfoRequest())
         checks["temporal"] = "ok"
     except Exception as err:  # noqa: BLE001 - any failure means "not ready", reported in the body
         checks["temporal"] = f"unavailable: {err}"
     try:
-        async with state.engine.connect() as connection:
-            await asyncio.wait_for(connection.execute(text("SELECT 1")), timeout=3)
+        async with asyncio.timeout(3), state.engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
         checks["database"] = "ok"
     except Exception as err:  # noqa: BLE001
         checks["database"] = f"unavailable: {err}"

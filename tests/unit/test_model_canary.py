@@ -2,6 +2,7 @@
 the gateway's split against a real simulator, its metrics, the weights cache, and the activities."""
 
 import asyncio
+import contextlib
 import logging
 import random
 from collections.abc import AsyncIterator, Iterator
@@ -432,6 +433,30 @@ async def test_a_slow_database_does_not_hold_requests_up(sessions: async_session
         what="the held read to land",
         interval=0.01,
     )
+
+
+async def test_a_request_cancelled_as_the_weights_read_lands_is_cancelled(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """A cancellation (a client gone, a task stopped) that arrives in the loop turn the read finishes must
+    not be lost: on Python 3.11 `asyncio.wait_for` returns the result then, and a caller looping over
+    requests never stopped (a test's traffic loop ran on for 25 minutes)."""
+    for turns in range(8):  # cancel at each loop turn between the read's end and the caller's resumption
+        clock, flaky = Clock(), FlakySessions(sessions)
+        weights = ModelWeights(flaky, clock=clock)  # type: ignore[arg-type]
+        flaky.held.clear()
+        caller = asyncio.create_task(weights.get("any"))
+        await asyncio.sleep(0)  # not a wait: one loop turn, in which the caller starts the read
+        reading = weights._reading
+        assert reading is not None
+        flaky.held.set()
+        await asyncio.wait({reading})
+        for _ in range(turns):
+            await asyncio.sleep(0)
+        if caller.cancel():  # still waiting: the cancellation must reach it
+            with contextlib.suppress(asyncio.CancelledError):
+                await caller
+            assert caller.cancelled(), f"cancelled {turns} turns after the read finished, yet it returned"
 
 
 # ---- the activities --------------------------------------------------------------------------
