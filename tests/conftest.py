@@ -30,7 +30,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 if worker := os.environ.get("PYTEST_XDIST_WORKER"):  # gw0, gw1, ...: each takes its own ports
-    os.environ["LCP_PORT_SLICE"] = f"{worker.removeprefix('gw')}/{os.environ['PYTEST_XDIST_WORKER_COUNT']}"
+    # A worker that replaces a crashed one is numbered past the count (gw3 of 3): it takes the slice of
+    # the one it replaces, instead of a slice no port is in.
+    _count = int(os.environ["PYTEST_XDIST_WORKER_COUNT"])
+    os.environ["LCP_PORT_SLICE"] = f"{int(worker.removeprefix('gw')) % _count}/{_count}"
 
 
 @pytest.fixture(scope="session")
