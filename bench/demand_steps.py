@@ -24,6 +24,7 @@ from lab.traces import SERVEGEN_WINDOW_S
 
 DAY_WINDOWS = 86400 // SERVEGEN_WINDOW_S
 WEEK_WINDOWS = 7 * DAY_WINDOWS
+MAX_WINDOWS = 366 * DAY_WINDOWS  # a year of windows: the rates array stays small whatever a file says
 
 
 @dataclass(frozen=True)
@@ -44,19 +45,29 @@ def client_rates(directory: Path) -> np.ndarray:
     files = sorted(directory.glob("*.csv"))
     if not files:
         raise ValueError(f"{directory}: no ServeGen *.csv files in this directory")
-    per_client: list[dict[int, float]] = []
-    for file in files:
-        with file.open(newline="") as f:
-            rates = {
-                int(float(row[0])) // SERVEGEN_WINDOW_S: float(row[1] or 0) for row in csv.reader(f) if row
-            }
-        per_client.append(rates)
+    per_client = [_read_client(file) for file in files]
     windows = 1 + max((max(r) for r in per_client if r), default=-1)
     out = np.zeros((len(files), windows))
     for i, rates in enumerate(per_client):
         for window, rate in rates.items():
             out[i, window] = rate
     return out
+
+
+def _read_client(file: Path) -> dict[int, float]:
+    rates: dict[int, float] = {}
+    with file.open(newline="") as f:
+        for line, row in enumerate(csv.reader(f), start=1):
+            if not row:
+                continue
+            try:
+                start_s, rate = float(row[0]), float(row[1] or 0)
+            except (IndexError, ValueError):
+                raise ValueError(f"{file}:{line}: expected window_start_s,rate_rps,...") from None
+            if not (0 <= start_s < MAX_WINDOWS * SERVEGEN_WINDOW_S and 0 <= rate < float("inf")):
+                raise ValueError(f"{file}:{line}: window_start_s must be in [0, one year), rate_rps >= 0")
+            rates[int(start_s) // SERVEGEN_WINDOW_S] = rate
+    return rates
 
 
 def _seen(increase: np.ndarray, before: np.ndarray) -> float:
@@ -101,7 +112,11 @@ def main() -> None:
     parser.add_argument("traces", nargs="+", type=Path, help="ServeGen directories of per-client rate files")
     args = parser.parse_args()
     for directory in args.traces:
-        print(json.dumps({"trace": directory.name, **asdict(analyse(client_rates(directory)))}))
+        try:
+            report = analyse(client_rates(directory))
+        except (OSError, ValueError) as err:
+            parser.exit(2, f"error: {err}\n")
+        print(json.dumps({"trace": directory.name, **asdict(report)}))
 
 
 if __name__ == "__main__":

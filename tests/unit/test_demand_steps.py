@@ -34,6 +34,10 @@ def test_a_daily_client_is_seen_a_day_before_and_a_new_one_is_not(tmp_path: Path
     assert report.seen_a_week_before_median is None and report.steps_with_a_week_before == 0
 
 
-def test_a_directory_without_rate_files_is_refused(tmp_path: Path) -> None:
+def test_a_directory_without_rate_files_or_with_bad_rows_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="no ServeGen"):
         client_rates(tmp_path)
+    for bad in ("0,fast", "600", "1e15,1.0", "600,-1", "600,nan"):
+        (tmp_path / "chunk-0-trace.csv").write_text(f"0,1.0\n{bad}\n")
+        with pytest.raises(ValueError, match="chunk-0-trace.csv:2: "):
+            client_rates(tmp_path)
