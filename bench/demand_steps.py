@@ -13,14 +13,14 @@ up to today's)."""
 from __future__ import annotations
 
 import argparse
-import csv
 import json
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
-from lab.traces import SERVEGEN_WINDOW_S
+from lab.traces import SERVEGEN_WINDOW_S, servegen_windows
 
 DAY_WINDOWS = 86400 // SERVEGEN_WINDOW_S
 WEEK_WINDOWS = 7 * DAY_WINDOWS
@@ -56,17 +56,10 @@ def client_rates(directory: Path) -> np.ndarray:
 
 def _read_client(file: Path) -> dict[int, float]:
     rates: dict[int, float] = {}
-    with file.open(newline="") as f:
-        for line, row in enumerate(csv.reader(f), start=1):
-            if not row:
-                continue
-            try:
-                start_s, rate = float(row[0]), float(row[1] or 0)
-            except (IndexError, ValueError):
-                raise ValueError(f"{file}:{line}: expected window_start_s,rate_rps,...") from None
-            if not (0 <= start_s < MAX_WINDOWS * SERVEGEN_WINDOW_S and 0 <= rate < float("inf")):
-                raise ValueError(f"{file}:{line}: window_start_s must be in [0, one year), rate_rps >= 0")
-            rates[int(start_s) // SERVEGEN_WINDOW_S] = rate
+    for line, start_s, rate in servegen_windows(file):
+        if start_s >= MAX_WINDOWS * SERVEGEN_WINDOW_S or not math.isfinite(rate):
+            raise ValueError(f"{file}:{line}: window_start_s must be within a year, rate_rps finite")
+        rates[start_s // SERVEGEN_WINDOW_S] = rate
     return rates
 
 
@@ -86,7 +79,8 @@ def analyse(rates: np.ndarray, rise: float = 1.3, min_share_of_peak: float = 0.0
     top, day, week = [], [], []
     for t in steps:
         increase = rates[:, t] - rates[:, t - 1]
-        top.append(float(np.maximum(increase, 0).max() / np.maximum(increase, 0).sum()))
+        rising = np.maximum(increase, 0)
+        top.append(float(rising.max() / rising.sum()))
         day.append(_seen(increase, rates[:, t - DAY_WINDOWS] - rates[:, t - DAY_WINDOWS - 1]))
         if t > WEEK_WINDOWS:
             week.append(_seen(increase, rates[:, t - WEEK_WINDOWS] - rates[:, t - WEEK_WINDOWS - 1]))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -196,22 +196,29 @@ def read_servegen(path: str | Path) -> list[float]:
         raise ValueError(f"{path}: no ServeGen *.csv files in this directory")
     totals: dict[int, float] = {}
     for file in files:
-        with file.open(newline="") as f:
-            for line, row in enumerate(csv.reader(f), start=1):
-                if not row:
-                    continue
-                try:
-                    start_s, rate = float(row[0]), float(row[1])
-                except (IndexError, ValueError):
-                    raise ValueError(f"{file}:{line}: expected window_start_s,rate_rps,...") from None
-                if start_s < 0 or start_s % 60 or rate < 0:
-                    raise ValueError(f"{file}:{line}: window_start_s must be whole minutes, rate_rps >= 0")
-                first = int(start_s) // 60
-                for minute in range(first, first + SERVEGEN_WINDOW_S // 60):
-                    totals[minute] = totals.get(minute, 0.0) + rate * 60
+        for _, start_s, rate in servegen_windows(file):
+            first = start_s // 60
+            for minute in range(first, first + SERVEGEN_WINDOW_S // 60):
+                totals[minute] = totals.get(minute, 0.0) + rate * 60
     if not totals:
         return []
     return [totals.get(m, 0.0) for m in range(max(totals) + 1)]
+
+
+def servegen_windows(file: Path) -> Iterator[tuple[int, int, float]]:
+    """(line, window_start_s, rate_rps) of each row of one ServeGen client file, checked: the start in
+    whole minutes ≥ 0, the rate ≥ 0."""
+    with file.open(newline="") as f:
+        for line, row in enumerate(csv.reader(f), start=1):
+            if not row:
+                continue
+            try:
+                start_s, rate = float(row[0]), float(row[1])
+            except (IndexError, ValueError):
+                raise ValueError(f"{file}:{line}: expected window_start_s,rate_rps,...") from None
+            if start_s < 0 or start_s % 60 or rate < 0:
+                raise ValueError(f"{file}:{line}: window_start_s must be whole minutes, rate_rps >= 0")
+            yield line, int(start_s), rate
 
 
 def read_minute_csv(path: str | Path) -> list[float]:

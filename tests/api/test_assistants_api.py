@@ -230,7 +230,7 @@ async def test_per_version_stats_and_feedback_match_the_turns_that_were_sent(
     experiment = stats["experiments"][0]
     assert experiment["id"] == "ab" and experiment["control"] == "control"
     for arm in experiment["arms"]:
-        expected = sent.get(arm["arm"], {"turns": 0, "tokens": 0, "up": 0, "down": 0})
+        expected = sent[arm["arm"]]
         assert expected["turns"] == 10 and arm["turns"] == 10 and arm["conversations"] == 5
         assert arm["completion_tokens"] == expected["tokens"]
         assert (arm["thumbs_up"], arm["thumbs_down"]) == (expected["up"], expected["down"])
