@@ -12,6 +12,9 @@ from typing import Literal, Protocol
 
 # ServeGen rate files have one row per 10-minute window (see shared/data/traces/servegen_language/README.md).
 SERVEGEN_WINDOW_S = 600
+# The longest trace a reader builds, in minutes: a year. Minute indexes come from the file, and every
+# minute up to the last is a list element, so one far-off row must not decide how much memory that takes.
+MAX_TRACE_MINUTES = 366 * 24 * 60
 
 AtEnd = Literal["loop", "hold"]
 
@@ -162,6 +165,7 @@ def per_minute(minutes: Iterable[int]) -> list[float]:
     if not counts:
         return []
     first = min(counts)
+    _check_span(max(counts) - first + 1, "the first and last request")
     return [float(counts.get(m, 0)) for m in range(first, max(counts) + 1)]
 
 
@@ -216,8 +220,10 @@ def servegen_windows(file: Path) -> Iterator[tuple[int, int, float]]:
                 start_s, rate = float(row[0]), float(row[1])
             except (IndexError, ValueError):
                 raise ValueError(f"{file}:{line}: expected window_start_s,rate_rps,...") from None
-            if start_s < 0 or start_s % 60 or rate < 0:
+            if start_s < 0 or start_s % 60 or not (math.isfinite(rate) and rate >= 0):
                 raise ValueError(f"{file}:{line}: window_start_s must be whole minutes, rate_rps >= 0")
+            if start_s + SERVEGEN_WINDOW_S > MAX_TRACE_MINUTES * 60:
+                raise ValueError(f"{file}:{line}: window_start_s must be within a year of the trace's start")
             yield line, int(start_s), rate
 
 
@@ -240,4 +246,13 @@ def read_minute_csv(path: str | Path) -> list[float]:
             values[minute] = values.get(minute, 0.0) + requests
     if not values:
         return []
+    _check_span(max(values) + 1, f"{path}: minute 0 and the last minute")
     return [values.get(m, 0.0) for m in range(max(values) + 1)]
+
+
+def _check_span(minutes: int, between: str) -> None:
+    if minutes > MAX_TRACE_MINUTES:
+        raise ValueError(
+            f"{between} are {minutes:,} minutes apart; a trace may span at most a year "
+            f"({MAX_TRACE_MINUTES:,} minutes)"
+        )

@@ -14,6 +14,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from lab.traces import (
+    MAX_TRACE_MINUTES,
     Constant,
     Replay,
     per_minute,
@@ -415,6 +416,21 @@ def test_read_minute_csv(tmp_path: Path) -> None:
         read_minute_csv(write(tmp_path / "rpm2.csv", "minute,requests\none,1\n"))
     with pytest.raises(ValueError, match="not a known trace format"):
         read_trace(write(tmp_path / "x.csv", "a,b\n"))
+
+
+def test_no_trace_spans_more_than_a_year(tmp_path: Path) -> None:
+    """Every minute up to a trace's last is a list element: a far-off row is refused, not allocated."""
+    with pytest.raises(ValueError, match="far.csv:2: window_start_s must be within a year"):
+        read_servegen(write(tmp_path / "far.csv", "0,1,1,Gamma,1,1\n6000000000,1,1,Gamma,1,1\n"))
+    with pytest.raises(ValueError, match="whole minutes"):
+        read_servegen(write(tmp_path / "inf.csv", "0,inf,1,Gamma,1,1\n"))
+    with pytest.raises(ValueError, match="at most a year"):
+        read_minute_csv(write(tmp_path / "far-rpm.csv", "minute,requests\n0,1\n1000000000000,1\n"))
+    azure = "TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46,1,1\n9999-11-16 18:15:46,1,1\n"
+    with pytest.raises(ValueError, match="at most a year"):
+        read_azure_llm(write(tmp_path / "far-azure.csv", azure))
+    year = read_minute_csv(write(tmp_path / "year.csv", f"minute,requests\n{MAX_TRACE_MINUTES - 1},1\n"))
+    assert len(year) == MAX_TRACE_MINUTES
 
 
 def test_real_azure_traces_match_their_readme() -> None:
