@@ -5,13 +5,14 @@ Every activity is idempotent: it writes the whole row, so a retry writes the sam
 canary version the policy does not know is final (TargetNotFound, InvalidSpec); a database error is
 not, and Temporal retries it."""
 
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.contracts import models as contract
+from activities.contracts.models import ModelCanaryInput, ModelSplit, ModelWeightInput
 from policies.models import STABLE_VERSION, ModelRoute
 from store import crud
 from store.models import ModelCanary
@@ -22,31 +23,7 @@ TARGET_NOT_FOUND = "TargetNotFound"
 INVALID_SPEC = "InvalidSpec"
 
 
-@dataclass
-class ModelCanaryInput:
-    model: str
-    version: str  # the canary version the rollout expects (must match the policy's canary.version)
-    rollout_id: str = ""
-
-
-@dataclass
-class ModelWeightInput:
-    model: str
-    version: str
-    percent: int
-    rollout_id: str = ""
-
-
-@dataclass
-class ModelSplit:
-    model: str
-    stable_version: str
-    canary_version: str
-    canary_percent: int
-    promoted: bool = False
-
-
-class ModelActivities:
+class ModelActivities(contract.ModelActivities):
     """`routes`: the models policy (inference.gateway.load_routes) the gateways serve."""
 
     def __init__(self, sessions: async_sessionmaker[AsyncSession], routes: dict[str, ModelRoute]) -> None:

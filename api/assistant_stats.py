@@ -5,60 +5,18 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from api.assistant_schemas import (
+    ArmDifference,
+    ArmUsage,
+    AssistantStats,
+    ExperimentStats,
+    VersionUsage,
+)
 from policies.ab_stats import Difference, mean_difference, percentile, proportion_difference
 from store import crud
 from store.models import Conversation, Event, Message, MessageFeedback
-
-
-class Usage(BaseModel):
-    conversations: int
-    turns: int
-    errors: int
-    error_rate: float | None
-    prompt_tokens: int
-    completion_tokens: int
-    latency_p50_ms: float | None
-    latency_p95_ms: float | None
-    thumbs_up: int
-    thumbs_down: int
-    satisfaction: float | None  # thumbs up ÷ (up + down)
-
-
-class VersionUsage(Usage):
-    version: str
-
-
-class ArmUsage(Usage):
-    arm: str
-    version: str
-
-
-class ArmDifference(BaseModel):
-    """treatment − control for one metric, with its confidence interval."""
-
-    metric: str
-    arm: str  # the treatment arm; the control is the experiment's first arm
-    value: float | None
-    low: float | None
-    high: float | None
-    confidence: float
-
-
-class ExperimentStats(BaseModel):
-    id: str
-    state: str
-    control: str
-    arms: list[ArmUsage]
-    differences: list[ArmDifference]
-
-
-class AssistantStats(BaseModel):
-    assistant_id: str
-    versions: list[VersionUsage]
-    experiments: list[ExperimentStats]
 
 
 @dataclass

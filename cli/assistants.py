@@ -22,8 +22,7 @@ from cli.show import plain, print_answer, shown
 from cli.tables import Cell, Column, ListTable
 
 if TYPE_CHECKING:
-    from api.assistant_schemas import AssistantSummary, StoredVersion
-    from api.assistant_stats import ArmDifference, AssistantStats, Usage
+    from api.assistant_schemas import ArmDifference, AssistantStats, AssistantSummary, StoredVersion, Usage
     from cli.client import AssistantsApi
     from policies.assistants import AssistantSpec
     from workflows.assistant import AssistantView, ExperimentView, VersionView

@@ -9,8 +9,7 @@ from typing import Any, Generic, Self, TypeVar
 import httpx
 from pydantic import TypeAdapter
 
-from api.assistant_schemas import AssistantList, AssistantSummary, StoredVersion, VersionList
-from api.assistant_stats import AssistantStats
+from api.assistant_schemas import AssistantList, AssistantStats, AssistantSummary, StoredVersion, VersionList
 from api.chaos_schemas import (
     Catalogue,
     ChaosList,

@@ -57,6 +57,7 @@ with workflow.unsafe.imports_passed_through():
         WeightState,
         canary_name,
     )
+    from activities.contracts.models import ModelActivities, ModelCanaryInput, ModelSplit, ModelWeightInput
     from activities.contracts.prometheus import (
         MeasureInput,
         MeasureResult,
@@ -64,7 +65,6 @@ with workflow.unsafe.imports_passed_through():
         SamplesInput,
         SamplesResult,
     )
-    from activities.models import ModelActivities, ModelCanaryInput, ModelSplit, ModelWeightInput
 
 T = TypeVar("T")
 Judge = Literal["threshold", "statistical"]

@@ -20,6 +20,7 @@ from api.assistant_schemas import (
     AssistantCreate,
     AssistantEdit,
     AssistantList,
+    AssistantStats,
     AssistantSummary,
     ExperimentAdjust,
     ExperimentCreate,
@@ -29,7 +30,7 @@ from api.assistant_schemas import (
     StoredVersion,
     VersionList,
 )
-from api.assistant_stats import AssistantStats, assistant_stats
+from api.assistant_stats import assistant_stats
 from api.auth import AdminDep, ClientDep
 from api.conversation_calls import temporal_unavailable
 from api.deps import AppState, SessionDep, StateDep

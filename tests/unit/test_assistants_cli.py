@@ -6,7 +6,7 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from api.assistant_stats import AssistantStats
+from api.assistant_schemas import AssistantStats
 from cli.assistants import parse_arms, parse_params, render_stats, spec_body
 from cli.connection import CliError
 
