@@ -4,12 +4,12 @@ Temporal's retry policy is the only retry loop on this path (the gateway's own i
 
 import asyncio
 import time
-from dataclasses import dataclass, field
-from typing import Any
 
 from temporalio import activity
 
-from inference.gateway import ChatCompletionResult, ChatMessage, Gateway
+from activities.contracts import inference as contract
+from activities.contracts.inference import ChatCompletionInput, ChatCompletionResult, ChatMessage
+from inference.gateway import Gateway
 from inference.token_relay import Delta, TokenRelay
 
 __all__ = ["ChatCompletionInput", "ChatCompletionResult", "ChatMessage", "InferenceActivities"]
@@ -17,22 +17,7 @@ __all__ = ["ChatCompletionInput", "ChatCompletionResult", "ChatMessage", "Infere
 HEARTBEAT_EVERY_S = 1.0
 
 
-@dataclass
-class ChatCompletionInput:
-    model: str
-    messages: list[ChatMessage]
-    params: dict[str, Any] = field(default_factory=dict)
-    # When set, the reply's tokens are also published on this relay channel as they arrive.
-    stream_channel: str | None = None
-    tools: list[dict[str, Any]] | None = None  # OpenAI's tool declarations the model may call
-    tool_choice: str | None = None  # "none" | "auto" | "required"; None: the endpoint's default
-    # The deployment that served the conversation's previous turn: it most likely still holds the
-    # conversation's prefix in its KV cache, so the picker prefers it while it is not overloaded.
-    previous_deployment: str | None = None
-    tenant: str | None = None  # whose turn it is: the gateway's flow control holds each tenant's in turn
-
-
-class InferenceActivities:
+class InferenceActivities(contract.InferenceActivities):
     def __init__(self, gateway: Gateway, relay: TokenRelay | None = None) -> None:
         self._gateway = gateway
         self._relay = relay

@@ -1,31 +1,16 @@
 """Steady-state HTTP probes: does an endpoint answer with the status it should? GET or HEAD only, through
 the fenced client, since a probe's URL comes with an experiment's request."""
 
-from dataclasses import dataclass
-
 import httpx
 from temporalio import activity
 
+from activities.contracts import probes as contract
+from activities.contracts.probes import HttpProbeInput, HttpProbeResult
 from activities.egress import AddressNotAllowed
 from chaos.experiments import PROBE_METHODS
 
 
-@dataclass
-class HttpProbeInput:
-    url: str
-    expected_status: int = 200
-    method: str = "GET"
-    timeout_s: float = 5.0
-
-
-@dataclass
-class HttpProbeResult:
-    passed: bool
-    status: int | None  # None when nothing answered
-    detail: str  # what was seen, in words
-
-
-class ProbeActivities:
+class ProbeActivities(contract.ProbeActivities):
     """`http` must be a fenced client (activities.egress.fenced_client)."""
 
     def __init__(self, http: httpx.AsyncClient) -> None:

@@ -13,7 +13,6 @@ import zlib
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,8 @@ from referencing.exceptions import NoSuchResource, Unresolvable
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.contracts import tools as contract
+from activities.contracts.tools import ToolCallInput, ToolCallResult
 from activities.egress import AddressNotAllowed
 from policies.assistants import ToolSpec, parameters_problem
 from policies.errors import PermanentError, TransientError
@@ -52,25 +53,6 @@ MAX_PATTERN_S = 0.5
 TENANT_FOLDER = re.compile(r"(?!\.{1,2}\Z)[A-Za-z0-9_.@-]{1,128}")
 
 
-@dataclass
-class ToolCallInput:
-    tool: ToolSpec
-    call_id: str
-    arguments: str  # JSON text, as the model wrote it
-    idempotency_key: str  # sent as Idempotency-Key, the same on every attempt of this call
-    # Whose secrets the call may use. Empty for calls scheduled before tenants reached this activity:
-    # those get no secret rather than someone else's.
-    tenant: str = ""
-
-
-@dataclass
-class ToolCallResult:
-    ok: bool
-    content: str  # what the model reads: the tool's answer, or {"error": "..."}
-    error_type: str = ""  # InvalidArguments, ToolRejected, MissingSecret, ... when not ok
-    duration_ms: float = 0
-
-
 class ToolFailure(ApplicationError, TransientError):
     """A call whose outcome is unknown or that may work later (5xx, timeout, no connection): raised, so
     an idempotent tool is retried."""
@@ -91,7 +73,7 @@ def _error(message: str) -> str:
     return json.dumps({"error": message}, ensure_ascii=False)
 
 
-class ToolActivities:
+class ToolActivities(contract.ToolActivities):
     """`http` must be a fenced client (activities.egress.fenced_client): tools are URLs a tenant chose."""
 
     def __init__(

@@ -1,21 +1,15 @@
 """Temporal's visibility: which lcp workflows of a kind run now on a service (rollouts for chaos, and
 chaos for rollouts — the two never touch one service at once)."""
 
-from dataclasses import dataclass
-
 from temporalio import activity
 from temporalio.client import Client
 
+from activities.contracts import visibility as contract
+from activities.contracts.visibility import RunningQuery
 from temporal.visibility import running_workflows
 
 
-@dataclass
-class RunningQuery:
-    kind: str  # the LcpKind search attribute: rollout, chaos, scaling
-    service: str  # namespace/service, the LcpService search attribute
-
-
-class VisibilityActivities:
+class VisibilityActivities(contract.VisibilityActivities):
     def __init__(self, client: Client) -> None:
         self._client = client
 

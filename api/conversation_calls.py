@@ -24,7 +24,8 @@ from activities.contracts.store import MessageRecord
 from api.deps import AppState
 from api.errors import ApiError
 from api.metrics import TOKENS
-from inference.gateway import ChatMessage, estimate_prompt_tokens
+from inference.gateway import estimate_prompt_tokens
+from inference.messages import ChatMessage
 from policies.access import Principal
 from policies.assistants import AssistantBinding
 from settings import ConversationSettings

@@ -39,6 +39,7 @@ from temporalio.exceptions import ApplicationError
 
 from inference.fleet import Fleet, Replica
 from inference.flow import REFUSED_RETRY_AFTER, FlowGate, Saturated
+from inference.messages import ChatCompletionResult, ChatMessage
 from inference.replica_metrics import ReplicaMetricsReader
 from policies.cooldown import Failure
 from policies.errors import LcpError
@@ -83,27 +84,6 @@ GATEWAY_LATENCY = Histogram(
     ["model", "version"],
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5, 7.5, 10, 15, 20, 30, 45, 60),
 )
-
-
-@dataclass
-class ChatMessage:
-    role: str
-    content: str
-    tool_calls: list[dict[str, Any]] | None = None  # an assistant's tool calls: {"id", "name", "arguments"}
-    tool_call_id: str | None = None  # a "tool" message's: the id of the call it answers
-
-
-@dataclass
-class ChatCompletionResult:
-    content: str
-    model: str
-    finish_reason: str
-    prompt_tokens: int
-    completion_tokens: int
-    latency_ms: float
-    version: str = STABLE_VERSION  # the version of the model that answered (see the models policy)
-    tool_calls: list[dict[str, Any]] | None = None  # the tools the model calls: {"id", "name", "arguments"}
-    deployment: str | None = None  # the deployment of the model that answered (see the models policy)
 
 
 @dataclass

@@ -46,9 +46,9 @@ with workflow.unsafe.imports_passed_through():
         TargetRef,
         TargetState,
     )
+    from activities.contracts.probes import HttpProbeInput, HttpProbeResult, ProbeActivities
     from activities.contracts.prometheus import MeasureInput, MeasureResult, PrometheusActivities
-    from activities.probes import HttpProbeInput, HttpProbeResult, ProbeActivities
-    from activities.visibility import RunningQuery, VisibilityActivities
+    from activities.contracts.visibility import RunningQuery, VisibilityActivities
 
 T = TypeVar("T")
 

@@ -18,6 +18,12 @@ from temporal.constants import PHASE
 from workflows import _options
 
 with workflow.unsafe.imports_passed_through():
+    from activities.contracts.inference import (
+        ChatCompletionInput,
+        ChatCompletionResult,
+        ChatMessage,
+        InferenceActivities,
+    )
     from activities.contracts.store import (
         ConversationRecord,
         EventRecord,
@@ -25,13 +31,7 @@ with workflow.unsafe.imports_passed_through():
         ProjectionInput,
         StoreActivities,
     )
-    from activities.inference import (
-        ChatCompletionInput,
-        ChatCompletionResult,
-        ChatMessage,
-        InferenceActivities,
-    )
-    from activities.tools import ToolActivities, ToolCallInput, ToolCallResult
+    from activities.contracts.tools import ToolActivities, ToolCallInput, ToolCallResult
 
 RECENT_TURNS_KEPT = 16
 SUMMARY_PROMPT = (

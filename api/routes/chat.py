@@ -44,14 +44,8 @@ from api.errors import ApiError, from_update_failure, openai_error_body
 from api.metrics import COMPLETIONS
 from api.openai_schemas import ChatCompletion, ChatCompletionRequest, Model, ModelList, check_message_limits
 from api.schemas import CONVERSATION_ID_PATTERN
-from inference.gateway import (
-    ChatCompletionResult,
-    ChatMessage,
-    InferenceFailure,
-    estimate_prompt_tokens,
-    estimate_tokens,
-    wire_message,
-)
+from inference.gateway import InferenceFailure, estimate_prompt_tokens, estimate_tokens, wire_message
+from inference.messages import ChatCompletionResult, ChatMessage
 from inference.token_relay import Delta
 from policies.access import Principal
 from policies.conversation import is_side_request

@@ -13,7 +13,8 @@ from api.errors import ApiError
 from api.metrics import EMBEDDINGS
 from api.openai_schemas import EmbeddingList, EmbeddingRequest
 from api.routes.chat import ERRORS, gateway_error, served_route
-from inference.gateway import ChatMessage, InferenceFailure, estimate_prompt_tokens
+from inference.gateway import InferenceFailure, estimate_prompt_tokens
+from inference.messages import ChatMessage
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 

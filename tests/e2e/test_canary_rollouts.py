@@ -18,14 +18,8 @@ from temporalio.common import SearchAttributePair, TypedSearchAttributes, Workfl
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
-from inference.gateway import (
-    ChatMessage,
-    Gateway,
-    InferenceFailure,
-    ModelWeights,
-    load_routes,
-    make_http_client,
-)
+from inference.gateway import Gateway, InferenceFailure, ModelWeights, load_routes, make_http_client
+from inference.messages import ChatMessage
 from lab.llm_simulator import DEFAULT_PROFILES
 from lab.llm_simulator import create_app as create_simulator
 from lab.workload import Fault

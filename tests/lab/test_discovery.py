@@ -10,7 +10,8 @@ import httpx
 import pytest
 
 from inference.discovery import start_discovery
-from inference.gateway import ChatMessage, Gateway
+from inference.gateway import Gateway
+from inference.messages import ChatMessage
 from lab.controllers import POD_IP_ANNOTATION, ControllerManager, default_controllers
 from lab.fleet import FLEET_NAMESPACE, FLEET_SERVICE
 from lab.kube import LabKubernetes

@@ -11,8 +11,9 @@ import httpx
 import pytest
 from temporalio.testing import ActivityEnvironment
 
+from activities.contracts.probes import HttpProbeInput
 from activities.egress import EgressRules, fenced_client
-from activities.probes import HttpProbeInput, ProbeActivities
+from activities.probes import ProbeActivities
 from chaos.experiments import DEFAULT_CATALOGUE, HttpProbe, Hypothesis, PromProbe, load_experiments
 from tests.api.conftest import MintKey
 

@@ -15,8 +15,9 @@ from fastapi import FastAPI, Request
 from fastapi.responses import PlainTextResponse, RedirectResponse, Response
 from temporalio.testing import ActivityEnvironment
 
+from activities.contracts.probes import HttpProbeInput, HttpProbeResult
 from activities.egress import AddressNotAllowed, EgressRules, address_kind, fenced_client
-from activities.probes import HttpProbeInput, HttpProbeResult, ProbeActivities
+from activities.probes import ProbeActivities
 from cli.dev import demo_probe_allow
 from tests.http_server import serve_in_thread
 

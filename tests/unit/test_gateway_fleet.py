@@ -13,7 +13,8 @@ import pytest
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
-from inference.gateway import BROKEN_STREAMS, ChatCompletionResult, ChatMessage, Gateway, InferenceFailure
+from inference.gateway import BROKEN_STREAMS, Gateway, InferenceFailure
+from inference.messages import ChatCompletionResult, ChatMessage
 from lab.llm_simulator import create_app
 from policies.models import parse_routes
 from tests.http_server import free_port, serve_in_thread

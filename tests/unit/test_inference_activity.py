@@ -13,7 +13,8 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities.inference import ChatCompletionInput, ChatMessage, InferenceActivities
-from inference.gateway import ChatCompletionResult, Gateway, make_http_client
+from inference.gateway import Gateway, make_http_client
+from inference.messages import ChatCompletionResult
 from inference.token_relay import MemoryRelay
 from policies.models import ModelRoute
 from tests.http_server import serve_in_thread

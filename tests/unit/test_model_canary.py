@@ -19,15 +19,8 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities.models import ModelActivities, ModelCanaryInput, ModelSplit, ModelWeightInput
-from inference.gateway import (
-    ChatCompletionResult,
-    ChatMessage,
-    Gateway,
-    InferenceFailure,
-    ModelWeights,
-    load_routes,
-    make_http_client,
-)
+from inference.gateway import Gateway, InferenceFailure, ModelWeights, load_routes, make_http_client
+from inference.messages import ChatCompletionResult, ChatMessage
 from lab.llm_simulator import DEFAULT_PROFILES
 from lab.llm_simulator import create_app as create_simulator
 from policies.models import DEFAULT_POLICY_FILE, ModelRoute, ModelsPolicyError, parse_routes

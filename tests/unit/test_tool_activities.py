@@ -14,9 +14,10 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
+from activities.contracts.tools import ToolCallInput, ToolCallResult
 from activities.egress import EgressRules, fenced_client
 from activities.inference import ChatCompletionInput, ChatMessage, InferenceActivities
-from activities.tools import ToolActivities, ToolCallInput, ToolCallResult, calculate, host_allowed
+from activities.tools import ToolActivities, calculate, host_allowed
 from inference.gateway import Gateway, make_http_client
 from inference.token_relay import MemoryRelay
 from policies.assistants import ToolSpec
