@@ -14,7 +14,9 @@ app = typer.Typer()  # its commands are the top-level `lcp dev`, `lcp api`, ...
 
 @app.command()
 def dev(
-    home: Annotated[Path, typer.Option(help="State directory (databases, logs, dev.json).")] = Path(".lcp"),
+    home: Annotated[
+        Path, typer.Option(envvar="LCP_HOME", help="State directory (databases, logs, dev.json).")
+    ] = Path(".lcp"),
     host: Annotated[str, typer.Option(help="Address every service binds to.")] = "127.0.0.1",
     api_port: Annotated[int, typer.Option(help="lcp API port.")] = 8000,
     temporal_port: Annotated[int, typer.Option(help="Temporal frontend (gRPC) port.")] = 7233,

@@ -221,3 +221,26 @@ def test_the_ports_a_split_stack_picks_are_never_those_asked_for(
     stack = Stack(tmp_path, asked, split=True)
     picked = {*stack.ports.llm_replicas, *stack.ports.api_processes, stack.ports.postgres}
     assert picked == {30011, 30012, 30013, 30014, 30015, 30016}
+
+
+def test_lcp_dev_keeps_its_state_where_LCP_HOME_says(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The state directory every other command reads (LCP_HOME) is where `lcp dev` writes, unless --home
+    says otherwise."""
+    from typer.testing import CliRunner
+
+    import cli.dev
+    from cli import app
+
+    homes: list[Path] = []
+
+    def run_dev(home: Path, *args: object, **kwargs: object) -> int:
+        homes.append(home)
+        return 0
+
+    monkeypatch.setattr(cli.dev, "run_dev", run_dev)
+    assert CliRunner().invoke(app, ["dev"], env={"LCP_HOME": str(tmp_path / "from-env")}).exit_code == 0
+    assert (
+        CliRunner().invoke(app, ["dev", "--home", str(tmp_path / "flag")], env={"LCP_HOME": "x"}).exit_code
+        == 0
+    )
+    assert homes == [tmp_path / "from-env", tmp_path / "flag"]
