@@ -314,9 +314,14 @@ class EmbeddingRequest(BaseModel):
 
     model_config = _LENIENT
     model: Name = Field(max_length=200, description="A model of kind `embedding` (see GET /v1/models).")
-    input: str | list[Annotated[str, Field(min_length=1)]] = Field(
-        min_length=1, max_length=MAX_EMBEDDING_INPUTS, description="A text, or a list of texts."
-    )
+    # The bounds are the list's (a text's length is the body's and the token limits' to bound): on the
+    # union they also bounded a single text to MAX_EMBEDDING_INPUTS characters.
+    input: (
+        Annotated[str, Field(min_length=1)]
+        | Annotated[
+            list[Annotated[str, Field(min_length=1)]], Field(min_length=1, max_length=MAX_EMBEDDING_INPUTS)
+        ]
+    ) = Field(description="A text, or a list of texts.")
     encoding_format: Literal["float", "base64"] | None = None
     dimensions: int | None = Field(default=None, ge=1, le=65_536)
     user: Name | None = Field(default=None, max_length=200)

@@ -326,6 +326,12 @@ async def test_embeddings_through_the_gateway_metered_and_tenant_scoped(
         await sdk.embeddings.create(model="embed", input=[])
     with pytest.raises(openai.BadRequestError):
         await sdk.embeddings.create(model="embed", input=[""])
+    with pytest.raises(openai.BadRequestError):
+        await sdk.embeddings.create(model="embed", input="")
+    with pytest.raises(openai.BadRequestError, match="at most 2048 items"):
+        await sdk.embeddings.create(model="embed", input=["a"] * 2049)
+    long_text = "word " * 1000  # one text longer than the list's 2,048 items: its length is the token limit's
+    assert len((await sdk.embeddings.create(model="embed", input=long_text)).data) == 1
     acme = openai.AsyncOpenAI(base_url=f"{api_url}/v1", api_key=await mint_key(tenant="acme"), max_retries=0)
     assert len((await acme.embeddings.create(model="acme-embed", input="hi")).data) == 1
 
