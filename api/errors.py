@@ -1,6 +1,7 @@
 """API errors as answers: every 4xx/5xx body says what was wrong and how to fix it."""
 
 import logging
+import unicodedata
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -96,7 +97,7 @@ def _respond(
     headers: dict[str, str] | None = None,
     **extra: Any,
 ) -> JSONResponse:
-    body = error_body_for(request.url.path, status, type_, message, **extra)
+    body = error_body_for(request.url.path, status, type_, _cut(message, MAX_MESSAGE_CHARS), **extra)
     return JSONResponse(body, status_code=status, headers=headers)
 
 
@@ -126,16 +127,40 @@ def start_refused(err: WorkflowUpdateFailedError, fallback_type: str) -> ApiErro
 MAX_PROBLEMS_SHOWN = 20
 MAX_FIELD_CHARS = 200
 MAX_PROBLEM_CHARS = 300
+# Any message, which may quote what the caller sent (an id of 60,000 characters, say).
+MAX_MESSAGE_CHARS = 2_000
+KEPT_CONTROLS = frozenset("\n\t")
 
 
 def _cut(text: str, limit: int) -> str:
-    text = text.encode("utf-8", "backslashreplace").decode("utf-8")  # no lone surrogate reaches the body
+    """`text` as a reader sees it whatever the caller sent: cut to `limit` characters, a lone surrogate or a
+    control or format character (a bidi override, say) written as its escape."""
+    text = text[: limit + 1]
+    text = "".join(
+        f"\\u{ord(c):04x}" if unicodedata.category(c) in ("Cc", "Cf", "Cs") and c not in KEPT_CONTROLS else c
+        for c in text
+    )
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _describe(error: dict[str, Any]) -> tuple[str, str]:
+    if error.get("type") == "json_invalid":  # FastAPI's: its loc is the byte offset, not a field
+        reason = (error.get("ctx") or {}).get("error", "not JSON")
+        where = error.get("loc", ("body", "?"))[-1]
+        return "body", _cut(f"not valid JSON: {reason} (at character {where})", MAX_PROBLEM_CHARS)
     where = ".".join(str(part) for part in error.get("loc", ()) if part != "body") or "body"
     return _cut(where, MAX_FIELD_CHARS), _cut(str(error.get("msg", "invalid")), MAX_PROBLEM_CHARS)
+
+
+def _unreadable_body(cause: BaseException | None) -> str:
+    """Why FastAPI could not read a body it calls unparseable ("There was an error parsing the body")."""
+    if isinstance(cause, UnicodeDecodeError):
+        return "the body is not UTF-8 text"
+    if isinstance(cause, RecursionError):
+        return "the body nests too deeply to read"
+    if isinstance(cause, ValueError) and "digits" in str(cause):
+        return "a number in the body has too many digits (at most 4,300)"
+    return "the body could not be read as JSON"
 
 
 def error_response(request: Request, exc: ApiError) -> JSONResponse:
@@ -181,4 +206,6 @@ def install(app: FastAPI) -> None:
             message = "no such route: see /docs for the API"
         if exc.status_code == 405:
             message = "method not allowed on this route: see /docs for the API"
+        if exc.status_code == 400 and message == "There was an error parsing the body":
+            message = _unreadable_body(exc.__cause__)
         return _respond(request, exc.status_code, "HTTPError", message)

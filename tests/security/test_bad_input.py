@@ -162,6 +162,33 @@ async def test_a_nul_in_the_url_is_a_422(api: httpx.AsyncClient) -> None:
 
 
 @on_sqlite
+async def test_an_error_quotes_the_callers_input_short_and_escaped(api: httpx.AsyncClient) -> None:
+    """A message that names what was asked for is cut short, and a bidi override in it comes back escaped."""
+    long = (await api.get("/v1/conversations/" + "a" * 60_000)).json()["error"]["message"]
+    assert len(long) <= 2_000 and long.endswith("…")
+    bidi = (await api.get("/v1/conversations/x%E2%80%AEy")).json()["error"]["message"]
+    assert "\u202e" not in bidi and "\\u202e" in bidi
+
+
+@on_sqlite
+async def test_a_body_that_is_not_json_says_why(api: httpx.AsyncClient) -> None:
+    """Each way a body can fail to be JSON gets a 400 saying which, not only "an error parsing the body"."""
+    headers = {"Content-Type": "application/json"}
+    cases = {
+        b'{"model":': "not valid JSON: Expecting value (at character 9)",
+        b'{"model": "\xff\xfe"}': "the body is not UTF-8 text",
+        b"[" * 100_000 + b"]" * 100_000: "the body nests too deeply to read",
+        b'{"n": 1' + b"0" * 5_000 + b"}": "a number in the body has too many digits",
+    }
+    for body, says in cases.items():
+        response = await api.post("/v1/chat/completions", content=body, headers=headers)
+        assert response.status_code == 400, (body[:40], response.text)
+        error = response.json()["error"]
+        assert says in error["message"], (body[:40], error)
+        assert error["param"] in (None, "body"), error
+
+
+@on_sqlite
 async def test_a_body_over_the_limit_is_refused_before_it_is_read(api_url: str, mint_key: Any) -> None:
     key = await mint_key()
     # Declared too large: answered at once, though the body never comes.
