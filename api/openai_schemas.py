@@ -76,6 +76,14 @@ class FunctionDeclaration(BaseModel):
     description: str | None = None
     parameters: dict[str, Any] | None = None
 
+    @model_validator(mode="after")
+    def _parameters_are_usable(self) -> "FunctionDeclaration":
+        """The same bounds and meta-schema as response_format's schema: the endpoint compiles both."""
+        strict = (self.model_extra or {}).get("strict") is True
+        if self.parameters is not None and (problem := schema_problem(self.parameters, strict=strict)):
+            raise ValueError(f"invalid parameters: {problem}")
+        return self
+
 
 class ToolDeclaration(BaseModel):
     """A tool the client offers the model (OpenAI function calling); the client runs it."""
@@ -108,7 +116,7 @@ class JsonSchemaFormat(BaseModel):
     @model_validator(mode="after")
     def _schema_is_usable(self) -> "JsonSchemaFormat":
         if problem := schema_problem(self.schema_, strict=bool(self.strict)):
-            raise ValueError(f"invalid schema {problem}")
+            raise ValueError(f"invalid schema: {problem}")
         return self
 
 

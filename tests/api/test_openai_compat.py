@@ -143,6 +143,29 @@ async def test_bad_schemas_are_400s_naming_the_path(sdk: openai.AsyncOpenAI) -> 
         assert where in refused.value.message, refused.value.message
 
 
+async def test_a_tools_parameters_schema_is_checked_as_response_formats_is(sdk: openai.AsyncOpenAI) -> None:
+    deep: dict[str, Any] = {"type": "string"}
+    for _ in range(40):
+        deep = {"type": "array", "items": deep}
+    loose = {"type": "object", "properties": {"a": {"type": "string"}}, "required": ["a"]}
+    cases = [
+        ({"name": "f", "parameters": deep}, "nests deeper than"),
+        ({"name": "f", "parameters": {"$ref": "http://169.254.169.254/latest/"}}, "nothing is fetched"),
+        ({"name": "f", "parameters": {"type": "nonsense"}}, "at #/type"),
+        ({"name": "f", "parameters": loose, "strict": True}, 'an object needs "additionalProperties"'),
+    ]
+    for function, says in cases:
+        with pytest.raises(openai.BadRequestError) as refused:
+            await sdk.chat.completions.create(
+                model="sim-zero", messages=ASK, tools=cast(Any, [{"type": "function", "function": function}])
+            )
+        assert "invalid parameters: " in refused.value.message and says in refused.value.message
+    fine = {"type": "function", "function": {"name": "f", "parameters": loose}}
+    assert (
+        await sdk.chat.completions.create(model="sim-zero", messages=ASK, tools=cast(Any, [fine]))
+    ).choices
+
+
 async def test_n_choices_one_shot_and_refused_where_one_reply_is_kept(
     sdk: openai.AsyncOpenAI,
 ) -> None:
