@@ -57,6 +57,13 @@ class ConversationSettings(BaseModel):
     keep_messages_on_continue: int = 20
     default_model: str = "sim-llama-8b"
     task_queue: str = CONVERSATIONS_QUEUE
+    cached_workflows: int = Field(
+        default=1000,
+        ge=1,
+        description="Open conversations the conversation worker keeps in memory (Temporal's sticky cache), "
+        "about 0.6 MB each; past it, the least recent is evicted, and replayed from its history on its next "
+        "turn.",
+    )
 
 
 class OidcSettings(BaseModel):

@@ -65,6 +65,7 @@ async def conversation_worker(
         graceful_shutdown_timeout=timedelta(seconds=10),
         max_concurrent_activities=256,
         max_concurrent_workflow_tasks=64,
+        max_cached_workflows=settings.conversation.cached_workflows,
     )
     try:
         yield worker

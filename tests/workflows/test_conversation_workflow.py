@@ -322,3 +322,12 @@ async def test_openai_style_turns_add_only_what_is_new(client: Client, worker: S
     assert (status.version, status.message_count) == (4, 8)  # 2 + 2 + a second reply + 3
     await handle.execute_update(ConversationWorkflow.archive, Archive())
     await save_history(handle, "conversation", "chat")
+
+
+@sqlite_only
+async def test_the_worker_caches_as_many_conversations_as_set(settings: Settings, client: Client) -> None:
+    """Each cached conversation costs the worker about 0.6 MB (README): the operator sets how many."""
+    settings.conversation.task_queue = f"wf-cache-{uuid.uuid4().hex[:8]}"
+    settings.conversation.cached_workflows = 7
+    async with conversation_worker(client, settings) as worker:
+        assert worker.config()["max_cached_workflows"] == 7
