@@ -329,7 +329,8 @@ async def _merged(
     firsts: list[Item], streams: list[AsyncGenerator[Item, None]]
 ) -> AsyncGenerator[tuple[int, Item], None]:
     """The items of every choice's stream as they come, each with its choice's index; one stream is
-    relayed as is (no task between it and the client)."""
+    relayed as is (no task between it and the client). The queue between is small, so a client that stops
+    reading stops the reading of the streams too, as it does for one stream."""
     if len(streams) == 1:
         item = firsts[0]
         while True:
@@ -337,7 +338,7 @@ async def _merged(
             if isinstance(item, ChatCompletionResult):
                 return
             item = await anext(streams[0])
-    queue: asyncio.Queue[tuple[int, Item | Exception]] = asyncio.Queue()
+    queue: asyncio.Queue[tuple[int, Item | Exception]] = asyncio.Queue(maxsize=len(streams))
 
     async def pump(index: int) -> None:
         item = firsts[index]
