@@ -150,6 +150,10 @@ class ToolActivities(contract.ToolActivities):
             raise _Refused(
                 "AddressNotAllowed", f"tool {tool.name!r} was not called: {err}; ask the operator to open it"
             ) from err
+        except httpx.InvalidURL as err:  # a tool saved before its URL was checked as this client parses it
+            raise _Refused(
+                "InvalidUrl", f"tool {tool.name!r} was not called: its url is invalid ({err})"
+            ) from err
         except (TimeoutError, httpx.TimeoutException) as err:
             raise ToolFailure(
                 f"tool {tool.name!r} did not answer within {tool.timeout_s:g} s", type="ToolTimeout"

@@ -3,6 +3,7 @@
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
+import httpx
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from api.strict import Strict
@@ -51,6 +52,16 @@ class ToolIn(Strict):
         if data.get("builtin") and "kind" not in data:
             data = {**data, "kind": "builtin"}
         return data
+
+    @model_validator(mode="after")
+    def _url_can_be_called(self) -> "ToolIn":
+        """The URL parses as the tool activity's HTTP client parses it (`http://0177.0.0.1` does not)."""
+        if self.kind == "http" and self.url:
+            try:
+                httpx.URL(self.url)
+            except httpx.InvalidURL as err:
+                raise ValueError(f"url {self.url[:200]!r} cannot be called: {err}") from None
+        return self
 
     def to_tool(self) -> ToolSpec:
         return ToolSpec(**self.model_dump())

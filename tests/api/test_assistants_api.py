@@ -78,6 +78,10 @@ async def test_versions_are_immutable_and_a_running_conversation_keeps_its_versi
         ]
     )
 
+    octal = {"tools": [{"name": "lookup", "url": "http://0177.0.0.1:8999/a"}]}  # the client parses no octal
+    refused = await admin.patch(f"/v1/assistants/{assistant_id}", json=octal)
+    assert refused.status_code == 422 and "cannot be called: Invalid IPv4 address" in refused.text
+
     await _ok(await admin.post(f"/v1/assistants/{assistant_id}/publish", json={"version": "v2"}))
     conversation_id = conversation["id"]
     turn = await api.post(f"/v1/conversations/{conversation_id}/messages", json={"content": "[echo] again"})

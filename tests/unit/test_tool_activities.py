@@ -281,6 +281,17 @@ async def test_a_tool_at_an_internal_address_is_an_error_result_and_its_secret_n
     assert len(server.requests) == before
 
 
+async def test_a_tool_whose_url_the_client_cannot_parse_is_an_error_result_not_an_unknown_outcome(
+    secrets: Path,
+) -> None:
+    """A tool saved before the API checked its URL as the HTTP client parses it: nothing was sent, so the
+    model is told so, not that the outcome is unknown."""
+    tool = ToolSpec(name="octal", url="http://0177.0.0.1:9/a")
+    async with fenced_client(EgressRules()) as http:
+        result = await _call(ToolActivities(http, secrets), tool, "{}")
+    assert result.error_type == "InvalidUrl" and "was not called" in _error(result)
+
+
 @pytest.mark.parametrize(
     ("tenant", "why"),
     [
