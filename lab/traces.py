@@ -164,9 +164,9 @@ def per_minute(minutes: Iterable[int]) -> list[float]:
         counts[minute] = counts.get(minute, 0) + 1
     if not counts:
         return []
-    first = min(counts)
-    _check_span(max(counts) - first + 1, "the first and last request")
-    return [float(counts.get(m, 0)) for m in range(first, max(counts) + 1)]
+    first, last = min(counts), max(counts)
+    _check_span(last - first + 1, "the first and last request")
+    return [float(counts.get(m, 0)) for m in range(first, last + 1)]
 
 
 def read_azure_llm(path: str | Path) -> list[float]:
@@ -246,8 +246,9 @@ def read_minute_csv(path: str | Path) -> list[float]:
             values[minute] = values.get(minute, 0.0) + requests
     if not values:
         return []
-    _check_span(max(values) + 1, f"{path}: minute 0 and the last minute")
-    return [values.get(m, 0.0) for m in range(max(values) + 1)]
+    minutes = max(values) + 1
+    _check_span(minutes, f"{path}: minute 0 and the last minute")
+    return [values.get(m, 0.0) for m in range(minutes)]
 
 
 def _check_span(minutes: int, between: str) -> None:

@@ -66,9 +66,7 @@ def test_a_workflow_imports_activity_contracts_never_implementations(path: Path)
     assert outside(project_imports(path), WORKFLOWS_MAY_IMPORT) == []
 
 
-@pytest.mark.parametrize(
-    "path", sorted((ROOT / "activities" / "contracts").glob("*.py")), ids=lambda p: p.name
-)
+@pytest.mark.parametrize("path", sorted(CONTRACTS.glob("*.py")), ids=lambda p: p.name)
 def test_a_contract_imports_no_implementation(path: Path) -> None:
     assert outside(project_imports(path), CONTRACTS_MAY_IMPORT) == []
 
