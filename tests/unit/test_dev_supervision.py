@@ -1,6 +1,7 @@
 """`lcp dev` restarts a child that exits, with backoff, says so, and stops everything only when a child
 keeps failing (it used to stop the whole stack when any child exited, an OOM-killed worker included)."""
 
+import itertools
 import signal
 import subprocess
 import sys
@@ -215,12 +216,14 @@ def test_the_ports_a_split_stack_picks_are_never_those_asked_for(
     picked, but the ones given on the command line are not bound yet: a pick among them made the lab
     fail on "address already in use"."""
     monkeypatch.setenv("LCP_PORT_SLICE", "0/1")
+    monkeypatch.setattr("cli.dev._given", set())  # earlier tests in this process gave ports out too
     asked = Ports("127.0.0.1", 30001, 30002, 30003, 30004, 30005, 30006, 30007, 30008)
-    offered = iter([30001, 30004, 30008, 30011, 30012, 30013, 30014, 30015, 30016])
+    offered = itertools.chain([30001, 30004, 30008], itertools.count(30011))
     monkeypatch.setattr("cli.dev.random.randint", lambda low, high: next(offered))
     stack = Stack(tmp_path, asked, split=True)
-    picked = {*stack.ports.llm_replicas, *stack.ports.api_processes, stack.ports.postgres}
-    assert picked == {30011, 30012, 30013, 30014, 30015, 30016}
+    picked = [*stack.ports.llm_replicas, *stack.ports.api_processes, stack.ports.postgres]
+    assert len(set(picked)) == len(picked) == 6
+    assert all(port > 30010 for port in picked)  # none of the asked ones offered first
 
 
 def test_lcp_dev_keeps_its_state_where_LCP_HOME_says(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
