@@ -27,6 +27,7 @@ from api.routes import (
     rollouts,
     scaling,
 )
+from api.turn_gate import TurnGate
 from inference.discovery import start_discovery
 from inference.gateway import Gateway, ModelWeights, load_routes, make_http_client
 from inference.token_relay import MemoryRelay, PostgresRelay, make_relay
@@ -93,6 +94,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 limiter=limiter,
                 gateway=gateway,
                 relay=relay,
+                turns=TurnGate(settings.conversation.admission),
             )
             yield
 

@@ -12,6 +12,7 @@ from temporalio.client import Client
 from api.auth import Authenticator
 from api.db_deadline import LOST
 from api.limits import RateLimiter
+from api.turn_gate import TurnGate
 from inference.gateway import Gateway
 from inference.token_relay import TokenRelay
 from settings import Settings
@@ -29,6 +30,7 @@ class AppState:
     limiter: RateLimiter
     gateway: Gateway
     relay: TokenRelay
+    turns: TurnGate
 
 
 def _state(request: Request) -> AppState:

@@ -3,7 +3,7 @@
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from temporal.constants import CONVERSATIONS_QUEUE, FORECASTING_QUEUE, OPS_QUEUE
@@ -49,8 +49,41 @@ class ApiSettings(BaseModel):
     )
 
 
+class TurnAdmissionSettings(BaseModel):
+    """Durable turns each API process lets into Temporal at once: a limit that keeps lcp's own part of a
+    turn near a target; the turns past it wait in the API, the tenants in turn, so one tenant's burst does
+    not slow another's turns."""
+
+    enabled: bool = True
+    target_s: float = Field(
+        default=0.15,
+        gt=0,
+        description="Median seconds of lcp's own part of a turn (API, Temporal, worker; not the model) the "
+        "limit keeps turns near; raised for 10 minutes when even the minimum limit cannot reach it.",
+    )
+    initial_limit: int = Field(default=16, ge=1, description="The limit a process starts with; it adapts.")
+    min_limit: int = Field(default=4, ge=1, description="The least the limit comes down to.")
+    max_limit: int = Field(default=1000, ge=1, description="The most the limit grows to.")
+    max_waiting: int = Field(
+        default=1000,
+        ge=1,
+        description="Turns that may wait in one API process; past it, the tenant with the most waiting "
+        "gives up its newest (503 with Retry-After).",
+    )
+    max_wait_s: float = Field(
+        default=30.0, gt=0, description="How long a turn waits for its turn before a 503 with Retry-After."
+    )
+
+    @model_validator(mode="after")
+    def _limits_in_order(self) -> "TurnAdmissionSettings":
+        if not self.min_limit <= self.initial_limit <= self.max_limit:
+            raise ValueError("turn admission needs min_limit <= initial_limit <= max_limit")
+        return self
+
+
 class ConversationSettings(BaseModel):
-    """Limits handed to each ConversationWorkflow in its input (workflows never read settings)."""
+    """Limits handed to each ConversationWorkflow in its input (workflows never read settings), the
+    conversation worker's cache, and how the API lets turns in."""
 
     max_message_chars: int = 32_000
     max_turns_per_run: int = 500
@@ -64,6 +97,7 @@ class ConversationSettings(BaseModel):
         "about 0.6 MB each; past it, the least recent is evicted, and replayed from its history on its next "
         "turn.",
     )
+    admission: TurnAdmissionSettings = TurnAdmissionSettings()
 
 
 class OidcSettings(BaseModel):

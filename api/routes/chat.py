@@ -44,6 +44,7 @@ from api.errors import ApiError, from_update_failure, openai_error_body
 from api.metrics import COMPLETIONS
 from api.openai_schemas import ChatCompletion, ChatCompletionRequest, Model, ModelList, check_message_limits
 from api.schemas import CONVERSATION_ID_PATTERN
+from api.turn_gate import reply_model_seconds
 from inference.gateway import InferenceFailure, estimate_prompt_tokens, estimate_tokens, wire_message
 from inference.messages import ChatCompletionResult, ChatMessage
 from inference.token_relay import Delta
@@ -565,8 +566,13 @@ async def _run_turn(
             headers["X-Assistant-Version"] = reply.assistant_version
         return JSONResponse(content, headers={**headers, "X-Message-Id": reply.id})
 
+    admitted = await state.turns.admit(caller.tenant)
     subscription = state.relay.subscribe(turn.stream_channel)
-    queue = await subscription.__aenter__()
+    try:
+        queue = await subscription.__aenter__()
+    except BaseException:
+        admitted.give_back()
+        raise
     try:
         async with keyed as repeat, _conversation_errors(state, start, conversation_id, model, "true"):
             accepted = WorkflowUpdateStage.ACCEPTED  # refusals are HTTP errors, not SSE
@@ -582,10 +588,12 @@ async def _run_turn(
                 else handle.start_update(ConversationWorkflow.chat, turn, id=key, wait_for_stage=accepted)
             )
     except BaseException:
+        admitted.give_back()
         await subscription.__aexit__(None, None, None)
         raise
     # The reply is charged when the turn ends, even if the client has gone by then (the turn goes on).
     ending: asyncio.Future[TurnResult] = asyncio.ensure_future(update.result())
+    admitted.follow(ending, reply_model_seconds)
     if not repeat:
         charge_when_done(state, caller, ending, model)
     return StreamingResponse(
