@@ -123,11 +123,11 @@ async def _measure(lanes: list[Lane], turns_each: int) -> tuple[list[float], flo
     return latencies, time.perf_counter() - started
 
 
-async def bench_key(database_url: str) -> str:
+async def bench_key(database_url: str, tenant: str = "bench") -> str:
     """A client key whose limits a benchmark never reaches."""
     _, key = await mint(
         database_url,
-        tenant="bench",
+        tenant=tenant,
         name="benchmark",
         roles=["client"],
         requests_per_minute=10**9,
@@ -138,9 +138,17 @@ async def bench_key(database_url: str) -> str:
 
 class Bench:
     def __init__(
-        self, work: Path, turns: int, concurrency: int, warmup: int, length: int, layout: str = "apart"
+        self,
+        work: Path,
+        turns: int,
+        concurrency: int,
+        warmup: int,
+        length: int,
+        layout: str = "apart",
+        env: dict[str, str] | None = None,
     ) -> None:
         self.work, self.turns, self.concurrency, self.warmup = work, turns, concurrency, warmup
+        self.env = env or {}  # settings for lcp's processes (LCP_...)
         self.length = length
         # apart; combined: the worker inside the API process, as `lcp dev` runs it; split: `lcp dev --split`
         self.layout = layout
@@ -165,7 +173,9 @@ class Bench:
             f"http://127.0.0.1:{self.llm_port}/v1",
             LCP_DATABASE_URL=database_url,
             DATABASE_URL=database_url,
+            **self.env,
         )
+        self.database_url = database_url
         self.api_key = asyncio.run(bench_key(database_url))
         api = ["api", "--port", str(self.api_port)]
         processes = [("llm", ["sim", "--port", str(self.llm_port)])]

@@ -186,6 +186,51 @@ def stream(
         console.print(f"written to {json_file}")
 
 
+@app.command("neighbours")
+def neighbours(
+    json_file: Annotated[Path | None, typer.Option("--json", help="Write the results here.")] = None,
+    burst: Annotated[int, typer.Option(help="Turns the noisy tenant keeps in flight.")] = 40,
+    turns: Annotated[int, typer.Option(help="The quiet tenant's turns, alone and beside it.")] = 40,
+    target_s: Annotated[
+        list[float] | None,
+        typer.Option(
+            "--target-s", help="Admission targets to measure (repeat it; default 0.3, the default setting)."
+        ),
+    ] = None,
+) -> None:
+    """One tenant's burst of durable turns beside another's turns, with turn admission off and on."""
+    from bench.chat import write_json
+    from bench.neighbours import run_bench
+
+    console.print("lcp bench neighbours: a dev server, simulator (zero latency), worker and API per setting…")
+    result = run_bench(burst, turns, target_s or [0.3])
+    table = Table(title=f"a quiet tenant beside {burst} turns in flight, {result['machine']['cpus']} CPUs")
+    columns = (
+        "admission",
+        "quiet alone p50 ms",
+        "beside p50 ms",
+        "beside p95 ms",
+        "burst turns/s",
+        "refused",
+    )
+    for column in columns:
+        table.add_column(column)
+    for name, row in result["admission"].items():
+        table.add_row(
+            name,
+            str(row["quiet_alone"]["p50_ms"]),
+            str(row["quiet_beside_burst"]["p50_ms"]),
+            str(row["quiet_beside_burst"]["p95_ms"]),
+            str(row["burst_turns_per_s"]),
+            str(row["burst_refused"]),
+        )
+    console.print(table)
+    console.print("ratios to off:", result["ratios_to_off"])
+    if json_file:
+        write_json(result, json_file)
+        console.print(f"written to {json_file}")
+
+
 @app.command("canary")
 def canary(
     json_file: Annotated[Path | None, typer.Option("--json", help="Write the results here.")] = None,
