@@ -5,7 +5,6 @@ failures turned into API errors. Shared by the REST and OpenAI-compatible routes
 import asyncio
 import contextlib
 import hashlib
-import inspect
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
@@ -25,7 +24,7 @@ from activities.contracts.store import MessageRecord
 from api.deps import AppState
 from api.errors import ApiError
 from api.metrics import TOKENS
-from api.turn_gate import reply_model_seconds
+from api.turn_gate import Admitted, turn_waited_s
 from inference.gateway import estimate_prompt_tokens
 from inference.messages import ChatMessage
 from policies.access import Principal
@@ -220,20 +219,21 @@ def charge_when_done(
 
 
 async def metered_turn(
-    state: AppState, caller: Principal, call: Awaitable[T], *, charge: bool = True, model: str | None = None
+    state: AppState,
+    caller: Principal,
+    call: Awaitable[T],
+    slot: Admitted,
+    *,
+    charge: bool = True,
+    model: str | None = None,
 ) -> T:
     """Await a change that makes the model work (its result a TurnResult) and charge the reply's
     tokens, also when this request is cancelled meanwhile (the turn runs on in the workflow).
     `charge=False` for a repeat of a keyed request: its answer was generated, and charged, once.
-    The change waits for its turn in the API first (api/turn_gate.py): a 503 there sends nothing."""
-    try:
-        admitted = await state.turns.admit(caller.tenant)
-    except BaseException:
-        if inspect.iscoroutine(call):
-            call.close()  # never sent: not "never awaited"
-        raise
+    `slot`: the turn's place in the API's turn gate (api/turn_gate.py), taken before its Idempotency-Key
+    was claimed, and given back when the change ends."""
     task = asyncio.ensure_future(call)
-    admitted.follow(task, reply_model_seconds)
+    slot.follow(task, turn_waited_s if charge else lambda result: None)  # a repeat's time is no turn's
     if charge:
         charge_when_done(state, caller, task, model, _reply_of)
     else:  # nobody may be left to read its outcome: read it here, so it is never logged as lost

@@ -1,14 +1,17 @@
 """Durable turns an API process lets into Temporal at once (policies/concurrency.py's adaptive limit); the
 others wait here, the tenants in turn (policies/fair_queue.py), so a tenant's burst of turns waits behind
 itself instead of in front of other tenants' turns (40 at once from one tenant made another's turns take
-15 to 20 times as long: `lcp bench neighbours`). Bounded: at most `max_waiting` turns wait in a process
-(past that, the tenant holding the most gives up its newest) and each at most `max_wait_s`; a turn
-refused is a 503 with Retry-After that reached no workflow, so a retry loses and duplicates nothing."""
+11 to 21 times as long: `lcp bench neighbours`). A tenant with no turn in flight is let in even past the
+limit: a turn holds its slot through its model's reply, so a tenant with slow turns in every slot would
+otherwise keep the others out for as long. Bounded: at most `max_waiting` turns wait in a process (past
+that, the tenant holding the most gives up its newest) and each at most `max_wait_s`; a turn refused is a
+503 with Retry-After that reached no workflow, so a retry loses and duplicates nothing."""
 
 import asyncio
-import math
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
@@ -30,8 +33,9 @@ TURN_WAIT = Histogram(
 )
 TURN_LCP_SECONDS = Histogram(
     "lcp_api_turn_lcp_seconds",
-    "lcp's own part of each durable turn that ended (its time in the API, Temporal and the worker, the "
-    "model's left out): what the limit keeps near LCP_CONVERSATION__ADMISSION__TARGET_S",
+    "lcp's own part of each durable turn that ended (its time in the API, Temporal and the worker; the "
+    "model's, and waiting for the conversation's turn before it, left out): what the limit keeps near "
+    "LCP_CONVERSATION__ADMISSION__TARGET_S",
     buckets=(0.01, 0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 1, 2, 5, 10),
 )
 TURNS_REFUSED = Counter(
@@ -41,33 +45,48 @@ TURNS_REFUSED = Counter(
     ["reason"],
 )
 
+Waited = Callable[[Any], float | None]  # of a turn's result: seconds that were not lcp's (None: not a turn)
+
+
+def turn_waited_s(result: Any) -> float | None:
+    """A TurnResult's waited_ms in seconds: from its update's arrival to its model's reply."""
+    waited_ms = getattr(result, "waited_ms", None)
+    return waited_ms / 1000 if isinstance(waited_ms, int | float) else None
+
+
+@dataclass(eq=False)
+class _Waiter:
+    tenant: str
+    let_in: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
 
 class Admitted:
-    """A turn let in: `follow` its outcome so its slot is given back, with how long lcp's part of it took,
-    when it ends (which may be after the request that sent it ended: the turn goes on in its workflow)."""
+    """A turn let in: `follow` its outcome so its slot is given back when it ends (which may be after the
+    request that sent it ended: the turn goes on in its workflow), with lcp's part of it for the limit."""
 
-    def __init__(self, gate: "TurnGate | None") -> None:
-        self._gate = gate
+    def __init__(self, gate: "TurnGate | None", tenant: str) -> None:
+        self._gate, self._tenant = gate, tenant
         self._started = time.monotonic()
 
-    def follow(self, turn: "asyncio.Future[Any]", model_seconds: Callable[[Any], float]) -> None:
-        """`model_seconds(result)`: how much of the turn its model took (not lcp's to limit)."""
-        gate = self._gate
+    def follow(self, turn: "asyncio.Future[Any]", waited: Waited) -> None:
+        gate, tenant, started = self._gate, self._tenant, self._started
         if gate is None:
             return
+        self._gate = None  # the turn gives the slot back now, not give_back
 
         def ended(done: "asyncio.Future[Any]") -> None:
-            seconds: float | None = None
+            lcp_s: float | None = None
             if not done.cancelled() and done.exception() is None:
-                seconds = max(0.0, time.monotonic() - self._started - model_seconds(done.result()))
-            gate.release(seconds)
+                if (waited_s := waited(done.result())) is not None:
+                    lcp_s = max(0.0, time.monotonic() - started - waited_s)
+            gate.release(tenant, lcp_s, started)
 
         turn.add_done_callback(ended)
 
     def give_back(self) -> None:
-        """The turn was never sent (its call failed before Temporal took it)."""
+        """The turn was never sent (its call failed before Temporal took it); nothing once followed."""
         if self._gate is not None:
-            self._gate.release(None)
+            self._gate.release(self._tenant, None, self._started)
             self._gate = None
 
 
@@ -80,64 +99,94 @@ class TurnGate:
             minimum=settings.min_limit,
             maximum=settings.max_limit,
         )
-        self._waiting: FairQueue[asyncio.Future[None]] = FairQueue(settings.max_waiting)
+        self._waiting: FairQueue[_Waiter] = FairQueue(settings.max_waiting)
+        self._held: dict[str, int] = {}  # turns in flight by tenant
         self.in_flight = 0
         TURN_LIMIT.set(self.limit.limit)
+        TURNS_IN_FLIGHT.set(0)
+        TURNS_WAITING.set(0)
 
     @property
     def waiting(self) -> int:
         return len(self._waiting)
 
+    def held_by(self, tenant: str) -> int:
+        return self._held.get(tenant, 0)
+
+    @contextlib.asynccontextmanager
+    async def slot(self, tenant: str) -> AsyncIterator[Admitted]:
+        """A slot for one turn of `tenant`, given back on the way out unless the turn was followed."""
+        admitted = await self.admit(tenant)
+        try:
+            yield admitted
+        finally:
+            admitted.give_back()
+
     async def admit(self, tenant: str) -> Admitted:
         """Let the tenant's turn in now or once it is its turn; a 503 when it cannot wait."""
         if not self.settings.enabled:
-            return Admitted(None)
-        if self.in_flight < self.limit.allowed and not self._waiting:
-            self._enter()
-            return Admitted(self)
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            return Admitted(None, tenant)
+        if not self.held_by(tenant) or (self.in_flight < self.limit.allowed and not self._waiting):
+            self._enter(tenant)
+            return Admitted(self, tenant)
+        waiter = _Waiter(tenant)
         refused = self._waiting.add(tenant, waiter)
         if refused is waiter:
             raise self._busy("full", f"{len(self._waiting)} turns are waiting, as many of them yours")
         if refused is not None:
-            refused.set_exception(self._busy("full", "other tenants' turns are waiting, fewer than yours"))
+            refused.let_in.set_exception(
+                self._busy("full", "other tenants' turns are waiting, fewer than yours")
+            )
         TURNS_WAITING.set(len(self._waiting))
         started = time.monotonic()
         try:
             async with asyncio.timeout(self.settings.max_wait_s):  # not wait_for: 3.11 can swallow a cancel
-                await asyncio.shield(waiter)
+                await asyncio.shield(waiter.let_in)
         except TimeoutError:
-            if waiter.done() and waiter.exception() is None:  # let in as the wait ran out
-                return Admitted(self)
+            if waiter.let_in.done():  # let in, or refused to make room, as the wait ran out
+                if (refusal := waiter.let_in.exception()) is not None:
+                    raise refusal from None
+                return Admitted(self, tenant)
             self._waiting.remove(tenant, waiter)
             raise self._busy("max_wait", f"it waited {self.settings.max_wait_s:g} s for its turn") from None
         except asyncio.CancelledError:
-            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
-                self.release(None)  # let in, but the request is gone: the slot goes to the next
+            if waiter.let_in.done() and not waiter.let_in.cancelled() and waiter.let_in.exception() is None:
+                self.release(tenant, None, started)  # let in, but the request is gone: the slot goes on
             else:
                 self._waiting.remove(tenant, waiter)
             raise
         finally:
             TURN_WAIT.observe(time.monotonic() - started)
             TURNS_WAITING.set(len(self._waiting))
-        return Admitted(self)
+        return Admitted(self, tenant)
 
-    def release(self, lcp_seconds: float | None) -> None:
-        """A turn ended (`lcp_seconds`: lcp's part of it, None when it failed or never ran): its slot goes
-        to the turn whose turn it is."""
+    def release(self, tenant: str, lcp_s: float | None, admitted_at: float) -> None:
+        """A turn of `tenant` let in at `admitted_at` ended (`lcp_s`: lcp's part of it, None when it failed,
+        never ran or was no turn): its slot goes to the turn whose turn it is."""
         self.in_flight -= 1
-        if lcp_seconds is not None:
-            TURN_LCP_SECONDS.observe(lcp_seconds)
-            self.limit.observe(lcp_seconds, time.monotonic(), self.in_flight)
+        if held := self.held_by(tenant) - 1:
+            self._held[tenant] = held
+        else:
+            self._held.pop(tenant, None)
+            if (oldest := self._waiting.oldest_of(tenant)) is not None:  # it holds none now: in at once
+                self._waiting.take(tenant, oldest)
+                self._let_in(oldest)
+        if lcp_s is not None:
+            TURN_LCP_SECONDS.observe(lcp_s)
+            self.limit.observe(lcp_s, admitted_at, time.monotonic(), self.in_flight)
             TURN_LIMIT.set(self.limit.limit)
         while self._waiting and self.in_flight < self.limit.allowed:
-            self._enter()
-            self._waiting.pop().set_result(None)
+            self._let_in(self._waiting.pop())
         TURNS_IN_FLIGHT.set(self.in_flight)
         TURNS_WAITING.set(len(self._waiting))
 
-    def _enter(self) -> None:
+    def _let_in(self, waiter: _Waiter) -> None:
+        self._enter(waiter.tenant)
+        waiter.let_in.set_result(None)
+
+    def _enter(self, tenant: str) -> None:
         self.in_flight += 1
+        self._held[tenant] = self.held_by(tenant) + 1
         TURNS_IN_FLIGHT.set(self.in_flight)
 
     def _busy(self, reason: str, why: str) -> ApiError:
@@ -149,9 +198,3 @@ class TurnGate:
             f"retry in {RETRY_AFTER_S} s",
             headers={"Retry-After": str(RETRY_AFTER_S)},
         )
-
-
-def reply_model_seconds(result: Any) -> float:
-    """How long a turn's reply took its model (its latency_ms), 0 for changes without a reply."""
-    latency_ms = getattr(getattr(result, "reply", None), "latency_ms", None)
-    return latency_ms / 1000 if isinstance(latency_ms, int | float) and math.isfinite(latency_ms) else 0.0

@@ -1,13 +1,15 @@
 """How many durable turns an API process lets run at once: a limit that keeps lcp's own part of a turn
-(its time in the API, Temporal and the worker; the model's time left out) near a target. Every `update_s`
-the limit is scaled by the target over the median of the turns that ended since, by 0.5 to 2 at a time,
-and it grows only while at least half of it is used. Turns past the limit wait in the API, the tenants in
-turn (api/turn_gate.py), where one tenant's burst cannot slow another's.
+(its time in the API, Temporal and the worker; the model's, and waiting for the conversation's turn before
+it, left out) near a target. Once `min_samples` turns let in under the current limit have ended, and at
+most every `update_s`, the limit is scaled by the target over their median: down to half at a time, up
+by half at most, and up only while at least half of it is used. Turns let in before the last change are
+not counted: they ran beside what the old limit allowed, and a turn takes a model reply's time to end.
+Turns past the limit wait in the API, the tenants in turn (api/turn_gate.py).
 
-A target this process cannot reach, even at its minimum (a slower database, or a target set too low), is
-raised to a quarter above what turns take at the minimum, for `floor_s`: shedding that does not make
-turns faster only holds turns back. Turns slowed by a burst never reach that: the limit comes down until
-they are on target.
+A target this process cannot reach even at its minimum (a slower database, or a target set too low) is
+raised to a quarter above what turns let in at the minimum took, for `floor_s`: shedding that does not
+make turns faster only holds them back. Turns slowed by a burst the limit sheds do not reach that: at
+the minimum they are on target again.
 
 A target, not a baseline learned by probing (Envoy's adaptive concurrency drops to a few requests at once
 to measure the fastest time): a turn holds its slot through its model's reply, seconds to minutes, so
@@ -20,9 +22,8 @@ import math
 import statistics
 from dataclasses import dataclass, field
 
-MIN_STEP, MAX_STEP = 0.5, 2.0  # the most one update scales the limit by
+MIN_STEP, MAX_STEP = 0.5, 1.5  # the most one update scales the limit by
 SAMPLES_KEPT = 10_000  # turns remembered between two updates (past it, the next update comes sooner)
-FLOOR_FROM = 5  # turns an update at the minimum needs for its median to raise the target
 FLOOR_MARGIN = 1.25  # a raised target is this much above what turns took at the minimum
 
 
@@ -33,11 +34,13 @@ class AdaptiveLimit:
     minimum: int = 4
     maximum: int = 1000
     update_s: float = 1.0
+    min_samples: int = 5
     floor_s: float = 600.0  # how long a raised target holds
+    _recent: list[float] = field(default_factory=list, init=False)  # turns let in since the last change
+    _changed_at: float = field(default=-math.inf, init=False)
+    _next_update: float = field(default=-math.inf, init=False)
     _floor: float = field(default=0.0, init=False)  # the raised target, until _floor_until
-    _floor_until: float = field(default=0.0, init=False)
-    _recent: list[float] = field(default_factory=list, init=False)  # lcp's part of turns since the update
-    _next_update: float = field(default=0.0, init=False)
+    _floor_until: float = field(default=-math.inf, init=False)
 
     def __post_init__(self) -> None:
         if not 1 <= self.minimum <= self.limit <= self.maximum:
@@ -52,18 +55,27 @@ class AdaptiveLimit:
     def target_at(self, now: float) -> float:
         return max(self.target_s, self._floor) if now < self._floor_until else self.target_s
 
-    def observe(self, seconds: float, now: float, in_flight: int) -> None:
-        """A turn ended at `now` after `seconds` of lcp's own time; `in_flight` turns still run."""
-        if not 0 <= seconds < math.inf:
-            return  # NaN, infinite, or a clock gone wrong: nothing to learn from
+    def observe(self, seconds: float, admitted_at: float, now: float, in_flight: int) -> None:
+        """A turn let in at `admitted_at` ended at `now` after `seconds` of lcp's own time; `in_flight`
+        turns still run."""
+        if not 0 <= seconds < math.inf or admitted_at < self._changed_at:
+            return  # nonsense, or let in under another limit
         self._recent.append(seconds)
-        if now < self._next_update and len(self._recent) < SAMPLES_KEPT:
+        if len(self._recent) < self.min_samples or (
+            now < self._next_update and len(self._recent) < SAMPLES_KEPT
+        ):
             return
         self._next_update = now + self.update_s
-        recent, count, self._recent = statistics.median(self._recent), len(self._recent), []
-        if self.limit <= self.minimum and count >= FLOOR_FROM and recent > self.target_at(now):
+        recent = statistics.median(self._recent)
+        target = self.target_at(now)
+        if self.limit <= self.minimum and recent > target:
             self._floor, self._floor_until = recent * FLOOR_MARGIN, now + self.floor_s
-        step = MAX_STEP if recent == 0 else min(MAX_STEP, max(MIN_STEP, self.target_at(now) / recent))
+            target = self._floor
+        step = MAX_STEP if recent == 0 else min(MAX_STEP, max(MIN_STEP, target / recent))
         if step > 1 and (in_flight + 1) * 2 < self.limit:
+            self._recent = []
             return  # not grown while half of it is unused: a quiet hour must not leave a limit nothing tested
-        self.limit = min(float(self.maximum), max(float(self.minimum), self.limit * step))
+        limit = min(float(self.maximum), max(float(self.minimum), self.limit * step))
+        if int(limit) != int(self.limit):
+            self._changed_at = now
+        self.limit, self._recent = limit, []

@@ -48,6 +48,11 @@ class FairQueue(Generic[Item]):
         self._size += 1
         return refused
 
+    def oldest_of(self, tenant: str) -> Item | None:
+        """The tenant's item that has waited longest, left in place."""
+        lane = self._lanes.get(tenant)
+        return lane[0] if lane else None
+
     def peek(self) -> Item | None:
         """The item whose turn it is, left in place."""
         return self._lanes[self._turn[0]][0] if self._turn else None

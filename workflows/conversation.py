@@ -158,6 +158,9 @@ class TurnResult:
     reply: MessageRecord
     message_variants: int = 1
     reply_variants: int = 1
+    # From the update's arrival to the model's reply (waiting for the turn before it, the model, its retries):
+    # the rest of the turn is lcp's own part, what the API's turn admission keeps near its target.
+    waited_ms: float | None = None
 
 
 @dataclass
@@ -275,10 +278,11 @@ class ConversationWorkflow:
     async def send_message(self, request: SendMessage) -> TurnResult:
         if done := self._already_done():
             return done
+        asked = workflow.now()
         async with self._lock:
             self._check_writable(request.expected_version)
             user = self._new_message("user", request.content, self._state.active_leaf_id)
-            return await self._turn(user, reply_parent=user)
+            return await self._turn(user, reply_parent=user, asked=asked)
 
     @send_message.validator
     def _validate_send(self, request: SendMessage) -> None:
@@ -291,6 +295,7 @@ class ConversationWorkflow:
     async def chat(self, request: ChatTurn) -> TurnResult:
         if done := self._already_done():
             return done
+        asked = workflow.now()
         async with self._lock:
             self._check_writable(None)
             self._check_chat_assistant(request)
@@ -301,7 +306,11 @@ class ConversationWorkflow:
             }
             anchor_id, matched = match_history(said, recorded)
             turn = functools.partial(
-                self._turn, model=request.model, params=request.params, stream_channel=request.stream_channel
+                self._turn,
+                model=request.model,
+                params=request.params,
+                stream_channel=request.stream_channel,
+                asked=asked,
             )
             if matched == len(said):  # the user message is already here: answer it again
                 assert anchor_id is not None
@@ -335,11 +344,12 @@ class ConversationWorkflow:
     async def edit_message(self, request: EditMessage) -> TurnResult:
         if done := self._already_done():
             return done
+        asked = workflow.now()
         async with self._lock:
             self._check_writable(request.expected_version)
             original = self._message(request.message_id, "user")
             user = self._new_message("user", request.content, original.parent_id)
-            return await self._turn(user, reply_parent=user)
+            return await self._turn(user, reply_parent=user, asked=asked)
 
     @edit_message.validator
     def _validate_edit(self, request: EditMessage) -> None:
@@ -353,11 +363,12 @@ class ConversationWorkflow:
     async def regenerate(self, request: Regenerate) -> TurnResult:
         if done := self._already_done():
             return done
+        asked = workflow.now()
         async with self._lock:
             self._check_writable(request.expected_version)
             old_reply = self._message(request.message_id, "assistant")
             assert old_reply.parent_id is not None
-            return await self._turn(None, reply_parent=self._state.messages[old_reply.parent_id])
+            return await self._turn(None, reply_parent=self._state.messages[old_reply.parent_id], asked=asked)
 
     @regenerate.validator
     def _validate_regenerate(self, request: Regenerate) -> None:
@@ -508,9 +519,10 @@ class ConversationWorkflow:
         model: str | None = None,
         params: dict[str, Any] | None = None,
         stream_channel: str | None = None,
+        asked: datetime | None = None,
     ) -> TurnResult:
         """Ask the model for a reply to `reply_parent`'s branch, then record the imported messages,
-        the user message and the reply."""
+        the user message and the reply. `asked`: when the update arrived (TurnResult.waited_ms)."""
         new = [*(imported or []), *([user] if user else [])]
         context = self._context(reply_parent.id, extra=new)
         request = ChatCompletionInput(
@@ -522,6 +534,7 @@ class ConversationWorkflow:
         )
         try:
             completion, tool_calls = await self._reply(request)
+            waited_ms = (workflow.now() - asked).total_seconds() * 1000 if asked else None
         except ActivityError as err:
             cause = err.cause
             reason = str(cause) if cause else str(err)
@@ -574,6 +587,7 @@ class ConversationWorkflow:
             reply=reply,
             message_variants=self._variants(shown),
             reply_variants=self._variants(reply),
+            waited_ms=waited_ms,
         )
         self._remember(result)
         return result

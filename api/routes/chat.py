@@ -44,7 +44,7 @@ from api.errors import ApiError, from_update_failure, openai_error_body
 from api.metrics import COMPLETIONS
 from api.openai_schemas import ChatCompletion, ChatCompletionRequest, Model, ModelList, check_message_limits
 from api.schemas import CONVERSATION_ID_PATTERN
-from api.turn_gate import reply_model_seconds
+from api.turn_gate import turn_waited_s
 from inference.gateway import InferenceFailure, estimate_prompt_tokens, estimate_tokens, wire_message
 from inference.messages import ChatCompletionResult, ChatMessage
 from inference.token_relay import Delta
@@ -549,7 +549,8 @@ async def _run_turn(
     target = f"/v1/chat/completions conversation={conversation_id}"
     keyed = idempotent(state, caller.tenant, idempotency_key, "POST", target, body.model_dump(mode="json"))
     if turn.stream_channel is None:
-        async with keyed as repeat, _conversation_errors(state, start, conversation_id, model, "false"):
+        errors = _conversation_errors(state, start, conversation_id, model, "false")
+        async with state.turns.slot(caller.tenant) as slot, keyed as repeat, errors:
             call = (
                 state.temporal.execute_update_with_start_workflow(
                     ConversationWorkflow.chat, turn, start_workflow_operation=start, id=key
@@ -557,7 +558,7 @@ async def _run_turn(
                 if start
                 else handle.execute_update(ConversationWorkflow.chat, turn, id=key)
             )
-            result: TurnResult = await metered_turn(state, caller, call, charge=not repeat, model=model)
+            result: TurnResult = await metered_turn(state, caller, call, slot, charge=not repeat, model=model)
         reply = result.reply
         COMPLETIONS.labels("durable", "false", model, "ok").inc()
         shown = answered_as or reply.model or model
@@ -567,8 +568,8 @@ async def _run_turn(
         return JSONResponse(content, headers={**headers, "X-Message-Id": reply.id})
 
     admitted = await state.turns.admit(caller.tenant)
-    subscription = state.relay.subscribe(turn.stream_channel)
     try:
+        subscription = state.relay.subscribe(turn.stream_channel)
         queue = await subscription.__aenter__()
     except BaseException:
         admitted.give_back()
@@ -593,7 +594,7 @@ async def _run_turn(
         raise
     # The reply is charged when the turn ends, even if the client has gone by then (the turn goes on).
     ending: asyncio.Future[TurnResult] = asyncio.ensure_future(update.result())
-    admitted.follow(ending, reply_model_seconds)
+    admitted.follow(ending, turn_waited_s if not repeat else lambda result: None)
     if not repeat:
         charge_when_done(state, caller, ending, model)
     return StreamingResponse(

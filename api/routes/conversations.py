@@ -130,7 +130,7 @@ async def create_conversation(
     keyed = idempotent(
         state, tenant, idempotency_key, "POST", "/v1/conversations", body.model_dump(mode="json")
     )
-    async with keyed as repeat:
+    async with state.turns.slot(tenant) as slot, keyed as repeat:
         with counted_change("create"):
             try:
                 if body.message is not None:
@@ -143,6 +143,7 @@ async def create_conversation(
                             start_workflow_operation=start,
                             id=update_id("create-send_message", idempotency_key),
                         ),
+                        slot,
                         charge=not repeat,
                     )
                 else:
@@ -375,11 +376,12 @@ async def _update(
     handle = state.temporal.get_workflow_handle(workflow_id(tenant, conversation_id))
     fingerprinted = body.model_dump(mode="json") if body is not None else None
     method = "PUT" if target.endswith("/assistant") else "POST"
-    async with idempotent(state, tenant, key, method, target, fingerprinted) as repeat:
+    keyed = idempotent(state, tenant, key, method, target, fingerprinted)
+    async with state.turns.slot(tenant) as slot, keyed as repeat:
         with counted_change(update.__name__):
             try:
                 call = handle.execute_update(update, arg, id=update_id(update.__name__, key))
-                return await metered_turn(state, caller, call, charge=not repeat)
+                return await metered_turn(state, caller, call, slot, charge=not repeat)
             except WorkflowUpdateFailedError as err:
                 raise from_update_failure(err) from err
             except RPCError as err:

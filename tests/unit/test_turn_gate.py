@@ -1,13 +1,15 @@
 """The API's turn gate (api/turn_gate.py): past its limit, turns wait with the tenants in turn, so one
-tenant's burst does not go before another tenant's turn; waiting is bounded in count and time, and a slot
-always comes back, whether its turn ended, failed, was cancelled or was never sent."""
+tenant's burst does not go before another tenant's turn, and a tenant with nothing in flight is let in
+at once; waiting is bounded in count and time, and a slot always comes back once, whether its turn
+ended, failed, was cancelled or was never sent."""
 
 import asyncio
+from typing import Any
 
 import pytest
 
 from api.errors import ApiError
-from api.turn_gate import TurnGate, reply_model_seconds
+from api.turn_gate import Admitted, TurnGate, turn_waited_s
 from settings import TurnAdmissionSettings
 
 
@@ -21,34 +23,60 @@ async def _settle() -> None:
         await asyncio.sleep(0)
 
 
-async def test_a_burst_from_one_tenant_does_not_go_before_another_tenants_turn() -> None:
+def _end(admitted: Admitted, result: Any = None) -> None:
+    turn = asyncio.get_running_loop().create_future()
+    admitted.follow(turn, turn_waited_s)
+    turn.set_result(result)
+
+
+async def test_a_burst_from_one_tenant_does_not_go_before_another_tenants_turns() -> None:
     gate = _gate(limit=1)
-    running = await gate.admit("noisy")
+    noisy = await gate.admit("noisy")
     let_in: list[str] = []
 
-    async def turn(tenant: str, name: str) -> None:
+    async def turn(tenant: str, name: str) -> Admitted:
         admitted = await gate.admit(tenant)
         let_in.append(name)
-        done = asyncio.get_running_loop().create_future()
-        admitted.follow(done, lambda result: 0.0)
-        done.set_result(None)
+        return admitted
 
-    waiting = [asyncio.create_task(turn("noisy", f"noisy-{i}")) for i in range(5)]
+    burst = [asyncio.create_task(turn("noisy", f"noisy-{i}")) for i in range(5)]
     await _settle()
-    waiting.append(asyncio.create_task(turn("quiet", "quiet")))
+    quiet = await asyncio.wait_for(turn("quiet", "quiet-1"), 1)  # it holds nothing: in past the limit
+    assert gate.in_flight == 2 and gate.waiting == 5
+    second = asyncio.create_task(turn("quiet", "quiet-2"))  # it holds one now: it waits its turn
     await _settle()
-    assert gate.waiting == 6 and gate.in_flight == 1
-    ended = asyncio.get_running_loop().create_future()
-    running.follow(ended, lambda result: 0.0)
-    ended.set_result(None)
-    await asyncio.gather(*waiting)
-    assert let_in[:2] == ["noisy-0", "quiet"]  # not behind the other four
-    assert gate.in_flight == 0 and gate.waiting == 0
+    assert not second.done()
+    _end(noisy)
+    _end(quiet)
+    await _settle()
+    assert let_in[:3] == ["quiet-1", "noisy-0", "quiet-2"]  # not behind the other four
+    for admitted in await asyncio.gather(*burst[:1], second):
+        _end(admitted)
+    for task in burst[1:]:
+        _end(await task)
+    await _settle()
+    assert gate.in_flight == 0 and gate.waiting == 0 and gate.held_by("noisy") == 0
+
+
+async def test_a_tenant_whose_slow_turns_hold_every_slot_does_not_keep_another_out() -> None:
+    gate = _gate(limit=2)
+    hogs = [await gate.admit("hog") for _ in range(2)]
+    again = asyncio.create_task(gate.admit("hog"))
+    await _settle()
+    other = await asyncio.wait_for(gate.admit("other"), 1)
+    assert gate.in_flight == 3 and not again.done()
+    _end(other)
+    for admitted in hogs:
+        _end(admitted)
+    _end(await asyncio.wait_for(again, 1))
+    await _settle()
+    assert gate.in_flight == 0
 
 
 async def test_when_too_many_wait_the_tenant_with_the_most_gives_way() -> None:
     gate = _gate(limit=1, max_waiting=3)
     await gate.admit("noisy")
+    await gate.admit("quiet")
     first = [asyncio.create_task(gate.admit("noisy")) for _ in range(3)]
     await _settle()
     with pytest.raises(ApiError) as refused:
@@ -62,23 +90,24 @@ async def test_when_too_many_wait_the_tenant_with_the_most_gives_way() -> None:
     for task in (*first[:2], quiet):
         task.cancel()
     await asyncio.gather(*first, quiet, return_exceptions=True)
-    assert gate.waiting == 0
+    assert gate.waiting == 0 and gate.in_flight == 2
 
 
 async def test_a_turn_waits_at_most_max_wait_s_and_is_then_refused_unsent() -> None:
     gate = _gate(limit=1, max_wait_s=0.05)
     await gate.admit("a")
     with pytest.raises(ApiError, match=r"waited 0\.05 s for its turn\); retry in 2 s"):
-        await gate.admit("b")
+        await gate.admit("a")
     assert gate.waiting == 0 and gate.in_flight == 1
 
 
-async def test_every_way_a_turn_ends_gives_its_slot_back() -> None:
+async def test_every_way_a_turn_ends_gives_its_slot_back_once() -> None:
     gate = _gate(limit=1)
     for outcome in ("result", "exception", "cancelled"):
         admitted = await gate.admit("a")
         turn = asyncio.get_running_loop().create_future()
-        admitted.follow(turn, reply_model_seconds)
+        admitted.follow(turn, turn_waited_s)
+        admitted.give_back()  # followed: the turn gives it back, not this
         assert gate.in_flight == 1
         if outcome == "result":
             turn.set_result(None)
@@ -88,17 +117,18 @@ async def test_every_way_a_turn_ends_gives_its_slot_back() -> None:
             turn.cancel()
         await _settle()
         assert gate.in_flight == 0, outcome
-    admitted = await gate.admit("a")
-    admitted.give_back()
-    admitted.give_back()  # twice is once
-    assert gate.in_flight == 0
+    with pytest.raises(RuntimeError):
+        async with gate.slot("a"):
+            assert gate.in_flight == 1
+            raise RuntimeError("the call failed before Temporal took it")
+    assert gate.in_flight == 0 and gate.held_by("a") == 0
 
 
 async def test_a_request_cancelled_while_it_waits_leaves_no_trace_and_one_let_in_gives_its_slot_on() -> None:
     gate = _gate(limit=1)
     first = await gate.admit("a")
-    gone = asyncio.create_task(gate.admit("b"))
-    after = asyncio.create_task(gate.admit("c"))
+    gone = asyncio.create_task(gate.admit("a"))
+    after = asyncio.create_task(gate.admit("a"))
     await _settle()
     gone.cancel()
     await _settle()
@@ -108,24 +138,18 @@ async def test_a_request_cancelled_while_it_waits_leaves_no_trace_and_one_let_in
     assert gate.in_flight == 1 and gate.waiting == 0
 
 
-async def test_the_limit_learns_from_lcps_part_of_each_turn_not_the_models() -> None:
+async def test_the_limit_learns_lcps_part_of_a_turn_only() -> None:
     gate = _gate(limit=4)
     seen: list[float] = []
     gate.limit.observe = lambda seconds, *rest: seen.append(seconds)  # type: ignore[method-assign]
 
-    class Reply:
-        latency_ms = 5_000.0
-
     class Result:
-        reply = Reply()
+        waited_ms = 5_000.0  # the conversation's turn before it, and the model
 
-    admitted = await gate.admit("a")
-    turn = asyncio.get_running_loop().create_future()
-    admitted.follow(turn, reply_model_seconds)
-    turn.set_result(Result())
+    _end(await gate.admit("a"), Result())
+    _end(await gate.admit("a"), object())  # archive, switch assistant...: not a turn, not counted
     await _settle()
-    assert seen == [0.0]  # what lcp took beside the model's 5 s: none here, and never less
-    assert reply_model_seconds(object()) == 0.0
+    assert seen == [0.0]  # what lcp took beside the 5 s waited: none here, and never less
 
 
 async def test_switched_off_it_never_holds_a_turn() -> None:
