@@ -102,11 +102,16 @@ def start_operation(
     )
 
 
-def update_id(update_name: str, key: str | None) -> str | None:
-    """The Temporal update ID for a client's Idempotency-Key, per kind of change: a key reused for
-    another kind of change (create, then send, then archive) is a new request; the same request
-    again is a replay of the first answer."""
-    return f"{update_name}:{key}" if key else None
+def update_id(update_name: str, key: str | None, message_id: str | None = None) -> str | None:
+    """The Temporal update ID for a client's Idempotency-Key, per kind of change and message: a key
+    reused for another kind of change (create, then send, then archive) or another message's edit or
+    regeneration is a new request (it was answered with the first message's reply, charged again); the
+    same request again is a replay of the first answer."""
+    if not key:
+        return None
+    if message_id is not None:
+        update_name += ":" + hashlib.sha256(message_id.encode()).hexdigest()[:16]
+    return f"{update_name}:{key}"
 
 
 def temporal_unavailable(err: RPCError) -> ApiError:

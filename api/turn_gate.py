@@ -1,7 +1,8 @@
 """Durable turns an API process lets into Temporal at once (policies/concurrency.py's adaptive limit); the
-others wait here, the tenants in turn (policies/fair_queue.py), so a tenant's burst of turns waits behind
-itself instead of in front of other tenants' turns (40 at once from one tenant made another's turns take
-11 to 21 times as long: `lcp bench neighbours`). A tenant with no turn in flight is let in even past the
+others wait here, a free slot going to the waiting tenant holding the fewest (the tenants in turn among
+equals: policies/fair_queue.py), so a tenant's burst of turns waits behind itself instead of in front of
+other tenants' turns (40 at once from one tenant made another's turns take 11 to 21 times as long: `lcp
+bench neighbours`). A tenant with no turn in flight is let in even past the
 limit: a turn holds its slot through its model's reply, so a tenant with slow turns in every slot would
 otherwise keep the others out for as long. Bounded: at most `max_waiting` turns wait in a process (past
 that, the tenant holding the most gives up its newest) and each at most `max_wait_s`; a turn refused is a
@@ -66,7 +67,7 @@ class Admitted:
 
     def __init__(self, gate: "TurnGate | None", tenant: str) -> None:
         self._gate, self._tenant = gate, tenant
-        self._started = time.monotonic()
+        self._started = gate.clock() if gate else 0.0
 
     def follow(self, turn: "asyncio.Future[Any]", waited: Waited) -> None:
         gate, tenant, started = self._gate, self._tenant, self._started
@@ -77,8 +78,9 @@ class Admitted:
         def ended(done: "asyncio.Future[Any]") -> None:
             lcp_s: float | None = None
             if not done.cancelled() and done.exception() is None:
-                if (waited_s := waited(done.result())) is not None:
-                    lcp_s = max(0.0, time.monotonic() - started - waited_s)
+                waited_s = waited(done.result())
+                if waited_s is not None and (mine := gate.clock() - started - waited_s) >= 0:
+                    lcp_s = mine  # less than nothing: a result answered before (a repeat), no sample
             gate.release(tenant, lcp_s, started)
 
         turn.add_done_callback(ended)
@@ -91,8 +93,8 @@ class Admitted:
 
 
 class TurnGate:
-    def __init__(self, settings: TurnAdmissionSettings) -> None:
-        self.settings = settings
+    def __init__(self, settings: TurnAdmissionSettings, clock: Callable[[], float] = time.monotonic) -> None:
+        self.settings, self.clock = settings, clock
         self.limit = AdaptiveLimit(
             settings.target_s,
             float(settings.initial_limit),
@@ -138,7 +140,7 @@ class TurnGate:
                 self._busy("full", "other tenants' turns are waiting, fewer than yours")
             )
         TURNS_WAITING.set(len(self._waiting))
-        started = time.monotonic()
+        started = self.clock()
         try:
             async with asyncio.timeout(self.settings.max_wait_s):  # not wait_for: 3.11 can swallow a cancel
                 await asyncio.shield(waiter.let_in)
@@ -156,7 +158,7 @@ class TurnGate:
                 self._waiting.remove(tenant, waiter)
             raise
         finally:
-            TURN_WAIT.observe(time.monotonic() - started)
+            TURN_WAIT.observe(self.clock() - started)
             TURNS_WAITING.set(len(self._waiting))
         return Admitted(self, tenant)
 
@@ -173,10 +175,16 @@ class TurnGate:
                 self._let_in(oldest)
         if lcp_s is not None:
             TURN_LCP_SECONDS.observe(lcp_s)
-            self.limit.observe(lcp_s, admitted_at, time.monotonic(), self.in_flight)
+            self.limit.observe(lcp_s, admitted_at, self.clock(), self.in_flight, tenant)
             TURN_LIMIT.set(self.limit.limit)
         while self._waiting and self.in_flight < self.limit.allowed:
-            self._let_in(self._waiting.pop())
+            # To the waiting tenant holding the fewest, the tenants in turn among equals: a tenant whose
+            # turns run for minutes must not keep most slots by taking every other free one.
+            fewest = min(self._waiting.tenants(), key=self.held_by)
+            oldest = self._waiting.oldest_of(fewest)
+            assert oldest is not None
+            self._waiting.take(fewest, oldest)
+            self._let_in(oldest)
         TURNS_IN_FLIGHT.set(self.in_flight)
         TURNS_WAITING.set(len(self._waiting))
 

@@ -1,8 +1,9 @@
 """How many durable turns an API process lets run at once: a limit that keeps lcp's own part of a turn
 (its time in the API, Temporal and the worker; the model's, and waiting for the conversation's turn before
 it, left out) near a target. Once `min_samples` turns let in under the current limit have ended, and at
-most every `update_s`, the limit is scaled by the target over their median: down to half at a time, up
-by half at most, and up only while at least half of it is used. Turns let in before the last change are
+most every `update_s`, the limit is scaled by the target over their median (the median of each tenant's
+median, so the tenant with the most turns does not decide it alone): down to half at a time, up by half
+at most, and up only while at least half of it is used. Turns let in before the last change are
 not counted: they ran beside what the old limit allowed, and a turn takes a model reply's time to end.
 Turns past the limit wait in the API, the tenants in turn (api/turn_gate.py).
 
@@ -36,7 +37,8 @@ class AdaptiveLimit:
     update_s: float = 1.0
     min_samples: int = 5
     floor_s: float = 600.0  # how long a raised target holds
-    _recent: list[float] = field(default_factory=list, init=False)  # turns let in since the last change
+    _recent: dict[str, list[float]] = field(default_factory=dict, init=False)  # by tenant, since the change
+    _count: int = field(default=0, init=False)
     _changed_at: float = field(default=-math.inf, init=False)
     _next_update: float = field(default=-math.inf, init=False)
     _floor: float = field(default=0.0, init=False)  # the raised target, until _floor_until
@@ -55,27 +57,28 @@ class AdaptiveLimit:
     def target_at(self, now: float) -> float:
         return max(self.target_s, self._floor) if now < self._floor_until else self.target_s
 
-    def observe(self, seconds: float, admitted_at: float, now: float, in_flight: int) -> None:
-        """A turn let in at `admitted_at` ended at `now` after `seconds` of lcp's own time; `in_flight`
-        turns still run."""
+    def observe(
+        self, seconds: float, admitted_at: float, now: float, in_flight: int, tenant: str = ""
+    ) -> None:
+        """A turn of `tenant` let in at `admitted_at` ended at `now` after `seconds` of lcp's own time;
+        `in_flight` turns still run."""
         if not 0 <= seconds < math.inf or admitted_at < self._changed_at:
             return  # nonsense, or let in under another limit
-        self._recent.append(seconds)
-        if len(self._recent) < self.min_samples or (
-            now < self._next_update and len(self._recent) < SAMPLES_KEPT
-        ):
+        self._recent.setdefault(tenant, []).append(seconds)
+        self._count += 1
+        if self._count < self.min_samples or (now < self._next_update and self._count < SAMPLES_KEPT):
             return
         self._next_update = now + self.update_s
-        recent = statistics.median(self._recent)
+        recent = statistics.median(statistics.median(samples) for samples in self._recent.values())
+        self._recent, self._count = {}, 0
         target = self.target_at(now)
         if self.limit <= self.minimum and recent > target:
             self._floor, self._floor_until = recent * FLOOR_MARGIN, now + self.floor_s
             target = self._floor
         step = MAX_STEP if recent == 0 else min(MAX_STEP, max(MIN_STEP, target / recent))
         if step > 1 and (in_flight + 1) * 2 < self.limit:
-            self._recent = []
             return  # not grown while half of it is unused: a quiet hour must not leave a limit nothing tested
         limit = min(float(self.maximum), max(float(self.minimum), self.limit * step))
         if int(limit) != int(self.limit):
             self._changed_at = now
-        self.limit, self._recent = limit, []
+        self.limit = limit

@@ -48,6 +48,10 @@ class FairQueue(Generic[Item]):
         self._size += 1
         return refused
 
+    def tenants(self) -> list[str]:
+        """The tenants holding items, the next to send first."""
+        return list(self._turn)
+
     def oldest_of(self, tenant: str) -> Item | None:
         """The tenant's item that has waited longest, left in place."""
         lane = self._lanes.get(tenant)

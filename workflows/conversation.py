@@ -429,9 +429,11 @@ class ConversationWorkflow:
     # ---- checks (run in validators, and again under the lock) ------------------------------
 
     def _already_done(self) -> TurnResult | None:
-        """The result of this very update if an earlier run already applied it (see recent_turns)."""
+        """The result of this very update if an earlier run already applied it (see recent_turns); its
+        waited_ms was the first answer's, not this one's."""
         info = workflow.current_update_info()
-        return self._state.recent_turns.get(info.id) if info else None
+        done = self._state.recent_turns.get(info.id) if info else None
+        return replace(done, waited_ms=None) if done else None
 
     def _remember(self, result: TurnResult) -> None:
         info = workflow.current_update_info()

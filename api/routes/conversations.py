@@ -240,8 +240,9 @@ async def edit_message(
     request = EditMessage(message_id, body.content, body.expected_version)
     update = ConversationWorkflow.edit_message
     target = f"/v1/conversations/{conversation_id}/messages/{message_id}/edit"
+    key = idempotency_key
     return _turn_out(
-        await _update(state, session, caller, conversation_id, update, request, idempotency_key, target, body)
+        await _update(state, session, caller, conversation_id, update, request, key, target, body, message_id)
     )
 
 
@@ -259,8 +260,9 @@ async def regenerate(
     request = Regenerate(message_id, body.expected_version if body else None)
     update = ConversationWorkflow.regenerate
     target = f"/v1/conversations/{conversation_id}/messages/{message_id}/regenerate"
+    key = idempotency_key
     return _turn_out(
-        await _update(state, session, caller, conversation_id, update, request, idempotency_key, target, body)
+        await _update(state, session, caller, conversation_id, update, request, key, target, body, message_id)
     )
 
 
@@ -368,10 +370,12 @@ async def _update(
     key: str | None,
     target: str,
     body: BaseModel | None,
+    message_id: str | None = None,
 ) -> Any:
     """Apply a change through the conversation's workflow (its ID names the tenant, so a tenant
     can only ever reach its own conversations); the SQL read happens only on the error path. The
-    Idempotency-Key is bound to (target, body) first; a reply's tokens are charged to the caller."""
+    Idempotency-Key is bound to (target, body) first, and to the `message_id` a change is about; a
+    reply's tokens are charged to the caller."""
     tenant = caller.tenant
     handle = state.temporal.get_workflow_handle(workflow_id(tenant, conversation_id))
     fingerprinted = body.model_dump(mode="json") if body is not None else None
@@ -380,7 +384,7 @@ async def _update(
     async with state.turns.slot(tenant) as slot, keyed as repeat:
         with counted_change(update.__name__):
             try:
-                call = handle.execute_update(update, arg, id=update_id(update.__name__, key))
+                call = handle.execute_update(update, arg, id=update_id(update.__name__, key, message_id))
                 return await metered_turn(state, caller, call, slot, charge=not repeat)
             except WorkflowUpdateFailedError as err:
                 raise from_update_failure(err) from err

@@ -342,6 +342,25 @@ async def test_edit_response_counts_the_variants(api: httpx.AsyncClient) -> None
 
 
 @sqlite_only
+async def test_one_idempotency_key_on_two_messages_regenerates_each_not_the_first_twice(
+    api: httpx.AsyncClient,
+) -> None:
+    """The key is bound to the request's path, which names the message: the second message's regeneration
+    is a request of its own (it got the first message's reply back, and was charged again)."""
+    first = (await create(api))["turn"]
+    conversation_id = first["conversation_id"]
+    base = f"/v1/conversations/{conversation_id}/messages"
+    second = (await api.post(base, json={"content": "and another"})).json()
+    headers = {"Idempotency-Key": "regenerate-once"}
+    one = (await api.post(f"{base}/{first['reply']['id']}/regenerate", headers=headers)).json()
+    two = (await api.post(f"{base}/{second['reply']['id']}/regenerate", headers=headers)).json()
+    assert one["message"]["id"] == first["message"]["id"]
+    assert two["message"]["id"] == second["message"]["id"] and two["reply"]["id"] != one["reply"]["id"]
+    again = (await api.post(f"{base}/{second['reply']['id']}/regenerate", headers=headers)).json()
+    assert again["reply"]["id"] == two["reply"]["id"]  # the same request again: its first answer
+
+
+@sqlite_only
 async def test_regenerate_a_reply(api: httpx.AsyncClient) -> None:
     turn = (await create(api))["turn"]
     conversation_id, user, old_reply = turn["conversation_id"], turn["message"], turn["reply"]

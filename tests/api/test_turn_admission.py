@@ -87,7 +87,8 @@ async def test_a_tenant_past_the_limit_waits_then_gets_a_503_sent_nowhere_while_
         await _until_in_flight(noisy, 2)  # the quiet tenant held nothing: in past the limit
 
         body: dict[str, Any] = {"content": "wait for me"}
-        refused = await noisy.post(f"/v1/conversations/{second}/messages", json=body)
+        keyed = {"Idempotency-Key": "wait-for-me"}  # a refused turn's key is free for its retry
+        refused = await noisy.post(f"/v1/conversations/{second}/messages", json=body, headers=keyed)
         assert refused.status_code == 503, refused.text
         assert refused.headers["Retry-After"] == "2"
         error = refused.json()["error"]
@@ -104,8 +105,10 @@ async def test_a_tenant_past_the_limit_waits_then_gets_a_503_sent_nowhere_while_
         await _until_in_flight(noisy, 0)
         async with httpx.AsyncClient(base_url=simulator.removesuffix("/v1"), timeout=10) as sim:
             await sim.delete("/admin/faults")
-        sent = await noisy.post(f"/v1/conversations/{second}/messages", json=body)
+        sent = await noisy.post(f"/v1/conversations/{second}/messages", json=body, headers=keyed)
         assert sent.status_code == 200, sent.text
+        again = await noisy.post(f"/v1/conversations/{second}/messages", json=body, headers=keyed)
+        assert again.json()["reply"]["id"] == sent.json()["reply"]["id"]
         detail = (await noisy.get(f"/v1/conversations/{second}")).json()
         assert [m["content"] for m in detail["messages"] if m["role"] == "user"] == ["wait for me"]
         assert detail["conversation"]["message_count"] == 2

@@ -142,14 +142,47 @@ async def test_the_limit_learns_lcps_part_of_a_turn_only() -> None:
     gate = _gate(limit=4)
     seen: list[float] = []
     gate.limit.observe = lambda seconds, *rest: seen.append(seconds)  # type: ignore[method-assign]
+    clock = iter([10.0, 17.0, 17.0, 20.0, 21.0, 30.0])
+    gate.clock = lambda: next(clock)
 
     class Result:
         waited_ms = 5_000.0  # the conversation's turn before it, and the model
 
-    _end(await gate.admit("a"), Result())
+    _end(await gate.admit("a"), Result())  # let in at 10, ended at 17: 2 s were lcp's
+    await _settle()
+    _end(await gate.admit("a"), Result())  # 1 s in all, 5 s waited: a repeat's old answer, no sample
+    await _settle()
     _end(await gate.admit("a"), object())  # archive, switch assistant...: not a turn, not counted
     await _settle()
-    assert seen == [0.0]  # what lcp took beside the 5 s waited: none here, and never less
+    assert seen == [2.0] and gate.in_flight == 0
+
+
+async def test_a_freed_slot_goes_to_the_waiting_tenant_holding_the_fewest() -> None:
+    gate = _gate(limit=4)
+    hog = [await gate.admit("hog") for _ in range(3)]
+    await gate.admit("other")
+    hog_waiting = [asyncio.create_task(gate.admit("hog")) for _ in range(2)]
+    await _settle()
+    other_waiting = asyncio.create_task(gate.admit("other"))  # last in line, but it holds one to hog's three
+    await _settle()
+    hog[0].give_back()
+    await _settle()
+    assert other_waiting.done() and not any(task.done() for task in hog_waiting)
+    for task in hog_waiting:
+        task.cancel()
+    await asyncio.gather(*hog_waiting, return_exceptions=True)
+
+
+async def test_a_turn_let_in_as_its_request_is_cancelled_gives_the_slot_on() -> None:
+    gate = _gate(limit=1)
+    first = await gate.admit("a")
+    gone = asyncio.create_task(gate.admit("a"))
+    await _settle()
+    first.give_back()  # lets `gone` in...
+    gone.cancel()  # ...whose request is cancelled before it runs again
+    with pytest.raises(asyncio.CancelledError):
+        await gone
+    assert gate.in_flight == 0 and gate.held_by("a") == 0 and gate.waiting == 0
 
 
 async def test_switched_off_it_never_holds_a_turn() -> None:
