@@ -24,7 +24,7 @@ from activities.contracts.store import MessageRecord
 from api.deps import AppState
 from api.errors import ApiError
 from api.metrics import TOKENS
-from api.turn_gate import Admitted, turn_waited_s
+from api.turn_gate import Admitted
 from inference.gateway import estimate_prompt_tokens
 from inference.messages import ChatMessage
 from policies.access import Principal
@@ -238,7 +238,7 @@ async def metered_turn(
     `slot`: the turn's place in the API's turn gate (api/turn_gate.py), taken before its Idempotency-Key
     was claimed, and given back when the change ends."""
     task = asyncio.ensure_future(call)
-    slot.follow(task, turn_waited_s if charge else lambda result: None)  # a repeat's time is no turn's
+    slot.follow(task, counted=charge)  # a repeat's time is no turn's
     if charge:
         charge_when_done(state, caller, task, model, _reply_of)
     else:  # nobody may be left to read its outcome: read it here, so it is never logged as lost

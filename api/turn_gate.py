@@ -2,9 +2,9 @@
 others wait here, a free slot going to the waiting tenant holding the fewest (the tenants in turn among
 equals: policies/fair_queue.py), so a tenant's burst of turns waits behind itself instead of in front of
 other tenants' turns (40 at once from one tenant made another's turns take 11 to 21 times as long: `lcp
-bench neighbours`). A tenant with no turn in flight is let in even past the
-limit: a turn holds its slot through its model's reply, so a tenant with slow turns in every slot would
-otherwise keep the others out for as long. Bounded: at most `max_waiting` turns wait in a process (past
+bench neighbours`). A tenant with no turn in flight is let in even past the limit: a turn holds its slot
+through its model's reply, so a tenant with slow turns in every slot would otherwise keep the others out
+for as long. Bounded: at most `max_waiting` turns wait in a process (past
 that, the tenant holding the most gives up its newest) and each at most `max_wait_s`; a turn refused is a
 503 with Retry-After that reached no workflow, so a retry loses and duplicates nothing."""
 
@@ -46,10 +46,8 @@ TURNS_REFUSED = Counter(
     ["reason"],
 )
 
-Waited = Callable[[Any], float | None]  # of a turn's result: seconds that were not lcp's (None: not a turn)
 
-
-def turn_waited_s(result: Any) -> float | None:
+def _waited_s(result: Any) -> float | None:
     """A TurnResult's waited_ms in seconds: from its update's arrival to its model's reply."""
     waited_ms = getattr(result, "waited_ms", None)
     return waited_ms / 1000 if isinstance(waited_ms, int | float) else None
@@ -69,7 +67,8 @@ class Admitted:
         self._gate, self._tenant = gate, tenant
         self._started = gate.clock() if gate else 0.0
 
-    def follow(self, turn: "asyncio.Future[Any]", waited: Waited) -> None:
+    def follow(self, turn: "asyncio.Future[Any]", *, counted: bool = True) -> None:
+        """`counted=False`: the turn's time teaches the limit nothing (a keyed repeat answered before)."""
         gate, tenant, started = self._gate, self._tenant, self._started
         if gate is None:
             return
@@ -77,8 +76,8 @@ class Admitted:
 
         def ended(done: "asyncio.Future[Any]") -> None:
             lcp_s: float | None = None
-            if not done.cancelled() and done.exception() is None:
-                waited_s = waited(done.result())
+            if counted and not done.cancelled() and done.exception() is None:
+                waited_s = _waited_s(done.result())
                 if waited_s is not None and (mine := gate.clock() - started - waited_s) >= 0:
                     lcp_s = mine  # less than nothing: a result answered before (a repeat), no sample
             gate.release(tenant, lcp_s, started)

@@ -44,7 +44,6 @@ from api.errors import ApiError, from_update_failure, openai_error_body
 from api.metrics import COMPLETIONS
 from api.openai_schemas import ChatCompletion, ChatCompletionRequest, Model, ModelList, check_message_limits
 from api.schemas import CONVERSATION_ID_PATTERN
-from api.turn_gate import turn_waited_s
 from inference.gateway import InferenceFailure, estimate_prompt_tokens, estimate_tokens, wire_message
 from inference.messages import ChatCompletionResult, ChatMessage
 from inference.token_relay import Delta
@@ -567,34 +566,29 @@ async def _run_turn(
             headers["X-Assistant-Version"] = reply.assistant_version
         return JSONResponse(content, headers={**headers, "X-Message-Id": reply.id})
 
-    admitted = await state.turns.admit(caller.tenant)
-    try:
+    async with state.turns.slot(caller.tenant) as slot:  # given back unless the turn below is followed
         subscription = state.relay.subscribe(turn.stream_channel)
         queue = await subscription.__aenter__()
-    except BaseException:
-        admitted.give_back()
-        raise
-    try:
-        async with keyed as repeat, _conversation_errors(state, start, conversation_id, model, "true"):
-            accepted = WorkflowUpdateStage.ACCEPTED  # refusals are HTTP errors, not SSE
-            update: WorkflowUpdateHandle[TurnResult] = await (
-                state.temporal.start_update_with_start_workflow(
-                    ConversationWorkflow.chat,
-                    turn,
-                    start_workflow_operation=start,
-                    id=key,
-                    wait_for_stage=accepted,
+        try:
+            async with keyed as repeat, _conversation_errors(state, start, conversation_id, model, "true"):
+                accepted = WorkflowUpdateStage.ACCEPTED  # refusals are HTTP errors, not SSE
+                update: WorkflowUpdateHandle[TurnResult] = await (
+                    state.temporal.start_update_with_start_workflow(
+                        ConversationWorkflow.chat,
+                        turn,
+                        start_workflow_operation=start,
+                        id=key,
+                        wait_for_stage=accepted,
+                    )
+                    if start
+                    else handle.start_update(ConversationWorkflow.chat, turn, id=key, wait_for_stage=accepted)
                 )
-                if start
-                else handle.start_update(ConversationWorkflow.chat, turn, id=key, wait_for_stage=accepted)
-            )
-    except BaseException:
-        admitted.give_back()
-        await subscription.__aexit__(None, None, None)
-        raise
-    # The reply is charged when the turn ends, even if the client has gone by then (the turn goes on).
-    ending: asyncio.Future[TurnResult] = asyncio.ensure_future(update.result())
-    admitted.follow(ending, turn_waited_s if not repeat else lambda result: None)
+        except BaseException:
+            await subscription.__aexit__(None, None, None)
+            raise
+        # The reply is charged when the turn ends, even if the client has gone by then (the turn goes on).
+        ending: asyncio.Future[TurnResult] = asyncio.ensure_future(update.result())
+        slot.follow(ending, counted=not repeat)
     if not repeat:
         charge_when_done(state, caller, ending, model)
     return StreamingResponse(

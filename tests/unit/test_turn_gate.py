@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from api.errors import ApiError
-from api.turn_gate import Admitted, TurnGate, turn_waited_s
+from api.turn_gate import Admitted, TurnGate
 from settings import TurnAdmissionSettings
 
 
@@ -25,7 +25,7 @@ async def _settle() -> None:
 
 def _end(admitted: Admitted, result: Any = None) -> None:
     turn = asyncio.get_running_loop().create_future()
-    admitted.follow(turn, turn_waited_s)
+    admitted.follow(turn)
     turn.set_result(result)
 
 
@@ -106,7 +106,7 @@ async def test_every_way_a_turn_ends_gives_its_slot_back_once() -> None:
     for outcome in ("result", "exception", "cancelled"):
         admitted = await gate.admit("a")
         turn = asyncio.get_running_loop().create_future()
-        admitted.follow(turn, turn_waited_s)
+        admitted.follow(turn)
         admitted.give_back()  # followed: the turn gives it back, not this
         assert gate.in_flight == 1
         if outcome == "result":
