@@ -194,16 +194,17 @@ def neighbours(
     target_s: Annotated[
         list[float] | None,
         typer.Option(
-            "--target-s", help="Admission targets to measure (repeat it; default 0.3, the default setting)."
+            "--target-s", help="Admission targets to measure (repeat it; default: the setting's default)."
         ),
     ] = None,
 ) -> None:
     """One tenant's burst of durable turns beside another's turns, with turn admission off and on."""
     from bench.chat import write_json
     from bench.neighbours import run_bench
+    from settings import TurnAdmissionSettings
 
     console.print("lcp bench neighbours: a dev server, simulator (zero latency), worker and API per setting…")
-    result = run_bench(burst, turns, target_s or [0.3])
+    result = run_bench(burst, turns, target_s or [TurnAdmissionSettings().target_s])
     table = Table(title=f"a quiet tenant beside {burst} turns in flight, {result['machine']['cpus']} CPUs")
     columns = (
         "admission",
